@@ -1,0 +1,26 @@
+# Two commands on a fresh machine (Debian, Python 3.11, no GPU): `make demo` and `make test`.
+# The venv gets the pinned CPU build of torch first, so pip never pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/latentdiff: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/latentdiff
+	$(BIN)/latentdiff demo
+
+test: $(BIN)/latentdiff
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/latentdiff
+	$(BIN)/python benchmarks/bench_vs_diffusers.py
+
+clean:
+	rm -rf $(VENV) runs

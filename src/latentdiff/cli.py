@@ -1,0 +1,118 @@
+"""The `latentdiff` command: parse → config dataclass → one library call. User errors: one line, exit code 2."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from latentdiff.errors import UserError
+
+
+def _train_autoencoder(args: argparse.Namespace) -> None:
+    from latentdiff.config import AutoencoderTrainConfig, load_config, to_yaml
+    from latentdiff.train.autoencoder import train_autoencoder
+
+    cfg = load_config(AutoencoderTrainConfig, args.config, args.overrides)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return
+    print(f"checkpoint: {train_autoencoder(cfg, resume=args.resume)}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from latentdiff.config import LatentDiffusionTrainConfig, load_config, to_yaml
+    from latentdiff.train.diffusion import train_latent_diffusion
+
+    cfg = load_config(LatentDiffusionTrainConfig, args.config, args.overrides)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return
+    print(f"checkpoint: {train_latent_diffusion(cfg, resume=args.resume)}")
+
+
+def _sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.data import to_uint8
+    from latentdiff.images import save_image_grid
+    from latentdiff.pipelines import class_grid_labels, generate
+
+    if args.n < 1:
+        raise UserError(f"--n {args.n}: give at least 1 image")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_latent_diffusion(args.checkpoint, device, use_ema=not args.no_ema)
+    if args.class_label is not None:
+        labels, ncols = [args.class_label] * args.n, min(args.n, 10)
+    elif model.num_classes:  # a class-conditional model without --class: one row per class
+        per_class = max(1, args.n // model.num_classes)
+        labels, ncols = class_grid_labels(model.num_classes, per_class), per_class
+    else:
+        labels, ncols = None, max(1, round(args.n ** 0.5))
+    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    n = len(labels) if labels else args.n
+    images = generate(model, seeds=[args.seed + i for i in range(n)], class_labels=labels, sampler=args.sampler,
+                      steps=args.steps, **options)
+    print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({n} images)")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from latentdiff.demo import run_demo
+
+    run_demo(args.out, seeds=tuple(range(args.seeds)), steps=args.steps, overrides=tuple(args.overrides))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentdiff", description="Latent diffusion models: train and sample.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, func, what in (("train-autoencoder", _train_autoencoder, "the first-stage autoencoder"),
+                             ("train", _train, "the latent diffusion model on a trained autoencoder")):
+        p = commands.add_parser(name, help=f"train {what}")
+        p.add_argument("config", help="YAML config path or bundled name (e.g. ae-kl-f4-digits, ldm-digits)")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
+        p.add_argument("--resume", action="store_true", help="continue from train.out_dir/checkpoints/last.safetensors")
+        p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        p.set_defaults(func=func)
+
+    p = commands.add_parser("sample", help="draw samples from a `latentdiff train` checkpoint into a PNG grid")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--class", dest="class_label", type=int, default=None,
+                   help="class label for every sample (class-conditional models; default: one row per class)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
+    p.add_argument("--sampler", default="ddim", help="ddim | ddpm (default: ddim)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed + i")
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG (default: samples.png)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.set_defaults(func=_sample)
+
+    p = commands.add_parser("demo", help="train the class-conditional digits LDM end to end, sample and score it")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
+    p.add_argument("--seeds", type=int, default=3, help="sampling seeds for the metrics (default: 3)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the ldm-digits config")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("lightning_fabric", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"latentdiff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("latentdiff: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

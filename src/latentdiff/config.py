@@ -1,0 +1,265 @@
+"""Typed configuration: one frozen dataclass per component, and the only place where YAML becomes objects.
+
+A YAML file maps onto a dataclass field by field; unknown keys, wrong types and missing values raise `UserError`.
+Overrides use OmegaConf's dotted form (`train.max_steps=100`). Checkpoints embed `to_dict(config)`, so a model is
+rebuilt from its file alone (`from_dict`).
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from latentdiff.errors import UserError
+
+T = TypeVar("T")
+BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """First-stage encoder/decoder (SPEC §1), the original `ddconfig` with descriptive names.
+
+    The downsampling factor is f = 2^(len(channel_mult) − 1); `attn_resolutions` lists pixel resolutions (as the
+    original) at which the encoder/decoder levels get self-attention, relative to `resolution`.
+    """
+
+    in_channels: int = 3
+    base_channels: int = 128  # original: ch
+    channel_mult: tuple[int, ...] = (1, 2, 4)  # original: ch_mult
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = ()
+    latent_channels: int = 4  # original: z_channels = embed_dim
+    resolution: int = 256  # training resolution; only used to place `attn_resolutions`
+    dropout: float = 0.0
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    def __post_init__(self):
+        _check(all(self.base_channels * m % 32 == 0 for m in self.channel_mult),
+               f"model.base_channels={self.base_channels} × channel_mult must be divisible by 32 (GroupNorm(32))")
+
+
+@dataclass(frozen=True)
+class AutoencoderLossConfig:
+    """L_AE = l1_weight·|x − x̃|₁ + kl_weight·KL(q‖N(0, I)), both per pixel (the original sums both; the ratio is kept).
+
+    The perceptual and adversarial terms of SPEC §1 plug in here (issue 3).
+    """
+
+    l1_weight: float = 1.0
+    kl_weight: float = 1e-6
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The time-conditional UNet ε_θ(z_t, t, y) (ADM-style, the original `UNetModel`).
+
+    `attention_resolutions` are downsampling rates (1, 2, 4, ...) at which blocks get self-attention, as in the
+    original configs. Heads: set exactly one of `num_heads` (fixed head count) or `head_channels` (channels per
+    head); the other is -1.
+    """
+
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (2, 4)
+    num_heads: int = -1
+    head_channels: int = 32
+    dropout: float = 0.0
+    num_classes: int | None = None  # class-conditional via an embedding added to the time embedding
+    use_scale_shift_norm: bool = False  # ADM's adaptive GroupNorm: h = GN(h)·(1 + scale) + shift
+    conv_resample: bool = True
+
+    def __post_init__(self):
+        _check((self.num_heads == -1) != (self.head_channels == -1),
+               "unet: set exactly one of num_heads / head_channels (the other to -1)")
+        _check(all(self.model_channels * m % 32 == 0 for m in self.channel_mult),
+               f"unet.model_channels={self.model_channels} × channel_mult must be divisible by 32 (GroupNorm(32))")
+
+
+@dataclass(frozen=True)
+class NoiseScheduleConfig:
+    """β schedule of the forward process q(z_t|z_0) (SPEC §2).
+
+    kind: "linear" (β linear, DDPM), "scaled_linear" (√β linear: what the CompVis configs call "linear", LDM and
+    Stable Diffusion), or "cosine" (Nichol & Dhariwal 2021; beta_start/beta_end unused).
+    """
+
+    kind: str = "scaled_linear"
+    num_timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+
+    def __post_init__(self):
+        _check(self.kind in ("linear", "scaled_linear", "cosine"),
+               f"schedule.kind={self.kind!r} is unknown; use linear, scaled_linear or cosine")
+        _check(self.num_timesteps >= 2, "schedule.num_timesteps must be at least 2")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A dataset of images (and optional class labels) with a seeded held-out split for evaluation.
+
+    dataset: "digits" (scikit-learn's 1,797 8×8 digits, bundled), "mnist" (IDX or .npz files at `path`), or
+    "folder" (PNG/JPEG files under `path`; sub-folders become classes). Images are resized to `image_size`.
+    """
+
+    dataset: str = "digits"
+    path: str | None = None
+    image_size: int = 32
+    channels: int | None = None  # None: the dataset's own (digits/mnist 1, folder 3)
+    holdout: int = 400  # images held out from training, used by evaluation
+    split_seed: int = 0
+
+    def __post_init__(self):
+        _check(self.dataset in ("digits", "mnist", "folder"),
+               f"data.dataset={self.dataset!r} is unknown; use digits, mnist or folder")
+        _check(self.dataset == "digits" or self.path, f"data.dataset={self.dataset} needs data.path")
+        _check(self.image_size >= 1 and self.holdout >= 0, "data.image_size must be ≥ 1 and data.holdout ≥ 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation loop shared by both stages (AdamW, linear warm-up, clipping, checkpoints, logging)."""
+
+    out_dir: str = "runs/default"
+    max_steps: int = 1000
+    batch_size: int = 64  # global batch, split evenly across processes
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, else 32-true; or any Fabric precision
+    accelerator: str = "auto"  # auto | cpu | cuda | mps
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # Fabric strategy: auto | ddp | ddp_spawn | fsdp ...
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 500  # write a sample grid PNG every N steps (0: only at the end)
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        _check(self.max_steps >= 1 and self.batch_size >= 1, "train.max_steps and train.batch_size must be ≥ 1")
+        _check(self.lr > 0 and self.devices >= 1, "train.lr must be > 0 and train.devices ≥ 1")
+        _check(self.batch_size % (self.devices * self.num_nodes) == 0,
+               f"train.batch_size={self.batch_size} must be divisible by devices×num_nodes="
+               f"{self.devices * self.num_nodes}")
+
+
+@dataclass(frozen=True)
+class AutoencoderTrainConfig:
+    """`latentdiff train-autoencoder CONFIG`: the first stage on its own."""
+
+    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The diffusion model on latents: schedule and what the network predicts (eps | x0 | v)."""
+
+    schedule: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)
+    prediction: str = "eps"
+
+    def __post_init__(self):
+        _check(self.prediction in ("eps", "x0", "v"),
+               f"diffusion.prediction={self.prediction!r} is unknown; use eps, x0 or v")
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """How the training loop draws its periodic sample grids (EMA weights)."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    per_class: int = 8  # columns per class row (class-conditional) or images / 8 rows (unconditional)
+
+
+@dataclass(frozen=True)
+class LatentDiffusionTrainConfig:
+    """`latentdiff train CONFIG`: the diffusion stage on the latents of a trained autoencoder checkpoint."""
+
+    autoencoder: str = "???"  # path to a checkpoint written by `latentdiff train-autoencoder`
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ema_decay: float = 0.9999
+    scale_factor: float | None = None  # None: s = 1/std(z) measured on the training latents
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path to a YAML file, or the name of a bundled config (`ldm-digits` → latentdiff/configs/ldm-digits.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_CONFIGS / f"{path.stem}.yaml"
+    if path.parent == Path(".") and bundled.is_file():
+        return bundled
+    names = ", ".join(sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml")))
+    raise UserError(f"config {str(name)!r} not found; give a YAML path or a bundled config name ({names})")
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> T:
+    """YAML file (optional) + dotted overrides → a validated `cls` instance."""
+    where = str(path) if path is not None else "overrides"
+    try:
+        layers = [OmegaConf.structured(cls)]
+        if path is not None:
+            layers.append(OmegaConf.load(resolve_config_path(path)))
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(OmegaConf.merge(*layers))
+    except ConfigKeyError as e:
+        raise UserError(f"{where}: unknown config key {e.full_key!r}; valid keys: {_keys_near(cls, e.full_key)}") from None
+    except MissingMandatoryValue as e:
+        raise UserError(f"{where}: config key {e.full_key!r} is required; set it in the YAML or as {e.full_key}=...") from None
+    except ValidationError as e:
+        raise UserError(f"{where}: {e.full_key!r}: {str(e).splitlines()[0]}") from None
+    except (OmegaConfBaseException, ValueError) as e:  # YAML syntax errors, bad dotlist entries
+        raise UserError(f"{where}: cannot read config: {str(e).splitlines()[0]}") from None
+
+
+def _keys_near(cls: type, full_key: str) -> str:
+    """The valid field names at the level where `full_key` failed."""
+    for part in full_key.split(".")[:-1]:
+        sub = {f.name: f.type for f in dataclasses.fields(cls)}.get(part)
+        if not (isinstance(sub, type) and dataclasses.is_dataclass(sub)):
+            break
+        cls = sub
+    return ", ".join(f.name for f in dataclasses.fields(cls))
+
+
+def to_dict(config: Any) -> dict:
+    """A config dataclass → plain JSON-able dict (tuples become lists), equal to its JSON round trip."""
+    return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(config))))
+
+
+def from_dict(cls: type[T], data: dict) -> T:
+    """Inverse of `to_dict`, with the same validation as `load_config`."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(data)))
+    except OmegaConfBaseException as e:
+        raise UserError(f"stored config does not fit {cls.__name__}: {str(e).splitlines()[0]}") from None
+
+
+def to_yaml(config: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

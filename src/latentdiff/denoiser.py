@@ -1,0 +1,35 @@
+"""Denoisers: D(x; σ, cond) = x̂_0, the only code that knows the parameterisation (ε / x0 / v).
+
+Samplers work in the variance-exploding view x = z_t/√ᾱ_t = z_0 + σ·ε. A discrete-time VP network (trained on
+z_t at integer t) is adapted here: z_t = x·√ᾱ with ᾱ = 1/(1 + σ²), t = t(σ) by log-σ interpolation (k-diffusion's
+`DiscreteSchedule`), and its output is converted to x̂_0. Guidance will wrap a denoiser into a denoiser.
+"""
+
+import torch
+from torch import nn
+
+from latentdiff.conditioning import Cond
+from latentdiff.noise import NoiseSchedule, predict_x0
+
+
+class Denoiser:
+    """A discrete-time network `net(z_t, t, **cond)` with `prediction` in {eps, x0, v} on `schedule`."""
+
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, prediction: str):
+        self.net, self.schedule, self.prediction = net, schedule, prediction
+
+    def network_output(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+        """The raw network output at VP input z_t (B, ...) and timesteps t (B,)."""
+        return self.net(z_t, t, **(cond or Cond()).network_kwargs())
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+        """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...)."""
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        alpha_bar = 1.0 / (1.0 + sigma ** 2)
+        z_t = x * alpha_bar.sqrt().reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        output = self.network_output(z_t, self.schedule.sigma_to_t(sigma), cond)
+        return predict_x0(self.prediction, z_t, output.to(x.dtype), alpha_bar)
+
+    def prior_std(self, sigma_max: torch.Tensor | float) -> float:
+        """Std of x_T in VE scale when z_T ~ N(0, I): x_T = z_T/√ᾱ_T ⇒ √(1 + σ_max²)."""
+        return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())

@@ -1,0 +1,39 @@
+"""The latent diffusion system as one object: codec (E, D, s) + UNet ε_θ + noise schedule + parameterisation."""
+
+from dataclasses import dataclass
+
+import torch
+
+from latentdiff.autoencoder.codec import LatentCodec
+from latentdiff.denoiser import Denoiser
+from latentdiff.noise import NoiseSchedule
+from latentdiff.unet import UNetModel
+
+
+@dataclass
+class LatentDiffusion:
+    """Everything needed to sample: images are (B, C, image_size, image_size) in [-1, 1]."""
+
+    unet: UNetModel
+    codec: LatentCodec
+    schedule: NoiseSchedule
+    prediction: str
+    image_size: int
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return Denoiser(self.unet, self.schedule, self.prediction)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.image_size // self.codec.downsampling_factor
+        return self.codec.latent_channels, side, side
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.unet.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device

@@ -1,0 +1,101 @@
+"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) and conversions between targets (SPEC §2).
+
+Pure tensor maths over one `NoiseSchedule`; no modules, loops or losses. Besides the discrete ᾱ_t the schedule
+exposes the variance-exploding view σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers
+work (k-diffusion's convention).
+"""
+
+import math
+
+import torch
+
+from latentdiff.config import NoiseScheduleConfig
+
+
+def make_betas(cfg: NoiseScheduleConfig) -> torch.Tensor:
+    """β_1..β_T (float64, shape (T,)) for the configured kind."""
+    T = cfg.num_timesteps
+    if cfg.kind == "linear":  # Ho et al. 2020
+        return torch.linspace(cfg.beta_start, cfg.beta_end, T, dtype=torch.float64)
+    if cfg.kind == "scaled_linear":  # linear in √β: LDM / Stable Diffusion ("linear" in the CompVis configs)
+        return torch.linspace(cfg.beta_start ** 0.5, cfg.beta_end ** 0.5, T, dtype=torch.float64) ** 2
+    # cosine (Nichol & Dhariwal 2021, Eq. 17): ᾱ(t) = cos²(((t/T + s)/(1 + s))·π/2), β clipped at 0.999
+    s = 0.008
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+class NoiseSchedule:
+    """Discrete schedule tables (float32, shape (T,), index t = 0..T−1 ↔ the paper's t = 1..T).
+
+    betas β_t; alphas_cumprod ᾱ_t = Π_{s≤t}(1 − β_s); sigmas σ_t = √((1 − ᾱ_t)/ᾱ_t), increasing in t.
+    """
+
+    def __init__(self, cfg: NoiseScheduleConfig):
+        self.config = cfg
+        betas = make_betas(cfg)
+        alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        self.betas = betas.float()
+        self.alphas_cumprod = alphas_cumprod.float()
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
+        self.log_sigmas = self.sigmas.log()
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.config.num_timesteps
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """ᾱ at integer timesteps t (B,) → (B,), on t's device."""
+        return self.alphas_cumprod.to(t.device)[t]
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Continuous timestep for σ by linear interpolation in log σ (exact integers on the discrete grid)."""
+        log_sigmas = self.log_sigmas.to(sigma.device)
+        log_sigma = sigma.float().clamp(self.sigmas[0].item(), self.sigmas[-1].item()).log()
+        hi = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(log_sigmas) - 1)
+        lo = hi - 1
+        w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
+        return lo + w.clamp(0, 1)
+
+
+def _expand(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return a.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # (B,) → (B, 1, 1, 1)
+
+
+# q(z_t | z_0) (DDPM Eq. 4): z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε
+def q_sample(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x0, noise: (B, ...); alpha_bar: (B,) → z_t (B, ...)."""
+    a = _expand(alpha_bar, x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+# v = √ᾱ ε − √(1 − ᾱ) z_0 (Salimans & Ho 2022)
+def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """What a network with this parameterisation (eps | x0 | v) should output for (z_0, ε, ᾱ)."""
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    a = _expand(alpha_bar, x0)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def predict_x0(prediction: str, z_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """ẑ_0 from a network output: eps: (z_t − √(1−ᾱ) ε̂)/√ᾱ; x0: output; v: √ᾱ z_t − √(1−ᾱ) v̂."""
+    if prediction == "x0":
+        return output
+    a = _expand(alpha_bar, z_t)
+    if prediction == "eps":
+        return (z_t - (1 - a).sqrt() * output) / a.sqrt()
+    return a.sqrt() * z_t - (1 - a).sqrt() * output
+
+
+def predict_eps(prediction: str, z_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """ε̂ from a network output: eps: output; x0: (z_t − √ᾱ x̂0)/√(1−ᾱ); v: √(1−ᾱ) z_t + √ᾱ v̂."""
+    if prediction == "eps":
+        return output
+    a = _expand(alpha_bar, z_t)
+    if prediction == "x0":
+        return (z_t - a.sqrt() * output) / (1 - a).sqrt()
+    return (1 - a).sqrt() * z_t + a.sqrt() * output

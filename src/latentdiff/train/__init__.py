@@ -1,0 +1,1 @@
+"""Training both stages on Lightning Fabric: one readable loop each, shared engine helpers, EMA."""

@@ -1,0 +1,150 @@
+"""Train the diffusion stage on a frozen autoencoder's latents: `latentdiff train CONFIG` (SPEC §2).
+
+The training images are encoded once into posterior moments (μ, σ) (edm2's latent cache); every step draws
+z = s·(μ + σ·n) afresh, so the cache does not freeze the posterior noise. s = 1/std(z) is measured on these
+latents when the run starts and stored in the checkpoint.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from lightning_fabric import Fabric
+from tqdm import tqdm
+
+from latentdiff.autoencoder import AutoencoderKL, LatentCodec, measure_scale_factor
+from latentdiff.checkpoints.io import KIND, prefixed
+from latentdiff.checkpoints.models import LATENT_DIFFUSION, load_autoencoder
+from latentdiff.conditioning import Cond
+from latentdiff.config import LatentDiffusionTrainConfig, to_dict
+from latentdiff.data import ImageData, batch_indices, rank_slice, to_model_range, to_uint8
+from latentdiff.denoiser import Denoiser
+from latentdiff.errors import UserError
+from latentdiff.images import save_image_grid
+from latentdiff.ldm import LatentDiffusion
+from latentdiff.noise import NoiseSchedule
+from latentdiff.objectives import ddpm_loss, draw_timesteps
+from latentdiff.pipelines import class_grid_labels, generate
+from latentdiff.train.autoencoder import load_training_data
+from latentdiff.train.ema import EMA
+from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, mean_over_processes,
+                                     optimizer_step, resume_state, seeded, step_generator, train_state)
+from latentdiff.unet import UNetModel
+
+log = logging.getLogger(__name__)
+
+
+def train_latent_diffusion(cfg: LatentDiffusionTrainConfig, resume: bool = False) -> Path:
+    """Train (or continue with resume=True) and return the path of the final checkpoint."""
+    fabric = make_fabric(cfg.train)
+    return fabric.launch(_train, cfg, resume)
+
+
+@torch.no_grad()
+def encode_posteriors(autoencoder: AutoencoderKL, data: ImageData, device: torch.device,
+                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior (μ, σ) of every image, each (N, c, h, w) float32 on the CPU."""
+    means, stds = [], []
+    for start in range(0, len(data), batch_size):
+        posterior = autoencoder.encode(to_model_range(data.images[start:start + batch_size]).to(device))
+        means.append(posterior.mean.float().cpu())
+        stds.append(posterior.std.float().cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: AutoencoderKL, data: ImageData) -> None:
+    c = autoencoder.config.latent_channels
+    if cfg.unet.in_channels != c or cfg.unet.out_channels != c:
+        raise UserError(f"the autoencoder has {c} latent channels; set unet.in_channels={c} and unet.out_channels={c}")
+    if cfg.unet.num_classes is not None and cfg.unet.num_classes != data.num_classes:
+        found = f"{data.num_classes} classes" if data.num_classes else "no class labels"
+        raise UserError(f"unet.num_classes={cfg.unet.num_classes} but the data has {found}; set unet.num_classes="
+                        f"{data.num_classes if data.num_classes else 'null'}")
+
+
+def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Path:
+    tc = cfg.train
+    run = Run(Path(tc.out_dir), fabric)
+    stored = run.start(cfg, resume)
+    autoencoder = load_autoencoder(cfg.autoencoder, fabric.device)
+    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor, autoencoder.config.in_channels)
+    _check_compatible(cfg, autoencoder, train_data)
+    means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
+    if stored is not None:
+        scale_factor = float(stored["scale_factor"])
+    elif cfg.scale_factor is not None:
+        scale_factor = cfg.scale_factor
+    else:
+        scale_factor = measure_scale_factor(means + stds * torch.randn(means.shape, generator=step_generator(tc.seed, -1)))
+        log.info("latent scale factor s = 1/std(z) = %.5f (measured on %d training images)", scale_factor, len(means))
+    codec = LatentCodec(autoencoder, scale_factor)
+
+    unet = seeded(tc.seed, lambda: UNetModel(cfg.unet))
+    ema = EMA(unet, cfg.ema_decay)
+    optimizer = make_optimizer(unet.parameters(), tc)
+    start = 0
+    if stored is not None:
+        check_same(stored["unet_config"], to_dict(cfg.unet), "the UNet config", run.checkpoint)
+        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION, {"unet": unet, "unet_ema": ema.model}, optimizer)
+        ema.num_updates = int(stored["train_state"]["ema_updates"])
+    model, optimizer = fabric.setup(unet, optimizer)
+    ema.model.to(fabric.device)
+    schedule = NoiseSchedule(cfg.diffusion.schedule)
+    denoiser = Denoiser(model, schedule, cfg.diffusion.prediction)
+    ema_system = LatentDiffusion(ema.model, codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
+                                 train_data.class_names if cfg.unet.num_classes else ())
+
+    def save(step: int) -> None:
+        run.save({**prefixed("unet.", unet.state_dict()), **prefixed("unet_ema.", ema.model.state_dict()),
+                  **prefixed("autoencoder.", autoencoder.state_dict())}, optimizer,
+                 {KIND: LATENT_DIFFUSION, "unet_config": to_dict(cfg.unet), "diffusion_config": to_dict(cfg.diffusion),
+                  "autoencoder_config": to_dict(autoencoder.config), "scale_factor": scale_factor,
+                  "image_size": cfg.data.image_size, "class_names": list(ema_system.class_names), "config": to_dict(cfg),
+                  **train_state(step, fabric, ema_updates=ema.num_updates)})
+
+    progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="diffusion",
+                    disable=not fabric.is_global_zero, dynamic_ncols=True)
+    step = start
+    try:
+        for step in progress:
+            generator = step_generator(tc.seed, step)
+            index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
+            posterior_noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
+            t = draw_timesteps(tc.batch_size, schedule.num_timesteps, generator)
+            noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
+            index, posterior_noise, t, noise = (rank_slice(v, fabric.global_rank, fabric.world_size)
+                                                for v in (index, posterior_noise, t, noise))
+            z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
+            labels = train_data.labels[index].to(fabric.device) if cfg.unet.num_classes else None
+            loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), Cond(class_labels=labels)).mean()
+            if not math.isfinite(loss.item()):
+                raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise "
+                                f"train.warmup_steps, then --resume")
+            optimizer_step(fabric, model, optimizer, loss, tc, step)
+            ema.update(unet)
+            done = step + 1
+            if done % tc.log_every == 0 or done == tc.max_steps:
+                value = mean_over_processes(fabric, loss)
+                run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
+                progress.set_postfix(loss=f"{value:.4f}")
+            if (tc.sample_every and done % tc.sample_every == 0) or done == tc.max_steps:
+                _write_samples(run, ema_system, cfg, done)
+            if done % tc.checkpoint_every == 0 or done == tc.max_steps:
+                save(done)
+    except KeyboardInterrupt:
+        save(step)
+        raise UserError(f"interrupted at step {step}; checkpoint saved, continue with --resume") from None
+    return run.checkpoint
+
+
+def _write_samples(run: Run, system: LatentDiffusion, cfg: LatentDiffusionTrainConfig, step: int) -> None:
+    """A preview grid from the EMA weights: one row per class (class-conditional) or 8 columns."""
+    if not run.fabric.is_global_zero:
+        return
+    per_row = cfg.preview.per_class
+    labels = class_grid_labels(system.num_classes, per_row) if system.num_classes else None
+    n = len(labels) if labels else per_row * 8
+    images = generate(system, seeds=list(range(n)), class_labels=labels, sampler=cfg.preview.sampler,
+                      steps=cfg.preview.steps)
+    save_image_grid(to_uint8(images), run.sample_path(step), ncols=per_row if labels else 8)

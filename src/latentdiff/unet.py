@@ -1,0 +1,143 @@
+"""The time-conditional UNet ε_θ(z_t, t, y) (SPEC §2; ADM, Dhariwal & Nichol 2021).
+
+Module names mirror the original `openaimodel.UNetModel` so published checkpoints load by name: `time_embed`,
+`label_emb`, `input_blocks.{i}.{j}`, `middle_block.{j}`, `output_blocks.{i}.{j}`, `out`; ResBlocks hold `in_layers`,
+`emb_layers`, `out_layers`, `skip_connection`. The network knows nothing of β, σ or the parameterisation: it maps
+(x_in, t) to a raw output that `denoiser.py` interprets.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentdiff.config import UNetConfig
+from latentdiff.nn.attention import AttentionBlock
+from latentdiff.nn.layers import group_norm, timestep_embedding, zero_module
+
+
+class ResBlock(nn.Module):
+    """Residual block with the time embedding: h = in_layers(x) + emb (or GN(h)·(1+scale)+shift), out = skip(x) + h."""
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, scale_shift: bool):
+        super().__init__()
+        self.scale_shift = scale_shift
+        self.in_layers = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels * (2 if scale_shift else 1)))
+        self.out_layers = nn.Sequential(group_norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
+                                        zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        emb_out = self.emb_layers(emb)[..., None, None]  # (B, C or 2C, 1, 1)
+        if self.scale_shift:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = self.out_layers[1:](h)
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve H, W: stride-2 3×3 conv (`op`), or 2×2 average pooling when conv_resample is off."""
+
+    def __init__(self, channels: int, use_conv: bool):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1) if use_conv else nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Double H, W: nearest-neighbour interpolation, then a 3×3 conv (`conv`) when conv_resample is on."""
+
+    def __init__(self, channels: int, use_conv: bool):
+        super().__init__()
+        if use_conv:
+            self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.conv(x) if hasattr(self, "conv") else x
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    """A sequence of layers where ResBlocks also receive the embedding (and, later, attention the context)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class UNetModel(nn.Module):
+    """x (B, in_channels, h, w), t (B,) → (B, out_channels, h, w); h and w divisible by 2^(levels − 1).
+
+    forward(x, timesteps, context=None, class_labels=None): `class_labels` (B,) int for class-conditional models;
+    `context` (B, M, d) is the cross-attention input of conditioned models (spatial transformers, issue 4).
+    """
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.config = cfg
+        mc, emb_dim = cfg.model_channels, 4 * cfg.model_channels
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if cfg.num_classes is not None:
+            self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
+
+        def res(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, emb_dim, c_out, cfg.dropout, cfg.use_scale_shift_norm)
+
+        def attn(c: int) -> AttentionBlock:
+            return AttentionBlock(c, cfg.num_heads if cfg.num_heads != -1 else c // cfg.head_channels)
+
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
+        skip_channels, ch, ds = [mc], mc, 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [res(ch, mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers.append(attn(ch))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch, cfg.conv_resample)))
+                skip_channels.append(ch)
+                ds *= 2
+
+        self.middle_block = TimestepEmbedSequential(res(ch, ch), attn(ch), res(ch, ch))
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(ch + skip_channels.pop(), mult * mc)]
+                ch = mult * mc
+                if ds in cfg.attention_resolutions:
+                    layers.append(attn(ch))
+                if level and i == cfg.num_res_blocks:
+                    layers.append(Upsample(ch, cfg.conv_resample))
+                    ds //= 2
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None:
+            raise ValueError("this UNet has no cross-attention layers; it takes no `context`")
+        if (class_labels is not None) != hasattr(self, "label_emb"):
+            raise ValueError("class_labels must be given exactly when the UNet is class-conditional (num_classes)")
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
+        if class_labels is not None:
+            emb = emb + self.label_emb(class_labels)
+        skips, h = [], x
+        for block in self.input_blocks:
+            h = block(h, emb)
+            skips.append(h)
+        h = self.middle_block(h, emb)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.out(h)

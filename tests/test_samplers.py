@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from gaussian import MU, S, ExactDiscreteNet, exact_denoiser, ode_solution
+from latentdiff.config import NoiseScheduleConfig
+from latentdiff.denoiser import Denoiser
+from latentdiff.errors import UserError
+from latentdiff.noise import NoiseSchedule
+from latentdiff.samplers import sample_ddim, sample_ddpm, sigma_grid, timesteps
+from latentdiff.samplers.noise import per_sample_generators
+
+
+def log_grid(n: int, sigma_max: float = 10.0, sigma_min: float = 0.002) -> torch.Tensor:
+    sigmas = torch.logspace(torch.log10(torch.tensor(sigma_max)), torch.log10(torch.tensor(sigma_min)), n,
+                            dtype=torch.float64)
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def test_ddim_converges_to_the_exact_ode_solution_at_first_order():
+    x_T = torch.randn(1000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * (S ** 2 + 100) ** 0.5
+    errors = []
+    for n in (10, 20, 40, 80):
+        sigmas = log_grid(n)
+        errors.append((sample_ddim(exact_denoiser, x_T, sigmas) - ode_solution(x_T, sigmas[0])).abs().max().item())
+    ratios = [errors[i + 1] / errors[i] for i in range(3)]
+    assert all(0.4 < r < 0.6 for r in ratios), (errors, ratios)  # error halves as steps double: order 1
+
+
+@pytest.mark.parametrize("sampler,options", [(sample_ddpm, {"variance": "small"}), (sample_ddpm, {"variance": "large"}),
+                                             (sample_ddim, {"eta": 1.0}), (sample_ddim, {"eta": 0.0})])
+def test_samples_match_the_data_moments(sampler, options):
+    sigmas = log_grid(200)
+    gen = torch.Generator().manual_seed(1)
+    x_T = MU + torch.randn(40_000, dtype=torch.float64, generator=gen) * (S ** 2 + sigmas[0] ** 2).sqrt()
+    x0 = sampler(exact_denoiser, x_T, sigmas, generator=gen, **options)
+    assert x0.mean().item() == pytest.approx(MU, abs=0.01)
+    assert x0.std().item() == pytest.approx(S, rel=0.04)
+
+
+def test_ddim_eta_one_is_ddpm_with_the_posterior_variance():
+    sigmas, x_T = log_grid(30), torch.randn(64, dtype=torch.float64) * 10
+    a = sample_ddim(exact_denoiser, x_T, sigmas, eta=1.0, generator=torch.Generator().manual_seed(3))
+    b = sample_ddpm(exact_denoiser, x_T, sigmas, variance="small", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+
+
+def test_samples_do_not_depend_on_the_batch():
+    sigmas, x_T = log_grid(10), torch.randn(6, 2, dtype=torch.float64)
+    full = sample_ddpm(exact_denoiser, x_T, sigmas, generator=per_sample_generators(range(6)))
+    part = sample_ddpm(exact_denoiser, x_T[2:4], sigmas, generator=per_sample_generators([2, 3]))
+    torch.testing.assert_close(full[2:4], part)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_denoiser_adapts_a_discrete_vp_network_exactly(prediction):
+    schedule = NoiseSchedule(NoiseScheduleConfig())
+    denoiser = Denoiser(ExactDiscreteNet(schedule, prediction), schedule, prediction)
+    x = torch.randn(8, 3)
+    for t in (0, 100, 500, 999):
+        sigma = schedule.sigmas[t]
+        torch.testing.assert_close(denoiser(x * (1 + sigma), sigma), exact_denoiser(x * (1 + sigma), sigma),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_grids():
+    assert timesteps(1000, 4, "leading").tolist() == [750, 500, 250, 0]
+    assert timesteps(1000, 4, "trailing").tolist() == [999, 749, 499, 249]
+    assert timesteps(1000, 3, "uniform").tolist() == [999, 500, 0]
+    schedule = NoiseSchedule(NoiseScheduleConfig())
+    grid = sigma_grid(schedule, 25)
+    assert len(grid) == 26 and grid[-1] == 0 and (grid.diff() < 0).all()
+    for bad in (0, 1001):
+        with pytest.raises(UserError, match="between 1 and"):
+            timesteps(1000, bad)
+    with pytest.raises(ValueError, match="eta"):
+        sample_ddim(exact_denoiser, torch.zeros(1), grid, eta=-0.1)

@@ -1,0 +1,65 @@
+import math
+
+import pytest
+import torch
+
+from latentdiff.config import UNetConfig
+from latentdiff.nn.attention import AttentionBlock
+from latentdiff.nn.layers import timestep_embedding
+from latentdiff.unet import UNetModel
+
+TINY = UNetConfig(in_channels=2, out_channels=2, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                  attention_resolutions=(1, 2), head_channels=32)
+
+
+def test_shapes_and_class_conditioning():
+    model = UNetModel(UNetConfig(**{**TINY.__dict__, "num_classes": 3}))
+    x, t = torch.randn(4, 2, 8, 8), torch.tensor([0, 10, 500, 999])
+    y = torch.tensor([0, 1, 2, 0])
+    for p in model.parameters():  # zero-initialised residual outputs would hide the label's effect
+        torch.nn.init.normal_(p, std=0.05)
+    out = model(x, t, class_labels=y)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, model(x, t, class_labels=torch.tensor([1, 2, 0, 1])))
+    with pytest.raises(ValueError, match="class_labels"):
+        model(x, t)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        model(x, t, context=torch.randn(4, 3, 16), class_labels=y)
+
+
+def test_state_dict_mirrors_the_original_key_names():
+    model = UNetModel(UNetConfig(**{**TINY.__dict__, "num_classes": 3}))
+    keys = set(model.state_dict())
+    for key in ["time_embed.0.weight", "time_embed.2.weight", "label_emb.weight", "input_blocks.0.0.weight",
+                "input_blocks.1.0.in_layers.0.weight", "input_blocks.1.0.emb_layers.1.weight",
+                "input_blocks.1.0.out_layers.3.weight", "input_blocks.1.1.qkv.weight", "input_blocks.2.0.op.weight",
+                "input_blocks.3.0.skip_connection.weight", "middle_block.1.proj_out.weight",
+                "output_blocks.1.2.conv.weight", "out.0.weight", "out.2.weight"]:
+        assert key in keys, key
+    assert model.state_dict()["input_blocks.1.1.qkv.weight"].shape == (96, 32, 1)  # Conv1d as the original
+
+
+def _legacy_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """The original QKVAttentionLegacy, written out with einsum: qkv (B, 3·H·d, T) → (B, H·d, T)."""
+    b, width, length = qkv.shape
+    d = width // (3 * heads)
+    q, k, v = qkv.reshape(b * heads, 3 * d, length).split(d, dim=1)
+    scale = 1 / math.sqrt(math.sqrt(d))
+    weight = torch.einsum("bct,bcs->bts", q * scale, k * scale).softmax(dim=-1)
+    return torch.einsum("bts,bcs->bct", weight, v).reshape(b, -1, length)
+
+
+def test_attention_block_matches_the_original_head_layout():
+    block = AttentionBlock(64, num_heads=2)
+    torch.nn.init.normal_(block.proj_out.weight, std=0.1)
+    x = torch.randn(2, 64, 3, 5)
+    flat = x.reshape(2, 64, -1)
+    expected = flat + block.proj_out(_legacy_attention(block.qkv(block.norm(flat)), heads=2))
+    torch.testing.assert_close(block(x), expected.reshape(x.shape), rtol=1e-5, atol=1e-5)
+
+
+def test_timestep_embedding_is_cos_then_sin():
+    emb = timestep_embedding(torch.tensor([0.0, 3.0]), 8)
+    torch.testing.assert_close(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    freqs = torch.exp(-math.log(10000) * torch.arange(4) / 4)
+    torch.testing.assert_close(emb[1], torch.cat([torch.cos(3 * freqs), torch.sin(3 * freqs)]))
