@@ -20,7 +20,8 @@ def test_any_power_of_two_factor(channel_mult):
 
 def test_state_dict_mirrors_the_original_key_names(tiny_ae_cfg):
     keys = set(AutoencoderKL(tiny_ae_cfg).state_dict())
-    for key in ["encoder.conv_in.weight", "encoder.down.0.block.0.norm1.weight", "encoder.down.0.downsample.conv.weight",
+    for key in ["encoder.conv_in.weight", "encoder.down.0.block.0.norm1.weight",
+                "encoder.down.0.downsample.conv.weight",
                 "encoder.mid.attn_1.q.weight", "encoder.mid.block_2.conv2.bias", "encoder.norm_out.weight",
                 "decoder.up.0.block.1.conv1.weight", "decoder.up.1.upsample.conv.weight", "decoder.conv_out.weight",
                 "quant_conv.weight", "post_quant_conv.weight"]:

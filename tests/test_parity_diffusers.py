@@ -29,6 +29,7 @@ def test_autoencoder_parameter_count_equals_autoencoderkl():
     ours = AutoencoderKL(AutoencoderConfig(in_channels=3, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2,
                                            latent_channels=4, resolution=32))
     peer = diffusers.AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), latent_channels=4,
-                                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                                   down_block_types=("DownEncoderBlock2D",) * 3,
+                                   up_block_types=("UpDecoderBlock2D",) * 3,
                                    layers_per_block=2, norm_num_groups=32)
     assert count(ours) == count(peer)

@@ -8,26 +8,19 @@ from pathlib import Path
 from latentdiff.errors import UserError
 
 
-def _train_autoencoder(args: argparse.Namespace) -> None:
-    from latentdiff.config import AutoencoderTrainConfig, load_config, to_yaml
-    from latentdiff.train.autoencoder import train_autoencoder
-
-    cfg = load_config(AutoencoderTrainConfig, args.config, args.overrides)
-    if args.dry_run:
-        print(to_yaml(cfg), end="")
-        return
-    print(f"checkpoint: {train_autoencoder(cfg, resume=args.resume)}")
-
-
 def _train(args: argparse.Namespace) -> None:
-    from latentdiff.config import LatentDiffusionTrainConfig, load_config, to_yaml
+    """Both stages: `train-autoencoder` and `train` differ only in their config class and training function."""
+    from latentdiff.config import AutoencoderTrainConfig, LatentDiffusionTrainConfig, load_config, to_yaml
+    from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
 
-    cfg = load_config(LatentDiffusionTrainConfig, args.config, args.overrides)
+    config_class, train = ((AutoencoderTrainConfig, train_autoencoder) if args.command == "train-autoencoder"
+                           else (LatentDiffusionTrainConfig, train_latent_diffusion))
+    cfg = load_config(config_class, args.config, args.overrides)
     if args.dry_run:
         print(to_yaml(cfg), end="")
         return
-    print(f"checkpoint: {train_latent_diffusion(cfg, resume=args.resume)}")
+    print(f"checkpoint: {train(cfg, resume=args.resume)}")
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -66,14 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentdiff", description="Latent diffusion models: train and sample.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for name, func, what in (("train-autoencoder", _train_autoencoder, "the first-stage autoencoder"),
-                             ("train", _train, "the latent diffusion model on a trained autoencoder")):
+    for name, what in (("train-autoencoder", "the first-stage autoencoder"),
+                       ("train", "the latent diffusion model on a trained autoencoder")):
         p = commands.add_parser(name, help=f"train {what}")
         p.add_argument("config", help="YAML config path or bundled name (e.g. ae-kl-f4-digits, ldm-digits)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
         p.add_argument("--resume", action="store_true", help="continue from train.out_dir/checkpoints/last.safetensors")
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-        p.set_defaults(func=func)
+        p.set_defaults(func=_train)
 
     p = commands.add_parser("sample", help="draw samples from a `latentdiff train` checkpoint into a PNG grid")
     p.add_argument("checkpoint", type=Path)

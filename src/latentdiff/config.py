@@ -229,9 +229,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         layers.append(OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(OmegaConf.merge(*layers))
     except ConfigKeyError as e:
-        raise UserError(f"{where}: unknown config key {e.full_key!r}; valid keys: {_keys_near(cls, e.full_key)}") from None
+        valid = _keys_near(cls, e.full_key)
+        raise UserError(f"{where}: unknown config key {e.full_key!r}; valid keys: {valid}") from None
     except MissingMandatoryValue as e:
-        raise UserError(f"{where}: config key {e.full_key!r} is required; set it in the YAML or as {e.full_key}=...") from None
+        raise UserError(f"{where}: config key {e.full_key!r} is required; set it in the YAML or as "
+                        f"{e.full_key}=...") from None
     except ValidationError as e:
         raise UserError(f"{where}: {e.full_key!r}: {str(e).splitlines()[0]}") from None
     except (OmegaConfBaseException, ValueError) as e:  # YAML syntax errors, bad dotlist entries

@@ -25,7 +25,8 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Au
     return autoencoder.eval().requires_grad_(False).to(device)
 
 
-def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu", use_ema: bool = True) -> LatentDiffusion:
+def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
+                          use_ema: bool = True) -> LatentDiffusion:
     """The whole system of a `latentdiff train` checkpoint, with the EMA weights unless use_ema=False."""
     metadata = require_kind(path, LATENT_DIFFUSION, "`latentdiff sample` needs a checkpoint written by `latentdiff "
                                                     "train`")

@@ -185,7 +185,8 @@ def load_image_folder(root: Path, image_size: int, channels: int = 3) -> ImageDa
         raise UserError(f"data.path {str(root)!r} is not a folder; point it at a folder of PNG/JPEG images")
     files = _image_files(root)
     if not files:
-        raise UserError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}; add some or fix data.path")
+        kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise UserError(f"no images ({kinds}) found under {root}; add some or fix data.path")
     labelled = all(len(p.relative_to(root).parts) >= 2 for p in files)
     class_names = tuple(sorted({p.relative_to(root).parts[0] for p in files})) if labelled else ()
     images, labels, bad = [], [], []

@@ -19,7 +19,8 @@ from latentdiff.config import DataConfig, to_dict
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_model_range
 
 log = logging.getLogger(__name__)
-RECIPE = {"version": 2, "width": 32, "epochs": 15, "batch_size": 64, "lr": 2e-3, "feature_dim": 64, "max_shift": 2, "seed": 0}
+RECIPE = {"version": 2, "width": 32, "epochs": 15, "batch_size": 64, "lr": 2e-3, "feature_dim": 64, "max_shift": 2,
+          "seed": 0}
 
 
 class DigitClassifier(nn.Module):

@@ -39,7 +39,8 @@ def sample_ddim(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, co
 # DDPM ancestral step (Ho et al. 2020, Eq. 6–7) on any σ subsequence: posterior mean + σ_noise·n
 @torch.no_grad()
 def sample_ddpm(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
-                variance: str = "small", generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
+                variance: str = "small", generator: Generators = None,
+                callback: Callable | None = None) -> torch.Tensor:
     """variance: "small" (β̃_t, the posterior's, = DDIM η = 1) or "large" (β_t); same posterior mean either way."""
     if variance not in ("small", "large"):
         raise ValueError(f"variance={variance!r}; use small or large")

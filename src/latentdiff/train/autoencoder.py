@@ -1,7 +1,6 @@
 """Train the first stage: `latentdiff train-autoencoder CONFIG` (SPEC §1, L1 + KL for now)."""
 
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -13,11 +12,13 @@ from latentdiff.autoencoder.losses import autoencoder_loss
 from latentdiff.checkpoints.io import KIND, prefixed
 from latentdiff.checkpoints.models import AUTOENCODER
 from latentdiff.config import AutoencoderTrainConfig, DataConfig, to_dict
-from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_model_range, to_uint8
+from latentdiff.data import (ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_model_range,
+                             to_uint8)
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
-from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, mean_over_processes,
-                                     optimizer_step, resume_state, seeded, step_generator, train_state)
+from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
+                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
+                                     train_state)
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +89,20 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
             recon, posterior = model(x, noise.to(fabric.device))
             terms = autoencoder_loss(x, recon, posterior, cfg.loss)
             loss = terms["loss"].mean()
-            if not math.isfinite(loss.item()):
-                raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise "
-                                f"train.warmup_steps, then --resume")
+            check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)
             done = step + 1
-            if done % tc.log_every == 0 or done == tc.max_steps:
+            if due(done, tc.log_every, tc.max_steps):
                 values = {k: mean_over_processes(fabric, v.mean()) for k, v in terms.items()}
                 run.log(done, **values)
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if (tc.sample_every and done % tc.sample_every == 0) or done == tc.max_steps:
+            if due(done, tc.sample_every, tc.max_steps):
                 _write_reconstructions(run, autoencoder, preview, done)
-            if done % tc.checkpoint_every == 0 or done == tc.max_steps:
+            if due(done, tc.checkpoint_every, tc.max_steps):
                 save(done)
     except KeyboardInterrupt:
         save(step)
-        raise UserError(f"interrupted at step {step}; checkpoint saved, continue with --resume") from None
+        raise interrupted(step) from None
     if start >= tc.max_steps:
         log.info("%s is already trained to %d steps", run.checkpoint, tc.max_steps)
     elif fabric.is_global_zero and len(heldout):

@@ -6,7 +6,6 @@ latents when the run starts and stored in the checkpoint.
 """
 
 import logging
-import math
 from pathlib import Path
 
 import torch
@@ -28,8 +27,9 @@ from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import load_training_data
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, mean_over_processes,
-                                     optimizer_step, resume_state, seeded, step_generator, train_state)
+from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
+                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
+                                     train_state)
 from latentdiff.unet import UNetModel
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     elif cfg.scale_factor is not None:
         scale_factor = cfg.scale_factor
     else:
-        scale_factor = measure_scale_factor(means + stds * torch.randn(means.shape, generator=step_generator(tc.seed, -1)))
+        posterior_noise = torch.randn(means.shape, generator=step_generator(tc.seed, -1))
+        scale_factor = measure_scale_factor(means + stds * posterior_noise)
         log.info("latent scale factor s = 1/std(z) = %.5f (measured on %d training images)", scale_factor, len(means))
     codec = LatentCodec(autoencoder, scale_factor)
 
@@ -100,7 +101,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                   **prefixed("autoencoder.", autoencoder.state_dict())}, optimizer,
                  {KIND: LATENT_DIFFUSION, "unet_config": to_dict(cfg.unet), "diffusion_config": to_dict(cfg.diffusion),
                   "autoencoder_config": to_dict(autoencoder.config), "scale_factor": scale_factor,
-                  "image_size": cfg.data.image_size, "class_names": list(ema_system.class_names), "config": to_dict(cfg),
+                  "image_size": cfg.data.image_size, "class_names": list(ema_system.class_names),
+                  "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
     progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="diffusion",
@@ -117,24 +119,23 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                                 for v in (index, posterior_noise, t, noise))
             z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
             labels = train_data.labels[index].to(fabric.device) if cfg.unet.num_classes else None
-            loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), Cond(class_labels=labels)).mean()
-            if not math.isfinite(loss.item()):
-                raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise "
-                                f"train.warmup_steps, then --resume")
+            cond = Cond(class_labels=labels)
+            loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), cond).mean()
+            check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)
             ema.update(unet)
             done = step + 1
-            if done % tc.log_every == 0 or done == tc.max_steps:
+            if due(done, tc.log_every, tc.max_steps):
                 value = mean_over_processes(fabric, loss)
                 run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
                 progress.set_postfix(loss=f"{value:.4f}")
-            if (tc.sample_every and done % tc.sample_every == 0) or done == tc.max_steps:
+            if due(done, tc.sample_every, tc.max_steps):
                 _write_samples(run, ema_system, cfg, done)
-            if done % tc.checkpoint_every == 0 or done == tc.max_steps:
+            if due(done, tc.checkpoint_every, tc.max_steps):
                 save(done)
     except KeyboardInterrupt:
         save(step)
-        raise UserError(f"interrupted at step {step}; checkpoint saved, continue with --resume") from None
+        raise interrupted(step) from None
     return run.checkpoint
 
 

@@ -7,6 +7,7 @@ processes on CPU with gloo) while the loop stays ours and reads top to bottom (d
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
     """Fabric for the configured hardware; precision "auto" = bf16-mixed on GPUs with bf16, else full fp32."""
     precision = cfg.precision
     if precision == "auto":
-        bf16 = cfg.accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        gpu = cfg.accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+        bf16 = gpu and torch.cuda.is_bf16_supported()
         precision = "bf16-mixed" if bf16 else "32-true"
     try:
         return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
@@ -126,6 +128,21 @@ def check_same(stored: dict, current: dict, what: str, path: Path) -> None:
         changed = sorted(k for k in current if stored.get(k) != current.get(k))
         raise UserError(f"cannot resume {path}: {what} changed ({', '.join(changed)}); restore it or use a new "
                         f"train.out_dir")
+
+
+def due(done: int, every: int, max_steps: int) -> bool:
+    """Whether a periodic action (log, sample, checkpoint every `every` steps; 0 = only at the end) runs now."""
+    return (every > 0 and done % every == 0) or done == max_steps
+
+
+def check_finite(loss: torch.Tensor, step: int) -> None:
+    if not math.isfinite(loss.item()):
+        raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise train.warmup_steps, "
+                        f"then --resume")
+
+
+def interrupted(step: int) -> UserError:
+    return UserError(f"interrupted at step {step}; checkpoint saved, continue with --resume")
 
 
 def mean_over_processes(fabric: Fabric, value: torch.Tensor) -> float:
