@@ -52,7 +52,7 @@ class NoiseSchedule:
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Continuous timestep for σ by linear interpolation in log σ (exact integers on the discrete grid)."""
         log_sigmas = self.log_sigmas.to(sigma.device)
-        log_sigma = sigma.float().clamp(self.sigmas[0].item(), self.sigmas[-1].item()).log()
+        log_sigma = sigma.float().log().clamp(log_sigmas[0], log_sigmas[-1])  # tensor bounds: no host sync per step
         hi = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(log_sigmas) - 1)
         lo = hi - 1
         w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])

@@ -90,11 +90,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latentdiff"
 
 
-def load_or_train_classifier(data_cfg: DataConfig, cache: Path | None = None) -> tuple[DigitClassifier, float]:
-    """The evaluator for this data config (trained on its training split, cached) and its held-out accuracy."""
+def load_or_train_classifier(data_cfg: DataConfig, cache: Path | None = None,
+                             split: tuple[ImageData, ImageData] | None = None) -> tuple[DigitClassifier, float]:
+    """The evaluator for this data config (trained on its training split, cached) and its held-out accuracy.
+
+    `split`: the (train, held-out) split of `data_cfg` when the caller has already loaded it.
+    """
     key = hashlib.sha256(json.dumps([to_dict(data_cfg), RECIPE], sort_keys=True).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / "evaluators" / f"classifier-{data_cfg.dataset}-{key}.safetensors"
-    train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
+    train, heldout = split or split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     if train.num_classes is None:
         raise ValueError("the classifier evaluator needs labelled data")
     model = DigitClassifier(train.channels, train.num_classes, RECIPE["feature_dim"])

@@ -42,7 +42,7 @@ def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig, see
                                **sample_options) -> ConditionalReport:
     """Draw n = |held-out| balanced class-conditional samples per seed and score them (sample_options → generate)."""
     train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
-    classifier, classifier_accuracy = load_or_train_classifier(data_cfg)
+    classifier, classifier_accuracy = load_or_train_classifier(data_cfg, split=(train, heldout))
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
     baseline = frechet_distance(FeatureStats.of(classify(classifier, to_model_range(heldout.images))[1]), reference)
     n, k = len(heldout), model.num_classes
