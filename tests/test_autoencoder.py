@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from latentdiff.autoencoder import AutoencoderKL, DiagonalGaussian, LatentCodec, measure_scale_factor
-from latentdiff.autoencoder.losses import autoencoder_loss
+from latentdiff.autoencoder import AutoencoderKL, DiagonalGaussian, LatentCodec, LatentStats
+from latentdiff.autoencoder.losses import generator_loss
 from latentdiff.config import AutoencoderConfig, AutoencoderLossConfig
 
 
@@ -42,10 +42,11 @@ def test_kl_matches_torch_distributions():
 def test_loss_terms_are_per_sample_and_weighted():
     x, recon = torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5)
     posterior = DiagonalGaussian(torch.cat([torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)], 1))
-    terms = autoencoder_loss(x, recon, posterior, AutoencoderLossConfig(l1_weight=2.0, kl_weight=0.5))
+    cfg = AutoencoderLossConfig(l1_weight=2.0, kl_weight=0.5, perceptual="none")
+    terms = generator_loss(x, recon, posterior, cfg, perceptual=None)
     torch.testing.assert_close(terms["l1"], torch.full((2,), 0.5))
     torch.testing.assert_close(terms["kl"], torch.full((2,), 0.5 * 4 / 16))  # ½·μ² per latent, / 16 pixels
-    torch.testing.assert_close(terms["loss"], 2.0 * terms["l1"] + 0.5 * terms["kl"])
+    torch.testing.assert_close(terms["loss"], (2.0 * terms["l1"] + 0.5 * terms["kl"]).mean())
 
 
 def test_codec_scales_latents_to_unit_variance(tiny_ae_cfg):
@@ -53,7 +54,7 @@ def test_codec_scales_latents_to_unit_variance(tiny_ae_cfg):
     x = torch.rand(16, 1, 16, 16) * 2 - 1
     with torch.no_grad():
         z_raw = model.encode(x).mean
-    codec = LatentCodec(model, measure_scale_factor(z_raw))
+    codec = LatentCodec(model, LatentStats.measure(z_raw))
     with torch.no_grad():
         z = codec.encode(x)
         assert abs(z.std().item() - 1.0) < 1e-4

@@ -22,10 +22,12 @@ BUNDLED_CONFIGS = Path(__file__).parent / "configs"
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """First-stage encoder/decoder (SPEC §1), the original `ddconfig` with descriptive names.
+    """First-stage encoder/decoder (SPEC §1), the original `ddconfig` with descriptive names, and its regulariser.
 
     The downsampling factor is f = 2^(len(channel_mult) − 1); `attn_resolutions` lists pixel resolutions (as the
     original) at which the encoder/decoder levels get self-attention, relative to `resolution`.
+    regularizer: "kl" (diagonal Gaussian posterior) or "vq" (a codebook of `codebook_size` vectors of
+    `latent_channels` dimensions, applied inside the decoder).
     """
 
     in_channels: int = 3
@@ -36,6 +38,8 @@ class AutoencoderConfig:
     latent_channels: int = 4  # original: z_channels = embed_dim
     resolution: int = 256  # training resolution; only used to place `attn_resolutions`
     dropout: float = 0.0
+    regularizer: str = "kl"
+    codebook_size: int = 8192  # VQ only (original: n_embed)
 
     @property
     def downsampling_factor(self) -> int:
@@ -44,17 +48,51 @@ class AutoencoderConfig:
     def __post_init__(self):
         _check(all(self.base_channels * m % 32 == 0 for m in self.channel_mult),
                f"model.base_channels={self.base_channels} × channel_mult must be divisible by 32 (GroupNorm(32))")
+        _check(self.regularizer in ("kl", "vq"), f"model.regularizer={self.regularizer!r} is unknown; use kl or vq")
+        _check(2 <= self.codebook_size <= 65536,
+               f"model.codebook_size={self.codebook_size} is out of range; use 2 … 65536 (the paper: 8192 or 16384)")
 
 
 @dataclass(frozen=True)
 class AutoencoderLossConfig:
-    """L_AE = l1_weight·|x − x̃|₁ + kl_weight·KL(q‖N(0, I)), both per pixel (the original sums both; the ratio is kept).
+    """L_AE = L_rec + L_reg + λ·L_adv (SPEC §1); every pixel term is a per-pixel mean.
 
-    The perceptual and adversarial terms of SPEC §1 plug in here (issue 3).
+    L_rec = l1_weight·|x − x̃|₁ + perceptual_weight·P(x, x̃) with P one of
+      "lpips" (VGG16 LPIPS from user-supplied weight files `lpips_weights`, plus `vgg16_weights` when that file holds
+      only the linear layers), "ssim" (1 − SSIM), "ffl" (focal frequency loss), "none".
+    L_reg = kl_weight·KL/(C·H·W) (the original sums both KL and L1 over pixels; the ratio is kept), or for VQ
+      codebook_weight·(‖sg[E(x)] − e‖² + commitment_beta·‖E(x) − sg[e]‖²).
+    L_adv: a PatchGAN (`disc_layers` strided layers, `disc_channels` wide) with hinge loss, switched on at step
+      `disc_start`; the generator term is weighted by disc_weight·‖∇L_rec‖/(‖∇L_adv‖ + 1e-4) at the decoder's last
+      layer. `r1_weight` > 0 adds the R1 penalty γ/2·E‖∇_x D(x)‖² on real images; `feature_matching_weight` adds
+      L1 between the discriminator's features of x and x̃ (an offline perceptual term once D is on).
+    `restart_unused_after` (VQ): codes unused for that many steps are re-initialised from encoder outputs (0: off).
     """
 
     l1_weight: float = 1.0
+    perceptual: str = "ssim"
+    perceptual_weight: float = 1.0
+    lpips_weights: str | None = None
+    vgg16_weights: str | None = None
     kl_weight: float = 1e-6
+    codebook_weight: float = 1.0
+    commitment_beta: float = 0.25
+    restart_unused_after: int = 100
+    disc_start: int = 50001
+    disc_weight: float = 0.5
+    disc_layers: int = 3
+    disc_channels: int = 64
+    disc_lr: float | None = None  # None: train.lr
+    r1_weight: float = 0.0
+    feature_matching_weight: float = 0.0
+
+    def __post_init__(self):
+        _check(self.perceptual in ("lpips", "ssim", "ffl", "none"),
+               f"loss.perceptual={self.perceptual!r} is unknown; use lpips, ssim, ffl or none")
+        _check(self.perceptual != "lpips" or self.lpips_weights,
+               "loss.perceptual=lpips needs loss.lpips_weights=PATH (LPIPS weights cannot be downloaded here); "
+               "or use loss.perceptual=ssim")
+        _check(self.disc_start >= 0 and self.disc_layers >= 1, "loss.disc_start must be ≥ 0, loss.disc_layers ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -199,6 +237,7 @@ class LatentDiffusionTrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     ema_decay: float = 0.9999
     scale_factor: float | None = None  # None: s = 1/std(z) measured on the training latents
+    per_channel_normalization: bool = False  # measure a shift and scale per latent channel instead of one s
     preview: PreviewConfig = field(default_factory=PreviewConfig)
 
 

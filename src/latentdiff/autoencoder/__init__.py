@@ -1,6 +1,17 @@
-"""Perceptual compression (first stage): encoder/decoder, KL posterior, losses, the pixel↔latent codec."""
+"""Perceptual compression (first stage): encoder/decoder, KL and VQ regularisers, losses, the pixel↔latent codec."""
 
-from latentdiff.autoencoder.codec import LatentCodec, measure_scale_factor
+from latentdiff.autoencoder.codec import LatentCodec, LatentStats
 from latentdiff.autoencoder.kl import AutoencoderKL, DiagonalGaussian
+from latentdiff.autoencoder.vq import AutoencoderVQ, Quantized, VectorQuantizer
+from latentdiff.config import AutoencoderConfig
 
-__all__ = ["AutoencoderKL", "DiagonalGaussian", "LatentCodec", "measure_scale_factor"]
+Autoencoder = AutoencoderKL | AutoencoderVQ
+
+
+def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
+    """The autoencoder of `cfg.regularizer` ("kl" or "vq")."""
+    return AutoencoderVQ(cfg) if cfg.regularizer == "vq" else AutoencoderKL(cfg)
+
+
+__all__ = ["Autoencoder", "AutoencoderKL", "AutoencoderVQ", "DiagonalGaussian", "LatentCodec", "LatentStats",
+           "Quantized", "VectorQuantizer", "build_autoencoder"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.autoencoder import AutoencoderKL, LatentCodec
+from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
 from latentdiff.checkpoints.io import KIND, load_weights, read_metadata, read_tensors, require_kind
 from latentdiff.config import AutoencoderConfig, DiffusionConfig, UNetConfig, from_dict
 from latentdiff.errors import UserError
@@ -15,12 +15,12 @@ from latentdiff.unet import UNetModel
 AUTOENCODER, LATENT_DIFFUSION = "autoencoder", "latent_diffusion"
 
 
-def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> AutoencoderKL:
+def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
     """The first stage of an autoencoder checkpoint, or the one inside a latent-diffusion checkpoint (eval mode)."""
     metadata = read_metadata(path)
     if metadata.get(KIND) not in (AUTOENCODER, LATENT_DIFFUSION):
         require_kind(path, AUTOENCODER, "train one with `latentdiff train-autoencoder CONFIG`")
-    autoencoder = AutoencoderKL(from_dict(AutoencoderConfig, metadata["autoencoder_config"]))
+    autoencoder = build_autoencoder(from_dict(AutoencoderConfig, metadata["autoencoder_config"]))
     load_weights(autoencoder, read_tensors(path, "autoencoder."), str(path))
     return autoencoder.eval().requires_grad_(False).to(device)
 
@@ -37,7 +37,7 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
         raise UserError(f"{path} holds no {prefix}* weights; pass use_ema={not use_ema}")
     load_weights(unet, tensors, str(path))
     diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
-    codec = LatentCodec(load_autoencoder(path), metadata["scale_factor"])
+    codec = LatentCodec(load_autoencoder(path), LatentStats(**metadata["latent_stats"]))
     return LatentDiffusion(unet=unet.eval().requires_grad_(False).to(device), codec=codec.to(device),
                            schedule=NoiseSchedule(diffusion.schedule), prediction=diffusion.prediction,
                            image_size=int(metadata["image_size"]), class_names=tuple(metadata.get("class_names", ())))

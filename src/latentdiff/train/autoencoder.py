@@ -1,5 +1,11 @@
-"""Train the first stage: `latentdiff train-autoencoder CONFIG` (SPEC §1, L1 + KL for now)."""
+"""Train the first stage: `latentdiff train-autoencoder CONFIG` (SPEC §1).
 
+Generator step (encoder, decoder, codebook) on L_rec + L_reg + λ·L_adv, then, once step ≥ loss.disc_start, a
+discriminator step on the hinge loss; two AdamW optimisers on the same Fabric engine as the diffusion stage. For
+VQ, codes unused for `loss.restart_unused_after` steps are restarted from encoder outputs of all processes.
+"""
+
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -7,20 +13,23 @@ import torch
 from lightning_fabric import Fabric
 from tqdm import tqdm
 
-from latentdiff.autoencoder import AutoencoderKL
-from latentdiff.autoencoder.losses import autoencoder_loss
-from latentdiff.checkpoints.io import KIND, prefixed
+from latentdiff.autoencoder import Autoencoder, AutoencoderVQ, LatentStats, Quantized, build_autoencoder
+from latentdiff.autoencoder.discriminator import PatchDiscriminator
+from latentdiff.autoencoder.losses import build_perceptual, discriminator_loss, generator_loss
+from latentdiff.autoencoder.vq import perplexity, restart_codes
+from latentdiff.checkpoints.io import KIND, prefixed, read_tensors
 from latentdiff.checkpoints.models import AUTOENCODER
 from latentdiff.config import AutoencoderTrainConfig, DataConfig, to_dict
-from latentdiff.data import (ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_model_range,
-                             to_uint8)
+from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_model_range, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
+from latentdiff.metrics.reconstruction import codebook_usage, reconstruct, score_reconstructions
 from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
                                      train_state)
 
 log = logging.getLogger(__name__)
+RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes
 
 
 def load_training_data(cfg: DataConfig, factor: int, channels: int) -> tuple[ImageData, ImageData]:
@@ -42,37 +51,92 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     return fabric.launch(_train, cfg, resume)
 
 
-@torch.no_grad()
-def reconstruction_metrics(autoencoder: AutoencoderKL, data: ImageData, device: torch.device,
-                           batch_size: int = 256) -> dict[str, float]:
-    """Mean L1 and PSNR (dB, images in [0, 1]) of D(μ(x)) over `data`."""
-    l1, mse = [], []
-    for start in range(0, len(data), batch_size):
-        x = to_model_range(data.images[start:start + batch_size]).to(device)
-        recon = autoencoder.decode(autoencoder.encode(x).mean).clamp(-1, 1)
-        l1.append((recon - x).abs().flatten(1).mean(1).cpu())
-        mse.append(((recon - x) / 2).pow(2).flatten(1).mean(1).cpu())
-    mse_all = torch.cat(mse)
-    return {"l1": torch.cat(l1).mean().item(), "psnr": (10 * torch.log10(1 / mse_all.clamp(min=1e-10))).mean().item()}
+def _check_codebook(cfg: AutoencoderTrainConfig, train_data: ImageData) -> None:
+    side = cfg.data.image_size // cfg.model.downsampling_factor
+    vectors = len(train_data) * side * side
+    if cfg.model.regularizer == "vq" and cfg.model.codebook_size > vectors:
+        raise UserError(f"model.codebook_size={cfg.model.codebook_size} exceeds the {vectors} latent vectors of the "
+                        f"training set, so most codes could never be used; set model.codebook_size ≤ {vectors}")
+
+
+class CodebookMonitor:
+    """Steps since each code was last chosen (by any process); restarts the codes idle for `after` steps."""
+
+    def __init__(self, codebook_size: int, after: int):
+        self.idle = torch.zeros(codebook_size, dtype=torch.long)
+        self.after = after
+        self.batch_counts = torch.zeros(codebook_size, dtype=torch.long)
+
+    def update(self, fabric: Fabric, quantized: Quantized, autoencoder: AutoencoderVQ,
+               optimizer: torch.optim.Optimizer, generator: torch.Generator) -> int:
+        """Count this step's codes across processes, restart idle ones; returns how many were restarted."""
+        k = len(self.idle)
+        counts = torch.bincount(quantized.indices.flatten(), minlength=k)
+        counts = fabric.all_reduce(counts, reduce_op="sum").cpu() if fabric.world_size > 1 else counts.cpu()
+        self.batch_counts = counts
+        self.idle = torch.where(counts > 0, 0, self.idle + 1)
+        dead = self.idle >= self.after
+        if self.after <= 0 or not dead.any():
+            return 0
+        z = quantized.latents.detach().permute(0, 2, 3, 1).flatten(0, 2)  # (B·h·w, c)
+        pick = torch.randint(0, len(z), (RESTART_CANDIDATES,), generator=generator)
+        candidates = fabric.all_gather(z[pick.to(z.device)]).reshape(-1, z.shape[1]).float()
+        weight = autoencoder.quantize.embedding.weight
+        with torch.no_grad():
+            weight.copy_(restart_codes(weight, dead.to(weight.device), candidates, generator))
+        state = optimizer.state.get(weight, {})
+        for key in ("exp_avg", "exp_avg_sq"):  # stale Adam moments would drag the new codes back
+            if key in state:
+                state[key][dead.to(weight.device)] = 0
+        self.idle[dead] = 0
+        return int(dead.sum())
+
+    def usage(self) -> float:
+        """Fraction of codes chosen within the last `after` steps (or in this step when restarts are off)."""
+        window = self.after if self.after > 0 else 1
+        return (self.idle < window).float().mean().item()
 
 
 def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
-    tc = cfg.train
+    tc, lc = cfg.train, cfg.loss
     run = Run(Path(tc.out_dir), fabric)
     stored = run.start(cfg, resume)
     train_data, heldout = load_training_data(cfg.data, cfg.model.downsampling_factor, cfg.model.in_channels)
-    autoencoder = seeded(tc.seed, lambda: AutoencoderKL(cfg.model))
+    _check_codebook(cfg, train_data)
+    autoencoder = seeded(tc.seed, lambda: build_autoencoder(cfg.model))
+    discriminator = seeded(tc.seed + 1, lambda: PatchDiscriminator(cfg.model.in_channels, lc.disc_channels,
+                                                                   lc.disc_layers))
+    uses_disc = lc.disc_start < tc.max_steps
+    if uses_disc:
+        discriminator.check_input(cfg.data.image_size)
+    perceptual = build_perceptual(lc)
+    if isinstance(perceptual, torch.nn.Module):
+        perceptual.to(fabric.device)
+    disc_tc = dataclasses.replace(tc, lr=lc.disc_lr or tc.lr)
     optimizer = make_optimizer(autoencoder.parameters(), tc)
+    disc_optimizer = make_optimizer(discriminator.parameters(), disc_tc)
+    is_vq = isinstance(autoencoder, AutoencoderVQ)
+    monitor = CodebookMonitor(cfg.model.codebook_size, lc.restart_unused_after) if is_vq else None
     start = 0
     if stored is not None:
         check_same(stored["autoencoder_config"], to_dict(cfg.model), "the model config", run.checkpoint)
-        start = resume_state(run.checkpoint, stored, AUTOENCODER, {"autoencoder": autoencoder}, optimizer)
+        start = resume_state(run.checkpoint, stored, AUTOENCODER,
+                             {"autoencoder": autoencoder, "discriminator": discriminator},
+                             {"optimizer": optimizer, "disc_optimizer": disc_optimizer})
+        if monitor is not None:
+            monitor.idle = read_tensors(run.checkpoint, "codebook.")["idle"]
     model, optimizer = fabric.setup(autoencoder, optimizer)
+    disc, disc_optimizer = fabric.setup(discriminator, disc_optimizer)
+    last_layer = autoencoder.decoder.conv_out.weight
 
-    def save(step: int) -> None:
-        run.save(prefixed("autoencoder.", autoencoder.state_dict()), optimizer,
+    def save(step: int, extra: dict | None = None) -> None:
+        tensors = {**prefixed("autoencoder.", autoencoder.state_dict()),
+                   **prefixed("discriminator.", discriminator.state_dict())}
+        if monitor is not None:
+            tensors["codebook.idle"] = monitor.idle
+        run.save(tensors, {"optimizer": optimizer, "disc_optimizer": disc_optimizer},
                  {KIND: AUTOENCODER, "autoencoder_config": to_dict(cfg.model), "config": to_dict(cfg),
-                  "image_size": cfg.data.image_size, **train_state(step, fabric)})
+                  "image_size": cfg.data.image_size, **(extra or {}), **train_state(step, fabric)})
 
     latent_side = cfg.data.image_size // cfg.model.downsampling_factor
     preview = to_model_range(heldout.images[:8] if len(heldout) else train_data.images[:8]).to(fabric.device)
@@ -86,35 +150,71 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
             noise = torch.randn(tc.batch_size, cfg.model.latent_channels, latent_side, latent_side, generator=generator)
             index, noise = (rank_slice(t, fabric.global_rank, fabric.world_size) for t in (index, noise))
             x = to_model_range(train_data.images[index]).to(fabric.device)
-            recon, posterior = model(x, noise.to(fabric.device))
-            terms = autoencoder_loss(x, recon, posterior, cfg.loss)
-            loss = terms["loss"].mean()
-            check_finite(loss, step)
-            optimizer_step(fabric, model, optimizer, loss, tc, step)
+            recon, regularizer = model(x, noise.to(fabric.device))
+            disc_on = step >= lc.disc_start
+            terms = generator_loss(x, recon, regularizer, lc, perceptual, disc if disc_on else None, last_layer)
+            check_finite(terms["loss"], step)
+            optimizer_step(fabric, model, optimizer, terms["loss"], tc, step)
+            if disc_on:
+                d_terms = discriminator_loss(disc, x, recon, lc)
+                check_finite(d_terms["loss"], step)
+                optimizer_step(fabric, disc, disc_optimizer, d_terms["loss"], disc_tc, step)
+                terms.update({k if k.startswith(("d_", "logits", "r1")) else f"d_{k}": v for k, v in d_terms.items()})
+            restarted = monitor.update(fabric, regularizer, autoencoder, optimizer, generator) if monitor else 0
             done = step + 1
             if due(done, tc.log_every, tc.max_steps):
                 values = {k: mean_over_processes(fabric, v.mean()) for k, v in terms.items()}
+                if monitor is not None:
+                    values.update(codebook_usage=monitor.usage(), perplexity=perplexity(monitor.batch_counts),
+                                  codes_restarted=restarted)
                 run.log(done, **values)
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if due(done, tc.sample_every, tc.max_steps):
+            if due(done, tc.sample_every, tc.max_steps) or (uses_disc and done == lc.disc_start):
                 _write_reconstructions(run, autoencoder, preview, done)
             if due(done, tc.checkpoint_every, tc.max_steps):
-                save(done)
+                save(done, _final_metadata(fabric, autoencoder, train_data) if done == tc.max_steps else None)
     except KeyboardInterrupt:
         save(step)
         raise interrupted(step) from None
     if start >= tc.max_steps:
         log.info("%s is already trained to %d steps", run.checkpoint, tc.max_steps)
     elif fabric.is_global_zero and len(heldout):
-        metrics = reconstruction_metrics(autoencoder.eval(), heldout, fabric.device)
-        run.log(tc.max_steps, **{f"heldout_{k}": v for k, v in metrics.items()})
-        log.info("held-out reconstruction: L1 %.4f, PSNR %.2f dB", metrics["l1"], metrics["psnr"])
+        _log_heldout(run, autoencoder.eval(), heldout, tc.max_steps)
     return run.checkpoint
 
 
 @torch.no_grad()
-def _write_reconstructions(run: Run, autoencoder: AutoencoderKL, x: torch.Tensor, step: int) -> None:
-    """Originals (top row) above their reconstructions D(μ(x)) (bottom row)."""
+def encode_all(autoencoder: Autoencoder, data: ImageData, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Posterior means of every image (N, c, h, w), float32 on the CPU."""
+    return torch.cat([autoencoder.encode(to_model_range(data.images[i:i + batch_size]).to(device)).mean.float().cpu()
+                      for i in range(0, len(data), batch_size)])
+
+
+def _final_metadata(fabric: Fabric, autoencoder: Autoencoder, train_data: ImageData) -> dict:
+    """Latent normalisation measured on the training set (global s and per channel), stored with the weights."""
+    if not fabric.is_global_zero:
+        return {}
+    was_training = autoencoder.training
+    z = encode_all(autoencoder.eval(), train_data, fabric.device)
+    autoencoder.train(was_training)
+    return {"latent_stats": {"global": LatentStats.measure(z).to_dict(),
+                             "per_channel": LatentStats.measure(z, per_channel=True).to_dict()}}
+
+
+def _log_heldout(run: Run, autoencoder: Autoencoder, heldout: ImageData, step: int) -> None:
+    """PSNR, SSIM (and VQ codebook usage) of the held-out split, into metrics.jsonl and the log."""
+    x = to_model_range(heldout.images).to(run.fabric.device)
+    scores = score_reconstructions(x, reconstruct(autoencoder, x))
+    if isinstance(autoencoder, AutoencoderVQ):
+        scores["codebook_usage"], scores["perplexity"] = codebook_usage(autoencoder, x)
+    run.log(step, **{f"heldout_{k}": v for k, v in scores.items()})
+    log.info("held-out reconstruction (%d images): %s", len(heldout),
+             ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+
+
+@torch.no_grad()
+def _write_reconstructions(run: Run, autoencoder: Autoencoder, x: torch.Tensor, step: int) -> None:
+    """Originals (top row) above their reconstructions D(E(x)) (bottom row)."""
     if not run.fabric.is_global_zero:
         return
     was_training = autoencoder.training

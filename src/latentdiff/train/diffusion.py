@@ -12,7 +12,7 @@ import torch
 from lightning_fabric import Fabric
 from tqdm import tqdm
 
-from latentdiff.autoencoder import AutoencoderKL, LatentCodec, measure_scale_factor
+from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats
 from latentdiff.checkpoints.io import KIND, prefixed
 from latentdiff.checkpoints.models import LATENT_DIFFUSION, load_autoencoder
 from latentdiff.conditioning import Cond
@@ -42,7 +42,7 @@ def train_latent_diffusion(cfg: LatentDiffusionTrainConfig, resume: bool = False
 
 
 @torch.no_grad()
-def encode_posteriors(autoencoder: AutoencoderKL, data: ImageData, device: torch.device,
+def encode_posteriors(autoencoder: Autoencoder, data: ImageData, device: torch.device,
                       batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior (μ, σ) of every image, each (N, c, h, w) float32 on the CPU."""
     means, stds = [], []
@@ -53,7 +53,7 @@ def encode_posteriors(autoencoder: AutoencoderKL, data: ImageData, device: torch
     return torch.cat(means), torch.cat(stds)
 
 
-def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: AutoencoderKL, data: ImageData) -> None:
+def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder, data: ImageData) -> None:
     c = autoencoder.config.latent_channels
     if cfg.unet.in_channels != c or cfg.unet.out_channels != c:
         raise UserError(f"the autoencoder has {c} latent channels; set unet.in_channels={c} and unet.out_channels={c}")
@@ -71,15 +71,17 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor, autoencoder.config.in_channels)
     _check_compatible(cfg, autoencoder, train_data)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
+    c = autoencoder.config.latent_channels
     if stored is not None:
-        scale_factor = float(stored["scale_factor"])
+        stats = LatentStats(**stored["latent_stats"])
     elif cfg.scale_factor is not None:
-        scale_factor = cfg.scale_factor
+        stats = LatentStats.global_scale(cfg.scale_factor, c)
     else:
         posterior_noise = torch.randn(means.shape, generator=step_generator(tc.seed, -1))
-        scale_factor = measure_scale_factor(means + stds * posterior_noise)
-        log.info("latent scale factor s = 1/std(z) = %.5f (measured on %d training images)", scale_factor, len(means))
-    codec = LatentCodec(autoencoder, scale_factor)
+        stats = LatentStats.measure(means + stds * posterior_noise, cfg.per_channel_normalization)
+        log.info("latent normalisation (measured on %d training images): shift %s, scale %s", len(means),
+                 [round(v, 4) for v in stats.shift], [round(v, 4) for v in stats.scale])
+    codec = LatentCodec(autoencoder, stats)
 
     unet = seeded(tc.seed, lambda: UNetModel(cfg.unet))
     ema = EMA(unet, cfg.ema_decay)
@@ -87,7 +89,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     start = 0
     if stored is not None:
         check_same(stored["unet_config"], to_dict(cfg.unet), "the UNet config", run.checkpoint)
-        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION, {"unet": unet, "unet_ema": ema.model}, optimizer)
+        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION, {"unet": unet, "unet_ema": ema.model},
+                             {"optimizer": optimizer})
         ema.num_updates = int(stored["train_state"]["ema_updates"])
     model, optimizer = fabric.setup(unet, optimizer)
     ema.model.to(fabric.device)
@@ -98,9 +101,9 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
 
     def save(step: int) -> None:
         run.save({**prefixed("unet.", unet.state_dict()), **prefixed("unet_ema.", ema.model.state_dict()),
-                  **prefixed("autoencoder.", autoencoder.state_dict())}, optimizer,
+                  **prefixed("autoencoder.", autoencoder.state_dict())}, {"optimizer": optimizer},
                  {KIND: LATENT_DIFFUSION, "unet_config": to_dict(cfg.unet), "diffusion_config": to_dict(cfg.diffusion),
-                  "autoencoder_config": to_dict(autoencoder.config), "scale_factor": scale_factor,
+                  "autoencoder_config": to_dict(autoencoder.config), "latent_stats": stats.to_dict(),
                   "image_size": cfg.data.image_size, "class_names": list(ema_system.class_names),
                   "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})

@@ -103,23 +103,29 @@ class Run:
             with open(self.root / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def save(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, metadata: dict) -> None:
-        """Rank 0 writes the checkpoint (atomically) with the optimiser state; all ranks wait for it."""
+    def save(self, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
+             metadata: dict) -> None:
+        """Rank 0 writes the checkpoint (atomically) with the optimiser states ({prefix: optimiser}, e.g.
+        {"optimizer": ...}); all ranks wait for it."""
         if self.fabric.is_global_zero:
-            opt_tensors, opt_rest = flatten_optimizer(optimizer.state_dict())
-            save_checkpoint(self.checkpoint, {**tensors, **prefixed("optimizer.", opt_tensors)},
-                            {**metadata, "optimizer": opt_rest})
+            tensors, metadata = dict(tensors), dict(metadata)
+            for prefix, optimizer in optimizers.items():
+                opt_tensors, metadata[prefix] = flatten_optimizer(optimizer.state_dict())
+                tensors.update(prefixed(f"{prefix}.", opt_tensors))
+            save_checkpoint(self.checkpoint, tensors, metadata)
         self.fabric.barrier()
 
 
 def resume_state(path: Path, metadata: dict, kind: str, modules: dict[str, nn.Module],
-                 optimizer: torch.optim.Optimizer) -> int:
-    """Load module weights ({prefix: module}) and the optimiser state from a checkpoint; returns the next step."""
+                 optimizers: dict[str, torch.optim.Optimizer]) -> int:
+    """Load module weights ({prefix: module}) and optimiser states ({prefix: optimiser}) from a checkpoint; returns
+    the next step."""
     if metadata.get(KIND) != kind:
         raise UserError(f"{path} is not a {kind} run; choose another train.out_dir")
     for prefix, module in modules.items():
         load_weights(module, read_tensors(path, f"{prefix}."), str(path))
-    optimizer.load_state_dict(unflatten_optimizer(read_tensors(path, "optimizer."), metadata["optimizer"]))
+    for prefix, optimizer in optimizers.items():
+        optimizer.load_state_dict(unflatten_optimizer(read_tensors(path, f"{prefix}."), metadata[prefix]))
     return int(metadata["train_state"]["step"])
 
 
