@@ -42,7 +42,8 @@ def run_two_processes(command: str, cfg, tmp_path):
 
 def assert_same_steps(initial: dict, one, two, prefix: str, threshold: float, coverage: float,
                       skip: tuple[str, ...] = ()) -> None:
-    """Weights agree (2e-6, ~0.2% of an lr-sized step) wherever the one-process update is above `threshold`; that is most elements."""
+    """Weights agree (2e-6, ~0.2% of an lr-sized step: Adam's second step amplifies reduction-order noise) wherever
+    the one-process update is above `threshold`; that is most elements."""
     a, b = read_tensors(one, prefix), read_tensors(two, prefix)
     compared = total = 0
     for key, start in initial.items():

@@ -49,6 +49,32 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({n} images)")
 
 
+def _eval_autoencoder(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import torch
+
+    from latentdiff.metrics.reconstruction import format_table
+    from latentdiff.pipelines.eval_autoencoder import evaluate_autoencoders, stored_data_config
+
+    for path in args.checkpoints:
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist")
+    data_cfg = stored_data_config(args.checkpoints[0])
+    changes = {"dataset": args.data, "path": args.data_path, "image_size": args.image_size, "holdout": args.holdout}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.data is not None and args.data_path is None and args.data != data_cfg.dataset:
+        changes["path"] = None
+    data_cfg = dataclasses.replace(data_cfg, **changes)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = evaluate_autoencoders(args.checkpoints, data_cfg, device, args.lpips_weights, args.vgg16_weights,
+                                 args.tile, args.overlap, args.samples)
+    print(f"held-out {data_cfg.dataset} images at {data_cfg.image_size}px (n = {rows[0].n})")
+    print(format_table(rows))
+    if args.samples:
+        print(f"wrote {args.samples} (originals, then one row per model)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from latentdiff.demo import run_demo
 
@@ -81,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_sample)
+
+    p = commands.add_parser("eval-autoencoder", help="reconstruction table (PSNR, SSIM, rFD, ...) of trained "
+                                                     "autoencoders on held-out images")
+    p.add_argument("checkpoints", nargs="+", type=Path, help="autoencoder (or latent diffusion) checkpoints")
+    p.add_argument("--data", default=None, help="dataset (digits, photos, emoji, mnist, folder; default: the first "
+                                                "checkpoint's)")
+    p.add_argument("--data-path", default=None, help="data.path for mnist/folder/emoji")
+    p.add_argument("--image-size", type=int, default=None, help="image size (default: the first checkpoint's)")
+    p.add_argument("--holdout", type=int, default=None, help="number of held-out images (default: the checkpoint's)")
+    p.add_argument("--lpips-weights", default=None, help="LPIPS weights file (adds the LPIPS column)")
+    p.add_argument("--vgg16-weights", default=None, help="torchvision VGG16 weights, if the LPIPS file lacks them")
+    p.add_argument("--tile", type=int, default=None, help="encode/decode in tiles of this many pixels")
+    p.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels (default: 16)")
+    p.add_argument("--samples", type=Path, default=None, help="write originals and reconstructions to this PNG")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.set_defaults(func=_eval_autoencoder)
 
     p = commands.add_parser("demo", help="train the class-conditional digits LDM end to end, sample and score it")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

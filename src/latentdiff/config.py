@@ -147,8 +147,10 @@ class NoiseScheduleConfig:
 class DataConfig:
     """A dataset of images (and optional class labels) with a seeded held-out split for evaluation.
 
-    dataset: "digits" (scikit-learn's 1,797 8×8 digits, bundled), "mnist" (IDX or .npz files at `path`), or
-    "folder" (PNG/JPEG files under `path`; sub-folders become classes). Images are resized to `image_size`.
+    dataset: "digits" (scikit-learn's 1,797 8×8 digits, bundled), "photos" (crops of the photographs bundled with
+    scikit-image/scikit-learn, with a spatially disjoint held-out split), "emoji" (Noto Color Emoji glyphs; `path`
+    may name the font file), "mnist" (IDX or .npz files at `path`), or "folder" (PNG/JPEG files under `path`;
+    sub-folders become classes). Images are resized (photos: cropped) to `image_size`.
     """
 
     dataset: str = "digits"
@@ -159,9 +161,9 @@ class DataConfig:
     split_seed: int = 0
 
     def __post_init__(self):
-        _check(self.dataset in ("digits", "mnist", "folder"),
-               f"data.dataset={self.dataset!r} is unknown; use digits, mnist or folder")
-        _check(self.dataset == "digits" or self.path, f"data.dataset={self.dataset} needs data.path")
+        _check(self.dataset in ("digits", "photos", "emoji", "mnist", "folder"),
+               f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, mnist or folder")
+        _check(self.dataset not in ("mnist", "folder") or self.path, f"data.dataset={self.dataset} needs data.path")
         _check(self.image_size >= 1 and self.holdout >= 0, "data.image_size must be ≥ 1 and data.holdout ≥ 0")
 
 

@@ -26,11 +26,14 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".
 
 @dataclass(frozen=True)
 class ImageData:
-    """images: (N, C, H, W) uint8; labels: (N,) int64, −1 when unlabelled; class_names: () when unlabelled."""
+    """images: (N, C, H, W) uint8; labels: (N,) int64, −1 when unlabelled; class_names: () when unlabelled.
+    heldout_start: when set, images[heldout_start:] are the dataset's own held-out split (e.g. spatially disjoint
+    photo crops) and `split_holdout` uses it instead of a random one."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...] = ()
+    heldout_start: int | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -61,17 +64,31 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     """The configured dataset at `cfg.image_size`, with `cfg.channels` channels when set."""
     if cfg.dataset == "digits":
         data = load_digits(cfg.image_size)
+    elif cfg.dataset == "photos":
+        from latentdiff.data.bundled import load_photos
+
+        data = load_photos(cfg.image_size)
+    elif cfg.dataset == "emoji":
+        from latentdiff.data.bundled import load_emoji
+
+        data = load_emoji(cfg.image_size, cfg.path)[0]
     elif cfg.dataset == "mnist":
         data = load_mnist(Path(cfg.path), cfg.image_size)
     else:
         data = load_image_folder(Path(cfg.path), cfg.image_size, cfg.channels or 3)
     if cfg.channels is not None and cfg.channels != data.channels:
-        data = ImageData(_convert_channels(data.images, cfg.channels), data.labels, data.class_names)
+        data = ImageData(_convert_channels(data.images, cfg.channels), data.labels, data.class_names,
+                         data.heldout_start)
     return data
 
 
 def split_holdout(data: ImageData, holdout: int, seed: int) -> tuple[ImageData, ImageData]:
-    """(train, held-out) by a seeded permutation; the held-out part is never trained on."""
+    """(train, held-out) by a seeded permutation (or the dataset's own split, of which at most `holdout` images are
+    kept); the held-out part is never trained on."""
+    if data.heldout_start is not None:
+        n = len(data) - data.heldout_start
+        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:holdout].sort().values
+        return data.subset(torch.arange(data.heldout_start)), data.subset(data.heldout_start + keep)
     if holdout >= len(data):
         raise UserError(f"data.holdout={holdout} leaves no training images out of {len(data)}; lower it")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
