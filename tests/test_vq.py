@@ -22,6 +22,8 @@ def test_nearest_code_matches_brute_force_and_chunking():
     expected = torch.cdist(z, vq.embedding.weight).argmin(1)
     assert torch.equal(vq.nearest(z), expected)
     assert torch.equal(vq.nearest(z, chunk=7), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed training must not change the choice
+        assert torch.equal(vq.nearest(z), expected)
 
 
 def test_straight_through_gradient_and_loss_terms():

@@ -31,7 +31,13 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM per sample (B,) for images in [-1, 1] (data range 2, K1 = 0.01, K2 = 0.03), Gaussian window
-    (size ≤ the image's smaller side, odd), valid positions only, averaged over channels."""
+    (size ≤ the image's smaller side, odd), valid positions only, averaged over channels. Always in fp32 (the
+    variances E[x²] − μ² cancel catastrophically in bf16)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _ssim_fp32(x.float(), y.float(), window, sigma)
+
+
+def _ssim_fp32(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float) -> torch.Tensor:
     window = min(window, x.shape[-1], x.shape[-2])
     window -= 1 - window % 2
     c = x.shape[1]
@@ -42,7 +48,6 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
     def blur(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(t, kernel_h, groups=c), kernel_v, groups=c)
 
-    x, y = x.float(), y.float()
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x ** 2
     var_y = blur(y * y) - mu_y ** 2

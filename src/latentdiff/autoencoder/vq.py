@@ -43,9 +43,10 @@ class VectorQuantizer(nn.Module):
     def nearest(self, z_flat: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """argmin_k ‖z − e_k‖² = argmin_k (‖e_k‖² − 2 z·e_k) for z_flat (N, c) → (N,), in chunks of rows so that
         a 16,384-code book stays within memory."""
-        codes = self.embedding.weight.float()
-        code_norms = codes.pow(2).sum(1)
-        return torch.cat([(code_norms - 2 * rows.float() @ codes.T).argmin(1) for rows in z_flat.split(chunk)])
+        with torch.autocast(z_flat.device.type, enabled=False):  # fp32 even under bf16-mixed: ties matter
+            codes = self.embedding.weight.float()
+            code_norms = codes.pow(2).sum(1)
+            return torch.cat([(code_norms - 2 * rows.float() @ codes.T).argmin(1) for rows in z_flat.split(chunk)])
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices (B, h, w) → code vectors (B, c, h, w)."""
