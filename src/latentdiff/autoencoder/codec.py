@@ -47,7 +47,6 @@ class LatentCodec(nn.Module):
     def __init__(self, autoencoder: nn.Module, stats: LatentStats):
         super().__init__()
         self.autoencoder = autoencoder
-        self.stats = stats
         self.register_buffer("shift", torch.tensor(stats.shift).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(stats.scale).view(1, -1, 1, 1), persistent=False)
 

@@ -10,7 +10,6 @@ kl_weight ≈ 1e-6 means the same). Images are (B, C, H, W) in [-1, 1]; terms ar
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from latentdiff.autoencoder.discriminator import (PatchDiscriminator, feature_matching_loss, generator_adv_loss,
                                                   hinge_d_loss, r1_penalty)
@@ -22,23 +21,10 @@ from latentdiff.config import AutoencoderLossConfig
 Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class LPIPSLoss(nn.Module):
-    """LPIPS as a loss on any channel count: grey images are repeated to RGB, more than 3 channels are refused."""
-
-    def __init__(self, cfg: AutoencoderLossConfig):
-        super().__init__()
-        self.lpips = load_lpips(cfg.lpips_weights, cfg.vgg16_weights)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-        return self.lpips(x, y)
-
-
 def build_perceptual(cfg: AutoencoderLossConfig) -> Perceptual | None:
     """The configured perceptual distance P(x, x̃) → (B,), or None for "none"."""
     if cfg.perceptual == "lpips":
-        return LPIPSLoss(cfg)
+        return load_lpips(cfg.lpips_weights, cfg.vgg16_weights)
     if cfg.perceptual == "ssim":
         return lambda x, y: 1.0 - ssim(x, y)
     if cfg.perceptual == "ffl":

@@ -95,7 +95,9 @@ class LPIPS(nn.Module):
         self.requires_grad_(False).eval()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x, y (B, 3, H, W) in [-1, 1] → (B,)."""
+        """x, y (B, 3, H, W) in [-1, 1] → (B,); grey images (B, 1, H, W) are repeated to RGB."""
+        if x.shape[1] == 1:
+            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
         h_x, h_y = (x.float() - self.shift) / self.scale, (y.float() - self.shift) / self.scale
         total = torch.zeros(x.shape[0], device=x.device)
         for k in range(len(VGG16_SLICES)):

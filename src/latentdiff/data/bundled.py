@@ -10,13 +10,13 @@
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from latentdiff.cache import cache_dir
 from latentdiff.data.datasets import ImageData
 from latentdiff.errors import UserError
 
@@ -115,8 +115,7 @@ def _on_white(glyph: Image.Image, size: int) -> np.ndarray:
 
 def _cache_path(font: Path, size: int, catalogue: list) -> Path:
     key = hashlib.sha256(f"{font.stat().st_size}:{size}:{len(catalogue)}:v1".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latentdiff" / "data"
-    return root / f"emoji-{size}-{key}.npz"
+    return cache_dir() / "data" / f"emoji-{size}-{key}.npz"
 
 
 def load_emoji(image_size: int = 64, font_path: Path | None = None) -> tuple[ImageData, list[str]]:

@@ -7,13 +7,13 @@ Trained on the training split of the data (never on the held-out split), cached 
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentdiff.cache import cache_dir
 from latentdiff.checkpoints.io import load_weights, read_metadata, read_tensors, save_checkpoint
 from latentdiff.config import DataConfig, to_dict
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_model_range
@@ -84,10 +84,6 @@ def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500
         features.append(f)
         labels.append(model.head(f).argmax(1))
     return torch.cat(labels), torch.cat(features)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latentdiff"
 
 
 def load_or_train_classifier(data_cfg: DataConfig, cache: Path | None = None,

@@ -75,8 +75,7 @@ def score_reconstructions(x: torch.Tensor, recon: torch.Tensor, features: Featur
 
     scores = {"psnr": mean_of(psnr), "ssim": mean_of(ssim)}
     if lpips is not None:
-        scores["lpips"] = mean_of(lambda a, b: lpips(a if a.shape[1] == 3 else a.expand(-1, 3, -1, -1),
-                                                     b if b.shape[1] == 3 else b.expand(-1, 3, -1, -1)))
+        scores["lpips"] = mean_of(lpips)
     if features is not None:
         real, fake = (torch.cat([features(t[i:i + batch_size]).cpu() for i in range(0, len(t), batch_size)])
                       for t in (x, recon))

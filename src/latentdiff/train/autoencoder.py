@@ -115,8 +115,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
     disc_tc = dataclasses.replace(tc, lr=lc.disc_lr or tc.lr)
     optimizer = make_optimizer(autoencoder.parameters(), tc)
     disc_optimizer = make_optimizer(discriminator.parameters(), disc_tc)
-    is_vq = isinstance(autoencoder, AutoencoderVQ)
-    monitor = CodebookMonitor(cfg.model.codebook_size, lc.restart_unused_after) if is_vq else None
+    monitor = (CodebookMonitor(cfg.model.codebook_size, lc.restart_unused_after)
+               if isinstance(autoencoder, AutoencoderVQ) else None)
     start = 0
     if stored is not None:
         check_same(stored["autoencoder_config"], to_dict(cfg.model), "the model config", run.checkpoint)
@@ -159,7 +159,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                 d_terms = discriminator_loss(disc, x, recon, lc)
                 check_finite(d_terms["loss"], step)
                 optimizer_step(fabric, disc, disc_optimizer, d_terms["loss"], disc_tc, step)
-                terms.update({k if k.startswith(("d_", "logits", "r1")) else f"d_{k}": v for k, v in d_terms.items()})
+                terms["d_loss"] = d_terms.pop("loss")
+                terms.update(d_terms)
             restarted = monitor.update(fabric, regularizer, autoencoder, optimizer, generator) if monitor else 0
             done = step + 1
             if due(done, tc.log_every, tc.max_steps):
@@ -184,10 +185,15 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
 
 
 @torch.no_grad()
-def encode_all(autoencoder: Autoencoder, data: ImageData, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """Posterior means of every image (N, c, h, w), float32 on the CPU."""
-    return torch.cat([autoencoder.encode(to_model_range(data.images[i:i + batch_size]).to(device)).mean.float().cpu()
-                      for i in range(0, len(data), batch_size)])
+def encode_posteriors(autoencoder: Autoencoder, data: ImageData, device: torch.device,
+                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior (μ, σ) of every image, each (N, c, h, w) float32 on the CPU."""
+    means, stds = [], []
+    for start in range(0, len(data), batch_size):
+        posterior = autoencoder.encode(to_model_range(data.images[start:start + batch_size]).to(device))
+        means.append(posterior.mean.float().cpu())
+        stds.append(posterior.std.float().cpu())
+    return torch.cat(means), torch.cat(stds)
 
 
 def _final_metadata(fabric: Fabric, autoencoder: Autoencoder, train_data: ImageData) -> dict:
@@ -195,7 +201,7 @@ def _final_metadata(fabric: Fabric, autoencoder: Autoencoder, train_data: ImageD
     if not fabric.is_global_zero:
         return {}
     was_training = autoencoder.training
-    z = encode_all(autoencoder.eval(), train_data, fabric.device)
+    z, _ = encode_posteriors(autoencoder.eval(), train_data, fabric.device)
     autoencoder.train(was_training)
     return {"latent_stats": {"global": LatentStats.measure(z).to_dict(),
                              "per_channel": LatentStats.measure(z, per_channel=True).to_dict()}}
@@ -218,6 +224,6 @@ def _write_reconstructions(run: Run, autoencoder: Autoencoder, x: torch.Tensor, 
     if not run.fabric.is_global_zero:
         return
     was_training = autoencoder.training
-    recon = autoencoder.eval().decode(autoencoder.encode(x).mean)
+    recon = reconstruct(autoencoder.eval(), x)
     autoencoder.train(was_training)
     save_image_grid(to_uint8(torch.cat([x, recon])), run.sample_path(step), ncols=len(x))

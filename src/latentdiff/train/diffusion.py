@@ -17,7 +17,7 @@ from latentdiff.checkpoints.io import KIND, prefixed
 from latentdiff.checkpoints.models import LATENT_DIFFUSION, load_autoencoder
 from latentdiff.conditioning import Cond
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
-from latentdiff.data import ImageData, batch_indices, rank_slice, to_model_range, to_uint8
+from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
@@ -25,7 +25,7 @@ from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
-from latentdiff.train.autoencoder import load_training_data
+from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
@@ -39,18 +39,6 @@ def train_latent_diffusion(cfg: LatentDiffusionTrainConfig, resume: bool = False
     """Train (or continue with resume=True) and return the path of the final checkpoint."""
     fabric = make_fabric(cfg.train)
     return fabric.launch(_train, cfg, resume)
-
-
-@torch.no_grad()
-def encode_posteriors(autoencoder: Autoencoder, data: ImageData, device: torch.device,
-                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior (μ, σ) of every image, each (N, c, h, w) float32 on the CPU."""
-    means, stds = [], []
-    for start in range(0, len(data), batch_size):
-        posterior = autoencoder.encode(to_model_range(data.images[start:start + batch_size]).to(device))
-        means.append(posterior.mean.float().cpu())
-        stds.append(posterior.std.float().cpu())
-    return torch.cat(means), torch.cat(stds)
 
 
 def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder, data: ImageData) -> None:
