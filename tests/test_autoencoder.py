@@ -1,9 +1,13 @@
+import dataclasses
+
 import pytest
 import torch
 
 from latentdiff.autoencoder import AutoencoderKL, DiagonalGaussian, LatentCodec, LatentStats
 from latentdiff.autoencoder.losses import generator_loss
+from latentdiff.autoencoder.networks import channel_group_average
 from latentdiff.config import AutoencoderConfig, AutoencoderLossConfig
+from latentdiff.errors import UserError
 
 
 @pytest.mark.parametrize("channel_mult", [(1,), (1, 1), (1, 1, 1), (1, 1, 1, 1)])
@@ -59,3 +63,35 @@ def test_codec_scales_latents_to_unit_variance(tiny_ae_cfg):
         z = codec.encode(x)
         assert abs(z.std().item() - 1.0) < 1e-4
         torch.testing.assert_close(codec.decode(z), model.decode(z_raw).clamp(-1, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_channel_group_average_and_its_duplicate_are_inverse_on_group_constant_input():
+    average = channel_group_average(32, 3)[:, :, 0, 0]  # (3, 32): 11 + 11 + 10 channels
+    torch.testing.assert_close(average.sum(1), torch.ones(3))
+    duplicate = (average > 0).float().T  # (32, 3)
+    z = torch.randn(5, 3)
+    torch.testing.assert_close((duplicate @ z.T).T @ average.T, z)
+
+
+def test_residual_shortcuts_keep_keys_and_carry_a_parameter_free_path(tiny_ae_cfg):
+    cfg = dataclasses.replace(tiny_ae_cfg, residual_shortcuts=True, norm_groups=8)
+    plain, shortcut = AutoencoderKL(tiny_ae_cfg), AutoencoderKL(cfg)
+    assert plain.state_dict().keys() == shortcut.state_dict().keys()
+    shortcut.load_state_dict(plain.state_dict())  # same shapes: original checkpoints load into either
+    with torch.no_grad():  # every weight but conv_in zero: only the shortcuts carry x to the latent
+        for name, p in shortcut.named_parameters():
+            if not name.startswith("encoder.conv_in"):
+                p.zero_()
+        x = torch.rand(2, 1, 16, 16)
+        h = torch.nn.functional.avg_pool2d(shortcut.encoder.conv_in(x), 2)  # (2, 32, 8, 8)
+        expected = torch.nn.functional.conv2d(h, channel_group_average(32, 2))
+        out = shortcut.encoder(x)  # (2, 2c, 8, 8): [latent shortcut | log-variance channels]
+        torch.testing.assert_close(out[:, :2], expected)
+        assert out[:, 2:].abs().max() == 0
+        up = shortcut.decoder.up[1].upsample  # Upsample with a zero conv is exact nearest-neighbour
+        torch.testing.assert_close(up(h), torch.nn.functional.interpolate(h, scale_factor=2.0))
+
+
+def test_norm_groups_must_divide_the_widths():
+    with pytest.raises(UserError, match="norm_groups"):
+        AutoencoderConfig(base_channels=32, channel_mult=(1, 2), norm_groups=5)

@@ -23,7 +23,7 @@ def test_shapes_and_class_conditioning():
     assert not torch.allclose(out, model(x, t, class_labels=torch.tensor([1, 2, 0, 1])))
     with pytest.raises(ValueError, match="class_labels"):
         model(x, t)
-    with pytest.raises(ValueError, match="no cross-attention"):
+    with pytest.raises(ValueError, match="context must be given exactly"):
         model(x, t, context=torch.randn(4, 3, 16), class_labels=y)
 
 

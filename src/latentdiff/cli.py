@@ -10,7 +10,12 @@ from latentdiff.errors import UserError
 
 def _train(args: argparse.Namespace) -> None:
     """Both stages: `train-autoencoder` and `train` differ only in their config class and training function."""
-    from latentdiff.config import AutoencoderTrainConfig, LatentDiffusionTrainConfig, load_config, to_yaml
+    from latentdiff.config import (
+        AutoencoderTrainConfig,
+        LatentDiffusionTrainConfig,
+        load_config,
+        to_yaml,
+    )
     from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
 
@@ -31,10 +36,21 @@ def _sample(args: argparse.Namespace) -> None:
     from latentdiff.images import save_image_grid
     from latentdiff.pipelines import class_grid_labels, generate
 
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_latent_diffusion(args.checkpoint, device, use_ema=not args.no_ema)
+    guidance = {"guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale}
+    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    if args.prompt:  # one row of --n images (default 8) per prompt
+        per_prompt = args.n or 8
+        prompts = [p for p in args.prompt for _ in range(per_prompt)]
+        negative = [args.negative_prompt] * len(prompts) if args.negative_prompt is not None else None
+        images = generate(model, seeds=[args.seed + i % per_prompt for i in range(len(prompts))], prompts=prompts,
+                          negative_prompts=negative, sampler=args.sampler, steps=args.steps, **options, **guidance)
+        print(f"wrote {save_image_grid(to_uint8(images), args.out, per_prompt)} ({len(prompts)} images)")
+        return
+    args.n = args.n or 64
     if args.class_label is not None:
         labels, ncols = [args.class_label] * args.n, min(args.n, 10)
     elif model.num_classes:  # a class-conditional model without --class: one row per class
@@ -42,11 +58,44 @@ def _sample(args: argparse.Namespace) -> None:
         labels, ncols = class_grid_labels(model.num_classes, per_class), per_class
     else:
         labels, ncols = None, max(1, round(args.n ** 0.5))
-    options = {"eta": args.eta} if args.sampler == "ddim" else {}
     n = len(labels) if labels else args.n
     images = generate(model, seeds=[args.seed + i for i in range(n)], class_labels=labels, sampler=args.sampler,
-                      steps=args.steps, **options)
+                      steps=args.steps, **options, **guidance)
     print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({n} images)")
+
+
+def _conditional_task(args: argparse.Namespace) -> None:
+    """inpaint / upscale / layout / semantic: read the input, run the pipeline, write one PNG grid."""
+    import json
+
+    import torch
+
+    from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.images import load_image, load_label_map, load_mask, save_image_grid
+    from latentdiff.pipelines import conditional
+
+    if args.n < 1:
+        raise UserError(f"--n {args.n}: give at least 1 image")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_latent_diffusion(args.checkpoint, device)
+    channels = model.codec.autoencoder.config.in_channels
+    seeds = [args.seed + i for i in range(args.n)]
+    options = {"sampler": args.sampler, "steps": args.steps, "guidance_scale": args.guidance}
+    if args.command == "inpaint":
+        images = conditional.inpaint(model, load_image(args.image, channels), load_mask(args.mask), seeds, **options)
+    elif args.command == "upscale":
+        images = conditional.upscale(model, load_image(args.image, channels), seeds, **options)
+    elif args.command == "semantic":
+        images = conditional.semantic_synthesis(model, load_label_map(args.map), seeds, **options)
+    else:
+        try:
+            boxes = json.loads(args.boxes)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--boxes is not JSON ({e.msg}); give e.g. '[[0.1, 0.1, 0.5, 0.5, 3]]'") from None
+        if not isinstance(boxes, list) or not all(isinstance(b, list) for b in boxes):
+            raise UserError("--boxes must be a JSON list of [x0, y0, x1, y1, class] lists")
+        images = conditional.layout_to_image(model, boxes, seeds, **options)
+    print(f"wrote {save_image_grid(images, args.out, min(args.n, 8))} ({args.n} images)")
 
 
 def _eval_autoencoder(args: argparse.Namespace) -> None:
@@ -55,7 +104,10 @@ def _eval_autoencoder(args: argparse.Namespace) -> None:
     import torch
 
     from latentdiff.metrics.reconstruction import format_table
-    from latentdiff.pipelines.eval_autoencoder import evaluate_autoencoders, stored_data_config
+    from latentdiff.pipelines.eval_autoencoder import (
+        evaluate_autoencoders,
+        stored_data_config,
+    )
 
     for path in args.checkpoints:
         if not path.is_file():
@@ -98,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--class", dest="class_label", type=int, default=None,
                    help="class label for every sample (class-conditional models; default: one row per class)")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="text prompt (text models; repeat for several rows; \"\" is the unconditional sample)")
+    p.add_argument("--negative-prompt", default=None, help="what guidance steers away from (instead of \"\")")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale s (1: none; models trained with condition dropout)")
+    p.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale φ in [0, 1] (default: 0)")
+    p.add_argument("--n", type=int, default=None, help="number of samples (default: 64, or 8 per prompt)")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
     p.add_argument("--sampler", default="ddim", help="ddim | ddpm (default: ddim)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral (default: 0)")
@@ -107,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_sample)
+
+    tasks = {"inpaint": ("fill the white part of --mask in --image (inpainting models)",
+                         [("--image", "the image (PNG/JPEG)"), ("--mask", "black = keep, white = generate")]),
+             "upscale": ("super-resolve --image by the model's factor (super-resolution models)",
+                         [("--image", "the low-resolution image")]),
+             "layout": ("images from bounding boxes (layout models)",
+                        [("--boxes", "JSON [[x0, y0, x1, y1, class], ...] in [0, 1], y down")]),
+             "semantic": ("images from a semantic map (semantic models)",
+                          [("--map", "PNG whose pixel values are class ids")])}
+    for name, (what, inputs) in tasks.items():
+        p = commands.add_parser(name, help=what)
+        p.add_argument("checkpoint", type=Path)
+        for flag, text in inputs:
+            p.add_argument(flag, required=True, help=text)
+        p.add_argument("--n", type=int, default=4, help="number of samples (default: 4)")
+        p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
+        p.add_argument("--sampler", default="ddim", help="sampler (default: ddim)")
+        p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed + i")
+        p.add_argument("--out", type=Path, default=Path(f"{name}.png"), help=f"output PNG (default: {name}.png)")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+        p.set_defaults(func=_conditional_task)
 
     p = commands.add_parser("eval-autoencoder", help="reconstruction table (PSNR, SSIM, rFD, ...) of trained "
                                                      "autoencoders on held-out images")

@@ -28,6 +28,11 @@ class AutoencoderConfig:
     original) at which the encoder/decoder levels get self-attention, relative to `resolution`.
     regularizer: "kl" (diagonal Gaussian posterior) or "vq" (a codebook of `codebook_size` vectors of
     `latent_channels` dimensions, applied inside the decoder).
+    `residual_shortcuts` adds DC-AE's parameter-free shortcuts (Chen et al. 2024) around every down/upsampling and
+    the latent projections: same weights and keys, an easier optimisation; off to match published checkpoints.
+    `norm_groups`: the original's 32 groups leave a 32-channel model one channel per group, an instance norm that
+    erases each channel's mean and contrast (the decoder's `norm_out` then cannot carry brightness); narrow models
+    train far better with ≥ 4 channels per group.
     """
 
     in_channels: int = 3
@@ -40,14 +45,17 @@ class AutoencoderConfig:
     dropout: float = 0.0
     regularizer: str = "kl"
     codebook_size: int = 8192  # VQ only (original: n_embed)
+    residual_shortcuts: bool = False  # DC-AE parameter-free shortcuts; the original checkpoints have none
+    norm_groups: int = 32  # GroupNorm groups (original: 32); fewer for narrow models (docstring)
 
     @property
     def downsampling_factor(self) -> int:
         return 2 ** (len(self.channel_mult) - 1)
 
     def __post_init__(self):
-        _check(all(self.base_channels * m % 32 == 0 for m in self.channel_mult),
-               f"model.base_channels={self.base_channels} × channel_mult must be divisible by 32 (GroupNorm(32))")
+        _check(self.norm_groups >= 1 and all(self.base_channels * m % self.norm_groups == 0 for m in self.channel_mult),
+               f"model.base_channels={self.base_channels} × channel_mult must be divisible by "
+               f"model.norm_groups={self.norm_groups}")
         _check(self.regularizer in ("kl", "vq"), f"model.regularizer={self.regularizer!r} is unknown; use kl or vq")
         _check(2 <= self.codebook_size <= 65536,
                f"model.codebook_size={self.codebook_size} is out of range; use 2 … 65536 (the paper: 8192 or 16384)")
@@ -102,6 +110,10 @@ class UNetConfig:
     `attention_resolutions` are downsampling rates (1, 2, 4, ...) at which blocks get self-attention, as in the
     original configs. Heads: set exactly one of `num_heads` (fixed head count) or `head_channels` (channels per
     head); the other is -1.
+    Conditioning (SPEC §3): `num_classes` adds a label embedding to the time embedding; `context_dim` (the width d of
+    the context τ_θ(y) ∈ R^{M×d}) turns every attention block into a spatial transformer of `transformer_depth`
+    blocks whose cross-attention reads that context (`linear_projection`: SD 2.x's Linear proj_in/proj_out);
+    `in_channels` counts the latent plus any concatenated inputs (semantic maps, low-res images, masks).
     """
 
     in_channels: int = 4
@@ -116,12 +128,38 @@ class UNetConfig:
     num_classes: int | None = None  # class-conditional via an embedding added to the time embedding
     use_scale_shift_norm: bool = False  # ADM's adaptive GroupNorm: h = GN(h)·(1 + scale) + shift
     conv_resample: bool = True
+    context_dim: int | None = None  # cross-attention context width d (original: context_dim)
+    transformer_depth: int = 1
+    linear_projection: bool = False  # original: use_linear_in_transformer
 
     def __post_init__(self):
+        _check(self.context_dim is None or self.context_dim >= 1, "unet.context_dim must be ≥ 1 (or null)")
+        _check(self.transformer_depth >= 1, "unet.transformer_depth must be ≥ 1")
         _check((self.num_heads == -1) != (self.head_channels == -1),
                "unet: set exactly one of num_heads / head_channels (the other to -1)")
         _check(all(self.model_channels * m % 32 == 0 for m in self.channel_mult),
                f"unet.model_channels={self.model_channels} × channel_mult must be divisible by 32 (GroupNorm(32))")
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """τ_θ: token + position embedding, `depth` × [LN → MHSA, LN → MLP (GELU, `mlp_ratio`·width)], final LN.
+
+    The output (B, max_length, width) is the cross-attention context, so unet.context_dim = width.
+    """
+
+    vocab_size: int = 2048  # BPE vocabulary learned on the captions (upper bound)
+    max_length: int = 24  # tokens per prompt, [BOS] and [EOS] included (the context length M)
+    width: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: int = 4
+
+    def __post_init__(self):
+        _check(self.vocab_size >= 8 and self.max_length >= 3 and self.depth >= 0,
+               "text: vocab_size must be ≥ 8, max_length ≥ 3 (room for [BOS] x [EOS]), depth ≥ 0")
+        _check(self.width % self.num_heads == 0,
+               f"text.width={self.width} must be divisible by text.num_heads={self.num_heads}")
 
 
 @dataclass(frozen=True)
@@ -148,8 +186,9 @@ class DataConfig:
     """A dataset of images (and optional class labels) with a seeded held-out split for evaluation.
 
     dataset: "digits" (scikit-learn's 1,797 8×8 digits, bundled), "photos" (crops of the photographs bundled with
-    scikit-image/scikit-learn, with a spatially disjoint held-out split), "emoji" (Noto Color Emoji glyphs; `path`
-    may name the font file), "mnist" (IDX or .npz files at `path`), or "folder" (PNG/JPEG files under `path`;
+    scikit-image/scikit-learn, with a spatially disjoint held-out split), "emoji" (Noto Color Emoji glyphs with
+    their names as captions; `path` may name the font file), "shapes" (procedural coloured shapes with captions,
+    boxes and semantic maps), "mnist" (IDX or .npz files at `path`), or "folder" (PNG/JPEG files under `path`;
     sub-folders become classes). Images are resized (photos: cropped) to `image_size`.
     """
 
@@ -161,8 +200,8 @@ class DataConfig:
     split_seed: int = 0
 
     def __post_init__(self):
-        _check(self.dataset in ("digits", "photos", "emoji", "mnist", "folder"),
-               f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, mnist or folder")
+        _check(self.dataset in ("digits", "photos", "emoji", "shapes", "mnist", "folder"),
+               f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, shapes, mnist or folder")
         _check(self.dataset not in ("mnist", "folder") or self.path, f"data.dataset={self.dataset} needs data.path")
         _check(self.image_size >= 1 and self.holdout >= 0, "data.image_size must be ≥ 1 and data.holdout ≥ 0")
 
@@ -225,7 +264,40 @@ class PreviewConfig:
 
     sampler: str = "ddim"
     steps: int = 50
-    per_class: int = 8  # columns per class row (class-conditional) or images / 8 rows (unconditional)
+    per_class: int = 8  # columns per class row (class-conditional) or per condition row, or images / 8 rows
+    guidance_scale: float = 1.0  # classifier-free guidance of conditioned previews (needs conditioning.drop_prob > 0)
+
+
+CONDITIONING_KINDS = ("none", "text", "layout", "semantic", "superres", "inpaint")
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """What else than z_t and t the denoiser sees (SPEC §3); class labels come from unet.num_classes.
+
+    kind: "none"; "text" (captions → BPE tokens → τ_θ → cross-attention); "layout" (boxes → (l, b, c) tokens → τ_θ
+    → cross-attention); "semantic" (one-hot maps concatenated); "superres" (the image degraded by `sr_factor`,
+    "bicubic" or "realistic", concatenated at the latent size); "inpaint" (E(masked image) and the mask concatenated).
+    drop_prob: probability of training on the null condition (empty prompt/layout; for classes the extra class
+    num_classes − 1), which classifier-free guidance needs.
+    """
+
+    kind: str = "none"
+    drop_prob: float = 0.0
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    layout_bins: int = 16
+    max_boxes: int = 4
+    sr_factor: int = 4
+    sr_degradation: str = "bicubic"
+
+    def __post_init__(self):
+        _check(self.kind in CONDITIONING_KINDS,
+               f"conditioning.kind={self.kind!r} is unknown; use one of {', '.join(CONDITIONING_KINDS)}")
+        _check(0.0 <= self.drop_prob < 1.0, "conditioning.drop_prob must be in [0, 1)")
+        _check(self.sr_degradation in ("bicubic", "realistic"),
+               f"conditioning.sr_degradation={self.sr_degradation!r} is unknown; use bicubic or realistic")
+        _check(self.layout_bins >= 2 and self.max_boxes >= 1 and self.sr_factor >= 2,
+               "conditioning: layout_bins must be ≥ 2, max_boxes ≥ 1, sr_factor ≥ 2")
 
 
 @dataclass(frozen=True)
@@ -240,6 +312,7 @@ class LatentDiffusionTrainConfig:
     ema_decay: float = 0.9999
     scale_factor: float | None = None  # None: s = 1/std(z) measured on the training latents
     per_channel_normalization: bool = False  # measure a shift and scale per latent channel instead of one s
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
 
 

@@ -33,3 +33,37 @@ class Denoiser:
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
         """Std of x_T in VE scale when z_T ~ N(0, I): x_T = z_T/√ᾱ_T ⇒ √(1 + σ_max²)."""
         return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+
+
+class GuidedDenoiser:
+    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D̃ = D(x; u) + s·(D(x; c) − D(x; u)).
+
+    `uncond` is the null condition (empty prompt, null class) or a negative prompt's; cond and uncond are evaluated
+    in one batched forward pass. `rescale` φ (Lin et al. 2024, Eq. 15–16) pulls the guided ε̂ back towards the
+    standard deviation of the conditional ε̂: ε ← φ·ε·std(ε_c)/std(ε) + (1 − φ)·ε, which tames over-exposure at
+    large s. s = 1 is the plain conditional denoiser (one pass).
+    """
+
+    def __init__(self, denoiser, uncond: Cond, scale: float, rescale: float = 0.0):
+        if scale < 0 or not 0.0 <= rescale <= 1.0:
+            raise ValueError(f"guidance scale {scale} must be ≥ 0 and rescale {rescale} in [0, 1]")
+        self.denoiser, self.uncond, self.scale, self.rescale = denoiser, uncond, scale, rescale
+
+    def __getattr__(self, name):  # schedule, prior_std, ... of the wrapped denoiser
+        return getattr(self.denoiser, name)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+        if self.scale == 1.0:
+            return self.denoiser(x, sigma, cond)
+        b = x.shape[0]
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(b)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), (cond or Cond()).cat(self.uncond))
+        d_cond, d_uncond = both.chunk(2)
+        guided = d_uncond + self.scale * (d_cond - d_uncond)
+        if self.rescale == 0.0:
+            return guided
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        eps_cond, eps = (x - d_cond) / s, (x - guided) / s
+        ratio = eps_cond.flatten(1).std(1) / eps.flatten(1).std(1).clamp_min(1e-12)
+        eps = self.rescale * eps * ratio.reshape(-1, *([1] * (x.ndim - 1))) + (1 - self.rescale) * eps
+        return x - s * eps

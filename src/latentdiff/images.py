@@ -1,10 +1,12 @@
-"""Image files: sample grids as PNG."""
+"""Image files: sample grids as PNG; user images, masks and semantic maps read with validation."""
 
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from latentdiff.errors import UserError
 
 
 def image_grid(images: torch.Tensor, ncols: int, padding: int = 2) -> np.ndarray:
@@ -24,3 +26,65 @@ def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image_grid(images, ncols)).save(path)
     return path
+
+
+def _open(path: str | Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image {path} does not exist")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+    return image
+
+
+def _eight_bit(image: Image.Image) -> np.ndarray:
+    """Pixels as uint8; 16-bit and float images are rescaled from their full range (documented conversion)."""
+    pixels = np.asarray(image)
+    if pixels.dtype == np.uint8:
+        return pixels
+    if image.mode.startswith("I;16") or pixels.dtype == np.uint16 or (pixels.dtype.kind in "iu" and pixels.max() > 255):
+        return (pixels.astype(np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+    if pixels.dtype == bool:
+        return pixels.astype(np.uint8) * 255
+    return pixels.clip(0, 255).astype(np.uint8)
+
+
+def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+    """An image file → uint8 (channels, H, W). Conversions: an alpha channel is composited on white; 16-bit
+    images are scaled to 8 bits; palette/greyscale/RGB are converted to `channels` (1: luma, 3: RGB)."""
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = Image.fromarray(_eight_bit(image))
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    pixels = pixels[:, :, None] if channels == 1 else pixels
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+
+
+def load_mask(path: str | Path) -> torch.Tensor:
+    """A black/white mask file → (H, W) float of 0 (keep) and 1 (generate); grey values are an error."""
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = Image.fromarray(_eight_bit(image))
+    pixels = _eight_bit(image.convert("L"))
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 0]
+    values = set(np.unique(pixels).tolist())
+    if not values <= {0, 255} and not values <= {0, 1}:
+        raise UserError(f"mask {path} is not binary (values {sorted(values)[:6]}…); use black (keep) and white "
+                        f"(generate) only")
+    return torch.from_numpy((pixels > 0).astype(np.float32))
+
+
+def load_label_map(path: str | Path) -> torch.Tensor:
+    """A semantic map file (greyscale or palette PNG whose pixel values are class ids) → (H, W) int64."""
+    image = _open(path)
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise UserError(f"semantic map {path} is {image.mode}; save class ids as a greyscale or palette PNG")
+    return torch.from_numpy(np.asarray(image).astype(np.int64))

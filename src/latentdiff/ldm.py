@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from latentdiff.autoencoder.codec import LatentCodec
+from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
@@ -20,9 +21,12 @@ class LatentDiffusion:
     prediction: str
     image_size: int
     class_names: tuple[str, ...] = ()
+    conditioner: Conditioner | None = None  # text/layout/spatial conditioning (SPEC §3); None: labels or nothing
+    trained_with_null: bool = False  # condition dropout during training: classifier-free guidance is possible
 
     @property
     def denoiser(self) -> Denoiser:
+        """D(x; σ, cond); cond carries an encoded context (see `pipelines.generate`), so the UNet alone suffices."""
         return Denoiser(self.unet, self.schedule, self.prediction)
 
     @property

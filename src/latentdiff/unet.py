@@ -13,6 +13,7 @@ from torch import nn
 from latentdiff.config import UNetConfig
 from latentdiff.nn.attention import AttentionBlock
 from latentdiff.nn.layers import group_norm, timestep_embedding, zero_module
+from latentdiff.nn.transformer import SpatialTransformer
 
 
 class ResBlock(nn.Module):
@@ -64,19 +65,27 @@ class Upsample(nn.Module):
 
 
 class TimestepEmbedSequential(nn.Sequential):
-    """A sequence of layers where ResBlocks also receive the embedding (and, later, attention the context)."""
+    """A sequence of layers where ResBlocks also receive the embedding and spatial transformers the context."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context, context_mask)
+            else:
+                x = layer(x)
         return x
 
 
 class UNetModel(nn.Module):
     """x (B, in_channels, h, w), t (B,) → (B, out_channels, h, w); h and w divisible by 2^(levels − 1).
 
-    forward(x, timesteps, context=None, class_labels=None): `class_labels` (B,) int for class-conditional models;
-    `context` (B, M, d) is the cross-attention input of conditioned models (spatial transformers, issue 4).
+    forward(x, timesteps, context=None, class_labels=None, concat=None, context_mask=None): `class_labels` (B,) int
+    for class-conditional models; `context` (B, M, context_dim) the cross-attention input of models with spatial
+    transformers (`context_mask` (B, M) bool marks real tokens); `concat` (B, k, h, w) spatially aligned inputs
+    concatenated to x along channels (the original's "concat" conditioning), so in_channels = c + k.
     """
 
     def __init__(self, cfg: UNetConfig):
@@ -90,8 +99,12 @@ class UNetModel(nn.Module):
         def res(c_in: int, c_out: int) -> ResBlock:
             return ResBlock(c_in, emb_dim, c_out, cfg.dropout, cfg.use_scale_shift_norm)
 
-        def attn(c: int) -> AttentionBlock:
-            return AttentionBlock(c, cfg.num_heads if cfg.num_heads != -1 else c // cfg.head_channels)
+        def attn(c: int) -> nn.Module:
+            heads = cfg.num_heads if cfg.num_heads != -1 else c // cfg.head_channels
+            if cfg.context_dim is None:
+                return AttentionBlock(c, heads)
+            return SpatialTransformer(c, heads, c // heads, cfg.transformer_depth, cfg.context_dim,
+                                      linear_projection=cfg.linear_projection)
 
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
         skip_channels, ch, ds = [mc], mc, 1
@@ -125,19 +138,27 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
-                class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        if context is not None:
-            raise ValueError("this UNet has no cross-attention layers; it takes no `context`")
+                class_labels: torch.Tensor | None = None, concat: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        if (context is not None) != (cfg.context_dim is not None):
+            raise ValueError("context must be given exactly when the UNet has cross-attention (unet.context_dim)")
+        if context is not None and context.shape[-1] != cfg.context_dim:
+            raise ValueError(f"context width {context.shape[-1]} ≠ unet.context_dim={cfg.context_dim}")
         if (class_labels is not None) != hasattr(self, "label_emb"):
             raise ValueError("class_labels must be given exactly when the UNet is class-conditional (num_classes)")
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
+        if concat is not None:
+            x = torch.cat([x, concat.to(x.dtype)], dim=1)
+        if x.shape[1] != cfg.in_channels:
+            raise ValueError(f"the UNet takes {cfg.in_channels} input channels (latent + concat), got {x.shape[1]}")
+        emb = self.time_embed(timestep_embedding(timesteps, cfg.model_channels).to(x.dtype))
         if class_labels is not None:
             emb = emb + self.label_emb(class_labels)
         skips, h = [], x
         for block in self.input_blocks:
-            h = block(h, emb)
+            h = block(h, emb, context, context_mask)
             skips.append(h)
-        h = self.middle_block(h, emb)
+        h = self.middle_block(h, emb, context, context_mask)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, context_mask)
         return self.out(h)

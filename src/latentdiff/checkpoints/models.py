@@ -6,7 +6,10 @@ import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
 from latentdiff.checkpoints.io import KIND, load_weights, read_metadata, read_tensors, require_kind
-from latentdiff.config import AutoencoderConfig, DiffusionConfig, UNetConfig, from_dict
+from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
+from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.text import CaptionTokenizer
+from latentdiff.config import AutoencoderConfig, ConditioningConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
@@ -25,6 +28,46 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Au
     return autoencoder.eval().requires_grad_(False).to(device)
 
 
+def trained_network(unet: UNetModel, conditioner: Conditioner | None) -> torch.nn.Module:
+    """What the optimiser trains: the UNet, or the UNet with τ_θ in front when the conditioner has one."""
+    return ConditionedUNet(unet, conditioner) if conditioner is not None and conditioner.context_dim else unet
+
+
+def network_parts(network: torch.nn.Module, suffix: str) -> dict[str, torch.nn.Module]:
+    """{checkpoint prefix: module}: "unet" (+ "conditioner" when τ_θ is trained), with `suffix` (e.g. "_ema")."""
+    if isinstance(network, ConditionedUNet):
+        return {f"unet{suffix}": network.unet, f"conditioner{suffix}": network.conditioner}
+    return {f"unet{suffix}": network}
+
+
+def conditioner_metadata(conditioner: Conditioner | None) -> dict:
+    """What rebuilds the conditioner without the training data: its config, vocabulary, class and channel counts."""
+    if conditioner is None:
+        return {}
+    meta = {"conditioning_config": to_dict(conditioner.config), "semantic_classes": conditioner.semantic_classes,
+            "image_channels": conditioner.image_channels}
+    if conditioner.kind == "text":
+        meta["tokenizer"] = conditioner.tokenizer.to_json()
+    if conditioner.kind == "layout":
+        meta["layout_classes"] = conditioner.tokenizer.num_classes
+    return meta
+
+
+def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditioner | None:
+    if "conditioning_config" not in metadata:
+        return None
+    cfg = from_dict(ConditioningConfig, metadata["conditioning_config"])
+    tokenizer = None
+    if cfg.kind == "text":
+        tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text.max_length)
+    elif cfg.kind == "layout":
+        tokenizer = LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes)
+    conditioner = Conditioner(cfg, tokenizer, int(metadata["semantic_classes"]), int(metadata["image_channels"]))
+    if conditioner.context_dim:
+        load_weights(conditioner, read_tensors(path, "conditioner_ema." if use_ema else "conditioner."), str(path))
+    return conditioner.eval().requires_grad_(False)
+
+
 def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                           use_ema: bool = True) -> LatentDiffusion:
     """The whole system of a `latentdiff train` checkpoint, with the EMA weights unless use_ema=False."""
@@ -38,6 +81,9 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
     load_weights(unet, tensors, str(path))
     diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
     codec = LatentCodec(load_autoencoder(path), LatentStats(**metadata["latent_stats"]))
+    conditioner = load_conditioner(path, metadata, use_ema)
     return LatentDiffusion(unet=unet.eval().requires_grad_(False).to(device), codec=codec.to(device),
                            schedule=NoiseSchedule(diffusion.schedule), prediction=diffusion.prediction,
-                           image_size=int(metadata["image_size"]), class_names=tuple(metadata.get("class_names", ())))
+                           image_size=int(metadata["image_size"]), class_names=tuple(metadata.get("class_names", ())),
+                           conditioner=None if conditioner is None else conditioner.to(device),
+                           trained_with_null=bool(metadata.get("trained_with_null", False)))

@@ -1,20 +1,47 @@
 """Conditioning y: everything besides z_t and t that a denoiser is given (SPEC §3).
 
-All conditioning enters through one door, `Cond`: class labels (added to the time embedding) now; text/layout
-context tokens for cross-attention and spatially aligned concat inputs join here (issue 4).
+All conditioning enters through one door, `Cond`: class labels (added to the time embedding), context tokens for
+cross-attention (already encoded, or as `tokens` that the network's τ_θ encodes), spatially aligned concat inputs.
 """
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 
 @dataclass(frozen=True)
 class Cond:
-    """class_labels: (B,) int64 or None; context: (B, M, d) or None."""
+    """class_labels: (B,) int64; context: (B, M, d) cross-attention tokens τ_θ(y) with context_mask (B, M) bool
+    (True = a real token); tokens: `Tokens` (B, M) not yet encoded (a `ConditionedUNet` encodes them); concat:
+    (B, k, h, w) spatially aligned inputs at the latent size. Any may be None."""
 
     class_labels: torch.Tensor | None = None
     context: torch.Tensor | None = None
+    context_mask: torch.Tensor | None = None
+    concat: torch.Tensor | None = None
+    tokens: Any = None
 
     def network_kwargs(self) -> dict:
-        return {"class_labels": self.class_labels, "context": self.context}
+        kwargs = {"class_labels": self.class_labels, "context": self.context}
+        for name in ("concat", "context_mask", "tokens"):
+            if getattr(self, name) is not None:
+                kwargs[name] = getattr(self, name)
+        return kwargs
+
+    def to(self, device: torch.device | str) -> "Cond":
+        return Cond(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                       for f in dataclasses.fields(self)})
+
+    def cat(self, other: "Cond") -> "Cond":
+        """[self; other] along the batch (e.g. cond and uncond in one forward pass); both must set the same fields."""
+        def join(a, b):
+            if (a is None) != (b is None):
+                raise ValueError("cannot batch a Cond with a field set against one without it")
+            if a is None:
+                return None
+            if isinstance(a, torch.Tensor):
+                return torch.cat([a, b])
+            return type(a)(*(torch.cat([getattr(a, f.name), getattr(b, f.name)]) for f in dataclasses.fields(a)))
+        return Cond(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)})

@@ -5,6 +5,7 @@ PNG/JPEG images (class sub-folders optional). Every image is resized to the conf
 Datasets yield raw pixels; they never normalise for a model (`to_model_range` does, at the point of use).
 """
 
+import dataclasses
 import gzip
 import logging
 import struct
@@ -28,12 +29,18 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".
 class ImageData:
     """images: (N, C, H, W) uint8; labels: (N,) int64, −1 when unlabelled; class_names: () when unlabelled.
     heldout_start: when set, images[heldout_start:] are the dataset's own held-out split (e.g. spatially disjoint
-    photo crops) and `split_holdout` uses it instead of a random one."""
+    photo crops) and `split_holdout` uses it instead of a random one.
+    Ground truth for conditioning, where the dataset has it: captions (one per image), boxes (one (n_i, 5) array of
+    x0, y0, x1, y1, class in [0, 1] per image) and semantic maps (N, H, W) uint8 with `semantic_classes` classes."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...] = ()
     heldout_start: int | None = None
+    captions: tuple[str, ...] = ()
+    boxes: tuple = ()
+    semantic: torch.Tensor | None = None
+    semantic_classes: int = 0
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,7 +54,12 @@ class ImageData:
         return self.images.shape[1]
 
     def subset(self, index: torch.Tensor) -> "ImageData":
-        return ImageData(self.images[index], self.labels[index], self.class_names)
+        rows = index.tolist()
+        return dataclasses.replace(
+            self, images=self.images[index], labels=self.labels[index], heldout_start=None,
+            captions=tuple(self.captions[i] for i in rows) if self.captions else (),
+            boxes=tuple(self.boxes[i] for i in rows) if self.boxes else (),
+            semantic=None if self.semantic is None else self.semantic[index])
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -71,14 +83,18 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     elif cfg.dataset == "emoji":
         from latentdiff.data.bundled import load_emoji
 
-        data = load_emoji(cfg.image_size, cfg.path)[0]
+        data, names = load_emoji(cfg.image_size, cfg.path)
+        data = dataclasses.replace(data, captions=tuple(names))
+    elif cfg.dataset == "shapes":
+        from latentdiff.data.shapes import load_shapes
+
+        data = load_shapes(cfg.image_size, cfg.holdout)
     elif cfg.dataset == "mnist":
         data = load_mnist(Path(cfg.path), cfg.image_size)
     else:
         data = load_image_folder(Path(cfg.path), cfg.image_size, cfg.channels or 3)
     if cfg.channels is not None and cfg.channels != data.channels:
-        data = ImageData(_convert_channels(data.images, cfg.channels), data.labels, data.class_names,
-                         data.heldout_start)
+        data = dataclasses.replace(data, images=_convert_channels(data.images, cfg.channels))
     return data
 
 

@@ -20,9 +20,9 @@ class SpatialSelfAttention(nn.Module):
     Keys: norm, q, k, v, proj_out (1×1 Conv2d). x: (B, C, H, W) → same shape.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm_groups: int = 32):
         super().__init__()
-        self.norm = group_norm(channels, eps=1e-6)
+        self.norm = group_norm(channels, eps=1e-6, groups=norm_groups)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.float()).type(x.dtype)
 
 
-def group_norm(channels: int, eps: float = 1e-5) -> GroupNorm32:
-    """GroupNorm with 32 groups, as every block of the original models."""
-    return GroupNorm32(32, channels, eps=eps)
+def group_norm(channels: int, eps: float = 1e-5, groups: int = 32) -> GroupNorm32:
+    """GroupNorm with 32 groups by default, as every block of the original models."""
+    return GroupNorm32(groups, channels, eps=eps)
 
 
 def zero_module(module: nn.Module) -> nn.Module:

@@ -1,10 +1,11 @@
-"""Generation: validate the request, draw x_T per seed, run a sampler on the denoiser, decode with the codec."""
+"""Generation: validate the request, draw x_T per seed, run a sampler on the (guided) denoiser, decode with the codec."""
 
 from collections.abc import Sequence
 
 import torch
 
 from latentdiff.conditioning import Cond
+from latentdiff.denoiser import GuidedDenoiser
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.samplers import SAMPLERS, sigma_grid
@@ -14,7 +15,7 @@ from latentdiff.samplers.noise import per_sample_generators, randn_like
 def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None, n: int) -> torch.Tensor | None:
     if model.num_classes is None:
         if class_labels is not None:
-            raise UserError("this model is unconditional; drop the class labels (--class)")
+            raise UserError("this model is not class-conditional; drop the class labels (--class)")
         return None
     if class_labels is None:
         raise UserError(f"this model is class-conditional; give class labels 0..{model.num_classes - 1} (--class)")
@@ -24,21 +25,86 @@ def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None, n:
     return labels
 
 
+def _token_inputs(model: LatentDiffusion, prompts, layouts, n: int) -> list | None:
+    """The prompts (text models) or layouts (layout models), one per image; errors when they do not fit the model."""
+    kind = model.conditioner.kind if model.conditioner else "none"
+    given = {"text": prompts, "layout": layouts}
+    for name, value in given.items():
+        if value is not None and kind != name:
+            raise UserError(f"this model is conditioned on {kind}; it takes no {'prompts' if name == 'text' else 'layouts'}")
+    if kind not in given:
+        return None
+    inputs = given[kind]
+    if inputs is None:
+        raise UserError(f"this model is conditioned on {kind}; give " + ("--prompt" if kind == "text" else "--boxes"))
+    if len(inputs) != n:
+        raise UserError(f"{len(inputs)} {'prompts' if kind == 'text' else 'layouts'} for {n} images")
+    return list(inputs)
+
+
+def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None) -> Cond:
+    """The unconditional (or negative-prompt) counterpart of `cond` for classifier-free guidance."""
+    n = len(next(v for v in (cond.class_labels, cond.context, cond.concat) if v is not None))
+    labels = None
+    if cond.class_labels is not None:
+        labels = torch.full_like(cond.class_labels, model.num_classes - 1)  # the null class, last
+    if cond.context is not None:
+        conditioner = model.conditioner
+        tokens = conditioner.tokens(negative) if negative is not None else conditioner.null_tokens(n)
+        encoded = conditioner.encode(tokens.to(model.device))
+        return Cond(class_labels=labels, context=encoded.context, context_mask=encoded.context_mask)
+    concat = None if cond.concat is None else torch.zeros_like(cond.concat)
+    return Cond(class_labels=labels, concat=concat)
+
+
 @torch.no_grad()
 def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequence[int] | None = None, *,
-             sampler: str = "ddim", steps: int = 50, spacing: str = "uniform", batch_size: int = 250,
-             **sampler_options) -> torch.Tensor:
-    """One image per seed → (N, C, H, W) float in [-1, 1]. Image i depends only on (seeds[i], class_labels[i]),
-    not on the batch it was drawn in (one generator per sample). sampler_options go to the sampler (e.g. eta)."""
+             prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
+             layouts: Sequence[list] | None = None, spatial: Cond | None = None, guidance_scale: float = 1.0,
+             guidance_rescale: float = 0.0, latent_size: tuple[int, int] | None = None, sampler: str = "ddim",
+             steps: int = 50, spacing: str = "uniform", batch_size: int = 250, **sampler_options) -> torch.Tensor:
+    """One image per seed → (N, C, H, W) float in [-1, 1].
+
+    Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i], spatial[i]),
+    not on the batch it was drawn in (one generator per sample). `spatial` holds concatenated inputs at the latent
+    size (see `Conditioner.spatial`); `latent_size` (h, w) samples beyond the training size (default: the training
+    size, or the spatial input's). guidance_scale s ≠ 1 applies classifier-free guidance against the null condition
+    or `negative_prompts`. sampler_options go to the sampler (e.g. eta).
+    """
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    labels = _class_tensor(model, class_labels, len(seeds))
+    if guidance_scale < 0 or not 0.0 <= guidance_rescale <= 1.0:
+        raise UserError(f"guidance scale {guidance_scale} must be ≥ 0 and guidance rescale {guidance_rescale} in [0, 1]")
+    if guidance_scale != 1.0 and not model.trained_with_null:
+        raise UserError("this model was trained without condition dropout (conditioning.drop_prob = 0), so it has no "
+                        "unconditional mode; sample with guidance scale 1")
+    n = len(seeds)
+    labels = _class_tensor(model, class_labels, n)
+    token_inputs = _token_inputs(model, prompts, layouts, n)
+    if negative_prompts is not None and (prompts is None or len(negative_prompts) != n):
+        raise UserError("negative prompts need a text model and one negative prompt per image")
+    if spatial is not None:
+        latent_size = tuple(spatial.concat.shape[-2:])
+    c, *trained_size = model.latent_shape
+    shape = (c, *(latent_size or trained_size))
     sigmas = sigma_grid(model.schedule, steps, spacing).to(model.device)
-    denoiser, out = model.denoiser, []
-    for start in range(0, len(seeds), batch_size):
-        generators = per_sample_generators(list(seeds[start:start + batch_size]))
-        x = randn_like(torch.empty(len(generators), *model.latent_shape, device=model.device), generators)
-        cond = Cond(class_labels=None if labels is None else labels[start:start + batch_size].to(model.device))
+    out = []
+    for start in range(0, n, batch_size):
+        rows = slice(start, start + batch_size)
+        generators = per_sample_generators(list(seeds[rows]))
+        x = randn_like(torch.empty(len(generators), *shape, device=model.device), generators)
+        cond = Cond(class_labels=None if labels is None else labels[rows])
+        if token_inputs is not None:
+            encoded = model.conditioner.encode(model.conditioner.tokens(token_inputs[rows]).to(model.device))
+            cond = Cond(class_labels=cond.class_labels, context=encoded.context, context_mask=encoded.context_mask)
+        if spatial is not None:
+            cond = Cond(class_labels=cond.class_labels, concat=spatial.concat[rows])
+        cond = cond.to(model.device)
+        denoiser = model.denoiser
+        if guidance_scale != 1.0:
+            negative = None if negative_prompts is None else list(negative_prompts[rows])
+            denoiser = GuidedDenoiser(denoiser, null_condition(model, cond, negative), guidance_scale,
+                                      guidance_rescale)
         z = SAMPLERS[sampler](denoiser, x * denoiser.prior_std(sigmas[0]), sigmas, cond=cond, generator=generators,
                               **sampler_options)
         out.append(model.codec.decode(z).cpu())

@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats
 from latentdiff.checkpoints.io import KIND, prefixed
-from latentdiff.checkpoints.models import LATENT_DIFFUSION, load_autoencoder
-from latentdiff.conditioning import Cond
+from latentdiff.checkpoints.models import (LATENT_DIFFUSION, conditioner_metadata, load_autoencoder, network_parts,
+                                           trained_network)
+from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
+from latentdiff.conditioning.text import CaptionTokenizer
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
 from latentdiff.denoiser import Denoiser
@@ -26,6 +28,7 @@ from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
+from latentdiff.train.conditions import batch_condition, build_conditioner, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
@@ -41,14 +44,24 @@ def train_latent_diffusion(cfg: LatentDiffusionTrainConfig, resume: bool = False
     return fabric.launch(_train, cfg, resume)
 
 
-def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder, data: ImageData) -> None:
+def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder, data: ImageData,
+                      conditioner: Conditioner | None) -> None:
     c = autoencoder.config.latent_channels
-    if cfg.unet.in_channels != c or cfg.unet.out_channels != c:
-        raise UserError(f"the autoencoder has {c} latent channels; set unet.in_channels={c} and unet.out_channels={c}")
-    if cfg.unet.num_classes is not None and cfg.unet.num_classes != data.num_classes:
+    k = conditioner.concat_channels(c) if conditioner else 0
+    if cfg.unet.in_channels != c + k or cfg.unet.out_channels != c:
+        extra = f" + {k} concatenated {cfg.conditioning.kind} channels" if k else ""
+        raise UserError(f"the autoencoder has {c} latent channels{extra}; set unet.in_channels={c + k} and "
+                        f"unet.out_channels={c}")
+    context_dim = conditioner.context_dim if conditioner else None
+    if cfg.unet.context_dim != context_dim:
+        raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs unet.context_dim="
+                        f"{context_dim if context_dim else 'null'} (the text encoder's width)")
+    null = 1 if cfg.conditioning.drop_prob > 0 else 0  # classifier-free guidance needs a null class
+    if cfg.unet.num_classes is not None and cfg.unet.num_classes != (data.num_classes or 0) + null:
         found = f"{data.num_classes} classes" if data.num_classes else "no class labels"
-        raise UserError(f"unet.num_classes={cfg.unet.num_classes} but the data has {found}; set unet.num_classes="
-                        f"{data.num_classes if data.num_classes else 'null'}")
+        extra = " + 1 null class (conditioning.drop_prob > 0)" if null else ""
+        raise UserError(f"unet.num_classes={cfg.unet.num_classes} but the data has {found}{extra}; set "
+                        f"unet.num_classes={data.num_classes + null if data.num_classes else 'null'}")
 
 
 def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Path:
@@ -57,7 +70,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     stored = run.start(cfg, resume)
     autoencoder = load_autoencoder(cfg.autoencoder, fabric.device)
     train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor, autoencoder.config.in_channels)
-    _check_compatible(cfg, autoencoder, train_data)
+    conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg, train_data))  # τ_θ initialised by the seed
+    _check_compatible(cfg, autoencoder, train_data, conditioner)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     c = autoencoder.config.latent_channels
     if stored is not None:
@@ -71,29 +85,38 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  [round(v, 4) for v in stats.shift], [round(v, 4) for v in stats.scale])
     codec = LatentCodec(autoencoder, stats)
 
-    unet = seeded(tc.seed, lambda: UNetModel(cfg.unet))
-    ema = EMA(unet, cfg.ema_decay)
-    optimizer = make_optimizer(unet.parameters(), tc)
+    network = seeded(tc.seed, lambda: trained_network(UNetModel(cfg.unet), conditioner))
+    if stored is not None and conditioner is not None and conditioner.kind == "text":  # the stored vocabulary
+        conditioner.tokenizer = CaptionTokenizer.from_json(stored["tokenizer"], cfg.conditioning.text.max_length)
+    ema = EMA(network, cfg.ema_decay)
+    optimizer = make_optimizer(network.parameters(), tc)
     start = 0
     if stored is not None:
         check_same(stored["unet_config"], to_dict(cfg.unet), "the UNet config", run.checkpoint)
-        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION, {"unet": unet, "unet_ema": ema.model},
+        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION,
+                             {**network_parts(network, ""), **network_parts(ema.model, "_ema")},
                              {"optimizer": optimizer})
         ema.num_updates = int(stored["train_state"]["ema_updates"])
-    model, optimizer = fabric.setup(unet, optimizer)
+    model, optimizer = fabric.setup(network, optimizer)
     ema.model.to(fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
     denoiser = Denoiser(model, schedule, cfg.diffusion.prediction)
-    ema_system = LatentDiffusion(ema.model, codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
-                                 train_data.class_names if cfg.unet.num_classes else ())
+    ema_system = LatentDiffusion(ema.model.unet if isinstance(ema.model, ConditionedUNet) else ema.model, codec, schedule,
+                                 cfg.diffusion.prediction, cfg.data.image_size,
+                                 train_data.class_names if cfg.unet.num_classes else (),
+                                 ema.model.conditioner if isinstance(ema.model, ConditionedUNet) else conditioner,
+                                 cfg.conditioning.drop_prob > 0)
+    latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
 
     def save(step: int) -> None:
-        run.save({**prefixed("unet.", unet.state_dict()), **prefixed("unet_ema.", ema.model.state_dict()),
-                  **prefixed("autoencoder.", autoencoder.state_dict())}, {"optimizer": optimizer},
+        parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
+        tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(f"{prefix}.", part.state_dict()).items()}
+        run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())}, {"optimizer": optimizer},
                  {KIND: LATENT_DIFFUSION, "unet_config": to_dict(cfg.unet), "diffusion_config": to_dict(cfg.diffusion),
                   "autoencoder_config": to_dict(autoencoder.config), "latent_stats": stats.to_dict(),
                   "image_size": cfg.data.image_size, "class_names": list(ema_system.class_names),
-                  "config": to_dict(cfg),
+                  "config": to_dict(cfg), **conditioner_metadata(conditioner),
+                  "trained_with_null": cfg.conditioning.drop_prob > 0,
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
     progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="diffusion",
@@ -109,19 +132,19 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
             index, posterior_noise, t, noise = (rank_slice(v, fabric.global_rank, fabric.world_size)
                                                 for v in (index, posterior_noise, t, noise))
             z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
-            labels = train_data.labels[index].to(fabric.device) if cfg.unet.num_classes else None
-            cond = Cond(class_labels=labels)
+            cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
+                                   cfg.unet.num_classes, cfg.conditioning.drop_prob).to(fabric.device)
             loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), cond).mean()
             check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)
-            ema.update(unet)
+            ema.update(network)
             done = step + 1
             if due(done, tc.log_every, tc.max_steps):
                 value = mean_over_processes(fabric, loss)
                 run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
                 progress.set_postfix(loss=f"{value:.4f}")
             if due(done, tc.sample_every, tc.max_steps):
-                _write_samples(run, ema_system, cfg, done)
+                _write_samples(run, ema_system, cfg, train_data, done)
             if due(done, tc.checkpoint_every, tc.max_steps):
                 save(done)
     except KeyboardInterrupt:
@@ -130,13 +153,17 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     return run.checkpoint
 
 
-def _write_samples(run: Run, system: LatentDiffusion, cfg: LatentDiffusionTrainConfig, step: int) -> None:
-    """A preview grid from the EMA weights: one row per class (class-conditional) or 8 columns."""
+def _write_samples(run: Run, system: LatentDiffusion, cfg: LatentDiffusionTrainConfig, data: ImageData,
+                   step: int) -> None:
+    """A preview grid from the EMA weights: one row per class (class-conditional), one row per training condition
+    (the first 8 training images' captions, layouts or spatial inputs), or 8 columns."""
     if not run.fabric.is_global_zero:
         return
     per_row = cfg.preview.per_class
     labels = class_grid_labels(system.num_classes, per_row) if system.num_classes else None
     n = len(labels) if labels else per_row * 8
+    options = preview_conditions(system, data, torch.arange(8).repeat_interleave(per_row)) if system.conditioner else {}
+    guidance = cfg.preview.guidance_scale if system.trained_with_null else 1.0
     images = generate(system, seeds=list(range(n)), class_labels=labels, sampler=cfg.preview.sampler,
-                      steps=cfg.preview.steps)
-    save_image_grid(to_uint8(images), run.sample_path(step), ncols=per_row if labels else 8)
+                      steps=cfg.preview.steps, guidance_scale=guidance, **options)
+    save_image_grid(to_uint8(images), run.sample_path(step), ncols=per_row if labels or options else 8)

@@ -1,0 +1,110 @@
+"""The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond` (SPEC §3).
+
+It owns what the kind needs: the tokenizer and the transformer τ_θ for text and layouts (trained jointly with the
+UNet), the number of semantic classes, the super-resolution degradation. The null condition for classifier-free
+guidance is the empty prompt / empty layout (tokens [BOS][EOS]), or the extra class num_classes − 1.
+"""
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from latentdiff.conditioning import Cond
+from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.spatial import (degrade_realistic, downsample_bicubic, inpainting_concat, lowres_concat,
+                                             semantic_concat)
+from latentdiff.conditioning.text import CaptionTokenizer, TextTransformer, Tokens
+from latentdiff.config import ConditioningConfig
+from latentdiff.errors import UserError
+
+TOKEN_KINDS = ("text", "layout")
+
+
+class Conditioner(nn.Module):
+    """y → Cond for `cfg.kind`. `encoder` (τ_θ) exists for token kinds; `tokenizer` is a CaptionTokenizer (text)
+    or a LayoutTokenizer (layout)."""
+
+    def __init__(self, cfg: ConditioningConfig, tokenizer: CaptionTokenizer | LayoutTokenizer | None = None,
+                 semantic_classes: int = 0, image_channels: int = 3):
+        super().__init__()
+        self.config, self.tokenizer = cfg, tokenizer
+        self.semantic_classes, self.image_channels = semantic_classes, image_channels
+        if cfg.kind in TOKEN_KINDS:
+            if tokenizer is None:
+                raise ValueError(f"conditioning kind {cfg.kind} needs a tokenizer")
+            text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
+            self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size)
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def context_dim(self) -> int | None:
+        return self.config.text.width if self.kind in TOKEN_KINDS else None
+
+    def concat_channels(self, latent_channels: int) -> int:
+        """k, the channels concatenated to z_t (the UNet's in_channels = latent_channels + k)."""
+        return {"semantic": self.semantic_classes, "superres": self.image_channels,
+                "inpaint": latent_channels + 1}.get(self.kind, 0)
+
+    def tokens(self, y: list) -> Tokens:
+        """Prompts (text) or lists of boxes (layout) → Tokens; "" and [] are the null condition."""
+        return self.tokenizer(y)
+
+    def encode(self, tokens: Tokens) -> Cond:
+        """τ_θ(tokens) → Cond(context (B, M, width), context_mask (B, M))."""
+        return Cond(context=self.encoder(tokens), context_mask=tokens.mask)
+
+    def null_tokens(self, n: int) -> Tokens:
+        return self.tokens([""] * n if self.kind == "text" else [[] for _ in range(n)])
+
+    def degrade(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The super-resolution input: images (B, C, H, W) in [-1, 1] → (B, C, H/f, W/f)."""
+        if self.config.sr_degradation == "realistic":
+            return degrade_realistic(images, self.config.sr_factor, generator)
+        return downsample_bicubic(images, self.config.sr_factor)
+
+    def spatial(self, latent_size: tuple[int, int], *, semantic: torch.Tensor | None = None,
+                lowres: torch.Tensor | None = None, masked_latent: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> Cond:
+        """Cond(concat=…) for the concatenation kinds from the input that kind takes."""
+        if self.kind == "semantic":
+            return Cond(concat=semantic_concat(semantic, self.semantic_classes, latent_size))
+        if self.kind == "superres":
+            return Cond(concat=lowres_concat(lowres, latent_size))
+        if self.kind == "inpaint":
+            return Cond(concat=inpainting_concat(masked_latent, mask))
+        raise UserError(f"this model is conditioned on {self.kind}, not on a spatial input")
+
+
+def merge(a: Cond, b: Cond) -> Cond:
+    """The fields of both (a's where both are set)."""
+    return Cond(**{f.name: getattr(a, f.name) if getattr(a, f.name) is not None else getattr(b, f.name)
+                   for f in dataclasses.fields(Cond)})
+
+
+def drop_tokens(tokens: Tokens, null: Tokens, drop: torch.Tensor) -> Tokens:
+    """Rows where drop (B,) is True become the null tokens (condition dropout for classifier-free guidance)."""
+    keep = ~drop[:, None]
+    return Tokens(torch.where(keep, tokens.ids, null.ids), torch.where(keep, tokens.mask, null.mask))
+
+
+class ConditionedUNet(nn.Module):
+    """The UNet with τ_θ in front: forward(x, t, tokens=…, **cond) encodes the tokens to a context, then runs the
+    UNet. One module, so that the optimiser, DDP and the EMA see the UNet and τ_θ together."""
+
+    def __init__(self, unet: nn.Module, conditioner: Conditioner):
+        super().__init__()
+        self.unet, self.conditioner = unet, conditioner
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens: Tokens | None = None, **cond) -> torch.Tensor:
+        if tokens is not None:
+            encoded = self.conditioner.encode(tokens)
+            cond.update(context=encoded.context, context_mask=encoded.context_mask)
+        return self.unet(x, timesteps, **cond)

@@ -1,0 +1,94 @@
+"""Spatially aligned conditioning by concatenation (SPEC §3): semantic maps, low-resolution images, inpainting masks.
+
+Each helper returns a (B, k, h, w) tensor at the latent size that the UNet concatenates to z_t (so the UNet's
+in_channels = latent channels + k). Images are in [-1, 1]; masks are 1 where the image is to be generated.
+"""
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from latentdiff.errors import UserError
+
+
+def semantic_concat(labels: torch.Tensor, num_classes: int, latent_size: tuple[int, int]) -> torch.Tensor:
+    """labels (B, H, W) int in 0..num_classes−1 → (B, num_classes, h, w) one-hot, area-averaged to the latent size."""
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise UserError(f"the semantic map has labels {int(labels.min())} … {int(labels.max())}; this model knows "
+                        f"0 … {num_classes - 1}")
+    one_hot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
+    return F.adaptive_avg_pool2d(one_hot, latent_size)
+
+
+def lowres_concat(lowres: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+    """A low-resolution image (B, C, h', w') in [-1, 1] → (B, C, h, w), bicubic to the latent size when it differs."""
+    if tuple(lowres.shape[-2:]) == tuple(latent_size):
+        return lowres
+    return F.interpolate(lowres, size=latent_size, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def downsample_bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """The classic SR degradation: bicubic (antialiased) ×1/factor. x (B, C, H, W) → (B, C, H/factor, W/factor)."""
+    return F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+
+
+def degrade_realistic(x: torch.Tensor, factor: int, generator: torch.Generator) -> torch.Tensor:
+    """A simplified BSR degradation (Zhang et al. 2021): Gaussian blur (σ ∈ [0.2, 0.5·factor] px), bicubic ×1/factor,
+    Gaussian noise (σ ∈ [0, 0.1] in [-1, 1] units), JPEG (quality 30–95); parameters drawn per image from
+    `generator`. x (B, C, H, W) in [-1, 1] → (B, C, H/factor, W/factor)."""
+    out = []
+    for image in x:
+        sigma = 0.2 + (0.5 * factor - 0.2) * torch.rand((), generator=generator).item()
+        radius = max(1, int(3 * sigma + 0.5))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
+        taps = taps / taps.sum()
+        channels = image.shape[0]
+        blurred = F.conv2d(F.pad(image[None], (radius,) * 4, mode="reflect"),
+                           taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+        blurred = F.conv2d(blurred, taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+        small = downsample_bicubic(blurred, factor)
+        noise_std = 0.1 * torch.rand((), generator=generator).item()
+        small = (small + noise_std * torch.randn(small.shape, generator=generator, dtype=x.dtype)).clamp(-1, 1)
+        quality = int(30 + 65 * torch.rand((), generator=generator).item())
+        out.append(_jpeg(small[0], quality))
+    return torch.stack(out)
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip of one (C, H, W) image in [-1, 1] through Pillow."""
+    pixels = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    mode = "L" if pixels.shape[2] == 1 else "RGB"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze(2) if mode == "L" else pixels, mode).save(buffer, "JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert(mode), dtype=np.float32)
+    decoded = decoded[:, :, None] if mode == "L" else decoded
+    return torch.from_numpy(decoded).permute(2, 0, 1) / 127.5 - 1
+
+
+def check_mask(mask: torch.Tensor, image_shape: torch.Size) -> torch.Tensor:
+    """A mask (B, 1, H, W) or (H, W) of 0/1 matching the image → float (B, 1, H, W); one-line errors otherwise."""
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    if tuple(mask.shape[-2:]) != tuple(image_shape[-2:]):
+        raise UserError(f"the mask is {mask.shape[-1]}×{mask.shape[-2]} but the image is "
+                        f"{image_shape[-1]}×{image_shape[-2]}; give a mask of the image's size")
+    values = torch.unique(mask)
+    if not all(v in (0, 1) for v in values.tolist()):
+        raise UserError("the mask is not binary; use 0 (keep) and 1 (generate), e.g. a black/white PNG")
+    return mask.float()
+
+
+def inpainting_concat(masked_latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[E(x ⊙ (1 − m)) (B, c, h, w), m downsampled to (h, w) (B, 1, h, w)] → (B, c + 1, h, w).
+
+    The mask is max-pooled, so a latent cell that touches any hole pixel counts as a hole."""
+    small_mask = F.adaptive_max_pool2d(mask.float(), masked_latent.shape[-2:])
+    return torch.cat([masked_latent, small_mask.to(masked_latent.dtype)], dim=1)
+
+
+def paste_unmasked(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pixels where mask = 0 are copied from `original` bit for bit (any dtype, e.g. uint8 (B, C, H, W))."""
+    return torch.where(mask.bool().expand_as(original), generated.to(original.dtype), original)

@@ -1,0 +1,116 @@
+"""Text conditioning (SPEC §3): a caption tokenizer and the paper's transformer encoder τ_θ, trained with the UNet.
+
+The tokenizer is a byte-pair encoding learned on the training captions with HF `tokenizers`; its JSON travels inside
+the checkpoint, so a model needs no vocabulary file. Every prompt becomes [BOS] tokens… [EOS] [PAD]…; the empty
+prompt "" ([BOS][EOS]) is the unconditional input of classifier-free guidance.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from torch import nn
+
+from latentdiff.config import TextEncoderConfig
+from latentdiff.nn.transformer import CrossAttention
+
+PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """ids (B, L) int64, padded with [PAD]; mask (B, L) bool, True on real tokens ([BOS] … [EOS])."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "Tokens":
+        return Tokens(self.ids.to(device), self.mask.to(device))
+
+    def __getitem__(self, index) -> "Tokens":
+        return Tokens(self.ids[index], self.mask[index])
+
+
+class CaptionTokenizer:
+    """Prompts → `Tokens` of a fixed length `max_length` (the context length M of the cross-attention)."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int):
+        if max_length < 3:
+            raise ValueError("max_length must leave room for [BOS], a token and [EOS]")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.pad_id, self.bos_id, self.eos_id = (tokenizer.token_to_id(t) for t in (PAD, BOS, EOS))
+
+    @classmethod
+    def train(cls, captions: list[str], vocab_size: int, max_length: int) -> "CaptionTokenizer":
+        """Learn a lower-cased BPE vocabulary of at most `vocab_size` entries (specials included) on `captions`."""
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits()])
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS], show_progress=False)
+        tokenizer.train_from_iterator(captions, trainer)
+        return cls(tokenizer, max_length)
+
+    @classmethod
+    def from_json(cls, text: str, max_length: int) -> "CaptionTokenizer":
+        return cls(Tokenizer.from_str(text), max_length)
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, prompts: list[str]) -> Tokens:
+        """Longer prompts are cut to max_length − 2 tokens with a warning naming how many were dropped."""
+        ids = torch.full((len(prompts), self.max_length), self.pad_id, dtype=torch.long)
+        room = self.max_length - 2
+        for row, encoding in enumerate(self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)):
+            pieces = encoding.ids
+            if len(pieces) > room:
+                warnings.warn(f"prompt {prompts[row][:40]!r} has {len(pieces)} tokens; the context holds {room}, "
+                              f"the last {len(pieces) - room} are dropped", stacklevel=2)
+                pieces = pieces[:room]
+            ids[row, : len(pieces) + 2] = torch.tensor([self.bos_id, *pieces, self.eos_id])
+        return Tokens(ids, ids != self.pad_id)
+
+    def decode(self, ids: torch.Tensor) -> str:
+        """The text of one row of ids (L,), special tokens dropped."""
+        return self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+
+
+class TextLayer(nn.Module):
+    """x ← x + Attn(LN₁ x) (padding masked); x ← x + MLP(LN₂ x). x: (B, L, width)."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = CrossAttention(width, None, num_heads, width // num_heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), context_mask=mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class TextTransformer(nn.Module):
+    """τ_θ(y): Tokens (B, L) → context (B, L, width); the paper's text encoder, trained jointly with the UNet."""
+
+    def __init__(self, cfg: TextEncoderConfig, vocab_size: int):
+        super().__init__()
+        self.config = cfg
+        self.token_embedding = nn.Embedding(vocab_size, cfg.width)
+        self.position_embedding = nn.Embedding(cfg.max_length, cfg.width)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.01)
+        self.layers = nn.ModuleList(TextLayer(cfg.width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(cfg.width)
+
+    def forward(self, tokens: Tokens) -> torch.Tensor:
+        positions = torch.arange(tokens.ids.shape[1], device=tokens.ids.device)
+        x = self.token_embedding(tokens.ids) + self.position_embedding(positions)
+        for layer in self.layers:
+            x = layer(x, tokens.mask)
+        return self.final_norm(x)
