@@ -40,28 +40,27 @@ def _sample(args: argparse.Namespace) -> None:
         raise UserError(f"--n {args.n}: give at least 1 image")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_latent_diffusion(args.checkpoint, device, use_ema=not args.no_ema)
-    guidance = {"guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale}
-    options = {"eta": args.eta} if args.sampler == "ddim" else {}
-    if args.prompt:  # one row of --n images (default 8) per prompt
-        per_prompt = args.n or 8
-        prompts = [p for p in args.prompt for _ in range(per_prompt)]
+    labels = prompts = negative = None
+    if args.prompt:  # one row of --n images (default 8) per prompt, the same seeds in every row
+        ncols = args.n or 8
+        prompts = [p for p in args.prompt for _ in range(ncols)]
         negative = [args.negative_prompt] * len(prompts) if args.negative_prompt is not None else None
-        images = generate(model, seeds=[args.seed + i % per_prompt for i in range(len(prompts))], prompts=prompts,
-                          negative_prompts=negative, sampler=args.sampler, steps=args.steps, **options, **guidance)
-        print(f"wrote {save_image_grid(to_uint8(images), args.out, per_prompt)} ({len(prompts)} images)")
-        return
-    args.n = args.n or 64
-    if args.class_label is not None:
-        labels, ncols = [args.class_label] * args.n, min(args.n, 10)
-    elif model.num_classes:  # a class-conditional model without --class: one row per class
-        per_class = max(1, args.n // model.num_classes)
-        labels, ncols = class_grid_labels(model.num_classes, per_class), per_class
+        seeds = [args.seed + i % ncols for i in range(len(prompts))]
     else:
-        labels, ncols = None, max(1, round(args.n ** 0.5))
-    n = len(labels) if labels else args.n
-    images = generate(model, seeds=[args.seed + i for i in range(n)], class_labels=labels, sampler=args.sampler,
-                      steps=args.steps, **options, **guidance)
-    print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({n} images)")
+        n = args.n or 64
+        if args.class_label is not None:
+            labels, ncols = [args.class_label] * n, min(n, 10)
+        elif model.num_classes:  # a class-conditional model without --class: one row per class
+            ncols = max(1, n // model.num_classes)
+            labels = class_grid_labels(model.num_classes, ncols)
+        else:
+            ncols = max(1, round(n ** 0.5))
+        seeds = [args.seed + i for i in range(len(labels) if labels else n)]
+    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    images = generate(model, seeds=seeds, class_labels=labels, prompts=prompts, negative_prompts=negative,
+                      sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
+                      guidance_rescale=args.guidance_rescale, **options)
+    print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({len(seeds)} images)")
 
 
 def _conditional_task(args: argparse.Namespace) -> None:

@@ -40,28 +40,23 @@ def _open(path: str | Path) -> Image.Image:
     return image
 
 
-def _eight_bit(image: Image.Image) -> np.ndarray:
-    """Pixels as uint8; 16-bit and float images are rescaled from their full range (documented conversion)."""
-    pixels = np.asarray(image)
-    if pixels.dtype == np.uint8:
-        return pixels
-    if image.mode.startswith("I;16") or pixels.dtype == np.uint16 or (pixels.dtype.kind in "iu" and pixels.max() > 255):
-        return (pixels.astype(np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
-    if pixels.dtype == bool:
-        return pixels.astype(np.uint8) * 255
-    return pixels.clip(0, 255).astype(np.uint8)
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit integer) images → 8-bit "L" scaled from the 16-bit range (documented conversion)."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        return image
+    pixels = np.asarray(image).astype(np.float64)
+    if image.mode != "I" or pixels.max() > 255:  # "I" with values ≤ 255 is already 8-bit data
+        pixels = pixels / 257.0
+    return Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8))
 
 
 def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """An image file → uint8 (channels, H, W). Conversions: an alpha channel is composited on white; 16-bit
     images are scaled to 8 bits; palette/greyscale/RGB are converted to `channels` (1: luma, 3: RGB)."""
-    image = _open(path)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = Image.fromarray(_eight_bit(image))
+    image = _eight_bit(_open(path))
     if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
     pixels = pixels[:, :, None] if channels == 1 else pixels
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
@@ -69,12 +64,7 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
 
 def load_mask(path: str | Path) -> torch.Tensor:
     """A black/white mask file → (H, W) float of 0 (keep) and 1 (generate); grey values are an error."""
-    image = _open(path)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = Image.fromarray(_eight_bit(image))
-    pixels = _eight_bit(image.convert("L"))
-    if pixels.ndim == 3:
-        pixels = pixels[:, :, 0]
+    pixels = np.asarray(_eight_bit(_open(path)).convert("L"))
     values = set(np.unique(pixels).tolist())
     if not values <= {0, 255} and not values <= {0, 1}:
         raise UserError(f"mask {path} is not binary (values {sorted(values)[:6]}…); use black (keep) and white "

@@ -79,12 +79,6 @@ class Conditioner(nn.Module):
         raise UserError(f"this model is conditioned on {self.kind}, not on a spatial input")
 
 
-def merge(a: Cond, b: Cond) -> Cond:
-    """The fields of both (a's where both are set)."""
-    return Cond(**{f.name: getattr(a, f.name) if getattr(a, f.name) is not None else getattr(b, f.name)
-                   for f in dataclasses.fields(Cond)})
-
-
 def drop_tokens(tokens: Tokens, null: Tokens, drop: torch.Tensor) -> Tokens:
     """Rows where drop (B,) is True become the null tokens (condition dropout for classifier-free guidance)."""
     keep = ~drop[:, None]

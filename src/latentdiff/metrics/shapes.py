@@ -51,9 +51,10 @@ def detect_shapes(image: np.ndarray) -> list[Detection]:
     min_area = (SIZES["small"] * side) ** 2 / 6  # a third of the smallest triangle
     found = []
     for index, colour in enumerate(COLOUR_NAMES):
-        components, count = ndimage.label(labels == index)
-        for component in range(1, count + 1):
-            ys, xs = np.nonzero(components == component)
+        components, _ = ndimage.label(labels == index)
+        for component, (rows, cols) in enumerate(ndimage.find_objects(components), start=1):
+            ys, xs = np.nonzero(components[rows, cols] == component)  # within the component's bounding box
+            ys, xs = ys + rows.start, xs + cols.start
             if len(ys) < min_area:
                 continue
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1

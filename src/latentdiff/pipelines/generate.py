@@ -1,5 +1,6 @@
 """Generation: validate the request, draw x_T per seed, run a sampler on the (guided) denoiser, decode with the codec."""
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -42,9 +43,8 @@ def _token_inputs(model: LatentDiffusion, prompts, layouts, n: int) -> list | No
     return list(inputs)
 
 
-def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None) -> Cond:
-    """The unconditional (or negative-prompt) counterpart of `cond` for classifier-free guidance."""
-    n = len(next(v for v in (cond.class_labels, cond.context, cond.concat) if v is not None))
+def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n: int) -> Cond:
+    """The unconditional (or negative-prompt) counterpart of `cond` (a batch of n) for classifier-free guidance."""
     labels = None
     if cond.class_labels is not None:
         labels = torch.full_like(cond.class_labels, model.num_classes - 1)  # the null class, last
@@ -93,17 +93,17 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         rows = slice(start, start + batch_size)
         generators = per_sample_generators(list(seeds[rows]))
         x = randn_like(torch.empty(len(generators), *shape, device=model.device), generators)
-        cond = Cond(class_labels=None if labels is None else labels[rows])
-        if token_inputs is not None:
-            encoded = model.conditioner.encode(model.conditioner.tokens(token_inputs[rows]).to(model.device))
-            cond = Cond(class_labels=cond.class_labels, context=encoded.context, context_mask=encoded.context_mask)
-        if spatial is not None:
-            cond = Cond(class_labels=cond.class_labels, concat=spatial.concat[rows])
+        row_labels = None if labels is None else labels[rows]
+        if token_inputs is not None:  # a model has one kind: tokens or a spatial input, never both
+            tokens = model.conditioner.tokens(token_inputs[rows]).to(model.device)
+            cond = dataclasses.replace(model.conditioner.encode(tokens), class_labels=row_labels)
+        else:
+            cond = Cond(class_labels=row_labels, concat=None if spatial is None else spatial.concat[rows])
         cond = cond.to(model.device)
         denoiser = model.denoiser
         if guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
-            denoiser = GuidedDenoiser(denoiser, null_condition(model, cond, negative), guidance_scale,
+            denoiser = GuidedDenoiser(denoiser, null_condition(model, cond, negative, len(x)), guidance_scale,
                                       guidance_rescale)
         z = SAMPLERS[sampler](denoiser, x * denoiser.prior_std(sigmas[0]), sigmas, cond=cond, generator=generators,
                               **sampler_options)

@@ -8,9 +8,9 @@ import torch
 
 from latentdiff.autoencoder import LatentCodec
 from latentdiff.conditioning import Cond
-from latentdiff.conditioning.conditioner import Conditioner, drop_tokens
+from latentdiff.conditioning.conditioner import TOKEN_KINDS, Conditioner, drop_tokens
 from latentdiff.conditioning.layout import LayoutTokenizer
-from latentdiff.conditioning.text import CaptionTokenizer
+from latentdiff.conditioning.text import CaptionTokenizer, Tokens
 from latentdiff.config import LatentDiffusionTrainConfig
 from latentdiff.data import ImageData, to_model_range
 from latentdiff.errors import UserError
@@ -45,11 +45,26 @@ def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return masks
 
 
+def token_inputs(conditioner: Conditioner, data: ImageData, index: torch.Tensor) -> list:
+    """The prompts (text) or box lists (layout, at most max_boxes each) of the images `index`."""
+    if conditioner.kind == "text":
+        return [data.captions[i] for i in index.tolist()]
+    return [[tuple(b) for b in data.boxes[i][: conditioner.config.max_boxes]] for i in index.tolist()]
+
+
+def dataset_tokens(conditioner: Conditioner | None, data: ImageData) -> Tokens | None:
+    """The tokens of every image of `data`, for token kinds: tokenised once, indexed every step."""
+    if conditioner is None or conditioner.kind not in TOKEN_KINDS:
+        return None
+    return conditioner.tokens(token_inputs(conditioner, data, torch.arange(len(data))))
+
+
 def batch_condition(conditioner: Conditioner | None, data: ImageData, index: torch.Tensor,
                     generator: torch.Generator, codec: LatentCodec, latent_size: tuple[int, int],
-                    num_classes: int | None, drop_prob: float) -> Cond:
+                    num_classes: int | None, drop_prob: float, all_tokens: Tokens | None = None) -> Cond:
     """Cond for the training images `index` (B,), on the CPU; a `tokens` Cond for token kinds (τ_θ runs inside
-    the trained network). `num_classes`: the UNet's (the last is the null class when drop_prob > 0), or None."""
+    the trained network). `num_classes`: the UNet's (the last is the null class when drop_prob > 0), or None.
+    `all_tokens`: `dataset_tokens(conditioner, data)`, to index instead of tokenising the batch."""
     drop = torch.rand(len(index), generator=generator) < drop_prob
     labels = None
     if num_classes is not None:
@@ -57,12 +72,9 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
     if conditioner is None:
         return Cond(class_labels=labels)
     kind = conditioner.kind
-    if kind == "text":
-        tokens = conditioner.tokens([data.captions[i] for i in index.tolist()])
-    elif kind == "layout":
-        tokens = conditioner.tokens([[tuple(b) for b in data.boxes[i][: conditioner.config.max_boxes]]
-                                     for i in index.tolist()])
-    if kind in ("text", "layout"):
+    if kind in TOKEN_KINDS:
+        tokens = all_tokens[index] if all_tokens is not None else conditioner.tokens(
+            token_inputs(conditioner, data, index))
         return Cond(class_labels=labels, tokens=drop_tokens(tokens, conditioner.null_tokens(len(index)), drop))
     if kind == "semantic":
         cond = conditioner.spatial(latent_size, semantic=data.semantic[index])
@@ -83,10 +95,8 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
 def preview_conditions(system, data: ImageData, index: torch.Tensor) -> dict:
     """`generate` keyword arguments that condition on the training images `index`: prompts, layouts or spatial."""
     conditioner = system.conditioner
-    if conditioner.kind == "text":
-        return {"prompts": [data.captions[i] for i in index.tolist()]}
-    if conditioner.kind == "layout":
-        return {"layouts": [[tuple(b) for b in data.boxes[i][: conditioner.config.max_boxes]] for i in index.tolist()]}
+    if conditioner.kind in TOKEN_KINDS:
+        return {"prompts" if conditioner.kind == "text" else "layouts": token_inputs(conditioner, data, index)}
     latent_size = (system.image_size // system.codec.downsampling_factor,) * 2
     spatial = batch_condition(conditioner, data, index, torch.Generator().manual_seed(0), system.codec, latent_size,
                               None, 0.0)

@@ -16,7 +16,7 @@ from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats
 from latentdiff.checkpoints.io import KIND, prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, conditioner_metadata, load_autoencoder, network_parts,
                                            trained_network)
-from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
+from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.text import CaptionTokenizer
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
@@ -28,7 +28,7 @@ from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
-from latentdiff.train.conditions import batch_condition, build_conditioner, preview_conditions
+from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_tokens, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
@@ -101,12 +101,12 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     ema.model.to(fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
     denoiser = Denoiser(model, schedule, cfg.diffusion.prediction)
-    ema_system = LatentDiffusion(ema.model.unet if isinstance(ema.model, ConditionedUNet) else ema.model, codec, schedule,
-                                 cfg.diffusion.prediction, cfg.data.image_size,
+    ema_parts = network_parts(ema.model, "")  # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
+    ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
                                  train_data.class_names if cfg.unet.num_classes else (),
-                                 ema.model.conditioner if isinstance(ema.model, ConditionedUNet) else conditioner,
-                                 cfg.conditioning.drop_prob > 0)
+                                 ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
     latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
+    all_tokens = dataset_tokens(conditioner, train_data)
 
     def save(step: int) -> None:
         parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
@@ -133,7 +133,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                                 for v in (index, posterior_noise, t, noise))
             z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
             cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
-                                   cfg.unet.num_classes, cfg.conditioning.drop_prob).to(fabric.device)
+                                   cfg.unet.num_classes, cfg.conditioning.drop_prob, all_tokens).to(fabric.device)
             loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), cond).mean()
             check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)
