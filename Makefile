@@ -1,10 +1,10 @@
-# Two commands on a fresh machine (Debian, Python 3.11, no GPU): `make demo` and `make test`.
+# Two commands on a fresh machine (Debian, Python 3.11, no GPU): `make emoji` and `make test`.
 # The venv gets the pinned CPU build of torch first, so pip never pulls a multi-GB CUDA build.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: emoji demo test bench clean
 
 $(BIN)/latentdiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,12 @@ $(BIN)/latentdiff: pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+PROMPTS := --prompt "grinning face" --prompt "red heart" --prompt "cat face" --prompt "pizza" \
+	--prompt "flag France" --prompt "woman detective medium-dark skin tone"
+
+emoji: $(BIN)/latentdiff
+	$(BIN)/latentdiff sample $(PROMPTS) --n 8 --guidance 3 --out emoji.png
 
 demo: $(BIN)/latentdiff
 	$(BIN)/latentdiff demo

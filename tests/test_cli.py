@@ -67,3 +67,22 @@ def test_sample_command_writes_a_grid(tmp_path, trained_autoencoder):
     assert main(["sample", str(checkpoint), "--n", "20", "--steps", "2", "--sampler", "ddpm", "--out", str(out)]) == 0
     assert Image.open(out).size == (2 * 18 + 2, 10 * 18 + 2)  # one row per class, 2 per class
     assert main(["sample", str(checkpoint), "--class", "12", "--steps", "2", "--out", str(out)]) == 2
+
+
+def test_the_bundled_model_samples_from_prompts_without_a_checkpoint(tmp_path, capsys, monkeypatch):
+    """The README's main command: `latentdiff sample --prompt ...` with the shipped emoji model."""
+    from PIL import Image
+
+    from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.checkpoints.models import BUNDLED_MODEL
+
+    assert BUNDLED_MODEL.is_file() and BUNDLED_MODEL.stat().st_size <= 30 * 2**20
+    model = load_latent_diffusion(BUNDLED_MODEL)
+    assert model.conditioner.kind == "text" and model.trained_with_null and model.image_size == 32
+    out = tmp_path / "emoji.png"
+    assert main(["sample", "--prompt", "grinning face", "--prompt", "red heart", "--n", "2", "--steps", "3",
+                 "--guidance", "3", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 2 * 32 and "4 images" in capsys.readouterr().out
+    monkeypatch.setattr("latentdiff.checkpoints.models.BUNDLED_MODEL", tmp_path / "missing.safetensors")
+    assert main(["sample", "--prompt", "x", "--out", str(out)]) == 2
+    assert "bundled model" in capsys.readouterr().err

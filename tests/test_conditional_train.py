@@ -170,3 +170,41 @@ def test_cli_task_input_errors_are_one_line(tmp_path, trained_kinds, capsys):
     for boxes, message in (("[[0.1, 0.1, 1.5, 0.5, 0]]", "outside [0, 1]"), ("[[0.1", "not JSON")):
         assert main([*layout, "--boxes", boxes]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_export_is_a_small_fp16_copy_that_samples_the_same(tmp_path, trained_kinds):
+    from latentdiff.checkpoints.models import export_latent_diffusion
+
+    source = trained_kinds["layout"]
+    exported = export_latent_diffusion(source, tmp_path / "layout-fp16.safetensors")
+    tensors = read_tensors(exported)
+    assert {k.split(".")[0] for k in tensors} == {"unet_ema", "conditioner_ema", "autoencoder"}
+    assert {v.dtype for v in tensors.values() if v.is_floating_point()} == {torch.float16}
+    assert exported.stat().st_size < 0.3 * source.stat().st_size
+    layout = [[(0.1, 0.1, 0.5, 0.5, 3)]]
+    a, b = (generate(load_latent_diffusion(path), seeds=[0], layouts=layout, steps=2) for path in (source, exported))
+    torch.testing.assert_close(a, b, atol=2e-2, rtol=0)  # fp16 weights
+    with pytest.raises(UserError, match="unknown dtype"):
+        export_latent_diffusion(source, tmp_path / "x.safetensors", "int8")
+
+
+def test_cli_eval_scores_alignment_against_real_and_shuffled_baselines(tmp_path, trained_kinds, capsys, monkeypatch):
+    import json
+
+    from latentdiff.cli import main
+    from latentdiff.metrics.classifier import RECIPE
+
+    monkeypatch.setitem(RECIPE, "epochs", 1)  # the evaluator's features only need to exist here
+
+    out = tmp_path / "report.json"
+    assert main(["eval", str(trained_kinds["layout"]), "--guidance", "0", "3", "--n", "8", "--steps", "2",
+                 "--json", str(out)]) == 0
+    assert "mean box IoU" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["n"] == 8 and [r["guidance_scale"] for r in report["rows"]] == [0.0, 3.0]
+    assert report["real"] > report["shuffled"] and all(0 <= r["alignment"][0] <= 1 for r in report["rows"])
+    assert main(["eval", str(trained_kinds["superres"]), "--n", "8", "--steps", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "LDM-SR seed 0" in table and "bicubic ×2" in table and "autoencoder (ceiling)" in table
+    assert main(["eval", str(trained_kinds["semantic"])]) == 2
+    assert "text or layout model" in capsys.readouterr().err

@@ -79,11 +79,23 @@ def test_photos_split_is_spatially_disjoint():
 
 
 def test_emoji_render_in_colour():
-    from latentdiff.data.bundled import EMOJI_FONT, load_emoji
+    from latentdiff.data.emoji import EMOJI_FONT, load_emoji
 
     if not EMOJI_FONT.is_file():
         pytest.skip("Debian's fonts-noto-color-emoji is not installed (.ci/run installs it)")
     data, names = load_emoji(32)
     assert len(data) > 3000 and len(names) == len(data) and data.images.shape[1:] == (3, 32, 32)
     rgb = data.images.float()
-    assert (rgb.std(1).mean() > 5) and len(set(data.labels.tolist())) >= 7  # colourful; several Unicode blocks
+    assert rgb.std(1).mean() > 5  # colourful
+    detective = names.index("woman detective medium-dark skin tone")
+    assert data.class_names[data.labels[detective]] == "People & Body/person-role"
+    assert len(data.class_names) > 90 and len(set(data.labels.tolist())) == len(data.class_names)
+
+
+def test_emoji_catalogue_has_unicode_names_and_subgroups():
+    from latentdiff.data.emoji import emoji_catalogue
+
+    catalogue = emoji_catalogue()  # Unicode's emoji-test.txt, fully-qualified, Emoji ≤ 15.0
+    assert 3600 < len(catalogue) < 3800 and catalogue[0] == ("😀", "grinning face", "Smileys & Emotion/face-smiling")
+    assert all(":" not in name and "," not in name for _, name, _ in catalogue)
+    assert ("🇫🇷", "flag France", "Flags/country-flag") in catalogue

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentdiff.data.shapes import KINDS, NUM_CATEGORIES, RELATIONS, Scene, Shape, make_shapes, render
+from latentdiff.data.shapes import KINDS, NUM_CATEGORIES, RELATIONS, Scene, Shape, make_shapes, render, scene_of
 from latentdiff.metrics.shapes import box_iou, detect_shapes, layout_iou, matches_caption, score_shapes
 
 
@@ -24,6 +24,12 @@ def test_scenes_are_deterministic_and_consistent(shapes64):
             dx, dy = RELATIONS[scene.relation]
             (ax, ay), (bx, by) = scene.shapes[0].centre, scene.shapes[1].centre
             assert (ax - bx) * dx + (ay - by) * dy > 0
+
+
+def test_scenes_are_recovered_from_their_dataset_records(shapes64):
+    for scene in shapes64.scenes:
+        again = scene_of(scene.caption(), scene.boxes())
+        assert again.caption() == scene.caption() and np.allclose(again.boxes(), scene.boxes())
 
 
 def test_checker_recognises_real_scenes_and_rejects_wrong_captions(shapes64):

@@ -8,6 +8,13 @@ from pathlib import Path
 from latentdiff.errors import UserError
 
 
+def _device(args: argparse.Namespace) -> str:
+    """--device, with auto = cuda when available, else cpu."""
+    import torch
+
+    return args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _train(args: argparse.Namespace) -> None:
     """Both stages: `train-autoencoder` and `train` differ only in their config class and training function."""
     from latentdiff.config import (
@@ -29,17 +36,15 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    import torch
-
     from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.checkpoints.models import bundled_model
     from latentdiff.data import to_uint8
     from latentdiff.images import save_image_grid
     from latentdiff.pipelines import class_grid_labels, generate
 
     if args.n is not None and args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_latent_diffusion(args.checkpoint, device, use_ema=not args.no_ema)
+    model = load_latent_diffusion(args.checkpoint or bundled_model(), _device(args), use_ema=not args.no_ema)
     labels = prompts = negative = None
     if args.prompt:  # one row of --n images (default 8) per prompt, the same seeds in every row
         ncols = args.n or 8
@@ -67,16 +72,13 @@ def _conditional_task(args: argparse.Namespace) -> None:
     """inpaint / upscale / layout / semantic: read the input, run the pipeline, write one PNG grid."""
     import json
 
-    import torch
-
     from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.images import load_image, load_label_map, load_mask, save_image_grid
     from latentdiff.pipelines import conditional
 
     if args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_latent_diffusion(args.checkpoint, device)
+    model = load_latent_diffusion(args.checkpoint, _device(args))
     channels = model.codec.autoencoder.config.in_channels
     seeds = [args.seed + i for i in range(args.n)]
     options = {"sampler": args.sampler, "steps": args.steps, "guidance_scale": args.guidance}
@@ -100,8 +102,6 @@ def _conditional_task(args: argparse.Namespace) -> None:
 def _eval_autoencoder(args: argparse.Namespace) -> None:
     import dataclasses
 
-    import torch
-
     from latentdiff.metrics.reconstruction import format_table
     from latentdiff.pipelines.eval_autoencoder import (
         evaluate_autoencoders,
@@ -117,13 +117,46 @@ def _eval_autoencoder(args: argparse.Namespace) -> None:
     if args.data is not None and args.data_path is None and args.data != data_cfg.dataset:
         changes["path"] = None
     data_cfg = dataclasses.replace(data_cfg, **changes)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    rows = evaluate_autoencoders(args.checkpoints, data_cfg, device, args.lpips_weights, args.vgg16_weights,
+    rows = evaluate_autoencoders(args.checkpoints, data_cfg, _device(args), args.lpips_weights, args.vgg16_weights,
                                  args.tile, args.overlap, args.samples)
     print(f"held-out {data_cfg.dataset} images at {data_cfg.image_size}px (n = {rows[0].n})")
     print(format_table(rows))
     if args.samples:
         print(f"wrote {args.samples} (originals, then one row per model)")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    """Score a conditioned model on its held-out conditions: class accuracy, alignment over guidance scales, or
+    super-resolution against bicubic."""
+    import json
+
+    from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.metrics.alignment import evaluate_alignment
+    from latentdiff.metrics.conditional import evaluate_class_conditional
+    from latentdiff.metrics.restoration import evaluate_superres
+    from latentdiff.pipelines.eval_autoencoder import stored_data_config
+
+    model = load_latent_diffusion(args.checkpoint, _device(args))
+    data_cfg = stored_data_config(args.checkpoint)
+    seeds = tuple(range(args.seeds))
+    options = {"steps": args.steps, "sampler": args.sampler}
+    if model.num_classes:
+        report = evaluate_class_conditional(model, data_cfg, seeds, **options)
+    elif model.conditioner is not None and model.conditioner.kind == "superres":
+        report = evaluate_superres(model, data_cfg, seeds, args.n, **options)
+    else:
+        report = evaluate_alignment(model, data_cfg, args.guidance, seeds, args.n, **options)
+    print(report.table())
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=1))
+        print(f"wrote {args.json}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from latentdiff.checkpoints.models import export_latent_diffusion
+
+    path = export_latent_diffusion(args.checkpoint, args.out, args.dtype)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -146,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_train)
 
     p = commands.add_parser("sample", help="draw samples from a `latentdiff train` checkpoint into a PNG grid")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="checkpoint (default: the bundled emoji text-to-image model)")
     p.add_argument("--class", dest="class_label", type=int, default=None,
                    help="class label for every sample (class-conditional models; default: one row per class)")
     p.add_argument("--prompt", action="append", default=None,
@@ -202,6 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=Path, default=None, help="write originals and reconstructions to this PNG")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_eval_autoencoder)
+
+    p = commands.add_parser("eval", help="score a conditioned model on its held-out conditions (class accuracy, "
+                                         "caption/layout alignment over guidance scales, super-resolution vs bicubic, "
+                                         "Fréchet distance)")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 4, 8],
+                   help="guidance scales for text/layout models (0: unconditional; default: 0 1 2 4 8)")
+    p.add_argument("--n", type=int, default=None, help="held-out conditions to use (default: all)")
+    p.add_argument("--seeds", type=int, default=1, help="sampling seeds (default: 1)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
+    p.add_argument("--sampler", default="ddim", help="sampler (default: ddim)")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    p.set_defaults(func=_eval)
+
+    p = commands.add_parser("export", help="a sampling-only copy of a `latentdiff train` checkpoint (EMA weights, "
+                                           "fp16 by default)")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("out", type=Path, help="output .safetensors file")
+    p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default: fp16)")
+    p.set_defaults(func=_export)
 
     p = commands.add_parser("demo", help="train the class-conditional digits LDM end to end, sample and score it")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

@@ -146,6 +146,8 @@ class TextEncoderConfig:
     """τ_θ: token + position embedding, `depth` × [LN → MHSA, LN → MLP (GELU, `mlp_ratio`·width)], final LN.
 
     The output (B, max_length, width) is the cross-attention context, so unet.context_dim = width.
+    `pretrained`: a local Hugging Face text-model folder (e.g. a MiniLM/BERT or CLIP text encoder) to use frozen
+    instead of training τ_θ; then width = its hidden size, and vocab_size, depth and num_heads are unused.
     """
 
     vocab_size: int = 2048  # BPE vocabulary learned on the captions (upper bound)
@@ -154,6 +156,7 @@ class TextEncoderConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: int = 4
+    pretrained: str | None = None
 
     def __post_init__(self):
         _check(self.vocab_size >= 8 and self.max_length >= 3 and self.depth >= 0,

@@ -67,3 +67,36 @@ class GuidedDenoiser:
         ratio = eps_cond.flatten(1).std(1) / eps.flatten(1).std(1).clamp_min(1e-12)
         eps = self.rescale * eps * ratio.reshape(-1, *([1] * (x.ndim - 1))) + (1 - self.rescale) * eps
         return x - s * eps
+
+
+class ImageGuidedDenoiser:
+    """Post-hoc image guidance of an unconditional model (SPEC §3, paper Sec. 4.4 / App. D):
+    D̃(x; σ) = D(x; σ) + σ²·∇_x log p(y | T(dec(D(x; σ)))), with the Gaussian guider
+    log p(y | ·) = −scale/2 · Σ (y − T(dec(x̂₀)))² / (number of target pixels per image).
+
+    In ε terms this is the SPEC's ε̃ = ε̂ − √(1−ᾱ_t)·∇_{z_t} log p (x = z_t/√ᾱ_t, σ = √(1−ᾱ_t)/√ᾱ_t). `decode`
+    maps latents (B, c, h, w) to images in [-1, 1]; T resizes to the target's size (antialiased bicubic), so the
+    target y (B, C, h', w') in [-1, 1] can be a small image whose layout a large sample must follow.
+    """
+
+    def __init__(self, denoiser, decode, target: torch.Tensor, scale: float):
+        if scale < 0:
+            raise ValueError(f"image guidance scale {scale} must be ≥ 0")
+        self.denoiser, self.decode, self.target, self.scale = denoiser, decode, target, scale
+
+    def __getattr__(self, name):
+        return getattr(self.denoiser, name)
+
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(images, size=self.target.shape[-2:], mode="bicubic", antialias=True,
+                                               align_corners=False)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            denoised = self.denoiser(x_in, sigma, cond)
+            residual = self.transform(self.decode(denoised)) - self.target.to(x.dtype)
+            log_p = -0.5 * self.scale * residual.pow(2).flatten(1).sum(1) / residual[0].numel()
+            grad = torch.autograd.grad(log_p.sum(), x_in)[0]
+        return denoised.detach() + sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) ** 2 * grad

@@ -5,9 +5,10 @@ from pathlib import Path
 import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
-from latentdiff.checkpoints.io import KIND, load_weights, read_metadata, read_tensors, require_kind
+from latentdiff.checkpoints.io import KIND, load_weights, read_metadata, read_tensors, require_kind, save_checkpoint
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.text import CaptionTokenizer
 from latentdiff.config import AutoencoderConfig, ConditioningConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
 from latentdiff.errors import UserError
@@ -16,6 +17,15 @@ from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
 
 AUTOENCODER, LATENT_DIFFUSION = "autoencoder", "latent_diffusion"
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "emoji-text.safetensors"
+
+
+def bundled_model() -> Path:
+    """The shipped default: the emoji text-to-image model (`configs/ldm-emoji-text.yaml`, exported in fp16)."""
+    if not BUNDLED_MODEL.is_file():
+        raise UserError(f"the bundled model {BUNDLED_MODEL} is missing from this installation; reinstall latentdiff "
+                        f"or pass a checkpoint")
+    return BUNDLED_MODEL
 
 
 def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
@@ -30,7 +40,8 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Au
 
 def trained_network(unet: UNetModel, conditioner: Conditioner | None) -> torch.nn.Module:
     """What the optimiser trains: the UNet, or the UNet with τ_θ in front when the conditioner has one."""
-    return ConditionedUNet(unet, conditioner) if conditioner is not None and conditioner.context_dim else unet
+    trained = conditioner is not None and conditioner.context_dim and not conditioner.frozen
+    return ConditionedUNet(unet, conditioner) if trained else unet
 
 
 def network_parts(network: torch.nn.Module, suffix: str) -> dict[str, torch.nn.Module]:
@@ -46,7 +57,7 @@ def conditioner_metadata(conditioner: Conditioner | None) -> dict:
         return {}
     meta = {"conditioning_config": to_dict(conditioner.config), "semantic_classes": conditioner.semantic_classes,
             "image_channels": conditioner.image_channels}
-    if conditioner.kind == "text":
+    if conditioner.kind == "text" and not conditioner.frozen:  # a frozen encoder: its folder is in the config
         meta["tokenizer"] = conditioner.tokenizer.to_json()
     if conditioner.kind == "layout":
         meta["layout_classes"] = conditioner.tokenizer.num_classes
@@ -58,12 +69,14 @@ def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditi
         return None
     cfg = from_dict(ConditioningConfig, metadata["conditioning_config"])
     tokenizer = None
-    if cfg.kind == "text":
+    if cfg.kind == "text" and cfg.text.pretrained:
+        tokenizer = PretrainedText(cfg.text.pretrained, cfg.text.max_length)
+    elif cfg.kind == "text":
         tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text.max_length)
     elif cfg.kind == "layout":
         tokenizer = LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes)
     conditioner = Conditioner(cfg, tokenizer, int(metadata["semantic_classes"]), int(metadata["image_channels"]))
-    if conditioner.context_dim:
+    if conditioner.context_dim and not conditioner.frozen:
         load_weights(conditioner, read_tensors(path, "conditioner_ema." if use_ema else "conditioner."), str(path))
     return conditioner.eval().requires_grad_(False)
 
@@ -87,3 +100,22 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            image_size=int(metadata["image_size"]), class_names=tuple(metadata.get("class_names", ())),
                            conditioner=None if conditioner is None else conditioner.to(device),
                            trained_with_null=bool(metadata.get("trained_with_null", False)))
+
+
+EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TRAIN_STATE_KEYS = ("train_state", "optimizer")
+
+
+def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16") -> Path:
+    """A sampling-only copy of a `latentdiff train` checkpoint: the EMA networks and the autoencoder, floats cast to
+    `dtype` (fp32 | fp16 | bf16; loading casts back to the model's dtype), without the raw weights, the optimizer
+    state or the training state. `latentdiff sample` reads it like any checkpoint."""
+    if dtype not in EXPORT_DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
+    metadata = require_kind(src, LATENT_DIFFUSION, "export takes a checkpoint written by `latentdiff train`")
+    keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
+    tensors = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
+               for k, v in read_tensors(src).items() if k.startswith(keep)}
+    if not any(k.startswith("unet_ema.") for k in tensors):
+        raise UserError(f"{src} holds no EMA weights (unet_ema.*) to export")
+    return save_checkpoint(dst, tensors, {k: v for k, v in metadata.items() if k not in TRAIN_STATE_KEYS})

@@ -1,8 +1,9 @@
 """The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond` (SPEC §3).
 
 It owns what the kind needs: the tokenizer and the transformer τ_θ for text and layouts (trained jointly with the
-UNet), the number of semantic classes, the super-resolution degradation. The null condition for classifier-free
-guidance is the empty prompt / empty layout (tokens [BOS][EOS]), or the extra class num_classes − 1.
+UNet) or a frozen pretrained text encoder (`conditioning/pretrained.py`), the number of semantic classes, the
+super-resolution degradation. The null condition for classifier-free guidance is the empty prompt / empty layout
+(tokens [BOS][EOS]), or the extra class num_classes − 1.
 """
 
 import dataclasses
@@ -12,6 +13,7 @@ from torch import nn
 
 from latentdiff.conditioning import Cond
 from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.spatial import (degrade_realistic, downsample_bicubic, inpainting_concat, lowres_concat,
                                              semantic_concat)
 from latentdiff.conditioning.text import CaptionTokenizer, TextTransformer, Tokens
@@ -22,15 +24,16 @@ TOKEN_KINDS = ("text", "layout")
 
 
 class Conditioner(nn.Module):
-    """y → Cond for `cfg.kind`. `encoder` (τ_θ) exists for token kinds; `tokenizer` is a CaptionTokenizer (text)
-    or a LayoutTokenizer (layout)."""
+    """y → Cond for `cfg.kind`. `tokenizer` is a CaptionTokenizer (text), a LayoutTokenizer (layout) or a frozen
+    PretrainedText (text, which tokenizes and encodes); `encoder` (τ_θ, trained) exists for the first two."""
 
-    def __init__(self, cfg: ConditioningConfig, tokenizer: CaptionTokenizer | LayoutTokenizer | None = None,
+    def __init__(self, cfg: ConditioningConfig,
+                 tokenizer: CaptionTokenizer | LayoutTokenizer | PretrainedText | None = None,
                  semantic_classes: int = 0, image_channels: int = 3):
         super().__init__()
         self.config, self.tokenizer = cfg, tokenizer
         self.semantic_classes, self.image_channels = semantic_classes, image_channels
-        if cfg.kind in TOKEN_KINDS:
+        if cfg.kind in TOKEN_KINDS and not isinstance(tokenizer, PretrainedText):
             if tokenizer is None:
                 raise ValueError(f"conditioning kind {cfg.kind} needs a tokenizer")
             text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
@@ -41,8 +44,20 @@ class Conditioner(nn.Module):
         return self.config.kind
 
     @property
+    def frozen(self) -> bool:
+        """True when the text encoder is a frozen pretrained one (nothing of the conditioner is trained)."""
+        return isinstance(self.tokenizer, PretrainedText)
+
+    @property
     def context_dim(self) -> int | None:
+        if self.frozen:
+            return self.tokenizer.width
         return self.config.text.width if self.kind in TOKEN_KINDS else None
+
+    def to(self, *args, **kwargs) -> "Conditioner":
+        if self.frozen:
+            self.tokenizer.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
 
     def concat_channels(self, latent_channels: int) -> int:
         """k, the channels concatenated to z_t (the UNet's in_channels = latent_channels + k)."""
@@ -55,7 +70,8 @@ class Conditioner(nn.Module):
 
     def encode(self, tokens: Tokens) -> Cond:
         """τ_θ(tokens) → Cond(context (B, M, width), context_mask (B, M))."""
-        return Cond(context=self.encoder(tokens), context_mask=tokens.mask)
+        context = self.tokenizer.encode(tokens) if self.frozen else self.encoder(tokens)
+        return Cond(context=context, context_mask=tokens.mask)
 
     def null_tokens(self, n: int) -> Tokens:
         return self.tokens([""] * n if self.kind == "text" else [[] for _ in range(n)])
@@ -77,12 +93,6 @@ class Conditioner(nn.Module):
         if self.kind == "inpaint":
             return Cond(concat=inpainting_concat(masked_latent, mask))
         raise UserError(f"this model is conditioned on {self.kind}, not on a spatial input")
-
-
-def drop_tokens(tokens: Tokens, null: Tokens, drop: torch.Tensor) -> Tokens:
-    """Rows where drop (B,) is True become the null tokens (condition dropout for classifier-free guidance)."""
-    keep = ~drop[:, None]
-    return Tokens(torch.where(keep, tokens.ids, null.ids), torch.where(keep, tokens.mask, null.mask))
 
 
 class ConditionedUNet(nn.Module):

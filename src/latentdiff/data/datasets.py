@@ -77,11 +77,11 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     if cfg.dataset == "digits":
         data = load_digits(cfg.image_size)
     elif cfg.dataset == "photos":
-        from latentdiff.data.bundled import load_photos
+        from latentdiff.data.photos import load_photos
 
         data = load_photos(cfg.image_size)
     elif cfg.dataset == "emoji":
-        from latentdiff.data.bundled import load_emoji
+        from latentdiff.data.emoji import load_emoji
 
         data, names = load_emoji(cfg.image_size, cfg.path)
         data = dataclasses.replace(data, captions=tuple(names))

@@ -64,6 +64,14 @@ class Scene:
         return np.array([[*s.box, s.category] for s in self.shapes], dtype=np.float32)
 
 
+def scene_of(caption: str, boxes: np.ndarray) -> Scene:
+    """The scene behind one (caption, boxes) record of the dataset: the inverse of Scene.caption and Scene.boxes."""
+    shapes = tuple(Shape(KINDS[int(c) % len(KINDS)], COLOUR_NAMES[int(c) // len(KINDS)],
+                         min(SIZES, key=lambda size: abs(SIZES[size] - (x1 - x0))), (x0, y0, x1, y1))
+                   for x0, y0, x1, y1, c in np.asarray(boxes, dtype=float))
+    relation = next((r for r in RELATIONS if f" {r} " in caption), None) if len(shapes) == 2 else None
+    return Scene(shapes, relation)
+
 def _place(rng: np.random.Generator, side: float, region: tuple[float, float, float, float]) -> tuple:
     """A box of `side` uniformly inside region (x0, y0, x1, y1), with a small margin from the image border."""
     x0, y0, x1, y1 = region

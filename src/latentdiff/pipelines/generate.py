@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.denoiser import GuidedDenoiser
+from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.samplers import SAMPLERS, sigma_grid
@@ -62,14 +62,17 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
              prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
              layouts: Sequence[list] | None = None, spatial: Cond | None = None, guidance_scale: float = 1.0,
              guidance_rescale: float = 0.0, latent_size: tuple[int, int] | None = None, sampler: str = "ddim",
-             steps: int = 50, spacing: str = "uniform", batch_size: int = 250, **sampler_options) -> torch.Tensor:
+             steps: int = 50, spacing: str = "uniform", batch_size: int = 250,
+             image_guide: tuple[torch.Tensor, float] | None = None, **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1].
 
     Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i], spatial[i]),
     not on the batch it was drawn in (one generator per sample). `spatial` holds concatenated inputs at the latent
     size (see `Conditioner.spatial`); `latent_size` (h, w) samples beyond the training size (default: the training
     size, or the spatial input's). guidance_scale s ≠ 1 applies classifier-free guidance against the null condition
-    or `negative_prompts`. sampler_options go to the sampler (e.g. eta).
+    or `negative_prompts`. `image_guide` (targets (N, C, h', w') in [-1, 1], scale): post-hoc image guidance, the
+    decoded sample resized to h'×w' is pulled towards target i (`ImageGuidedDenoiser`; e.g. a coherent large
+    sample from an unconditional model). sampler_options go to the sampler (e.g. eta).
     """
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -105,6 +108,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
             negative = None if negative_prompts is None else list(negative_prompts[rows])
             denoiser = GuidedDenoiser(denoiser, null_condition(model, cond, negative, len(x)), guidance_scale,
                                       guidance_rescale)
+        if image_guide is not None:
+            denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode, image_guide[0][rows].to(model.device),
+                                           image_guide[1])
         z = SAMPLERS[sampler](denoiser, x * denoiser.prior_std(sigmas[0]), sigmas, cond=cond, generator=generators,
                               **sampler_options)
         out.append(model.codec.decode(z).cpu())

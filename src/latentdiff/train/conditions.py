@@ -4,12 +4,15 @@ Condition dropout (probability conditioning.drop_prob, drawn from the step's gen
 condition: the empty prompt/layout for token kinds, zeros for concatenated inputs, the extra class num_classes − 1.
 """
 
+import dataclasses
+
 import torch
 
 from latentdiff.autoencoder import LatentCodec
 from latentdiff.conditioning import Cond
-from latentdiff.conditioning.conditioner import TOKEN_KINDS, Conditioner, drop_tokens
+from latentdiff.conditioning.conditioner import TOKEN_KINDS, Conditioner
 from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.text import CaptionTokenizer, Tokens
 from latentdiff.config import LatentDiffusionTrainConfig
 from latentdiff.data import ImageData, to_model_range
@@ -26,6 +29,8 @@ def build_conditioner(cfg: LatentDiffusionTrainConfig, data: ImageData) -> Condi
                         f"{cfg.data.dataset} does not have; use emoji or shapes (text), shapes (layout, semantic)")
     if cc.kind == "none":
         return None
+    if cc.kind == "text" and cc.text.pretrained:
+        return Conditioner(cc, PretrainedText(cc.text.pretrained, cc.text.max_length))
     if cc.kind == "text":
         tokenizer = CaptionTokenizer.train(list(data.captions), cc.text.vocab_size, cc.text.max_length)
         return Conditioner(cc, tokenizer)
@@ -52,19 +57,24 @@ def token_inputs(conditioner: Conditioner, data: ImageData, index: torch.Tensor)
     return [[tuple(b) for b in data.boxes[i][: conditioner.config.max_boxes]] for i in index.tolist()]
 
 
-def dataset_tokens(conditioner: Conditioner | None, data: ImageData) -> Tokens | None:
-    """The tokens of every image of `data`, for token kinds: tokenised once, indexed every step."""
+def dataset_conditions(conditioner: Conditioner | None, data: ImageData) -> Tokens | Cond | None:
+    """The token condition of every image of `data` followed by the null condition (row len(data)), for token
+    kinds: tokenised once and indexed every step. With a frozen pretrained encoder, its contexts (encoded once:
+    the encoder never changes) as a Cond(context, context_mask); otherwise Tokens for τ_θ."""
     if conditioner is None or conditioner.kind not in TOKEN_KINDS:
         return None
-    return conditioner.tokens(token_inputs(conditioner, data, torch.arange(len(data))))
+    null = "" if conditioner.kind == "text" else []
+    tokens = conditioner.tokens([*token_inputs(conditioner, data, torch.arange(len(data))), null])
+    return conditioner.encode(tokens) if conditioner.frozen else tokens
 
 
 def batch_condition(conditioner: Conditioner | None, data: ImageData, index: torch.Tensor,
                     generator: torch.Generator, codec: LatentCodec, latent_size: tuple[int, int],
-                    num_classes: int | None, drop_prob: float, all_tokens: Tokens | None = None) -> Cond:
-    """Cond for the training images `index` (B,), on the CPU; a `tokens` Cond for token kinds (τ_θ runs inside
-    the trained network). `num_classes`: the UNet's (the last is the null class when drop_prob > 0), or None.
-    `all_tokens`: `dataset_tokens(conditioner, data)`, to index instead of tokenising the batch."""
+                    num_classes: int | None, drop_prob: float, cached: Tokens | Cond | None = None) -> Cond:
+    """Cond for the training images `index` (B,), on the CPU: for token kinds a `tokens` Cond (τ_θ runs inside the
+    trained network) or, with a frozen encoder, a `context` Cond. `num_classes`: the UNet's (the last is the null
+    class when drop_prob > 0), or None. `cached`: `dataset_conditions(conditioner, data)`, made once per run
+    (made here when not given)."""
     drop = torch.rand(len(index), generator=generator) < drop_prob
     labels = None
     if num_classes is not None:
@@ -73,9 +83,11 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
         return Cond(class_labels=labels)
     kind = conditioner.kind
     if kind in TOKEN_KINDS:
-        tokens = all_tokens[index] if all_tokens is not None else conditioner.tokens(
-            token_inputs(conditioner, data, index))
-        return Cond(class_labels=labels, tokens=drop_tokens(tokens, conditioner.null_tokens(len(index)), drop))
+        cached = dataset_conditions(conditioner, data) if cached is None else cached
+        rows = torch.where(drop, len(data), index)  # the last cached row is the null condition
+        cond = (Cond(context=cached.context[rows], context_mask=cached.context_mask[rows])
+                if isinstance(cached, Cond) else Cond(tokens=cached[rows]))
+        return dataclasses.replace(cond, class_labels=labels)
     if kind == "semantic":
         cond = conditioner.spatial(latent_size, semantic=data.semantic[index])
     elif kind == "superres":

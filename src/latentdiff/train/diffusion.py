@@ -28,7 +28,7 @@ from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
-from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_tokens, preview_conditions
+from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_conditions, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
@@ -86,7 +86,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     codec = LatentCodec(autoencoder, stats)
 
     network = seeded(tc.seed, lambda: trained_network(UNetModel(cfg.unet), conditioner))
-    if stored is not None and conditioner is not None and conditioner.kind == "text":  # the stored vocabulary
+    if stored is not None and conditioner is not None and conditioner.kind == "text" and not conditioner.frozen:
         conditioner.tokenizer = CaptionTokenizer.from_json(stored["tokenizer"], cfg.conditioning.text.max_length)
     ema = EMA(network, cfg.ema_decay)
     optimizer = make_optimizer(network.parameters(), tc)
@@ -106,7 +106,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                  train_data.class_names if cfg.unet.num_classes else (),
                                  ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
     latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
-    all_tokens = dataset_tokens(conditioner, train_data)
+    cached_conditions = dataset_conditions(conditioner, train_data)
 
     def save(step: int) -> None:
         parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
@@ -133,7 +133,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                                 for v in (index, posterior_noise, t, noise))
             z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
             cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
-                                   cfg.unet.num_classes, cfg.conditioning.drop_prob, all_tokens).to(fabric.device)
+                                   cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions).to(fabric.device)
             loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), cond).mean()
             check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)
