@@ -83,6 +83,23 @@ def test_the_bundled_model_samples_from_prompts_without_a_checkpoint(tmp_path, c
     assert main(["sample", "--prompt", "grinning face", "--prompt", "red heart", "--n", "2", "--steps", "3",
                  "--guidance", "3", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 2 * 32 and "4 images" in capsys.readouterr().out
+    # beyond the training size, with post-hoc image guidance towards a small image
+    Image.new("RGB", (16, 16), (220, 30, 30)).save(tmp_path / "red.png")
+    assert main(["sample", "--prompt", "", "--n", "1", "--steps", "3", "--size", "64", "--guide-image",
+                 str(tmp_path / "red.png"), "--out", str(out)]) == 0
+    assert Image.open(out).size == (64 + 4, 64 + 4)
+    assert main(["sample", "--prompt", "x", "--size", "30", "--out", str(out)]) == 2
+    assert "multiple of" in capsys.readouterr().err
     monkeypatch.setattr("latentdiff.checkpoints.models.BUNDLED_MODEL", tmp_path / "missing.safetensors")
     assert main(["sample", "--prompt", "x", "--out", str(out)]) == 2
     assert "bundled model" in capsys.readouterr().err
+
+
+def test_samplers_lists_every_sampler_with_order_and_nfe(capsys):
+    from latentdiff.samplers import SAMPLERS
+
+    assert main(["samplers"]) == 0
+    out = capsys.readouterr().out
+    for name, info in SAMPLERS.items():
+        assert f"| {name} | {info.order} | {info.nfe_per_step} |" in out
+    assert "karras" in out

@@ -29,6 +29,24 @@ def test_guidance_combines_cond_and_uncond_in_one_pass():
     assert GuidedDenoiser(base, uncond, scale=1.0)(x, sigma, cond).equal(d_c)
 
 
+def test_guidance_interval_guides_only_inside_and_skips_the_uncond_pass_outside():
+    base = CountingDenoiser()
+    x = torch.randn(2, 4)
+    cond, uncond = Cond(class_labels=torch.tensor([1, 2])), Cond(class_labels=torch.zeros(2, dtype=torch.long))
+    guided = GuidedDenoiser(base, uncond, scale=4.0, interval=(0.5, 3.0))
+    for sigma, inside in ((0.2, False), (0.5, True), (2.0, True), (3.0, True), (5.0, False)):
+        d_c, d_u = base(x, sigma, cond), base(x, sigma, uncond)
+        base.calls = 0
+        expected = d_u + 4.0 * (d_c - d_u) if inside else d_c
+        torch.testing.assert_close(guided(x, torch.tensor(sigma), cond), expected)
+        assert base.calls == 1
+    per_sample = guided(x, torch.tensor([0.2, 2.0]), cond)  # one sample inside, one outside
+    d_c, d_u = base(x, torch.tensor([0.2, 2.0]), cond), base(x, torch.tensor([0.2, 2.0]), uncond)
+    torch.testing.assert_close(per_sample, torch.stack([d_c[0], (d_u + 4.0 * (d_c - d_u))[1]]))
+    with pytest.raises(ValueError, match="interval"):
+        GuidedDenoiser(base, uncond, scale=4.0, interval=(3.0, 1.0))
+
+
 def test_guidance_rescale_matches_the_conditional_eps_std():
     base = CountingDenoiser()
     x, sigma = torch.randn(2, 64), torch.tensor(1.5)

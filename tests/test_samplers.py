@@ -74,3 +74,35 @@ def test_grids():
             timesteps(1000, bad)
     with pytest.raises(ValueError, match="eta"):
         sample_ddim(exact_denoiser, torch.zeros(1), grid, eta=-0.1)
+
+
+def test_run_sampler_gives_one_line_errors_for_bad_requests():
+    from latentdiff.samplers import run_sampler
+
+    grid, x = sigma_grid(NoiseSchedule(NoiseScheduleConfig()), 5), torch.zeros(2, 3)
+    cases = [("nope", grid, {}, "unknown sampler 'nope'; choose one of ddim, ddpm"),
+             ("ddim", grid, {"eta": -0.5}, "sampler ddim: eta=-0.5 must be ≥ 0"),
+             ("euler_ancestral", grid, {"eta": -1.0}, "must be ≥ 0"),
+             ("heun", grid, {"eta": 1.0}, "sampler heun has no option eta; its options: s_churn"),
+             ("unipc", grid, {"variant": "bh3"}, "variant='bh3'"),
+             ("euler", torch.tensor([1.0, 2.0, 0.0]), {}, "strictly decreasing"),
+             ("euler", torch.tensor([2.0, 1.0]), {}, "must end at σ = 0"),
+             ("euler", torch.tensor([2.0, float("nan"), 0.0]), {}, "finite"),
+             ("euler", torch.tensor([0.0]), {}, "at least 2 values")]
+    for name, sigmas, options, message in cases:
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            run_sampler(name, exact_denoiser, x, sigmas, **options)
+    for spacing in ("karras", "exponential", "linspace"):
+        with pytest.raises(UserError, match="between 1 and"):
+            sigma_grid(NoiseSchedule(NoiseScheduleConfig()), 0, spacing)
+
+
+def test_sigma_spacings_span_the_schedule():
+    schedule = NoiseSchedule(NoiseScheduleConfig())
+    for spacing in ("karras", "exponential"):
+        grid = sigma_grid(schedule, 10, spacing)
+        assert len(grid) == 11 and grid[-1] == 0 and (grid.diff() < 0).all()
+        torch.testing.assert_close(grid[[0, -2]], schedule.sigmas[[-1, 0]])
+    ratios = sigma_grid(schedule, 10, "exponential")[:-1].log().diff()
+    torch.testing.assert_close(ratios, ratios[:1].expand_as(ratios))  # log-uniform
+    assert timesteps(1000, 10, "linspace").tolist() == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]

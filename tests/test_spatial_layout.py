@@ -60,3 +60,22 @@ def test_inpainting_mask_checks_and_exact_paste_back():
         check_mask(mask * 0.5, image.shape)
     with pytest.raises(UserError, match="mask is 8×8"):
         check_mask(torch.zeros(8, 8), image.shape)
+
+
+def test_layout_corner_tokens_share_row_and_column_embeddings():
+    from latentdiff.conditioning.layout import FIRST_POSITION, LayoutTokenizer
+    from latentdiff.conditioning.text import TextTransformer
+    from latentdiff.config import TextEncoderConfig
+
+    tokenizer = LayoutTokenizer(num_classes=3, bins=4, max_boxes=1)
+    encoder = TextTransformer(TextEncoderConfig(width=8, depth=1, num_heads=2, max_length=tokenizer.max_length),
+                              tokenizer.vocab_size, grid=(FIRST_POSITION, tokenizer.bins))
+    with torch.no_grad():
+        encoder.token_embedding.weight.zero_()
+        encoder.position_embedding.weight.zero_()
+    ids = torch.tensor([[FIRST_POSITION + 0, FIRST_POSITION + 1, FIRST_POSITION + 4, FIRST_POSITION + 5, 1]])
+    x = encoder.embed(ids)[0]  # cells (0, 0), (0, 1), (1, 0), (1, 1), then BOS (not on the grid)
+    torch.testing.assert_close(x[0] + x[3], x[1] + x[2])  # row + column: additive
+    assert x[4].abs().sum() == 0
+    layout = tokenizer([[(0.1, 0.1, 0.6, 0.6, 2)]])
+    assert encoder(layout).shape == (1, tokenizer.max_length, 8)

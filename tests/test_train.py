@@ -63,8 +63,8 @@ def test_ldm_checkpoint_samples_deterministically(tmp_path, trained_autoencoder)
     assert load_autoencoder(checkpoint).config == load_autoencoder(trained_autoencoder).config
     with pytest.raises(UserError, match="class-conditional"):
         generate(model, seeds=[0])
-    with pytest.raises(UserError, match="unknown sampler 'plms'"):
-        generate(model, seeds=[0], class_labels=[0], sampler="plms")
+    with pytest.raises(UserError, match="unknown sampler 'ddim2'; choose one of ddim, ddpm, plms"):
+        generate(model, seeds=[0], class_labels=[0], sampler="ddim2")
     with pytest.raises(UserError, match="is a autoencoder checkpoint|is an? autoencoder checkpoint"):
         load_latent_diffusion(trained_autoencoder)
 

@@ -15,6 +15,37 @@ def _device(args: argparse.Namespace) -> str:
     return args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _latent_size(pixels: int, factor: int) -> tuple[int, int]:
+    if pixels < factor or pixels % factor:
+        raise UserError(f"--size {pixels}: give a multiple of the autoencoder's downsampling factor {factor}")
+    return pixels // factor, pixels // factor
+
+
+def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", default="ddim", help="sampler name (default: ddim); `latentdiff samplers` lists them")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
+    p.add_argument("--spacing", default="uniform",
+                   help="σ grid: uniform | leading | trailing | linspace | karras | exponential (default: uniform)")
+    p.add_argument("--eta", type=float, default=None, help="η of ddim / euler_ancestral / dpmpp_* (0: deterministic)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sampler option, e.g. s_churn=40 (heun), variant=bh1 (unipc), order=3; repeatable")
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """--sampler/--steps/--spacing/--eta/--option → keyword arguments of `generate`."""
+    from omegaconf import OmegaConf
+
+    options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing}
+    if args.eta is not None:
+        options["eta"] = args.eta
+    for item in args.option:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option {item!r}: write KEY=VALUE, e.g. --option s_churn=40")
+        options.update(OmegaConf.to_container(OmegaConf.from_dotlist([item])))
+    return options
+
+
 def _train(args: argparse.Namespace) -> None:
     """Both stages: `train-autoencoder` and `train` differ only in their config class and training function."""
     from latentdiff.config import (
@@ -38,8 +69,8 @@ def _train(args: argparse.Namespace) -> None:
 def _sample(args: argparse.Namespace) -> None:
     from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.checkpoints.models import bundled_model
-    from latentdiff.data import to_uint8
-    from latentdiff.images import save_image_grid
+    from latentdiff.data import to_model_range, to_uint8
+    from latentdiff.images import load_image, save_image_grid
     from latentdiff.pipelines import class_grid_labels, generate
 
     if args.n is not None and args.n < 1:
@@ -61,15 +92,20 @@ def _sample(args: argparse.Namespace) -> None:
         else:
             ncols = max(1, round(n ** 0.5))
         seeds = [args.seed + i for i in range(len(labels) if labels else n)]
-    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    options = _sampling(args)
+    if args.size is not None:
+        options["latent_size"] = _latent_size(args.size, model.codec.downsampling_factor)
+    if args.guide_image is not None:
+        guide = load_image(args.guide_image, model.codec.autoencoder.config.in_channels)
+        options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1), args.guide_scale)
     images = generate(model, seeds=seeds, class_labels=labels, prompts=prompts, negative_prompts=negative,
-                      sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance,
-                      guidance_rescale=args.guidance_rescale, **options)
+                      guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
+                      guidance_interval=args.guidance_interval, **options)
     print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({len(seeds)} images)")
 
 
 def _conditional_task(args: argparse.Namespace) -> None:
-    """inpaint / upscale / layout / semantic: read the input, run the pipeline, write one PNG grid."""
+    """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one PNG grid."""
     import json
 
     from latentdiff.checkpoints import load_latent_diffusion
@@ -81,9 +117,13 @@ def _conditional_task(args: argparse.Namespace) -> None:
     model = load_latent_diffusion(args.checkpoint, _device(args))
     channels = model.codec.autoencoder.config.in_channels
     seeds = [args.seed + i for i in range(args.n)]
-    options = {"sampler": args.sampler, "steps": args.steps, "guidance_scale": args.guidance}
+    options = {**_sampling(args), "guidance_scale": args.guidance}
+    if getattr(args, "prompt", None) is not None:
+        options["prompts"] = [args.prompt] * args.n
     if args.command == "inpaint":
         images = conditional.inpaint(model, load_image(args.image, channels), load_mask(args.mask), seeds, **options)
+    elif args.command == "img2img":
+        images = conditional.img2img(model, load_image(args.image, channels), seeds, args.strength, **options)
     elif args.command == "upscale":
         images = conditional.upscale(model, load_image(args.image, channels), seeds, **options)
     elif args.command == "semantic":
@@ -139,7 +179,7 @@ def _eval(args: argparse.Namespace) -> None:
     model = load_latent_diffusion(args.checkpoint, _device(args))
     data_cfg = stored_data_config(args.checkpoint)
     seeds = tuple(range(args.seeds))
-    options = {"steps": args.steps, "sampler": args.sampler}
+    options = _sampling(args)
     if model.num_classes:
         report = evaluate_class_conditional(model, data_cfg, seeds, **options)
     elif model.conditioner is not None and model.conditioner.kind == "superres":
@@ -157,6 +197,17 @@ def _export(args: argparse.Namespace) -> None:
 
     path = export_latent_diffusion(args.checkpoint, args.out, args.dtype)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+def _list_samplers(args: argparse.Namespace) -> None:
+    from latentdiff.samplers import SAMPLERS, SPACINGS, sampler_options
+
+    print("| name | order | NFE per step | stochastic | options | what |")
+    print("|---|---|---|---|---|---|")
+    for name, info in SAMPLERS.items():
+        print(f"| {name} | {info.order} | {info.nfe_per_step} | {'yes' if info.stochastic else 'no'} | "
+              f"{', '.join(sampler_options(name)) or '-'} | {info.summary} |")
+    print(f"grids (--spacing): {', '.join(SPACINGS)}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -189,18 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale s (1: none; models trained with condition dropout)")
     p.add_argument("--guidance-rescale", type=float, default=0.0, help="guidance rescale φ in [0, 1] (default: 0)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("SIGMA_LO", "SIGMA_HI"),
+                   help="guide only for σ in [SIGMA_LO, SIGMA_HI] (Kynkäänniemi et al. 2024; default: every step)")
     p.add_argument("--n", type=int, default=None, help="number of samples (default: 64, or 8 per prompt)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
-    p.add_argument("--sampler", default="ddim", help="ddim | ddpm (default: ddim)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM η: 0 deterministic, 1 ancestral (default: 0)")
+    _add_sampler_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed + i")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side in pixels, a multiple of f (default: the training size; larger sizes run the "
+                        "UNet convolutionally on a larger latent)")
+    p.add_argument("--guide-image", type=Path, default=None,
+                   help="post-hoc image guidance: pull each sample, downsampled to this image's size, towards it "
+                        "(L2 guider; e.g. a coherent --size 128 sample that follows a small layout image)")
+    p.add_argument("--guide-scale", type=float, default=300.0, help="image guidance strength (default: 300)")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG (default: samples.png)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_sample)
 
-    tasks = {"inpaint": ("fill the white part of --mask in --image (inpainting models)",
+    tasks = {"inpaint": ("fill the white part of --mask in --image (inpainting models by their conditioning, any "
+                         + "other model by masked blending)",
                          [("--image", "the image (PNG/JPEG)"), ("--mask", "black = keep, white = generate")]),
+             "img2img": ("redraw --image from a noised version (SDEdit; any model)", [("--image", "the image")]),
              "upscale": ("super-resolve --image by the model's factor (super-resolution models)",
                          [("--image", "the low-resolution image")]),
              "layout": ("images from bounding boxes (layout models)",
@@ -212,9 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("checkpoint", type=Path)
         for flag, text in inputs:
             p.add_argument(flag, required=True, help=text)
+        if name in ("inpaint", "img2img"):
+            p.add_argument("--prompt", default=None, help="the prompt, for text-to-image models")
+        if name == "img2img":
+            p.add_argument("--strength", type=float, default=0.6,
+                           help="how much is redrawn: the share of the sampler's steps that run (default: 0.6)")
         p.add_argument("--n", type=int, default=4, help="number of samples (default: 4)")
-        p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
-        p.add_argument("--sampler", default="ddim", help="sampler (default: ddim)")
+        _add_sampler_arguments(p)
         p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
         p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed + i")
         p.add_argument("--out", type=Path, default=Path(f"{name}.png"), help=f"output PNG (default: {name}.png)")
@@ -245,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance scales for text/layout models (0: unconditional; default: 0 1 2 4 8)")
     p.add_argument("--n", type=int, default=None, help="held-out conditions to use (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds (default: 1)")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
-    p.add_argument("--sampler", default="ddim", help="sampler (default: ddim)")
+    _add_sampler_arguments(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_eval)
@@ -257,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output .safetensors file")
     p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default: fp16)")
     p.set_defaults(func=_export)
+
+    p = commands.add_parser("samplers", help="list the samplers with their order, network evaluations per step and "
+                                             "options")
+    p.set_defaults(func=_list_samplers)
 
     p = commands.add_parser("demo", help="train the class-conditional digits LDM end to end, sample and score it")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")

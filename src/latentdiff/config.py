@@ -170,13 +170,16 @@ class NoiseScheduleConfig:
     """β schedule of the forward process q(z_t|z_0) (SPEC §2).
 
     kind: "linear" (β linear, DDPM), "scaled_linear" (√β linear: what the CompVis configs call "linear", LDM and
-    Stable Diffusion), or "cosine" (Nichol & Dhariwal 2021; beta_start/beta_end unused).
+    Stable Diffusion), or "cosine" (Nichol & Dhariwal 2021; beta_start/beta_end unused). zero_terminal_snr
+    rescales √ᾱ so that the last step is pure noise (Lin et al. 2024, Alg. 1); use it with prediction v and
+    the trailing spacing.
     """
 
     kind: str = "scaled_linear"
     num_timesteps: int = 1000
     beta_start: float = 0.0015
     beta_end: float = 0.0195
+    zero_terminal_snr: bool = False
 
     def __post_init__(self):
         _check(self.kind in ("linear", "scaled_linear", "cosine"),

@@ -26,16 +26,34 @@ def make_betas(cfg: NoiseScheduleConfig) -> torch.Tensor:
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
 
 
+TERMINAL_ALPHA_BAR = 4.9e-8  # ᾱ_T of a zero-terminal-SNR schedule, instead of 0: σ_T ≈ 4.5e3 stays finite
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2024, Alg. 1: shift and scale √ᾱ_t so that √ᾱ_T = 0 and √ᾱ_1 is unchanged; β_T becomes 1."""
+    sqrt_ab = torch.cumprod(1 - betas, dim=0).sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    alpha_bar = ((sqrt_ab - last) * first / (first - last)) ** 2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1 - alphas
+
+
 class NoiseSchedule:
     """Discrete schedule tables (float32, shape (T,), index t = 0..T−1 ↔ the paper's t = 1..T).
 
-    betas β_t; alphas_cumprod ᾱ_t = Π_{s≤t}(1 − β_s); sigmas σ_t = √((1 − ᾱ_t)/ᾱ_t), increasing in t.
+    betas β_t; alphas_cumprod ᾱ_t = Π_{s≤t}(1 − β_s); sigmas σ_t = √((1 − ᾱ_t)/ᾱ_t), increasing in t. With
+    zero_terminal_snr, ᾱ_T is TERMINAL_ALPHA_BAR rather than 0, so that the VE view x = z/√ᾱ stays finite: the
+    signal left in z_T (√ᾱ_T ≈ 2e-4) is far below anything a network resolves.
     """
 
     def __init__(self, cfg: NoiseScheduleConfig):
         self.config = cfg
         betas = make_betas(cfg)
+        if cfg.zero_terminal_snr:
+            betas = rescale_zero_terminal_snr(betas)
         alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+        if cfg.zero_terminal_snr:
+            alphas_cumprod[-1] = TERMINAL_ALPHA_BAR
         self.betas = betas.float()
         self.alphas_cumprod = alphas_cumprod.float()
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()

@@ -20,6 +20,12 @@ from latentdiff.errors import UserError
 KIND = "latentdiff.kind"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
     """Write tensors + JSON-encoded metadata to `path` atomically: a temporary file in the same folder, fsync, then
     rename, so a crash leaves either the old file or the new one, never a torn one."""
@@ -31,6 +37,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata
                   metadata={k: json.dumps(v) for k, v in metadata.items()})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the writer creates 0600 files; give the usual permissions
         os.replace(tmp, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:

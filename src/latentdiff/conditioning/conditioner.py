@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from latentdiff.conditioning import Cond
-from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.layout import FIRST_POSITION, LayoutTokenizer
 from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.spatial import (degrade_realistic, downsample_bicubic, inpainting_concat, lowres_concat,
                                              semantic_concat)
@@ -37,7 +37,8 @@ class Conditioner(nn.Module):
             if tokenizer is None:
                 raise ValueError(f"conditioning kind {cfg.kind} needs a tokenizer")
             text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
-            self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size)
+            grid = (FIRST_POSITION, tokenizer.bins) if cfg.kind == "layout" else None
+            self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size, grid)
 
     @property
     def kind(self) -> str:

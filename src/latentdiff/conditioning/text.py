@@ -96,21 +96,42 @@ class TextLayer(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """τ_θ(y): Tokens (B, L) → context (B, L, width); the paper's text encoder, trained jointly with the UNet."""
+    """τ_θ(y): Tokens (B, L) → context (B, L, width); the paper's text encoder, trained jointly with the UNet.
 
-    def __init__(self, cfg: TextEncoderConfig, vocab_size: int):
+    `grid` (first id, bins) marks ids first … first + bins² − 1 as cells of a bins × bins grid (layout corners):
+    their embedding also gets a row and a column embedding, so that what is learned about one cell carries over to
+    its row and column — with 32² cells and a few thousand layouts most cells are seen only a few times.
+    """
+
+    def __init__(self, cfg: TextEncoderConfig, vocab_size: int, grid: tuple[int, int] | None = None):
         super().__init__()
-        self.config = cfg
+        self.config, self.grid = cfg, grid
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.max_length, cfg.width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding.weight, std=0.01)
+        if grid is not None:
+            self.grid_row_embedding = nn.Embedding(grid[1], cfg.width)
+            self.grid_col_embedding = nn.Embedding(grid[1], cfg.width)
+            nn.init.normal_(self.grid_row_embedding.weight, std=0.02)
+            nn.init.normal_(self.grid_col_embedding.weight, std=0.02)
         self.layers = nn.ModuleList(TextLayer(cfg.width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(cfg.width)
 
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) → (B, L, width), position embedding included."""
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        x = self.token_embedding(ids) + self.position_embedding(positions)
+        if self.grid is not None:
+            first, bins = self.grid
+            cell = ids - first
+            on_grid = ((cell >= 0) & (cell < bins * bins)).unsqueeze(-1)
+            cell = cell.clamp(0, bins * bins - 1)
+            x = x + on_grid * (self.grid_row_embedding(cell // bins) + self.grid_col_embedding(cell % bins))
+        return x
+
     def forward(self, tokens: Tokens) -> torch.Tensor:
-        positions = torch.arange(tokens.ids.shape[1], device=tokens.ids.device)
-        x = self.token_embedding(tokens.ids) + self.position_embedding(positions)
+        x = self.embed(tokens.ids)
         for layer in self.layers:
             x = layer(x, tokens.mask)
         return self.final_norm(x)

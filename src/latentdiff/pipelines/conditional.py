@@ -1,4 +1,5 @@
-"""Conditional tasks on top of `generate` (SPEC §3): inpainting, super-resolution, semantic and layout synthesis.
+"""Conditional tasks on top of `generate` (SPEC §3): inpainting, img2img, super-resolution, semantic and layout
+synthesis.
 
 Each function validates its input against the model (UserError on a mismatch), builds the concatenated or token
 condition, samples one image per seed and returns uint8 (N, C, H, W). Spatial conditions set the latent size, so a
@@ -14,7 +15,7 @@ from latentdiff.conditioning.spatial import check_mask, paste_unmasked
 from latentdiff.data import to_model_range, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
-from latentdiff.pipelines.generate import generate
+from latentdiff.pipelines.generate import LatentEdit, generate
 
 
 def _require(model: LatentDiffusion, kind: str) -> None:
@@ -38,18 +39,42 @@ def _repeat(cond: Cond, n: int) -> Cond:
 @torch.no_grad()
 def inpaint(model: LatentDiffusion, image: torch.Tensor, mask: torch.Tensor, seeds: Sequence[int],
             **options) -> torch.Tensor:
-    """image: uint8 (C, H, W); mask: (H, W) 1 = generate. Every pixel where mask = 0 is the input's, bit for bit."""
-    _require(model, "inpaint")
+    """image: uint8 (C, H, W); mask: (H, W) 1 = generate. Every pixel where mask = 0 is the input's, bit for bit.
+
+    Models trained for it (conditioning.kind=inpaint) see the masked image and the mask by concatenation; any other
+    model inpaints by masked blending (`LatentEdit` with a mask; options such as prompts pass through)."""
+    m = check_mask(mask, image.shape)  # (1, 1, H, W)
+    x = _model_input(model, image)
+    latent_size = _latent_size(model, image.shape[1], image.shape[2], "image")
+    if model.conditioner is not None and model.conditioner.kind == "inpaint":
+        masked_latent = model.codec.encode(x * (1 - m.to(x)))
+        cond = model.conditioner.spatial(latent_size, masked_latent=masked_latent, mask=m.to(x))
+        generated = generate(model, seeds, spatial=_repeat(cond, len(seeds)), **options)
+    else:
+        latent_mask = torch.nn.functional.adaptive_max_pool2d(m.to(x), latent_size)  # a latent any masked pixel uses
+        edit = LatentEdit(model.codec.encode(x).expand(len(seeds), -1, -1, -1), 1.0,
+                          latent_mask.expand(len(seeds), -1, -1, -1))
+        generated = generate(model, seeds, edit=edit, **options)
+    return paste_unmasked(image[None].expand(len(seeds), -1, -1, -1), to_uint8(generated), m)
+
+
+@torch.no_grad()
+def img2img(model: LatentDiffusion, image: torch.Tensor, seeds: Sequence[int], strength: float = 0.6,
+            **options) -> torch.Tensor:
+    """SDEdit: noise the image's latent to the grid's level at `strength` and denoise it from there.
+    image: uint8 (C, H, W) → (N, C, H, W); options (prompts, guidance, sampler, ...) go to `generate`."""
+    _latent_size(model, image.shape[1], image.shape[2], "image")
+    latents = model.codec.encode(_model_input(model, image))
+    return to_uint8(generate(model, seeds, edit=LatentEdit(latents.expand(len(seeds), -1, -1, -1), strength),
+                             **options))
+
+
+def _model_input(model: LatentDiffusion, image: torch.Tensor) -> torch.Tensor:
+    """uint8 (C, H, W) → (1, C, H, W) in [-1, 1] on the model's device; one-line error on a channel mismatch."""
     if image.shape[0] != model.codec.autoencoder.config.in_channels:
         raise UserError(f"the image has {image.shape[0]} channels; the model takes "
                         f"{model.codec.autoencoder.config.in_channels}")
-    m = check_mask(mask, image.shape)  # (1, 1, H, W)
-    latent_size = _latent_size(model, image.shape[1], image.shape[2], "image")
-    x = to_model_range(image)[None].to(model.device)
-    masked_latent = model.codec.encode(x * (1 - m.to(x)))
-    cond = model.conditioner.spatial(latent_size, masked_latent=masked_latent, mask=m.to(x))
-    generated = to_uint8(generate(model, seeds, spatial=_repeat(cond, len(seeds)), **options))
-    return paste_unmasked(image[None].expand(len(seeds), -1, -1, -1), generated, m)
+    return to_model_range(image)[None].to(model.device)
 
 
 @torch.no_grad()

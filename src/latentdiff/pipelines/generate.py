@@ -2,15 +2,30 @@
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser
+from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
-from latentdiff.samplers import SAMPLERS, sigma_grid
+from latentdiff.samplers import SAMPLERS, run_sampler, sigma_grid
 from latentdiff.samplers.noise import per_sample_generators, randn_like
+
+
+@dataclass
+class LatentEdit:
+    """Start from an image's latent instead of noise.
+
+    img2img (SDEdit, Meng et al. 2022): x starts at z₀ + σ_k·ε with σ_k the grid's noise level at `strength`
+    (1: the first, pure noise; 0.3: only the last 30 % of the steps run). mask (N, 1, h, w), 1 = generate:
+    inpainting by masked blending (`MaskedDenoiser`), where mask = 0 the result keeps z₀.
+    """
+
+    latents: torch.Tensor  # (N, c, h, w) scaled latents z₀ of the input images
+    strength: float = 1.0
+    mask: torch.Tensor | None = None
 
 
 def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None, n: int) -> torch.Tensor | None:
@@ -61,23 +76,27 @@ def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n:
 def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequence[int] | None = None, *,
              prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
              layouts: Sequence[list] | None = None, spatial: Cond | None = None, guidance_scale: float = 1.0,
-             guidance_rescale: float = 0.0, latent_size: tuple[int, int] | None = None, sampler: str = "ddim",
-             steps: int = 50, spacing: str = "uniform", batch_size: int = 250,
-             image_guide: tuple[torch.Tensor, float] | None = None, **sampler_options) -> torch.Tensor:
+             guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] | None = None,
+             latent_size: tuple[int, int] | None = None, sampler: str = "ddim", steps: int = 50,
+             spacing: str = "uniform", batch_size: int = 250, image_guide: tuple[torch.Tensor, float] | None = None,
+             edit: LatentEdit | None = None, **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1].
 
     Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i], spatial[i]),
     not on the batch it was drawn in (one generator per sample). `spatial` holds concatenated inputs at the latent
     size (see `Conditioner.spatial`); `latent_size` (h, w) samples beyond the training size (default: the training
     size, or the spatial input's). guidance_scale s ≠ 1 applies classifier-free guidance against the null condition
-    or `negative_prompts`. `image_guide` (targets (N, C, h', w') in [-1, 1], scale): post-hoc image guidance, the
-    decoded sample resized to h'×w' is pulled towards target i (`ImageGuidedDenoiser`; e.g. a coherent large
-    sample from an unconditional model). sampler_options go to the sampler (e.g. eta).
+    or `negative_prompts`, only for σ in `guidance_interval` (σ_lo, σ_hi) when given. `image_guide` (targets
+    (N, C, h', w') in [-1, 1], scale): post-hoc image guidance, the decoded sample resized to h'×w' is pulled
+    towards target i (`ImageGuidedDenoiser`; e.g. a coherent large sample from an unconditional model). `edit`:
+    img2img and blended inpainting (`LatentEdit`). sampler_options go to the sampler (e.g. eta).
     """
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if guidance_scale < 0 or not 0.0 <= guidance_rescale <= 1.0:
         raise UserError(f"guidance scale {guidance_scale} must be ≥ 0 and guidance rescale {guidance_rescale} in [0, 1]")
+    if guidance_interval is not None and not 0 <= guidance_interval[0] < guidance_interval[1]:
+        raise UserError(f"guidance interval {list(guidance_interval)} must be σ_lo σ_hi with 0 ≤ σ_lo < σ_hi")
     if guidance_scale != 1.0 and not model.trained_with_null:
         raise UserError("this model was trained without condition dropout (conditioning.drop_prob = 0), so it has no "
                         "unconditional mode; sample with guidance scale 1")
@@ -89,8 +108,15 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
     if spatial is not None:
         latent_size = tuple(spatial.concat.shape[-2:])
     c, *trained_size = model.latent_shape
-    shape = (c, *(latent_size or trained_size))
     sigmas = sigma_grid(model.schedule, steps, spacing).to(model.device)
+    if edit is not None:
+        if not 0.0 < edit.strength <= 1.0:
+            raise UserError(f"img2img strength {edit.strength} must be in (0, 1]")
+        if len(edit.latents) != n:
+            raise UserError(f"{len(edit.latents)} input latents for {n} images")
+        latent_size = tuple(edit.latents.shape[-2:])
+        sigmas = sigmas[steps - max(1, round(edit.strength * steps)):]
+    shape = (c, *(latent_size or trained_size))
     out = []
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size)
@@ -107,12 +133,18 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         if guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
             denoiser = GuidedDenoiser(denoiser, null_condition(model, cond, negative, len(x)), guidance_scale,
-                                      guidance_rescale)
+                                      guidance_rescale, guidance_interval)
         if image_guide is not None:
             denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode, image_guide[0][rows].to(model.device),
                                            image_guide[1])
-        z = SAMPLERS[sampler](denoiser, x * denoiser.prior_std(sigmas[0]), sigmas, cond=cond, generator=generators,
-                              **sampler_options)
+        if edit is None:
+            x = x * denoiser.prior_std(sigmas[0])
+        else:
+            known = edit.latents[rows].to(model.device)
+            x = known + sigmas[0] * x
+            if edit.mask is not None:
+                denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
+        z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators, **sampler_options)
         out.append(model.codec.decode(z).cpu())
     return torch.cat(out)
 

@@ -4,7 +4,7 @@ Each sampler is a pure function of a denoiser D(x; σ, cond) = x̂_0, a starting
 ends at 0; randomness comes only from `generator`, progress is reported only through `callback`.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,18 +1,27 @@
-"""Sampling grids: which timesteps a sampler visits, as decreasing σ values ending in an explicit σ = 0."""
+"""Sampling grids: which noise levels a sampler visits, as decreasing σ values ending in an explicit σ = 0.
+
+Timestep spacings pick integer timesteps of the training schedule (the discrete model is evaluated exactly where it
+was trained); σ spacings pick any σ in [σ_min, σ_max] of the schedule (the denoiser interpolates t in log σ):
+- karras: σ_i = (σ_max^{1/ρ} + i/(n−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (Karras et al. 2022, Eq. 5; ρ = 7);
+- exponential: log σ uniform = uniform in log-SNR (log SNR = −2 log σ), DPM-Solver's "logSNR" grid.
+"""
 
 import torch
 
 from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
 
-SPACINGS = ("uniform", "leading", "trailing")
+TIMESTEP_SPACINGS = ("uniform", "leading", "trailing", "linspace")
+SIGMA_SPACINGS = ("karras", "exponential")
+SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
 
 
 def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch.Tensor:
     """`steps` integer timesteps in 0..T−1, decreasing.
 
     uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (DDIM / CompVis, diffusers' "leading" without
-    offset); trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024).
+    offset); trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace",
+    round(linspace(0, T−1, steps + 1)) without its 0 (the last step jumps from t ≈ T/steps to σ = 0).
     """
     if not 1 <= steps <= num_timesteps:
         raise UserError(f"steps={steps} must be between 1 and the schedule length {num_timesteps}")
@@ -20,6 +29,8 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch
         ts = torch.linspace(num_timesteps - 1, 0, steps).round()
     elif spacing == "leading":
         ts = (torch.arange(steps) * (num_timesteps // steps)).flip(0).float()
+    elif spacing == "linspace":
+        ts = torch.linspace(0, num_timesteps - 1, steps + 1, dtype=torch.float64).round().flip(0)[:-1]
     elif spacing == "trailing":
         ts = (torch.arange(num_timesteps, 0, -num_timesteps / steps).round() - 1)[:steps]
     else:
@@ -27,7 +38,43 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch
     return ts.long()
 
 
-def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform") -> torch.Tensor:
-    """σ at the chosen timesteps with a final 0 appended: (steps + 1,) float32, strictly decreasing."""
-    sigmas = schedule.sigmas[timesteps(schedule.num_timesteps, steps, spacing)]
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022, Eq. 5: (steps,) float64, from σ_max down to σ_min."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+def exponential_sigmas(sigma_min: float, sigma_max: float, steps: int) -> torch.Tensor:
+    """log σ uniform from σ_max down to σ_min: (steps,) float64."""
+    return torch.linspace(torch.tensor(sigma_max).log(), torch.tensor(sigma_min).log(), steps,
+                          dtype=torch.float64).exp()
+
+
+def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0) -> torch.Tensor:
+    """σ at the chosen steps with a final 0 appended: (steps + 1,) float32, strictly decreasing."""
+    if spacing in SIGMA_SPACINGS:
+        if not 1 <= steps <= schedule.num_timesteps:
+            raise UserError(f"steps={steps} must be between 1 and the schedule length {schedule.num_timesteps}")
+        lo, hi = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
+        if steps == 1:
+            sigmas = torch.tensor([hi], dtype=torch.float64)
+        elif spacing == "karras":
+            sigmas = karras_sigmas(lo, hi, steps, rho)
+        else:
+            sigmas = exponential_sigmas(lo, hi, steps)
+        sigmas = sigmas.float()
+    else:
+        sigmas = schedule.sigmas[timesteps(schedule.num_timesteps, steps, spacing)]
     return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def check_grid(sigmas: torch.Tensor) -> None:
+    """One-line errors for a grid samplers cannot use: it must be 1-D, finite, strictly decreasing, end at 0."""
+    if sigmas.ndim != 1 or len(sigmas) < 2:
+        raise UserError(f"a σ grid needs at least 2 values (got shape {tuple(sigmas.shape)})")
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
+        raise UserError("a σ grid must hold finite values ≥ 0")
+    if not (sigmas[1:] < sigmas[:-1]).all():
+        raise UserError(f"a σ grid must be strictly decreasing (got {sigmas[:6].tolist()}…)")
+    if sigmas[-1] != 0:
+        raise UserError(f"a σ grid must end at σ = 0 (ends at {float(sigmas[-1]):.4g}); append a 0")

@@ -1,0 +1,156 @@
+"""Samplers on a trained model: Fréchet distance vs network evaluations, and the time a sampler adds to the network.
+
+1. FD vs NFE: class-conditional samples of a trained digits LDM (`latentdiff demo` writes one to runs/demo), one
+   image per held-out digit, scored by the project's classifier evaluator (`metrics/conditional.py`) beside the
+   real-vs-real baseline at the same n, for NFE budgets 5 … 250 and every deterministic sampler plus two
+   stochastic ones; steps = NFE / NFE-per-step.
+2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model — for
+   latentdiff's samplers and, in the same process, for the diffusers scheduler of the same method driven with the
+   same network (median of interleaved repetitions; the ratio ours/theirs is what to read on a shared machine).
+
+    python benchmarks/bench_samplers.py [--checkpoint runs/demo/ldm/checkpoints/last.safetensors] [--seeds 1]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from latentdiff.checkpoints import load_latent_diffusion
+from latentdiff.conditioning import Cond
+from latentdiff.config import DataConfig
+from latentdiff.denoiser import Denoiser
+from latentdiff.metrics.conditional import evaluate_class_conditional
+from latentdiff.samplers import SAMPLERS, run_sampler, sigma_grid
+from latentdiff.samplers.noise import per_sample_generators, randn_like
+
+NFES = (5, 10, 20, 50, 100, 250)
+FD_SAMPLERS = ("ddim", "euler", "heun", "plms", "lms", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc", "euler_ancestral",
+               "dpmpp_2m_sde")
+TWO_NFE = ("heun", "dpmpp_2s")  # 2 NFE per step, 1 on the last: NFE = 2·steps − 1
+
+
+def steps_for(name: str, nfe: int) -> int:
+    if name in TWO_NFE:
+        return max(1, (nfe + 1) // 2)
+    return max(1, nfe - 1) if name == "plms" else nfe  # PLMS: one extra evaluation on its first step
+
+
+def fd_vs_nfe(model, data_cfg: DataConfig, seeds: tuple[int, ...]) -> None:
+    print("\n## Fréchet distance (classifier features) vs network evaluations\n")
+    print("| sampler | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+    print("|---|" + "---|" * len(NFES))
+    baseline = None
+    for name in FD_SAMPLERS:
+        cells = []
+        for nfe in NFES:
+            report = evaluate_class_conditional(model, data_cfg, seeds, sampler=name, steps=steps_for(name, nfe))
+            baseline = report.fd_baseline
+            cells.append(f"{statistics.mean(report.fd):.3f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\nreal-vs-real baseline (held-out vs training, same n): {baseline:.3f}")
+
+
+class TimedNetwork:
+    """Wraps the UNet net(z_t, t, **cond) and accumulates the time spent inside it (synchronising on CUDA)."""
+
+    def __init__(self, net):
+        self.net, self.seconds = net, 0.0
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.net(*args, **kwargs)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def our_overhead(model, name: str, steps: int, batch: int) -> float:
+    labels = torch.arange(batch, device=model.device) % model.num_classes
+    cond = Cond(class_labels=labels)
+    network = TimedNetwork(model.denoiser.net)
+    denoiser = Denoiser(network, model.schedule, model.denoiser.prediction)
+    sigmas = sigma_grid(model.schedule, steps, "leading").to(model.device)
+    generators = per_sample_generators(list(range(batch)))
+    x = randn_like(torch.empty(batch, *model.latent_shape, device=model.device), generators)
+    start = time.perf_counter()
+    run_sampler(name, denoiser, x * denoiser.prior_std(sigmas[0]), sigmas, cond=cond, generator=generators)
+    total = time.perf_counter() - start
+    return (total - network.seconds) / total
+
+
+def their_overhead(model, scheduler_cls: str, options: dict, steps: int, batch: int) -> float:
+    import diffusers
+
+    schedule = model.schedule.config
+    scheduler = getattr(diffusers, scheduler_cls)(num_train_timesteps=schedule.num_timesteps,
+                                                   beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+                                                   beta_schedule=schedule.kind, prediction_type="epsilon", **options)
+    labels = torch.arange(batch, device=model.device) % model.num_classes
+    net = model.denoiser.net
+    spent = 0.0
+    start = time.perf_counter()
+    scheduler.set_timesteps(steps)
+    sample = torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(0)).to(model.device)
+    sample = sample * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        tick = time.perf_counter()
+        eps = net(scheduler.scale_model_input(sample, t), t.expand(batch).to(model.device), class_labels=labels)
+        spent += time.perf_counter() - tick
+        sample = scheduler.step(eps, t, sample).prev_sample
+    total = time.perf_counter() - start
+    return (total - spent) / total
+
+
+PEERS = {"ddim": ("DDIMScheduler", {"set_alpha_to_one": True, "clip_sample": False, "timestep_spacing": "leading"}),
+         "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "leading"}),
+         "heun": ("HeunDiscreteScheduler", {"timestep_spacing": "leading"}),
+         "dpmpp_2m": ("DPMSolverMultistepScheduler", {"timestep_spacing": "leading"}),
+         "unipc": ("UniPCMultistepScheduler", {"timestep_spacing": "leading"}),
+         "plms": ("PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": True, "timestep_spacing": "leading"})}
+
+
+def overhead_table(model, steps: int, batch: int, reps: int) -> None:
+    print(f"\n## Sampler overhead at {steps} steps, batch {batch}: share of sampling time outside the network "
+          f"(median of {reps})\n")
+    print("| sampler | latentdiff | diffusers | ratio ours/theirs |")
+    print("|---|---|---|---|")
+    with torch.no_grad():
+        our_overhead(model, "ddim", steps, batch)  # warm-up
+        for name in SAMPLERS:
+            ours, theirs = [], []
+            for _ in range(reps):
+                ours.append(our_overhead(model, name, steps, batch))
+                if name in PEERS:
+                    theirs.append(their_overhead(model, *PEERS[name], steps, batch))
+            o = statistics.median(ours)
+            if theirs:
+                t = statistics.median(theirs)
+                print(f"| {name} | {o:.1%} | {t:.1%} | {o / t:.2f} |", flush=True)
+            else:
+                print(f"| {name} | {o:.1%} | – | – |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="runs/demo/ldm/checkpoints/last.safetensors")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--skip-fd", action="store_true", help="only the overhead table")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    from latentdiff.pipelines.eval_autoencoder import stored_data_config
+
+    model = load_latent_diffusion(args.checkpoint, args.device)
+    print(f"model: {args.checkpoint} ({sum(p.numel() for p in model.denoiser.net.parameters()) / 1e6:.2f} M UNet "
+          f"parameters), device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    overhead_table(model, 20, args.batch, args.reps)
+    if not args.skip_fd:
+        fd_vs_nfe(model, stored_data_config(args.checkpoint), tuple(range(args.seeds)))
+
+
+if __name__ == "__main__":
+    main()
