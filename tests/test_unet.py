@@ -63,3 +63,22 @@ def test_timestep_embedding_is_cos_then_sin():
     torch.testing.assert_close(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
     freqs = torch.exp(-math.log(10000) * torch.arange(4) / 4)
     torch.testing.assert_close(emb[1], torch.cat([torch.cos(3 * freqs), torch.sin(3 * freqs)]))
+
+
+def test_coordinate_channels_give_the_unet_absolute_position():
+    from latentdiff.unet import coordinate_maps
+
+    maps = coordinate_maps(torch.zeros(2, 4, 4, 8))
+    assert maps.shape == (2, 2, 4, 8)
+    torch.testing.assert_close(maps[0, 0, 0], torch.linspace(-7 / 8, 7 / 8, 8))  # x varies along the width
+    torch.testing.assert_close(maps[0, 1, :, 0], torch.linspace(-3 / 4, 3 / 4, 4))  # y along the height
+    model = UNetModel(UNetConfig(**{**TINY.__dict__, "coordinate_channels": True}))
+    assert model.input_blocks[0][0].in_channels == TINY.in_channels + 2
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.zeros(1, 2, 8, 8), torch.tensor([500])
+    out = model(x, t)
+    with torch.no_grad():
+        model.input_blocks[0][0].weight[:, TINY.in_channels:] = 0  # cut the coordinate inputs
+    assert out.shape == x.shape and not torch.allclose(out, model(x, t))
+    assert model(torch.zeros(1, 2, 16, 16), t).shape == (1, 2, 16, 16)  # any size: coordinates span [−1, 1]

@@ -131,6 +131,9 @@ class UNetConfig:
     context_dim: int | None = None  # cross-attention context width d (original: context_dim)
     transformer_depth: int = 1
     linear_projection: bool = False  # original: use_linear_in_transformer
+    # CoordConv (Liu et al. 2018): two input channels holding x and y in [−1, 1] across the sampled latent, an
+    # absolute position signal for layout conditioning (not in the original LDM; off for its checkpoints)
+    coordinate_channels: bool = False
 
     def __post_init__(self):
         _check(self.context_dim is None or self.context_dim >= 1, "unet.context_dim must be ≥ 1 (or null)")

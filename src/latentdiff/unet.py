@@ -79,6 +79,15 @@ class TimestepEmbedSequential(nn.Sequential):
         return x
 
 
+def coordinate_maps(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, h, w): x and y of each latent cell centre in [−1, 1] (CoordConv), for x (B, c, h, w)."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device, dtype=x.dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).expand(b, -1, -1, -1)
+
+
 class UNetModel(nn.Module):
     """x (B, in_channels, h, w), t (B,) → (B, out_channels, h, w); h and w divisible by 2^(levels − 1).
 
@@ -106,7 +115,8 @@ class UNetModel(nn.Module):
             return SpatialTransformer(c, heads, c // heads, cfg.transformer_depth, cfg.context_dim,
                                       linear_projection=cfg.linear_projection)
 
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, mc, 3, padding=1))])
+        first_in = cfg.in_channels + (2 if cfg.coordinate_channels else 0)
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(first_in, mc, 3, padding=1))])
         skip_channels, ch, ds = [mc], mc, 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -151,6 +161,8 @@ class UNetModel(nn.Module):
             x = torch.cat([x, concat.to(x.dtype)], dim=1)
         if x.shape[1] != cfg.in_channels:
             raise ValueError(f"the UNet takes {cfg.in_channels} input channels (latent + concat), got {x.shape[1]}")
+        if cfg.coordinate_channels:
+            x = torch.cat([x, coordinate_maps(x)], dim=1)
         emb = self.time_embed(timestep_embedding(timesteps, cfg.model_channels).to(x.dtype))
         if class_labels is not None:
             emb = emb + self.label_emb(class_labels)
