@@ -12,6 +12,20 @@ from latentdiff.conditioning import Cond
 from latentdiff.noise import NoiseSchedule, predict_x0
 
 
+def per_sample_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """σ (scalar or (B,)) → float32 (B,) on x's device."""
+    return torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+
+
+class DenoiserWrapper:
+    """A denoiser built on another: attributes it does not define (schedule, prior_std, ...) are the wrapped one's."""
+
+    denoiser = None  # set by each wrapper; the class default keeps __getattr__ from recursing before that
+
+    def __getattr__(self, name):
+        return getattr(self.denoiser, name)
+
+
 class Denoiser:
     """A discrete-time network `net(z_t, t, **cond)` with `prediction` in {eps, x0, v} on `schedule`."""
 
@@ -24,7 +38,7 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
         """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...)."""
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        sigma = per_sample_sigma(sigma, x)
         alpha_bar = 1.0 / (1.0 + sigma ** 2)
         z_t = x * alpha_bar.sqrt().reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
         output = self.network_output(z_t, self.schedule.sigma_to_t(sigma), cond)
@@ -35,7 +49,7 @@ class Denoiser:
         return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
 
 
-class GuidedDenoiser:
+class GuidedDenoiser(DenoiserWrapper):
     """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D̃ = D(x; u) + s·(D(x; c) − D(x; u)).
 
     `uncond` is the null condition (empty prompt, null class) or a negative prompt's; cond and uncond are evaluated
@@ -55,12 +69,8 @@ class GuidedDenoiser:
         self.denoiser, self.uncond, self.scale, self.rescale = denoiser, uncond, scale, rescale
         self.interval = interval
 
-    def __getattr__(self, name):  # schedule, prior_std, ... of the wrapped denoiser
-        return getattr(self.denoiser, name)
-
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
-        b = x.shape[0]
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(b)
+        sigma = per_sample_sigma(sigma, x)
         active = torch.ones_like(sigma, dtype=torch.bool)
         if self.interval is not None:
             active = (sigma >= self.interval[0]) & (sigma <= self.interval[1])
@@ -78,7 +88,7 @@ class GuidedDenoiser:
         return torch.where(active.reshape(-1, *([1] * (x.ndim - 1))), guided, d_cond)
 
 
-class ImageGuidedDenoiser:
+class ImageGuidedDenoiser(DenoiserWrapper):
     """Post-hoc image guidance of an unconditional model (SPEC §3, paper Sec. 4.4 / App. D):
     D̃(x; σ) = D(x; σ) + σ²·∇_x log p(y | T(dec(D(x; σ)))), with the Gaussian guider
     log p(y | ·) = −scale/2 · Σ (y − T(dec(x̂₀)))² / (number of target pixels per image).
@@ -93,15 +103,12 @@ class ImageGuidedDenoiser:
             raise ValueError(f"image guidance scale {scale} must be ≥ 0")
         self.denoiser, self.decode, self.target, self.scale = denoiser, decode, target, scale
 
-    def __getattr__(self, name):
-        return getattr(self.denoiser, name)
-
     def transform(self, images: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.interpolate(images, size=self.target.shape[-2:], mode="bicubic", antialias=True,
                                                align_corners=False)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32).expand(x.shape[0])
+        sigma = per_sample_sigma(sigma, x)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             denoised = self.denoiser(x_in, sigma, cond)
@@ -111,7 +118,7 @@ class ImageGuidedDenoiser:
         return denoised.detach() + sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) ** 2 * grad
 
 
-class MaskedDenoiser:
+class MaskedDenoiser(DenoiserWrapper):
     """Inpainting by masked blending, for any model (no inpainting training needed): where mask = 0 the prediction
     is the known latent, D̃(x; σ) = m·D(x; σ) + (1 − m)·z_known. Every sampler then keeps the known region on the
     trajectory of z_known + σ·ε and generates the rest consistently with it (the x̂₀ form of the per-step blending
@@ -120,9 +127,6 @@ class MaskedDenoiser:
 
     def __init__(self, denoiser, known: torch.Tensor, mask: torch.Tensor):
         self.denoiser, self.known, self.mask = denoiser, known, mask
-
-    def __getattr__(self, name):
-        return getattr(self.denoiser, name)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
         return self.mask * self.denoiser(x, sigma, cond) + (1 - self.mask) * self.known

@@ -12,6 +12,13 @@ from latentdiff.conditioning import Cond
 from latentdiff.samplers.noise import Generators, randn_like
 
 
+def report_step(callback: Callable | None, i: int, x: torch.Tensor, sigma: torch.Tensor,
+                denoised: torch.Tensor) -> None:
+    """The one way samplers report progress: callback({"i", "x", "sigma", "denoised"}) after step i."""
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "denoised": denoised})
+
+
 def ddim_noise_std(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> torch.Tensor:
     """DDIM's σ_t(η) (Song et al. 2021, Eq. 16) in VE scale: η·√(σ_next²(σ² − σ_next²)/σ²)."""
     return eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2).sqrt()
@@ -31,8 +38,7 @@ def sample_ddim(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, co
         x = x0 + (sigma_next ** 2 - s ** 2).sqrt() * (x - x0) / sigma
         if s > 0:
             x = x + s * randn_like(x, generator)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigma, "denoised": x0})
+        report_step(callback, i, x, sigma, x0)
     return x
 
 
@@ -54,6 +60,5 @@ def sample_ddpm(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, co
             s = s_post if variance == "small" else ((sigma ** 2 - sigma_next ** 2) * (1 + sigma_next ** 2)
                                                     / (1 + sigma ** 2)).sqrt()
             x = x + s * randn_like(x, generator)
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigma, "denoised": x0})
+        report_step(callback, i, x, sigma, x0)
     return x

@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.karras import _report, ancestral_step
+from latentdiff.samplers.ancestral import report_step
+from latentdiff.samplers.karras import ancestral_step
 from latentdiff.samplers.noise import Generators, randn_like
 
 
@@ -67,7 +68,7 @@ def sample_dpmpp_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
             if eta > 0:
                 x = x + s_noise * sigma_next * (-torch.expm1(-2 * h * eta)).sqrt() * randn_like(x, generator)
         d_1, d_2, h_1, h_2 = denoised, d_1, h, h_1
-        _report(callback, i, x, sigma, denoised)
+        report_step(callback, i, x, sigma, denoised)
     return x
 
 
@@ -93,5 +94,5 @@ def sample_dpmpp_2s(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *
             x = (sigma_down / sigma) * x - torch.expm1(-h) * denoiser(x_mid, sigma_mid, cond)
         if sigma_up > 0:
             x = x + s_noise * sigma_up * randn_like(x, generator)
-        _report(callback, i, x, sigma, denoised)
+        report_step(callback, i, x, sigma, denoised)
     return x

@@ -16,6 +16,11 @@ SIGMA_SPACINGS = ("karras", "exponential")
 SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
 
 
+def check_steps(steps: int, num_timesteps: int) -> None:
+    if not 1 <= steps <= num_timesteps:
+        raise UserError(f"steps={steps} must be between 1 and the schedule length {num_timesteps}")
+
+
 def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch.Tensor:
     """`steps` integer timesteps in 0..T−1, decreasing.
 
@@ -23,8 +28,7 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch
     offset); trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace",
     round(linspace(0, T−1, steps + 1)) without its 0 (the last step jumps from t ≈ T/steps to σ = 0).
     """
-    if not 1 <= steps <= num_timesteps:
-        raise UserError(f"steps={steps} must be between 1 and the schedule length {num_timesteps}")
+    check_steps(steps, num_timesteps)
     if spacing == "uniform":
         ts = torch.linspace(num_timesteps - 1, 0, steps).round()
     elif spacing == "leading":
@@ -53,8 +57,7 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, steps: int) -> torch.
 def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0) -> torch.Tensor:
     """σ at the chosen steps with a final 0 appended: (steps + 1,) float32, strictly decreasing."""
     if spacing in SIGMA_SPACINGS:
-        if not 1 <= steps <= schedule.num_timesteps:
-            raise UserError(f"steps={steps} must be between 1 and the schedule length {schedule.num_timesteps}")
+        check_steps(steps, schedule.num_timesteps)
         lo, hi = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
         if steps == 1:
             sigmas = torch.tensor([hi], dtype=torch.float64)

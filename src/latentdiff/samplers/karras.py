@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.ancestral import ddim_noise_std
+from latentdiff.samplers.ancestral import ddim_noise_std, report_step
 from latentdiff.samplers.noise import Generators, randn_like
 
 
@@ -27,11 +27,6 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) ->
     return (sigma_next ** 2 - sigma_up ** 2).sqrt(), sigma_up
 
 
-def _report(callback, i, x, sigma, denoised):
-    if callback is not None:
-        callback({"i": i, "x": x, "sigma": sigma, "denoised": denoised})
-
-
 # Euler (Karras Alg. 1 without churn): x_next = x + (σ_next − σ)·ε̂ — identical to DDIM(η = 0) in this view
 @torch.no_grad()
 def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
@@ -40,7 +35,7 @@ def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, c
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i], cond)
         x = x + (sigmas[i + 1] - sigmas[i]) * ode_derivative(x, denoised, sigmas[i])
-        _report(callback, i, x, sigmas[i], denoised)
+        report_step(callback, i, x, sigmas[i], denoised)
     return x
 
 
@@ -58,7 +53,7 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
         x = x + (sigma_down - sigmas[i]) * ode_derivative(x, denoised, sigmas[i])
         if sigma_up > 0:
             x = x + s_noise * sigma_up * randn_like(x, generator)
-        _report(callback, i, x, sigmas[i], denoised)
+        report_step(callback, i, x, sigmas[i], denoised)
     return x
 
 
@@ -86,7 +81,7 @@ def sample_heun(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, co
         else:
             d_next = ode_derivative(x_euler, denoiser(x_euler, sigma_next, cond), sigma_next)
             x = x + (sigma_next - sigma_hat) * (d + d_next) / 2
-        _report(callback, i, x, sigma_hat, denoised)
+        report_step(callback, i, x, sigma_hat, denoised)
     return x
 
 
@@ -119,5 +114,5 @@ def sample_lms(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, con
         history = [ode_derivative(x, denoised, sigmas[i])] + history[:order - 1]
         coefficients = lms_coefficients(grid, i, min(i + 1, order))
         x = x + sum(c * d for c, d in zip(coefficients, history))
-        _report(callback, i, x, sigmas[i], denoised)
+        report_step(callback, i, x, sigmas[i], denoised)
     return x

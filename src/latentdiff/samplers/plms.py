@@ -11,7 +11,8 @@ from collections.abc import Callable
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.karras import _report, ode_derivative
+from latentdiff.samplers.ancestral import report_step
+from latentdiff.samplers.karras import ode_derivative
 from latentdiff.samplers.noise import Generators
 
 ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
@@ -39,5 +40,5 @@ def sample_plms(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, co
             eps_prime = sum(w * e for w, e in zip(weights, [eps] + history))
         history = [eps] + history[:3]
         x = x + (sigma_next - sigma) * eps_prime
-        _report(callback, i, x, sigma, denoised)
+        report_step(callback, i, x, sigma, denoised)
     return x

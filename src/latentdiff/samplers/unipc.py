@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.karras import _report
+from latentdiff.samplers.ancestral import report_step
 from latentdiff.samplers.noise import Generators
 
 VARIANTS = ("bh1", "bh2")
@@ -85,5 +85,5 @@ def sample_unipc(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, c
         else:
             x = _update(x, lam, -sigmas[i + 1].log(), denoised, history[1:], this_order, variant)
         previous_order = this_order
-        _report(callback, i, x, sigma, denoised)
+        report_step(callback, i, x, sigma, denoised)
     return x
