@@ -76,7 +76,7 @@ def test_missing_or_broken_folders_are_one_line_errors(tmp_path):
     from latentdiff.conditioning.pretrained import PretrainedText
 
     with pytest.raises(UserError, match="has no config.json"):
-        PretrainedText(tmp_path, 16)
+        PretrainedText.from_folder(tmp_path, 16)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match="cannot load the text encoder"):
-        PretrainedText(tmp_path, 16)
+        PretrainedText.from_folder(tmp_path, 16)

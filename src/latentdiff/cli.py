@@ -25,10 +25,18 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="ddim", help="sampler name (default: ddim); `latentdiff samplers` lists them")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
     p.add_argument("--spacing", default="uniform",
-                   help="σ grid: uniform | leading | trailing | linspace | karras | exponential (default: uniform)")
+                   help="σ grid: uniform | leading | compvis | trailing | linspace | karras | exponential "
+                        "(default: uniform)")
     p.add_argument("--eta", type=float, default=None, help="η of ddim / euler_ancestral / dpmpp_* (0: deterministic)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sampler option, e.g. s_churn=40 (heun), variant=bh1 (unipc), order=3; repeatable")
+
+
+def _add_original_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help="the original YAML of a CompVis latent-diffusion / Stable Diffusion checkpoint")
+    p.add_argument("--tokenizer", type=Path, default=None,
+                   help="local folder of the text encoder's tokenizer (default: the Hugging Face cache, offline)")
 
 
 def _sampling(args: argparse.Namespace) -> dict:
@@ -67,15 +75,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.checkpoints.models import bundled_model
+    from latentdiff.interop import load_model
     from latentdiff.data import to_model_range, to_uint8
     from latentdiff.images import load_image, save_image_grid
     from latentdiff.pipelines import class_grid_labels, generate
 
     if args.n is not None and args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
-    model = load_latent_diffusion(args.checkpoint or bundled_model(), _device(args), use_ema=not args.no_ema)
+    model = load_model(args.checkpoint or bundled_model(), args.config, _device(args),
+                       use_ema=False if args.no_ema else None, tokenizer=args.tokenizer)
     labels = prompts = negative = None
     if args.prompt:  # one row of --n images (default 8) per prompt, the same seeds in every row
         ncols = args.n or 8
@@ -199,6 +208,16 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from latentdiff.checkpoints.models import save_latent_diffusion
+    from latentdiff.interop import load_model
+
+    if args.dst.suffix != ".safetensors":
+        raise UserError(f"{args.dst}: the destination must be a .safetensors file")
+    model = load_model(args.src, args.config, "cpu", use_ema=False if args.no_ema else None, tokenizer=args.tokenizer)
+    print(f"wrote {save_latent_diffusion(model, args.dst, args.dtype)}")
+
+
 def _list_samplers(args: argparse.Namespace) -> None:
     from latentdiff.samplers import SAMPLERS, SPACINGS, sampler_options
 
@@ -253,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(L2 guider; e.g. a coherent --size 128 sample that follows a small layout image)")
     p.add_argument("--guide-scale", type=float, default=300.0, help="image guidance strength (default: 300)")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG (default: samples.png)")
+    _add_original_arguments(p)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_sample)
@@ -320,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output .safetensors file")
     p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default: fp16)")
     p.set_defaults(func=_export)
+
+    p = commands.add_parser("convert", help="convert an original CompVis latent-diffusion / Stable Diffusion "
+                                            "checkpoint (+ its YAML) into a self-describing latentdiff .safetensors")
+    p.add_argument("src", type=Path, help=".ckpt / .safetensors checkpoint (pickles are read weights-only)")
+    p.add_argument("dst", type=Path, help="the latentdiff .safetensors to write")
+    _add_original_arguments(p)
+    p.add_argument("--dtype", default="fp32", help="fp32 | fp16 | bf16 (default: fp32)")
+    p.add_argument("--no-ema", action="store_true", help="take the raw weights even when EMA weights exist")
+    p.set_defaults(func=_convert)
 
     p = commands.add_parser("samplers", help="list the samplers with their order, network evaluations per step and "
                                              "options")

@@ -160,6 +160,7 @@ class TextEncoderConfig:
     num_heads: int = 4
     mlp_ratio: int = 4
     pretrained: str | None = None
+    attend_to_padding: bool = False  # cross-attend to every context position, padding included (Stable Diffusion)
 
     def __post_init__(self):
         _check(self.vocab_size >= 8 and self.max_length >= 3 and self.depth >= 0,

@@ -46,7 +46,7 @@ class LatentCodec(nn.Module):
 
     def __init__(self, autoencoder: nn.Module, stats: LatentStats):
         super().__init__()
-        self.autoencoder = autoencoder
+        self.autoencoder, self.stats = autoencoder, stats
         self.register_buffer("shift", torch.tensor(stats.shift).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(stats.scale).view(1, -1, 1, 1), persistent=False)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
-from latentdiff.checkpoints.io import KIND, load_weights, read_metadata, read_tensors, require_kind, save_checkpoint
+from latentdiff.checkpoints.io import (KIND, load_weights, prefixed, read_metadata, read_tensors, require_kind,
+                                      save_checkpoint)
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.layout import LayoutTokenizer
 from latentdiff.conditioning.pretrained import PretrainedText
@@ -69,8 +70,10 @@ def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditi
         return None
     cfg = from_dict(ConditioningConfig, metadata["conditioning_config"])
     tokenizer = None
-    if cfg.kind == "text" and cfg.text.pretrained:
-        tokenizer = PretrainedText(cfg.text.pretrained, cfg.text.max_length)
+    if cfg.kind == "text" and cfg.text.pretrained:  # a relative folder lies beside the checkpoint
+        folder = Path(path).parent / cfg.text.pretrained
+        tokenizer = PretrainedText.from_folder(folder if folder.is_dir() else cfg.text.pretrained, cfg.text.max_length,
+                                               cfg.text.attend_to_padding)
     elif cfg.kind == "text":
         tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text.max_length)
     elif cfg.kind == "layout":
@@ -102,7 +105,43 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            trained_with_null=bool(metadata.get("trained_with_null", False)))
 
 
+def system_metadata(system: LatentDiffusion) -> dict:
+    """What rebuilds `system` (configs, latent normalisation, conditioner) as checkpoint metadata."""
+    return {KIND: LATENT_DIFFUSION, "unet_config": to_dict(system.unet.config),
+            "diffusion_config": to_dict(DiffusionConfig(system.schedule.config, system.prediction)),
+            "autoencoder_config": to_dict(system.codec.autoencoder.config),
+            "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size, "class_names": list(system.class_names),
+            **conditioner_metadata(system.conditioner), "trained_with_null": system.trained_with_null}
+
+
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _export_dtype(dtype: str) -> torch.dtype:
+    if dtype not in EXPORT_DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
+    return EXPORT_DTYPES[dtype]
+
+
+def _cast(tensors: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    target = _export_dtype(dtype)
+    return {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str = "fp32") -> Path:
+    """`system` as a sampling-only latentdiff checkpoint (its weights stored as the EMA set), e.g. a converted
+    published model; `load_latent_diffusion` and `latentdiff sample` read it back. A frozen text encoder loaded
+    from another file (Stable Diffusion's CLIP) is written beside it as a Hugging Face folder `<stem>-text-encoder`."""
+    parts = {"unet_ema.": system.unet, "autoencoder.": system.codec.autoencoder}
+    if system.conditioner is not None and system.conditioner.context_dim and not system.conditioner.frozen:
+        parts["conditioner_ema."] = system.conditioner
+    tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(prefix, part.state_dict()).items()}
+    metadata = system_metadata(system)
+    if system.conditioner is not None and system.conditioner.frozen:  # its folder, or one written beside `path`
+        encoder = system.conditioner.tokenizer
+        folder = encoder.folder or encoder.save(Path(path).with_name(f"{Path(path).stem}-text-encoder")).name
+        metadata["conditioning_config"]["text"]["pretrained"] = str(folder)
+    return save_checkpoint(path, _cast(tensors, dtype), metadata)
 TRAIN_STATE_KEYS = ("train_state", "optimizer")
 
 
@@ -110,12 +149,10 @@ def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16
     """A sampling-only copy of a `latentdiff train` checkpoint: the EMA networks and the autoencoder, floats cast to
     `dtype` (fp32 | fp16 | bf16; loading casts back to the model's dtype), without the raw weights, the optimizer
     state or the training state. `latentdiff sample` reads it like any checkpoint."""
-    if dtype not in EXPORT_DTYPES:
-        raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
+    _export_dtype(dtype)
     metadata = require_kind(src, LATENT_DIFFUSION, "export takes a checkpoint written by `latentdiff train`")
     keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
-    tensors = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
-               for k, v in read_tensors(src).items() if k.startswith(keep)}
+    tensors = _cast({k: v for k, v in read_tensors(src).items() if k.startswith(keep)}, dtype)
     if not any(k.startswith("unet_ema.") for k in tensors):
         raise UserError(f"{src} holds no EMA weights (unet_ema.*) to export")
     return save_checkpoint(dst, tensors, {k: v for k, v in metadata.items() if k not in TRAIN_STATE_KEYS})

@@ -32,20 +32,36 @@ class PretrainedText:
     Not an nn.Module on purpose: the frozen weights must not enter state dicts, optimisers or EMA copies.
     """
 
-    def __init__(self, folder: str | Path, max_length: int):
+    def __init__(self, tokenizer, model, max_length: int, attend_to_padding: bool = False, folder: Path | None = None):
+        """`tokenizer` and `model` (a `transformers` tokenizer and text model); `attend_to_padding`: every context
+        position is attended to, padding included (Stable Diffusion's FrozenCLIPEmbedder), else padding is masked."""
+        self.source = model  # the full pretrained model, for save_pretrained
+        self.model = getattr(model, "text_model", model).eval().requires_grad_(False)  # CLIPModel → its text tower
+        self.tokenizer, self.max_length, self.attend_to_padding = tokenizer, max_length, attend_to_padding
+        self.folder = folder
+        self.width = int(self.model.config.hidden_size)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, max_length: int, attend_to_padding: bool = False) -> "PretrainedText":
+        """The tokenizer and text model of a local Hugging Face folder."""
         folder = Path(folder).expanduser()
         if not (folder / "config.json").is_file():
             raise UserError(f"pretrained text encoder folder {folder} has no config.json; give a local Hugging Face "
                             f"model folder (config.json, weights, tokenizer files)")
         transformers = _transformers()
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load the text encoder in {folder}: {str(e).splitlines()[0]}") from None
-        self.model = getattr(model, "text_model", model).eval().requires_grad_(False)  # CLIPModel → its text tower
-        self.folder, self.max_length = folder, max_length
-        self.width = int(self.model.config.hidden_size)
+        return cls(tokenizer, model, max_length, attend_to_padding, folder)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the tokenizer and the model as a Hugging Face folder that `from_folder` reads."""
+        folder = Path(folder)
+        self.source.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return folder
 
     def __call__(self, prompts: list[str]) -> Tokens:
         """Longer prompts are cut to max_length tokens (special tokens included) with a warning."""
@@ -56,7 +72,8 @@ class PretrainedText:
                               f"the last {len(ids) - self.max_length} are dropped", stacklevel=2)
         batch = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length,
                                return_tensors="pt")
-        return Tokens(batch["input_ids"], batch["attention_mask"].bool())
+        mask = batch["attention_mask"].bool()
+        return Tokens(batch["input_ids"], torch.ones_like(mask) if self.attend_to_padding else mask)
 
     def to(self, device: torch.device | str) -> "PretrainedText":
         self.model.to(device)

@@ -11,7 +11,7 @@ import torch
 from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
 
-TIMESTEP_SPACINGS = ("uniform", "leading", "trailing", "linspace")
+TIMESTEP_SPACINGS = ("uniform", "leading", "compvis", "trailing", "linspace")
 SIGMA_SPACINGS = ("karras", "exponential")
 SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
 
@@ -24,15 +24,16 @@ def check_steps(steps: int, num_timesteps: int) -> None:
 def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch.Tensor:
     """`steps` integer timesteps in 0..T−1, decreasing.
 
-    uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (DDIM / CompVis, diffusers' "leading" without
-    offset); trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace",
+    uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (diffusers' "leading" without offset);
+    compvis: leading + 1 (the CompVis DDIM/PLMS timesteps 1, 1 + T/steps, ...; diffusers' "leading" with
+    steps_offset=1, as Stable Diffusion's scheduler config and pipeline set it); trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace",
     round(linspace(0, T−1, steps + 1)) without its 0 (the last step jumps from t ≈ T/steps to σ = 0).
     """
     check_steps(steps, num_timesteps)
     if spacing == "uniform":
         ts = torch.linspace(num_timesteps - 1, 0, steps).round()
-    elif spacing == "leading":
-        ts = (torch.arange(steps) * (num_timesteps // steps)).flip(0).float()
+    elif spacing in ("leading", "compvis"):
+        ts = (torch.arange(steps) * (num_timesteps // steps) + (spacing == "compvis")).flip(0).float()
     elif spacing == "linspace":
         ts = torch.linspace(0, num_timesteps - 1, steps + 1, dtype=torch.float64).round().flip(0)[:-1]
     elif spacing == "trailing":

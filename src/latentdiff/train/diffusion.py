@@ -13,8 +13,8 @@ from lightning_fabric import Fabric
 from tqdm import tqdm
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats
-from latentdiff.checkpoints.io import KIND, prefixed
-from latentdiff.checkpoints.models import (LATENT_DIFFUSION, conditioner_metadata, load_autoencoder, network_parts,
+from latentdiff.checkpoints.io import prefixed
+from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder, network_parts, system_metadata,
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.text import CaptionTokenizer
@@ -112,11 +112,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
         parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
         tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(f"{prefix}.", part.state_dict()).items()}
         run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())}, {"optimizer": optimizer},
-                 {KIND: LATENT_DIFFUSION, "unet_config": to_dict(cfg.unet), "diffusion_config": to_dict(cfg.diffusion),
-                  "autoencoder_config": to_dict(autoencoder.config), "latent_stats": stats.to_dict(),
-                  "image_size": cfg.data.image_size, "class_names": list(ema_system.class_names),
-                  "config": to_dict(cfg), **conditioner_metadata(conditioner),
-                  "trained_with_null": cfg.conditioning.drop_prob > 0,
+                 {**system_metadata(ema_system), "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
     progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="diffusion",

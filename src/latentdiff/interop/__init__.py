@@ -1,0 +1,33 @@
+"""Checkpoints of other toolkits: published CompVis latent-diffusion / Stable Diffusion files (`compvis.py`), read
+without executing pickled code (`files.py`)."""
+
+from pathlib import Path
+
+import torch
+
+from latentdiff.checkpoints.io import KIND, read_metadata
+from latentdiff.errors import UserError
+from latentdiff.ldm import LatentDiffusion
+
+
+def is_latentdiff_checkpoint(path: Path) -> bool:
+    return path.suffix == ".safetensors" and path.is_file() and KIND in read_metadata(path)
+
+
+def load_model(path: str | Path, config: str | Path | None = None, device: torch.device | str = "cpu",
+               use_ema: bool | None = None, tokenizer: str | Path | None = None) -> LatentDiffusion:
+    """A LatentDiffusion from any supported checkpoint: a `latentdiff train`/`export` file, or an original CompVis /
+    Stable Diffusion `.ckpt`/`.safetensors` with its YAML `config`. use_ema None: the EMA weights when present;
+    `tokenizer`: a local folder for a text encoder's tokenizer that the checkpoint does not hold."""
+    from latentdiff.checkpoints.models import load_latent_diffusion
+    from latentdiff.interop.compvis import load_compvis
+
+    path = Path(path)
+    if is_latentdiff_checkpoint(path):
+        return load_latent_diffusion(path, device, use_ema=use_ema is not False)
+    if not path.exists():
+        raise UserError(f"checkpoint {str(path)!r} does not exist; check the path")
+    if config is None:
+        raise UserError(f"{path} is not a latentdiff checkpoint; for an original latent-diffusion / Stable Diffusion "
+                        f"file pass its YAML with --config")
+    return load_compvis(path, config, device, use_ema, tokenizer)

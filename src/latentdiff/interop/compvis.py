@@ -1,0 +1,224 @@
+"""Published CompVis latent-diffusion / Stable Diffusion single-file checkpoints → a latentdiff `LatentDiffusion`.
+
+The architecture comes from the original YAML config (OmegaConf layout `model.params.{unet_config,
+first_stage_config, cond_stage_config}.params`), read as data: no `target` is imported or instantiated. The weights
+come from the state dict by prefix (shared/reference/compvis-ldm.md §2), onto modules that carry the original names:
+
+    model.diffusion_model.*            → UNet
+    model_ema.<UNet name without dots> → UNet, EMA shadows (LitEma removes every dot from the names)
+    first_stage_model.*                → KL or VQ autoencoder (`loss.*` of stand-alone files ignored)
+    cond_stage_model.*                 → the conditioner, when it has weights
+
+The latent scale factor is the `scale_factor` buffer when the file has one (`scale_by_std` runs), else the config's
+(1.0 when absent: VQ latents are not rescaled). CompVis "linear" β is linear in √β: our `scaled_linear`.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
+
+from latentdiff.autoencoder import LatentCodec, LatentStats, build_autoencoder
+from latentdiff.checkpoints.io import load_weights
+from latentdiff.conditioning.conditioner import Conditioner
+from latentdiff.config import AutoencoderConfig, ConditioningConfig, NoiseScheduleConfig, TextEncoderConfig, UNetConfig
+from latentdiff.errors import UserError
+from latentdiff.interop.clip import DEFAULT_VERSION, frozen_clip_text
+from latentdiff.interop.files import read_state_dict
+from latentdiff.ldm import LatentDiffusion
+from latentdiff.noise import NoiseSchedule
+from latentdiff.unet import UNetModel
+
+UNET, EMA, FIRST_STAGE, COND_STAGE = "model.diffusion_model.", "model_ema.", "first_stage_model.", "cond_stage_model."
+BETA_SCHEDULES = {"linear": "scaled_linear", "sqrt_linear": "linear", "cosine": "cosine"}  # CompVis → ours
+# unet_config.params keys: read, or without effect at fp32 inference (memory/speed switches of the original code).
+KNOWN_UNET_OPTIONS = {"in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks",
+                      "attention_resolutions", "num_heads", "num_head_channels", "dropout", "num_classes",
+                      "use_scale_shift_norm", "conv_resample", "use_spatial_transformer", "context_dim",
+                      "transformer_depth", "use_linear_in_transformer", "legacy", "image_size", "use_checkpoint",
+                      "use_fp16", "num_heads_upsample", "use_new_attention_order", "dims"}
+# Options of architectures latentdiff does not build: an error when set.
+UNSUPPORTED_UNET_OPTIONS = ("resblock_updown", "disable_self_attentions", "num_attention_blocks",
+                            "disable_middle_self_attn", "n_embed", "adm_in_channels", "spatial_transformer_attn_type")
+
+
+@dataclass(frozen=True)
+class OriginalConfig:
+    """The parts of an original `model.params` that decide the architecture and the sampling maths."""
+
+    unet: UNetConfig
+    autoencoder: AutoencoderConfig
+    schedule: NoiseScheduleConfig
+    prediction: str
+    scale_factor: float
+    latent_size: int
+    conditioning_key: str | None
+    cond_stage: str  # the cond stage's target class name, or __is_unconditional__ / __is_first_stage__
+    cond_stage_params: dict
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file as plain containers (interpolations resolved), with a one-line error when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config {str(path)!r} does not exist; pass the YAML that came with the checkpoint")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OmegaConfBaseException, YAMLError, ValueError) as e:
+        raise UserError(f"{path} is not a readable YAML config ({str(e).splitlines()[0]})") from None
+
+
+def _params(section: dict | None, where: str) -> dict:
+    if not isinstance(section, dict) or not isinstance(section.get("params", {}), dict):
+        raise UserError(f"the config has no {where}; is it an original latent-diffusion / Stable Diffusion config?")
+    return section.get("params", {})
+
+
+def _target_name(section: dict | str | None) -> str:
+    if isinstance(section, str):
+        return section
+    return str((section or {}).get("target", "")).rsplit(".", 1)[-1]
+
+
+def _cond_stage_params(section: dict | str | None) -> dict:
+    return (section.get("params") or {}) if isinstance(section, dict) else {}
+
+
+def unet_config(p: dict) -> UNetConfig:
+    """`unet_config.params` → UNetConfig. Head arithmetic as `openaimodel.UNetModel`: num_head_channels, when set,
+    wins over num_heads; with `legacy` the spatial transformer's head width is ch // heads, the same numbers."""
+    unknown = sorted(set(p) - KNOWN_UNET_OPTIONS - set(UNSUPPORTED_UNET_OPTIONS))
+    if unknown:
+        raise UserError(f"unet_config has options latentdiff does not know: {', '.join(unknown)}")
+    unsupported = [k for k in UNSUPPORTED_UNET_OPTIONS if p.get(k)] + (["dims"] if p.get("dims", 2) != 2 else [])
+    if unsupported or p.get("use_new_attention_order"):
+        raise UserError(f"this UNet sets {', '.join(unsupported or ['use_new_attention_order'])}, which latentdiff "
+                        f"does not build yet")
+    head_channels = int(p.get("num_head_channels", -1))
+    cross = bool(p.get("use_spatial_transformer", False))
+    context_dim = p.get("context_dim") if cross else None
+    if isinstance(context_dim, list):
+        context_dim = context_dim[0]
+    return UNetConfig(
+        in_channels=int(p["in_channels"]), out_channels=int(p["out_channels"]),
+        model_channels=int(p["model_channels"]), channel_mult=tuple(int(m) for m in p.get("channel_mult", (1, 2, 4, 8))),
+        num_res_blocks=int(p["num_res_blocks"]),
+        attention_resolutions=tuple(int(r) for r in p["attention_resolutions"]),
+        num_heads=-1 if head_channels != -1 else int(p.get("num_heads", -1)), head_channels=head_channels,
+        dropout=float(p.get("dropout", 0.0)), num_classes=p.get("num_classes"),
+        use_scale_shift_norm=bool(p.get("use_scale_shift_norm", False)),
+        conv_resample=bool(p.get("conv_resample", True)),
+        context_dim=None if context_dim is None else int(context_dim),
+        transformer_depth=int(p.get("transformer_depth", 1)),
+        linear_projection=bool(p.get("use_linear_in_transformer", False)))
+
+
+def autoencoder_config(first_stage: dict) -> AutoencoderConfig:
+    """`first_stage_config` (AutoencoderKL / VQModel / VQModelInterface) → AutoencoderConfig."""
+    p = _params(first_stage, "model.params.first_stage_config")
+    dd = p.get("ddconfig")
+    if not isinstance(dd, dict):
+        raise UserError("first_stage_config.params has no ddconfig")
+    regularizer = "vq" if "VQ" in _target_name(first_stage) else "kl"
+    embed_dim, z_channels = int(p["embed_dim"]), int(dd["z_channels"])
+    if embed_dim != z_channels or int(dd.get("out_ch", dd["in_channels"])) != int(dd["in_channels"]):
+        raise UserError(f"first stage with embed_dim {embed_dim} ≠ z_channels {z_channels} (or out_ch ≠ in_channels) "
+                        f"is not supported")
+    if dd.get("attn_type", "vanilla") != "vanilla" or p.get("remap"):
+        raise UserError("first stage attn_type other than vanilla, or a remapped codebook, is not supported yet")
+    return AutoencoderConfig(
+        in_channels=int(dd["in_channels"]), base_channels=int(dd["ch"]),
+        channel_mult=tuple(int(m) for m in dd["ch_mult"]), num_res_blocks=int(dd["num_res_blocks"]),
+        attn_resolutions=tuple(int(r) for r in dd.get("attn_resolutions", ())), latent_channels=z_channels,
+        resolution=int(dd["resolution"]), dropout=float(dd.get("dropout", 0.0)), regularizer=regularizer,
+        codebook_size=int(p.get("n_embed", 8192)))
+
+
+def original_config(config: dict) -> OriginalConfig:
+    """An original YAML (as a dict) → the configs latentdiff builds from."""
+    params = _params(config.get("model") if isinstance(config, dict) else None, "model.params")
+    unet = unet_config(_params(params.get("unet_config"), "model.params.unet_config"))
+    autoencoder = autoencoder_config(params.get("first_stage_config"))
+    beta_schedule = params.get("beta_schedule", "linear")
+    if beta_schedule not in BETA_SCHEDULES:
+        raise UserError(f"beta_schedule {beta_schedule!r} is unknown; expected one of {', '.join(BETA_SCHEDULES)}")
+    schedule = NoiseScheduleConfig(kind=BETA_SCHEDULES[beta_schedule], num_timesteps=int(params.get("timesteps", 1000)),
+                                   beta_start=float(params.get("linear_start", 1e-4)),
+                                   beta_end=float(params.get("linear_end", 2e-2)))
+    prediction = {"eps": "eps", "x0": "x0", "v": "v"}.get(params.get("parameterization", "eps"))
+    if prediction is None:
+        raise UserError(f"parameterization {params.get('parameterization')!r} is unknown; expected eps, x0 or v")
+    return OriginalConfig(unet=unet, autoencoder=autoencoder, schedule=schedule, prediction=prediction,
+                          scale_factor=float(params.get("scale_factor", 1.0)),
+                          latent_size=int(params.get("image_size", 32)),
+                          conditioning_key=params.get("conditioning_key"),
+                          cond_stage=_target_name(params.get("cond_stage_config")),
+                          cond_stage_params=_cond_stage_params(params.get("cond_stage_config")))
+
+
+def ema_name(unet_parameter: str) -> str:
+    """The LitEma shadow of UNet parameter `name`: "model_ema." + "diffusion_model" + name with the dots removed."""
+    return EMA + ("diffusion_model." + unet_parameter).replace(".", "")
+
+
+def unet_weights(state: dict[str, torch.Tensor], unet: UNetModel, use_ema: bool | None) -> dict[str, torch.Tensor]:
+    """The UNet's tensors: the EMA shadows when use_ema (None: when the file has all of them), else the raw ones."""
+    names = list(unet.state_dict())
+    have_ema = all(ema_name(n) in state for n in names)
+    if use_ema and not have_ema:
+        raise UserError("this checkpoint holds no (complete) EMA weights (model_ema.*); load it without use_ema")
+    if use_ema or (use_ema is None and have_ema):
+        return {n: state[ema_name(n)] for n in names}
+    return {k[len(UNET):]: v for k, v in state.items() if k.startswith(UNET)}
+
+
+def _with_prefix(state: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith(skip)}
+
+
+def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
+                 tokenizer: str | Path | None) -> tuple[Conditioner | None, bool]:
+    """The conditioner for the original cond stage, and whether the model was trained with a null condition."""
+    kind, stage = cfg.conditioning_key, cfg.cond_stage
+    if stage in ("", "__is_unconditional__") or kind is None:
+        return None, False
+    if kind == "crossattn" and stage == "FrozenCLIPEmbedder":  # Stable Diffusion v1 (10 % empty prompts in training)
+        max_length = int(cfg.cond_stage_params.get("max_length", 77))
+        encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer)
+        text = TextEncoderConfig(max_length=max_length, width=encoder.width, attend_to_padding=True)
+        return Conditioner(ConditioningConfig(kind="text", text=text), encoder), True
+    if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
+        factor = cfg.autoencoder.downsampling_factor
+        return Conditioner(ConditioningConfig(kind="superres", sr_factor=max(factor, 2)),
+                           image_channels=cfg.autoencoder.in_channels), False
+    raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
+                    f"unconditional, class-embedding (num_classes), super-resolution (Identity, concat) and Stable "
+                    f"Diffusion v1 (FrozenCLIPEmbedder) models")
+
+
+def load_compvis(path: str | Path, config: str | Path, device: torch.device | str = "cpu",
+                 use_ema: bool | None = None, tokenizer: str | Path | None = None) -> LatentDiffusion:
+    """An original `.ckpt` / `.safetensors` + its YAML → LatentDiffusion (eval mode, fp32, on `device`).
+    `tokenizer`: a local folder with the text encoder's tokenizer when it is not in the Hugging Face cache."""
+    cfg = original_config(read_yaml(config))
+    state = read_state_dict(path)
+    if not any(k.startswith(UNET) for k in state):
+        raise UserError(f"{path} has no {UNET}* weights: it is not a CompVis latent-diffusion / Stable Diffusion "
+                        f"checkpoint")
+    unet = UNetModel(cfg.unet)
+    load_weights(unet, {k: v.float() for k, v in unet_weights(state, unet, use_ema).items()}, f"{path} (UNet)")
+    autoencoder = build_autoencoder(cfg.autoencoder)
+    load_weights(autoencoder, {k: v.float() for k, v in _with_prefix(state, FIRST_STAGE, ("loss.",)).items()},
+                 f"{path} (first stage)")
+    scale = float(state["scale_factor"]) if "scale_factor" in state else cfg.scale_factor
+    codec = LatentCodec(autoencoder.eval().requires_grad_(False),
+                        LatentStats.global_scale(scale, cfg.autoencoder.latent_channels))
+    conditioner, trained_with_null = _conditioner(cfg, state, tokenizer)
+    return LatentDiffusion(unet=unet.eval().requires_grad_(False).to(device), codec=codec.to(device),
+                           schedule=NoiseSchedule(cfg.schedule), prediction=cfg.prediction,
+                           image_size=cfg.latent_size * cfg.autoencoder.downsampling_factor,
+                           conditioner=None if conditioner is None else conditioner.to(device),
+                           trained_with_null=trained_with_null)
