@@ -270,6 +270,43 @@ def test_convert_writes_a_latentdiff_checkpoint_with_the_same_numbers(tmp_path):
                  "--prompt", "the cat", "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
 
 
+def test_stable_diffusion_v1_is_detected_from_its_keys_without_a_config(tmp_path):
+    """The full-size SD-v1 layout (built on the meta device: shapes only, no memory) is recognised and its bundled
+    v1-inference YAML rebuilds exactly those shapes; a layout it does not know asks for --config."""
+    from latentdiff.interop.compvis import ORIGINAL_CONFIGS, detect_original_config, read_yaml
+
+    sd = original_config(read_yaml(ORIGINAL_CONFIGS / "sd-v1-inference.yaml"))
+    with torch.device("meta"):
+        unet = UNetModel(sd.unet)
+    state = {UNET + k: v for k, v in unet.state_dict().items()}
+    state["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = torch.empty(49408, 768,
+                                                                                                     device="meta")
+    assert detect_original_config(state).name == "sd-v1-inference.yaml"
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964  # the published SD-v1 UNet
+    with pytest.raises(UserError, match="--config"):
+        detect_original_config({k: v for k, v in state.items() if "cond_stage" not in k})
+    config = original_yaml(SD_UNET, cond_stage="__is_unconditional__")
+    path, _, _ = random_original_file(tmp_path, config)
+    with pytest.raises(UserError, match="cannot tell the architecture"):
+        load_model(path)
+
+
+@torch.no_grad()
+def test_half_precision_unet_keeps_the_autoencoder_in_fp32(tmp_path):
+    from latentdiff.pipelines import generate
+
+    _, _, path, yaml, _ = sd_text_file(tmp_path)
+    full = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
+    half = load_model(path, yaml, tokenizer=tmp_path / "tokenizer", dtype=torch.bfloat16)
+    assert next(half.unet.parameters()).dtype == torch.bfloat16
+    assert next(half.codec.autoencoder.parameters()).dtype == torch.float32
+    assert next(half.conditioner.tokenizer.model.parameters()).dtype == torch.bfloat16
+    options = {"prompts": ["the cat"], "guidance_scale": 3.0, "steps": 4}
+    reference, low = generate(full, [0], **options), generate(half, [0], **options)
+    assert low.dtype == torch.float32 and low.isfinite().all()
+    assert (low - reference).abs().max() < 0.05
+
+
 def test_malformed_files_give_one_line_errors_and_run_nothing(tmp_path, capsys):
     config = original_yaml(SD_UNET, cond_stage="__is_unconditional__")
     path, yaml, _ = random_original_file(tmp_path, config, fmt="safetensors")

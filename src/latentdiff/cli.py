@@ -75,7 +75,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from latentdiff.checkpoints.models import bundled_model
+    from latentdiff.checkpoints.models import bundled_model, torch_dtype
     from latentdiff.interop import load_model
     from latentdiff.data import to_model_range, to_uint8
     from latentdiff.images import load_image, save_image_grid
@@ -84,7 +84,7 @@ def _sample(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
     model = load_model(args.checkpoint or bundled_model(), args.config, _device(args),
-                       use_ema=False if args.no_ema else None, tokenizer=args.tokenizer)
+                       use_ema=False if args.no_ema else None, tokenizer=args.tokenizer, dtype=torch_dtype(args.dtype))
     labels = prompts = negative = None
     if args.prompt:  # one row of --n images (default 8) per prompt, the same seeds in every row
         ncols = args.n or 8
@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="output PNG (default: samples.png)")
     _add_original_arguments(p)
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--dtype", default="fp32",
+                   help="fp32 | fp16 | bf16: the UNet's and text encoder's precision; the autoencoder stays fp32 "
+                        "(default: fp32)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_sample)
 

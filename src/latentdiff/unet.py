@@ -161,6 +161,8 @@ class UNetModel(nn.Module):
             x = torch.cat([x, concat.to(x.dtype)], dim=1)
         if x.shape[1] != cfg.in_channels:
             raise ValueError(f"the UNet takes {cfg.in_channels} input channels (latent + concat), got {x.shape[1]}")
+        x = x.to(self.time_embed[0].weight.dtype)  # a half-precision UNet takes fp32 sampler state
+        context = None if context is None else context.to(x.dtype)
         if cfg.coordinate_channels:
             x = torch.cat([x, coordinate_maps(x)], dim=1)
         emb = self.time_embed(timestep_embedding(timesteps, cfg.model_channels).to(x.dtype))

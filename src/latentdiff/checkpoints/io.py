@@ -88,8 +88,9 @@ def require_kind(path: str | Path, kind: str, hint: str) -> dict[str, Any]:
     return metadata
 
 
-def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict that names missing, unexpected and mis-shaped keys in a UserError."""
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """load_state_dict that names missing, unexpected and mis-shaped keys in a UserError (`assign`: the tensors
+    become the parameters, e.g. for a module built on the meta device)."""
     expected = module.state_dict()
     missing = sorted(expected.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - expected.keys())
@@ -100,7 +101,7 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: st
                 if keys]
     if problems:
         raise UserError(f"{source} does not fit the model: {'; '.join(problems)}")
-    module.load_state_dict(tensors)
+    module.load_state_dict(tensors, assign=assign)
 
 
 def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -117,14 +117,15 @@ def system_metadata(system: LatentDiffusion) -> dict:
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _export_dtype(dtype: str) -> torch.dtype:
+def torch_dtype(dtype: str) -> torch.dtype:
+    """A dtype name (fp32, fp16 or bf16) → the torch dtype; a one-line error for any other name."""
     if dtype not in EXPORT_DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
     return EXPORT_DTYPES[dtype]
 
 
 def _cast(tensors: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
-    target = _export_dtype(dtype)
+    target = torch_dtype(dtype)
     return {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
@@ -149,7 +150,7 @@ def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16
     """A sampling-only copy of a `latentdiff train` checkpoint: the EMA networks and the autoencoder, floats cast to
     `dtype` (fp32 | fp16 | bf16; loading casts back to the model's dtype), without the raw weights, the optimizer
     state or the training state. `latentdiff sample` reads it like any checkpoint."""
-    _export_dtype(dtype)
+    torch_dtype(dtype)
     metadata = require_kind(src, LATENT_DIFFUSION, "export takes a checkpoint written by `latentdiff train`")
     keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
     tensors = _cast({k: v for k, v in read_tensors(src).items() if k.startswith(keep)}, dtype)

@@ -6,7 +6,6 @@ from pathlib import Path
 import torch
 
 from latentdiff.checkpoints.io import KIND, read_metadata
-from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 
 
@@ -15,19 +14,21 @@ def is_latentdiff_checkpoint(path: Path) -> bool:
 
 
 def load_model(path: str | Path, config: str | Path | None = None, device: torch.device | str = "cpu",
-               use_ema: bool | None = None, tokenizer: str | Path | None = None) -> LatentDiffusion:
+               use_ema: bool | None = None, tokenizer: str | Path | None = None,
+               dtype: torch.dtype = torch.float32) -> LatentDiffusion:
     """A LatentDiffusion from any supported checkpoint: a `latentdiff train`/`export` file, or an original CompVis /
-    Stable Diffusion `.ckpt`/`.safetensors` with its YAML `config`. use_ema None: the EMA weights when present;
-    `tokenizer`: a local folder for a text encoder's tokenizer that the checkpoint does not hold."""
+    Stable Diffusion `.ckpt`/`.safetensors` with its YAML `config` (None: detected from the keys when the
+    architecture is a known published one). use_ema None: the EMA weights when present; `tokenizer`: a local folder
+    for a text encoder's tokenizer that the checkpoint does not hold; `dtype`: of the UNet and the text encoder
+    (the autoencoder stays fp32)."""
     from latentdiff.checkpoints.models import load_latent_diffusion
     from latentdiff.interop.compvis import load_compvis
 
     path = Path(path)
     if is_latentdiff_checkpoint(path):
-        return load_latent_diffusion(path, device, use_ema=use_ema is not False)
-    if not path.exists():
-        raise UserError(f"checkpoint {str(path)!r} does not exist; check the path")
-    if config is None:
-        raise UserError(f"{path} is not a latentdiff checkpoint; for an original latent-diffusion / Stable Diffusion "
-                        f"file pass its YAML with --config")
-    return load_compvis(path, config, device, use_ema, tokenizer)
+        model = load_latent_diffusion(path, device, use_ema=use_ema is not False)
+        model.unet.to(dtype)
+        if model.conditioner is not None and model.conditioner.frozen:
+            model.conditioner.tokenizer.model.to(dtype)
+        return model
+    return load_compvis(path, config, device, use_ema, tokenizer, dtype)

@@ -159,14 +159,32 @@ def original_config(config: dict) -> OriginalConfig:
                           cond_stage_params=_cond_stage_params(params.get("cond_stage_config")))
 
 
+ORIGINAL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "original"
+
+
+def detect_original_config(state: dict[str, torch.Tensor]) -> Path:
+    """The bundled original YAML for a checkpoint whose keys show a known published architecture (Stable Diffusion
+    v1: a CLIP text encoder under cond_stage_model.transformer and a 320-wide, 4-channel UNet with 1×1-conv
+    projections), or a one-line error asking for --config."""
+    conv_in, proj_in = state.get(UNET + "input_blocks.0.0.weight"), state.get(UNET + "input_blocks.1.1.proj_in.weight")
+    clip = any(k.startswith("cond_stage_model.transformer.") for k in state)
+    if clip and conv_in is not None and tuple(conv_in.shape) == (320, 4, 3, 3) and proj_in is not None \
+            and proj_in.ndim == 4:
+        return ORIGINAL_CONFIGS / "sd-v1-inference.yaml"
+    what = "Stable Diffusion 2.x (OpenCLIP)" if any(k.startswith("cond_stage_model.model.") for k in state) else \
+        "a 9-channel inpainting UNet" if conv_in is not None and conv_in.shape[1] == 9 else "this checkpoint"
+    raise UserError(f"cannot tell the architecture of {what} from its keys; pass the YAML it came with (--config)")
+
+
 def ema_name(unet_parameter: str) -> str:
     """The LitEma shadow of UNet parameter `name`: "model_ema." + "diffusion_model" + name with the dots removed."""
     return EMA + ("diffusion_model." + unet_parameter).replace(".", "")
 
 
-def unet_weights(state: dict[str, torch.Tensor], unet: UNetModel, use_ema: bool | None) -> dict[str, torch.Tensor]:
+def unet_weights(state: dict[str, torch.Tensor], cfg: UNetConfig, use_ema: bool | None) -> dict[str, torch.Tensor]:
     """The UNet's tensors: the EMA shadows when use_ema (None: when the file has all of them), else the raw ones."""
-    names = list(unet.state_dict())
+    with torch.device("meta"):
+        names = list(UNetModel(cfg).state_dict())
     have_ema = all(ema_name(n) in state for n in names)
     if use_ema and not have_ema:
         raise UserError("this checkpoint holds no (complete) EMA weights (model_ema.*); load it without use_ema")
@@ -199,26 +217,44 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
                     f"Diffusion v1 (FrozenCLIPEmbedder) models")
 
 
-def load_compvis(path: str | Path, config: str | Path, device: torch.device | str = "cpu",
-                 use_ema: bool | None = None, tokenizer: str | Path | None = None) -> LatentDiffusion:
-    """An original `.ckpt` / `.safetensors` + its YAML → LatentDiffusion (eval mode, fp32, on `device`).
-    `tokenizer`: a local folder with the text encoder's tokenizer when it is not in the Hugging Face cache."""
-    cfg = original_config(read_yaml(config))
+def _build(make, weights: dict[str, torch.Tensor], source: str, dtype: torch.dtype) -> torch.nn.Module:
+    """`make()` built on the meta device (no random initialisation, no memory), then given the checkpoint's tensors
+    themselves (assign=True: one copy of the weights in memory, cast only when the file's dtype differs)."""
+    with torch.device("meta"):
+        module = make()
+    load_weights(module, {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}, source,
+                 assign=True)
+    return module.eval().requires_grad_(False)
+
+
+def load_original_unet(path: str | Path, cfg: UNetConfig, use_ema: bool | None = None,
+                       dtype: torch.dtype = torch.float32) -> UNetModel:
+    """Only the UNet of an original file (e.g. to fine-tune or to swap into another system)."""
+    return _build(lambda: UNetModel(cfg), unet_weights(read_state_dict(path), cfg, use_ema), f"{path} (UNet)", dtype)
+
+
+def load_compvis(path: str | Path, config: str | Path | None = None, device: torch.device | str = "cpu",
+                 use_ema: bool | None = None, tokenizer: str | Path | None = None,
+                 dtype: torch.dtype = torch.float32) -> LatentDiffusion:
+    """An original `.ckpt` / `.safetensors` (+ its YAML; None: detected from the keys) → LatentDiffusion in eval mode
+    on `device`: the UNet and text encoder in `dtype`, the autoencoder in fp32 (fp16 overflows in its decoder: the
+    black images of other tools). `tokenizer`: a local folder with the text encoder's tokenizer when it is not in the
+    Hugging Face cache."""
     state = read_state_dict(path)
     if not any(k.startswith(UNET) for k in state):
         raise UserError(f"{path} has no {UNET}* weights: it is not a CompVis latent-diffusion / Stable Diffusion "
                         f"checkpoint")
-    unet = UNetModel(cfg.unet)
-    load_weights(unet, {k: v.float() for k, v in unet_weights(state, unet, use_ema).items()}, f"{path} (UNet)")
-    autoencoder = build_autoencoder(cfg.autoencoder)
-    load_weights(autoencoder, {k: v.float() for k, v in _with_prefix(state, FIRST_STAGE, ("loss.",)).items()},
-                 f"{path} (first stage)")
+    cfg = original_config(read_yaml(config if config is not None else detect_original_config(state)))
+    unet = _build(lambda: UNetModel(cfg.unet), unet_weights(state, cfg.unet, use_ema), f"{path} (UNet)", dtype)
+    autoencoder = _build(lambda: build_autoencoder(cfg.autoencoder), _with_prefix(state, FIRST_STAGE, ("loss.",)),
+                         f"{path} (first stage)", torch.float32)
     scale = float(state["scale_factor"]) if "scale_factor" in state else cfg.scale_factor
-    codec = LatentCodec(autoencoder.eval().requires_grad_(False),
-                        LatentStats.global_scale(scale, cfg.autoencoder.latent_channels))
+    codec = LatentCodec(autoencoder, LatentStats.global_scale(scale, cfg.autoencoder.latent_channels))
     conditioner, trained_with_null = _conditioner(cfg, state, tokenizer)
-    return LatentDiffusion(unet=unet.eval().requires_grad_(False).to(device), codec=codec.to(device),
-                           schedule=NoiseSchedule(cfg.schedule), prediction=cfg.prediction,
-                           image_size=cfg.latent_size * cfg.autoencoder.downsampling_factor,
+    del state
+    if conditioner is not None and conditioner.frozen:
+        conditioner.tokenizer.to(device).model.to(dtype)
+    return LatentDiffusion(unet=unet.to(device), codec=codec.to(device), schedule=NoiseSchedule(cfg.schedule),
+                           prediction=cfg.prediction, image_size=cfg.latent_size * cfg.autoencoder.downsampling_factor,
                            conditioner=None if conditioner is None else conditioner.to(device),
                            trained_with_null=trained_with_null)

@@ -9,10 +9,11 @@ from torch import nn
 
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 and cast back (the original UNet's `GroupNorm32`): low-precision activations
-    keep full-precision statistics. A no-op cast in float32."""
+    and weights keep full-precision statistics. A no-op cast in float32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        weight, bias = (None, None) if self.weight is None else (self.weight.float(), self.bias.float())
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).type(x.dtype)
 
 
 def group_norm(channels: int, eps: float = 1e-5, groups: int = 32) -> GroupNorm32:

@@ -1,0 +1,98 @@
+"""Loading a full-size Stable Diffusion v1 UNet (859.5 M parameters, random weights) from an original-layout
+safetensors file: latentdiff against diffusers' `UNet2DConditionModel.from_single_file` on the same file.
+
+Each load runs in a fresh process (so neither inherits the other's page cache of Python objects, and peak memory is
+the process's own): wall time of the load call, and peak resident memory above the process's footprint after its
+imports, as a multiple of the weights' size. Runs alternate between the two loaders; medians and the ratio
+ours/theirs are printed (the machine is shared: read the ratios).
+
+    python benchmarks/bench_loading.py [--workdir /tmp/latentdiff-bench-loading] [--reps 3]
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+from pathlib import Path
+which, path, yaml = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def rss_bytes():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+if which == "latentdiff":
+    from latentdiff.interop.compvis import load_original_unet, original_config, read_yaml
+    load = lambda: load_original_unet(path, original_config(read_yaml(yaml)).unet)
+else:
+    import diffusers
+    diffusers.utils.logging.set_verbosity_error()
+    load = lambda: diffusers.UNet2DConditionModel.from_single_file(path, original_config=yaml, local_files_only=True)
+before = rss_bytes()
+start = time.perf_counter()
+unet = load()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+params = sum(p.numel() * p.element_size() for p in unet.parameters())
+print(json.dumps({"seconds": seconds, "peak_above_start": peak - before, "weights": params}))
+"""
+
+
+def make_file(workdir: Path) -> tuple[Path, Path]:
+    """The SD-v1 UNet with N(0, 0.02) weights under model.diffusion_model.*, and the bundled v1-inference YAML."""
+    import torch
+    from safetensors.torch import save_file
+
+    from latentdiff.interop.compvis import ORIGINAL_CONFIGS, UNET, original_config, read_yaml
+    from latentdiff.unet import UNetModel
+
+    yaml = ORIGINAL_CONFIGS / "sd-v1-inference.yaml"
+    path = workdir / "sd-v1-unet.safetensors"
+    if not path.is_file():
+        workdir.mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator().manual_seed(0)
+        with torch.device("meta"):
+            unet = UNetModel(original_config(read_yaml(yaml)).unet)
+        state = {UNET + k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in unet.state_dict().items()}
+        save_file(state, str(path))
+    return path, yaml
+
+
+def run(which: str, path: Path, yaml: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, which, str(path), str(yaml)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/latentdiff-bench-loading"))
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    path, yaml = make_file(args.workdir)
+    print(f"file: {path} ({path.stat().st_size / 2**30:.2f} GiB)")
+    results = {"latentdiff": [], "diffusers": []}
+    for _ in range(args.reps):
+        for which in results:
+            results[which].append(run(which, path, yaml))
+    print("\n| loader | load time (median) | peak memory above start / weights (median) |")
+    print("|---|---|---|")
+    medians = {}
+    for which, runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        memory = statistics.median(r["peak_above_start"] / r["weights"] for r in runs)
+        medians[which] = (seconds, memory)
+        print(f"| {which} | {seconds:.2f} s | {memory:.2f}× |")
+    ratio = medians["latentdiff"][0] / medians["diffusers"][0]
+    print(f"\nratio latentdiff/diffusers: time {ratio:.2f}, peak memory {medians['latentdiff'][1]:.2f}× the weights "
+          f"(diffusers {medians['diffusers'][1]:.2f}×)")
+
+
+if __name__ == "__main__":
+    main()
