@@ -3,7 +3,9 @@ safetensors file: latentdiff against diffusers' `UNet2DConditionModel.from_singl
 
 Each load runs in a fresh process (so neither inherits the other's page cache of Python objects, and peak memory is
 the process's own): wall time of the load call, and peak resident memory above the process's footprint after its
-imports, as a multiple of the weights' size. Runs alternate between the two loaders; medians and the ratio
+imports, as a multiple of the weights' size. Both are taken after every weight has been read once (a sum over
+all parameters), so that a loader that memory-maps the file pays for paging it in, as a first forward pass would;
+the file is in the page cache for both (the first run warms it). Runs alternate between the two loaders; medians and the ratio
 ours/theirs are printed (the machine is shared: read the ratios).
 
     python benchmarks/bench_loading.py [--workdir /tmp/latentdiff-bench-loading] [--reps 3]
@@ -37,6 +39,7 @@ else:
 before = rss_bytes()
 start = time.perf_counter()
 unet = load()
+checksum = sum(float(p.float().sum()) for p in unet.parameters())  # touch every weight (memory-mapped ones too)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 params = sum(p.numel() * p.element_size() for p in unet.parameters())
