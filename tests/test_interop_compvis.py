@@ -212,6 +212,11 @@ def test_vq_class_conditional_and_superresolution_layouts_load_and_sample(tmp_pa
     lowres = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
     out = conditional.upscale(model, lowres, [0], steps=3)
     assert out.shape[-2:] == (32, 32)
+    from PIL import Image
+
+    Image.fromarray(lowres.permute(1, 2, 0).numpy()).save(tmp_path / "low.png")
+    assert main(["upscale", str(path), "--config", str(yaml), "--image", str(tmp_path / "low.png"), "--n", "1",
+                 "--steps", "2", "--out", str(tmp_path / "up.png")]) == 0
 
 
 @torch.no_grad()

@@ -117,13 +117,13 @@ def _conditional_task(args: argparse.Namespace) -> None:
     """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one PNG grid."""
     import json
 
-    from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.images import load_image, load_label_map, load_mask, save_image_grid
+    from latentdiff.interop import load_model
     from latentdiff.pipelines import conditional
 
     if args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
-    model = load_latent_diffusion(args.checkpoint, _device(args))
+    model = load_model(args.checkpoint, args.config, _device(args), tokenizer=args.tokenizer)
     channels = model.codec.autoencoder.config.in_channels
     seeds = [args.seed + i for i in range(args.n)]
     options = {**_sampling(args), "guidance_scale": args.guidance}
@@ -305,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default: 1)")
         p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed + i")
         p.add_argument("--out", type=Path, default=Path(f"{name}.png"), help=f"output PNG (default: {name}.png)")
+        _add_original_arguments(p)
         p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
         p.set_defaults(func=_conditional_task)
 
