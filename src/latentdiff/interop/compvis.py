@@ -32,7 +32,7 @@ from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
 
-UNET, EMA, FIRST_STAGE, COND_STAGE = "model.diffusion_model.", "model_ema.", "first_stage_model.", "cond_stage_model."
+UNET, EMA, FIRST_STAGE = "model.diffusion_model.", "model_ema.", "first_stage_model."
 BETA_SCHEDULES = {"linear": "scaled_linear", "sqrt_linear": "linear", "cosine": "cosine"}  # CompVis → ours
 # unet_config.params keys: read, or without effect at fp32 inference (memory/speed switches of the original code).
 KNOWN_UNET_OPTIONS = {"in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks",
@@ -94,6 +94,10 @@ def unet_config(p: dict) -> UNetConfig:
     if unknown:
         raise UserError(f"unet_config has options latentdiff does not know: {', '.join(unknown)}")
     unsupported = [k for k in UNSUPPORTED_UNET_OPTIONS if p.get(k)] + (["dims"] if p.get("dims", 2) != 2 else [])
+    if p.get("num_heads_upsample", -1) not in (-1, p.get("num_heads", -1)) and p.get("num_head_channels", -1) == -1:
+        unsupported.append("num_heads_upsample ≠ num_heads")
+    if not isinstance(p.get("num_classes", 0) or 0, int):
+        unsupported.append(f"num_classes={p['num_classes']!r}")
     if unsupported or p.get("use_new_attention_order"):
         raise UserError(f"this UNet sets {', '.join(unsupported or ['use_new_attention_order'])}, which latentdiff "
                         f"does not build yet")
