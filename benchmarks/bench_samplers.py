@@ -4,7 +4,8 @@
    image per held-out digit, scored by the project's classifier evaluator (`metrics/conditional.py`) beside the
    real-vs-real baseline at the same n, for NFE budgets 5 … 250 and every deterministic sampler plus two
    stochastic ones; steps = NFE / NFE-per-step.
-2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model — for
+2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model (or, with
+   --skip-fd, on any model: e.g. the bundled emoji text model, with the empty prompt's context) — for
    latentdiff's samplers and, in the same process, for the diffusers scheduler of the same method driven with the
    same network (median of interleaved repetitions; the ratio ours/theirs is what to read on a shared machine).
 
@@ -67,9 +68,17 @@ class TimedNetwork:
         return out
 
 
+def bench_condition(model, batch: int) -> Cond:
+    """Class labels 0, 1, … for a class-conditional model; the empty prompt's context for a text model."""
+    if model.num_classes:
+        return Cond(class_labels=torch.arange(batch, device=model.device) % model.num_classes)
+    if model.conditioner is not None and model.conditioner.kind == "text":
+        return model.conditioner.encode(model.conditioner.null_tokens(batch).to(model.device))
+    return Cond()
+
+
 def our_overhead(model, name: str, steps: int, batch: int) -> float:
-    labels = torch.arange(batch, device=model.device) % model.num_classes
-    cond = Cond(class_labels=labels)
+    cond = bench_condition(model, batch)
     network = TimedNetwork(model.denoiser.net)
     denoiser = Denoiser(network, model.schedule, model.denoiser.prediction)
     sigmas = sigma_grid(model.schedule, steps, "leading").to(model.device)
@@ -88,7 +97,7 @@ def their_overhead(model, scheduler_cls: str, options: dict, steps: int, batch: 
     scheduler = getattr(diffusers, scheduler_cls)(num_train_timesteps=schedule.num_timesteps,
                                                    beta_start=schedule.beta_start, beta_end=schedule.beta_end,
                                                    beta_schedule=schedule.kind, prediction_type="epsilon", **options)
-    labels = torch.arange(batch, device=model.device) % model.num_classes
+    kwargs = bench_condition(model, batch).network_kwargs()
     net = model.denoiser.net
     spent = 0.0
     start = time.perf_counter()
@@ -97,7 +106,7 @@ def their_overhead(model, scheduler_cls: str, options: dict, steps: int, batch: 
     sample = sample * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         tick = time.perf_counter()
-        eps = net(scheduler.scale_model_input(sample, t), t.expand(batch).to(model.device), class_labels=labels)
+        eps = net(scheduler.scale_model_input(sample, t), t.expand(batch).to(model.device), **kwargs)
         spent += time.perf_counter() - tick
         sample = scheduler.step(eps, t, sample).prev_sample
     total = time.perf_counter() - start
@@ -149,6 +158,8 @@ def main() -> None:
           f"parameters), device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     overhead_table(model, 20, args.batch, args.reps)
     if not args.skip_fd:
+        if not model.num_classes:
+            raise SystemExit("the FD table needs a class-conditional model (the digits LDM); use --skip-fd")
         fd_vs_nfe(model, stored_data_config(args.checkpoint), tuple(range(args.seeds)))
 
 

@@ -110,8 +110,9 @@ def system_metadata(system: LatentDiffusion) -> dict:
     return {KIND: LATENT_DIFFUSION, "unet_config": to_dict(system.unet.config),
             "diffusion_config": to_dict(DiffusionConfig(system.schedule.config, system.prediction)),
             "autoencoder_config": to_dict(system.codec.autoencoder.config),
-            "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size, "class_names": list(system.class_names),
-            **conditioner_metadata(system.conditioner), "trained_with_null": system.trained_with_null}
+            "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size,
+            "class_names": list(system.class_names), **conditioner_metadata(system.conditioner),
+            "trained_with_null": system.trained_with_null}
 
 
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -143,6 +144,8 @@ def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str 
         folder = encoder.folder or encoder.save(Path(path).with_name(f"{Path(path).stem}-text-encoder")).name
         metadata["conditioning_config"]["text"]["pretrained"] = str(folder)
     return save_checkpoint(path, _cast(tensors, dtype), metadata)
+
+
 TRAIN_STATE_KEYS = ("train_state", "optimizer")
 
 

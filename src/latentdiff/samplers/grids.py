@@ -26,8 +26,9 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch
 
     uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (diffusers' "leading" without offset);
     compvis: leading + 1 (the CompVis DDIM/PLMS timesteps 1, 1 + T/steps, ...; diffusers' "leading" with
-    steps_offset=1, as Stable Diffusion's scheduler config and pipeline set it); trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace",
-    round(linspace(0, T−1, steps + 1)) without its 0 (the last step jumps from t ≈ T/steps to σ = 0).
+    steps_offset=1, as Stable Diffusion's scheduler config and pipeline set it); trailing: T−1, T−1−T/steps, ...
+    (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace", round(linspace(0, T−1, steps + 1)) without
+    its 0 (the last step jumps from t ≈ T/steps to σ = 0).
     """
     check_steps(steps, num_timesteps)
     if spacing == "uniform":

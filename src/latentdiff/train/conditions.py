@@ -30,7 +30,8 @@ def build_conditioner(cfg: LatentDiffusionTrainConfig, data: ImageData) -> Condi
     if cc.kind == "none":
         return None
     if cc.kind == "text" and cc.text.pretrained:
-        return Conditioner(cc, PretrainedText.from_folder(cc.text.pretrained, cc.text.max_length, cc.text.attend_to_padding))
+        encoder = PretrainedText.from_folder(cc.text.pretrained, cc.text.max_length, cc.text.attend_to_padding)
+        return Conditioner(cc, encoder)
     if cc.kind == "text":
         tokenizer = CaptionTokenizer.train(list(data.captions), cc.text.vocab_size, cc.text.max_length)
         return Conditioner(cc, tokenizer)
