@@ -27,8 +27,9 @@ def load_model(path: str | Path, config: str | Path | None = None, device: torch
     path = Path(path)
     if is_latentdiff_checkpoint(path):
         model = load_latent_diffusion(path, device, use_ema=use_ema is not False)
-        model.unet.to(dtype)
-        if model.conditioner is not None and model.conditioner.frozen:
-            model.conditioner.tokenizer.model.to(dtype)
-        return model
-    return load_compvis(path, config, device, use_ema, tokenizer, dtype)
+    else:
+        model = load_compvis(path, config, device, use_ema, tokenizer, dtype)
+    model.unet.to(dtype)  # load_compvis builds it in dtype already
+    if model.conditioner is not None and model.conditioner.frozen:
+        model.conditioner.tokenizer.model.to(dtype)
+    return model

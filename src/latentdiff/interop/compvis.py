@@ -152,9 +152,9 @@ def original_config(config: dict) -> OriginalConfig:
     schedule = NoiseScheduleConfig(kind=BETA_SCHEDULES[beta_schedule], num_timesteps=int(params.get("timesteps", 1000)),
                                    beta_start=float(params.get("linear_start", 1e-4)),
                                    beta_end=float(params.get("linear_end", 2e-2)))
-    prediction = {"eps": "eps", "x0": "x0", "v": "v"}.get(params.get("parameterization", "eps"))
-    if prediction is None:
-        raise UserError(f"parameterization {params.get('parameterization')!r} is unknown; expected eps, x0 or v")
+    prediction = params.get("parameterization", "eps")
+    if prediction not in ("eps", "x0", "v"):
+        raise UserError(f"parameterization {prediction!r} is unknown; expected eps, x0 or v")
     return OriginalConfig(unet=unet, autoencoder=autoencoder, schedule=schedule, prediction=prediction,
                           scale_factor=float(params.get("scale_factor", 1.0)),
                           latent_size=int(params.get("image_size", 32)),
@@ -185,16 +185,15 @@ def ema_name(unet_parameter: str) -> str:
     return EMA + ("diffusion_model." + unet_parameter).replace(".", "")
 
 
-def unet_weights(state: dict[str, torch.Tensor], cfg: UNetConfig, use_ema: bool | None) -> dict[str, torch.Tensor]:
-    """The UNet's tensors: the EMA shadows when use_ema (None: when the file has all of them), else the raw ones."""
-    with torch.device("meta"):
-        names = list(UNetModel(cfg).state_dict())
+def unet_weights(state: dict[str, torch.Tensor], unet: UNetModel, use_ema: bool | None) -> dict[str, torch.Tensor]:
+    """`unet`'s tensors: the EMA shadows when use_ema (None: when the file has all of them), else the raw ones."""
+    names = list(unet.state_dict())
     have_ema = all(ema_name(n) in state for n in names)
     if use_ema and not have_ema:
         raise UserError("this checkpoint holds no (complete) EMA weights (model_ema.*); load it without use_ema")
     if use_ema or (use_ema is None and have_ema):
         return {n: state[ema_name(n)] for n in names}
-    return {k[len(UNET):]: v for k, v in state.items() if k.startswith(UNET)}
+    return _with_prefix(state, UNET)
 
 
 def _with_prefix(state: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
@@ -221,43 +220,47 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
                     f"Diffusion v1 (FrozenCLIPEmbedder) models")
 
 
-def _build(make, weights: dict[str, torch.Tensor], source: str, dtype: torch.dtype) -> torch.nn.Module:
-    """`make()` built on the meta device (no random initialisation, no memory), then given the checkpoint's tensors
+def _assign(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: str,
+            dtype: torch.dtype) -> torch.nn.Module:
+    """A module built on the meta device (no random initialisation, no memory) given the checkpoint's tensors
     themselves (assign=True: one copy of the weights in memory, cast only when the file's dtype differs)."""
-    with torch.device("meta"):
-        module = make()
     load_weights(module, {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}, source,
                  assign=True)
     return module.eval().requires_grad_(False)
 
 
+def _original_unet(state: dict[str, torch.Tensor], cfg: UNetConfig, use_ema: bool | None, source: str,
+                   dtype: torch.dtype) -> UNetModel:
+    with torch.device("meta"):
+        unet = UNetModel(cfg)
+    return _assign(unet, unet_weights(state, unet, use_ema), f"{source} (UNet)", dtype)
+
+
 def load_original_unet(path: str | Path, cfg: UNetConfig, use_ema: bool | None = None,
                        dtype: torch.dtype = torch.float32) -> UNetModel:
     """Only the UNet of an original file (e.g. to fine-tune or to swap into another system)."""
-    return _build(lambda: UNetModel(cfg), unet_weights(read_state_dict(path), cfg, use_ema), f"{path} (UNet)", dtype)
+    return _original_unet(read_state_dict(path), cfg, use_ema, str(path), dtype)
 
 
 def load_compvis(path: str | Path, config: str | Path | None = None, device: torch.device | str = "cpu",
                  use_ema: bool | None = None, tokenizer: str | Path | None = None,
                  dtype: torch.dtype = torch.float32) -> LatentDiffusion:
     """An original `.ckpt` / `.safetensors` (+ its YAML; None: detected from the keys) → LatentDiffusion in eval mode
-    on `device`: the UNet and text encoder in `dtype`, the autoencoder in fp32 (fp16 overflows in its decoder: the
-    black images of other tools). `tokenizer`: a local folder with the text encoder's tokenizer when it is not in the
+    on `device`: the UNet in `dtype`, the autoencoder in fp32 (fp16 overflows in its decoder: the black images of
+    other tools), a text encoder in fp32 (`interop.load_model` casts it). `tokenizer`: a local folder with the text encoder's tokenizer when it is not in the
     Hugging Face cache."""
     state = read_state_dict(path)
     if not any(k.startswith(UNET) for k in state):
         raise UserError(f"{path} has no {UNET}* weights: it is not a CompVis latent-diffusion / Stable Diffusion "
                         f"checkpoint")
     cfg = original_config(read_yaml(config if config is not None else detect_original_config(state)))
-    unet = _build(lambda: UNetModel(cfg.unet), unet_weights(state, cfg.unet, use_ema), f"{path} (UNet)", dtype)
-    autoencoder = _build(lambda: build_autoencoder(cfg.autoencoder), _with_prefix(state, FIRST_STAGE, ("loss.",)),
-                         f"{path} (first stage)", torch.float32)
+    unet = _original_unet(state, cfg.unet, use_ema, str(path), dtype)
+    with torch.device("meta"):
+        autoencoder = build_autoencoder(cfg.autoencoder)
+    _assign(autoencoder, _with_prefix(state, FIRST_STAGE, ("loss.",)), f"{path} (first stage)", torch.float32)
     scale = float(state["scale_factor"]) if "scale_factor" in state else cfg.scale_factor
     codec = LatentCodec(autoencoder, LatentStats.global_scale(scale, cfg.autoencoder.latent_channels))
     conditioner, trained_with_null = _conditioner(cfg, state, tokenizer)
-    del state
-    if conditioner is not None and conditioner.frozen:
-        conditioner.tokenizer.to(device).model.to(dtype)
     return LatentDiffusion(unet=unet.to(device), codec=codec.to(device), schedule=NoiseSchedule(cfg.schedule),
                            prediction=cfg.prediction, image_size=cfg.latent_size * cfg.autoencoder.downsampling_factor,
                            conditioner=None if conditioner is None else conditioner.to(device),

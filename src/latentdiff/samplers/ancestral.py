@@ -19,6 +19,12 @@ def report_step(callback: Callable | None, i: int, x: torch.Tensor, sigma: torch
         callback({"i": i, "x": x, "sigma": sigma, "denoised": denoised})
 
 
+def check_eta(eta: float) -> None:
+    """η scales the fresh noise of a stochastic step; a negative η is an error."""
+    if eta < 0:
+        raise ValueError(f"eta={eta} must be ≥ 0")
+
+
 def ddim_noise_std(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> torch.Tensor:
     """DDIM's σ_t(η) (Song et al. 2021, Eq. 16) in VE scale: η·√(σ_next²(σ² − σ_next²)/σ²)."""
     return eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2).sqrt()
@@ -29,8 +35,7 @@ def ddim_noise_std(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) ->
 def sample_ddim(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
                 eta: float = 0.0, generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
     """Deterministic for η = 0 (1 NFE per step, first order); η = 1 is DDPM's posterior (β̃) on this grid."""
-    if eta < 0:
-        raise ValueError(f"eta={eta} must be ≥ 0")
+    check_eta(eta)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma, cond)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.ancestral import report_step
+from latentdiff.samplers.ancestral import check_eta, report_step
 from latentdiff.samplers.karras import ancestral_step
 from latentdiff.samplers.noise import Generators, randn_like
 
@@ -38,8 +38,7 @@ def sample_dpmpp_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
     update needs 2·d2. legacy=True uses d2 itself, as the DPM-Solver reference code, k-diffusion and diffusers do:
     half the D'' term, which makes that "3M" converge at second order (see docs/samplers.md).
     """
-    if eta < 0:
-        raise ValueError(f"eta={eta} must be ≥ 0")
+    check_eta(eta)
     if order not in (1, 2, 3):
         raise ValueError(f"order={order} must be 1, 2 or 3")
     steps = len(sigmas) - 1
@@ -79,8 +78,7 @@ def sample_dpmpp_2s(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *
                     eta: float = 0.0, s_noise: float = 1.0, generator: Generators = None,
                     callback: Callable | None = None) -> torch.Tensor:
     """Second order singlestep, 2 NFE per step (1 on the last step to σ = 0)."""
-    if eta < 0:
-        raise ValueError(f"eta={eta} must be ≥ 0")
+    check_eta(eta)
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i]
         denoised = denoiser(x, sigma, cond)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.ancestral import ddim_noise_std, report_step
+from latentdiff.samplers.ancestral import check_eta, ddim_noise_std, report_step
 from latentdiff.samplers.noise import Generators, randn_like
 
 
@@ -45,8 +45,7 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
                            eta: float = 1.0, s_noise: float = 1.0, generator: Generators = None,
                            callback: Callable | None = None) -> torch.Tensor:
     """First order, 1 NFE per step, stochastic (η = 1: DDPM's posterior noise; η = 0: Euler)."""
-    if eta < 0:
-        raise ValueError(f"eta={eta} must be ≥ 0")
+    check_eta(eta)
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i], cond)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
