@@ -84,6 +84,31 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+def sd_pipeline(unet, vae, text_encoder, tokenizer, prediction_type: str = "epsilon"):
+    """diffusers' StableDiffusionPipeline with the DDIM scheduler latentdiff's `--spacing compvis` reproduces."""
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                        beta_schedule="scaled_linear", set_alpha_to_one=True, steps_offset=1,
+                                        clip_sample=False, timestep_spacing="leading", prediction_type=prediction_type)
+    pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+    return pipe
+
+
+def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float) -> None:
+    """10 guided steps from the same x_T and two prompts: the pipeline's pixels and latentdiff's generate agree."""
+    from latentdiff.pipelines import generate
+    from latentdiff.samplers.noise import per_sample_generators, randn_like
+
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["the cat", "a dog"]
+    x_T = randn_like(torch.empty(2, 4, 8, 8), per_sample_generators(seeds))
+    theirs = pipe(prompts, height=32, width=32, num_inference_steps=10, guidance_scale=guidance, latents=x_T,
+                  output_type="pt").images
+    ours = generate(model, seeds, prompts=prompts, guidance_scale=guidance, steps=10, spacing="compvis")
+    assert relative(ours * 0.5 + 0.5, theirs) <= 1e-5
+
+
 def sd_model(tmp_path):
     config = original_yaml(SD_UNET, cond_stage="__is_unconditional__")  # text encoder: not part of this test
     path, yaml, state = random_original_file(tmp_path, config)
@@ -223,9 +248,6 @@ def test_vq_class_conditional_and_superresolution_layouts_load_and_sample(tmp_pa
 def test_stable_diffusion_text_to_image_matches_the_diffusers_pipeline(tmp_path):
     """The CLIP text encoder from the file (diffusers: convert_ldm_clip_checkpoint) and a whole guided DDIM run:
     diffusers' StableDiffusionPipeline against latentdiff's generate, same x_T, prompts and guidance scale."""
-    from latentdiff.pipelines import generate
-    from latentdiff.samplers.noise import per_sample_generators, randn_like
-
     config, state, path, yaml, tokenizer = sd_text_file(tmp_path)
     model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
     assert model.trained_with_null and model.conditioner.frozen
@@ -244,18 +266,7 @@ def test_stable_diffusion_text_to_image_matches_the_diffusers_pipeline(tmp_path)
     assert ours.context.shape == (2, 77, 16) and ours.context_mask.all()
     assert relative(ours.context, text_encoder(ids).last_hidden_state) <= 1e-5
 
-    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                        beta_schedule="scaled_linear", set_alpha_to_one=True, steps_offset=1,
-                                        clip_sample=False, timestep_spacing="leading")
-    pipe = diffusers.StableDiffusionPipeline(vae=their_vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                             unet=their_unet, scheduler=scheduler, safety_checker=None,
-                                             feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    x_T = randn_like(torch.empty(2, 4, 8, 8), per_sample_generators([3, 4]))
-    theirs = pipe(prompts, height=32, width=32, num_inference_steps=10, guidance_scale=4.0, latents=x_T,
-                  output_type="pt").images
-    ours = generate(model, [3, 4], prompts=prompts, guidance_scale=4.0, steps=10, spacing="compvis")
-    assert relative(ours * 0.5 + 0.5, theirs) <= 1e-5
+    assert_same_guided_run(model, sd_pipeline(their_unet, their_vae, text_encoder, tokenizer), [3, 4], 4.0)
 
 
 @torch.no_grad()
@@ -278,7 +289,11 @@ def test_convert_writes_a_latentdiff_checkpoint_with_the_same_numbers(tmp_path):
 def test_stable_diffusion_v1_is_detected_from_its_keys_without_a_config(tmp_path):
     """The full-size SD-v1 layout (built on the meta device: shapes only, no memory) is recognised and its bundled
     v1-inference YAML rebuilds exactly those shapes; a layout it does not know asks for --config."""
-    from latentdiff.interop.compvis import ORIGINAL_CONFIGS, detect_original_config, read_yaml
+    from latentdiff.interop.compvis import (
+        ORIGINAL_CONFIGS,
+        detect_original_config,
+        read_yaml,
+    )
 
     sd = original_config(read_yaml(ORIGINAL_CONFIGS / "sd-v1-inference.yaml"))
     with torch.device("meta"):
@@ -339,3 +354,4 @@ def test_malformed_files_give_one_line_errors_and_run_nothing(tmp_path, capsys):
     OmegaConf.save(OmegaConf.create(bad), tmp_path / "bad.yaml")
     assert main(["sample", str(path), "--config", str(tmp_path / "bad.yaml"), "--n", "1"]) == 2
     assert "resblock_updown" in capsys.readouterr().err
+

@@ -209,13 +209,18 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from latentdiff.checkpoints.models import save_latent_diffusion
+    from latentdiff.checkpoints.models import save_latent_diffusion, torch_dtype
     from latentdiff.interop import load_model
+    from latentdiff.interop.diffusers_folder import save_diffusers
 
-    if args.dst.suffix != ".safetensors":
-        raise UserError(f"{args.dst}: the destination must be a .safetensors file")
+    torch_dtype(args.dtype)
+    if args.dst.suffix not in (".safetensors", ""):
+        raise UserError(f"{args.dst}: the destination must be a .safetensors file or a new folder (diffusers)")
     model = load_model(args.src, args.config, "cpu", use_ema=False if args.no_ema else None, tokenizer=args.tokenizer)
-    print(f"wrote {save_latent_diffusion(model, args.dst, args.dtype)}")
+    if args.dst.suffix == ".safetensors":
+        print(f"wrote {save_latent_diffusion(model, args.dst, args.dtype)}")
+    else:
+        print(f"wrote the diffusers pipeline folder {save_diffusers(model, args.dst, args.dtype)}")
 
 
 def _list_samplers(args: argparse.Namespace) -> None:
@@ -345,10 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default: fp16)")
     p.set_defaults(func=_export)
 
-    p = commands.add_parser("convert", help="convert an original CompVis latent-diffusion / Stable Diffusion "
-                                            "checkpoint (+ its YAML) into a self-describing latentdiff .safetensors")
-    p.add_argument("src", type=Path, help=".ckpt / .safetensors checkpoint (pickles are read weights-only)")
-    p.add_argument("dst", type=Path, help="the latentdiff .safetensors to write")
+    p = commands.add_parser("convert", help="convert between formats: a latentdiff .safetensors, an original "
+                                            "CompVis / Stable Diffusion checkpoint (+ its YAML) or a diffusers folder "
+                                            "→ a latentdiff .safetensors or a diffusers folder")
+    p.add_argument("src", type=Path, help="latentdiff or original .ckpt / .safetensors (pickles are read weights-only), "
+                                          "or a diffusers pipeline folder")
+    p.add_argument("dst", type=Path, help="a new latentdiff .safetensors file, or a new folder: a diffusers pipeline")
     _add_original_arguments(p)
     p.add_argument("--dtype", default="fp32", help="fp32 | fp16 | bf16 (default: fp32)")
     p.add_argument("--no-ema", action="store_true", help="take the raw weights even when EMA weights exist")

@@ -175,8 +175,10 @@ def detect_original_config(state: dict[str, torch.Tensor]) -> Path:
     if clip and conv_in is not None and tuple(conv_in.shape) == (320, 4, 3, 3) and proj_in is not None \
             and proj_in.ndim == 4:
         return ORIGINAL_CONFIGS / "sd-v1-inference.yaml"
-    what = "Stable Diffusion 2.x (OpenCLIP)" if any(k.startswith("cond_stage_model.model.") for k in state) else \
-        "a 9-channel inpainting UNet" if conv_in is not None and conv_in.shape[1] == 9 else "this checkpoint"
+    if any(k.startswith("cond_stage_model.model.") for k in state):
+        raise UserError(f"a Stable Diffusion 2.x file does not tell ε from v-prediction by its keys; pass --config "
+                        f"{ORIGINAL_CONFIGS / 'sd-v2-inference-v.yaml'} (768-v models) or sd-v2-inference.yaml (base)")
+    what = "a 9-channel inpainting UNet" if conv_in is not None and conv_in.shape[1] == 9 else "this checkpoint"
     raise UserError(f"cannot tell the architecture of {what} from its keys; pass the YAML it came with (--config)")
 
 
@@ -206,9 +208,11 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
     kind, stage = cfg.conditioning_key, cfg.cond_stage
     if stage in ("", "__is_unconditional__") or kind is None:
         return None, False
-    if kind == "crossattn" and stage == "FrozenCLIPEmbedder":  # Stable Diffusion v1 (10 % empty prompts in training)
-        max_length = int(cfg.cond_stage_params.get("max_length", 77))
-        encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer)
+    if kind == "crossattn" and stage in ("FrozenCLIPEmbedder", "FrozenOpenCLIPEmbedder"):  # SD 1.x / 2.x (10 % empty
+        max_length = int(cfg.cond_stage_params.get("max_length", 77))                       # prompts in training)
+        layer = cfg.cond_stage_params.get("layer", "last") if stage == "FrozenOpenCLIPEmbedder" else None
+        encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer,
+                                   layer)
         text = TextEncoderConfig(max_length=max_length, width=encoder.width, attend_to_padding=True)
         return Conditioner(ConditioningConfig(kind="text", text=text), encoder), True
     if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
@@ -217,10 +221,10 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
                            image_channels=cfg.autoencoder.in_channels), False
     raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
                     f"unconditional, class-embedding (num_classes), super-resolution (Identity, concat) and Stable "
-                    f"Diffusion v1 (FrozenCLIPEmbedder) models")
+                    f"Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
 
 
-def _assign(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: str,
+def assign_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: str,
             dtype: torch.dtype) -> torch.nn.Module:
     """A module built on the meta device (no random initialisation, no memory) given the checkpoint's tensors
     themselves (assign=True: one copy of the weights in memory, cast only when the file's dtype differs)."""
@@ -233,7 +237,7 @@ def _original_unet(state: dict[str, torch.Tensor], cfg: UNetConfig, use_ema: boo
                    dtype: torch.dtype) -> UNetModel:
     with torch.device("meta"):
         unet = UNetModel(cfg)
-    return _assign(unet, unet_weights(state, unet, use_ema), f"{source} (UNet)", dtype)
+    return assign_weights(unet, unet_weights(state, unet, use_ema), f"{source} (UNet)", dtype)
 
 
 def load_original_unet(path: str | Path, cfg: UNetConfig, use_ema: bool | None = None,
@@ -257,7 +261,7 @@ def load_compvis(path: str | Path, config: str | Path | None = None, device: tor
     unet = _original_unet(state, cfg.unet, use_ema, str(path), dtype)
     with torch.device("meta"):
         autoencoder = build_autoencoder(cfg.autoencoder)
-    _assign(autoencoder, _with_prefix(state, FIRST_STAGE, ("loss.",)), f"{path} (first stage)", torch.float32)
+    assign_weights(autoencoder, _with_prefix(state, FIRST_STAGE, ("loss.",)), f"{path} (first stage)", torch.float32)
     scale = float(state["scale_factor"]) if "scale_factor" in state else cfg.scale_factor
     codec = LatentCodec(autoencoder, LatentStats.global_scale(scale, cfg.autoencoder.latent_channels))
     conditioner, trained_with_null = _conditioner(cfg, state, tokenizer)

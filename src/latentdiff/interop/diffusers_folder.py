@@ -1,0 +1,179 @@
+"""diffusers pipeline folders ⇄ `LatentDiffusion`: model_index.json, unet/, vae/ (or vqvae/), scheduler/, and for
+text models text_encoder/ + tokenizer/.
+
+Loading reads every architecture from the folder's own config files (`diffusers_configs.py`) and renames the weights
+(`diffusers_names.py`); the text encoder and tokenizer are `transformers` folders read locally (Stable Diffusion 1.x
+and 2.x folders hold a CLIPTextModel whose last hidden state is the context). Saving writes the same layout: a model
+with a frozen `transformers` text encoder becomes a `StableDiffusionPipeline` folder that diffusers runs as it is.
+What diffusers has no component for (latentdiff's jointly trained τ_θ with its tokenizer, class names, concatenated
+conditioning) goes to `latentdiff.json` and text_encoder/latentdiff_conditioner.safetensors, which `load_diffusers`
+reads back; diffusers still loads such a folder's unet/, vae/ and scheduler/. The folder is written under a
+temporary name beside its destination and renamed into place when complete.
+"""
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from latentdiff.autoencoder import LatentCodec, build_autoencoder
+from latentdiff.checkpoints.io import prefixed, save_checkpoint
+from latentdiff.checkpoints.models import conditioner_metadata, load_conditioner, torch_dtype
+from latentdiff.conditioning.conditioner import Conditioner
+from latentdiff.conditioning.pretrained import PretrainedText, _transformers
+from latentdiff.config import ConditioningConfig, TextEncoderConfig
+from latentdiff.errors import UserError
+from latentdiff.interop.compvis import assign_weights
+from latentdiff.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
+                                                  scheduler_from_diffusers, scheduler_to_diffusers, unet_from_diffusers,
+                                                  unet_to_diffusers)
+from latentdiff.interop.diffusers_names import autoencoder_blocks, convert_names, unet_blocks
+from latentdiff.interop.files import read_state_dict
+from latentdiff.ldm import LatentDiffusion
+from latentdiff.noise import NoiseSchedule
+from latentdiff.unet import UNetModel
+
+WEIGHTS = "diffusion_pytorch_model"  # .safetensors, .bin, or sharded with .safetensors.index.json
+EXTRAS, CONDITIONER = "latentdiff.json", "latentdiff_conditioner.safetensors"
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "model_index.json").is_file()
+
+
+def _write_component(folder: Path, config: dict, state: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    save_file(tensors, str(folder / f"{WEIGHTS}.safetensors"), metadata={"format": "pt"})
+
+
+def _renamed(state: dict[str, torch.Tensor], blocks, to_diffusers: bool, what: str) -> dict[str, torch.Tensor]:
+    out, unclaimed = convert_names(state, blocks, to_diffusers)
+    if unclaimed:
+        raise UserError(f"{what}: {len(unclaimed)} weights have no counterpart ({', '.join(unclaimed[:4])}); the "
+                        f"architecture does not match its config")
+    return out
+
+
+def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp32") -> Path:
+    """Write `model` as a diffusers pipeline folder (a new folder; floats in `dtype`, fp32 | fp16 | bf16)."""
+    folder, target = Path(folder), torch_dtype(dtype)
+    if folder.exists():
+        raise UserError(f"{folder} exists; give a new folder for the diffusers pipeline")
+    conditioner = model.conditioner
+    autoencoder = model.codec.autoencoder
+    unet_config = unet_to_diffusers(model.unet.config, model.latent_shape[1])
+    vae_config = autoencoder_to_diffusers(autoencoder.config, model.codec.stats)
+    vae_name = "vqvae" if vae_config["_class_name"] == "VQModel" else "vae"
+    frozen = conditioner is not None and conditioner.frozen
+    runs_in_diffusers = frozen and conditioner.tokenizer.attend_to_padding  # StableDiffusionPipeline passes no mask
+    index = {"_class_name": "StableDiffusionPipeline" if runs_in_diffusers else "LatentDiffusionPipeline",
+             "_diffusers_version": unet_config["_diffusers_version"],
+             "unet": ["diffusers", "UNet2DConditionModel"], vae_name: ["diffusers", vae_config["_class_name"]],
+             "scheduler": ["diffusers", "DDIMScheduler"]}
+    extras = {"image_size": model.image_size, "class_names": list(model.class_names),
+              "trained_with_null": model.trained_with_null, **conditioner_metadata(conditioner)}
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_component(tmp / "unet", unet_config,
+                         _renamed(model.unet.state_dict(), unet_blocks(model.unet.config), True, "UNet"), target)
+        _write_component(tmp / vae_name, vae_config, _renamed(autoencoder.state_dict(),
+                                                              autoencoder_blocks(autoencoder.config), True,
+                                                              "autoencoder"), torch.float32)
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(
+            json.dumps(scheduler_to_diffusers(model.schedule.config, model.prediction), indent=2) + "\n")
+        if frozen:
+            encoder = conditioner.tokenizer
+            copy.deepcopy(encoder.source).to(target).save_pretrained(tmp / "text_encoder")
+            encoder.tokenizer.save_pretrained(tmp / "tokenizer")
+            index |= {"text_encoder": ["transformers", type(encoder.source).__name__],
+                      "tokenizer": ["transformers", type(encoder.tokenizer).__name__],
+                      "safety_checker": [None, None], "feature_extractor": [None, None],
+                      "requires_safety_checker": False, "image_encoder": [None, None]}
+            extras["conditioning_config"]["text"]["pretrained"] = "text_encoder"
+        elif conditioner is not None and conditioner.context_dim:  # latentdiff's own τ_θ
+            save_checkpoint(tmp / "text_encoder" / CONDITIONER, prefixed("conditioner.", conditioner.state_dict()), {})
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        (tmp / EXTRAS).write_text(json.dumps(extras, indent=1) + "\n")
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_component(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights of one diffusers component folder: safetensors (one file or shards) or a weights-only pickle."""
+    for name in (f"{WEIGHTS}.safetensors", f"{WEIGHTS}.bin"):
+        if (folder / name).is_file():
+            return read_state_dict(folder / name)
+    index = folder / f"{WEIGHTS}.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        return {k: v for shard in shards for k, v in read_state_dict(folder / shard).items()}
+    raise UserError(f"{folder} has no {WEIGHTS}.safetensors / .bin weights")
+
+
+def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype, text: dict | None) -> Conditioner:
+    """The pipeline's transformers text encoder (text_encoder/, tokenizer/) as a frozen text conditioner; `text`:
+    latentdiff's record of its context length and padding mask, else Stable Diffusion's (all positions attended)."""
+    transformers = _transformers()
+    source = Path(tokenizer) if tokenizer is not None else folder / "tokenizer"
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = transformers.AutoModel.from_pretrained(folder / "text_encoder", local_files_only=True,
+                                                       torch_dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the text encoder of {folder}: {str(e).splitlines()[0]}") from None
+    max_length = int(text["max_length"]) if text else int(tok.model_max_length)
+    attend = bool(text["attend_to_padding"]) if text else True
+    encoder = PretrainedText(tok, model, max_length, attend, folder=folder / "text_encoder")
+    return Conditioner(ConditioningConfig(kind="text", text=TextEncoderConfig(
+        max_length=max_length, width=encoder.width, attend_to_padding=attend, pretrained="text_encoder")), encoder)
+
+
+def _conditioner(folder: Path, extras: dict, tokenizer: str | Path | None,
+                 dtype: torch.dtype) -> Conditioner | None:
+    """latentdiff's record of the conditioner when the folder has one, else Stable Diffusion's text conditioning."""
+    cfg = extras.get("conditioning_config")
+    if cfg is not None and not (cfg["kind"] == "text" and cfg["text"].get("pretrained")):
+        return load_conditioner(folder / "text_encoder" / CONDITIONER, extras, use_ema=False)
+    if (folder / "text_encoder").is_dir():
+        return _frozen_text(folder, tokenizer, dtype, cfg["text"] if cfg else None)
+    return None
+
+
+def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", tokenizer: str | Path | None = None,
+                   dtype: torch.dtype = torch.float32) -> LatentDiffusion:
+    """A diffusers pipeline folder → LatentDiffusion in eval mode: the UNet in `dtype`, the autoencoder in fp32.
+    `tokenizer`: a local tokenizer folder when the pipeline's tokenizer/ is missing."""
+    folder = Path(folder)
+    read_json(folder / "model_index.json")
+    unet_cfg = unet_from_diffusers(read_json(folder / "unet" / "config.json"))
+    vae_folder = next((folder / n for n in ("vae", "vqvae") if (folder / n / "config.json").is_file()), None)
+    if vae_folder is None:
+        raise UserError(f"{folder} has no vae/ or vqvae/ with a config.json")
+    vae_json = read_json(vae_folder / "config.json")
+    ae_cfg, stats = autoencoder_from_diffusers(vae_json)
+    schedule, prediction = scheduler_from_diffusers(read_json(folder / "scheduler" / "scheduler_config.json"))
+    extras = read_json(folder / EXTRAS) if (folder / EXTRAS).is_file() else {}
+    with torch.device("meta"):
+        unet, autoencoder = UNetModel(unet_cfg), build_autoencoder(ae_cfg)
+    assign_weights(unet, _renamed(read_component(folder / "unet"), unet_blocks(unet_cfg), False, f"{folder}/unet"),
+            f"{folder}/unet", dtype)
+    assign_weights(autoencoder, _renamed(read_component(vae_folder), autoencoder_blocks(ae_cfg), False, str(vae_folder)),
+            str(vae_folder), torch.float32)
+    conditioner = _conditioner(folder, extras, tokenizer, dtype)
+    latent_size = int(read_json(folder / "unet" / "config.json").get("sample_size", 64))
+    return LatentDiffusion(unet=unet.to(device), codec=LatentCodec(autoencoder, stats).to(device),
+                           schedule=NoiseSchedule(schedule), prediction=prediction,
+                           image_size=int(extras.get("image_size", latent_size * ae_cfg.downsampling_factor)),
+                           class_names=tuple(extras.get("class_names", ())),
+                           conditioner=None if conditioner is None else conditioner.to(device),
+                           trained_with_null=bool(extras.get("trained_with_null", conditioner is not None)))
