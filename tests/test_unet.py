@@ -82,3 +82,31 @@ def test_coordinate_channels_give_the_unet_absolute_position():
         model.input_blocks[0][0].weight[:, TINY.in_channels:] = 0  # cut the coordinate inputs
     assert out.shape == x.shape and not torch.allclose(out, model(x, t))
     assert model(torch.zeros(1, 2, 16, 16), t).shape == (1, 2, 16, 16)  # any size: coordinates span [−1, 1]
+
+
+def test_position_features_and_pooled_context_reach_the_output_and_respect_the_mask():
+    from latentdiff.nn.layers import fourier_positions
+
+    features = fourier_positions(2, 4, 3)
+    assert features.shape == (8, 12)
+    x = torch.tensor([-0.75, -0.25, 0.25, 0.75])  # cell centres of 4 columns
+    torch.testing.assert_close(features[:4, 0], torch.sin(torch.pi * x))  # sin(π·1·x) along the first row
+    torch.testing.assert_close(features[4:, 6 + 2], torch.sin(3 * torch.pi * torch.full((4,), 0.5)))  # y = +0.5
+    cfg = UNetConfig(in_channels=2, out_channels=2, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(1, 2), head_channels=16, context_dim=8, position_frequencies=4,
+                     pooled_context=True)
+    model = UNetModel(cfg)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(1, 2, 8, 8), torch.tensor([300])
+    context, mask = torch.randn(1, 5, 8), torch.tensor([[True, True, True, False, False]])
+    out = model(x, t, context=context, context_mask=mask)
+    padded = context.clone()
+    padded[:, 3:] = 100.0  # masked tokens: neither attended to nor pooled
+    torch.testing.assert_close(model(x, t, context=padded, context_mask=mask), out)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "pos_embed"):
+                module.pos_embed.weight.zero_()
+    assert not torch.allclose(model(x, t, context=context, context_mask=mask), out)  # positions were used
+    assert model(torch.randn(1, 2, 16, 16), t, context=context, context_mask=mask).shape == (1, 2, 16, 16)

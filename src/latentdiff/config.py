@@ -134,10 +134,18 @@ class UNetConfig:
     # CoordConv (Liu et al. 2018): two input channels holding x and y in [−1, 1] across the sampled latent, an
     # absolute position signal for layout conditioning (not in the original LDM; off for its checkpoints)
     coordinate_channels: bool = False
+    # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per axis, through a
+    # learned projection added after proj_in): lets cross-attention queries bind words to places (not in the original)
+    position_frequencies: int = 0
+    # the context's masked mean over its tokens, projected and added to the time embedding (`context_emb`), a global
+    # condition for every ResBlock as Imagen's and SDXL's pooled text embedding (not in the original LDM)
+    pooled_context: bool = False
 
     def __post_init__(self):
         _check(self.context_dim is None or self.context_dim >= 1, "unet.context_dim must be ≥ 1 (or null)")
         _check(self.transformer_depth >= 1, "unet.transformer_depth must be ≥ 1")
+        _check(self.position_frequencies >= 0, "unet.position_frequencies must be ≥ 0 (0: none)")
+        _check(not self.pooled_context or self.context_dim is not None, "unet.pooled_context needs unet.context_dim")
         _check((self.num_heads == -1) != (self.head_channels == -1),
                "unet: set exactly one of num_heads / head_channels (the other to -1)")
         _check(all(self.model_channels * m % 32 == 0 for m in self.channel_mult),

@@ -12,7 +12,7 @@ from torch import nn
 
 from latentdiff.config import UNetConfig
 from latentdiff.nn.attention import AttentionBlock
-from latentdiff.nn.layers import group_norm, timestep_embedding, zero_module
+from latentdiff.nn.layers import cell_centres, group_norm, timestep_embedding, zero_module
 from latentdiff.nn.transformer import SpatialTransformer
 
 
@@ -82,10 +82,15 @@ class TimestepEmbedSequential(nn.Sequential):
 def coordinate_maps(x: torch.Tensor) -> torch.Tensor:
     """(B, 2, h, w): x and y of each latent cell centre in [−1, 1] (CoordConv), for x (B, c, h, w)."""
     b, _, h, w = x.shape
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device, dtype=x.dtype)
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x, grid_y]).expand(b, -1, -1, -1)
+    return torch.stack(cell_centres(h, w, x.device, x.dtype)).expand(b, -1, -1, -1)
+
+
+def pooled(context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, M, d) context, (B, M) bool mask of real tokens (None: all) → (B, d) mean over the real tokens."""
+    if mask is None:
+        return context.mean(1)
+    weights = mask.to(context.dtype).unsqueeze(-1)
+    return (context * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 class UNetModel(nn.Module):
@@ -104,6 +109,8 @@ class UNetModel(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
+        if cfg.pooled_context:
+            self.context_emb = nn.Linear(cfg.context_dim, emb_dim)
 
         def res(c_in: int, c_out: int) -> ResBlock:
             return ResBlock(c_in, emb_dim, c_out, cfg.dropout, cfg.use_scale_shift_norm)
@@ -113,7 +120,8 @@ class UNetModel(nn.Module):
             if cfg.context_dim is None:
                 return AttentionBlock(c, heads)
             return SpatialTransformer(c, heads, c // heads, cfg.transformer_depth, cfg.context_dim,
-                                      linear_projection=cfg.linear_projection)
+                                      linear_projection=cfg.linear_projection,
+                                      position_frequencies=cfg.position_frequencies)
 
         first_in = cfg.in_channels + (2 if cfg.coordinate_channels else 0)
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(first_in, mc, 3, padding=1))])
@@ -168,6 +176,8 @@ class UNetModel(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, cfg.model_channels).to(x.dtype))
         if class_labels is not None:
             emb = emb + self.label_emb(class_labels)
+        if cfg.pooled_context:
+            emb = emb + self.context_emb(pooled(context, context_mask))
         skips, h = [], x
         for block in self.input_blocks:
             h = block(h, emb, context, context_mask)

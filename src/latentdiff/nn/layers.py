@@ -1,4 +1,4 @@
-"""Normalization, zero-initialised layers and the sinusoidal timestep embedding."""
+"""Normalization, zero-initialised layers, the sinusoidal timestep embedding and 2-D position features."""
 
 import math
 
@@ -44,3 +44,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     args = t.float()[:, None] * freqs[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(embedding, (0, 1)) if dim % 2 else embedding
+
+
+def cell_centres(h: int, w: int, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, w) maps of the x and y of each cell centre of an h × w grid, in [−1, 1] across the grid."""
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device, dtype=dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return grid_x, grid_y
+
+
+def fourier_positions(h: int, w: int, frequencies: int, device=None, dtype=None) -> torch.Tensor:
+    """(h·w, 4·frequencies) row-major: [sin(πkx), cos(πkx), sin(πky), cos(πky)] for k = 1 … frequencies, with x, y
+    the cell centres in [−1, 1]: where a token lies relative to the whole grid, at any grid size."""
+    grid_x, grid_y = cell_centres(h, w, device, torch.float32)
+    k = torch.arange(1, frequencies + 1, device=device, dtype=torch.float32) * math.pi
+    args = torch.stack([grid_x, grid_y], dim=-1).reshape(h * w, 2, 1) * k  # (hw, 2, F)
+    features = torch.stack([args.sin(), args.cos()], dim=2)  # (hw, 2, 2, F)
+    return features.reshape(h * w, 4 * frequencies).to(dtype)

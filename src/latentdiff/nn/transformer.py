@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentdiff.nn.layers import group_norm, zero_module
+from latentdiff.nn.layers import fourier_positions, group_norm, zero_module
 
 
 class CrossAttention(nn.Module):
@@ -86,13 +86,19 @@ class SpatialTransformer(nn.Module):
     proj_in/proj_out are 1×1 convs (LDM, SD 1.x) or, with `linear_projection`, Linear layers on tokens (SD 2.x);
     proj_out starts at zero, so a new block begins as the identity. Without context the cross-attention attends to
     the image tokens themselves (the original's behaviour when `context` is None).
+    `position_frequencies` F > 0 adds W_pos·fourier(x, y) (`fourier_positions`, 4F features of each token's place
+    in the grid) to the tokens after proj_in, so that cross-attention queries know where they are (not in the
+    original; `pos_embed`, absent for its checkpoints).
     """
 
     def __init__(self, channels: int, num_heads: int, head_dim: int, depth: int = 1,
-                 context_dim: int | None = None, dropout: float = 0.0, linear_projection: bool = False):
+                 context_dim: int | None = None, dropout: float = 0.0, linear_projection: bool = False,
+                 position_frequencies: int = 0):
         super().__init__()
         inner = num_heads * head_dim
-        self.linear_projection = linear_projection
+        self.linear_projection, self.position_frequencies = linear_projection, position_frequencies
+        if position_frequencies:
+            self.pos_embed = nn.Linear(4 * position_frequencies, inner, bias=False)
         self.norm = group_norm(channels, eps=1e-6)
         make = (lambda i, o: nn.Linear(i, o)) if linear_projection else (lambda i, o: nn.Conv2d(i, o, 1))
         self.proj_in = make(channels, inner)
@@ -108,6 +114,9 @@ class SpatialTransformer(nn.Module):
             tokens = self.proj_in(tokens.flatten(2).transpose(1, 2))
         else:
             tokens = self.proj_in(tokens).flatten(2).transpose(1, 2)  # (B, HW, inner)
+        if self.position_frequencies:
+            positions = fourier_positions(h, w, self.position_frequencies, x.device, tokens.dtype)
+            tokens = tokens + self.pos_embed(positions)
         for block in self.transformer_blocks:
             tokens = block(tokens, context, context_mask)
         if self.linear_projection:
