@@ -109,6 +109,19 @@ def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float) -> No
     assert relative(ours * 0.5 + 0.5, theirs) <= 1e-5
 
 
+def their_clip(model, state: dict):
+    """The file's CLIP text encoder through diffusers' own conversion (convert_ldm_clip_checkpoint)."""
+    import transformers
+
+    text_encoder = transformers.CLIPTextModel(model.conditioner.tokenizer.source.config)
+    converted = single_file.convert_ldm_clip_checkpoint(state)
+    if not any(k.startswith("text_model.") for k in text_encoder.state_dict()):  # transformers 5: a flat model
+        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    result = text_encoder.load_state_dict(converted, strict=False)
+    assert not [k for k in [*result.missing_keys, *result.unexpected_keys] if "position_ids" not in k], result
+    return text_encoder.eval()
+
+
 def sd_model(tmp_path):
     config = original_yaml(SD_UNET, cond_stage="__is_unconditional__")  # text encoder: not part of this test
     path, yaml, state = random_original_file(tmp_path, config)
@@ -135,7 +148,7 @@ def clip_tokenizer_folder(folder):
     return tokenizer
 
 
-def sd_text_file(tmp_path):
+def sd_text_file(tmp_path, unet: dict = SD_UNET, conditioning_key: str = "crossattn"):
     """A Stable-Diffusion-v1-layout file with a tiny CLIP text model under cond_stage_model.transformer.text_model
     (with the stale position_ids buffer of old transformers releases)."""
     import transformers
@@ -145,7 +158,7 @@ def sd_text_file(tmp_path):
         vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=1, intermediate_size=32,
         max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    config = original_yaml(SD_UNET)
+    config = original_yaml(unet, conditioning_key=conditioning_key)
     path, yaml, state = random_original_file(tmp_path, config)
     # the original layout, whatever this transformers release nests: cond_stage_model.transformer.text_model.*
     state |= {f"cond_stage_model.transformer.text_model.{k.removeprefix('text_model.')}": v
@@ -252,14 +265,7 @@ def test_stable_diffusion_text_to_image_matches_the_diffusers_pipeline(tmp_path)
     model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
     assert model.trained_with_null and model.conditioner.frozen
     their_unet, their_vae = diffusers_models(config, state)
-    import transformers
-
-    text_encoder = transformers.CLIPTextModel(model.conditioner.tokenizer.source.config)
-    converted = single_file.convert_ldm_clip_checkpoint(state)
-    if not any(k.startswith("text_model.") for k in text_encoder.state_dict()):  # transformers 5: a flat model
-        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
-    result = text_encoder.load_state_dict(converted, strict=False)
-    assert not [k for k in [*result.missing_keys, *result.unexpected_keys] if "position_ids" not in k], result
+    text_encoder = their_clip(model, state)
     prompts = ["the cat", "a dog"]
     ids = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
     ours = model.conditioner.encode(model.conditioner.tokens(prompts))
@@ -302,6 +308,9 @@ def test_stable_diffusion_v1_is_detected_from_its_keys_without_a_config(tmp_path
     state["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = torch.empty(49408, 768,
                                                                                                      device="meta")
     assert detect_original_config(state).name == "sd-v1-inference.yaml"
+    inpainting = {**state, UNET + "input_blocks.0.0.weight": torch.empty(320, 9, 3, 3, device="meta")}
+    assert detect_original_config(inpainting).name == "sd-v1-inpainting-inference.yaml"
+    assert original_config(read_yaml(detect_original_config(inpainting))).unet.in_channels == 9
     assert sum(p.numel() for p in unet.parameters()) == 859_520_964  # the published SD-v1 UNet
     with pytest.raises(UserError, match="--config"):
         detect_original_config({k: v for k, v in state.items() if "cond_stage" not in k})

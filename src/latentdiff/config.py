@@ -307,8 +307,12 @@ class ConditioningConfig:
     max_boxes: int = 4
     sr_factor: int = 4
     sr_degradation: str = "bicubic"
+    # text models that also see the mask and E(masked image) by concatenation, in Stable Diffusion inpainting's
+    # layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the original's conditioning_key hybrid)
+    masked_image: bool = False
 
     def __post_init__(self):
+        _check(not self.masked_image or self.kind == "text", "conditioning.masked_image needs conditioning.kind=text")
         _check(self.kind in CONDITIONING_KINDS,
                f"conditioning.kind={self.kind!r} is unknown; use one of {', '.join(CONDITIONING_KINDS)}")
         _check(0.0 <= self.drop_prob < 1.0, "conditioning.drop_prob must be in [0, 1)")

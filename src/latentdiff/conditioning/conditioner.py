@@ -60,10 +60,16 @@ class Conditioner(nn.Module):
             self.tokenizer.to(*args, **kwargs)
         return super().to(*args, **kwargs)
 
+    @property
+    def inpaints(self) -> bool:
+        """True when the model sees a mask and the masked image's latent (kind inpaint, or text with masked_image)."""
+        return self.kind == "inpaint" or self.config.masked_image
+
     def concat_channels(self, latent_channels: int) -> int:
         """k, the channels concatenated to z_t (the UNet's in_channels = latent_channels + k)."""
-        return {"semantic": self.semantic_classes, "superres": self.image_channels,
-                "inpaint": latent_channels + 1}.get(self.kind, 0)
+        if self.inpaints:
+            return latent_channels + 1
+        return {"semantic": self.semantic_classes, "superres": self.image_channels}.get(self.kind, 0)
 
     def tokens(self, y: list) -> Tokens:
         """Prompts (text) or lists of boxes (layout) → Tokens; "" and [] are the null condition."""
@@ -91,8 +97,8 @@ class Conditioner(nn.Module):
             return Cond(concat=semantic_concat(semantic, self.semantic_classes, latent_size))
         if self.kind == "superres":
             return Cond(concat=lowres_concat(lowres, latent_size))
-        if self.kind == "inpaint":
-            return Cond(concat=inpainting_concat(masked_latent, mask))
+        if self.inpaints:
+            return Cond(concat=inpainting_concat(masked_latent, mask, mask_first=self.config.masked_image))
         raise UserError(f"this model is conditioned on {self.kind}, not on a spatial input")
 
 

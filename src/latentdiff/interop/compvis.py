@@ -168,18 +168,18 @@ ORIGINAL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "origina
 
 def detect_original_config(state: dict[str, torch.Tensor]) -> Path:
     """The bundled original YAML for a checkpoint whose keys show a known published architecture (Stable Diffusion
-    v1: a CLIP text encoder under cond_stage_model.transformer and a 320-wide, 4-channel UNet with 1×1-conv
-    projections), or a one-line error asking for --config."""
+    v1: a CLIP text encoder under cond_stage_model.transformer and a 320-wide UNet with 1×1-conv projections, taking 4
+    channels, or 9 for SD inpainting), or a one-line error asking for --config."""
     conv_in, proj_in = state.get(UNET + "input_blocks.0.0.weight"), state.get(UNET + "input_blocks.1.1.proj_in.weight")
     clip = any(k.startswith("cond_stage_model.transformer.") for k in state)
-    if clip and conv_in is not None and tuple(conv_in.shape) == (320, 4, 3, 3) and proj_in is not None \
-            and proj_in.ndim == 4:
-        return ORIGINAL_CONFIGS / "sd-v1-inference.yaml"
+    if clip and conv_in is not None and tuple(conv_in.shape[:1]) == (320,) and conv_in.shape[1] in (4, 9) \
+            and proj_in is not None and proj_in.ndim == 4:
+        return ORIGINAL_CONFIGS / ("sd-v1-inference.yaml" if conv_in.shape[1] == 4 else "sd-v1-inpainting-inference.yaml")
     if any(k.startswith("cond_stage_model.model.") for k in state):
         raise UserError(f"a Stable Diffusion 2.x file does not tell ε from v-prediction by its keys; pass --config "
                         f"{ORIGINAL_CONFIGS / 'sd-v2-inference-v.yaml'} (768-v models) or sd-v2-inference.yaml (base)")
-    what = "a 9-channel inpainting UNet" if conv_in is not None and conv_in.shape[1] == 9 else "this checkpoint"
-    raise UserError(f"cannot tell the architecture of {what} from its keys; pass the YAML it came with (--config)")
+    raise UserError("cannot tell the architecture of this checkpoint from its keys; pass the YAML it came with "
+                    "(--config)")
 
 
 def ema_name(unet_parameter: str) -> str:
@@ -208,13 +208,14 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
     kind, stage = cfg.conditioning_key, cfg.cond_stage
     if stage in ("", "__is_unconditional__") or kind is None:
         return None, False
-    if kind == "crossattn" and stage in ("FrozenCLIPEmbedder", "FrozenOpenCLIPEmbedder"):  # SD 1.x / 2.x (10 % empty
-        max_length = int(cfg.cond_stage_params.get("max_length", 77))                       # prompts in training)
+    if kind in ("crossattn", "hybrid") and stage in ("FrozenCLIPEmbedder", "FrozenOpenCLIPEmbedder"):
+        # SD 1.x / 2.x (10 % empty prompts in training); hybrid: SD inpainting, mask and masked latent concatenated
+        max_length = int(cfg.cond_stage_params.get("max_length", 77))
         layer = cfg.cond_stage_params.get("layer", "last") if stage == "FrozenOpenCLIPEmbedder" else None
         encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer,
                                    layer)
         text = TextEncoderConfig(max_length=max_length, width=encoder.width, attend_to_padding=True)
-        return Conditioner(ConditioningConfig(kind="text", text=text), encoder), True
+        return Conditioner(ConditioningConfig(kind="text", text=text, masked_image=kind == "hybrid"), encoder), True
     if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
         factor = cfg.autoencoder.downsampling_factor
         return Conditioner(ConditioningConfig(kind="superres", sr_factor=max(factor, 2)),

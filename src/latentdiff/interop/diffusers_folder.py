@@ -39,6 +39,7 @@ from latentdiff.unet import UNetModel
 
 WEIGHTS = "diffusion_pytorch_model"  # .safetensors, .bin, or sharded with .safetensors.index.json
 EXTRAS, CONDITIONER = "latentdiff.json", "latentdiff_conditioner.safetensors"
+INPAINT_PIPELINE = "StableDiffusionInpaintPipeline"  # text + [mask, E(masked image)] concatenated
 
 
 def is_diffusers_folder(path: Path) -> bool:
@@ -72,7 +73,8 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
     vae_name = "vqvae" if vae_config["_class_name"] == "VQModel" else "vae"
     frozen = conditioner is not None and conditioner.frozen
     runs_in_diffusers = frozen and conditioner.tokenizer.attend_to_padding  # StableDiffusionPipeline passes no mask
-    index = {"_class_name": "StableDiffusionPipeline" if runs_in_diffusers else "LatentDiffusionPipeline",
+    pipeline = INPAINT_PIPELINE if frozen and conditioner.config.masked_image else "StableDiffusionPipeline"
+    index = {"_class_name": pipeline if runs_in_diffusers else "LatentDiffusionPipeline",
              "_diffusers_version": unet_config["_diffusers_version"],
              "unet": ["diffusers", "UNet2DConditionModel"], vae_name: ["diffusers", vae_config["_class_name"]],
              "scheduler": ["diffusers", "DDIMScheduler"]}
@@ -120,9 +122,11 @@ def read_component(folder: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{folder} has no {WEIGHTS}.safetensors / .bin weights")
 
 
-def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype, text: dict | None) -> Conditioner:
+def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype, text: dict | None,
+                 masked_image: bool) -> Conditioner:
     """The pipeline's transformers text encoder (text_encoder/, tokenizer/) as a frozen text conditioner; `text`:
-    latentdiff's record of its context length and padding mask, else Stable Diffusion's (all positions attended)."""
+    latentdiff's record of its context length and padding mask, else Stable Diffusion's (all positions attended);
+    `masked_image`: an inpainting pipeline's mask and masked latent are concatenated too."""
     transformers = _transformers()
     source = Path(tokenizer) if tokenizer is not None else folder / "tokenizer"
     try:
@@ -134,18 +138,19 @@ def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype,
     max_length = int(text["max_length"]) if text else int(tok.model_max_length)
     attend = bool(text["attend_to_padding"]) if text else True
     encoder = PretrainedText(tok, model, max_length, attend, folder=folder / "text_encoder")
-    return Conditioner(ConditioningConfig(kind="text", text=TextEncoderConfig(
+    return Conditioner(ConditioningConfig(kind="text", masked_image=masked_image, text=TextEncoderConfig(
         max_length=max_length, width=encoder.width, attend_to_padding=attend, pretrained="text_encoder")), encoder)
 
 
-def _conditioner(folder: Path, extras: dict, tokenizer: str | Path | None,
+def _conditioner(folder: Path, index: dict, extras: dict, tokenizer: str | Path | None,
                  dtype: torch.dtype) -> Conditioner | None:
     """latentdiff's record of the conditioner when the folder has one, else Stable Diffusion's text conditioning."""
     cfg = extras.get("conditioning_config")
     if cfg is not None and not (cfg["kind"] == "text" and cfg["text"].get("pretrained")):
         return load_conditioner(folder / "text_encoder" / CONDITIONER, extras, use_ema=False)
     if (folder / "text_encoder").is_dir():
-        return _frozen_text(folder, tokenizer, dtype, cfg["text"] if cfg else None)
+        masked_image = cfg.get("masked_image", False) if cfg else index.get("_class_name") == INPAINT_PIPELINE
+        return _frozen_text(folder, tokenizer, dtype, cfg["text"] if cfg else None, masked_image)
     return None
 
 
@@ -154,7 +159,7 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", token
     """A diffusers pipeline folder → LatentDiffusion in eval mode: the UNet in `dtype`, the autoencoder in fp32.
     `tokenizer`: a local tokenizer folder when the pipeline's tokenizer/ is missing."""
     folder = Path(folder)
-    read_json(folder / "model_index.json")
+    index = read_json(folder / "model_index.json")
     unet_cfg = unet_from_diffusers(read_json(folder / "unet" / "config.json"))
     vae_folder = next((folder / n for n in ("vae", "vqvae") if (folder / n / "config.json").is_file()), None)
     if vae_folder is None:
@@ -169,7 +174,7 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", token
             f"{folder}/unet", dtype)
     assign_weights(autoencoder, _renamed(read_component(vae_folder), autoencoder_blocks(ae_cfg), False, str(vae_folder)),
             str(vae_folder), torch.float32)
-    conditioner = _conditioner(folder, extras, tokenizer, dtype)
+    conditioner = _conditioner(folder, index, extras, tokenizer, dtype)
     latent_size = int(read_json(folder / "unet" / "config.json").get("sample_size", 64))
     return LatentDiffusion(unet=unet.to(device), codec=LatentCodec(autoencoder, stats).to(device),
                            schedule=NoiseSchedule(schedule), prediction=prediction,

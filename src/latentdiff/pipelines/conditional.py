@@ -46,7 +46,7 @@ def inpaint(model: LatentDiffusion, image: torch.Tensor, mask: torch.Tensor, see
     m = check_mask(mask, image.shape)  # (1, 1, H, W)
     x = _model_input(model, image)
     latent_size = _latent_size(model, image.shape[1], image.shape[2], "image")
-    if model.conditioner is not None and model.conditioner.kind == "inpaint":
+    if model.conditioner is not None and model.conditioner.inpaints:
         masked_latent = model.codec.encode(x * (1 - m.to(x)))
         cond = model.conditioner.spatial(latent_size, masked_latent=masked_latent, mask=m.to(x))
         generated = generate(model, seeds, spatial=_repeat(cond, len(seeds)), **options)

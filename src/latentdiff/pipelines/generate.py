@@ -66,8 +66,8 @@ def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n:
     if cond.context is not None:
         conditioner = model.conditioner
         tokens = conditioner.tokens(negative) if negative is not None else conditioner.null_tokens(n)
-        encoded = conditioner.encode(tokens.to(model.device))
-        return Cond(class_labels=labels, context=encoded.context, context_mask=encoded.context_mask)
+        encoded = conditioner.encode(tokens.to(model.device))  # a concatenated input stays (SD inpainting's null)
+        return Cond(class_labels=labels, context=encoded.context, context_mask=encoded.context_mask, concat=cond.concat)
     concat = None if cond.concat is None else torch.zeros_like(cond.concat)
     return Cond(class_labels=labels, concat=concat)
 
@@ -123,11 +123,12 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         generators = per_sample_generators(list(seeds[rows]))
         x = randn_like(torch.empty(len(generators), *shape, device=model.device), generators)
         row_labels = None if labels is None else labels[rows]
-        if token_inputs is not None:  # a model has one kind: tokens or a spatial input, never both
+        concat = None if spatial is None else spatial.concat[rows]
+        if token_inputs is not None:  # tokens, and a spatial input too for text models with `masked_image`
             tokens = model.conditioner.tokens(token_inputs[rows]).to(model.device)
-            cond = dataclasses.replace(model.conditioner.encode(tokens), class_labels=row_labels)
+            cond = dataclasses.replace(model.conditioner.encode(tokens), class_labels=row_labels, concat=concat)
         else:
-            cond = Cond(class_labels=row_labels, concat=None if spatial is None else spatial.concat[rows])
+            cond = Cond(class_labels=row_labels, concat=concat)
         cond = cond.to(model.device)
         denoiser = model.denoiser
         if guidance_scale != 1.0:

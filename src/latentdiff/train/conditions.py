@@ -29,6 +29,9 @@ def build_conditioner(cfg: LatentDiffusionTrainConfig, data: ImageData) -> Condi
                         f"{cfg.data.dataset} does not have; use emoji or shapes (text), shapes (layout, semantic)")
     if cc.kind == "none":
         return None
+    if cc.masked_image:
+        raise UserError("conditioning.masked_image describes loaded Stable Diffusion inpainting models; training one "
+                        "is not supported: train conditioning.kind=inpaint")
     if cc.kind == "text" and cc.text.pretrained:
         encoder = PretrainedText.from_folder(cc.text.pretrained, cc.text.max_length, cc.text.attend_to_padding)
         return Conditioner(cc, encoder)

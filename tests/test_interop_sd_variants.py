@@ -1,21 +1,15 @@
-"""Stable Diffusion 2.x single files: the OpenCLIP text tower (FrozenOpenCLIPEmbedder, penultimate layer), linear
-projections and v-prediction, against diffusers' own conversion (`convert_open_clip_checkpoint`) and
-StableDiffusionPipeline."""
+"""Stable Diffusion variants in single files, against diffusers' own conversion functions and pipelines: 2.x (the
+OpenCLIP text tower read to its penultimate layer, linear projections, v-prediction) and v1 inpainting (a 9-channel
+UNet fed [z_t, mask, E(masked image)], conditioning_key hybrid)."""
 
 import pytest
 import torch
-from test_interop_compvis import (
-    assert_same_guided_run,
-    clip_tokenizer_folder,
-    diffusers_models,
-    original_yaml,
-    random_original_file,
-    relative,
-    sd_pipeline,
-)
+from test_interop_compvis import (SD_UNET, assert_same_guided_run, clip_tokenizer_folder, diffusers_models,
+                                  original_yaml, random_original_file, relative, sd_pipeline, sd_text_file, their_clip)
 
 from latentdiff.errors import UserError
 from latentdiff.interop import load_model
+from latentdiff.interop.diffusers_folder import save_diffusers
 
 diffusers = pytest.importorskip("diffusers")
 single_file = pytest.importorskip("diffusers.loaders.single_file_utils")
@@ -78,3 +72,57 @@ def test_stable_diffusion_2_openclip_penultimate_v_prediction_matches_diffusers(
     their_unet, their_vae = diffusers_models(config, state)
     pipe = sd_pipeline(their_unet, their_vae, text_encoder, tokenizer, prediction_type="v_prediction")
     assert_same_guided_run(model, pipe, [7, 8], 5.0)
+
+
+@torch.no_grad()
+def test_stable_diffusion_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_path):
+    """A 9-channel SD-v1 inpainting file: latentdiff's generate with [mask, E(masked image)] concatenated against
+    StableDiffusionInpaintPipeline (same x_T, prompts, guidance and masked-image latents); `latentdiff inpaint`
+    keeps every unmasked pixel."""
+    from PIL import Image
+
+    from latentdiff.cli import main
+    from latentdiff.conditioning import Cond
+    from latentdiff.pipelines import conditional, generate
+    from latentdiff.samplers.noise import per_sample_generators, randn_like
+
+    config, state, path, yaml, tokenizer = sd_text_file(tmp_path, {**SD_UNET, "in_channels": 9}, "hybrid")
+    model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
+    assert model.conditioner.inpaints and model.unet.config.in_channels == 9
+    their_unet, their_vae = diffusers_models(config, state)
+    pipe = diffusers.StableDiffusionInpaintPipeline(vae=their_vae, text_encoder=their_clip(model, state),
+                                                    tokenizer=tokenizer, unet=their_unet,
+                                                    scheduler=sd_pipeline(their_unet, their_vae, None, tokenizer).scheduler,
+                                                    safety_checker=None, feature_extractor=None,
+                                                    requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(9)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=g)
+    mask = torch.zeros(32, 32)
+    mask[8:24, 4:20] = 1
+    x = image[None].float() / 127.5 - 1
+    masked_latent = model.codec.encode(x * (1 - mask))
+    prompts, seeds = ["the cat", "a dog"], [1, 2]
+    x_T = randn_like(torch.empty(2, 4, 8, 8), per_sample_generators(seeds))
+    theirs = pipe(prompts, image=(x + 1) / 2, mask_image=mask[None, None], masked_image_latents=masked_latent,
+                  latents=x_T, height=32, width=32, num_inference_steps=10, guidance_scale=4.0, output_type="pt").images
+    concat = model.conditioner.spatial((8, 8), masked_latent=masked_latent, mask=mask[None, None]).concat
+    ours = generate(model, seeds, prompts=prompts, spatial=Cond(concat=concat.expand(2, -1, -1, -1)),
+                    guidance_scale=4.0, steps=10, spacing="compvis")
+    assert relative(ours * 0.5 + 0.5, theirs) <= 1e-5
+
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "image.png")
+    Image.fromarray((mask * 255).byte().numpy()).save(tmp_path / "mask.png")
+    assert main(["inpaint", str(path), "--config", str(yaml), "--tokenizer", str(tmp_path / "tokenizer"),
+                 "--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"), "--prompt", "the cat",
+                 "--n", "1", "--steps", "3", "--guidance", "3", "--out", str(tmp_path / "out.png")]) == 0
+    out = conditional.inpaint(model, image, mask, [0], prompts=["a dog"], steps=3, guidance_scale=3.0)
+    keep = (mask == 0).expand(3, -1, -1)
+    assert torch.equal(out[0][keep], image[keep]) and not torch.equal(out[0], image)
+
+    folder = save_diffusers(model, tmp_path / "inpainting")
+    their = diffusers.StableDiffusionInpaintPipeline.from_pretrained(folder, local_files_only=True)
+    assert their.unet.config.in_channels == 9
+    back = load_model(folder)
+    assert back.conditioner.inpaints
+    assert torch.equal(back.unet.input_blocks[0][0].weight, model.unet.input_blocks[0][0].weight)
