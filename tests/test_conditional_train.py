@@ -14,7 +14,7 @@ from latentdiff.train.diffusion import train_latent_diffusion
 SHAPES = ["data.dataset=shapes", "data.holdout=100"]
 TEXT = ["unet.context_dim=32", "conditioning.text.width=32", "conditioning.text.depth=1",
         "conditioning.text.num_heads=2", "conditioning.text.max_length=16", "conditioning.text.vocab_size=64"]
-KINDS = {"text": TEXT, "layout": TEXT, "semantic": ["unet.in_channels=15"],
+KINDS = {"text": TEXT, "layout": TEXT, "class": ["unet.context_dim=32", "conditioning.text.width=32"], "semantic": ["unet.in_channels=15"],
          "superres": ["unet.in_channels=5", "conditioning.sr_factor=2"], "inpaint": ["unet.in_channels=5"]}
 
 
@@ -39,7 +39,7 @@ def test_each_kind_trains_checkpoints_and_samples_with_guidance(tmp_path, shapes
     model = load_latent_diffusion(checkpoint)
     assert model.conditioner.kind == kind and model.trained_with_null
     prefixes = {k.split(".")[0] for k in read_tensors(checkpoint)}
-    assert ("conditioner_ema" in prefixes) == (kind in ("text", "layout"))
+    assert ("conditioner_ema" in prefixes) == (kind in ("text", "layout", "class"))
     from latentdiff.data import load_dataset
     data = load_dataset(conditional_config(tmp_path, shapes_autoencoder, kind).data)
     options = preview_conditions(model, data, torch.tensor([0, 1]))

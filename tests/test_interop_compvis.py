@@ -70,10 +70,16 @@ def random_original_file(tmp_path, config: dict, ema_offset: float | None = None
     return path, yaml, state
 
 
-def diffusers_models(config: dict, state: dict):
+def diffusers_unet(config: dict, state: dict):
+    """The file's UNet through diffusers' own single-file conversion."""
     unet_cfg = single_file.create_unet_diffusers_config_from_ldm(config, state)
     unet = diffusers.UNet2DConditionModel(**unet_cfg)
     unet.load_state_dict(single_file.convert_ldm_unet_checkpoint(state, unet_cfg))
+    return unet.eval()
+
+
+def diffusers_models(config: dict, state: dict):
+    unet = diffusers_unet(config, state)
     vae_cfg = single_file.create_vae_diffusers_config_from_ldm(config, state)
     vae = diffusers.AutoencoderKL(**vae_cfg)
     vae.load_state_dict(single_file.convert_ldm_vae_checkpoint(state, vae_cfg))

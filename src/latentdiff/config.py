@@ -286,7 +286,7 @@ class PreviewConfig:
     guidance_scale: float = 1.0  # classifier-free guidance of conditioned previews (needs conditioning.drop_prob > 0)
 
 
-CONDITIONING_KINDS = ("none", "text", "layout", "semantic", "superres", "inpaint")
+CONDITIONING_KINDS = ("none", "text", "layout", "class", "semantic", "superres", "inpaint")
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,8 @@ class ConditioningConfig:
     """What else than z_t and t the denoiser sees (SPEC §3); class labels come from unet.num_classes.
 
     kind: "none"; "text" (captions → BPE tokens → τ_θ → cross-attention); "layout" (boxes → (l, b, c) tokens → τ_θ
-    → cross-attention); "semantic" (one-hot maps concatenated); "superres" (the image degraded by `sr_factor`,
+    → cross-attention); "class" (the label as one cross-attention token of `text.width` channels, the original
+    ClassEmbedder; the other way is unet.num_classes); "semantic" (one-hot maps concatenated); "superres" (the image degraded by `sr_factor`,
     "bicubic" or "realistic", concatenated at the latent size); "inpaint" (E(masked image) and the mask concatenated).
     drop_prob: probability of training on the null condition (empty prompt/layout; for classes the extra class
     num_classes − 1), which classifier-free guidance needs.

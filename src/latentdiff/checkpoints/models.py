@@ -7,6 +7,7 @@ import torch
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
 from latentdiff.checkpoints.io import (KIND, load_weights, prefixed, read_metadata, read_tensors, require_kind,
                                       save_checkpoint)
+from latentdiff.conditioning.classes import ClassTokenizer
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.layout import LayoutTokenizer
 from latentdiff.conditioning.pretrained import PretrainedText
@@ -60,8 +61,8 @@ def conditioner_metadata(conditioner: Conditioner | None) -> dict:
             "image_channels": conditioner.image_channels}
     if conditioner.kind == "text" and not conditioner.frozen:  # a frozen encoder: its folder is in the config
         meta["tokenizer"] = conditioner.tokenizer.to_json()
-    if conditioner.kind == "layout":
-        meta["layout_classes"] = conditioner.tokenizer.num_classes
+    if conditioner.kind in ("layout", "class"):
+        meta["layout_classes" if conditioner.kind == "layout" else "token_classes"] = conditioner.tokenizer.num_classes
     return meta
 
 
@@ -78,6 +79,8 @@ def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditi
         tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text.max_length)
     elif cfg.kind == "layout":
         tokenizer = LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes)
+    elif cfg.kind == "class":
+        tokenizer = ClassTokenizer(int(metadata["token_classes"]))
     conditioner = Conditioner(cfg, tokenizer, int(metadata["semantic_classes"]), int(metadata["image_channels"]))
     if conditioner.context_dim and not conditioner.frozen:
         load_weights(conditioner, read_tensors(path, "conditioner_ema." if use_ema else "conditioner."), str(path))

@@ -1,9 +1,9 @@
 """The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond` (SPEC §3).
 
 It owns what the kind needs: the tokenizer and the transformer τ_θ for text and layouts (trained jointly with the
-UNet) or a frozen pretrained text encoder (`conditioning/pretrained.py`), the number of semantic classes, the
-super-resolution degradation. The null condition for classifier-free guidance is the empty prompt / empty layout
-(tokens [BOS][EOS]), or the extra class num_classes − 1.
+UNet) or a frozen pretrained text encoder (`conditioning/pretrained.py`), the class embedding of class tokens, the
+number of semantic classes, the super-resolution degradation. The null condition for classifier-free guidance is
+the empty prompt / empty layout (tokens [BOS][EOS]), or the extra class num_classes − 1.
 """
 
 import dataclasses
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from latentdiff.conditioning import Cond
+from latentdiff.conditioning.classes import ClassTokenizer
 from latentdiff.conditioning.layout import FIRST_POSITION, LayoutTokenizer
 from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.spatial import (degrade_realistic, downsample_bicubic, inpainting_concat, lowres_concat,
@@ -20,22 +21,25 @@ from latentdiff.conditioning.text import CaptionTokenizer, TextTransformer, Toke
 from latentdiff.config import ConditioningConfig
 from latentdiff.errors import UserError
 
-TOKEN_KINDS = ("text", "layout")
+TOKEN_KINDS = ("text", "layout", "class")
 
 
 class Conditioner(nn.Module):
-    """y → Cond for `cfg.kind`. `tokenizer` is a CaptionTokenizer (text), a LayoutTokenizer (layout) or a frozen
-    PretrainedText (text, which tokenizes and encodes); `encoder` (τ_θ, trained) exists for the first two."""
+    """y → Cond for `cfg.kind`. `tokenizer` is a CaptionTokenizer (text), a LayoutTokenizer (layout), a
+    ClassTokenizer (class) or a frozen PretrainedText (text, which tokenizes and encodes); `encoder` (τ_θ, trained)
+    exists for the first two, `embedding` (num_classes, text.width) for class tokens."""
 
     def __init__(self, cfg: ConditioningConfig,
-                 tokenizer: CaptionTokenizer | LayoutTokenizer | PretrainedText | None = None,
+                 tokenizer: CaptionTokenizer | LayoutTokenizer | ClassTokenizer | PretrainedText | None = None,
                  semantic_classes: int = 0, image_channels: int = 3):
         super().__init__()
         self.config, self.tokenizer = cfg, tokenizer
         self.semantic_classes, self.image_channels = semantic_classes, image_channels
-        if cfg.kind in TOKEN_KINDS and not isinstance(tokenizer, PretrainedText):
-            if tokenizer is None:
-                raise ValueError(f"conditioning kind {cfg.kind} needs a tokenizer")
+        if cfg.kind in TOKEN_KINDS and tokenizer is None:
+            raise ValueError(f"conditioning kind {cfg.kind} needs a tokenizer")
+        if cfg.kind == "class":
+            self.embedding = nn.Embedding(tokenizer.num_classes, cfg.text.width)  # the original ClassEmbedder's
+        elif cfg.kind in TOKEN_KINDS and not isinstance(tokenizer, PretrainedText):
             text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
             grid = (FIRST_POSITION, tokenizer.bins) if cfg.kind == "layout" else None
             self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size, grid)
@@ -72,16 +76,25 @@ class Conditioner(nn.Module):
         return {"semantic": self.semantic_classes, "superres": self.image_channels}.get(self.kind, 0)
 
     def tokens(self, y: list) -> Tokens:
-        """Prompts (text) or lists of boxes (layout) → Tokens; "" and [] are the null condition."""
+        """Prompts (text), lists of boxes (layout) or labels (class) → Tokens; "", [] and the last class are the null
+        condition."""
         return self.tokenizer(y)
 
     def encode(self, tokens: Tokens) -> Cond:
         """τ_θ(tokens) → Cond(context (B, M, width), context_mask (B, M))."""
-        context = self.tokenizer.encode(tokens) if self.frozen else self.encoder(tokens)
+        if self.frozen:
+            context = self.tokenizer.encode(tokens)
+        else:
+            context = self.embedding(tokens.ids) if self.kind == "class" else self.encoder(tokens)
         return Cond(context=context, context_mask=tokens.mask)
 
+    def null_input(self):
+        """The null condition of one image: the empty prompt, the empty layout or the last (null) class."""
+        return {"text": "", "layout": [], "class": self.tokenizer.num_classes - 1 if self.kind == "class" else None}[
+            self.kind]
+
     def null_tokens(self, n: int) -> Tokens:
-        return self.tokens([""] * n if self.kind == "text" else [[] for _ in range(n)])
+        return self.tokens([self.null_input() for _ in range(n)])
 
     def degrade(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The super-resolution input: images (B, C, H, W) in [-1, 1] → (B, C, H/f, W/f)."""

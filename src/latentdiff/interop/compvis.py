@@ -23,6 +23,7 @@ from yaml import YAMLError
 
 from latentdiff.autoencoder import LatentCodec, LatentStats, build_autoencoder
 from latentdiff.checkpoints.io import load_weights
+from latentdiff.conditioning.classes import ClassTokenizer
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.config import AutoencoderConfig, ConditioningConfig, NoiseScheduleConfig, TextEncoderConfig, UNetConfig
 from latentdiff.errors import UserError
@@ -216,12 +217,22 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
                                    layer)
         text = TextEncoderConfig(max_length=max_length, width=encoder.width, attend_to_padding=True)
         return Conditioner(ConditioningConfig(kind="text", text=text, masked_image=kind == "hybrid"), encoder), True
+    if kind == "crossattn" and stage == "ClassEmbedder":  # cin256(-v2): the label as one context token
+        table = state.get("cond_stage_model.embedding.weight")
+        if table is None:
+            raise UserError("the checkpoint holds no class embedding (cond_stage_model.embedding.weight)")
+        conditioner = Conditioner(ConditioningConfig(kind="class", text=TextEncoderConfig(width=table.shape[1])),
+                                  ClassTokenizer(table.shape[0]))
+        load_weights(conditioner, {"embedding.weight": table.float()}, "cond_stage_model")
+        # cin256-v2 holds 1001 rows, the last (1000) the null class its sampling notebook guides against
+        return conditioner.eval().requires_grad_(False), table.shape[0] > int(cfg.cond_stage_params.get("n_classes", 1000))
     if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
         factor = cfg.autoencoder.downsampling_factor
         return Conditioner(ConditioningConfig(kind="superres", sr_factor=max(factor, 2)),
                            image_channels=cfg.autoencoder.in_channels), False
     raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
-                    f"unconditional, class-embedding (num_classes), super-resolution (Identity, concat) and Stable "
+                    f"unconditional, class-embedding (num_classes), class-token (ClassEmbedder), super-resolution "
+                    f"(Identity, concat) and Stable "
                     f"Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
 
 

@@ -103,6 +103,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
     n = len(seeds)
     labels = _class_tensor(model, class_labels, n)
     token_inputs = _token_inputs(model, prompts, layouts, n)
+    if model.conditioner is not None and model.conditioner.kind == "class":  # the label is a cross-attention token
+        token_inputs, labels = labels.tolist(), None
     if negative_prompts is not None and (prompts is None or len(negative_prompts) != n):
         raise UserError("negative prompts need a text model and one negative prompt per image")
     if spatial is not None:

@@ -12,6 +12,7 @@ from latentdiff.autoencoder import LatentCodec
 from latentdiff.conditioning import Cond
 from latentdiff.conditioning.conditioner import TOKEN_KINDS, Conditioner
 from latentdiff.conditioning.layout import LayoutTokenizer
+from latentdiff.conditioning.classes import ClassTokenizer
 from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.text import CaptionTokenizer, Tokens
 from latentdiff.config import LatentDiffusionTrainConfig
@@ -23,7 +24,7 @@ def build_conditioner(cfg: LatentDiffusionTrainConfig, data: ImageData) -> Condi
     """The conditioner for cfg.conditioning.kind, its tokenizer learned on (or sized for) the training data."""
     cc = cfg.conditioning
     needs = {"text": ("captions", bool(data.captions)), "layout": ("boxes", bool(data.boxes)),
-             "semantic": ("semantic maps", data.semantic is not None)}
+             "semantic": ("semantic maps", data.semantic is not None), "class": ("class labels", bool(data.num_classes))}
     if cc.kind in needs and not needs[cc.kind][1]:
         raise UserError(f"conditioning.kind={cc.kind} needs {needs[cc.kind][0]}, which data.dataset="
                         f"{cfg.data.dataset} does not have; use emoji or shapes (text), shapes (layout, semantic)")
@@ -40,6 +41,8 @@ def build_conditioner(cfg: LatentDiffusionTrainConfig, data: ImageData) -> Condi
         return Conditioner(cc, tokenizer)
     if cc.kind == "layout":
         return Conditioner(cc, LayoutTokenizer(len(data.class_names), cc.layout_bins, cc.max_boxes))
+    if cc.kind == "class":  # + the null class of classifier-free guidance, last
+        return Conditioner(cc, ClassTokenizer(data.num_classes + (1 if cc.drop_prob > 0 else 0)))
     return Conditioner(cc, semantic_classes=data.semantic_classes, image_channels=data.channels)
 
 
@@ -55,9 +58,11 @@ def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def token_inputs(conditioner: Conditioner, data: ImageData, index: torch.Tensor) -> list:
-    """The prompts (text) or box lists (layout, at most max_boxes each) of the images `index`."""
+    """The prompts (text), box lists (layout, at most max_boxes each) or labels (class) of the images `index`."""
     if conditioner.kind == "text":
         return [data.captions[i] for i in index.tolist()]
+    if conditioner.kind == "class":
+        return data.labels[index].tolist()
     return [[tuple(b) for b in data.boxes[i][: conditioner.config.max_boxes]] for i in index.tolist()]
 
 
@@ -67,8 +72,7 @@ def dataset_conditions(conditioner: Conditioner | None, data: ImageData) -> Toke
     the encoder never changes) as a Cond(context, context_mask); otherwise Tokens for τ_θ."""
     if conditioner is None or conditioner.kind not in TOKEN_KINDS:
         return None
-    null = "" if conditioner.kind == "text" else []
-    tokens = conditioner.tokens([*token_inputs(conditioner, data, torch.arange(len(data))), null])
+    tokens = conditioner.tokens([*token_inputs(conditioner, data, torch.arange(len(data))), conditioner.null_input()])
     return conditioner.encode(tokens) if conditioner.frozen else tokens
 
 
@@ -109,10 +113,12 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
 
 
 def preview_conditions(system, data: ImageData, index: torch.Tensor) -> dict:
-    """`generate` keyword arguments that condition on the training images `index`: prompts, layouts or spatial."""
+    """`generate` keyword arguments that condition on the training images `index`: prompts, layouts, class labels
+    (class tokens) or spatial."""
     conditioner = system.conditioner
     if conditioner.kind in TOKEN_KINDS:
-        return {"prompts" if conditioner.kind == "text" else "layouts": token_inputs(conditioner, data, index)}
+        name = {"text": "prompts", "layout": "layouts", "class": "class_labels"}[conditioner.kind]
+        return {name: token_inputs(conditioner, data, index)}
     latent_size = (system.image_size // system.codec.downsampling_factor,) * 2
     spatial = batch_condition(conditioner, data, index, torch.Generator().manual_seed(0), system.codec, latent_size,
                               None, 0.0)

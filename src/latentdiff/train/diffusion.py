@@ -103,7 +103,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     denoiser = Denoiser(model, schedule, cfg.diffusion.prediction)
     ema_parts = network_parts(ema.model, "")  # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
     ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
-                                 train_data.class_names if cfg.unet.num_classes else (),
+                                 train_data.class_names if cfg.unet.num_classes or cfg.conditioning.kind == "class"
+                                 else (),
                                  ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
     latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
     cached_conditions = dataset_conditions(conditioner, train_data)
@@ -158,7 +159,9 @@ def _write_samples(run: Run, system: LatentDiffusion, cfg: LatentDiffusionTrainC
     per_row = cfg.preview.per_class
     labels = class_grid_labels(system.num_classes, per_row) if system.num_classes else None
     n = len(labels) if labels else per_row * 8
-    options = preview_conditions(system, data, torch.arange(8).repeat_interleave(per_row)) if system.conditioner else {}
+    options = {}
+    if system.conditioner is not None and labels is None:  # class tokens come with the labels
+        options = preview_conditions(system, data, torch.arange(8).repeat_interleave(per_row))
     guidance = cfg.preview.guidance_scale if system.trained_with_null else 1.0
     images = generate(system, seeds=list(range(n)), class_labels=labels, sampler=cfg.preview.sampler,
                       steps=cfg.preview.steps, guidance_scale=guidance, **options)

@@ -1,11 +1,12 @@
-"""Stable Diffusion variants in single files, against diffusers' own conversion functions and pipelines: 2.x (the
+"""Published variants in single files, against diffusers' own conversion functions and pipelines: 2.x (the
 OpenCLIP text tower read to its penultimate layer, linear projections, v-prediction) and v1 inpainting (a 9-channel
-UNet fed [z_t, mask, E(masked image)], conditioning_key hybrid)."""
+UNet fed [z_t, mask, E(masked image)], conditioning_key hybrid), and the class-token ImageNet LDM (cin256-v2)."""
 
 import pytest
 import torch
 from test_interop_compvis import (SD_UNET, assert_same_guided_run, clip_tokenizer_folder, diffusers_models,
-                                  original_yaml, random_original_file, relative, sd_pipeline, sd_text_file, their_clip)
+                                  diffusers_unet, original_yaml, random_original_file, relative, sd_pipeline,
+                                  sd_text_file, their_clip)
 
 from latentdiff.errors import UserError
 from latentdiff.interop import load_model
@@ -126,3 +127,35 @@ def test_stable_diffusion_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_
     back = load_model(folder)
     assert back.conditioner.inpaints
     assert torch.equal(back.unet.input_blocks[0][0].weight, model.unet.input_blocks[0][0].weight)
+
+
+@torch.no_grad()
+def test_class_token_model_cin256_v2_layout_matches_a_guided_diffusers_run(tmp_path):
+    """cin256-v2: the label as one cross-attention token (`cond_stage_model.embedding`, ClassEmbedder) with a null
+    class after the real ones, a VQ first stage; latentdiff's guided DDIM against diffusers' converted UNet and
+    DDIMScheduler driven by hand with the same class-token contexts."""
+    from latentdiff.pipelines import generate
+    from latentdiff.samplers.noise import per_sample_generators, randn_like
+
+    config = original_yaml({"num_heads": 1, "use_spatial_transformer": True, "context_dim": 24, "transformer_depth": 1},
+                           first_stage="VQModelInterface", cond_stage="ClassEmbedder", scale_factor=1.0)
+    config["model"]["params"]["cond_stage_config"]["params"] = {"embed_dim": 24, "n_classes": 10, "key": "class_label"}
+    path, yaml, state = random_original_file(tmp_path, config)
+    table = torch.randn(11, 24, generator=torch.Generator().manual_seed(5))  # 10 classes + the null class 10
+    state["cond_stage_model.embedding.weight"] = table
+    torch.save({"state_dict": state}, path)
+    model = load_model(path, yaml)
+    assert model.conditioner.kind == "class" and model.num_classes == 11 and model.trained_with_null
+    their_unet = diffusers_unet(config, state)
+    scheduler = sd_pipeline(their_unet, None, None, None).scheduler
+    scheduler.set_timesteps(10)
+    labels, seeds, scale = torch.tensor([3, 7]), [1, 2], 3.0
+    latents = randn_like(torch.empty(2, 4, 8, 8), per_sample_generators(seeds))
+    context, null = table[labels][:, None], table[[10, 10]][:, None]
+    for t in scheduler.timesteps:
+        eps_c, eps_u = (their_unet(latents, t, encoder_hidden_states=c).sample for c in (context, null))
+        latents = scheduler.step(eps_u + scale * (eps_c - eps_u), t, latents).prev_sample
+    ours = generate(model, seeds, class_labels=labels.tolist(), guidance_scale=scale, steps=10, spacing="compvis")
+    assert relative(ours, model.codec.decode(latents)) <= 1e-5
+    with pytest.raises(UserError, match="class labels"):
+        generate(model, [0], class_labels=[11], steps=2)
