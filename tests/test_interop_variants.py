@@ -159,3 +159,36 @@ def test_class_token_model_cin256_v2_layout_matches_a_guided_diffusers_run(tmp_p
     assert relative(ours, model.codec.decode(latents)) <= 1e-5
     with pytest.raises(UserError, match="class labels"):
         generate(model, [0], class_labels=[11], steps=2)
+
+
+@torch.no_grad()
+def test_semantic_synthesis_spatial_rescaler_layout_loads_converts_and_samples(tmp_path):
+    """semantic_synthesis256-style: the one-hot map halved n_stages times (bilinear) and projected by
+    `cond_stage_model.channel_mapper` (182 → 3 in the original), concatenated to z_t; the concatenated input equals
+    that computation written out here, and survives `latentdiff convert`."""
+    import torch.nn.functional as F
+
+    from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.cli import main
+    from latentdiff.pipelines import conditional
+
+    config = original_yaml({"num_heads": 2, "in_channels": 7}, first_stage="VQModelInterface",
+                           cond_stage="SpatialRescaler", conditioning_key="concat", scale_factor=1.0)
+    config["model"]["params"]["cond_stage_config"]["params"] = {"n_stages": 2, "in_channels": 6, "out_channels": 3,
+                                                                "multiplier": 0.5, "method": "bilinear"}
+    path, yaml, state = random_original_file(tmp_path, config)
+    state["cond_stage_model.channel_mapper.weight"] = torch.randn(3, 6, 1, 1, generator=torch.Generator().manual_seed(2))
+    torch.save({"state_dict": state}, path)
+    model = load_model(path, yaml)
+    labels = torch.randint(0, 6, (1, 32, 32), generator=torch.Generator().manual_seed(3))
+    one_hot = F.one_hot(labels, 6).permute(0, 3, 1, 2).float()
+    for _ in range(2):
+        one_hot = F.interpolate(one_hot, scale_factor=0.5, mode="bilinear")
+    expected = F.conv2d(one_hot, state["cond_stage_model.channel_mapper.weight"])
+    concat = model.conditioner.spatial((8, 8), semantic=labels).concat
+    assert relative(concat, expected) <= 1e-6
+    images = conditional.semantic_synthesis(model, labels[0], [0, 1], steps=3)
+    assert images.shape == (2, 3, 32, 32)
+    assert main(["convert", str(path), str(tmp_path / "ours.safetensors"), "--config", str(yaml)]) == 0
+    converted = load_latent_diffusion(tmp_path / "ours.safetensors")
+    assert torch.equal(converted.conditioner.spatial((8, 8), semantic=labels).concat, concat)

@@ -311,6 +311,9 @@ class ConditioningConfig:
     # text models that also see the mask and E(masked image) by concatenation, in Stable Diffusion inpainting's
     # layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the original's conditioning_key hybrid)
     masked_image: bool = False
+    # semantic maps mapped by a learned 1×1 projection (no bias) to this many channels before concatenation (the
+    # original SpatialRescaler's `channel_mapper`; 0: the one-hot map itself). Loaded models only: not trained here
+    semantic_embedding: int = 0
 
     def __post_init__(self):
         _check(not self.masked_image or self.kind == "text", "conditioning.masked_image needs conditioning.kind=text")

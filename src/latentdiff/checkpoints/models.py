@@ -53,6 +53,11 @@ def network_parts(network: torch.nn.Module, suffix: str) -> dict[str, torch.nn.M
     return {f"unet{suffix}": network}
 
 
+def has_weights(conditioner: Conditioner) -> bool:
+    """Whether the conditioner's own weights belong in checkpoints (τ_θ, a class embedding, a channel mapper)."""
+    return not conditioner.frozen and any(True for _ in conditioner.parameters())
+
+
 def conditioner_metadata(conditioner: Conditioner | None) -> dict:
     """What rebuilds the conditioner without the training data: its config, vocabulary, class and channel counts."""
     if conditioner is None:
@@ -82,7 +87,7 @@ def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditi
     elif cfg.kind == "class":
         tokenizer = ClassTokenizer(int(metadata["token_classes"]))
     conditioner = Conditioner(cfg, tokenizer, int(metadata["semantic_classes"]), int(metadata["image_channels"]))
-    if conditioner.context_dim and not conditioner.frozen:
+    if has_weights(conditioner):
         load_weights(conditioner, read_tensors(path, "conditioner_ema." if use_ema else "conditioner."), str(path))
     return conditioner.eval().requires_grad_(False)
 
@@ -138,7 +143,7 @@ def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str 
     published model; `load_latent_diffusion` and `latentdiff sample` read it back. A frozen text encoder loaded
     from another file (Stable Diffusion's CLIP) is written beside it as a Hugging Face folder `<stem>-text-encoder`."""
     parts = {"unet_ema.": system.unet, "autoencoder.": system.codec.autoencoder}
-    if system.conditioner is not None and system.conditioner.context_dim and not system.conditioner.frozen:
+    if system.conditioner is not None and has_weights(system.conditioner):
         parts["conditioner_ema."] = system.conditioner
     tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(prefix, part.state_dict()).items()}
     metadata = system_metadata(system)

@@ -37,6 +37,8 @@ class Conditioner(nn.Module):
         self.semantic_classes, self.image_channels = semantic_classes, image_channels
         if cfg.kind in TOKEN_KINDS and tokenizer is None:
             raise ValueError(f"conditioning kind {cfg.kind} needs a tokenizer")
+        if cfg.kind == "semantic" and cfg.semantic_embedding:
+            self.channel_mapper = nn.Conv2d(semantic_classes, cfg.semantic_embedding, 1, bias=False)
         if cfg.kind == "class":
             self.embedding = nn.Embedding(tokenizer.num_classes, cfg.text.width)  # the original ClassEmbedder's
         elif cfg.kind in TOKEN_KINDS and not isinstance(tokenizer, PretrainedText):
@@ -73,7 +75,8 @@ class Conditioner(nn.Module):
         """k, the channels concatenated to z_t (the UNet's in_channels = latent_channels + k)."""
         if self.inpaints:
             return latent_channels + 1
-        return {"semantic": self.semantic_classes, "superres": self.image_channels}.get(self.kind, 0)
+        semantic = self.config.semantic_embedding or self.semantic_classes
+        return {"semantic": semantic, "superres": self.image_channels}.get(self.kind, 0)
 
     def tokens(self, y: list) -> Tokens:
         """Prompts (text), lists of boxes (layout) or labels (class) → Tokens; "", [] and the last class are the null
@@ -107,7 +110,11 @@ class Conditioner(nn.Module):
                 mask: torch.Tensor | None = None) -> Cond:
         """Cond(concat=…) for the concatenation kinds from the input that kind takes."""
         if self.kind == "semantic":
-            return Cond(concat=semantic_concat(semantic, self.semantic_classes, latent_size))
+            concat = semantic_concat(semantic, self.semantic_classes, latent_size)
+            if self.config.semantic_embedding:
+                with torch.no_grad():
+                    concat = self.channel_mapper(concat.to(self.channel_mapper.weight))
+            return Cond(concat=concat)
         if self.kind == "superres":
             return Cond(concat=lowres_concat(lowres, latent_size))
         if self.inpaints:

@@ -226,14 +226,35 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         load_weights(conditioner, {"embedding.weight": table.float()}, "cond_stage_model")
         # cin256-v2 holds 1001 rows, the last (1000) the null class its sampling notebook guides against
         return conditioner.eval().requires_grad_(False), table.shape[0] > int(cfg.cond_stage_params.get("n_classes", 1000))
+    if kind == "concat" and stage == "SpatialRescaler":  # semantic synthesis: one-hot map, resized, 1×1-projected
+        return _spatial_rescaler(cfg, state), False
     if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
         factor = cfg.autoencoder.downsampling_factor
         return Conditioner(ConditioningConfig(kind="superres", sr_factor=max(factor, 2)),
                            image_channels=cfg.autoencoder.in_channels), False
     raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
                     f"unconditional, class-embedding (num_classes), class-token (ClassEmbedder), super-resolution "
-                    f"(Identity, concat) and Stable "
+                    f"(Identity, concat), semantic synthesis (SpatialRescaler, concat) and Stable "
                     f"Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
+
+
+def _spatial_rescaler(cfg: OriginalConfig, state: dict[str, torch.Tensor]) -> Conditioner:
+    """SpatialRescaler: the one-hot map (in_channels classes) halved `n_stages` times by bilinear interpolation (on
+    even sizes exactly the area average latentdiff takes) to the latent size, then `channel_mapper` (1×1, no bias)."""
+    p = cfg.cond_stage_params
+    stages, multiplier = int(p.get("n_stages", 1)), float(p.get("multiplier", 0.5))
+    if p.get("method", "bilinear") != "bilinear" or multiplier != 0.5 or 2 ** stages != cfg.autoencoder.downsampling_factor:
+        raise UserError(f"SpatialRescaler with method {p.get('method')}, multiplier {multiplier}, n_stages {stages} "
+                        f"(not halving to the latent size) is not supported")
+    weight = state.get("cond_stage_model.channel_mapper.weight")
+    classes, embedding = int(p.get("in_channels", 3)), int(p.get("out_channels") or 0)
+    if embedding and weight is None:
+        raise UserError("the checkpoint holds no cond_stage_model.channel_mapper.weight for its SpatialRescaler")
+    conditioner = Conditioner(ConditioningConfig(kind="semantic", semantic_embedding=embedding),
+                              semantic_classes=classes, image_channels=cfg.autoencoder.in_channels)
+    if embedding:
+        load_weights(conditioner, {"channel_mapper.weight": weight.float()}, "cond_stage_model")
+    return conditioner.eval().requires_grad_(False)
 
 
 def assign_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: str,

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from latentdiff.autoencoder import LatentCodec, build_autoencoder
 from latentdiff.checkpoints.io import prefixed, save_checkpoint
-from latentdiff.checkpoints.models import conditioner_metadata, load_conditioner, torch_dtype
+from latentdiff.checkpoints.models import conditioner_metadata, has_weights, load_conditioner, torch_dtype
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.pretrained import PretrainedText, _transformers
 from latentdiff.config import ConditioningConfig, TextEncoderConfig
@@ -100,7 +100,7 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
                       "safety_checker": [None, None], "feature_extractor": [None, None],
                       "requires_safety_checker": False, "image_encoder": [None, None]}
             extras["conditioning_config"]["text"]["pretrained"] = "text_encoder"
-        elif conditioner is not None and conditioner.context_dim:  # latentdiff's own τ_θ
+        elif conditioner is not None and has_weights(conditioner):  # latentdiff's own τ_θ / class embedding
             save_checkpoint(tmp / "text_encoder" / CONDITIONER, prefixed("conditioner.", conditioner.state_dict()), {})
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         (tmp / EXTRAS).write_text(json.dumps(extras, indent=1) + "\n")

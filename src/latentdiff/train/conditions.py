@@ -30,9 +30,10 @@ def build_conditioner(cfg: LatentDiffusionTrainConfig, data: ImageData) -> Condi
                         f"{cfg.data.dataset} does not have; use emoji or shapes (text), shapes (layout, semantic)")
     if cc.kind == "none":
         return None
-    if cc.masked_image:
-        raise UserError("conditioning.masked_image describes loaded Stable Diffusion inpainting models; training one "
-                        "is not supported: train conditioning.kind=inpaint")
+    if cc.masked_image or cc.semantic_embedding:
+        raise UserError("conditioning.masked_image / semantic_embedding describe loaded original models (SD "
+                        "inpainting, SpatialRescaler); training them is not supported: train conditioning.kind=inpaint "
+                        "or semantic without them")
     if cc.kind == "text" and cc.text.pretrained:
         encoder = PretrainedText.from_folder(cc.text.pretrained, cc.text.max_length, cc.text.attend_to_padding)
         return Conditioner(cc, encoder)
