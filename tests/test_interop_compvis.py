@@ -365,8 +365,8 @@ def test_malformed_files_give_one_line_errors_and_run_nothing(tmp_path, capsys):
     assert not marker.exists()
     assert main(["sample", str(path), "--n", "1"]) == 2
     assert "--config" in capsys.readouterr().err
-    bad = original_yaml({**SD_UNET, "resblock_updown": True}, cond_stage="__is_unconditional__")
+    bad = original_yaml({**SD_UNET, "adm_in_channels": 2816}, cond_stage="__is_unconditional__")
     OmegaConf.save(OmegaConf.create(bad), tmp_path / "bad.yaml")
     assert main(["sample", str(path), "--config", str(tmp_path / "bad.yaml"), "--n", "1"]) == 2
-    assert "resblock_updown" in capsys.readouterr().err
+    assert "adm_in_channels" in capsys.readouterr().err
 

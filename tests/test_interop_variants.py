@@ -192,3 +192,38 @@ def test_semantic_synthesis_spatial_rescaler_layout_loads_converts_and_samples(t
     assert main(["convert", str(path), str(tmp_path / "ours.safetensors"), "--config", str(yaml)]) == 0
     converted = load_latent_diffusion(tmp_path / "ours.safetensors")
     assert torch.equal(converted.conditioner.spatial((8, 8), semantic=labels).concat, concat)
+
+
+@torch.no_grad()
+def test_inpainting_big_layout_first_stage_condition_resblock_updown_and_no_attention_first_stage(tmp_path):
+    """inpainting_big-style: the cond stage is the first stage itself (`__is_first_stage__`: its weights appear twice
+    in the file), [E(masked image), mask resized by nearest neighbour] concatenated, a VQ first stage with attn_type
+    none, a resblock_updown UNet; the concatenated input equals the original inpaint script's computation written
+    out, and every unmasked pixel is kept."""
+    import torch.nn.functional as F
+
+    from latentdiff.pipelines import conditional
+
+    config = original_yaml({"num_heads": 2, "in_channels": 9, "resblock_updown": True},
+                           first_stage="VQModelInterface", cond_stage="__is_first_stage__", conditioning_key="concat",
+                           scale_factor=1.0)
+    config["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["attn_type"] = "none"
+    path, yaml, state = random_original_file(tmp_path, config)
+    state |= {k.replace("first_stage_model.", "cond_stage_model.", 1): v for k, v in state.items()
+              if k.startswith("first_stage_model.")}
+    torch.save({"state_dict": state}, path)
+    model = load_model(path, yaml)
+    assert model.conditioner.kind == "inpaint" and not model.codec.autoencoder.config.mid_attention
+    assert not any("attn_1" in k for k in model.codec.autoencoder.state_dict())
+    g = torch.Generator().manual_seed(6)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=g)
+    mask = torch.zeros(32, 32)
+    mask[5:19, 9:30] = 1
+    masked = (image[None].float() / 127.5 - 1) * (1 - mask)
+    h = model.codec.autoencoder.quant_conv(model.codec.autoencoder.encoder(masked))  # VQModelInterface.encode
+    expected = torch.cat([h, F.interpolate(mask[None, None], size=h.shape[-2:])], dim=1)
+    concat = model.conditioner.spatial((8, 8), masked_latent=model.codec.encode(masked), mask=mask[None, None]).concat
+    assert relative(concat, expected) <= 1e-6
+    out = conditional.inpaint(model, image, mask, [0, 1], steps=3)
+    keep = (mask == 0).expand(3, -1, -1)
+    assert all(torch.equal(o[keep], image[keep]) for o in out)

@@ -110,3 +110,39 @@ def test_position_features_and_pooled_context_reach_the_output_and_respect_the_m
                 module.pos_embed.weight.zero_()
     assert not torch.allclose(model(x, t, context=context, context_mask=mask), out)  # positions were used
     assert model(torch.randn(1, 2, 16, 16), t, context=context, context_mask=mask).shape == (1, 2, 16, 16)
+
+
+def test_resblock_updown_matches_the_published_layouts_and_resamples_inside():
+    """LSUN-churches (5 levels, scale-shift norm) and inpainting_big built on the meta device have the published
+    parameter counts (295.0 M, 387.2 M) and their resampling ResBlocks where the original puts them; a down-block
+    computes conv(avgpool(SiLU(GN(x)))) + emb → out_layers, plus avgpool(x)."""
+    import torch.nn.functional as F
+
+    from latentdiff.unet import ResBlock
+
+    churches = UNetConfig(in_channels=4, out_channels=4, model_channels=192, channel_mult=(1, 2, 2, 4, 4),
+                          num_res_blocks=2, attention_resolutions=(1, 2, 4, 8), num_heads=8, head_channels=-1,
+                          use_scale_shift_norm=True, resblock_updown=True)
+    inpainting = UNetConfig(in_channels=7, out_channels=3, model_channels=256, channel_mult=(1, 2, 3, 4),
+                            num_res_blocks=2, attention_resolutions=(2, 4, 8), num_heads=8, head_channels=-1,
+                            resblock_updown=True)
+    names = {}
+    for cfg, millions in ((churches, 295.0), (inpainting, 387.2)):
+        with torch.device("meta"):
+            model = UNetModel(cfg)
+        assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == millions
+        names[millions] = model.state_dict().keys()
+    resampling = [f"input_blocks.{i}.0" for i in (3, 6, 9, 12)] + ["output_blocks.2.1"] + [
+        f"output_blocks.{i}.2" for i in (5, 8, 11)]  # churches, as shared/reference/compvis-ldm.md §2b lists them
+    assert all(f"{r}.in_layers.2.weight" in names[295.0] and f"{r}.skip_connection.weight" not in names[295.0]
+               for r in resampling)
+    assert not any(".op." in n or ".conv.weight" in n for n in names[295.0])
+
+    block = ResBlock(32, 16, 32, 0.0, False, "down")
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, emb = torch.randn(2, 32, 8, 8), torch.randn(2, 16)
+    h = block.in_layers[2](F.avg_pool2d(F.silu(block.in_layers[0](x)), 2)) + block.emb_layers(emb)[..., None, None]
+    torch.testing.assert_close(block(x, emb), F.avg_pool2d(x, 2) + block.out_layers(h))
+    up = ResBlock(32, 16, 32, 0.0, False, "up")
+    assert up(x, emb).shape == (2, 32, 16, 16)

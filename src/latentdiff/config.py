@@ -47,6 +47,7 @@ class AutoencoderConfig:
     codebook_size: int = 8192  # VQ only (original: n_embed)
     residual_shortcuts: bool = False  # DC-AE parameter-free shortcuts; the original checkpoints have none
     norm_groups: int = 32  # GroupNorm groups (original: 32); fewer for narrow models (docstring)
+    mid_attention: bool = True  # self-attention in the mid blocks (false: the original's attn_type none, VQ-f4-noattn)
 
     @property
     def downsampling_factor(self) -> int:
@@ -128,6 +129,7 @@ class UNetConfig:
     num_classes: int | None = None  # class-conditional via an embedding added to the time embedding
     use_scale_shift_norm: bool = False  # ADM's adaptive GroupNorm: h = GN(h)·(1 + scale) + shift
     conv_resample: bool = True
+    resblock_updown: bool = False  # down/upsample with ResBlocks that resample inside (the original's option)
     context_dim: int | None = None  # cross-attention context width d (original: context_dim)
     transformer_depth: int = 1
     linear_projection: bool = False  # original: use_linear_in_transformer
@@ -308,6 +310,7 @@ class ConditioningConfig:
     max_boxes: int = 4
     sr_factor: int = 4
     sr_degradation: str = "bicubic"
+    mask_downsampling: str = "max"  # inpaint: "max" (a latent cell touching a hole is one) or "nearest" (the original)
     # text models that also see the mask and E(masked image) by concatenation, in Stable Diffusion inpainting's
     # layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the original's conditioning_key hybrid)
     masked_image: bool = False
@@ -320,6 +323,8 @@ class ConditioningConfig:
         _check(self.kind in CONDITIONING_KINDS,
                f"conditioning.kind={self.kind!r} is unknown; use one of {', '.join(CONDITIONING_KINDS)}")
         _check(0.0 <= self.drop_prob < 1.0, "conditioning.drop_prob must be in [0, 1)")
+        _check(self.mask_downsampling in ("max", "nearest"),
+               f"conditioning.mask_downsampling={self.mask_downsampling!r} is unknown; use max or nearest")
         _check(self.sr_degradation in ("bicubic", "realistic"),
                f"conditioning.sr_degradation={self.sr_degradation!r} is unknown; use bicubic or realistic")
         _check(self.layout_bins >= 2 and self.max_boxes >= 1 and self.sr_factor >= 2,

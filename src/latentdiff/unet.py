@@ -17,11 +17,15 @@ from latentdiff.nn.transformer import SpatialTransformer
 
 
 class ResBlock(nn.Module):
-    """Residual block with the time embedding: h = in_layers(x) + emb (or GN(h)·(1+scale)+shift), out = skip(x) + h."""
+    """Residual block with the time embedding: h = in_layers(x) + emb (or GN(h)·(1+scale)+shift), out = skip(x) + h.
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, scale_shift: bool):
+    `resample` "down" / "up" (the original's resblock_updown): h is average-pooled / nearest-upsampled ×2 between
+    in_layers' activation and its conv, and x likewise before the skip connection (no extra weights)."""
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, scale_shift: bool,
+                 resample: str | None = None):
         super().__init__()
-        self.scale_shift = scale_shift
+        self.scale_shift, self.resample = scale_shift, resample
         self.in_layers = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels * (2 if scale_shift else 1)))
         self.out_layers = nn.Sequential(group_norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
@@ -29,7 +33,12 @@ class ResBlock(nn.Module):
         self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.in_layers(x)
+        if self.resample is None:
+            h = self.in_layers(x)
+        else:
+            resize = (lambda v: F.avg_pool2d(v, 2)) if self.resample == "down" else \
+                (lambda v: F.interpolate(v, scale_factor=2.0, mode="nearest"))
+            h, x = self.in_layers[2](resize(self.in_layers[:2](x))), resize(x)
         emb_out = self.emb_layers(emb)[..., None, None]  # (B, C or 2C, 1, 1)
         if self.scale_shift:
             scale, shift = emb_out.chunk(2, dim=1)
@@ -112,8 +121,8 @@ class UNetModel(nn.Module):
         if cfg.pooled_context:
             self.context_emb = nn.Linear(cfg.context_dim, emb_dim)
 
-        def res(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, emb_dim, c_out, cfg.dropout, cfg.use_scale_shift_norm)
+        def res(c_in: int, c_out: int, resample: str | None = None) -> ResBlock:
+            return ResBlock(c_in, emb_dim, c_out, cfg.dropout, cfg.use_scale_shift_norm, resample)
 
         def attn(c: int) -> nn.Module:
             heads = cfg.num_heads if cfg.num_heads != -1 else c // cfg.head_channels
@@ -135,7 +144,8 @@ class UNetModel(nn.Module):
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch, cfg.conv_resample)))
+                down = res(ch, ch, "down") if cfg.resblock_updown else Downsample(ch, cfg.conv_resample)
+                self.input_blocks.append(TimestepEmbedSequential(down))
                 skip_channels.append(ch)
                 ds *= 2
 
@@ -149,7 +159,7 @@ class UNetModel(nn.Module):
                 if ds in cfg.attention_resolutions:
                     layers.append(attn(ch))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(Upsample(ch, cfg.conv_resample))
+                    layers.append(res(ch, ch, "up") if cfg.resblock_updown else Upsample(ch, cfg.conv_resample))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 

@@ -80,7 +80,7 @@ def channel_group_average(wide: int, narrow: int) -> torch.Tensor:
 def _mid_block(channels: int, cfg: AutoencoderConfig) -> nn.Module:
     mid = nn.Module()
     mid.block_1 = ResnetBlock(channels, channels, cfg.dropout, cfg.norm_groups)
-    mid.attn_1 = SpatialSelfAttention(channels, cfg.norm_groups)
+    mid.attn_1 = SpatialSelfAttention(channels, cfg.norm_groups) if cfg.mid_attention else nn.Identity()
     mid.block_2 = ResnetBlock(channels, channels, cfg.dropout, cfg.norm_groups)
     return mid
 

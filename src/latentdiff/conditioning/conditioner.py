@@ -118,7 +118,8 @@ class Conditioner(nn.Module):
         if self.kind == "superres":
             return Cond(concat=lowres_concat(lowres, latent_size))
         if self.inpaints:
-            return Cond(concat=inpainting_concat(masked_latent, mask, mask_first=self.config.masked_image))
+            return Cond(concat=inpainting_concat(masked_latent, mask, mask_first=self.config.masked_image,
+                                                 nearest=self.config.mask_downsampling == "nearest"))
         raise UserError(f"this model is conditioned on {self.kind}, not on a spatial input")
 
 

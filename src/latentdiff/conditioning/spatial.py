@@ -81,16 +81,19 @@ def check_mask(mask: torch.Tensor, image_shape: torch.Size) -> torch.Tensor:
     return mask.float()
 
 
-def inpainting_concat(masked_latent: torch.Tensor, mask: torch.Tensor, mask_first: bool = False) -> torch.Tensor:
+def inpainting_concat(masked_latent: torch.Tensor, mask: torch.Tensor, mask_first: bool = False,
+                      nearest: bool = False) -> torch.Tensor:
     """[E(x ⊙ (1 − m)) (B, c, h, w), m downsampled to (h, w) (B, 1, h, w)] → (B, c + 1, h, w).
 
-    The mask is max-pooled, so a latent cell that touches any hole pixel counts as a hole. `mask_first`: Stable
-    Diffusion inpainting's layout instead, [m resized by nearest neighbour, E(x ⊙ (1 − m))]."""
-    if mask_first:
-        small_mask = F.interpolate(mask.float(), size=masked_latent.shape[-2:], mode="nearest")
-        return torch.cat([small_mask.to(masked_latent.dtype), masked_latent], dim=1)
-    small_mask = F.adaptive_max_pool2d(mask.float(), masked_latent.shape[-2:])
-    return torch.cat([masked_latent, small_mask.to(masked_latent.dtype)], dim=1)
+    The mask is max-pooled, so a latent cell that touches any hole pixel counts as a hole, or (`nearest`, as the
+    original inpainting scripts) resized by nearest neighbour. `mask_first`: Stable Diffusion inpainting's layout
+    instead, [m resized by nearest neighbour, E(x ⊙ (1 − m))]."""
+    size = masked_latent.shape[-2:]
+    if mask_first or nearest:
+        small_mask = F.interpolate(mask.float(), size=size, mode="nearest").to(masked_latent.dtype)
+    else:
+        small_mask = F.adaptive_max_pool2d(mask.float(), size).to(masked_latent.dtype)
+    return torch.cat([small_mask, masked_latent] if mask_first else [masked_latent, small_mask], dim=1)
 
 
 def paste_unmasked(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

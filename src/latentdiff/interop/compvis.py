@@ -40,9 +40,9 @@ KNOWN_UNET_OPTIONS = {"in_channels", "out_channels", "model_channels", "channel_
                       "attention_resolutions", "num_heads", "num_head_channels", "dropout", "num_classes",
                       "use_scale_shift_norm", "conv_resample", "use_spatial_transformer", "context_dim",
                       "transformer_depth", "use_linear_in_transformer", "legacy", "image_size", "use_checkpoint",
-                      "use_fp16", "num_heads_upsample", "use_new_attention_order", "dims"}
+                      "use_fp16", "num_heads_upsample", "use_new_attention_order", "dims", "resblock_updown"}
 # Options of architectures latentdiff does not build: an error when set.
-UNSUPPORTED_UNET_OPTIONS = ("resblock_updown", "disable_self_attentions", "num_attention_blocks",
+UNSUPPORTED_UNET_OPTIONS = ("disable_self_attentions", "num_attention_blocks",
                             "disable_middle_self_attn", "n_embed", "adm_in_channels", "spatial_transformer_attn_type")
 
 
@@ -115,7 +115,7 @@ def unet_config(p: dict) -> UNetConfig:
         num_heads=-1 if head_channels != -1 else int(p.get("num_heads", -1)), head_channels=head_channels,
         dropout=float(p.get("dropout", 0.0)), num_classes=p.get("num_classes"),
         use_scale_shift_norm=bool(p.get("use_scale_shift_norm", False)),
-        conv_resample=bool(p.get("conv_resample", True)),
+        conv_resample=bool(p.get("conv_resample", True)), resblock_updown=bool(p.get("resblock_updown", False)),
         context_dim=None if context_dim is None else int(context_dim),
         transformer_depth=int(p.get("transformer_depth", 1)),
         linear_projection=bool(p.get("use_linear_in_transformer", False)))
@@ -132,12 +132,14 @@ def autoencoder_config(first_stage: dict) -> AutoencoderConfig:
     if embed_dim != z_channels or int(dd.get("out_ch", dd["in_channels"])) != int(dd["in_channels"]):
         raise UserError(f"first stage with embed_dim {embed_dim} ≠ z_channels {z_channels} (or out_ch ≠ in_channels) "
                         f"is not supported")
-    if dd.get("attn_type", "vanilla") != "vanilla" or p.get("remap"):
-        raise UserError("first stage attn_type other than vanilla, or a remapped codebook, is not supported yet")
+    if dd.get("attn_type", "vanilla") not in ("vanilla", "none") or p.get("remap"):
+        raise UserError("first stage attn_type other than vanilla / none, or a remapped codebook, is not supported yet")
+    attention = dd.get("attn_type", "vanilla") == "vanilla"  # none: every attention block an identity
     return AutoencoderConfig(
         in_channels=int(dd["in_channels"]), base_channels=int(dd["ch"]),
         channel_mult=tuple(int(m) for m in dd["ch_mult"]), num_res_blocks=int(dd["num_res_blocks"]),
-        attn_resolutions=tuple(int(r) for r in dd.get("attn_resolutions", ())), latent_channels=z_channels,
+        attn_resolutions=tuple(int(r) for r in dd.get("attn_resolutions", ())) if attention else (),
+        mid_attention=attention, latent_channels=z_channels,
         resolution=int(dd["resolution"]), dropout=float(dd.get("dropout", 0.0)), regularizer=regularizer,
         codebook_size=int(p.get("n_embed", 8192)))
 
@@ -226,6 +228,9 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         load_weights(conditioner, {"embedding.weight": table.float()}, "cond_stage_model")
         # cin256-v2 holds 1001 rows, the last (1000) the null class its sampling notebook guides against
         return conditioner.eval().requires_grad_(False), table.shape[0] > int(cfg.cond_stage_params.get("n_classes", 1000))
+    if kind == "concat" and stage == "__is_first_stage__":  # inpainting_big: [E(masked image), nearest mask]
+        config = ConditioningConfig(kind="inpaint", mask_downsampling="nearest")
+        return Conditioner(config, image_channels=cfg.autoencoder.in_channels), False
     if kind == "concat" and stage == "SpatialRescaler":  # semantic synthesis: one-hot map, resized, 1×1-projected
         return _spatial_rescaler(cfg, state), False
     if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
@@ -234,7 +239,8 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
                            image_channels=cfg.autoencoder.in_channels), False
     raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
                     f"unconditional, class-embedding (num_classes), class-token (ClassEmbedder), super-resolution "
-                    f"(Identity, concat), semantic synthesis (SpatialRescaler, concat) and Stable "
+                    f"(Identity, concat), semantic synthesis (SpatialRescaler, concat), inpainting "
+                    f"(__is_first_stage__, concat) and Stable "
                     f"Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
 
 

@@ -43,6 +43,7 @@ def unet_to_diffusers(cfg: UNetConfig, sample_size: int) -> dict:
                                          ("position_frequencies", cfg.position_frequencies),
                                          ("pooled_context", cfg.pooled_context),
                                          ("conv_resample=false", not cfg.conv_resample),
+                                         ("resblock_updown", cfg.resblock_updown),
                                          ("no cross-attention (context_dim null)", cfg.context_dim is None)) if on]
     if unsupported:
         raise UserError(f"this UNet has {', '.join(unsupported)}, which diffusers' UNet2DConditionModel does not "
@@ -114,7 +115,8 @@ def autoencoder_to_diffusers(cfg: AutoencoderConfig, stats: LatentStats) -> dict
               "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels,
               "block_out_channels": [cfg.base_channels * m for m in cfg.channel_mult],
               "layers_per_block": cfg.num_res_blocks, "act_fn": "silu", "latent_channels": cfg.latent_channels,
-              "norm_num_groups": cfg.norm_groups, "sample_size": cfg.resolution, "mid_block_add_attention": True}
+              "norm_num_groups": cfg.norm_groups, "sample_size": cfg.resolution,
+              "mid_block_add_attention": cfg.mid_attention}
     if cfg.regularizer == "vq":
         config |= {"num_vq_embeddings": cfg.codebook_size, "vq_embed_dim": cfg.latent_channels, "norm_type": "group",
                    "lookup_from_codebook": False, "force_upcast": False}
@@ -130,8 +132,8 @@ def autoencoder_from_diffusers(c: dict) -> tuple[AutoencoderConfig, LatentStats]
     if kind not in ("AutoencoderKL", "VQModel"):
         raise UserError(f"the first stage is a {kind}; latentdiff loads AutoencoderKL and VQModel folders")
     channels = [int(v) for v in c["block_out_channels"]]
-    odd = [f"{k}={c[k]}" for k, ok in (("act_fn", "silu"), ("norm_type", "group"), ("mid_block_add_attention", True),
-                                        ("use_quant_conv", True), ("use_post_quant_conv", True))
+    odd = [f"{k}={c[k]}" for k, ok in (("act_fn", "silu"), ("norm_type", "group"), ("use_quant_conv", True),
+                                        ("use_post_quant_conv", True))
            if k in c and c[k] != ok] + (["out_channels ≠ in_channels"] if c.get("out_channels", 3) != c.get(
                "in_channels", 3) else [])
     if odd or any(v % channels[0] for v in channels):
@@ -143,7 +145,8 @@ def autoencoder_from_diffusers(c: dict) -> tuple[AutoencoderConfig, LatentStats]
                             num_res_blocks=int(c.get("layers_per_block", 1)), latent_channels=latent,
                             resolution=int(c.get("sample_size", 256)), regularizer="vq" if kind == "VQModel" else "kl",
                             codebook_size=int(c.get("num_vq_embeddings", 256)),
-                            norm_groups=int(c.get("norm_num_groups", 32)))
+                            norm_groups=int(c.get("norm_num_groups", 32)),
+                            mid_attention=bool(c.get("mid_block_add_attention", True)))
     scaling = float(c.get("scaling_factor", 1.0))
     if c.get("latents_mean") is not None and c.get("latents_std") is not None:
         stats = LatentStats(c["latents_mean"], [scaling / s for s in c["latents_std"]])
