@@ -137,7 +137,8 @@ class UNetConfig:
     # absolute position signal for layout conditioning (not in the original LDM; off for its checkpoints)
     coordinate_channels: bool = False
     # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per axis, through a
-    # learned projection added after proj_in): lets cross-attention queries bind words to places (not in the original)
+    # learned projection added after proj_in): lets cross-attention queries bind words to places (not in the original;
+    # with pooled_context it did not improve shapes relations at 3,000 steps: docs/conditioning.md)
     position_frequencies: int = 0
     # the context's masked mean over its tokens, projected and added to the time embedding (`context_emb`), a global
     # condition for every ResBlock as Imagen's and SDXL's pooled text embedding (not in the original LDM)
