@@ -25,7 +25,9 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, scale_shift: bool,
                  resample: str | None = None):
         super().__init__()
-        self.scale_shift, self.resample = scale_shift, resample
+        self.scale_shift = scale_shift
+        # parameter-free resampling (as the original's h_upd / x_upd): the UNet's own Downsample / Upsample, no conv
+        self.resample = {"down": Downsample(channels, False), "up": Upsample(channels, False), None: None}[resample]
         self.in_layers = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels * (2 if scale_shift else 1)))
         self.out_layers = nn.Sequential(group_norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
@@ -36,9 +38,7 @@ class ResBlock(nn.Module):
         if self.resample is None:
             h = self.in_layers(x)
         else:
-            resize = (lambda v: F.avg_pool2d(v, 2)) if self.resample == "down" else \
-                (lambda v: F.interpolate(v, scale_factor=2.0, mode="nearest"))
-            h, x = self.in_layers[2](resize(self.in_layers[:2](x))), resize(x)
+            h, x = self.in_layers[2](self.resample(self.in_layers[:2](x))), self.resample(x)
         emb_out = self.emb_layers(emb)[..., None, None]  # (B, C or 2C, 1, 1)
         if self.scale_shift:
             scale, shift = emb_out.chunk(2, dim=1)

@@ -18,7 +18,7 @@ from latentdiff.conditioning.pretrained import PretrainedText
 from latentdiff.conditioning.spatial import (degrade_realistic, downsample_bicubic, inpainting_concat, lowres_concat,
                                              semantic_concat)
 from latentdiff.conditioning.text import CaptionTokenizer, TextTransformer, Tokens
-from latentdiff.config import ConditioningConfig
+from latentdiff.config import ConditioningConfig, TextEncoderConfig
 from latentdiff.errors import UserError
 
 TOKEN_KINDS = ("text", "layout", "class")
@@ -45,6 +45,15 @@ class Conditioner(nn.Module):
             text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
             grid = (FIRST_POSITION, tokenizer.bins) if cfg.kind == "layout" else None
             self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size, grid)
+
+    @classmethod
+    def frozen_text(cls, encoder: PretrainedText, masked_image: bool = False,
+                    pretrained: str | None = None) -> "Conditioner":
+        """A text conditioner around a frozen encoder, its config read off the encoder (context length, width,
+        padding mask); `pretrained`: the folder name recorded in the config."""
+        text = TextEncoderConfig(max_length=encoder.max_length, width=encoder.width,
+                                 attend_to_padding=encoder.attend_to_padding, pretrained=pretrained)
+        return cls(ConditioningConfig(kind="text", text=text, masked_image=masked_image), encoder)
 
     @property
     def kind(self) -> str:
@@ -93,8 +102,9 @@ class Conditioner(nn.Module):
 
     def null_input(self):
         """The null condition of one image: the empty prompt, the empty layout or the last (null) class."""
-        return {"text": "", "layout": [], "class": self.tokenizer.num_classes - 1 if self.kind == "class" else None}[
-            self.kind]
+        if self.kind == "class":
+            return self.tokenizer.num_classes - 1
+        return "" if self.kind == "text" else []
 
     def null_tokens(self, n: int) -> Tokens:
         return self.tokens([self.null_input() for _ in range(n)])

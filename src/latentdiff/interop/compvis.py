@@ -217,8 +217,7 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         layer = cfg.cond_stage_params.get("layer", "last") if stage == "FrozenOpenCLIPEmbedder" else None
         encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer,
                                    layer)
-        text = TextEncoderConfig(max_length=max_length, width=encoder.width, attend_to_padding=True)
-        return Conditioner(ConditioningConfig(kind="text", text=text, masked_image=kind == "hybrid"), encoder), True
+        return Conditioner.frozen_text(encoder, masked_image=kind == "hybrid"), True
     if kind == "crossattn" and stage == "ClassEmbedder":  # cin256(-v2): the label as one context token
         table = state.get("cond_stage_model.embedding.weight")
         if table is None:

@@ -25,7 +25,6 @@ from latentdiff.checkpoints.io import prefixed, save_checkpoint
 from latentdiff.checkpoints.models import conditioner_metadata, has_weights, load_conditioner, torch_dtype
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.pretrained import PretrainedText, _transformers
-from latentdiff.config import ConditioningConfig, TextEncoderConfig
 from latentdiff.errors import UserError
 from latentdiff.interop.compvis import assign_weights
 from latentdiff.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
@@ -138,8 +137,7 @@ def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype,
     max_length = int(text["max_length"]) if text else int(tok.model_max_length)
     attend = bool(text["attend_to_padding"]) if text else True
     encoder = PretrainedText(tok, model, max_length, attend, folder=folder / "text_encoder")
-    return Conditioner(ConditioningConfig(kind="text", masked_image=masked_image, text=TextEncoderConfig(
-        max_length=max_length, width=encoder.width, attend_to_padding=attend, pretrained="text_encoder")), encoder)
+    return Conditioner.frozen_text(encoder, masked_image, pretrained="text_encoder")
 
 
 def _conditioner(folder: Path, index: dict, extras: dict, tokenizer: str | Path | None,
@@ -160,22 +158,21 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", token
     `tokenizer`: a local tokenizer folder when the pipeline's tokenizer/ is missing."""
     folder = Path(folder)
     index = read_json(folder / "model_index.json")
-    unet_cfg = unet_from_diffusers(read_json(folder / "unet" / "config.json"))
+    unet_json = read_json(folder / "unet" / "config.json")
+    unet_cfg = unet_from_diffusers(unet_json)
     vae_folder = next((folder / n for n in ("vae", "vqvae") if (folder / n / "config.json").is_file()), None)
     if vae_folder is None:
         raise UserError(f"{folder} has no vae/ or vqvae/ with a config.json")
-    vae_json = read_json(vae_folder / "config.json")
-    ae_cfg, stats = autoencoder_from_diffusers(vae_json)
+    ae_cfg, stats = autoencoder_from_diffusers(read_json(vae_folder / "config.json"))
     schedule, prediction = scheduler_from_diffusers(read_json(folder / "scheduler" / "scheduler_config.json"))
     extras = read_json(folder / EXTRAS) if (folder / EXTRAS).is_file() else {}
     with torch.device("meta"):
         unet, autoencoder = UNetModel(unet_cfg), build_autoencoder(ae_cfg)
-    assign_weights(unet, _renamed(read_component(folder / "unet"), unet_blocks(unet_cfg), False, f"{folder}/unet"),
-            f"{folder}/unet", dtype)
-    assign_weights(autoencoder, _renamed(read_component(vae_folder), autoencoder_blocks(ae_cfg), False, str(vae_folder)),
-            str(vae_folder), torch.float32)
+    for module, source, blocks, precision in ((unet, folder / "unet", unet_blocks(unet_cfg), dtype),
+                                              (autoencoder, vae_folder, autoencoder_blocks(ae_cfg), torch.float32)):
+        assign_weights(module, _renamed(read_component(source), blocks, False, str(source)), str(source), precision)
     conditioner = _conditioner(folder, index, extras, tokenizer, dtype)
-    latent_size = int(read_json(folder / "unet" / "config.json").get("sample_size", 64))
+    latent_size = int(unet_json.get("sample_size", 64))
     return LatentDiffusion(unet=unet.to(device), codec=LatentCodec(autoencoder, stats).to(device),
                            schedule=NoiseSchedule(schedule), prediction=prediction,
                            image_size=int(extras.get("image_size", latent_size * ae_cfg.downsampling_factor)),
