@@ -208,3 +208,19 @@ def test_cli_eval_scores_alignment_against_real_and_shuffled_baselines(tmp_path,
     assert "LDM-SR seed 0" in table and "bicubic ×2" in table and "autoencoder (ceiling)" in table
     assert main(["eval", str(trained_kinds["semantic"])]) == 2
     assert "text or layout model" in capsys.readouterr().err
+
+
+def test_cli_eval_adds_the_clip_score_of_text_models(tmp_path, shapes_autoencoder, capsys, monkeypatch):
+    from latentdiff.cli import main
+    from latentdiff.metrics.classifier import RECIPE
+    from tests.test_sample_quality import tiny_clip_folder
+
+    monkeypatch.setitem(RECIPE, "epochs", 1)
+    tiny_clip_folder(tmp_path / "clip")
+    checkpoint = train_latent_diffusion(conditional_config(tmp_path / "t", shapes_autoencoder, "text",
+                                                           "train.max_steps=2"))
+    assert main(["eval", str(checkpoint), "--guidance", "1", "3", "--n", "4", "--steps", "2",
+                 "--clip", str(tmp_path / "clip")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert lines[0].endswith("CLIP score |") and len(lines) == 4
+    assert all(0 <= float(line.split("|")[-2].split("±")[0]) <= 100 for line in lines[2:])

@@ -174,3 +174,46 @@ def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsy
     assert "TorchScript network net.pt" in table and "(8 images)" in table and "IS analogue" in table
     assert main(["eval", str(checkpoint), "--features", "vgg"]) == 2
     assert "--features 'vgg'" in capsys.readouterr().err
+
+
+def tiny_clip_folder(folder):
+    """A randomly initialised transformers CLIPModel (32-wide towers, 32×32 images) with its tokenizer and image
+    processor, saved as a local folder."""
+    transformers = pytest.importorskip("transformers")
+    from tests.test_interop_compvis import clip_tokenizer_folder
+
+    tokenizer = clip_tokenizer_folder(folder)
+    config = transformers.CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 77,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8}, projection_dim=16)
+    torch.manual_seed(0)
+    transformers.CLIPModel(config).eval().save_pretrained(folder)
+    transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(folder)
+    return tokenizer
+
+
+def test_clip_score_matches_the_transformers_clip_model(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from latentdiff.metrics.clip_score import ClipScorer
+
+    folder = tmp_path / "clip"
+    tokenizer = tiny_clip_folder(folder)
+    scorer = ClipScorer(folder)
+    images = torch.randint(0, 256, (3, 3, 48, 64), dtype=torch.uint8)
+    prompts = ["the cat", "the dog", "a cat"]
+    processor = transformers.CLIPImageProcessor.from_pretrained(folder)
+    theirs = processor(images=list(images.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(scorer.pixels(images), theirs, rtol=0, atol=1e-5)
+    text = tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = scorer.model(**text, pixel_values=scorer.pixels(images))
+    expected = 100 * (out.logits_per_image.diagonal() / out.logits_per_image.new_tensor(
+        scorer.model.logit_scale.exp().item())).clamp(min=0)
+    torch.testing.assert_close(scorer(images, prompts), expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(UserError, match="does not exist"):
+        ClipScorer(tmp_path / "none")
+    with pytest.raises(UserError, match="3 images for 2 prompts"):
+        scorer(images, prompts[:2])

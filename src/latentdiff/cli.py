@@ -197,7 +197,12 @@ def _eval(args: argparse.Namespace) -> None:
     elif model.conditioner is not None and model.conditioner.kind == "superres":
         report = evaluate_superres(model, data_cfg, seeds, args.n, **options)
     else:
-        report = evaluate_alignment(model, data_cfg, args.guidance, seeds, args.n, **options)
+        clip = None
+        if args.clip is not None:
+            from latentdiff.metrics.clip_score import ClipScorer
+
+            clip = ClipScorer(args.clip, _device(args))
+        report = evaluate_alignment(model, data_cfg, args.guidance, seeds, args.n, clip, **options)
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=1))
@@ -361,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", default="clean", help="Inception preprocessing: clean | pytorch-fid (default: clean)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder of reference images for --quality (default: the checkpoint's training data)")
+    p.add_argument("--clip", type=Path, default=None,
+                   help="local transformers CLIPModel folder: adds the CLIP score of text models' samples")
     _add_sampler_arguments(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")

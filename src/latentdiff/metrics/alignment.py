@@ -11,7 +11,7 @@ Fréchet distance: in the classifier's features, generated vs the training split
 """
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ class GuidanceRow:
     guidance_scale: float
     alignment: list[float]  # one per sampling seed
     fd: list[float]  # one per sampling seed
+    clip_score: list[float] = field(default_factory=list)  # one per seed, when a CLIP model is given
 
 
 @dataclass
@@ -48,12 +49,14 @@ class AlignmentReport:
         header = (f"{self.metric}, n = {self.n} held-out conditions per seed; real images {self.real:.3f}, "
                   f"shuffled real images (chance) {self.shuffled:.3f}; Fréchet distance real-vs-real "
                   f"{self.fd_baseline:.2f}")
-        lines = [header, "| guidance s | alignment (mean ± sd over seeds) | × chance | Fréchet distance |",
-                 "|---|---|---|---|"]
+        clip = any(row.clip_score for row in self.rows)
+        lines = [header, "| guidance s | alignment (mean ± sd over seeds) | × chance | Fréchet distance |"
+                 + (" CLIP score |" if clip else ""), "|---|---|---|---|" + ("---|" if clip else "")]
         for row in self.rows:
-            a, fd = np.array(row.alignment), np.array(row.fd)
+            a, fd, c = np.array(row.alignment), np.array(row.fd), np.array(row.clip_score)
             lines.append(f"| {row.guidance_scale:g} | {a.mean():.3f} ± {a.std():.3f} | "
-                         f"{a.mean() / max(self.shuffled, 1e-9):.1f} | {fd.mean():.2f} ± {fd.std():.2f} |")
+                         f"{a.mean() / max(self.shuffled, 1e-9):.1f} | {fd.mean():.2f} ± {fd.std():.2f} |"
+                         + (f" {c.mean():.2f} ± {c.std():.2f} |" if clip else ""))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -77,9 +80,11 @@ def _alignment_scorer(kind: str, data_cfg: DataConfig, held: ImageData, classifi
 
 
 def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_scales: Sequence[float] = (1, 2, 4, 8),
-                       seeds: Sequence[int] = (0,), n: int | None = None, **sample_options) -> AlignmentReport:
+                       seeds: Sequence[int] = (0,), n: int | None = None, clip=None,
+                       **sample_options) -> AlignmentReport:
     """Generate one image per held-out condition (the first n) for each guidance scale and sampling seed and score
-    them (sample_options → `generate`, e.g. steps, sampler). Guidance 0 is the unconditional model."""
+    them (sample_options → `generate`, e.g. steps, sampler). Guidance 0 is the unconditional model. `clip`: a
+    `ClipScorer`, which adds the mean CLIP score of text models' samples against their prompts."""
     kind = model.conditioner.kind if model.conditioner else "none"
     if kind not in ("text", "layout"):
         raise UserError(f"alignment needs a text or layout model; this one is conditioned on {kind}")
@@ -107,5 +112,7 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_sc
                                        **sample_options))
             row.alignment.append(score(images, rows))
             row.fd.append(fd(images))
+            if clip is not None and kind == "text":
+                row.clip_score.append(float(clip(images, conditions).mean()))
         report.rows.append(row)
     return report

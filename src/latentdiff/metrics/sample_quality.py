@@ -129,7 +129,7 @@ def _is(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def _conditions(model: LatentDiffusion, held: ImageData, n: int) -> dict:
+def sample_conditions(model: LatentDiffusion, held: ImageData, n: int) -> dict:
     """`generate` keyword arguments for n samples: balanced class labels, or the held-out captions / layouts
     cycled; nothing for unconditional models."""
     kind = model.conditioner.kind if model.conditioner is not None else None
@@ -172,7 +172,7 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
     n_b = min(n, len(held))
     baseline = score(ref, cached_features(extractor, held.images[:n_b], f"{reference_label}-heldout", cache),
                      ref_stats, kid_scale)
-    conditions = _conditions(model, held, n)
+    conditions = sample_conditions(model, held, n)
     report = QualityReport(extractor.name, f"{reference_label} ({len(reference)} images)", baseline, [])
     for s in guidance_scales:
         row = QualityRow(float(s))

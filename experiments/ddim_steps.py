@@ -1,0 +1,92 @@
+"""Paper Fig. 7 at small scale: sample quality (FD) against sampler steps and samples per second.
+
+For each sampler and step count, n samples per seed from a text model (the held-out captions cycled, guidance s) or
+an unconditional/class model; FD in the classifier evaluator's features against the training split, beside the
+held-out-vs-training baseline at the same n. Usage:
+
+    python experiments/ddim_steps.py [--checkpoint CKPT] [--n 400] [--seeds 3] [--steps 5 10 20 50 100]
+                                     [--samplers ddim dpmpp_2m] [--guidance 3]
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentdiff.checkpoints import load_latent_diffusion
+from latentdiff.checkpoints.models import bundled_model
+from latentdiff.data import load_dataset, split_holdout
+from latentdiff.metrics.classifier import load_or_train_classifier
+from latentdiff.metrics.features import classifier_features
+from latentdiff.metrics.frechet import FeatureStats, frechet_distance
+from latentdiff.metrics.sample_quality import cached_features, sample_conditions, draw_samples
+from latentdiff.pipelines.eval_autoencoder import stored_data_config
+from report import write_report  # experiments/report.py (the script's folder is on sys.path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled emoji model")
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100])
+    p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp_2m"])
+    p.add_argument("--guidance", type=float, default=3.0)
+    args = p.parse_args()
+    checkpoint = args.checkpoint or bundled_model()
+    model = load_latent_diffusion(checkpoint)
+    data_cfg = stored_data_config(checkpoint)
+    train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
+    extractor = classifier_features(load_or_train_classifier(data_cfg, split=(train, held))[0], data_cfg.dataset)
+    reference = FeatureStats.of(cached_features(extractor, train.images, f"{data_cfg.dataset}-train").features)
+    n_b = min(args.n, len(held))
+    baseline = frechet_distance(FeatureStats.of(extractor(held.images[:n_b])[0]), reference)
+    conditions = sample_conditions(model, held, args.n)
+    guidance = args.guidance if model.trained_with_null else 1.0
+    rows = []
+    for sampler in args.samplers:
+        for steps in args.steps:
+            fds, rates = [], []
+            for seed in range(args.seeds):
+                start = time.perf_counter()
+                images = draw_samples(model, args.n, seed, conditions, guidance, sampler=sampler, steps=steps)
+                rates.append(args.n / (time.perf_counter() - start))
+                fds.append(frechet_distance(FeatureStats.of(extractor(images)[0]), reference))
+            rows.append((sampler, steps, np.mean(fds), np.std(fds), np.median(rates)))
+            print(f"{sampler} {steps:4d} steps: FD {np.mean(fds):.2f} ± {np.std(fds):.2f}, "
+                  f"{np.median(rates):.1f} samples/s", flush=True)
+    body = [(f"Model: `{checkpoint}`; {args.n} samples per seed × {args.seeds} seeds, guidance {guidance:g}; FD in "
+             f"the {extractor.name} features against the training split ({len(train)} images)."),
+            f"Real-vs-real baseline (held-out vs training, n = {n_b}): FD {baseline:.2f}.", "",
+            "| sampler | steps | FD (mean ± sd over seeds) | samples/s (median) |", "|---|---|---|---|",
+            *(f"| {s} | {k} | {m:.2f} ± {sd:.2f} | {r:.1f} |" for s, k, m, sd, r in rows)]
+    figure = None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        for sampler in args.samplers:
+            mine = [r for r in rows if r[0] == sampler]
+            left.errorbar([r[1] for r in mine], [r[2] for r in mine], [r[3] for r in mine], marker="o", label=sampler)
+            right.plot([r[4] for r in mine], [r[2] for r in mine], marker="o", label=sampler)
+        for axis in (left, right):
+            axis.axhline(baseline, color="grey", linestyle="--", label="real vs real")
+            axis.set_ylabel("FD")
+            axis.legend()
+        left.set_xscale("log")
+        left.set_xlabel("sampler steps")
+        right.set_xscale("log")
+        right.set_xlabel("samples per second (this machine)")
+    except ImportError:
+        body.append("(no plot: matplotlib is not installed; `pip install matplotlib`)")
+    print(write_report("ddim-steps", "FD against sampler steps and throughput", body, figure))
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
