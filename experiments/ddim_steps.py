@@ -41,6 +41,7 @@ def main() -> None:
     train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     extractor = classifier_features(load_or_train_classifier(data_cfg, split=(train, held))[0], data_cfg.dataset)
     reference = FeatureStats.of(cached_features(extractor, train.images, f"{data_cfg.dataset}-train").features)
+    held = held.sample(len(held))  # random order: the emoji are sorted by Unicode group
     n_b = min(args.n, len(held))
     baseline = frechet_distance(FeatureStats.of(extractor(held.images[:n_b])[0]), reference)
     conditions = sample_conditions(model, held, args.n)
@@ -57,7 +58,9 @@ def main() -> None:
             rows.append((sampler, steps, np.mean(fds), np.std(fds), np.median(rates)))
             print(f"{sampler} {steps:4d} steps: FD {np.mean(fds):.2f} ± {np.std(fds):.2f}, "
                   f"{np.median(rates):.1f} samples/s", flush=True)
-    body = [(f"Model: `{checkpoint}`; {args.n} samples per seed × {args.seeds} seeds, guidance {guidance:g}; FD in "
+    shown = Path(checkpoint).resolve()
+    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
+    body = [(f"Model: `{shown}`; {args.n} samples per seed × {args.seeds} seeds, guidance {guidance:g}; FD in "
              f"the {extractor.name} features against the training split ({len(train)} images)."),
             f"Real-vs-real baseline (held-out vs training, n = {n_b}): FD {baseline:.2f}.", "",
             "| sampler | steps | FD (mean ± sd over seeds) | samples/s (median) |", "|---|---|---|---|",

@@ -217,3 +217,12 @@ def test_clip_score_matches_the_transformers_clip_model(tmp_path):
         ClipScorer(tmp_path / "none")
     with pytest.raises(UserError, match="3 images for 2 prompts"):
         scorer(images, prompts[:2])
+
+
+def test_held_out_parts_are_drawn_at_random_not_the_first_rows():
+    from latentdiff.data import ImageData
+
+    ordered = ImageData(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), torch.arange(100) // 10, tuple("0123456789"))
+    part = ordered.sample(30)
+    assert len(part) == 30 and len(set(part.labels.tolist())) >= 8  # the first 30 rows hold only classes 0-2
+    assert torch.equal(part.labels, ordered.sample(30).labels) and len(ordered.sample(500)) == 100

@@ -61,6 +61,12 @@ class ImageData:
             boxes=tuple(self.boxes[i] for i in rows) if self.boxes else (),
             semantic=None if self.semantic is None else self.semantic[index])
 
+    def sample(self, n: int, seed: int = 0) -> "ImageData":
+        """min(n, N) images drawn at random without replacement (seeded): a representative part even when the data
+        is ordered (emoji by Unicode group, for example), unlike the first n."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.subset(order[:min(n, len(self))])
+
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] → float32 [-1, 1] (the range every model in latentdiff takes)."""

@@ -92,7 +92,7 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_sc
     if not held.captions:
         raise UserError(f"data.dataset={data_cfg.dataset} has no captions or boxes to condition on")
     classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
-    held = held.subset(torch.arange(min(n or len(held), len(held))))
+    held = held.sample(n or len(held))
     metric, score = _alignment_scorer(kind, data_cfg, held, classifier)
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
 

@@ -2,7 +2,7 @@
 model's samples against a real reference set, in one extractor's features, always beside the real-vs-real baseline.
 
 Reference: the training split of the model's data (or any image set). Baseline: the held-out split against the
-same reference, at n_b = min(n, |held-out|) images; every seed's samples are also scored on their first n_b images
+same reference, at n_b = min(n, |held-out|) images drawn at random (the data may be ordered by class); every seed's samples are also scored on their first n_b images
 so that one FD column compares like with like (FD and KID are biased at small n). Reference features are cached on
 disk under the extractor's identity and a digest of the images, written atomically.
 """
@@ -166,6 +166,7 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
     conditions of conditional models."""
     if len(held) < 2 or len(reference) < 2:
         raise UserError("sample-quality metrics need at least 2 reference and 2 held-out images")
+    held = held.sample(len(held))  # a random order: its first n_b images and the cycled conditions are representative
     ref = cached_features(extractor, reference.images, reference_label, cache)
     ref_stats = FeatureStats.of(ref.features)
     kid_scale = 1.0 if extractor.standard_kid else float(np.sqrt(np.mean(ref.features.astype(np.float64) ** 2)))
