@@ -17,11 +17,8 @@ import torch
 
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
-from latentdiff.data import load_dataset, split_holdout
-from latentdiff.metrics.classifier import load_or_train_classifier
-from latentdiff.metrics.features import classifier_features
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.metrics.sample_quality import cached_features, sample_conditions, draw_samples
+from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, draw_samples, sample_conditions
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
 from report import write_report  # experiments/report.py (the script's folder is on sys.path)
 
@@ -38,9 +35,8 @@ def main() -> None:
     checkpoint = args.checkpoint or bundled_model()
     model = load_latent_diffusion(checkpoint)
     data_cfg = stored_data_config(checkpoint)
-    train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
-    extractor = classifier_features(load_or_train_classifier(data_cfg, split=(train, held))[0], data_cfg.dataset)
-    reference = FeatureStats.of(cached_features(extractor, train.images, f"{data_cfg.dataset}-train").features)
+    extractor, train, held, label = checkpoint_reference(model, data_cfg, "classifier")
+    reference = FeatureStats.of(cached_features(extractor, train.images, label).features)
     held = held.sample(len(held))  # random order: the emoji are sorted by Unicode group
     n_b = min(args.n, len(held))
     baseline = frechet_distance(FeatureStats.of(extractor(held.images[:n_b])[0]), reference)

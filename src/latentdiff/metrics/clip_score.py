@@ -16,6 +16,7 @@ from PIL import Image
 
 from latentdiff.conditioning.pretrained import _transformers
 from latentdiff.errors import UserError
+from latentdiff.metrics.features import as_rgb
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -46,7 +47,7 @@ class ClipScorer:
         size = (long, self.size) if h <= w else (self.size, long)  # PIL: (width, height)
         top, left = (size[1] - self.size) // 2, (size[0] - self.size) // 2
         out = []
-        for image in images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images:
+        for image in as_rgb(images):
             resized = Image.fromarray(image.permute(1, 2, 0).numpy()).resize(size, Image.BICUBIC)
             crop = np.asarray(resized)[top:top + self.size, left:left + self.size]
             out.append(torch.from_numpy(crop.copy()).permute(2, 0, 1))

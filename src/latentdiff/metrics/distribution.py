@@ -45,16 +45,24 @@ class KID:
     stderr: float  # its two-sample delete-one jackknife standard error (Arvesen 1969)
 
 
-def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> KID:
+def kernel_row_sums(real: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N,) row sums of the KID kernel matrix of a set with itself, diagonal left out: the part of
+    `kernel_inception_distance` that depends on the real set alone (compute once, pass to every comparison)."""
+    x = _as_tensor(real)
+    return _kernel_sums(x, x, True)[0]
+
+
+def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
+                              real_row_sums: torch.Tensor | None = None) -> KID:
     """KID of (N, d) and (M, d) feature sets, N, M ≥ 3: the unbiased MMD² (Gretton et al. 2012, Eq. 3)
 
         K_xx / (N(N−1)) + K_yy / (M(M−1)) − 2 K_xy / (NM),   K_·· = Σ over pairs (i ≠ j within a set),
 
     and its jackknife standard error: every leave-one-out estimate follows from the kernel matrices' row sums, so
-    it costs no more than the estimate (N·M pairs, in blocks)."""
+    it costs no more than the estimate (N·M pairs, in blocks). `real_row_sums`: `kernel_row_sums(real)`, if known."""
     x, y = _as_tensor(real), _as_tensor(fake)
     n, m = len(x), len(y)
-    r_xx, _ = _kernel_sums(x, x, True)
+    r_xx = kernel_row_sums(x) if real_row_sums is None else real_row_sums
     r_yy, _ = _kernel_sums(y, y, True)
     r_xy, c_xy = _kernel_sums(x, y, False)
     k_xx, k_yy, k_xy = r_xx.sum(), r_yy.sum(), r_xy.sum()
@@ -69,24 +77,15 @@ def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray 
     return KID(float(mmd2(k_xx, k_yy, k_xy, n, m)), float(variance.sqrt()))
 
 
-def _kth_neighbour_radius(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(N,) distance of each point to its k-th nearest neighbour in x, itself excluded."""
+def neighbour_radii(x: np.ndarray | torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
+    """For each k in ks, the (N,) distance of every point of x to its k-th nearest neighbour in x (itself
+    excluded); one pass over the pairwise distances."""
+    x = _as_tensor(x)
     radii = []
     for start in range(0, len(x), CHUNK):
-        distances = torch.cdist(x[start:start + CHUNK], x)
-        radii.append(distances.kthvalue(k + 1, dim=1).values)  # the 1st is the point itself (distance 0)
-    return torch.cat(radii)
-
-
-def _inside_counts(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-    """Points (P, d) and balls B(centre, radius) (C of them) → (P,) how many balls hold each point, (C,) how many
-    points each ball holds."""
-    per_point, per_centre = [], torch.zeros(len(centres), dtype=torch.long)
-    for start in range(0, len(points), CHUNK):
-        inside = torch.cdist(points[start:start + CHUNK], centres) <= radii[None]
-        per_point.append(inside.sum(1))
-        per_centre += inside.sum(0)
-    return torch.cat(per_point), per_centre
+        nearest = torch.cdist(x[start:start + CHUNK], x).topk(max(ks) + 1, dim=1, largest=False).values
+        radii.append(nearest[:, list(ks)])  # column 0 is the point itself (distance 0)
+    return list(torch.cat(radii).T)
 
 
 @dataclass(frozen=True)
@@ -98,18 +97,25 @@ class Manifold:
 
 
 def manifold_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, k_pr: int = 3,
-                     k_dc: int = 5) -> Manifold:
-    """Precision/recall with k = k_pr (Kynkäänniemi: 3) and density/coverage with k = k_dc (Naeem: 5)."""
-    real, fake = _as_tensor(real), _as_tensor(fake)
-    real_radius = _kth_neighbour_radius(real, k_pr)
-    fake_in_real, _ = _inside_counts(fake, real, real_radius)
-    real_in_fake, _ = _inside_counts(real, fake, _kth_neighbour_radius(fake, k_pr))
-    dc_radius = real_radius if k_dc == k_pr else _kth_neighbour_radius(real, k_dc)
-    fake_counts, real_hits = _inside_counts(fake, real, dc_radius)
-    return Manifold(precision=float((fake_in_real > 0).double().mean()),
-                    recall=float((real_in_fake > 0).double().mean()),
-                    density=float(fake_counts.double().sum() / (k_dc * len(fake))),
-                    coverage=float((real_hits > 0).double().mean()))
+                     k_dc: int = 5, real_radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> Manifold:
+    """Precision/recall with k = k_pr (Kynkäänniemi: 3) and density/coverage with k = k_dc (Naeem: 5).
+
+    `real_radii`: `neighbour_radii(real, (k_pr, k_dc))`, if known (it depends on the real set alone). The
+    generated-vs-real distances are computed once and serve all four metrics."""
+    x, y = _as_tensor(real), _as_tensor(fake)
+    radius_pr, radius_dc = real_radii if real_radii is not None else neighbour_radii(x, (k_pr, k_dc))
+    (fake_radius,) = neighbour_radii(y, (k_pr,))
+    precise, inside_dc = 0, 0
+    covered, recalled = torch.zeros(len(x), dtype=torch.bool), torch.zeros(len(x), dtype=torch.bool)
+    for start in range(0, len(y), CHUNK):
+        distances = torch.cdist(y[start:start + CHUNK], x)  # (chunk, N)
+        precise += int((distances <= radius_pr[None]).any(1).sum())
+        in_dc = distances <= radius_dc[None]
+        inside_dc += int(in_dc.sum())
+        covered |= in_dc.any(0)
+        recalled |= (distances <= fake_radius[start:start + CHUNK, None]).any(0)
+    return Manifold(precision=precise / len(y), recall=float(recalled.double().mean()),
+                    density=inside_dc / (k_dc * len(y)), coverage=float(covered.double().mean()))
 
 
 def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:

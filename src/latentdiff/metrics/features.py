@@ -57,7 +57,8 @@ class FeatureExtractor:
         return torch.cat(features).numpy(), stacked
 
 
-def _rgb(images: torch.Tensor) -> torch.Tensor:
+def as_rgb(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1 or 3, H, W) → (N, 3, H, W), grey repeated (a view)."""
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
@@ -100,7 +101,7 @@ def bundled_inception_weights() -> Path | None:
 def resize_clean(images: torch.Tensor) -> torch.Tensor:
     """clean-fid's resize: each channel of the uint8 image as float32, PIL bicubic to 299², clipped to [0, 255]."""
     out = np.empty((len(images), 3, INCEPTION_SIZE, INCEPTION_SIZE), dtype=np.float32)
-    for i, image in enumerate(_rgb(images).numpy().astype(np.float32)):
+    for i, image in enumerate(as_rgb(images).numpy().astype(np.float32)):
         for c in range(3):
             resized = Image.fromarray(image[c], mode="F").resize((INCEPTION_SIZE,) * 2, Image.BICUBIC)
             out[i, c] = np.asarray(resized).clip(0, 255)
@@ -111,7 +112,7 @@ def inception_input(images: torch.Tensor, mode: str) -> torch.Tensor:
     """uint8 (B, C, H, W) → (B, 3, 299, 299) in the network's range under `mode` (see the module docstring)."""
     if mode == "clean":
         return (resize_clean(images) - 128.0) / 128.0
-    x = F.interpolate(_rgb(images).float() / 255.0, size=(INCEPTION_SIZE,) * 2, mode="bilinear", align_corners=False)
+    x = F.interpolate(as_rgb(images).float() / 255.0, size=(INCEPTION_SIZE,) * 2, mode="bilinear", align_corners=False)
     return 2.0 * x - 1.0
 
 
@@ -151,13 +152,13 @@ def load_torchscript(path: Path, device: torch.device | str = "cpu") -> torch.ji
                         "torch.jit.save(torch.jit.script(net), path)") from None
 
 
-def module_features(module: torch.nn.Module, name: str, image_size: int | None = None,
-                    rgb: bool = False) -> FeatureExtractor:
-    """Any network: images in [-1, 1], bilinearly resized to `image_size` when given, repeated to RGB when `rgb`,
-    → its output flattened. The identity hashes the module's parameters and buffers."""
+def module_features(module: torch.nn.Module, name: str, image_size: int | None = None, rgb: bool = False,
+                    device: torch.device | str = "cpu") -> FeatureExtractor:
+    """Any network (on `device`): images in [-1, 1], bilinearly resized to `image_size` when given, repeated to RGB
+    when `rgb`, → its output flattened. The identity hashes the module's parameters and buffers."""
 
     def features(images: torch.Tensor):
-        x = to_model_range(_rgb(images) if rgb else images)
+        x = to_model_range(as_rgb(images) if rgb else images).to(device)
         if image_size is not None and x.shape[-1] != image_size:
             x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
         return module(x), None
@@ -175,4 +176,4 @@ def choose_extractor(spec: str, classifier: Callable[[], torch.nn.Module], incep
     path = Path(spec)
     if path.suffix not in (".pt", ".pth", ".ts") and not path.exists():
         raise UserError(f"--features {spec!r}: use classifier, inception, or the path of a TorchScript file")
-    return module_features(load_torchscript(path, device), f"TorchScript network {path.name}")
+    return module_features(load_torchscript(path, device), f"TorchScript network {path.name}", device=device)

@@ -2,9 +2,11 @@
 model's samples against a real reference set, in one extractor's features, always beside the real-vs-real baseline.
 
 Reference: the training split of the model's data (or any image set). Baseline: the held-out split against the
-same reference, at n_b = min(n, |held-out|) images drawn at random (the data may be ordered by class); every seed's samples are also scored on their first n_b images
-so that one FD column compares like with like (FD and KID are biased at small n). Reference features are cached on
-disk under the extractor's identity and a digest of the images, written atomically.
+same reference, at n_b = min(n, |held-out|) images drawn at random (the data may be ordered by class); every seed's
+samples are also scored on their first n_b images so that one FD column compares like with like (FD and KID are
+biased at small n). Reference features are cached on disk under the extractor's identity and a digest of the images,
+written atomically; what the metrics need of the reference alone (Gaussian, kernel sums, k-NN radii) is computed
+once per evaluation.
 """
 
 import dataclasses
@@ -24,7 +26,13 @@ from latentdiff.config import DataConfig
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
-from latentdiff.metrics.distribution import kernel_inception_distance, manifold_metrics, inception_score
+from latentdiff.metrics.distribution import (
+    inception_score,
+    kernel_inception_distance,
+    kernel_row_sums,
+    manifold_metrics,
+    neighbour_radii,
+)
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import FeatureExtractor, choose_extractor
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
@@ -71,15 +79,35 @@ class Scores:
     inception_score: float | None  # the IS analogue, when the extractor has logits
 
 
-def score(reference: FeatureSet, candidate: FeatureSet, reference_stats: FeatureStats | None = None,
-          kid_scale: float = 1.0) -> Scores:
-    """All metrics of `candidate` against `reference`; KID on features divided by `kid_scale`."""
-    stats = reference_stats or FeatureStats.of(reference.features)
-    kid = kernel_inception_distance(reference.features / kid_scale, candidate.features / kid_scale)
-    manifold = manifold_metrics(reference.features, candidate.features)
-    is_mean = None if candidate.logits is None else inception_score(candidate.logits)[0]
-    return Scores(len(candidate.features), frechet_distance(FeatureStats.of(candidate.features), stats), kid.value,
-                  kid.stderr, manifold.precision, manifold.recall, manifold.density, manifold.coverage, is_mean)
+@dataclass(frozen=True)
+class Reference:
+    """The real feature set with everything that every comparison against it reuses: its Gaussian, the KID kernel
+    row sums (on features divided by `kid_scale`) and its k-NN radii."""
+
+    features: np.ndarray
+    stats: FeatureStats
+    kid_scale: float
+    kid_row_sums: torch.Tensor
+    radii: tuple[torch.Tensor, torch.Tensor]  # k = 3 (precision/recall), k = 5 (density/coverage)
+
+    @classmethod
+    def of(cls, features: np.ndarray, standard_kid: bool) -> "Reference":
+        """`standard_kid` False: KID on features divided by their root-mean-square (see `FeatureExtractor`)."""
+        kid_scale = 1.0 if standard_kid else float(np.sqrt(np.mean(features.astype(np.float64) ** 2)))
+        return cls(features, FeatureStats.of(features), kid_scale, kernel_row_sums(features / kid_scale),
+                   tuple(neighbour_radii(features, (3, 5))))
+
+    def score(self, candidate: FeatureSet) -> Scores:
+        """All metrics of `candidate` against this reference."""
+        kid = kernel_inception_distance(self.features / self.kid_scale, candidate.features / self.kid_scale,
+                                        self.kid_row_sums)
+        manifold = manifold_metrics(self.features, candidate.features, 3, 5, self.radii)
+        is_mean = None if candidate.logits is None else inception_score(candidate.logits)[0]
+        return Scores(len(candidate.features), self.fd(candidate.features), kid.value, kid.stderr,
+                      manifold.precision, manifold.recall, manifold.density, manifold.coverage, is_mean)
+
+    def fd(self, features: np.ndarray) -> float:
+        return frechet_distance(FeatureStats.of(features), self.stats)
 
 
 @dataclass
@@ -167,12 +195,10 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
     if len(held) < 2 or len(reference) < 2:
         raise UserError("sample-quality metrics need at least 2 reference and 2 held-out images")
     held = held.sample(len(held))  # a random order: its first n_b images and the cycled conditions are representative
-    ref = cached_features(extractor, reference.images, reference_label, cache)
-    ref_stats = FeatureStats.of(ref.features)
-    kid_scale = 1.0 if extractor.standard_kid else float(np.sqrt(np.mean(ref.features.astype(np.float64) ** 2)))
+    ref = Reference.of(cached_features(extractor, reference.images, reference_label, cache).features,
+                       extractor.standard_kid)
     n_b = min(n, len(held))
-    baseline = score(ref, cached_features(extractor, held.images[:n_b], f"{reference_label}-heldout", cache),
-                     ref_stats, kid_scale)
+    baseline = ref.score(cached_features(extractor, held.images[:n_b], f"{reference_label}-heldout", cache))
     conditions = sample_conditions(model, held, n)
     report = QualityReport(extractor.name, f"{reference_label} ({len(reference)} images)", baseline, [])
     for s in guidance_scales:
@@ -183,21 +209,19 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
             if features.shape[1] != ref.features.shape[1]:
                 raise UserError(f"the samples give {features.shape[1]} features and the reference images "
                                 f"{ref.features.shape[1]}: give reference images of the model's size and channels")
-            candidate = FeatureSet(features, logits)
-            row.seeds.append(score(ref, candidate, ref_stats, kid_scale))
-            row.fd_at_baseline_n.append(frechet_distance(FeatureStats.of(candidate.features[:n_b]), ref_stats))
+            row.seeds.append(ref.score(FeatureSet(features, logits)))
+            row.fd_at_baseline_n.append(ref.fd(features[:n_b]))
         report.rows.append(row)
     return report
 
 
-def evaluate_checkpoint_quality(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
-                                inception_weights: str | Path | None = None, resize: str = "clean",
-                                device: torch.device | str = "cpu", n: int | None = None,
-                                seeds: Sequence[int] = (0,), guidance_scales: Sequence[float] = (1.0,),
-                                data_folder: Path | None = None, **sample_options) -> QualityReport:
-    """`latentdiff eval --quality`: the reference is the training split of the model's data (or of the images in
-    `data_folder`, read at the model's size and channels); `features` as in `choose_extractor`, by default the
-    data's classifier evaluator when it is labelled, else Inception. Unconditional models sample at guidance 1."""
+def checkpoint_reference(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
+                         inception_weights: str | Path | None = None, resize: str = "clean",
+                         device: torch.device | str = "cpu",
+                         data_folder: Path | None = None) -> tuple[FeatureExtractor, ImageData, ImageData, str]:
+    """(extractor, training split, held-out split, label) for a model: the training split of its data (or of the
+    images in `data_folder`, read at the model's size and channels); `features` as in `choose_extractor`, by
+    default the data's classifier evaluator when it is labelled, else Inception."""
     if data_folder is not None:
         data_cfg = dataclasses.replace(data_cfg, dataset="folder", path=str(data_folder), image_size=model.image_size,
                                        channels=model.codec.autoencoder.config.in_channels)
@@ -206,7 +230,18 @@ def evaluate_checkpoint_quality(model: LatentDiffusion, data_cfg: DataConfig, fe
     extractor = choose_extractor(features or ("classifier" if train.num_classes else "inception"),
                                  lambda: load_or_train_classifier(data_cfg, split=(train, held))[0],
                                  inception_weights, resize, device)
+    return extractor, train, held, f"{data_cfg.dataset}-{data_cfg.image_size}px-train"
+
+
+def evaluate_checkpoint_quality(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
+                                inception_weights: str | Path | None = None, resize: str = "clean",
+                                device: torch.device | str = "cpu", n: int | None = None,
+                                seeds: Sequence[int] = (0,), guidance_scales: Sequence[float] = (1.0,),
+                                data_folder: Path | None = None, **sample_options) -> QualityReport:
+    """`latentdiff eval --quality` (reference and extractor as in `checkpoint_reference`). Unconditional models
+    sample at guidance 1."""
+    extractor, train, held, label = checkpoint_reference(model, data_cfg, features, inception_weights, resize,
+                                                         device, data_folder)
     unconditional = not model.num_classes and model.conditioner is None
-    label = f"{data_cfg.dataset}-{data_cfg.image_size}px-train"
     return evaluate_quality(model, extractor, train, held, n or len(held), seeds,
                             [1.0] if unconditional else guidance_scales, label, **sample_options)
