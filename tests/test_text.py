@@ -31,7 +31,7 @@ def test_long_prompts_are_truncated_with_a_warning(tokenizer):
 
 
 def test_tokenizer_round_trips_through_json(tokenizer):
-    again = CaptionTokenizer.from_json(tokenizer.to_json(), tokenizer.max_length)
+    again = CaptionTokenizer.from_json(tokenizer.to_json(), TextEncoderConfig(max_length=tokenizer.max_length))
     prompts = ["grinning face", "a large blue square", "zebra"]  # "zebra" has unseen letters: [UNK]
     assert torch.equal(again(prompts).ids, tokenizer(prompts).ids)
 

@@ -170,14 +170,15 @@ class TextEncoderConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: int = 4
+    head_dim: int | None = None  # channels per attention head; None: width / num_heads (x-transformers: 64 always)
     pretrained: str | None = None
-    attend_to_padding: bool = False  # cross-attend to every context position, padding included (Stable Diffusion)
+    attend_to_padding: bool = False  # attend to every context position, padding included (SD, BERTEmbedder)
 
     def __post_init__(self):
         _check(self.vocab_size >= 8 and self.max_length >= 3 and self.depth >= 0,
                "text: vocab_size must be ≥ 8, max_length ≥ 3 (room for [BOS] x [EOS]), depth ≥ 0")
-        _check(self.width % self.num_heads == 0,
-               f"text.width={self.width} must be divisible by text.num_heads={self.num_heads}")
+        _check(self.head_dim is not None or self.width % self.num_heads == 0,
+               f"text.width={self.width} must be divisible by text.num_heads={self.num_heads} (or set text.head_dim)")
 
 
 @dataclass(frozen=True)

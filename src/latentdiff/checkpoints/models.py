@@ -81,7 +81,7 @@ def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditi
         tokenizer = PretrainedText.from_folder(folder if folder.is_dir() else cfg.text.pretrained, cfg.text.max_length,
                                                cfg.text.attend_to_padding)
     elif cfg.kind == "text":
-        tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text.max_length)
+        tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text)
     elif cfg.kind == "layout":
         tokenizer = LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes)
     elif cfg.kind == "class":

@@ -2,20 +2,23 @@
 
 The tokenizer is a byte-pair encoding learned on the training captions with HF `tokenizers`; its JSON travels inside
 the checkpoint, so a model needs no vocabulary file. Every prompt becomes [BOS] tokens… [EOS] [PAD]…; the empty
-prompt "" ([BOS][EOS]) is the unconditional input of classifier-free guidance.
+prompt "" ([BOS][EOS]) is the unconditional input of classifier-free guidance. A BERT WordPiece vocabulary (the
+original text-to-image LDMs' `BERTEmbedder`) works the same way with [CLS] and [SEP] in place of [BOS] and [EOS].
 """
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import nn
 
 from latentdiff.config import TextEncoderConfig
 from latentdiff.nn.transformer import CrossAttention
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+BERT_BOS, BERT_EOS = "[CLS]", "[SEP]"
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,20 @@ class Tokens:
 
 
 class CaptionTokenizer:
-    """Prompts → `Tokens` of a fixed length `max_length` (the context length M of the cross-attention)."""
+    """Prompts → `Tokens` of a fixed length `max_length` (the context length M of the cross-attention).
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int):
+    `attend_to_padding`: the mask marks every position (padding included) as attended, as in the original
+    BERTEmbedder, which passes no mask to its transformer or to the UNet.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, attend_to_padding: bool = False):
         if max_length < 3:
             raise ValueError("max_length must leave room for [BOS], a token and [EOS]")
-        self.tokenizer, self.max_length = tokenizer, max_length
-        self.pad_id, self.bos_id, self.eos_id = (tokenizer.token_to_id(t) for t in (PAD, BOS, EOS))
+        self.tokenizer, self.max_length, self.attend_to_padding = tokenizer, max_length, attend_to_padding
+        bos, eos = (BOS, EOS) if tokenizer.token_to_id(BOS) is not None else (BERT_BOS, BERT_EOS)
+        self.pad_id, self.bos_id, self.eos_id = (tokenizer.token_to_id(t) for t in (PAD, bos, eos))
+        if None in (self.pad_id, self.bos_id, self.eos_id):
+            raise ValueError(f"the vocabulary lacks {PAD} and {BOS}/{EOS} (or {BERT_BOS}/{BERT_EOS})")
 
     @classmethod
     def train(cls, captions: list[str], vocab_size: int, max_length: int) -> "CaptionTokenizer":
@@ -52,8 +62,19 @@ class CaptionTokenizer:
         return cls(tokenizer, max_length)
 
     @classmethod
-    def from_json(cls, text: str, max_length: int) -> "CaptionTokenizer":
-        return cls(Tokenizer.from_str(text), max_length)
+    def from_json(cls, text: str, cfg: TextEncoderConfig) -> "CaptionTokenizer":
+        """The tokenizer stored in a checkpoint, with the context length and padding mask of the text config."""
+        return cls(Tokenizer.from_str(text), cfg.max_length, cfg.attend_to_padding)
+
+    @classmethod
+    def bert_wordpiece(cls, vocab_file: str | Path, max_length: int) -> "CaptionTokenizer":
+        """BERT's uncased WordPiece tokenizer from its vocab.txt (bert-base-uncased's is the original BERTEmbedder's);
+        every position attended, as there."""
+        tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab_file), unk_token=UNK))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)  # also strips accents, as BERT uncased
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        return cls(tokenizer, max_length, attend_to_padding=True)
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
@@ -73,7 +94,7 @@ class CaptionTokenizer:
                               f"the last {len(pieces) - room} are dropped", stacklevel=2)
                 pieces = pieces[:room]
             ids[row, : len(pieces) + 2] = torch.tensor([self.bos_id, *pieces, self.eos_id])
-        return Tokens(ids, ids != self.pad_id)
+        return Tokens(ids, torch.ones_like(ids, dtype=torch.bool) if self.attend_to_padding else ids != self.pad_id)
 
     def decode(self, ids: torch.Tensor) -> str:
         """The text of one row of ids (L,), special tokens dropped."""
@@ -83,10 +104,10 @@ class CaptionTokenizer:
 class TextLayer(nn.Module):
     """x ← x + Attn(LN₁ x) (padding masked); x ← x + MLP(LN₂ x). x: (B, L, width)."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: int):
+    def __init__(self, width: int, num_heads: int, head_dim: int, mlp_ratio: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
-        self.attn = CrossAttention(width, None, num_heads, width // num_heads)
+        self.attn = CrossAttention(width, None, num_heads, head_dim)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
 
@@ -115,7 +136,9 @@ class TextTransformer(nn.Module):
             self.grid_col_embedding = nn.Embedding(grid[1], cfg.width)
             nn.init.normal_(self.grid_row_embedding.weight, std=0.02)
             nn.init.normal_(self.grid_col_embedding.weight, std=0.02)
-        self.layers = nn.ModuleList(TextLayer(cfg.width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        head_dim = cfg.head_dim or cfg.width // cfg.num_heads
+        self.layers = nn.ModuleList(TextLayer(cfg.width, cfg.num_heads, head_dim, cfg.mlp_ratio)
+                                    for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(cfg.width)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

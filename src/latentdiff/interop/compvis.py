@@ -7,7 +7,7 @@ come from the state dict by prefix (shared/reference/compvis-ldm.md §2), onto m
     model.diffusion_model.*            → UNet
     model_ema.<UNet name without dots> → UNet, EMA shadows (LitEma removes every dot from the names)
     first_stage_model.*                → KL or VQ autoencoder (`loss.*` of stand-alone files ignored)
-    cond_stage_model.*                 → the conditioner, when it has weights
+    cond_stage_model.*                 → the conditioner, when it has weights (BERTEmbedder: x_transformer.py)
 
 The latent scale factor is the `scale_factor` buffer when the file has one (`scale_by_std` runs), else the config's
 (1.0 when absent: VQ latents are not rescaled). CompVis "linear" β is linear in √β: our `scaled_linear`.
@@ -29,6 +29,7 @@ from latentdiff.config import AutoencoderConfig, ConditioningConfig, NoiseSchedu
 from latentdiff.errors import UserError
 from latentdiff.interop.clip import DEFAULT_VERSION, frozen_clip_text
 from latentdiff.interop.files import read_state_dict
+from latentdiff.interop.x_transformer import PREFIX, bert_tokenizer, x_transformer_config, x_transformer_weights
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
@@ -170,13 +171,17 @@ ORIGINAL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "origina
 
 
 def detect_original_config(state: dict[str, torch.Tensor]) -> Path:
-    """The bundled original YAML for a checkpoint whose keys show a known published architecture (Stable Diffusion
-    v1: a CLIP text encoder under cond_stage_model.transformer and a 320-wide UNet with 1×1-conv projections, taking 4
-    channels, or 9 for SD inpainting), or a one-line error asking for --config."""
+    """The bundled original YAML for a checkpoint whose keys show a known published architecture (a 320-wide UNet
+    with 1×1-conv projections and, under cond_stage_model.transformer, either a CLIP text encoder: Stable Diffusion v1,
+    4 input channels, or 9 for SD inpainting; or a 1280-wide BERTEmbedder: txt2img-1p4B), or a one-line error asking
+    for --config."""
     conv_in, proj_in = state.get(UNET + "input_blocks.0.0.weight"), state.get(UNET + "input_blocks.1.1.proj_in.weight")
-    clip = any(k.startswith("cond_stage_model.transformer.") for k in state)
-    if clip and conv_in is not None and tuple(conv_in.shape[:1]) == (320,) and conv_in.shape[1] in (4, 9) \
-            and proj_in is not None and proj_in.ndim == 4:
+    sd_unet = conv_in is not None and conv_in.shape[0] == 320 and proj_in is not None and proj_in.ndim == 4
+    bert = state.get(PREFIX + "token_emb.weight")  # BERTEmbedder's x-transformer, also under .transformer.
+    if bert is not None and sd_unet and conv_in.shape[1] == 4 and bert.shape[1] == 1280:
+        return ORIGINAL_CONFIGS / "txt2img-1p4B-eval.yaml"
+    clip = bert is None and any(k.startswith(PREFIX) for k in state)
+    if clip and sd_unet and conv_in.shape[1] in (4, 9):
         return ORIGINAL_CONFIGS / ("sd-v1-inference.yaml" if conv_in.shape[1] == 4 else "sd-v1-inpainting-inference.yaml")
     if any(k.startswith("cond_stage_model.model.") for k in state):
         raise UserError(f"a Stable Diffusion 2.x file does not tell ε from v-prediction by its keys; pass --config "
@@ -218,6 +223,13 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer,
                                    layer)
         return Conditioner.frozen_text(encoder, masked_image=kind == "hybrid"), True
+    if kind == "crossattn" and stage == "BERTEmbedder":  # txt2img-1p4B, text2img256: τ_θ trained with the UNet
+        weights = x_transformer_weights(state)
+        text = x_transformer_config(cfg.cond_stage_params, weights)
+        with torch.device("meta"):
+            conditioner = Conditioner(ConditioningConfig(kind="text", text=text), bert_tokenizer(tokenizer, text))
+        assign_weights(conditioner.encoder, weights, "cond_stage_model.transformer", torch.float32)
+        return conditioner.eval(), True  # sampled with guidance against "" in the original txt2img script
     if kind == "crossattn" and stage == "ClassEmbedder":  # cin256(-v2): the label as one context token
         table = state.get("cond_stage_model.embedding.weight")
         if table is None:
@@ -239,8 +251,8 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
     raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
                     f"unconditional, class-embedding (num_classes), class-token (ClassEmbedder), super-resolution "
                     f"(Identity, concat), semantic synthesis (SpatialRescaler, concat), inpainting "
-                    f"(__is_first_stage__, concat) and Stable "
-                    f"Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
+                    f"(__is_first_stage__, concat), text-to-image (BERTEmbedder) "
+                    f"and Stable Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
 
 
 def _spatial_rescaler(cfg: OriginalConfig, state: dict[str, torch.Tensor]) -> Conditioner:

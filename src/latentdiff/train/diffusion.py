@@ -87,7 +87,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
 
     network = seeded(tc.seed, lambda: trained_network(UNetModel(cfg.unet), conditioner))
     if stored is not None and conditioner is not None and conditioner.kind == "text" and not conditioner.frozen:
-        conditioner.tokenizer = CaptionTokenizer.from_json(stored["tokenizer"], cfg.conditioning.text.max_length)
+        conditioner.tokenizer = CaptionTokenizer.from_json(stored["tokenizer"], cfg.conditioning.text)
     ema = EMA(network, cfg.ema_decay)
     optimizer = make_optimizer(network.parameters(), tc)
     start = 0
