@@ -62,7 +62,7 @@ def their_context(encoder, folder, prompts: list[str]) -> torch.Tensor:
 
 @torch.no_grad()
 def test_bert_embedder_tokens_and_context_match_the_original_encoder(bert_file):
-    path, yaml, state, folder, encoder = bert_file
+    path, yaml, _, folder, encoder = bert_file
     model = load_model(path, yaml, tokenizer=folder)
     conditioner = model.conditioner
     assert conditioner.kind == "text" and model.trained_with_null and conditioner.config.text.head_dim == 64
@@ -99,7 +99,7 @@ def test_text_to_image_bert_model_matches_a_guided_diffusers_run(bert_file):
 
 @torch.no_grad()
 def test_bert_model_converts_to_latentdiff_and_diffusers_layouts_and_back_bit_identical(bert_file, tmp_path):
-    path, yaml, state, folder, encoder = bert_file
+    path, yaml, _, folder, _ = bert_file
     model = load_model(path, yaml, tokenizer=folder)
     tokens = model.conditioner.tokens(PROMPTS)
     context = model.conditioner.encode(tokens).context
@@ -140,7 +140,7 @@ def their_full_size_encoder():
 
 
 def test_bert_models_without_their_vocabulary_or_with_bbox_tokens_are_refused_in_one_line(bert_file, tmp_path, capsys):
-    path, yaml, state, folder, encoder = bert_file
+    path, yaml, _, folder, _ = bert_file
     assert main(["sample", str(path), "--config", str(yaml), "--tokenizer", str(tmp_path), "--prompt", "a cat",
                  "--out", str(tmp_path / "x.png")]) == 2
     assert "vocab.txt" in capsys.readouterr().err
