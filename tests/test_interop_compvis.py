@@ -90,10 +90,11 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def sd_pipeline(unet, vae, text_encoder, tokenizer, prediction_type: str = "epsilon"):
-    """diffusers' StableDiffusionPipeline with the DDIM scheduler latentdiff's `--spacing compvis` reproduces."""
+def sd_pipeline(unet, vae, text_encoder, tokenizer, prediction_type: str = "epsilon", set_alpha_to_one: bool = True):
+    """diffusers' StableDiffusionPipeline with the DDIM scheduler latentdiff's `--spacing compvis` reproduces
+    (set_alpha_to_one=False: with `--final t0` as well)."""
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                        beta_schedule="scaled_linear", set_alpha_to_one=True, steps_offset=1,
+                                        beta_schedule="scaled_linear", set_alpha_to_one=set_alpha_to_one, steps_offset=1,
                                         clip_sample=False, timestep_spacing="leading", prediction_type=prediction_type)
     pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                              scheduler=scheduler, safety_checker=None, feature_extractor=None,
@@ -101,7 +102,7 @@ def sd_pipeline(unet, vae, text_encoder, tokenizer, prediction_type: str = "epsi
     return pipe
 
 
-def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float) -> None:
+def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float, final: str = "zero") -> None:
     """10 guided steps from the same x_T and two prompts: the pipeline's pixels and latentdiff's generate agree."""
     from latentdiff.pipelines import generate
     from latentdiff.samplers.noise import per_sample_generators, randn_like
@@ -111,7 +112,7 @@ def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float) -> No
     x_T = randn_like(torch.empty(2, 4, 8, 8), per_sample_generators(seeds))
     theirs = pipe(prompts, height=32, width=32, num_inference_steps=10, guidance_scale=guidance, latents=x_T,
                   output_type="pt").images
-    ours = generate(model, seeds, prompts=prompts, guidance_scale=guidance, steps=10, spacing="compvis")
+    ours = generate(model, seeds, prompts=prompts, guidance_scale=guidance, steps=10, spacing="compvis", final=final)
     assert relative(ours * 0.5 + 0.5, theirs) <= 1e-5
 
 
@@ -279,6 +280,9 @@ def test_stable_diffusion_text_to_image_matches_the_diffusers_pipeline(tmp_path)
     assert relative(ours.context, text_encoder(ids).last_hidden_state) <= 1e-5
 
     assert_same_guided_run(model, sd_pipeline(their_unet, their_vae, text_encoder, tokenizer), [3, 4], 4.0)
+    # CompVis's own ending (the last step to ᾱ_0, not ᾱ = 1): diffusers' set_alpha_to_one=False, our --final t0
+    compvis_ending = sd_pipeline(their_unet, their_vae, text_encoder, tokenizer, set_alpha_to_one=False)
+    assert_same_guided_run(model, compvis_ending, [3, 4], 4.0, final="t0")
 
 
 @torch.no_grad()

@@ -91,6 +91,41 @@ def test_stable_diffusion_layout_round_trips_and_runs_in_diffusers(tmp_path):
 
 
 @torch.no_grad()
+def test_fp16_variant_folders_load_the_variant_weights(tmp_path):
+    """A pipeline folder whose components diffusers and transformers saved only as fp16 variants
+    (diffusion_pytorch_model.fp16.safetensors, model.fp16.safetensors): found without being named, read as those
+    weights (the fp32 originals rounded to fp16), and run to the same images as diffusers' pipeline loaded with
+    variant="fp16"; a folder with two variants and no plain weights asks for --variant in one line."""
+    import shutil
+
+    import transformers
+
+    _, _, path, yaml, _ = sd_text_file(tmp_path)
+    folder = save_diffusers(load_model(path, yaml, tokenizer=tmp_path / "tokenizer"), tmp_path / "pipeline")
+    for name, cls in (("unet", diffusers.UNet2DConditionModel), ("vae", diffusers.AutoencoderKL),
+                      ("text_encoder", transformers.CLIPTextModel)):
+        component = cls.from_pretrained(folder / name).half()
+        shutil.rmtree(folder / name)
+        component.save_pretrained(folder / name, variant="fp16")
+    assert not (folder / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+    model = load_model(folder)
+    original = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
+    for ours, reference in ((model.unet, original.unet), (model.codec.autoencoder, original.codec.autoencoder)):
+        theirs = reference.state_dict()
+        assert all(torch.equal(v, theirs[k].half().float()) for k, v in ours.state_dict().items())
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, variant="fp16",
+                                                             torch_dtype=torch.float32)
+    assert_same_guided_run(model, pipe, [5, 6], 4.0)
+
+    shutil.copy(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors",
+                folder / "unet" / "diffusion_pytorch_model.ema.safetensors")
+    assert main(["sample", str(folder), "--prompt", "a", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["sample", str(folder), "--variant", "fp16", "--prompt", "a", "--n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "x.png")]) == 0
+
+
+@torch.no_grad()
 def test_folder_written_by_diffusers_loads_with_the_same_numbers(tmp_path):
     """SD-2-style models made and saved by diffusers itself (linear projections, per-level head counts, v-prediction,
     a VAE with four levels): UNet outputs, VAE round trips and a whole DDIM run agree."""

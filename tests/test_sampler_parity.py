@@ -54,7 +54,16 @@ CASES = {
                   {"solver_order": 2, "solver_type": "bh1", "predict_x0": True, "timestep_spacing": "linspace"}, True),
     "plms": ("plms", {}, "leading", "PNDMScheduler",
              {"skip_prk_steps": True, "set_alpha_to_one": True, "steps_offset": 0, "timestep_spacing": "leading"}, True),
+    # CompVis's own DDIM/PLMS: timesteps 1, 1 + T/n, …, the last step to ᾱ_0 (our final="t0"); the second is the
+    # scheduler config Stable Diffusion's published folders ship
+    "ddim_compvis": ("ddim", {}, "compvis", "DDIMScheduler",
+                     {"set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False, "timestep_spacing": "leading"},
+                     True),
+    "plms_compvis": ("plms", {}, "compvis", "PNDMScheduler",
+                     {"skip_prk_steps": True, "set_alpha_to_one": False, "steps_offset": 1,
+                      "timestep_spacing": "leading"}, True),
 }
+FINAL_T0 = {"ddim_compvis", "plms_compvis"}
 
 
 def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.Tensor]:
@@ -80,7 +89,7 @@ def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.T
     sampler, options, spacing, _, _, vp = CASES[name]
     schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012))
     denoiser = Denoiser(Net(), schedule, "eps")
-    sigmas = sigma_grid(schedule, steps, spacing)
+    sigmas = sigma_grid(schedule, steps, spacing, final="t0" if name in FINAL_T0 else "zero")
     trajectory = []
 
     def keep(info):

@@ -86,7 +86,6 @@ def test_run_sampler_gives_one_line_errors_for_bad_requests():
              ("heun", grid, {"eta": 1.0}, "sampler heun has no option eta; its options: s_churn"),
              ("unipc", grid, {"variant": "bh3"}, "variant='bh3'"),
              ("euler", torch.tensor([1.0, 2.0, 0.0]), {}, "strictly decreasing"),
-             ("euler", torch.tensor([2.0, 1.0]), {}, "must end at σ = 0"),
              ("euler", torch.tensor([2.0, float("nan"), 0.0]), {}, "finite"),
              ("euler", torch.tensor([0.0]), {}, "at least 2 values")]
     for name, sigmas, options, message in cases:
@@ -95,6 +94,19 @@ def test_run_sampler_gives_one_line_errors_for_bad_requests():
     for spacing in ("karras", "exponential", "linspace"):
         with pytest.raises(UserError, match="between 1 and"):
             sigma_grid(NoiseSchedule(NoiseScheduleConfig()), 0, spacing)
+
+
+def test_final_t0_grids_stop_at_the_noise_level_of_timestep_0():
+    """CompVis's DDIM ends at ᾱ_0 (σ = √((1 − ᾱ_0)/ᾱ_0) = 0.0292 for SD's β_0 = 0.00085), once, whatever the spacing."""
+    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    compvis = sigma_grid(schedule, 10, "compvis", final="t0")
+    assert len(compvis) == 11 and abs(float(compvis[-1]) - (0.00085 / 0.99915) ** 0.5) < 1e-6
+    assert torch.equal(compvis[:-1], sigma_grid(schedule, 10, "compvis")[:-1])
+    for spacing in ("leading", "karras"):  # these already end at timestep 0's σ: nothing is appended
+        grid = sigma_grid(schedule, 10, spacing, final="t0")
+        assert len(grid) == 10 and float(grid[-1]) > 0
+    with pytest.raises(UserError, match="final='one'"):
+        sigma_grid(schedule, 10, final="one")
 
 
 def test_sigma_spacings_span_the_schedule():

@@ -27,6 +27,9 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", default="uniform",
                    help="σ grid: uniform | leading | compvis | trailing | linspace | karras | exponential "
                         "(default: uniform)")
+    p.add_argument("--final", default="zero", choices=("zero", "t0"),
+                   help="where the grid ends: σ = 0 (default) or t0, the noise level of timestep 0, as CompVis's "
+                        "DDIM/PLMS and diffusers' set_alpha_to_one=false")
     p.add_argument("--eta", type=float, default=None, help="η of ddim / euler_ancestral / dpmpp_* (0: deterministic)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sampler option, e.g. s_churn=40 (heun), variant=bh1 (unipc), order=3; repeatable")
@@ -37,13 +40,15 @@ def _add_original_arguments(p: argparse.ArgumentParser) -> None:
                    help="the original YAML of a CompVis latent-diffusion / Stable Diffusion checkpoint")
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="local folder of the text encoder's tokenizer (default: the Hugging Face cache, offline)")
+    p.add_argument("--variant", default=None,
+                   help="a diffusers folder's weight variant, e.g. fp16 (default: the plain weights, or the only variant)")
 
 
 def _sampling(args: argparse.Namespace) -> dict:
-    """--sampler/--steps/--spacing/--eta/--option → keyword arguments of `generate`."""
+    """--sampler/--steps/--spacing/--final/--eta/--option → keyword arguments of `generate`."""
     from omegaconf import OmegaConf
 
-    options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing}
+    options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "final": args.final}
     if args.eta is not None:
         options["eta"] = args.eta
     for item in args.option:
@@ -84,7 +89,8 @@ def _sample(args: argparse.Namespace) -> None:
     if args.n is not None and args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
     model = load_model(args.checkpoint or bundled_model(), args.config, _device(args),
-                       use_ema=False if args.no_ema else None, tokenizer=args.tokenizer, dtype=torch_dtype(args.dtype))
+                       use_ema=False if args.no_ema else None, tokenizer=args.tokenizer, dtype=torch_dtype(args.dtype),
+                       variant=args.variant)
     labels = prompts = negative = None
     if args.prompt:  # one row of --n images (default 8) per prompt, the same seeds in every row
         ncols = args.n or 8
@@ -123,7 +129,7 @@ def _conditional_task(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise UserError(f"--n {args.n}: give at least 1 image")
-    model = load_model(args.checkpoint, args.config, _device(args), tokenizer=args.tokenizer)
+    model = load_model(args.checkpoint, args.config, _device(args), tokenizer=args.tokenizer, variant=args.variant)
     channels = model.codec.autoencoder.config.in_channels
     seeds = [args.seed + i for i in range(args.n)]
     options = {**_sampling(args), "guidance_scale": args.guidance}
@@ -231,7 +237,8 @@ def _convert(args: argparse.Namespace) -> None:
     torch_dtype(args.dtype)
     if args.dst.suffix not in (".safetensors", ""):
         raise UserError(f"{args.dst}: the destination must be a .safetensors file or a new folder (diffusers)")
-    model = load_model(args.src, args.config, "cpu", use_ema=False if args.no_ema else None, tokenizer=args.tokenizer)
+    model = load_model(args.src, args.config, "cpu", use_ema=False if args.no_ema else None, tokenizer=args.tokenizer,
+                       variant=args.variant)
     if args.dst.suffix == ".safetensors":
         print(f"wrote {save_latent_diffusion(model, args.dst, args.dtype)}")
     else:

@@ -15,12 +15,12 @@ def is_latentdiff_checkpoint(path: Path) -> bool:
 
 def load_model(path: str | Path, config: str | Path | None = None, device: torch.device | str = "cpu",
                use_ema: bool | None = None, tokenizer: str | Path | None = None,
-               dtype: torch.dtype = torch.float32) -> LatentDiffusion:
+               dtype: torch.dtype = torch.float32, variant: str | None = None) -> LatentDiffusion:
     """A LatentDiffusion from any supported checkpoint: a `latentdiff train`/`export` file, a diffusers pipeline
     folder (model_index.json), or an original CompVis / Stable Diffusion `.ckpt`/`.safetensors` with its YAML
     `config` (None: detected from the keys when the architecture is a known published one). use_ema None: the EMA weights when present; `tokenizer`: a local folder
     for a text encoder's tokenizer that the checkpoint does not hold; `dtype`: of the UNet and the text encoder
-    (the autoencoder stays fp32)."""
+    (the autoencoder stays fp32); `variant`: a diffusers folder's weight variant (e.g. fp16)."""
     from latentdiff.checkpoints.models import load_latent_diffusion
     from latentdiff.interop.compvis import load_compvis
     from latentdiff.interop.diffusers_folder import is_diffusers_folder, load_diffusers
@@ -29,7 +29,7 @@ def load_model(path: str | Path, config: str | Path | None = None, device: torch
     if is_latentdiff_checkpoint(path):
         model = load_latent_diffusion(path, device, use_ema=use_ema is not False)
     elif is_diffusers_folder(path):
-        model = load_diffusers(path, device, tokenizer, dtype)
+        model = load_diffusers(path, device, tokenizer, dtype, variant)
     else:
         model = load_compvis(path, config, device, use_ema, tokenizer, dtype)
     model.unet.to(dtype)  # load_compvis builds it in dtype already

@@ -109,20 +109,47 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
     return folder
 
 
-def read_component(folder: Path) -> dict[str, torch.Tensor]:
-    """The weights of one diffusers component folder: safetensors (one file or shards) or a weights-only pickle."""
-    for name in (f"{WEIGHTS}.safetensors", f"{WEIGHTS}.bin"):
-        if (folder / name).is_file():
-            return read_state_dict(folder / name)
-    index = folder / f"{WEIGHTS}.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-        return {k: v for shard in shards for k, v in read_state_dict(folder / shard).items()}
-    raise UserError(f"{folder} has no {WEIGHTS}.safetensors / .bin weights")
+def with_variant(name: str, variant: str | None) -> str:
+    """diffusers' variant file name: the variant before the last suffix (x.safetensors → x.fp16.safetensors,
+    x.safetensors.index.json → x.safetensors.index.fp16.json)."""
+    if variant is None:
+        return name
+    stem, suffix = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{suffix}"
+
+
+def folder_variant(folder: Path, requested: str | None) -> str | None:
+    """The weight variant to read: `requested`, else None when unet/ has plain weights, else the one variant it has
+    (e.g. only diffusion_pytorch_model.fp16.safetensors: "fp16"); several → a one-line error asking for --variant."""
+    unet = folder / "unet"
+    if requested is not None or any((unet / f"{WEIGHTS}.{ext}").is_file()
+                                    for ext in ("safetensors", "bin", "safetensors.index.json")):
+        return requested
+    found = sorted({p.name[len(WEIGHTS) + 1:].split(".")[0].split("-")[0] for p in unet.glob(f"{WEIGHTS}.*.*")}
+                   - {"safetensors", "bin"})
+    if len(found) > 1:
+        raise UserError(f"{unet} holds the weight variants {', '.join(found)} and no plain weights; pick one with "
+                        f"--variant")
+    return found[0] if found else None
+
+
+def read_component(folder: Path, variant: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights of one diffusers component folder: safetensors (one file or shards) or a weights-only pickle;
+    `variant` (e.g. "fp16"): diffusers' variant files (diffusion_pytorch_model.fp16.safetensors …) where the folder
+    has them, else its plain weights."""
+    for choice in dict.fromkeys((variant, None)):  # a component without the variant: its plain weights, as diffusers
+        for name in (f"{WEIGHTS}.safetensors", f"{WEIGHTS}.bin"):
+            if (folder / with_variant(name, choice)).is_file():
+                return read_state_dict(folder / with_variant(name, choice))
+        index = folder / with_variant(f"{WEIGHTS}.safetensors.index.json", choice)
+        if index.is_file():
+            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+            return {k: v for shard in shards for k, v in read_state_dict(folder / shard).items()}
+    raise UserError(f"{folder} has no {with_variant(f'{WEIGHTS}.safetensors', variant)} / .bin weights")
 
 
 def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype, text: dict | None,
-                 masked_image: bool) -> Conditioner:
+                 masked_image: bool, variant: str | None) -> Conditioner:
     """The pipeline's transformers text encoder (text_encoder/, tokenizer/) as a frozen text conditioner; `text`:
     latentdiff's record of its context length and padding mask, else Stable Diffusion's (all positions attended);
     `masked_image`: an inpainting pipeline's mask and masked latent are concatenated too."""
@@ -130,8 +157,9 @@ def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype,
     source = Path(tokenizer) if tokenizer is not None else folder / "tokenizer"
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
+        has_variant = variant is not None and any((folder / "text_encoder").glob(f"*.{variant}.*"))
         model = transformers.AutoModel.from_pretrained(folder / "text_encoder", local_files_only=True,
-                                                       torch_dtype=dtype)
+                                                       torch_dtype=dtype, variant=variant if has_variant else None)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the text encoder of {folder}: {str(e).splitlines()[0]}") from None
     max_length = int(text["max_length"]) if text else int(tok.model_max_length)
@@ -141,22 +169,24 @@ def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype,
 
 
 def _conditioner(folder: Path, index: dict, extras: dict, tokenizer: str | Path | None,
-                 dtype: torch.dtype) -> Conditioner | None:
+                 dtype: torch.dtype, variant: str | None) -> Conditioner | None:
     """latentdiff's record of the conditioner when the folder has one, else Stable Diffusion's text conditioning."""
     cfg = extras.get("conditioning_config")
     if cfg is not None and not (cfg["kind"] == "text" and cfg["text"].get("pretrained")):
         return load_conditioner(folder / "text_encoder" / CONDITIONER, extras, use_ema=False)
     if (folder / "text_encoder").is_dir():
         masked_image = cfg.get("masked_image", False) if cfg else index.get("_class_name") == INPAINT_PIPELINE
-        return _frozen_text(folder, tokenizer, dtype, cfg["text"] if cfg else None, masked_image)
+        return _frozen_text(folder, tokenizer, dtype, cfg["text"] if cfg else None, masked_image, variant)
     return None
 
 
 def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", tokenizer: str | Path | None = None,
-                   dtype: torch.dtype = torch.float32) -> LatentDiffusion:
+                   dtype: torch.dtype = torch.float32, variant: str | None = None) -> LatentDiffusion:
     """A diffusers pipeline folder → LatentDiffusion in eval mode: the UNet in `dtype`, the autoencoder in fp32.
-    `tokenizer`: a local tokenizer folder when the pipeline's tokenizer/ is missing."""
+    `tokenizer`: a local tokenizer folder when the pipeline's tokenizer/ is missing; `variant`: the weight files
+    to read (e.g. "fp16"; None: the plain ones, or the only variant there is — `folder_variant`)."""
     folder = Path(folder)
+    variant = folder_variant(folder, variant)
     index = read_json(folder / "model_index.json")
     unet_json = read_json(folder / "unet" / "config.json")
     unet_cfg = unet_from_diffusers(unet_json)
@@ -170,8 +200,9 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", token
         unet, autoencoder = UNetModel(unet_cfg), build_autoencoder(ae_cfg)
     for module, source, blocks, precision in ((unet, folder / "unet", unet_blocks(unet_cfg), dtype),
                                               (autoencoder, vae_folder, autoencoder_blocks(ae_cfg), torch.float32)):
-        assign_weights(module, _renamed(read_component(source), blocks, False, str(source)), str(source), precision)
-    conditioner = _conditioner(folder, index, extras, tokenizer, dtype)
+        assign_weights(module, _renamed(read_component(source, variant), blocks, False, str(source)), str(source),
+                       precision)
+    conditioner = _conditioner(folder, index, extras, tokenizer, dtype, variant)
     latent_size = int(unet_json.get("sample_size", 64))
     return LatentDiffusion(unet=unet.to(device), codec=LatentCodec(autoencoder, stats).to(device),
                            schedule=NoiseSchedule(schedule), prediction=prediction,

@@ -78,7 +78,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
              layouts: Sequence[list] | None = None, spatial: Cond | None = None, guidance_scale: float = 1.0,
              guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] | None = None,
              latent_size: tuple[int, int] | None = None, sampler: str = "ddim", steps: int = 50,
-             spacing: str = "uniform", batch_size: int = 250, image_guide: tuple[torch.Tensor, float] | None = None,
+             spacing: str = "uniform", final: str = "zero", batch_size: int = 250, image_guide: tuple[torch.Tensor, float] | None = None,
              edit: LatentEdit | None = None, **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1].
 
@@ -89,7 +89,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
     or `negative_prompts`, only for σ in `guidance_interval` (σ_lo, σ_hi) when given. `image_guide` (targets
     (N, C, h', w') in [-1, 1], scale): post-hoc image guidance, the decoded sample resized to h'×w' is pulled
     towards target i (`ImageGuidedDenoiser`; e.g. a coherent large sample from an unconditional model). `edit`:
-    img2img and blended inpainting (`LatentEdit`). sampler_options go to the sampler (e.g. eta).
+    img2img and blended inpainting (`LatentEdit`). `final`: the grid's end, σ = 0 or "t0" (`sigma_grid`); a sample
+    that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²), what CompVis's DDIM returns there.
+    sampler_options go to the sampler (e.g. eta).
     """
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -110,14 +112,14 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
     if spatial is not None:
         latent_size = tuple(spatial.concat.shape[-2:])
     c, *trained_size = model.latent_shape
-    sigmas = sigma_grid(model.schedule, steps, spacing).to(model.device)
+    sigmas = sigma_grid(model.schedule, steps, spacing, final=final).to(model.device)
     if edit is not None:
         if not 0.0 < edit.strength <= 1.0:
             raise UserError(f"img2img strength {edit.strength} must be in (0, 1]")
         if len(edit.latents) != n:
             raise UserError(f"{len(edit.latents)} input latents for {n} images")
         latent_size = tuple(edit.latents.shape[-2:])
-        sigmas = sigmas[steps - max(1, round(edit.strength * steps)):]
+        sigmas = sigmas[max(0, len(sigmas) - 1 - max(1, round(edit.strength * steps))):]
     shape = (c, *(latent_size or trained_size))
     out = []
     for start in range(0, n, batch_size):
@@ -148,7 +150,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
             if edit.mask is not None:
                 denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
         z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators, **sampler_options)
-        out.append(model.codec.decode(z).cpu())
+        out.append(model.codec.decode(z / (1 + sigmas[-1] ** 2).sqrt()).cpu())
     return torch.cat(out)
 
 

@@ -1,4 +1,5 @@
-"""Sampling grids: which noise levels a sampler visits, as decreasing σ values ending in an explicit σ = 0.
+"""Sampling grids: which noise levels a sampler visits, as decreasing σ values ending in an explicit σ = 0 (or, with
+final="t0", at σ of timestep 0: CompVis's DDIM/PLMS and diffusers' set_alpha_to_one=False stop at ᾱ_0, not ᾱ = 1).
 
 Timestep spacings pick integer timesteps of the training schedule (the discrete model is evaluated exactly where it
 was trained); σ spacings pick any σ in [σ_min, σ_max] of the schedule (the denoiser interpolates t in log σ):
@@ -14,6 +15,7 @@ from latentdiff.noise import NoiseSchedule
 TIMESTEP_SPACINGS = ("uniform", "leading", "compvis", "trailing", "linspace")
 SIGMA_SPACINGS = ("karras", "exponential")
 SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
+FINALS = ("zero", "t0")
 
 
 def check_steps(steps: int, num_timesteps: int) -> None:
@@ -56,8 +58,13 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, steps: int) -> torch.
                           dtype=torch.float64).exp()
 
 
-def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0) -> torch.Tensor:
-    """σ at the chosen steps with a final 0 appended: (steps + 1,) float32, strictly decreasing."""
+def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0,
+               final: str = "zero") -> torch.Tensor:
+    """σ at the chosen steps, then the final σ: 0 (final="zero") or σ of timestep 0, σ_min = √((1 − ᾱ_0)/ᾱ_0)
+    (final="t0"; e.g. 0.029 for Stable Diffusion's schedule; not repeated when the last step is already there).
+    (steps + 1,) or (steps,) float32, strictly decreasing."""
+    if final not in FINALS:
+        raise UserError(f"final={final!r} is unknown; use zero (σ = 0) or t0 (σ of timestep 0, as CompVis's DDIM)")
     if spacing in SIGMA_SPACINGS:
         check_steps(steps, schedule.num_timesteps)
         lo, hi = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
@@ -70,16 +77,16 @@ def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rh
         sigmas = sigmas.float()
     else:
         sigmas = schedule.sigmas[timesteps(schedule.num_timesteps, steps, spacing)]
-    return torch.cat([sigmas, sigmas.new_zeros(1)])
+    end = sigmas.new_zeros(1) if final == "zero" else schedule.sigmas[:1].to(sigmas)
+    return sigmas if end >= sigmas[-1] * (1 - 1e-6) else torch.cat([sigmas, end])
 
 
 def check_grid(sigmas: torch.Tensor) -> None:
-    """One-line errors for a grid samplers cannot use: it must be 1-D, finite, strictly decreasing, end at 0."""
+    """One-line errors for a grid samplers cannot use: it must be 1-D, finite, ≥ 0 and strictly decreasing. It ends
+    at 0 (a clean sample) or above (the sample at that noise level, e.g. final="t0" grids)."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise UserError(f"a σ grid needs at least 2 values (got shape {tuple(sigmas.shape)})")
     if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
         raise UserError("a σ grid must hold finite values ≥ 0")
     if not (sigmas[1:] < sigmas[:-1]).all():
         raise UserError(f"a σ grid must be strictly decreasing (got {sigmas[:6].tolist()}…)")
-    if sigmas[-1] != 0:
-        raise UserError(f"a σ grid must end at σ = 0 (ends at {float(sigmas[-1]):.4g}); append a 0")
