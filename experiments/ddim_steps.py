@@ -20,7 +20,7 @@ from latentdiff.checkpoints.models import bundled_model
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, draw_samples, sample_conditions
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
 
 
 def main() -> None:
@@ -54,9 +54,7 @@ def main() -> None:
             rows.append((sampler, steps, np.mean(fds), np.std(fds), np.median(rates)))
             print(f"{sampler} {steps:4d} steps: FD {np.mean(fds):.2f} ± {np.std(fds):.2f}, "
                   f"{np.median(rates):.1f} samples/s", flush=True)
-    shown = Path(checkpoint).resolve()
-    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
-    body = [(f"Model: `{shown}`; {args.n} samples per seed × {args.seeds} seeds, guidance {guidance:g}; FD in "
+    body = [(f"Model: `{shown_path(checkpoint)}`; {args.n} samples per seed × {args.seeds} seeds, guidance {guidance:g}; FD in "
              f"the {extractor.name} features against the training split ({len(train)} images)."),
             f"Real-vs-real baseline (held-out vs training, n = {n_b}): FD {baseline:.2f}.", "",
             "| sampler | steps | FD (mean ± sd over seeds) | samples/s (median) |", "|---|---|---|---|",

@@ -18,6 +18,12 @@ def machine() -> str:
             f"{torch.__version__}, commit {commit}")
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as the report shows it: relative to the working directory when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd()) if resolved.is_relative_to(Path.cwd()) else resolved)
+
+
 def write_report(name: str, title: str, body: list[str], figure=None) -> Path:
     """reports/<name>/README.md (+ <name>.png from a matplotlib figure); the command line is recorded."""
     folder = REPORTS / name

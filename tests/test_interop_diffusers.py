@@ -195,6 +195,63 @@ def test_jointly_trained_text_model_round_trips_bit_identical(tmp_path, regulari
     assert relative(model.codec.autoencoder.decode(z), their_vae.decode(z).sample) <= 1e-5
 
 
+def ldm_pipeline_run(pipe, seeds: list[int], steps: int) -> torch.Tensor:
+    """diffusers' LDMPipeline (unconditional LDM: UNet2DModel + VQModel + DDIM) as (N, C, H, W) in [0, 1]."""
+    from latentdiff.samplers.noise import per_sample_generators
+
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=len(seeds), generator=per_sample_generators(seeds), num_inference_steps=steps,
+                  output_type="np").images
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def test_ldm_pipeline_folder_written_by_diffusers_samples_the_same_images(tmp_path):
+    """An unconditional LDM in diffusers' layout (UNet2DModel with self-attention blocks of 16-channel heads, a
+    VQModel, DDIM), saved by diffusers' LDMPipeline: UNet outputs and whole sampling runs agree."""
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                                 layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=16).eval()
+    vqvae = diffusers.VQModel(block_out_channels=(32, 64), layers_per_block=1, latent_channels=3,
+                              down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                              num_vq_embeddings=64, sample_size=16, scaling_factor=0.5).eval()
+    randomize(unet, vqvae, seed=4)
+    scheduler = diffusers.DDIMScheduler(beta_schedule="linear", beta_start=0.0015, beta_end=0.0195,
+                                        set_alpha_to_one=True, steps_offset=1, clip_sample=False)
+    pipe = diffusers.LDMPipeline(vqvae=vqvae, unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(tmp_path / "ldm")
+    model = load_model(tmp_path / "ldm")
+    assert model.conditioner is None and model.unet.config.context_dim is None and model.image_size == 16
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(2, 3, 8, 8, generator=g), torch.tensor([3, 800])
+    assert relative(model.unet(x, t), unet(x, t).sample) <= 1e-5
+    ours = generate(model, [7, 8], steps=10, spacing="compvis")
+    assert relative(ours * 0.5 + 0.5, ldm_pipeline_run(pipe, [7, 8], 10)) <= 1e-5
+
+
+@torch.no_grad()
+def test_unconditional_models_become_ldm_pipeline_folders_and_come_back_bit_identical(tmp_path):
+    """latentdiff's unconditional UNet (self-attention with the original fused, legacy-ordered qkv; 4 heads) with a
+    VQ first stage → an LDMPipeline folder that diffusers runs to the same images; loading it back gives the very
+    same tensors."""
+    unet = UNetModel(UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
+                                num_res_blocks=1, attention_resolutions=(2,), head_channels=16))
+    autoencoder = build_autoencoder(AutoencoderConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                                                      resolution=16, regularizer="vq", codebook_size=32, norm_groups=8))
+    randomize(unet, autoencoder, seed=6)
+    model = LatentDiffusion(unet=unet.eval(), codec=LatentCodec(autoencoder, LatentStats.global_scale(0.7, 4)).eval(),
+                            schedule=NoiseSchedule(NoiseScheduleConfig()), prediction="eps", image_size=16)
+    folder = save_diffusers(model, tmp_path / "ldm")
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "LDMPipeline"
+    pipe = diffusers.LDMPipeline.from_pretrained(folder, local_files_only=True)
+    ours = generate(model, [1, 2], steps=10, spacing="compvis")
+    assert relative(ours * 0.5 + 0.5, ldm_pipeline_run(pipe, [1, 2], 10)) <= 1e-5
+    back = load_model(folder)
+    assert_same_weights(back.unet, model.unet)
+    assert_same_weights(back.codec.autoencoder, model.codec.autoencoder)
+
+
 def test_what_diffusers_cannot_hold_is_refused_in_one_line(tmp_path, capsys):
     from latentdiff.checkpoints.models import bundled_model
 

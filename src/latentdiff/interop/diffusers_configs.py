@@ -23,6 +23,13 @@ UNET_DEFAULTS = {"center_input_sample": False, "flip_sin_to_cos": True, "freq_sh
                  "projection_class_embeddings_input_dim": None, "time_embedding_act_fn": None,
                  "timestep_post_act": None, "reverse_transformer_layers_per_block": None}
 
+# UNet2DModel (diffusers' LDMPipeline UNet: self-attention blocks, no cross-attention) options latentdiff builds.
+UNET2D_DEFAULTS = {"center_input_sample": False, "time_embedding_type": "positional", "time_embedding_dim": None,
+                   "freq_shift": 0, "flip_sin_to_cos": True, "mid_block_type": "UNetMidBlock2D",
+                   "mid_block_scale_factor": 1, "downsample_padding": 1, "downsample_type": "conv",
+                   "upsample_type": "conv", "act_fn": "silu", "norm_num_groups": 32, "attn_norm_num_groups": None,
+                   "norm_eps": 1e-5, "add_attention": True, "class_embed_type": None, "num_train_timesteps": None}
+
 
 def read_json(path: Path) -> dict:
     if not path.is_file():
@@ -38,28 +45,39 @@ def _heads(cfg: UNetConfig) -> list[int]:
 
 
 def unet_to_diffusers(cfg: UNetConfig, sample_size: int) -> dict:
-    """UNetConfig → UNet2DConditionModel config (its `attention_head_dim` is the head count, diffusers' naming)."""
+    """UNetConfig → UNet2DConditionModel config (its `attention_head_dim` is the head count, diffusers' naming), or a
+    UNet2DModel config for UNets without cross-attention (`attention_head_dim`: channels per head there)."""
     unsupported = [name for name, on in (("coordinate_channels", cfg.coordinate_channels),
                                          ("position_frequencies", cfg.position_frequencies),
                                          ("pooled_context", cfg.pooled_context),
                                          ("conv_resample=false", not cfg.conv_resample),
-                                         ("resblock_updown", cfg.resblock_updown),
-                                         ("no cross-attention (context_dim null)", cfg.context_dim is None)) if on]
+                                         ("resblock_updown", cfg.resblock_updown)) if on]
     if unsupported:
-        raise UserError(f"this UNet has {', '.join(unsupported)}, which diffusers' UNet2DConditionModel does not "
-                        f"have; keep it as a latentdiff .safetensors")
+        raise UserError(f"this UNet has {', '.join(unsupported)}, which diffusers' UNet2DConditionModel / UNet2DModel "
+                        f"do not have; keep it as a latentdiff .safetensors")
     levels = range(len(cfg.channel_mult))
     attention = [2 ** i in cfg.attention_resolutions for i in levels]
-    return {"_class_name": "UNet2DConditionModel", "_diffusers_version": DIFFUSERS_VERSION,
-            "sample_size": sample_size, "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
-            "block_out_channels": [cfg.model_channels * m for m in cfg.channel_mult],
-            "layers_per_block": cfg.num_res_blocks,
+    channels = [cfg.model_channels * m for m in cfg.channel_mult]
+    common = {"_diffusers_version": DIFFUSERS_VERSION, "sample_size": sample_size, "in_channels": cfg.in_channels,
+              "out_channels": cfg.out_channels, "block_out_channels": channels, "layers_per_block": cfg.num_res_blocks,
+              "num_class_embeds": cfg.num_classes, "dropout": cfg.dropout,
+              "resnet_time_scale_shift": "scale_shift" if cfg.use_scale_shift_norm else "default"}
+    if cfg.context_dim is None:
+        # one head size for every attention block, the middle one (at the last level's width) included
+        sizes = {c // h for c, h, a in zip(channels, _heads(cfg), attention) if a} | {channels[-1] // _heads(cfg)[-1]}
+        if len(sizes) != 1:
+            raise UserError(f"this UNet's attention heads have {sorted(sizes)} channels at different levels; "
+                            f"diffusers' UNet2DModel has one head size (set unet.head_channels)")
+        size = sizes.pop()
+        return {"_class_name": "UNet2DModel", **common,
+                "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attention],
+                "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
+                "attention_head_dim": size, **UNET2D_DEFAULTS}
+    return {"_class_name": "UNet2DConditionModel", **common,
             "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
             "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
             "attention_head_dim": _heads(cfg), "cross_attention_dim": cfg.context_dim,
             "transformer_layers_per_block": cfg.transformer_depth, "use_linear_projection": cfg.linear_projection,
-            "num_class_embeds": cfg.num_classes, "dropout": cfg.dropout,
-            "resnet_time_scale_shift": "scale_shift" if cfg.use_scale_shift_norm else "default",
             "upcast_attention": False, **UNET_DEFAULTS}
 
 
@@ -71,35 +89,42 @@ def _uniform(value, what: str) -> int:
 
 
 def unet_from_diffusers(c: dict) -> UNetConfig:
-    """UNet2DConditionModel config → UNetConfig, or a one-line error naming the option latentdiff does not build."""
-    if c.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
-        raise UserError(f"unet/ holds a {c['_class_name']}; latentdiff loads UNet2DConditionModel folders")
-    odd = [k for k, v in UNET_DEFAULTS.items() if k in c and c[k] != v and not (k == "norm_eps" and
-                                                                                abs(c[k] - v) < 1e-12)]
+    """UNet2DConditionModel or UNet2DModel config → UNetConfig, or a one-line error naming the option latentdiff does
+    not build."""
+    kind = c.get("_class_name", "UNet2DConditionModel")
+    if kind not in ("UNet2DConditionModel", "UNet2DModel"):
+        raise UserError(f"unet/ holds a {kind}; latentdiff loads UNet2DConditionModel and UNet2DModel folders")
+    plain = kind == "UNet2DModel"
+    defaults, attn = (UNET2D_DEFAULTS, "Attn") if plain else (UNET_DEFAULTS, "CrossAttn")
+    odd = [k for k, v in defaults.items() if k in c and c[k] != v and not (k == "norm_eps" and abs(c[k] - v) < 1e-12)]
     odd += [f"{k}={c[k]}" for k in ("down_block_types", "up_block_types") if any(
-        t not in ("CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnUpBlock2D", "UpBlock2D") for t in c.get(k, []))]
+        t not in (f"{attn}DownBlock2D", "DownBlock2D", f"{attn}UpBlock2D", "UpBlock2D") for t in c.get(k, []))]
     if odd:
         raise UserError(f"unet/config.json sets {', '.join(odd)}, which latentdiff does not build")
     channels = [int(v) for v in c["block_out_channels"]]
     if any(v % channels[0] for v in channels):
         raise UserError(f"unet/config.json: block_out_channels {channels} are not multiples of the first")
-    attention = [t.startswith("CrossAttn") for t in c["down_block_types"]]
-    if [t.startswith("CrossAttn") for t in reversed(c["up_block_types"])] != attention:
+    attention = [t.startswith(attn) for t in c["down_block_types"]]
+    if [t.startswith(attn) for t in reversed(c["up_block_types"])] != attention:
         raise UserError("unet/config.json: up_block_types do not mirror down_block_types")
-    heads = c.get("attention_head_dim", 8)
-    heads = [int(heads)] * len(channels) if isinstance(heads, int) else [int(h) for h in heads]
-    fixed = len(set(heads)) == 1
-    head_channels = -1 if fixed else _uniform([ch // h for ch, h in zip(channels, heads)], "channels per head")
+    if plain:  # attention_head_dim: channels per head (null: one head of all channels)
+        size = c.get("attention_head_dim", 8)
+        heads = dict(num_heads=1) if size is None else dict(num_heads=-1, head_channels=int(size))
+    else:  # attention_head_dim: the head count (diffusers' naming in this class)
+        counts = c.get("attention_head_dim", 8)
+        counts = [int(counts)] * len(channels) if isinstance(counts, int) else [int(h) for h in counts]
+        heads = dict(num_heads=counts[0]) if len(set(counts)) == 1 else dict(
+            num_heads=-1, head_channels=_uniform([ch // h for ch, h in zip(channels, counts)], "channels per head"))
     return UNetConfig(
         in_channels=int(c["in_channels"]), out_channels=int(c["out_channels"]), model_channels=channels[0],
         channel_mult=tuple(v // channels[0] for v in channels),
         num_res_blocks=_uniform(c.get("layers_per_block", 2), "layers_per_block"),
-        attention_resolutions=tuple(2 ** i for i, a in enumerate(attention) if a),
-        num_heads=heads[0] if fixed else -1, head_channels=head_channels, dropout=float(c.get("dropout", 0.0)),
-        num_classes=c.get("num_class_embeds"),
+        attention_resolutions=tuple(2 ** i for i, a in enumerate(attention) if a), **heads,
+        dropout=float(c.get("dropout", 0.0)), num_classes=c.get("num_class_embeds"),
         use_scale_shift_norm=c.get("resnet_time_scale_shift", "default") == "scale_shift",
-        context_dim=_uniform(c["cross_attention_dim"], "cross_attention_dim"),
-        transformer_depth=_uniform(c.get("transformer_layers_per_block", 1), "transformer_layers_per_block"),
+        context_dim=None if plain else _uniform(c["cross_attention_dim"], "cross_attention_dim"),
+        transformer_depth=1 if plain else _uniform(c.get("transformer_layers_per_block", 1),
+                                                   "transformer_layers_per_block"),
         linear_projection=bool(c.get("use_linear_projection", False)))
 
 

@@ -1,7 +1,8 @@
 """diffusers pipeline folders ⇄ `LatentDiffusion`: model_index.json, unet/, vae/ (or vqvae/), scheduler/, and for
 text models text_encoder/ + tokenizer/.
 
-Loading reads every architecture from the folder's own config files (`diffusers_configs.py`) and renames the weights
+Loading reads every architecture (UNet2DConditionModel, or UNet2DModel for UNets without cross-attention:
+LDMPipeline folders) from the folder's own config files (`diffusers_configs.py`) and renames the weights
 (`diffusers_names.py`); the text encoder and tokenizer are `transformers` folders read locally (Stable Diffusion 1.x
 and 2.x folders hold a CLIPTextModel whose last hidden state is the context). Saving writes the same layout: a model
 with a frozen `transformers` text encoder becomes a `StableDiffusionPipeline` folder that diffusers runs as it is.
@@ -30,7 +31,8 @@ from latentdiff.interop.compvis import assign_weights
 from latentdiff.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
                                                   scheduler_from_diffusers, scheduler_to_diffusers, unet_from_diffusers,
                                                   unet_to_diffusers)
-from latentdiff.interop.diffusers_names import autoencoder_blocks, convert_names, unet_blocks
+from latentdiff.interop.diffusers_names import (autoencoder_blocks, convert_names, fuse_qkv, self_attention_heads,
+                                                split_qkv, unet_blocks)
 from latentdiff.interop.files import read_state_dict
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
@@ -73,17 +75,22 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
     frozen = conditioner is not None and conditioner.frozen
     runs_in_diffusers = frozen and conditioner.tokenizer.attend_to_padding  # StableDiffusionPipeline passes no mask
     pipeline = INPAINT_PIPELINE if frozen and conditioner.config.masked_image else "StableDiffusionPipeline"
+    if unet_config["_class_name"] == "UNet2DModel":  # LDMPipeline: unconditional, vqvae/, latents / scaling_factor
+        runs_in_diffusers = (conditioner is None and vae_name == "vqvae" and model.unet.config.num_classes is None
+                             and vae_config.get("shift_factor") is None and "latents_mean" not in vae_config)
+        pipeline = "LDMPipeline"
     index = {"_class_name": pipeline if runs_in_diffusers else "LatentDiffusionPipeline",
              "_diffusers_version": unet_config["_diffusers_version"],
-             "unet": ["diffusers", "UNet2DConditionModel"], vae_name: ["diffusers", vae_config["_class_name"]],
+             "unet": ["diffusers", unet_config["_class_name"]], vae_name: ["diffusers", vae_config["_class_name"]],
              "scheduler": ["diffusers", "DDIMScheduler"]}
     extras = {"image_size": model.image_size, "class_names": list(model.class_names),
               "trained_with_null": model.trained_with_null, **conditioner_metadata(conditioner)}
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _write_component(tmp / "unet", unet_config,
-                         _renamed(model.unet.state_dict(), unet_blocks(model.unet.config), True, "UNet"), target)
+        unet_weights = split_qkv(model.unet.state_dict(), self_attention_heads(model.unet.config))
+        _write_component(tmp / "unet", unet_config, _renamed(unet_weights, unet_blocks(model.unet.config), True,
+                                                             "UNet"), target)
         _write_component(tmp / vae_name, vae_config, _renamed(autoencoder.state_dict(),
                                                               autoencoder_blocks(autoencoder.config), True,
                                                               "autoencoder"), torch.float32)
@@ -198,10 +205,11 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", token
     extras = read_json(folder / EXTRAS) if (folder / EXTRAS).is_file() else {}
     with torch.device("meta"):
         unet, autoencoder = UNetModel(unet_cfg), build_autoencoder(ae_cfg)
-    for module, source, blocks, precision in ((unet, folder / "unet", unet_blocks(unet_cfg), dtype),
-                                              (autoencoder, vae_folder, autoencoder_blocks(ae_cfg), torch.float32)):
-        assign_weights(module, _renamed(read_component(source, variant), blocks, False, str(source)), str(source),
-                       precision)
+    unet_weights = fuse_qkv(_renamed(read_component(folder / "unet", variant), unet_blocks(unet_cfg), False,
+                                     str(folder / "unet")), self_attention_heads(unet_cfg))
+    assign_weights(unet, unet_weights, str(folder / "unet"), dtype)
+    assign_weights(autoencoder, _renamed(read_component(vae_folder, variant), autoencoder_blocks(ae_cfg), False,
+                                         str(vae_folder)), str(vae_folder), torch.float32)
     conditioner = _conditioner(folder, index, extras, tokenizer, dtype, variant)
     latent_size = int(unet_json.get("sample_size", 64))
     return LatentDiffusion(unet=unet.to(device), codec=LatentCodec(autoencoder, stats).to(device),

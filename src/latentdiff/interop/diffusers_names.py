@@ -14,6 +14,11 @@ same tensors under the same names. The UNet maps onto diffusers' `UNet2DConditio
     ResBlock in_layers.{0,2}, emb_layers.1, out_layers.{0,3}, skip_connection ↔ norm1, conv1, time_emb_proj, norm2,
     conv2, conv_shortcut; spatial transformers have the same names on both sides.
 
+UNets without cross-attention map onto `UNet2DModel` (LDMPipeline): the same blocks, with self-attention
+(`AttentionBlock`: norm, qkv, proj_out ↔ group_norm, to_q/to_k/to_v, to_out.0). Its fused qkv (3C, C, 1) holds the
+channels [head][q|k|v][head channel] (the original legacy order): `split_qkv` / `fuse_qkv` turn it into the three
+(C, C) projections and back, exactly.
+
 The first stage maps onto `AutoencoderKL` / `VQModel`: encoder.down.{i}.block.{j} ↔ encoder.down_blocks.{i}.resnets.{j},
 decoder.up.{i} ↔ decoder.up_blocks.{L−1−i} (diffusers counts decoder levels from the bottom), mid.block_{1,2} ↔
 mid_block.resnets.{0,1}, mid.attn_1.{norm,q,k,v,proj_out} ↔ mid_block.attentions.0.{group_norm,to_q,to_k,to_v,
@@ -29,14 +34,17 @@ RESBLOCK = {"in_layers.0.": "norm1.", "in_layers.2.": "conv1.", "emb_layers.1.":
 VAE_RESBLOCK = {"nin_shortcut.": "conv_shortcut."}
 VAE_ATTENTION_PREFIXES = ("encoder.mid_block.attentions.0.", "decoder.mid_block.attentions.0.")  # 1×1 conv ↔ linear
 VAE_ATTENTION = {"norm.": "group_norm.", "q.": "to_q.", "k.": "to_k.", "v.": "to_v.", "proj_out.": "to_out.0."}
+SELF_ATTENTION = {"norm.": "group_norm.", "proj_out.": "to_out.0."}  # after split_qkv: to_q, to_k, to_v on both sides
 
 
 def unet_blocks(cfg: UNetConfig) -> list[tuple[str, str, dict[str, str]]]:
     """(our module prefix, diffusers module prefix, renames inside the module) for every block of the UNet."""
     levels, per = len(cfg.channel_mult), cfg.num_res_blocks
+    inside = {} if cfg.context_dim is not None else SELF_ATTENTION  # spatial transformers keep their names
     blocks = [("time_embed.0.", "time_embedding.linear_1.", {}), ("time_embed.2.", "time_embedding.linear_2.", {}),
               ("input_blocks.0.0.", "conv_in.", {}), ("out.0.", "conv_norm_out.", {}), ("out.2.", "conv_out.", {}),
-              ("middle_block.0.", "mid_block.resnets.0.", RESBLOCK), ("middle_block.1.", "mid_block.attentions.0.", {}),
+              ("middle_block.0.", "mid_block.resnets.0.", RESBLOCK),
+              ("middle_block.1.", "mid_block.attentions.0.", inside),
               ("middle_block.2.", "mid_block.resnets.1.", RESBLOCK)]
     if cfg.num_classes is not None:
         blocks.append(("label_emb.", "class_embedding.", {}))
@@ -46,7 +54,7 @@ def unet_blocks(cfg: UNetConfig) -> list[tuple[str, str, dict[str, str]]]:
             n = 1 + i * (per + 1) + j
             blocks.append((f"input_blocks.{n}.0.", f"down_blocks.{i}.resnets.{j}.", RESBLOCK))
             if attention:
-                blocks.append((f"input_blocks.{n}.1.", f"down_blocks.{i}.attentions.{j}.", {}))
+                blocks.append((f"input_blocks.{n}.1.", f"down_blocks.{i}.attentions.{j}.", inside))
         if i < levels - 1:
             blocks.append((f"input_blocks.{(i + 1) * (per + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv.", {}))
     for u in range(levels):
@@ -55,11 +63,53 @@ def unet_blocks(cfg: UNetConfig) -> list[tuple[str, str, dict[str, str]]]:
             n = u * (per + 1) + j
             blocks.append((f"output_blocks.{n}.0.", f"up_blocks.{u}.resnets.{j}.", RESBLOCK))
             if attention:
-                blocks.append((f"output_blocks.{n}.1.", f"up_blocks.{u}.attentions.{j}.", {}))
+                blocks.append((f"output_blocks.{n}.1.", f"up_blocks.{u}.attentions.{j}.", inside))
             if u < levels - 1 and j == per:
                 blocks.append((f"output_blocks.{n}.{2 if attention else 1}.conv.", f"up_blocks.{u}.upsamplers.0.conv.",
                                {}))
     return blocks
+
+
+def self_attention_heads(cfg: UNetConfig) -> dict[str, int]:
+    """{our module prefix: head count} of the UNet's self-attention blocks; empty for cross-attention UNets."""
+    if cfg.context_dim is not None:
+        return {}
+    levels, per = len(cfg.channel_mult), cfg.num_res_blocks + 1
+    heads = {}
+    for ours, theirs, _ in unet_blocks(cfg):
+        if ".attentions." in theirs:
+            kind, n = ours.split(".")[:2]
+            level = {"input_blocks": (int(n) - 1) // per, "output_blocks": levels - 1 - int(n) // per}.get(kind,
+                                                                                                         levels - 1)
+            channels = cfg.model_channels * cfg.channel_mult[level]
+            heads[ours] = cfg.num_heads if cfg.num_heads != -1 else channels // cfg.head_channels
+    return heads
+
+
+def split_qkv(state: dict[str, torch.Tensor], heads: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Our self-attention weights → separate projections: qkv (3C, C, 1) + (3C,) in [head][q|k|v][d] order →
+    to_q, to_k, to_v (C, C) + (C,); proj_out (C, C, 1) → (C, C). Other tensors pass through."""
+    out = dict(state)
+    for prefix, h in heads.items():
+        for kind in ("weight", "bias"):
+            fused = out.pop(f"{prefix}qkv.{kind}")
+            parts = fused.reshape(h, 3, fused.shape[0] // (3 * h), -1)  # (H, q|k|v, d, C or 1)
+            for i, name in enumerate(("to_q", "to_k", "to_v")):
+                out[f"{prefix}{name}.{kind}"] = parts[:, i].reshape(fused.shape[0] // 3, *fused.shape[1:-1])
+        out[f"{prefix}proj_out.weight"] = out[f"{prefix}proj_out.weight"].flatten(1)
+    return out
+
+
+def fuse_qkv(state: dict[str, torch.Tensor], heads: dict[str, int]) -> dict[str, torch.Tensor]:
+    """The inverse of `split_qkv`."""
+    out = dict(state)
+    for prefix, h in heads.items():
+        for kind in ("weight", "bias"):
+            q, k, v = (out.pop(f"{prefix}{name}.{kind}") for name in ("to_q", "to_k", "to_v"))
+            parts = torch.stack([t.reshape(h, t.shape[0] // h, *t.shape[1:]) for t in (q, k, v)], dim=1)
+            out[f"{prefix}qkv.{kind}"] = parts.reshape(3 * q.shape[0], *q.shape[1:], *((1,) if kind == "weight" else ()))
+        out[f"{prefix}proj_out.weight"] = out[f"{prefix}proj_out.weight"][:, :, None]
+    return out
 
 
 def autoencoder_blocks(cfg: AutoencoderConfig) -> list[tuple[str, str, dict[str, str]]]:
