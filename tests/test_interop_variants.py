@@ -35,25 +35,10 @@ def open_clip_state(width: int, blocks: int, vocab: int, generator: torch.Genera
     return {f"cond_stage_model.model.{k}": v for k, v in state.items()}
 
 
-@torch.no_grad()
-def test_stable_diffusion_2_openclip_penultimate_v_prediction_matches_diffusers(tmp_path):
-    """SD 2.x: OpenCLIP text tower read up to its penultimate block (diffusers: convert_open_clip_checkpoint into a
-    CLIPTextModel of one block fewer), linear projections, 64-channel heads, v-prediction; a whole guided run
-    against StableDiffusionPipeline with a v-prediction DDIM scheduler."""
+def their_open_clip(state: dict[str, torch.Tensor], tokenizer):
+    """The file's OpenCLIP tower (64 wide, 3 blocks, penultimate layer) through diffusers' own conversion
+    (convert_open_clip_checkpoint) into a CLIPTextModel of 2 blocks."""
     import transformers
-
-    tokenizer = clip_tokenizer_folder(tmp_path / "tokenizer")
-    unet = {"num_head_channels": 16, "use_spatial_transformer": True, "use_linear_in_transformer": True,
-            "context_dim": 64, "legacy": False, "transformer_depth": 1}
-    config = original_yaml(unet, cond_stage="FrozenOpenCLIPEmbedder", parameterization="v")
-    config["model"]["params"]["cond_stage_config"]["params"] = {"freeze": True, "layer": "penultimate"}
-    path, yaml, state = random_original_file(tmp_path, config)
-    state |= open_clip_state(64, 3, len(tokenizer), torch.Generator().manual_seed(4))
-    torch.save({"state_dict": state}, path)
-    with pytest.raises(UserError, match="ε from v"):
-        load_model(path)
-    model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
-    assert model.prediction == "v" and model.unet.config.linear_projection
 
     clip_config = transformers.CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=1, intermediate_size=256,
@@ -65,6 +50,34 @@ def test_stable_diffusion_2_openclip_penultimate_v_prediction_matches_diffusers(
         converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
     result = text_encoder.load_state_dict(converted, strict=False)
     assert not result.missing_keys or all("position_ids" in k for k in result.missing_keys), result
+    return text_encoder
+
+
+def sd2_file(tmp_path, in_channels: int = 4, conditioning_key: str = "crossattn", **params):
+    """(model, config, state, tokenizer) of an SD-2-layout file: OpenCLIP penultimate, linear projections."""
+    tokenizer = clip_tokenizer_folder(tmp_path / "tokenizer")
+    unet = {"num_head_channels": 16, "use_spatial_transformer": True, "use_linear_in_transformer": True,
+            "context_dim": 64, "legacy": False, "transformer_depth": 1, "in_channels": in_channels}
+    config = original_yaml(unet, cond_stage="FrozenOpenCLIPEmbedder", conditioning_key=conditioning_key, **params)
+    config["model"]["params"]["cond_stage_config"]["params"] = {"freeze": True, "layer": "penultimate"}
+    path, yaml, state = random_original_file(tmp_path, config)
+    state |= open_clip_state(64, 3, len(tokenizer), torch.Generator().manual_seed(4))
+    torch.save({"state_dict": state}, path)
+    return path, yaml, config, state, tokenizer
+
+
+@torch.no_grad()
+def test_stable_diffusion_2_openclip_penultimate_v_prediction_matches_diffusers(tmp_path):
+    """SD 2.x: OpenCLIP text tower read up to its penultimate block (diffusers: convert_open_clip_checkpoint into a
+    CLIPTextModel of one block fewer), linear projections, 64-channel heads, v-prediction; a whole guided run
+    against StableDiffusionPipeline with a v-prediction DDIM scheduler."""
+    path, yaml, config, state, tokenizer = sd2_file(tmp_path, parameterization="v")
+    with pytest.raises(UserError, match="ε from v"):
+        load_model(path)
+    model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
+    assert model.prediction == "v" and model.unet.config.linear_projection
+
+    text_encoder = their_open_clip(state, tokenizer)
     prompts = ["the cat", "a dog"]
     ids = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
     ours = model.conditioner.encode(model.conditioner.tokens(prompts)).context
@@ -75,27 +88,18 @@ def test_stable_diffusion_2_openclip_penultimate_v_prediction_matches_diffusers(
     assert_same_guided_run(model, pipe, [7, 8], 5.0)
 
 
-@torch.no_grad()
-def test_stable_diffusion_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_path):
-    """A 9-channel SD-v1 inpainting file: latentdiff's generate with [mask, E(masked image)] concatenated against
-    StableDiffusionInpaintPipeline (same x_T, prompts, guidance and masked-image latents); `latentdiff inpaint`
-    keeps every unmasked pixel."""
-    from PIL import Image
-
-    from latentdiff.cli import main
+def assert_same_inpainting_run(model, config: dict, state: dict, text_encoder, tokenizer):
+    """latentdiff's generate with [mask, E(masked image)] concatenated against StableDiffusionInpaintPipeline (same
+    x_T, prompts, guidance and masked-image latents), ≤ 1e-5 in pixels; returns the (image, mask) used."""
     from latentdiff.conditioning import Cond
-    from latentdiff.pipelines import conditional, generate
+    from latentdiff.pipelines import generate
     from latentdiff.samplers.noise import per_sample_generators, randn_like
 
-    config, state, path, yaml, tokenizer = sd_text_file(tmp_path, {**SD_UNET, "in_channels": 9}, "hybrid")
-    model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
-    assert model.conditioner.inpaints and model.unet.config.in_channels == 9
     their_unet, their_vae = diffusers_models(config, state)
-    pipe = diffusers.StableDiffusionInpaintPipeline(vae=their_vae, text_encoder=their_clip(model, state),
-                                                    tokenizer=tokenizer, unet=their_unet,
-                                                    scheduler=sd_pipeline(their_unet, their_vae, None, tokenizer).scheduler,
-                                                    safety_checker=None, feature_extractor=None,
-                                                    requires_safety_checker=False)
+    scheduler = sd_pipeline(their_unet, their_vae, None, tokenizer).scheduler
+    pipe = diffusers.StableDiffusionInpaintPipeline(vae=their_vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                                    unet=their_unet, scheduler=scheduler, safety_checker=None,
+                                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(9)
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=g)
@@ -111,6 +115,23 @@ def test_stable_diffusion_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_
     ours = generate(model, seeds, prompts=prompts, spatial=Cond(concat=concat.expand(2, -1, -1, -1)),
                     guidance_scale=4.0, steps=10, spacing="compvis")
     assert relative(ours * 0.5 + 0.5, theirs) <= 1e-5
+    return image, mask
+
+
+@torch.no_grad()
+def test_stable_diffusion_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_path):
+    """A 9-channel SD-v1 inpainting file: latentdiff's generate with [mask, E(masked image)] concatenated against
+    StableDiffusionInpaintPipeline (same x_T, prompts, guidance and masked-image latents); `latentdiff inpaint`
+    keeps every unmasked pixel."""
+    from PIL import Image
+
+    from latentdiff.cli import main
+    from latentdiff.pipelines import conditional
+
+    config, state, path, yaml, tokenizer = sd_text_file(tmp_path, {**SD_UNET, "in_channels": 9}, "hybrid")
+    model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
+    assert model.conditioner.inpaints and model.unet.config.in_channels == 9
+    image, mask = assert_same_inpainting_run(model, config, state, their_clip(model, state), tokenizer)
 
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "image.png")
     Image.fromarray((mask * 255).byte().numpy()).save(tmp_path / "mask.png")
@@ -127,6 +148,16 @@ def test_stable_diffusion_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_
     back = load_model(folder)
     assert back.conditioner.inpaints
     assert torch.equal(back.unet.input_blocks[0][0].weight, model.unet.input_blocks[0][0].weight)
+
+
+@torch.no_grad()
+def test_stable_diffusion_2_inpainting_matches_the_diffusers_inpaint_pipeline(tmp_path):
+    """SD 2 inpainting (512-inpainting-ema): a 9-channel UNet (hybrid) with linear projections and 16-channel heads
+    fed by the OpenCLIP tower's penultimate layer, ε-prediction, against StableDiffusionInpaintPipeline."""
+    path, yaml, config, state, tokenizer = sd2_file(tmp_path, in_channels=9, conditioning_key="hybrid")
+    model = load_model(path, yaml, tokenizer=tmp_path / "tokenizer")
+    assert model.conditioner.inpaints and model.unet.config.linear_projection and model.prediction == "eps"
+    assert_same_inpainting_run(model, config, state, their_open_clip(state, tokenizer), tokenizer)
 
 
 @torch.no_grad()

@@ -109,11 +109,11 @@ def unet_from_diffusers(c: dict) -> UNetConfig:
         raise UserError("unet/config.json: up_block_types do not mirror down_block_types")
     if plain:  # attention_head_dim: channels per head (null: one head of all channels)
         size = c.get("attention_head_dim", 8)
-        heads = {"num_heads": 1} if size is None else {"num_heads": -1, "head_channels": int(size)}
+        heads = {"num_heads": 1, "head_channels": -1} if size is None else {"num_heads": -1, "head_channels": int(size)}
     else:  # attention_head_dim: the head count (diffusers' naming in this class)
         counts = c.get("attention_head_dim", 8)
         counts = [int(counts)] * len(channels) if isinstance(counts, int) else [int(h) for h in counts]
-        heads = {"num_heads": counts[0]} if len(set(counts)) == 1 else {
+        heads = {"num_heads": counts[0], "head_channels": -1} if len(set(counts)) == 1 else {
             "num_heads": -1, "head_channels": _uniform([ch // h for ch, h in zip(channels, counts)], "channels per head")}
     return UNetConfig(
         in_channels=int(c["in_channels"]), out_channels=int(c["out_channels"]), model_channels=channels[0],
