@@ -1,5 +1,6 @@
-"""Loading a full-size Stable Diffusion v1 UNet (859.5 M parameters, random weights) from an original-layout
-safetensors file: latentdiff against diffusers' `UNet2DConditionModel.from_single_file` on the same file.
+"""Loading a full-size Stable Diffusion v1 UNet (859.5 M parameters, random weights): from an original-layout
+safetensors file (latentdiff against diffusers' `UNet2DConditionModel.from_single_file` on the same file), or with
+`--layout folder` from a diffusers `unet/` folder (`load_diffusers_unet` against `UNet2DConditionModel.from_pretrained`).
 
 Each load runs in a fresh process (so neither inherits the other's page cache of Python objects, and peak memory is
 the process's own): wall time of the load call, and peak resident memory above the process's footprint after its
@@ -8,7 +9,8 @@ all parameters), so that a loader that memory-maps the file pays for paging it i
 the file is in the page cache for both (the first run warms it). Runs alternate between the two loaders; medians and the ratio
 ours/theirs are printed (the machine is shared: read the ratios).
 
-    python benchmarks/bench_loading.py [--workdir /tmp/latentdiff-bench-loading] [--reps 3]
+    python benchmarks/bench_loading.py [--layout single-file|folder] [--workdir /tmp/latentdiff-bench-loading]
+                                       [--reps 3]
 """
 
 import argparse
@@ -29,13 +31,21 @@ def rss_bytes():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 
-if which == "latentdiff":
+folder = Path(path).is_dir()
+if which == "latentdiff" and folder:
+    from latentdiff.interop.diffusers_folder import load_diffusers_unet
+    load = lambda: load_diffusers_unet(path)
+elif which == "latentdiff":
     from latentdiff.interop.compvis import load_original_unet, original_config, read_yaml
     load = lambda: load_original_unet(path, original_config(read_yaml(yaml)).unet)
 else:
     import diffusers
     diffusers.utils.logging.set_verbosity_error()
-    load = lambda: diffusers.UNet2DConditionModel.from_single_file(path, original_config=yaml, local_files_only=True)
+    if folder:
+        load = lambda: diffusers.UNet2DConditionModel.from_pretrained(path, local_files_only=True)
+    else:
+        load = lambda: diffusers.UNet2DConditionModel.from_single_file(path, original_config=yaml,
+                                                                       local_files_only=True)
 before = rss_bytes()
 start = time.perf_counter()
 unet = load()
@@ -67,6 +77,25 @@ def make_file(workdir: Path) -> tuple[Path, Path]:
     return path, yaml
 
 
+def make_folder(workdir: Path, path: Path, yaml: Path) -> Path:
+    """The same UNet as a diffusers unet/ folder (config.json + diffusion_pytorch_model.safetensors), written by
+    latentdiff's save path (its renaming and config)."""
+    from safetensors.torch import load_file, save_file
+
+    from latentdiff.interop.compvis import UNET, original_config, read_yaml
+    from latentdiff.interop.diffusers_configs import unet_to_diffusers
+    from latentdiff.interop.diffusers_names import convert_names, unet_blocks
+
+    folder = workdir / "sd-v1-unet"
+    if not (folder / "diffusion_pytorch_model.safetensors").is_file():
+        cfg = original_config(read_yaml(yaml)).unet
+        ours = {k[len(UNET):]: v for k, v in load_file(str(path)).items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(unet_to_diffusers(cfg, 64), indent=2))
+        save_file(convert_names(ours, unet_blocks(cfg), True)[0], str(folder / "diffusion_pytorch_model.safetensors"))
+    return folder
+
+
 def run(which: str, path: Path, yaml: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, which, str(path), str(yaml)], capture_output=True, text=True,
                          check=True)
@@ -77,9 +106,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/latentdiff-bench-loading"))
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--layout", choices=("single-file", "folder"), default="single-file")
     args = parser.parse_args()
     path, yaml = make_file(args.workdir)
-    print(f"file: {path} ({path.stat().st_size / 2**30:.2f} GiB)")
+    if args.layout == "folder":
+        path = make_folder(args.workdir, path, yaml)
+    size = sum(f.stat().st_size for f in ([path] if path.is_file() else path.iterdir()))
+    print(f"{args.layout}: {path} ({size / 2**30:.2f} GiB)")
     results = {"latentdiff": [], "diffusers": []}
     for _ in range(args.reps):
         for which in results:

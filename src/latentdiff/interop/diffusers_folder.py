@@ -187,6 +187,19 @@ def _conditioner(folder: Path, index: dict, extras: dict, tokenizer: str | Path 
     return None
 
 
+def load_diffusers_unet(folder: str | Path, variant: str | None = None,
+                        dtype: torch.dtype = torch.float32) -> UNetModel:
+    """Only the UNet of a diffusers folder (its unet/: config.json + weights), in eval mode: built on the meta device
+    and given the file's tensors (memory-mapped; cast only when `dtype` differs)."""
+    folder = Path(folder)
+    cfg = unet_from_diffusers(read_json(folder / "config.json"))
+    with torch.device("meta"):
+        unet = UNetModel(cfg)
+    weights = fuse_qkv(_renamed(read_component(folder, variant), unet_blocks(cfg), False, str(folder)),
+                       self_attention_heads(cfg))
+    return assign_weights(unet, weights, str(folder), dtype)
+
+
 def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", tokenizer: str | Path | None = None,
                    dtype: torch.dtype = torch.float32, variant: str | None = None) -> LatentDiffusion:
     """A diffusers pipeline folder → LatentDiffusion in eval mode: the UNet in `dtype`, the autoencoder in fp32.
@@ -196,18 +209,15 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu", token
     variant = folder_variant(folder, variant)
     index = read_json(folder / "model_index.json")
     unet_json = read_json(folder / "unet" / "config.json")
-    unet_cfg = unet_from_diffusers(unet_json)
     vae_folder = next((folder / n for n in ("vae", "vqvae") if (folder / n / "config.json").is_file()), None)
     if vae_folder is None:
         raise UserError(f"{folder} has no vae/ or vqvae/ with a config.json")
     ae_cfg, stats = autoencoder_from_diffusers(read_json(vae_folder / "config.json"))
     schedule, prediction = scheduler_from_diffusers(read_json(folder / "scheduler" / "scheduler_config.json"))
     extras = read_json(folder / EXTRAS) if (folder / EXTRAS).is_file() else {}
+    unet = load_diffusers_unet(folder / "unet", variant, dtype)
     with torch.device("meta"):
-        unet, autoencoder = UNetModel(unet_cfg), build_autoencoder(ae_cfg)
-    unet_weights = fuse_qkv(_renamed(read_component(folder / "unet", variant), unet_blocks(unet_cfg), False,
-                                     str(folder / "unet")), self_attention_heads(unet_cfg))
-    assign_weights(unet, unet_weights, str(folder / "unet"), dtype)
+        autoencoder = build_autoencoder(ae_cfg)
     assign_weights(autoencoder, _renamed(read_component(vae_folder, variant), autoencoder_blocks(ae_cfg), False,
                                          str(vae_folder)), str(vae_folder), torch.float32)
     conditioner = _conditioner(folder, index, extras, tokenizer, dtype, variant)
