@@ -78,8 +78,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
              layouts: Sequence[list] | None = None, spatial: Cond | None = None, guidance_scale: float = 1.0,
              guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] | None = None,
              latent_size: tuple[int, int] | None = None, sampler: str = "ddim", steps: int = 50,
-             spacing: str = "uniform", final: str = "zero", batch_size: int = 250, image_guide: tuple[torch.Tensor, float] | None = None,
-             edit: LatentEdit | None = None, **sampler_options) -> torch.Tensor:
+             spacing: str = "uniform", final: str = "zero", batch_size: int = 250,
+             image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
+             **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1].
 
     Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i], spatial[i]),
