@@ -20,7 +20,24 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
 from latentdiff.metrics.alignment import evaluate_alignment
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import pyplot, shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+
+
+def plot(plt, report):
+    """FD against alignment, one point per guidance scale (± sd over seeds), with the real-image baselines."""
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    alignment = [np.mean(r.alignment) for r in report.rows]
+    fd = [np.mean(r.fd) for r in report.rows]
+    axis.errorbar(alignment, fd, xerr=[np.std(r.alignment) for r in report.rows],
+                  yerr=[np.std(r.fd) for r in report.rows], marker="o", label="samples")
+    for row, a, f in zip(report.rows, alignment, fd):
+        axis.annotate(f"s={row.guidance_scale:g}", (a, f), textcoords="offset points", xytext=(5, 5))
+    axis.scatter([report.real], [report.fd_baseline], marker="*", s=120, color="black", label="real held-out images")
+    axis.axvline(report.shuffled, color="grey", linestyle=":", label="chance (shuffled real)")
+    axis.set_xlabel(report.metric.split(":")[-1].strip())
+    axis.set_ylabel("FD (classifier features)")
+    axis.legend()
+    return figure
 
 
 def main() -> None:
@@ -40,28 +57,8 @@ def main() -> None:
     print(report.table(), flush=True)
     body = [(f"Model: `{shown_path(checkpoint)}`; {args.sampler}, {args.steps} steps; s = 0 is the unconditional "
              f"model, s = 1 the conditional one without guidance."), "", report.table()]
-    figure = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axis = plt.subplots(figsize=(6, 4.5))
-        alignment = [np.mean(r.alignment) for r in report.rows]
-        fd = [np.mean(r.fd) for r in report.rows]
-        axis.errorbar(alignment, fd, xerr=[np.std(r.alignment) for r in report.rows],
-                      yerr=[np.std(r.fd) for r in report.rows], marker="o", label="samples")
-        for row, a, f in zip(report.rows, alignment, fd):
-            axis.annotate(f"s={row.guidance_scale:g}", (a, f), textcoords="offset points", xytext=(5, 5))
-        axis.scatter([report.real], [report.fd_baseline], marker="*", s=120, color="black",
-                     label="real held-out images")
-        axis.axvline(report.shuffled, color="grey", linestyle=":", label="chance (shuffled real)")
-        axis.set_xlabel(report.metric.split(":")[-1].strip())
-        axis.set_ylabel("FD (classifier features)")
-        axis.legend()
-    except ImportError:
-        body.append("(no plot: matplotlib is not installed; `pip install matplotlib`)")
+    plt = pyplot()
+    figure = None if plt is None else plot(plt, report)
     print(write_report(args.name, "Classifier-free guidance: FD against alignment", body, figure))
 
 

@@ -20,7 +20,25 @@ from latentdiff.checkpoints.models import bundled_model
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, draw_samples, sample_conditions
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import pyplot, shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+
+
+def plot(plt, rows: list[tuple], samplers: list[str], baseline: float):
+    """FD against steps (± sd over seeds) and against samples per second, per sampler, with the real-vs-real FD."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for sampler in samplers:
+        mine = [r for r in rows if r[0] == sampler]
+        left.errorbar([r[1] for r in mine], [r[2] for r in mine], [r[3] for r in mine], marker="o", label=sampler)
+        right.plot([r[4] for r in mine], [r[2] for r in mine], marker="o", label=sampler)
+    for axis in (left, right):
+        axis.axhline(baseline, color="grey", linestyle="--", label="real vs real")
+        axis.set_ylabel("FD")
+        axis.legend()
+    left.set_xscale("log")
+    left.set_xlabel("sampler steps")
+    right.set_xscale("log")
+    right.set_xlabel("samples per second (this machine)")
+    return figure
 
 
 def main() -> None:
@@ -59,28 +77,8 @@ def main() -> None:
             f"Real-vs-real baseline (held-out vs training, n = {n_b}): FD {baseline:.2f}.", "",
             "| sampler | steps | FD (mean ± sd over seeds) | samples/s (median) |", "|---|---|---|---|",
             *(f"| {s} | {k} | {m:.2f} ± {sd:.2f} | {r:.1f} |" for s, k, m, sd, r in rows)]
-    figure = None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-        for sampler in args.samplers:
-            mine = [r for r in rows if r[0] == sampler]
-            left.errorbar([r[1] for r in mine], [r[2] for r in mine], [r[3] for r in mine], marker="o", label=sampler)
-            right.plot([r[4] for r in mine], [r[2] for r in mine], marker="o", label=sampler)
-        for axis in (left, right):
-            axis.axhline(baseline, color="grey", linestyle="--", label="real vs real")
-            axis.set_ylabel("FD")
-            axis.legend()
-        left.set_xscale("log")
-        left.set_xlabel("sampler steps")
-        right.set_xscale("log")
-        right.set_xlabel("samples per second (this machine)")
-    except ImportError:
-        body.append("(no plot: matplotlib is not installed; `pip install matplotlib`)")
+    plt = pyplot()
+    figure = None if plt is None else plot(plt, rows, args.samplers, baseline)
     print(write_report("ddim-steps", "FD against sampler steps and throughput", body, figure))
 
 

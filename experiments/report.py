@@ -24,14 +24,29 @@ def shown_path(path: str | Path) -> str:
     return str(resolved.relative_to(Path.cwd()) if resolved.is_relative_to(Path.cwd()) else resolved)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_report(name: str, title: str, body: list[str], figure=None) -> Path:
-    """reports/<name>/README.md (+ <name>.png from a matplotlib figure); the command line is recorded."""
+    """reports/<name>/README.md (+ <name>.png from a matplotlib figure, or a line saying why there is none); the
+    command line is recorded."""
     folder = REPORTS / name
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "", f"Command: `python {' '.join(sys.argv)}`  ", f"Machine: {machine()}", "", *body]
     if figure is not None:
         figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
         lines += ["", f"![{title}]({name}.png)"]
+    else:
+        lines += ["", "(no plot: matplotlib is not installed; `pip install 'latentdiff[experiments]'`)"]
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -226,8 +226,9 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
     if kind == "crossattn" and stage == "BERTEmbedder":  # txt2img-1p4B, text2img256: τ_θ trained with the UNet
         weights = x_transformer_weights(state)
         text = x_transformer_config(cfg.cond_stage_params, weights)
+        vocabulary = bert_tokenizer(tokenizer, text)
         with torch.device("meta"):
-            conditioner = Conditioner(ConditioningConfig(kind="text", text=text), bert_tokenizer(tokenizer, text))
+            conditioner = Conditioner(ConditioningConfig(kind="text", text=text), vocabulary)
         assign_weights(conditioner.encoder, weights, "cond_stage_model.transformer", torch.float32)
         return conditioner.eval(), True  # sampled with guidance against "" in the original txt2img script
     if kind == "crossattn" and stage == "ClassEmbedder":  # cin256(-v2): the label as one context token

@@ -88,7 +88,7 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        unet_weights = split_qkv(model.unet.state_dict(), self_attention_heads(model.unet.config))
+        unet_weights = split_qkv(model.unet.state_dict(), self_attention_heads(model.unet))
         _write_component(tmp / "unet", unet_config, _renamed(unet_weights, unet_blocks(model.unet.config), True,
                                                              "UNet"), target)
         _write_component(tmp / vae_name, vae_config, _renamed(autoencoder.state_dict(),
@@ -196,7 +196,7 @@ def load_diffusers_unet(folder: str | Path, variant: str | None = None,
     with torch.device("meta"):
         unet = UNetModel(cfg)
     weights = fuse_qkv(_renamed(read_component(folder, variant), unet_blocks(cfg), False, str(folder)),
-                       self_attention_heads(cfg))
+                       self_attention_heads(unet))
     return assign_weights(unet, weights, str(folder), dtype)
 
 

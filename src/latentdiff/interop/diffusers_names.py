@@ -28,6 +28,7 @@ to_out.0} (1×1 conv weights (C, C, 1, 1) ↔ linear (C, C)), nin_shortcut ↔ c
 import torch
 
 from latentdiff.config import AutoencoderConfig, UNetConfig
+from latentdiff.nn.attention import AttentionBlock
 
 RESBLOCK = {"in_layers.0.": "norm1.", "in_layers.2.": "conv1.", "emb_layers.1.": "time_emb_proj.",
             "out_layers.0.": "norm2.", "out_layers.3.": "conv2.", "skip_connection.": "conv_shortcut."}
@@ -70,20 +71,10 @@ def unet_blocks(cfg: UNetConfig) -> list[tuple[str, str, dict[str, str]]]:
     return blocks
 
 
-def self_attention_heads(cfg: UNetConfig) -> dict[str, int]:
-    """{our module prefix: head count} of the UNet's self-attention blocks; empty for cross-attention UNets."""
-    if cfg.context_dim is not None:
-        return {}
-    levels, per = len(cfg.channel_mult), cfg.num_res_blocks + 1
-    heads = {}
-    for ours, theirs, _ in unet_blocks(cfg):
-        if ".attentions." in theirs:
-            kind, n = ours.split(".")[:2]
-            level = {"input_blocks": (int(n) - 1) // per, "output_blocks": levels - 1 - int(n) // per}.get(kind,
-                                                                                                         levels - 1)
-            channels = cfg.model_channels * cfg.channel_mult[level]
-            heads[ours] = cfg.num_heads if cfg.num_heads != -1 else channels // cfg.head_channels
-    return heads
+def self_attention_heads(unet: torch.nn.Module) -> dict[str, int]:
+    """{module prefix: head count} of the UNet's self-attention blocks (`AttentionBlock`; none in cross-attention
+    UNets), read off the modules themselves (a meta-device UNet will do)."""
+    return {f"{name}.": m.num_heads for name, m in unet.named_modules() if isinstance(m, AttentionBlock)}
 
 
 def split_qkv(state: dict[str, torch.Tensor], heads: dict[str, int]) -> dict[str, torch.Tensor]:
