@@ -36,16 +36,16 @@ def pyplot():
     return plt
 
 
-def write_report(name: str, title: str, body: list[str], figure=None) -> Path:
-    """reports/<name>/README.md (+ <name>.png from a matplotlib figure, or a line saying why there is none); the
-    command line is recorded."""
+def write_report(name: str, title: str, body: list[str], figure=None, plot: bool = True) -> Path:
+    """reports/<name>/README.md (+ <name>.png from a matplotlib figure, or, when `plot` and the figure is None, a line
+    saying why there is none); the command line is recorded."""
     folder = REPORTS / name
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "", f"Command: `python {' '.join(sys.argv)}`  ", f"Machine: {machine()}", "", *body]
     if figure is not None:
         figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
         lines += ["", f"![{title}]({name}.png)"]
-    else:
+    elif plot:
         lines += ["", "(no plot: matplotlib is not installed; `pip install 'latentdiff[experiments]'`)"]
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")

@@ -76,3 +76,45 @@ def test_incompatible_stages_are_user_errors(tmp_path, trained_autoencoder):
         train_latent_diffusion(tiny_ldm_config(tmp_path / "b", trained_autoencoder, "data.image_size=15"))
     with pytest.raises(UserError, match="unet.num_classes=3 but the data has 10 classes"):
         train_latent_diffusion(tiny_ldm_config(tmp_path / "c", trained_autoencoder, "unet.num_classes=3"))
+
+
+def test_pixel_space_diffusion_is_ldm_1(tmp_path):
+    """`autoencoder: pixels`: the UNet runs on the images (f = 1, c = C, no scaling); the checkpoint reloads and
+    samples like any LDM."""
+    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path, "pixels", "unet.in_channels=1",
+                                                        "unet.out_channels=1", "train.max_steps=2"))
+    model = load_latent_diffusion(checkpoint)
+    assert model.latent_shape == (1, 16, 16) and model.codec.downsampling_factor == 1
+    assert model.codec.stats.scale == (1.0,) and not any(k.startswith("autoencoder.") for k in read_tensors(checkpoint))
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert torch.equal(model.codec.encode(x), x) and torch.equal(model.codec.decode(x), x)
+    images = generate(model, seeds=[0, 1], class_labels=[3, 4], steps=2)
+    assert images.shape == (2, 1, 16, 16)
+    with pytest.raises(UserError, match="unet.in_channels=1"):
+        train_latent_diffusion(tiny_ldm_config(tmp_path / "b", "pixels", "train.max_steps=1"))
+    with pytest.raises(UserError, match="nothing to train"):
+        train_autoencoder(tiny_autoencoder_config(tmp_path / "c", "model.regularizer=none", "model.channel_mult=[1]",
+                                                  "model.latent_channels=1"))
+    with pytest.raises(UserError, match="channel_mult=\\[1\\] and latent_channels=in_channels"):
+        tiny_autoencoder_config(tmp_path / "d", "model.regularizer=none")
+
+
+def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, trained_autoencoder):
+    """train.max_minutes stops the loop early (final checkpoint, log line, preview written); keep_checkpoints keeps
+    each periodic checkpoint under its step number, each with its own weights."""
+    checkpoint = train_latent_diffusion(tiny_ldm_config(
+        tmp_path, trained_autoencoder, "train.max_steps=100000", "train.max_minutes=0.004", "train.checkpoint_every=2",
+        "train.keep_checkpoints=true", "train.sample_every=0"))
+    step = read_metadata(checkpoint)["train_state"]["step"]
+    assert 2 <= step < 100000
+    kept = sorted(p.name for p in checkpoint.parent.glob("step-*.safetensors"))
+    assert kept[0] == "step-0000002.safetensors" and kept[-1] == f"step-{step:07d}.safetensors"
+    assert len(kept) == step // 2 + step % 2
+    first, last = (read_tensors(checkpoint.parent / name, "unet.") for name in (kept[0], kept[-1]))
+    assert not torch.equal(first["out.2.weight"], last["out.2.weight"])
+    assert losses(tmp_path) and json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
+    assert (tmp_path / "samples" / f"step-{step:07d}.png").exists()
+    resumed = train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder, f"train.max_steps={step + 1}",
+                                                     "train.checkpoint_every=2", "train.keep_checkpoints=true"),
+                                     resume=True)
+    assert read_metadata(resumed)["train_state"]["step"] == step + 1

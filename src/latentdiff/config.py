@@ -26,8 +26,9 @@ class AutoencoderConfig:
 
     The downsampling factor is f = 2^(len(channel_mult) − 1); `attn_resolutions` lists pixel resolutions (as the
     original) at which the encoder/decoder levels get self-attention, relative to `resolution`.
-    regularizer: "kl" (diagonal Gaussian posterior) or "vq" (a codebook of `codebook_size` vectors of
-    `latent_channels` dimensions, applied inside the decoder).
+    regularizer: "kl" (diagonal Gaussian posterior), "vq" (a codebook of `codebook_size` vectors of
+    `latent_channels` dimensions, applied inside the decoder) or "none": pixel space (identity, f = 1; built by
+    `latentdiff train` for `autoencoder: pixels`, never trained).
     `residual_shortcuts` adds DC-AE's parameter-free shortcuts (Chen et al. 2024) around every down/upsampling and
     the latent projections: same weights and keys, an easier optimisation; off to match published checkpoints.
     `norm_groups`: the original's 32 groups leave a 32-channel model one channel per group, an instance norm that
@@ -57,7 +58,10 @@ class AutoencoderConfig:
         _check(self.norm_groups >= 1 and all(self.base_channels * m % self.norm_groups == 0 for m in self.channel_mult),
                f"model.base_channels={self.base_channels} × channel_mult must be divisible by "
                f"model.norm_groups={self.norm_groups}")
-        _check(self.regularizer in ("kl", "vq"), f"model.regularizer={self.regularizer!r} is unknown; use kl or vq")
+        _check(self.regularizer in ("kl", "vq", "none"),
+               f"model.regularizer={self.regularizer!r} is unknown; use kl, vq or none (pixel space, f = 1)")
+        _check(self.regularizer != "none" or (len(self.channel_mult) == 1 and self.latent_channels == self.in_channels),
+               "model.regularizer=none is pixel space: it needs channel_mult=[1] and latent_channels=in_channels")
         _check(2 <= self.codebook_size <= 65536,
                f"model.codebook_size={self.codebook_size} is out of range; use 2 … 65536 (the paper: 8192 or 16384)")
 
@@ -234,6 +238,7 @@ class TrainConfig:
 
     out_dir: str = "runs/default"
     max_steps: int = 1000
+    max_minutes: float = 0.0  # also stop (checkpoint, preview) after this much training-loop time; 0: no limit
     batch_size: int = 64  # global batch, split evenly across processes
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -249,10 +254,12 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500  # write a sample grid PNG every N steps (0: only at the end)
     checkpoint_every: int = 500
+    keep_checkpoints: bool = False  # keep every periodic checkpoint as checkpoints/step-NNNNNNN.safetensors too
 
     def __post_init__(self):
         _check(self.max_steps >= 1 and self.batch_size >= 1, "train.max_steps and train.batch_size must be ≥ 1")
         _check(self.lr > 0 and self.devices >= 1, "train.lr must be > 0 and train.devices ≥ 1")
+        _check(self.max_minutes >= 0, "train.max_minutes must be ≥ 0 (0: no time limit)")
         _check(self.batch_size % (self.devices * self.num_nodes) == 0,
                f"train.batch_size={self.batch_size} must be divisible by devices×num_nodes="
                f"{self.devices * self.num_nodes}")
@@ -337,7 +344,8 @@ class ConditioningConfig:
 class LatentDiffusionTrainConfig:
     """`latentdiff train CONFIG`: the diffusion stage on the latents of a trained autoencoder checkpoint."""
 
-    autoencoder: str = "???"  # path to a checkpoint written by `latentdiff train-autoencoder`
+    # path to a checkpoint written by `latentdiff train-autoencoder`, or "pixels": diffusion in pixel space (LDM-1)
+    autoencoder: str = "???"
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)

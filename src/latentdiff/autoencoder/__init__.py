@@ -2,16 +2,19 @@
 
 from latentdiff.autoencoder.codec import LatentCodec, LatentStats
 from latentdiff.autoencoder.kl import AutoencoderKL, DiagonalGaussian
+from latentdiff.autoencoder.pixel import PixelSpace, PointPosterior, pixel_space_config
 from latentdiff.autoencoder.vq import AutoencoderVQ, Quantized, VectorQuantizer
 from latentdiff.config import AutoencoderConfig
 
-Autoencoder = AutoencoderKL | AutoencoderVQ
+Autoencoder = AutoencoderKL | AutoencoderVQ | PixelSpace
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
-    """The autoencoder of `cfg.regularizer` ("kl" or "vq")."""
+    """The autoencoder of `cfg.regularizer`: "kl", "vq", or "none" (pixel space, the identity)."""
+    if cfg.regularizer == "none":
+        return PixelSpace(cfg)
     return AutoencoderVQ(cfg) if cfg.regularizer == "vq" else AutoencoderKL(cfg)
 
 
 __all__ = ["Autoencoder", "AutoencoderKL", "AutoencoderVQ", "DiagonalGaussian", "LatentCodec", "LatentStats",
-           "Quantized", "VectorQuantizer", "build_autoencoder"]
+           "PixelSpace", "PointPosterior", "Quantized", "VectorQuantizer", "build_autoencoder", "pixel_space_config"]

@@ -35,13 +35,14 @@ class SuperresReport:
 def evaluate_superres(model: LatentDiffusion, data_cfg: DataConfig, seeds: Sequence[int] = (0,), n: int | None = None,
                       **sample_options) -> SuperresReport:
     """One row per sampling seed for the LDM, one for bicubic upsampling, one for the autoencoder's reconstruction
-    of the originals; the first n held-out images (sample_options → `generate`)."""
+    of the originals; n held-out images drawn at random, or all of them (sample_options → `generate`)."""
     conditioner = model.conditioner
     if conditioner is None or conditioner.kind != "superres":
         raise UserError("super-resolution scores need a superres model")
     train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
-    x = to_model_range(held.images[: n or len(held)]).to(model.device)
+    held = held.sample(n) if n else held  # a random part: held-out data may be ordered (emoji by Unicode group)
+    x = to_model_range(held.images).to(model.device)
     factor = conditioner.config.sr_factor
     lowres = conditioner.degrade(x, torch.Generator().manual_seed(0))
     latent_size = (x.shape[-2] // model.codec.downsampling_factor, x.shape[-1] // model.codec.downsampling_factor)

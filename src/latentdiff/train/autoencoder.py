@@ -47,6 +47,9 @@ def load_training_data(cfg: DataConfig, factor: int, channels: int) -> tuple[Ima
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path:
     """Train (or continue with resume=True) and return the path of the final checkpoint."""
+    if cfg.model.regularizer == "none":
+        raise UserError("model.regularizer=none is pixel space and has nothing to train; for pixel-space diffusion "
+                        "set `autoencoder: pixels` in the `latentdiff train` config")
     fabric = make_fabric(cfg.train)
     return fabric.launch(_train, cfg, resume)
 
@@ -99,7 +102,7 @@ class CodebookMonitor:
 
 def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
     tc, lc = cfg.train, cfg.loss
-    run = Run(Path(tc.out_dir), fabric)
+    run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(cfg, resume)
     train_data, heldout = load_training_data(cfg.data, cfg.model.downsampling_factor, cfg.model.in_channels)
     _check_codebook(cfg, train_data)
@@ -142,7 +145,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
     preview = to_model_range(heldout.images[:8] if len(heldout) else train_data.images[:8]).to(fabric.device)
     progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="autoencoder",
                     disable=not fabric.is_global_zero, dynamic_ncols=True)
-    step = start
+    step = done = start
+    run.start_clock()
     try:
         for step in progress:
             generator = step_generator(tc.seed, step)
@@ -163,24 +167,27 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                 terms.update(d_terms)
             restarted = monitor.update(fabric, regularizer, autoencoder, optimizer, generator) if monitor else 0
             done = step + 1
-            if due(done, tc.log_every, tc.max_steps):
+            last = done == tc.max_steps or run.out_of_time(tc.max_minutes)
+            if due(done, tc.log_every, last):
                 values = {k: mean_over_processes(fabric, v.mean()) for k, v in terms.items()}
                 if monitor is not None:
                     values.update(codebook_usage=monitor.usage(), perplexity=perplexity(monitor.batch_counts),
                                   codes_restarted=restarted)
                 run.log(done, **values)
                 progress.set_postfix(loss=f"{values['loss']:.4f}")
-            if due(done, tc.sample_every, tc.max_steps) or (uses_disc and done == lc.disc_start):
+            if due(done, tc.sample_every, last) or (uses_disc and done == lc.disc_start):
                 _write_reconstructions(run, autoencoder, preview, done)
-            if due(done, tc.checkpoint_every, tc.max_steps):
-                save(done, _final_metadata(fabric, autoencoder, train_data) if done == tc.max_steps else None)
+            if due(done, tc.checkpoint_every, last):
+                save(done, _final_metadata(fabric, autoencoder, train_data) if last else None)
+            if last:
+                break
     except KeyboardInterrupt:
         save(step)
         raise interrupted(step) from None
     if start >= tc.max_steps:
         log.info("%s is already trained to %d steps", run.checkpoint, tc.max_steps)
     elif fabric.is_global_zero and len(heldout):
-        _log_heldout(run, autoencoder.eval(), heldout, tc.max_steps)
+        _log_heldout(run, autoencoder.eval(), heldout, done)
     return run.checkpoint
 
 

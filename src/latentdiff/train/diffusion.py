@@ -12,14 +12,14 @@ import torch
 from lightning_fabric import Fabric
 from tqdm import tqdm
 
-from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats
+from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, PixelSpace
 from latentdiff.checkpoints.io import prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder, network_parts, system_metadata,
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.text import CaptionTokenizer
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
-from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
+from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_uint8
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
@@ -36,6 +36,7 @@ from latentdiff.train.engine import (Run, check_finite, check_same, due, interru
 from latentdiff.unet import UNetModel
 
 log = logging.getLogger(__name__)
+PIXELS = "pixels"  # `autoencoder: pixels`: no first stage, diffusion on the images themselves (the paper's LDM-1)
 
 
 def train_latent_diffusion(cfg: LatentDiffusionTrainConfig, resume: bool = False) -> Path:
@@ -64,20 +65,32 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
                         f"unet.num_classes={data.num_classes + null if data.num_classes else 'null'}")
 
 
+def _first_stage_and_data(cfg: LatentDiffusionTrainConfig, device: torch.device) -> tuple[Autoencoder, ImageData]:
+    """The frozen first stage (an autoencoder checkpoint, or the identity for `autoencoder: pixels`) and the
+    training split it is checked against."""
+    if cfg.autoencoder == PIXELS:
+        data = load_dataset(cfg.data)
+        autoencoder = PixelSpace.of_channels(data.channels)
+        train_data, _ = split_holdout(data, cfg.data.holdout, cfg.data.split_seed)
+        return autoencoder.to(device), train_data
+    autoencoder = load_autoencoder(cfg.autoencoder, device)
+    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor, autoencoder.config.in_channels)
+    return autoencoder, train_data
+
+
 def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Path:
     tc = cfg.train
-    run = Run(Path(tc.out_dir), fabric)
+    run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(cfg, resume)
-    autoencoder = load_autoencoder(cfg.autoencoder, fabric.device)
-    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor, autoencoder.config.in_channels)
+    autoencoder, train_data = _first_stage_and_data(cfg, fabric.device)
     conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg, train_data))  # τ_θ initialised by the seed
     _check_compatible(cfg, autoencoder, train_data, conditioner)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     c = autoencoder.config.latent_channels
     if stored is not None:
         stats = LatentStats(**stored["latent_stats"])
-    elif cfg.scale_factor is not None:
-        stats = LatentStats.global_scale(cfg.scale_factor, c)
+    elif cfg.scale_factor is not None or cfg.autoencoder == PIXELS:  # pixel space: x in [-1, 1] as it is (DDPM)
+        stats = LatentStats.global_scale(cfg.scale_factor or 1.0, c)
     else:
         posterior_noise = torch.randn(means.shape, generator=step_generator(tc.seed, -1))
         stats = LatentStats.measure(means + stds * posterior_noise, cfg.per_channel_normalization)
@@ -119,6 +132,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="diffusion",
                     disable=not fabric.is_global_zero, dynamic_ncols=True)
     step = start
+    run.start_clock()
     try:
         for step in progress:
             generator = step_generator(tc.seed, step)
@@ -136,14 +150,17 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
             optimizer_step(fabric, model, optimizer, loss, tc, step)
             ema.update(network)
             done = step + 1
-            if due(done, tc.log_every, tc.max_steps):
+            last = done == tc.max_steps or run.out_of_time(tc.max_minutes)
+            if due(done, tc.log_every, last):
                 value = mean_over_processes(fabric, loss)
                 run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
                 progress.set_postfix(loss=f"{value:.4f}")
-            if due(done, tc.sample_every, tc.max_steps):
+            if due(done, tc.sample_every, last):
                 _write_samples(run, ema_system, cfg, train_data, done)
-            if due(done, tc.checkpoint_every, tc.max_steps):
+            if due(done, tc.checkpoint_every, last):
                 save(done)
+            if last:
+                break
     except KeyboardInterrupt:
         save(step)
         raise interrupted(step) from None

@@ -8,6 +8,8 @@ processes on CPU with gloo) while the loop stays ours and reads top to bottom (d
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +76,25 @@ def optimizer_step(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Opti
 
 @dataclass
 class Run:
-    """A run folder: checkpoints/last.safetensors, samples/*.png, metrics.jsonl, config.yaml."""
+    """A run folder: checkpoints/last.safetensors (+ step-NNNNNNN.safetensors when `keep_checkpoints`),
+    samples/*.png, metrics.jsonl (time_s: seconds since the training loop started in this process), config.yaml."""
 
     root: Path
     fabric: Fabric
+    keep_checkpoints: bool = False
     started: float = field(default_factory=time.perf_counter)
+
+    def start_clock(self) -> None:
+        """Called when the training loop starts: time_s and the time budget count from here (data loading and
+        latent caching before it are excluded)."""
+        self.started = time.perf_counter()
+
+    def out_of_time(self, max_minutes: float) -> bool:
+        """Whether the training loop has used its budget (0: none), agreed across processes."""
+        if max_minutes <= 0:
+            return False
+        over = float(time.perf_counter() - self.started >= 60.0 * max_minutes)
+        return bool(self.fabric.all_reduce(torch.tensor(over), reduce_op="max") > 0)
 
     @property
     def checkpoint(self) -> Path:
@@ -113,7 +129,18 @@ class Run:
                 opt_tensors, metadata[prefix] = flatten_optimizer(optimizer.state_dict())
                 tensors.update(prefixed(f"{prefix}.", opt_tensors))
             save_checkpoint(self.checkpoint, tensors, metadata)
+            if self.keep_checkpoints:
+                self._keep(int(metadata["train_state"]["step"]))
         self.fabric.barrier()
+
+    def _keep(self, step: int) -> None:
+        """A step-numbered copy of last.safetensors (a hard link where the file system allows)."""
+        kept = self.checkpoint.with_name(f"step-{step:07d}.safetensors")
+        kept.unlink(missing_ok=True)
+        try:
+            os.link(self.checkpoint, kept)
+        except OSError:
+            shutil.copyfile(self.checkpoint, kept)
 
 
 def resume_state(path: Path, metadata: dict, kind: str, modules: dict[str, nn.Module],
@@ -136,9 +163,10 @@ def check_same(stored: dict, current: dict, what: str, path: Path) -> None:
                         f"train.out_dir")
 
 
-def due(done: int, every: int, max_steps: int) -> bool:
-    """Whether a periodic action (log, sample, checkpoint every `every` steps; 0 = only at the end) runs now."""
-    return (every > 0 and done % every == 0) or done == max_steps
+def due(done: int, every: int, last: bool) -> bool:
+    """Whether a periodic action (log, sample, checkpoint every `every` steps; 0 = only at the end) runs after step
+    `done`; `last`: the loop ends after this step (max_steps or the time budget reached)."""
+    return (every > 0 and done % every == 0) or last
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
