@@ -2,7 +2,7 @@
 
 from latentdiff.autoencoder.codec import LatentCodec, LatentStats
 from latentdiff.autoencoder.kl import AutoencoderKL, DiagonalGaussian
-from latentdiff.autoencoder.pixel import PixelSpace, PointPosterior, pixel_space_config
+from latentdiff.autoencoder.pixel import PixelSpace, PointPosterior
 from latentdiff.autoencoder.vq import AutoencoderVQ, Quantized, VectorQuantizer
 from latentdiff.config import AutoencoderConfig
 
@@ -17,4 +17,4 @@ def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
 
 
 __all__ = ["Autoencoder", "AutoencoderKL", "AutoencoderVQ", "DiagonalGaussian", "LatentCodec", "LatentStats",
-           "PixelSpace", "PointPosterior", "Quantized", "VectorQuantizer", "build_autoencoder", "pixel_space_config"]
+           "PixelSpace", "PointPosterior", "Quantized", "VectorQuantizer", "build_autoencoder"]
