@@ -44,19 +44,28 @@ def fd(features, a: torch.Tensor, b: torch.Tensor) -> float:
     return frechet_distance(*(FeatureStats.of(features(t).numpy()) for t in (a, b)))
 
 
+def evaluation_data(checkpoint: Path, n: int):
+    """(model, data config, held-out split in random order, classifier, real-vs-real FD of the first n held-out
+    images against n training images) of a checkpoint."""
+    model = load_latent_diffusion(checkpoint)
+    data_cfg = stored_data_config(checkpoint)
+    train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
+    classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
+    held = held.sample(len(held))  # held-out data may be ordered (the emoji by Unicode group)
+    n = min(n, len(held))
+    others = train.images[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]]
+    baseline = fd(classifier.features, to_model_range(held.images[:n]), to_model_range(others))
+    return model, data_cfg, held, classifier, baseline
+
+
 def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
 def superres_section(checkpoint: Path, args) -> list[str]:
-    model = load_latent_diffusion(checkpoint)
-    data_cfg = stored_data_config(checkpoint)
+    model, data_cfg, held, _, baseline = evaluation_data(checkpoint, args.n)
     report = evaluate_superres(model, data_cfg, seeds=range(args.seeds), n=args.n, sampler="ddim", steps=args.steps)
-    train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
-    classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
     n = min(args.n, len(held))
-    others = train.images[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]]
-    baseline = fd(classifier.features, to_model_range(held.sample(n).images), to_model_range(others))
     ldm = [r for r in report.rows if r.name.startswith("LDM-SR")]
     rest = [r for r in report.rows if not r.name.startswith("LDM-SR")]
     return [f"## Super-resolution ×{report.factor} (`{shown_path(checkpoint)}`)", "",
@@ -82,11 +91,7 @@ def mean_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def inpainting_section(checkpoint: Path, args) -> list[str]:
-    model = load_latent_diffusion(checkpoint)
-    data_cfg = stored_data_config(checkpoint)
-    train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
-    classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
-    held = held.sample(len(held))  # the emoji are ordered by Unicode group
+    model, _, held, classifier, baseline = evaluation_data(checkpoint, args.n)
     n = min(args.n, len(held))
     originals = held.images[:n]
     x = to_model_range(originals)
@@ -105,8 +110,6 @@ def inpainting_section(checkpoint: Path, args) -> list[str]:
     filled = mean_fill(x, masks)
     shown = [x[:8], (x * (1 - masks) + masks)[:8], *(r[:8] for r in results), filled[:8]]  # holes shown white
     grid = save_image_grid(to_uint8(torch.cat(shown)), REPORTS / "restoration" / "inpainting.png", ncols=8)
-    others = train.images[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]]
-    baseline = fd(classifier.features, x, to_model_range(others))
     return [f"## Inpainting (`{shown_path(checkpoint)}`, masked blending, guidance {guidance:g})", "",
             (f"{n} held-out images, one mask each (1-3 random rectangles, {masks.mean().item():.0%} of the pixels on "
              f"average); DDIM {args.steps} steps; {args.seeds} seeds. Real-vs-real FD (the {n} originals vs {n} "
