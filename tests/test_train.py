@@ -7,7 +7,9 @@ import torch
 
 from conftest import tiny_autoencoder_config, tiny_ldm_config
 from latentdiff.checkpoints import load_autoencoder, load_latent_diffusion, read_metadata, read_tensors
+from latentdiff.checkpoints.models import export_latent_diffusion
 from latentdiff.errors import UserError
+from latentdiff.interop.diffusers_folder import save_diffusers
 from latentdiff.pipelines import generate
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
@@ -90,6 +92,11 @@ def test_pixel_space_diffusion_is_ldm_1(tmp_path):
     assert torch.equal(model.codec.encode(x), x) and torch.equal(model.codec.decode(x), x)
     images = generate(model, seeds=[0, 1], class_labels=[3, 4], steps=2)
     assert images.shape == (2, 1, 16, 16)
+    exported = export_latent_diffusion(checkpoint, tmp_path / "export.safetensors", "fp32")
+    assert torch.equal(generate(load_latent_diffusion(exported), seeds=[0, 1], class_labels=[3, 4], steps=2), images)
+    with pytest.raises(UserError, match="pixel-space model .* convert it to a .safetensors file"):
+        save_diffusers(model, tmp_path / "diffusers")
+    assert not (tmp_path / "diffusers").exists()
     with pytest.raises(UserError, match="unet.in_channels=1"):
         train_latent_diffusion(tiny_ldm_config(tmp_path / "b", "pixels", "train.max_steps=1"))
     with pytest.raises(UserError, match="nothing to train"):

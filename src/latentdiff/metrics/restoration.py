@@ -1,11 +1,12 @@
 """Super-resolution on held-out images (the paper's Table 5 at small scale): the LDM's samples against bicubic
 upsampling of the same low-resolution input, with the first stage's reconstruction as the LDM's ceiling.
 
-Each row: PSNR and SSIM against the original, and the Fréchet distance between the originals and the outputs in
-the classifier evaluator's features (as rFD in `metrics/reconstruction.py`).
+Each row: PSNR and SSIM (and LPIPS, given its weights) against the original, and the Fréchet distance between the
+originals and the outputs in the classifier evaluator's features: the reconstruction metrics of
+`metrics/reconstruction.py`, shared with `latentdiff eval-autoencoder`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,10 @@ class SuperresReport:
 
 @torch.no_grad()
 def evaluate_superres(model: LatentDiffusion, data_cfg: DataConfig, seeds: Sequence[int] = (0,), n: int | None = None,
-                      **sample_options) -> SuperresReport:
+                      lpips: Callable | None = None, **sample_options) -> SuperresReport:
     """One row per sampling seed for the LDM, one for bicubic upsampling, one for the autoencoder's reconstruction
-    of the originals; n held-out images drawn at random, or all of them (sample_options → `generate`)."""
+    of the originals; n held-out images drawn at random, or all of them; `lpips` (`load_lpips`) adds its column
+    (sample_options → `generate`)."""
     conditioner = model.conditioner
     if conditioner is None or conditioner.kind != "superres":
         raise UserError("super-resolution scores need a superres model")
@@ -50,8 +52,9 @@ def evaluate_superres(model: LatentDiffusion, data_cfg: DataConfig, seeds: Seque
     f, c = model.codec.downsampling_factor, model.codec.autoencoder.config.latent_channels
 
     def row(name: str, output: torch.Tensor, params: int | None) -> ReconstructionRow:
-        scores = score_reconstructions(x, output, classifier.features)
-        return ReconstructionRow(name, f, c, "—", params, len(x), scores["psnr"], scores["ssim"], scores["rfd"])
+        scores = score_reconstructions(x, output, classifier.features, lpips)
+        return ReconstructionRow(name, f, c, "—", params, len(x), scores["psnr"], scores["ssim"], scores["rfd"],
+                                 scores.get("lpips"))
 
     unet_params = sum(p.numel() for p in model.unet.parameters())
     rows = [row(f"LDM-SR seed {seed}", generate(model, [seed * len(x) + i for i in range(len(x))], spatial=spatial,
