@@ -205,13 +205,14 @@ def test_cli_eval_scores_alignment_against_real_and_shuffled_baselines(tmp_path,
     assert report["real"] > report["shuffled"] and all(0 <= r["alignment"][0] <= 1 for r in report["rows"])
     from latentdiff.autoencoder.perceptual import LPIPS
 
-    lpips = tmp_path / "lpips.pth"  # random LPIPS weights in an original autoencoder checkpoint's layout
-    torch.save({"state_dict": {f"loss.perceptual_loss.{k}": v for k, v in LPIPS().state_dict().items()}}, lpips)
+    lpips = tmp_path / "lpips.pth"  # random LPIPS weights (non-negative, as trained ones) in an original
+    weights = {k: v.abs() for k, v in LPIPS().state_dict().items()}  # autoencoder checkpoint's layout
+    torch.save({"state_dict": {f"loss.perceptual_loss.{k}": v for k, v in weights.items()}}, lpips)
     assert main(["eval", str(trained_kinds["superres"]), "--n", "8", "--steps", "2", "--json", str(out),
                  "--lpips-weights", str(lpips)]) == 0
     table = capsys.readouterr().out
     assert "LDM-SR seed 0" in table and "bicubic ×2" in table and "autoencoder (ceiling)" in table
-    assert all(row["lpips"] >= 0 for row in json.loads(out.read_text())["rows"])  # the shared LPIPS column
+    assert all(row["lpips"] > 0 for row in json.loads(out.read_text())["rows"])  # the shared LPIPS column
     assert main(["eval", str(trained_kinds["layout"]), "--lpips-weights", str(lpips)]) == 2
     assert "no paired images" in capsys.readouterr().err
     assert main(["eval", str(trained_kinds["semantic"])]) == 2

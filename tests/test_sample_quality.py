@@ -75,7 +75,10 @@ def test_inception_score_analogue_bounds():
     uniform = np.zeros((100, 10))
     assert inception_score(uniform)[0] == pytest.approx(1.0)
     confident_balanced = np.eye(10)[np.arange(100) % 10] * 50
-    assert inception_score(confident_balanced, splits=5)[0] == pytest.approx(10.0, rel=1e-6)
+    assert inception_score(confident_balanced, splits=5, seed=None)[0] == pytest.approx(10.0, rel=1e-6)
+    in_class_order = np.eye(10)[np.arange(100) // 10] * 50  # each of 10 consecutive parts holds one class
+    assert inception_score(in_class_order, seed=None)[0] == pytest.approx(1.0, abs=1e-6)
+    assert inception_score(in_class_order)[0] > 4  # shuffled parts of 10 images: each holds about 6.5 classes
     mode_collapse = np.eye(10)[np.zeros(100, dtype=int)] * 50
     assert inception_score(mode_collapse)[0] == pytest.approx(1.0, abs=1e-6)
 

@@ -118,9 +118,14 @@ def manifold_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
                     density=inside_dc / (k_dc * len(y)), coverage=float(covered.double().mean()))
 
 
-def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) ‖ p(y))) from (N, classes) logits → (mean, sd) over `splits` equal parts."""
+def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10, seed: int | None = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) ‖ p(y))) from (N, classes) logits → (mean, sd) over `splits` equal parts of the images in
+    an order shuffled with `seed` (as torch-fidelity does): a set stored in class order would otherwise put a few
+    classes in each part, and its p(y) there, which lowers the score (emoji held-out: 2.68 ordered, 7.79 shuffled).
+    `seed` None: the parts in the given order."""
     log_p = torch.log_softmax(_as_tensor(logits), dim=1)
+    if seed is not None:
+        log_p = log_p[torch.randperm(len(log_p), generator=torch.Generator().manual_seed(seed))]
     scores = []
     for part in log_p.tensor_split(max(1, min(splits, len(log_p)))):
         log_marginal = torch.logsumexp(part, 0) - np.log(len(part))
