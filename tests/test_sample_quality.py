@@ -170,6 +170,10 @@ def test_pytorch_fid_state_dict_gives_the_torchscript_features(tmp_path):
     features, logits = inception_features(tmp_path / "pt_inception.pth")(images)
     assert np.abs(features - reference).max() < 1e-4 * np.abs(reference).max()
     assert logits.shape == (2, 1008)  # the classifier layer: the real Inception Score
+    state["Mixed_7a.branch3x3_2.conv.weight"] = torch.zeros(320, 192, 1, 1)
+    torch.save(state, tmp_path / "wrong_shape.pth")
+    with pytest.raises(UserError, match="does not match pytorch-fid's Inception.*Mixed_7a.branch3x3_2"):
+        inception_features(tmp_path / "wrong_shape.pth")
 
 
 def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsys, monkeypatch):

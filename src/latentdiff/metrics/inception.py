@@ -200,7 +200,11 @@ def from_pytorch_fid(path: str | Path) -> FIDInceptionV3:
                         "weights); give pt_inception-2015-12-05-*.pth or a TorchScript Inception")
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") and not k.startswith("AuxLogits")}
     network = FIDInceptionV3(classifier="fc.weight" in state)
-    missing, unexpected = network.load_state_dict(state, strict=False)
+    try:  # a missing num_batches_tracked is filled in by BatchNorm itself
+        missing, unexpected = network.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit
+        detail = str(e).splitlines()[-1].strip()[:200]
+        raise UserError(f"{path} does not match pytorch-fid's Inception: {detail}") from None
     if missing or unexpected:
         raise UserError(f"{path} does not match pytorch-fid's Inception: missing {missing[:3]}, unexpected "
                         f"{unexpected[:3]}")
