@@ -29,7 +29,7 @@ from latentdiff.checkpoints.models import bundled_model
 from latentdiff.data import load_dataset, split_holdout, to_model_range, to_uint8
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.autoencoder.perceptual import ssim
+from latentdiff.metrics.reconstruction import score_reconstructions
 from latentdiff.metrics.restoration import evaluate_superres
 from latentdiff.conditioning.spatial import paste_unmasked
 from latentdiff.images import save_image_grid
@@ -105,9 +105,10 @@ def inpainting_section(checkpoint: Path, args) -> list[str]:
         out = generate(model, [seed * n + i for i in range(n)], prompts=prompts, guidance_scale=guidance,
                        sampler="ddim", steps=args.steps, edit=edit)
         results.append(to_model_range(paste_unmasked(originals, to_uint8(out), masks)))
-        rows.append((fd(classifier.features, x, results[-1]), hole_psnr(x, results[-1], masks),
-                     ssim(x, results[-1]).mean().item()))
+        scores = score_reconstructions(x, results[-1], classifier.features)
+        rows.append((scores["rfd"], hole_psnr(x, results[-1], masks), scores["ssim"]))
     filled = mean_fill(x, masks)
+    fill = score_reconstructions(x, filled, classifier.features)
     shown = [x[:8], (x * (1 - masks) + masks)[:8], *(r[:8] for r in results), filled[:8]]  # holes shown white
     grid = save_image_grid(to_uint8(torch.cat(shown)), REPORTS / "restoration" / "inpainting.png", ncols=8)
     return [f"## Inpainting (`{shown_path(checkpoint)}`, masked blending, guidance {guidance:g})", "",
@@ -117,8 +118,7 @@ def inpainting_section(checkpoint: Path, args) -> list[str]:
             "| method | FD to originals | PSNR in the holes | SSIM |", "|---|---|---|---|",
             (f"| LDM (mean ± sd over seeds) | {mean_sd([r[0] for r in rows])} | {mean_sd([r[1] for r in rows])} | "
              f"{np.mean([r[2] for r in rows]):.3f} |"),
-            (f"| mean-colour fill | {fd(classifier.features, x, filled):.2f} | {hole_psnr(x, filled, masks):.2f} | "
-             f"{ssim(x, filled).mean().item():.3f} |"),
+            (f"| mean-colour fill | {fill['rfd']:.2f} | {hole_psnr(x, filled, masks):.2f} | {fill['ssim']:.3f} |"),
             f"| masked input (holes black) | {fd(classifier.features, x, x * (1 - masks) - masks):.2f} | – | – |", "",
             "Rows: originals, masked inputs (holes white), the LDM's results for each seed, the mean-colour fill.", "",
             f"![inpainting]({grid.name})", ""]
