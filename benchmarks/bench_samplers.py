@@ -5,9 +5,11 @@
    real-vs-real baseline at the same n, for NFE budgets 5 … 250 and every deterministic sampler plus two
    stochastic ones; steps = NFE / NFE-per-step.
 2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model (or, with
-   --skip-fd, on any model: e.g. the bundled emoji text model, with the empty prompt's context) — for
-   latentdiff's samplers and, in the same process, for the diffusers scheduler of the same method driven with the
-   same network (median of interleaved repetitions; the ratio ours/theirs is what to read on a shared machine).
+   --skip-fd, on any model: e.g. the bundled emoji text model, with the empty prompt's context) — for each pair of
+   interop/diffusers_schedulers.py (a latentdiff sampler and the diffusers scheduler settings that follow the same
+   trajectory), in the same process, driven with the same network, timed over the same phases (grid set-up, initial
+   noise, the loop); median of repetitions that alternate which side runs first; the ratio ours/theirs is what to
+   read on a shared machine.
 
     python benchmarks/bench_samplers.py [--checkpoint runs/demo/ldm/checkpoints/last.safetensors] [--seeds 1]
 """
@@ -22,9 +24,9 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.conditioning import Cond
 from latentdiff.config import DataConfig
 from latentdiff.denoiser import Denoiser
+from latentdiff.interop.diffusers_schedulers import PEERS, PeerScheduler
 from latentdiff.metrics.conditional import evaluate_class_conditional
-from latentdiff.samplers import SAMPLERS, run_sampler, sigma_grid
-from latentdiff.samplers.noise import per_sample_generators, randn_like
+from latentdiff.samplers import run_sampler, sigma_grid
 
 NFES = (5, 10, 20, 50, 100, 250)
 FD_SAMPLERS = ("ddim", "euler", "heun", "plms", "lms", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc", "euler_ancestral",
@@ -77,69 +79,67 @@ def bench_condition(model, batch: int) -> Cond:
     return Cond()
 
 
-def our_overhead(model, name: str, steps: int, batch: int) -> float:
+def _start(model, batch: int) -> torch.Tensor:
+    """The same standard-normal x_T draw on both sides (one generator: per-sample seeds cost more than the draw)."""
+    return torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(0)).to(model.device)
+
+
+def our_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:
+    """Share of the time outside the network, from the grid's set-up to the last step (as `their_overhead`)."""
     cond = bench_condition(model, batch)
     network = TimedNetwork(model.denoiser.net)
     denoiser = Denoiser(network, model.schedule, model.denoiser.prediction)
-    sigmas = sigma_grid(model.schedule, steps, "leading").to(model.device)
-    generators = per_sample_generators(list(range(batch)))
-    x = randn_like(torch.empty(batch, *model.latent_shape, device=model.device), generators)
     start = time.perf_counter()
-    run_sampler(name, denoiser, x * denoiser.prior_std(sigmas[0]), sigmas, cond=cond, generator=generators)
+    sigmas = sigma_grid(model.schedule, steps, peer.spacing, final=peer.final).to(model.device)
+    x = _start(model, batch) * denoiser.prior_std(sigmas[0])
+    run_sampler(peer.sampler, denoiser, x, sigmas, cond=cond, generator=torch.Generator().manual_seed(1),
+                **peer.options)
     total = time.perf_counter() - start
     return (total - network.seconds) / total
 
 
-def their_overhead(model, scheduler_cls: str, options: dict, steps: int, batch: int) -> float:
+def their_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:
+    """The diffusers scheduler with the settings that follow the same trajectory (`PEERS`), driven by the same
+    network: set_timesteps, the initial noise, then scale_model_input / network / step per evaluation."""
     import diffusers
 
     schedule = model.schedule.config
-    scheduler = getattr(diffusers, scheduler_cls)(num_train_timesteps=schedule.num_timesteps,
-                                                   beta_start=schedule.beta_start, beta_end=schedule.beta_end,
-                                                   beta_schedule=schedule.kind, prediction_type="epsilon", **options)
+    scheduler = getattr(diffusers, peer.scheduler)(
+        num_train_timesteps=schedule.num_timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+        beta_schedule=schedule.kind, prediction_type="epsilon", **peer.scheduler_options)
     kwargs = bench_condition(model, batch).network_kwargs()
-    net = model.denoiser.net
-    spent = 0.0
+    network = TimedNetwork(model.denoiser.net)
+    generator = torch.Generator().manual_seed(1)
     start = time.perf_counter()
     scheduler.set_timesteps(steps)
-    sample = torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(0)).to(model.device)
-    sample = sample * scheduler.init_noise_sigma
+    sample = _start(model, batch) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
-        tick = time.perf_counter()
-        eps = net(scheduler.scale_model_input(sample, t), t.expand(batch).to(model.device), **kwargs)
-        spent += time.perf_counter() - tick
-        sample = scheduler.step(eps, t, sample).prev_sample
+        eps = network(scheduler.scale_model_input(sample, t), t.expand(batch).to(model.device), **kwargs)
+        sample = scheduler.step(eps, t, sample, **_generator(scheduler, generator)).prev_sample
     total = time.perf_counter() - start
-    return (total - spent) / total
+    return (total - network.seconds) / total
 
 
-PEERS = {"ddim": ("DDIMScheduler", {"set_alpha_to_one": True, "clip_sample": False, "timestep_spacing": "leading"}),
-         "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "leading"}),
-         "heun": ("HeunDiscreteScheduler", {"timestep_spacing": "leading"}),
-         "dpmpp_2m": ("DPMSolverMultistepScheduler", {"timestep_spacing": "leading"}),
-         "unipc": ("UniPCMultistepScheduler", {"timestep_spacing": "leading"}),
-         "plms": ("PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": True, "timestep_spacing": "leading"})}
+def _generator(scheduler, generator: torch.Generator) -> dict:
+    return {"generator": generator} if "generator" in scheduler.step.__code__.co_varnames else {}
 
 
 def overhead_table(model, steps: int, batch: int, reps: int) -> None:
     print(f"\n## Sampler overhead at {steps} steps, batch {batch}: share of sampling time outside the network "
-          f"(median of {reps})\n")
-    print("| sampler | latentdiff | diffusers | ratio ours/theirs |")
+          f"(median of {reps}; the two sides alternate which runs first)\n")
+    print("| sampler (settings of interop/diffusers_schedulers.py) | latentdiff | diffusers | ratio ours/theirs |")
     print("|---|---|---|---|")
     with torch.no_grad():
-        our_overhead(model, "ddim", steps, batch)  # warm-up
-        for name in SAMPLERS:
+        our_overhead(model, PEERS["ddim"], steps, batch)  # warm-up, both sides
+        their_overhead(model, PEERS["ddim"], steps, batch)
+        for name, peer in PEERS.items():
             ours, theirs = [], []
-            for _ in range(reps):
-                ours.append(our_overhead(model, name, steps, batch))
-                if name in PEERS:
-                    theirs.append(their_overhead(model, *PEERS[name], steps, batch))
-            o = statistics.median(ours)
-            if theirs:
-                t = statistics.median(theirs)
-                print(f"| {name} | {o:.1%} | {t:.1%} | {o / t:.2f} |", flush=True)
-            else:
-                print(f"| {name} | {o:.1%} | – | – |", flush=True)
+            for rep in range(reps):
+                pair = [(ours, our_overhead), (theirs, their_overhead)]
+                for results, measure in pair if rep % 2 == 0 else pair[::-1]:
+                    results.append(measure(model, peer, steps, batch))
+            o, t = statistics.median(ours), statistics.median(theirs)
+            print(f"| {name} | {o:.1%} | {t:.1%} | {o / t:.2f} |", flush=True)
 
 
 def main() -> None:

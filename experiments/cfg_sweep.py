@@ -18,13 +18,26 @@ import torch
 
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
-from latentdiff.metrics.alignment import evaluate_alignment
+from latentdiff.data import load_dataset, split_holdout
+from latentdiff.metrics.alignment import AlignmentReport, evaluate_alignment
+from latentdiff.metrics.classifier import load_or_train_classifier
+from latentdiff.metrics.features import state_digest
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import pyplot, shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import Provenance, pyplot, shown_path, write_report  # experiments/report.py (on sys.path as the script's folder)
+
+TITLE = "Classifier-free guidance: FD against alignment"
 
 
-def plot(plt, report):
+def render(results: dict) -> list[str]:
+    """The report's body from its raw results."""
+    return [(f"Model: `{results['model']}`; {results['sampler']}, {results['steps']} steps; s = 0 is the unconditional "
+             f"model, s = 1 the conditional one without guidance. Evaluator `{results['evaluator']}`."), "",
+            AlignmentReport.from_dict(results["report"]).table()]
+
+
+def plot(plt, results: dict):
     """FD against alignment, one point per guidance scale (± sd over seeds), with the real-image baselines."""
+    report = AlignmentReport.from_dict(results["report"])
     figure, axis = plt.subplots(figsize=(6, 4.5))
     alignment = [np.mean(r.alignment) for r in report.rows]
     fd = [np.mean(r.fd) for r in report.rows]
@@ -50,16 +63,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--name", default="cfg-sweep", help="report folder under reports/")
     args = p.parse_args()
+    provenance = Provenance()
     checkpoint = args.checkpoint or bundled_model()
     model = load_latent_diffusion(checkpoint)
-    report = evaluate_alignment(model, stored_data_config(checkpoint), args.guidance, seeds=range(args.seeds),
-                                n=args.n, sampler=args.sampler, steps=args.steps)
+    data_cfg = stored_data_config(checkpoint)
+    classifier, _ = load_or_train_classifier(data_cfg, split=split_holdout(load_dataset(data_cfg), data_cfg.holdout,
+                                                                           data_cfg.split_seed))
+    report = evaluate_alignment(model, data_cfg, args.guidance, seeds=range(args.seeds), n=args.n,
+                                sampler=args.sampler, steps=args.steps)
     print(report.table(), flush=True)
-    body = [(f"Model: `{shown_path(checkpoint)}`; {args.sampler}, {args.steps} steps; s = 0 is the unconditional "
-             f"model, s = 1 the conditional one without guidance."), "", report.table()]
+    results = {"model": shown_path(checkpoint), "sampler": args.sampler, "steps": args.steps,
+               "evaluator": f"classifier-{state_digest(classifier)}", "report": report.to_dict()}
     plt = pyplot()
-    figure = None if plt is None else plot(plt, report)
-    print(write_report(args.name, "Classifier-free guidance: FD against alignment", body, figure))
+    figures = None if plt is None else {"cfg-sweep.png": plot(plt, results)}
+    print(write_report(args.name, TITLE, results, render, provenance, figures))
 
 
 if __name__ == "__main__":

@@ -20,18 +20,34 @@ from latentdiff.checkpoints.models import bundled_model
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, draw_samples, sample_conditions
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import pyplot, shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import Provenance, pyplot, shown_path, write_report  # experiments/report.py (on sys.path as the script's folder)
+
+TITLE = "FD against sampler steps and throughput"
 
 
-def plot(plt, rows: list[tuple], samplers: list[str], baseline: float):
+def render(results: dict) -> list[str]:
+    """The report's body from its raw results."""
+    rows = results["rows"]
+    return [(f"Model: `{results['model']}`; {results['n']} samples per seed × {results['seeds']} seeds, guidance "
+             f"{results['guidance']:g}; FD in the {results['features']} features (`{results['evaluator']}`) against "
+             f"the training split ({results['reference_size']} images)."),
+            f"Real-vs-real baseline (held-out vs training, n = {results['baseline_n']}): FD {results['baseline']:.2f}.",
+            "Samples per second are wall-clock on the machine above (median over seeds).", "",
+            "| sampler | steps | FD (mean ± sd over seeds) | samples/s (median) |", "|---|---|---|---|",
+            *(f"| {r['sampler']} | {r['steps']} | {np.mean(r['fd']):.2f} ± {np.std(r['fd']):.2f} | "
+              f"{np.median(r['samples_per_s']):.1f} |" for r in rows)]
+
+
+def plot(plt, results: dict):
     """FD against steps (± sd over seeds) and against samples per second, per sampler, with the real-vs-real FD."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for sampler in samplers:
-        mine = [r for r in rows if r[0] == sampler]
-        left.errorbar([r[1] for r in mine], [r[2] for r in mine], [r[3] for r in mine], marker="o", label=sampler)
-        right.plot([r[4] for r in mine], [r[2] for r in mine], marker="o", label=sampler)
+    for sampler in dict.fromkeys(r["sampler"] for r in results["rows"]):
+        mine = [r for r in results["rows"] if r["sampler"] == sampler]
+        fd = [np.mean(r["fd"]) for r in mine]
+        left.errorbar([r["steps"] for r in mine], fd, [np.std(r["fd"]) for r in mine], marker="o", label=sampler)
+        right.plot([np.median(r["samples_per_s"]) for r in mine], fd, marker="o", label=sampler)
     for axis in (left, right):
-        axis.axhline(baseline, color="grey", linestyle="--", label="real vs real")
+        axis.axhline(results["baseline"], color="grey", linestyle="--", label="real vs real")
         axis.set_ylabel("FD")
         axis.legend()
     left.set_xscale("log")
@@ -50,6 +66,7 @@ def main() -> None:
     p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp_2m"])
     p.add_argument("--guidance", type=float, default=3.0)
     args = p.parse_args()
+    provenance = Provenance()
     checkpoint = args.checkpoint or bundled_model()
     model = load_latent_diffusion(checkpoint)
     data_cfg = stored_data_config(checkpoint)
@@ -69,17 +86,15 @@ def main() -> None:
                 images = draw_samples(model, args.n, seed, conditions, guidance, sampler=sampler, steps=steps)
                 rates.append(args.n / (time.perf_counter() - start))
                 fds.append(frechet_distance(FeatureStats.of(extractor(images)[0]), reference))
-            rows.append((sampler, steps, np.mean(fds), np.std(fds), np.median(rates)))
+            rows.append({"sampler": sampler, "steps": steps, "fd": fds, "samples_per_s": rates})
             print(f"{sampler} {steps:4d} steps: FD {np.mean(fds):.2f} ± {np.std(fds):.2f}, "
                   f"{np.median(rates):.1f} samples/s", flush=True)
-    body = [(f"Model: `{shown_path(checkpoint)}`; {args.n} samples per seed × {args.seeds} seeds, guidance {guidance:g}; FD in "
-             f"the {extractor.name} features against the training split ({len(train)} images)."),
-            f"Real-vs-real baseline (held-out vs training, n = {n_b}): FD {baseline:.2f}.", "",
-            "| sampler | steps | FD (mean ± sd over seeds) | samples/s (median) |", "|---|---|---|---|",
-            *(f"| {s} | {k} | {m:.2f} ± {sd:.2f} | {r:.1f} |" for s, k, m, sd, r in rows)]
+    results = {"model": shown_path(checkpoint), "n": args.n, "seeds": args.seeds, "guidance": guidance,
+               "features": extractor.name, "evaluator": extractor.identity, "reference_size": len(train),
+               "baseline_n": n_b, "baseline": baseline, "rows": rows}
     plt = pyplot()
-    figure = None if plt is None else plot(plt, rows, args.samplers, baseline)
-    print(write_report("ddim-steps", "FD against sampler steps and throughput", body, figure))
+    figures = None if plt is None else {"ddim-steps.png": plot(plt, results)}
+    print(write_report("ddim-steps", TITLE, results, render, provenance, figures))
 
 
 if __name__ == "__main__":

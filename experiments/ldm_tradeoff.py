@@ -16,7 +16,6 @@ Skips (exit 0) when the MNIST folder is absent. Finished runs and scores are reu
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from latentdiff.config import (AutoencoderConfig, AutoencoderLossConfig, Autoenc
                                DiffusionConfig, LatentDiffusionTrainConfig, NoiseScheduleConfig, PreviewConfig,
                                TrainConfig, UNetConfig)
 from latentdiff.data import load_dataset, split_holdout, to_model_range, to_uint8
+from latentdiff.files import write_text
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import classifier_features
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
@@ -37,7 +37,9 @@ from latentdiff.metrics.sample_quality import cached_features, draw_samples
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import PIXELS, train_latent_diffusion
 from latentdiff.unet import UNetModel
-from report import pyplot, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import Provenance, pyplot, write_report  # experiments/report.py (the script's folder is on sys.path)
+
+TITLE = "Pixel-space vs latent diffusion at equal parameters and wall clock (MNIST)"
 
 LATENT_CHANNELS = {2: 2, 4: 3, 8: 4, 16: 8}  # c grows with f, as the paper's first stages (f4 c3, f8 c4, f16 c8)
 CHANNEL_MULT = {2: (1, 2), 4: (1, 1, 2), 8: (1, 1, 2, 2), 16: (1, 1, 2, 2, 2)}  # f = 2^(levels - 1)
@@ -144,7 +146,7 @@ class Scorer:
             rate = self.args.n / (time.perf_counter() - start)
             fd = frechet_distance(FeatureStats.of(self.extractor(images)[0]), self.reference)
             self.cache[key] = {"fd": fd, "samples_per_s": rate}
-            self.path.write_text(json.dumps(self.cache, indent=1))
+            write_text(self.path, json.dumps(self.cache, indent=1))
             print(f"{checkpoint}: seed {seed} FD {fd:.2f}, {rate:.1f} samples/s", flush=True)
         return self.cache[key]
 
@@ -160,17 +162,22 @@ def first_time_at_or_below(curve: list[tuple[float, float]], target: float) -> f
     return next((t for t, fd in curve if fd <= target), None)
 
 
-def plot(plt, results: dict, baseline: float):
+def name_of(f: int) -> str:
+    return "pixel (LDM-1)" if f == 1 else f"LDM-{f}"
+
+
+def plot(plt, results: dict):
     """FD over training time (log) per f, and final FD against sampling throughput."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for f, r in results.items():
-        label = "pixel (LDM-1)" if f == 1 else f"LDM-{f}"
-        left.plot([t / 60 for t, _ in r["curve"]], [fd for _, fd in r["curve"]], marker="o", markersize=3, label=label)
-        right.errorbar([r["samples_per_s"]], [r["fd_mean"]], [r["fd_sd"]], marker="o", label=label)
+    for f, r in results["models"].items():
+        left.plot([t / 60 for t, _ in r["curve"]], [fd for _, fd in r["curve"]], marker="o", markersize=3,
+                  label=name_of(int(f)))
+        right.errorbar([r["samples_per_s"]], [np.mean(r["final_fd"])], [np.std(r["final_fd"])], marker="o",
+                       label=name_of(int(f)))
     for axis in (left, right):
-        axis.axhline(baseline, color="grey", linestyle="--", label="real vs real")
+        axis.axhline(results["baseline"], color="grey", linestyle="--", label="real vs real")
         axis.set_yscale("log")
         axis.set_ylabel("FD (classifier features)")
         axis.legend(fontsize=8)
@@ -198,6 +205,7 @@ def main() -> None:
     if not args.data.is_dir():
         print(f"skipped: no MNIST folder at {args.data} (give --data)")
         return
+    provenance = Provenance()
     data = DataConfig(dataset="mnist", path=str(args.data), image_size=32, holdout=5000)
     train, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
     classifier, accuracy = load_or_train_classifier(data, split=(train, held))
@@ -208,52 +216,53 @@ def main() -> None:
     runs = train_all(args, data)
     torch.set_grad_enabled(False)
     score = Scorer(args, extractor, reference)
-    results = {}
+    models = {}
     for f, run in runs.items():
         times = log_times(run)
         kept = sorted((run / "checkpoints").glob("step-*.safetensors"))
-        curve = [(times[int(c.stem[5:])], score(c, 0)["fd"]) for c in kept]
         finals = [score(kept[-1], seed) for seed in range(args.seeds)]
-        fds = [s["fd"] for s in finals]
-        unet = UNetModel(unet_config(f))
-        results[f] = {"curve": curve, "steps": int(kept[-1].stem[5:]), "seconds": curve[-1][0],
-                      "params": sum(q.numel() for q in unet.parameters()),
-                      "fd_mean": float(np.mean(fds)), "fd_sd": float(np.std(fds)), "best": min(fd for _, fd in curve),
-                      "samples_per_s": float(np.median([s["samples_per_s"] for s in finals]))}
+        models[str(f)] = {"curve": [(times[int(c.stem[5:])], score(c, 0)["fd"]) for c in kept],
+                          "steps": int(kept[-1].stem[5:]), "final_fd": [s["fd"] for s in finals],
+                          "params": sum(q.numel() for q in UNetModel(unet_config(f)).parameters()),
+                          "samples_per_s": float(np.median([s["samples_per_s"] for s in finals]))}
         if f > 1:
             ae_run = args.runs / f"ae-f{f}"
-            results[f]["ae_minutes"] = max(log_times(ae_run).values()) / 60
-            results[f]["recon_fd"] = reconstruction_fd(ae_run / "checkpoints" / "last.safetensors", held, extractor,
-                                                       reference, args.n)
-    body = report_body(args, results, baseline, accuracy, len(train))
+            models[str(f)]["ae_minutes"] = max(log_times(ae_run).values()) / 60
+            models[str(f)]["recon_fd"] = reconstruction_fd(ae_run / "checkpoints" / "last.safetensors", held,
+                                                           extractor, reference, args.n)
+    results = {"minutes": args.minutes, "n": args.n, "steps": args.steps, "seeds": args.seeds, "n_train": len(train),
+               "evaluator_accuracy": accuracy, "evaluator": extractor.identity, "baseline": baseline,
+               "models": models}
     plt = pyplot()
-    figure = None if plt is None else plot(plt, results, baseline)
-    print(write_report("ldm-tradeoff", "Pixel-space vs latent diffusion at equal parameters and wall clock (MNIST)",
-                       body, figure))
+    figures = None if plt is None else {"ldm-tradeoff.png": plot(plt, results)}
+    print(write_report("ldm-tradeoff", TITLE, results, render, provenance, figures))
 
 
-def report_body(args, results: dict, baseline: float, accuracy: float, n_train: int) -> list[str]:
-    pixel = results.get(1)
-    target = None if pixel is None else pixel["best"]
+def render(results: dict) -> list[str]:
+    """The report's body from its raw results."""
+    models = {int(f): r for f, r in results["models"].items()}
+    pixel = models.get(1)
+    target = None if pixel is None else min(fd for _, fd in pixel["curve"])
     t_pixel = None if pixel is None else first_time_at_or_below(pixel["curve"], target)
-    lines = [(f"MNIST at 32×32 ({n_train} training images; 5000 held out). Every diffusion model trains "
-             f"{args.minutes:g} min of training-loop time on this machine (batch 64, AdamW 1e-3, EMA 0.999), "
-             f"unconditional. FD: {args.n} DDIM-{args.steps} samples against the training split in the features of "
-             f"the MNIST classifier evaluator (held-out accuracy {accuracy:.4f}); the curve uses seed 0 at each kept "
-             f"checkpoint, the last checkpoint {args.seeds} seeds (mean ± sd)."),
-             f"Real-vs-real baseline (held-out vs training, n = {args.n}): FD {baseline:.2f}.", "",
+    lines = [(f"MNIST at 32×32 ({results['n_train']} training images; 5000 held out). Every diffusion model trains "
+             f"{results['minutes']:g} min of training-loop time on the machine above (batch 64, AdamW 1e-3, EMA "
+             f"0.999), unconditional. FD: {results['n']} DDIM-{results['steps']} samples against the training split "
+             f"in the features of the MNIST classifier evaluator `{results['evaluator']}` (held-out accuracy "
+             f"{results['evaluator_accuracy']:.4f}); the curve uses seed 0 at each kept checkpoint, the last "
+             f"checkpoint {results['seeds']} seeds (mean ± sd)."),
+             f"Real-vs-real baseline (held-out vs training, n = {results['n']}): FD {results['baseline']:.2f}.", "",
              ("| model | UNet params | steps in budget | s/step | final FD | best FD (seed 0) | AE recon. FD | AE training | "
               "samples/s | reaches pixel's best FD after | speed-up |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for f, r in results.items():
-        name = "pixel (LDM-1)" if f == 1 else f"LDM-{f}"
+    for f, r in models.items():
         t = None if target is None else first_time_at_or_below(r["curve"], target)
         first = r["curve"][0][0]
         reach = "never" if t is None else f"{'≤ ' if t == first and f != 1 else ''}{t / 60:.2f} min"
         speed = "–" if t is None or t_pixel is None else f"{'≥ ' if t == first and f != 1 else ''}{t_pixel / t:.1f}×"
         ae = ("–", "–") if f == 1 else (f"{r['recon_fd']:.2f}", f"{r['ae_minutes']:.1f} min")
-        lines.append(f"| {name} | {r['params'] / 1e6:.2f} M | {r['steps']} | {r['seconds'] / r['steps']:.3f} | "
-                     f"{r['fd_mean']:.2f} ± {r['fd_sd']:.2f} | {r['best']:.2f} | {ae[0]} | {ae[1]} | "
-                     f"{r['samples_per_s']:.1f} | {reach} | {speed} |")
+        lines.append(f"| {name_of(f)} | {r['params'] / 1e6:.2f} M | {r['steps']} | {r['curve'][-1][0] / r['steps']:.3f} | "
+                     f"{np.mean(r['final_fd']):.2f} ± {np.std(r['final_fd']):.2f} | "
+                     f"{min(fd for _, fd in r['curve']):.2f} | {ae[0]} | {ae[1]} | {r['samples_per_s']:.1f} | "
+                     f"{reach} | {speed} |")
     lines += ["", ("Speed-up: the time the pixel model took to reach its best FD, over the time the LDM took to reach "
               "that FD (\"≥\": already at the first kept checkpoint, so the true speed-up is larger). Training "
               "time excludes the one-off latent caching and the autoencoder, whose own training time is listed.")]
@@ -261,4 +270,4 @@ def report_body(args, results: dict, baseline: float, accuracy: float, n_train: 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

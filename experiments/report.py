@@ -1,27 +1,71 @@
-"""Shared by the experiment scripts: a markdown report with its plots, written to reports/<name>/."""
+"""Shared by the experiment scripts: a report folder, reports/<name>/, that ties every number to code and data.
 
+It holds results.json (the raw results the tables are made from, and the provenance: the script, the exact commit
+and whether the tree was clean, the command, the machine, the start and the duration), README.md rendered from
+results.json alone by the script's `render` (tests/test_reports.py renders it again and compares), and plots.
+"""
+
+import json
+import os
 import platform
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-REPORTS = Path(__file__).resolve().parent.parent / "reports"
+from latentdiff.files import atomic_write, write_text
+
+REPO = Path(__file__).resolve().parent.parent
+REPORTS = REPO / "reports"
 
 
-def machine() -> str:
-    """One line on where the numbers were measured (they are only comparable on the same machine)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-            f"{torch.__version__}, commit {commit}")
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=REPO)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class Provenance:
+    """Where and how a report's numbers were measured; `start()` when the script starts, `finish()` at the end."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.record = {
+            "script": Path(sys.argv[0]).name,
+            "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+            "commit": _git("rev-parse", "HEAD") or "unknown",
+            # tracked changes or untracked files (outside the ignored runs/) mean the numbers are not the commit's
+            "clean": _git("status", "--porcelain") == "",
+            "machine": {"cpu": _cpu(), "cores": _cores(), "threads": torch.get_num_threads(),
+                        "python": platform.python_version(), "torch": torch.__version__,
+                        "system": f"{platform.system()} {platform.release()}"},
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def finish(self) -> dict:
+        return {**self.record, "duration_s": round(time.time() - self.started, 1)}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def shown_path(path: str | Path) -> str:
-    """A path as the report shows it: relative to the working directory when inside it."""
+    """A path as the report shows it: relative to the repository when inside it."""
     resolved = Path(path).resolve()
-    return str(resolved.relative_to(Path.cwd()) if resolved.is_relative_to(Path.cwd()) else resolved)
+    return str(resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved)
 
 
 def pyplot():
@@ -36,17 +80,45 @@ def pyplot():
     return plt
 
 
-def write_report(name: str, title: str, body: list[str], figure=None, plot: bool = True) -> Path:
-    """reports/<name>/README.md (+ <name>.png from a matplotlib figure, or, when `plot` and the figure is None, a line
-    saying why there is none); the command line is recorded."""
-    folder = REPORTS / name
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}", "", f"Command: `python {' '.join(sys.argv)}`  ", f"Machine: {machine()}", "", *body]
-    if figure is not None:
-        figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
-        lines += ["", f"![{title}]({name}.png)"]
-    elif plot:
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def markdown(results: dict, body: list[str]) -> str:
+    """README.md of a report: title, provenance, the body the script rendered from `results`, the figures."""
+    p, title = results["provenance"], results["title"]
+    m = p["machine"]
+    tree = "clean tree" if p["clean"] else "**uncommitted changes**: the numbers are not reproducible from the commit"
+    lines = [f"# {title}", "",
+             f"Command: `{p['command']}`  ",
+             f"Commit: `{p['commit']}` ({tree})  ",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, Python {m['python']}, torch "
+             f"{m['torch']}, {m['system']}  ",
+             f"Started {p['started']}, took {_duration(p['duration_s'])}. Raw results: `results.json`.", "",
+             *body]
+    for name in results["figures"]:
+        lines += ["", f"![{title}]({name})"]
+    if results["no_matplotlib"]:
         lines += ["", "(no plot: matplotlib is not installed; `pip install 'latentdiff[experiments]'`)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(name: str, title: str, results: dict, render, provenance: Provenance,
+                 figures: dict | None = None) -> Path:
+    """reports/<name>/: results.json (the raw `results`, the title, the figure names and the provenance), the
+    figures ({file name: matplotlib figure, or the Path of an image the script wrote}; None: there would be plots
+    but matplotlib is missing) and README.md, the script's `render(results)` in `markdown`; every file
+    written atomically."""
+    folder = REPORTS / name
+    results = {**results, "title": title, "figures": sorted(figures or {}), "no_matplotlib": figures is None,
+               "provenance": provenance.finish()}
+    results = json.loads(json.dumps(results))  # what results.json holds (tuples as lists), rendered as read back
+    write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
+    for file_name, figure in (figures or {}).items():
+        if isinstance(figure, Path):  # an image the script wrote itself
+            continue
+        with atomic_write(folder / file_name) as f:
+            figure.savefig(f, format="png", dpi=120, bbox_inches="tight")
     path = folder / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, markdown(results, render(results)))
     return path

@@ -7,36 +7,43 @@ holes for inpainting), beside the real-vs-real FD of the n originals against n o
 The outputs are paired with the originals (same content, same classes), so their FD can fall below that unpaired
 baseline; the autoencoder's reconstruction (SR) is the floor an LDM can reach.
 
-- Super-resolution: a `conditioning.kind=superres` model (default runs/ldm-emoji-sr, `latentdiff train
-  ldm-emoji-sr`) via `evaluate_superres`, with bicubic ×f and the autoencoder's reconstruction (the ceiling).
+- Super-resolution: a `conditioning.kind=superres` model via `evaluate_superres`, with bicubic ×f and the
+  autoencoder's reconstruction (the ceiling). Default: `ldm-emoji-sr` trained by this script (when runs/restoration-sr
+  holds no finished run) on the bundled emoji model's autoencoder, so the report depends on committed files only.
 - Inpainting: the bundled emoji text model inpaints by masked blending (it was never trained to inpaint), prompted
   with each image's caption at guidance s; masks: one to three random rectangles per image (the distribution the
   inpainting conditioner trains on). Against: each hole filled with the mean colour of the image's known pixels.
 
     python experiments/restoration.py [--superres CKPT] [--inpaint CKPT] [--n 200] [--seeds 3] [--steps 20]
-                                      [--guidance 2]
+                                      [--guidance 2] [--runs runs/restoration-sr]
 """
 
 import argparse
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentdiff.checkpoints import load_latent_diffusion
+from latentdiff.checkpoints import load_latent_diffusion, read_metadata
 from latentdiff.checkpoints.models import bundled_model
+from latentdiff.conditioning.spatial import paste_unmasked
 from latentdiff.data import load_dataset, split_holdout, to_model_range, to_uint8
+from latentdiff.images import save_image_grid
 from latentdiff.metrics.classifier import load_or_train_classifier
+from latentdiff.metrics.features import state_digest
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.reconstruction import score_reconstructions
 from latentdiff.metrics.restoration import evaluate_superres
-from latentdiff.conditioning.spatial import paste_unmasked
-from latentdiff.images import save_image_grid
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
 from latentdiff.pipelines.generate import LatentEdit, generate
 from latentdiff.train.conditions import random_masks, token_inputs
-from report import REPORTS, shown_path, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import REPORTS, Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
+
+TITLE = "Super-resolution and inpainting on held-out images"
 
 
 def fd(features, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,19 +69,39 @@ def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
-def superres_section(checkpoint: Path, args) -> list[str]:
-    model, data_cfg, held, _, baseline = evaluation_data(checkpoint, args.n)
+def train_superres(runs: Path) -> dict:
+    """`latentdiff train ldm-emoji-sr` on the bundled model's autoencoder (resumed or skipped when runs/ holds it);
+    returns the command and its wall-clock time."""
+    arguments = ["train", "ldm-emoji-sr", f"autoencoder={shown_path(bundled_model())}", f"train.out_dir={runs}",
+                 "--resume"]
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "latentdiff", *arguments], check=True)
+    return {"command": " ".join(["latentdiff", *arguments]), "seconds": round(time.time() - start, 1)}
+
+
+def superres_results(checkpoint: Path, args) -> dict:
+    model, data_cfg, held, classifier, baseline = evaluation_data(checkpoint, args.n)
     report = evaluate_superres(model, data_cfg, seeds=range(args.seeds), n=args.n, sampler="ddim", steps=args.steps)
-    n = min(args.n, len(held))
-    ldm = [r for r in report.rows if r.name.startswith("LDM-SR")]
-    rest = [r for r in report.rows if not r.name.startswith("LDM-SR")]
-    return [f"## Super-resolution ×{report.factor} (`{shown_path(checkpoint)}`)", "",
-            (f"{n} held-out images; DDIM {args.steps} steps; {len(ldm)} seeds. Real-vs-real FD (the {n} originals vs "
-             f"{n} training images): {baseline:.2f}."), "",
+    metadata = read_metadata(checkpoint)
+    return {"checkpoint": shown_path(checkpoint), "factor": report.factor, "n": min(args.n, len(held)),
+            "steps": args.steps, "baseline": baseline, "evaluator": f"classifier-{state_digest(classifier)}",
+            "trained_steps": metadata.get("train_state", {}).get("step"),
+            "rows": [{k: v for k, v in vars(r).items() if k in ("name", "psnr", "ssim", "rfd")} for r in report.rows]}
+
+
+def render_superres(r: dict) -> list[str]:
+    ldm = [row for row in r["rows"] if row["name"].startswith("LDM-SR")]
+    rest = [row for row in r["rows"] if not row["name"].startswith("LDM-SR")]
+    training = r.get("training") or {}
+    trained = (f" Trained {r['trained_steps']} steps by `{training['command']}` ({training['seconds'] / 60:.1f} min "
+               f"in this run)." if training.get("seconds") else f" Trained {r['trained_steps']} steps.")
+    return [f"## Super-resolution ×{r['factor']} (`{r['checkpoint']}`)", "",
+            (f"{r['n']} held-out images; DDIM {r['steps']} steps; {len(ldm)} seeds. Real-vs-real FD (the {r['n']} "
+             f"originals vs {r['n']} training images): {r['baseline']:.2f}.{trained} Evaluator `{r['evaluator']}`."), "",
             "| method | PSNR | SSIM | FD to originals |", "|---|---|---|---|",
-            (f"| LDM-SR (mean ± sd over seeds) | {mean_sd([r.psnr for r in ldm])} | {mean_sd([r.ssim for r in ldm])} | "
-             f"{mean_sd([r.rfd for r in ldm])} |"),
-            *(f"| {r.name} | {r.psnr:.2f} | {r.ssim:.3f} | {r.rfd:.2f} |" for r in rest), ""]
+            (f"| LDM-SR (mean ± sd over seeds) | {mean_sd([x['psnr'] for x in ldm])} | "
+             f"{mean_sd([x['ssim'] for x in ldm])} | {mean_sd([x['rfd'] for x in ldm])} |"),
+            *(f"| {x['name']} | {x['psnr']:.2f} | {x['ssim']:.3f} | {x['rfd']:.2f} |" for x in rest), ""]
 
 
 def hole_psnr(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float:
@@ -90,7 +117,8 @@ def mean_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x * known + colour * mask
 
 
-def inpainting_section(checkpoint: Path, args) -> list[str]:
+def inpainting_results(checkpoint: Path, args) -> dict:
+    """Scores per seed and of the plain fills; writes the grid of originals, inputs and results."""
     model, _, held, classifier, baseline = evaluation_data(checkpoint, args.n)
     n = min(args.n, len(held))
     originals = held.images[:n]
@@ -100,47 +128,65 @@ def inpainting_section(checkpoint: Path, args) -> list[str]:
     edit = LatentEdit(model.codec.encode(x), 1.0, F.adaptive_max_pool2d(masks, side))
     prompts = token_inputs(model.conditioner, held, torch.arange(n)) if model.conditioner is not None else None
     guidance = args.guidance if model.trained_with_null else 1.0
-    rows, results = [], []
+    seeds, outputs = [], []
     for seed in range(args.seeds):
         out = generate(model, [seed * n + i for i in range(n)], prompts=prompts, guidance_scale=guidance,
                        sampler="ddim", steps=args.steps, edit=edit)
-        results.append(to_model_range(paste_unmasked(originals, to_uint8(out), masks)))
-        scores = score_reconstructions(x, results[-1], classifier.features)
-        rows.append((scores["rfd"], hole_psnr(x, results[-1], masks), scores["ssim"]))
+        outputs.append(to_model_range(paste_unmasked(originals, to_uint8(out), masks)))
+        scores = score_reconstructions(x, outputs[-1], classifier.features)
+        seeds.append({"rfd": scores["rfd"], "hole_psnr": hole_psnr(x, outputs[-1], masks), "ssim": scores["ssim"]})
     filled = mean_fill(x, masks)
     fill = score_reconstructions(x, filled, classifier.features)
-    shown = [x[:8], (x * (1 - masks) + masks)[:8], *(r[:8] for r in results), filled[:8]]  # holes shown white
-    grid = save_image_grid(to_uint8(torch.cat(shown)), REPORTS / "restoration" / "inpainting.png", ncols=8)
-    return [f"## Inpainting (`{shown_path(checkpoint)}`, masked blending, guidance {guidance:g})", "",
-            (f"{n} held-out images, one mask each (1-3 random rectangles, {masks.mean().item():.0%} of the pixels on "
-             f"average); DDIM {args.steps} steps; {args.seeds} seeds. Real-vs-real FD (the {n} originals vs {n} "
-            f"training images): {baseline:.2f}."), "",
+    shown = [x[:8], (x * (1 - masks) + masks)[:8], *(r[:8] for r in outputs), filled[:8]]  # holes shown white
+    save_image_grid(to_uint8(torch.cat(shown)), REPORTS / "restoration" / "inpainting.png", ncols=8)
+    return {"checkpoint": shown_path(checkpoint), "guidance": guidance, "n": n, "steps": args.steps,
+            "mask_fraction": masks.mean().item(), "baseline": baseline,
+            "evaluator": f"classifier-{state_digest(classifier)}", "seeds": seeds,
+            "mean_fill": {"rfd": fill["rfd"], "hole_psnr": hole_psnr(x, filled, masks), "ssim": fill["ssim"]},
+            "masked_input_rfd": fd(classifier.features, x, x * (1 - masks) - masks)}
+
+
+def render_inpainting(r: dict) -> list[str]:
+    s, fill = r["seeds"], r["mean_fill"]
+    return [f"## Inpainting (`{r['checkpoint']}`, masked blending, guidance {r['guidance']:g})", "",
+            (f"{r['n']} held-out images, one mask each (1-3 random rectangles, {r['mask_fraction']:.0%} of the pixels "
+             f"on average); DDIM {r['steps']} steps; {len(s)} seeds. Real-vs-real FD (the {r['n']} originals vs "
+             f"{r['n']} training images): {r['baseline']:.2f}. Evaluator `{r['evaluator']}`."), "",
             "| method | FD to originals | PSNR in the holes | SSIM |", "|---|---|---|---|",
-            (f"| LDM (mean ± sd over seeds) | {mean_sd([r[0] for r in rows])} | {mean_sd([r[1] for r in rows])} | "
-             f"{np.mean([r[2] for r in rows]):.3f} |"),
-            (f"| mean-colour fill | {fill['rfd']:.2f} | {hole_psnr(x, filled, masks):.2f} | {fill['ssim']:.3f} |"),
-            f"| masked input (holes black) | {fd(classifier.features, x, x * (1 - masks) - masks):.2f} | – | – |", "",
-            "Rows: originals, masked inputs (holes white), the LDM's results for each seed, the mean-colour fill.", "",
-            f"![inpainting]({grid.name})", ""]
+            (f"| LDM (mean ± sd over seeds) | {mean_sd([x['rfd'] for x in s])} | "
+             f"{mean_sd([x['hole_psnr'] for x in s])} | {np.mean([x['ssim'] for x in s]):.3f} |"),
+            f"| mean-colour fill | {fill['rfd']:.2f} | {fill['hole_psnr']:.2f} | {fill['ssim']:.3f} |",
+            f"| masked input (holes black) | {r['masked_input_rfd']:.2f} | – | – |", "",
+            "Rows of the grid: originals, masked inputs (holes white), the LDM's results for each seed, the "
+            "mean-colour fill."]
+
+
+def render(results: dict) -> list[str]:
+    """The report's body from its raw results."""
+    head = (render_superres(results["superres"]) if results["superres"] else
+            ["(super-resolution skipped: no checkpoint given)", ""])
+    return head + render_inpainting(results["inpainting"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--superres", type=Path, default=Path("runs/ldm-emoji-sr/checkpoints/last.safetensors"))
+    p.add_argument("--superres", type=Path, default=None, help="default: train ldm-emoji-sr into --runs")
+    p.add_argument("--runs", type=Path, default=Path("runs/restoration-sr"))
     p.add_argument("--inpaint", type=Path, default=None, help="default: the bundled emoji text model")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=2.0, help="for text models (2: the best of reports/cfg-sweep)")
     args = p.parse_args()
-    body = []
-    if args.superres.is_file():
-        body += superres_section(args.superres, args)
-    else:
-        body += [(f"(super-resolution skipped: no checkpoint at {args.superres}; train one with `latentdiff train "
-                 f"ldm-emoji-sr` or give --superres)"), ""]
-    body += inpainting_section(args.inpaint or bundled_model(), args)
-    print(write_report("restoration", "Super-resolution and inpainting on held-out images", body, plot=False))
+    provenance = Provenance()
+    training = None
+    if args.superres is None:
+        training = train_superres(args.runs)
+        args.superres = args.runs / "checkpoints" / "last.safetensors"
+    results = {"superres": {**superres_results(args.superres, args), "training": training},
+               "inpainting": inpainting_results(args.inpaint or bundled_model(), args)}
+    print(write_report("restoration", TITLE, results, render, provenance,
+                       {"inpainting.png": REPORTS / "restoration" / "inpainting.png"}))
 
 
 if __name__ == "__main__":

@@ -218,14 +218,22 @@ def test_whole_ddim_run_matches_diffusers(tmp_path):
 
 @torch.no_grad()
 @pytest.mark.parametrize("fmt", ["ckpt", "safetensors"])
-def test_ema_shadows_with_dots_removed_are_chosen_when_present(tmp_path, fmt):
-    config = original_yaml(SD_UNET, cond_stage="__is_unconditional__")
+def test_ema_shadows_with_dots_removed_are_chosen_as_the_yaml_says(tmp_path, fmt):
+    """The original samples with the EMA shadows only when the YAML's use_ema is true (its default); files whose
+    YAML says use_ema: False (SD v1-inference, txt2img-1p4B-eval) are sampled with the raw weights, even when they
+    hold model_ema.*. --ema / --no-ema override the YAML."""
+    config = original_yaml(SD_UNET, cond_stage="__is_unconditional__")  # use_ema: False, as SD's v1-inference
     path, yaml, state = random_original_file(tmp_path, config, ema_offset=0.01, fmt=fmt)
     name = "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     assert ema_name(name) == "model_ema.diffusion_modelinput_blocks11transformer_blocks0attn1to_qweight"
-    ema, raw = load_model(path, yaml), load_model(path, yaml, use_ema=False)
+    ema, raw = load_model(path, yaml, use_ema=True), load_model(path, yaml)
     assert torch.equal(ema.unet.state_dict()[name], state[UNET + name] + 0.01)
     assert torch.equal(raw.unet.state_dict()[name], state[UNET + name])
+    config["model"]["params"].pop("use_ema")  # the original's default: True
+    OmegaConf.save(OmegaConf.create(config), tmp_path / "ema.yaml")
+    assert torch.equal(load_model(path, tmp_path / "ema.yaml").unet.state_dict()[name], state[UNET + name] + 0.01)
+    assert torch.equal(load_model(path, tmp_path / "ema.yaml", use_ema=False).unet.state_dict()[name],
+                       state[UNET + name])
     (tmp_path / "pruned").mkdir()
     pruned, yaml2, _ = random_original_file(tmp_path / "pruned", config)
     with pytest.raises(UserError, match="no \\(complete\\) EMA"):

@@ -193,6 +193,31 @@ def test_class_token_model_cin256_v2_layout_matches_a_guided_diffusers_run(tmp_p
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("rows, n_classes, ucg_rate, guided", [(1001, 1001, None, True), (1000, 1000, None, False),
+                                                               (10, 10, 0.1, True), (11, 10, None, True)])
+def test_class_embedder_null_class_is_found_as_the_original_configs_declare_it(tmp_path, rows, n_classes, ucg_rate,
+                                                                                 guided):
+    """The published cin256-v2 has n_classes 1001 and 1001 rows, class 1000 the null its notebook guides against;
+    cin256 (LDM-8) has 1000 rows and no null; a ClassEmbedder trained with ucg_rate has its null at n_classes − 1."""
+    from latentdiff.pipelines import generate
+
+    config = original_yaml({"num_heads": 1, "use_spatial_transformer": True, "context_dim": 8, "transformer_depth": 1},
+                           first_stage="VQModelInterface", cond_stage="ClassEmbedder", scale_factor=1.0)
+    params = {"embed_dim": 8, "n_classes": n_classes, "key": "class_label", **({"ucg_rate": ucg_rate} if ucg_rate else {})}
+    config["model"]["params"]["cond_stage_config"]["params"] = params
+    path, yaml, state = random_original_file(tmp_path, config)
+    state["cond_stage_model.embedding.weight"] = torch.randn(rows, 8, generator=torch.Generator().manual_seed(5))
+    torch.save({"state_dict": state}, path)
+    model = load_model(path, yaml)
+    assert model.num_classes == rows and model.trained_with_null == guided
+    if guided:
+        generate(model, [0], class_labels=[rows - 2], guidance_scale=3.0, steps=2)
+    else:
+        with pytest.raises(UserError, match="without condition dropout"):
+            generate(model, [0], class_labels=[3], guidance_scale=3.0, steps=2)
+
+
+@torch.no_grad()
 def test_semantic_synthesis_spatial_rescaler_layout_loads_converts_and_samples(tmp_path):
     """semantic_synthesis256-style: the one-hot map halved n_stages times (bilinear) and projected by
     `cond_stage_model.channel_mapper` (182 → 3 in the original), concatenated to z_t; the concatenated input equals

@@ -10,6 +10,7 @@ import torch
 
 from latentdiff.config import NoiseScheduleConfig
 from latentdiff.denoiser import Denoiser
+from latentdiff.interop.diffusers_schedulers import PEERS
 from latentdiff.noise import NoiseSchedule
 from latentdiff.samplers import SAMPLERS, sigma_grid
 
@@ -30,46 +31,13 @@ class Net(torch.nn.Module):
         return net(z, t)
 
 
-# (our sampler, our options, our spacing, diffusers class, its options, does it work on VP-scaled samples?)
-CASES = {
-    "ddim": ("ddim", {}, "leading", "DDIMScheduler",
-             {"set_alpha_to_one": True, "steps_offset": 0, "clip_sample": False, "timestep_spacing": "leading"}, True),
-    "ddim_trailing": ("ddim", {}, "trailing", "DDIMScheduler",
-                      {"set_alpha_to_one": True, "clip_sample": False, "timestep_spacing": "trailing"}, True),
-    "dpmpp_2m": ("dpmpp_2m", {}, "linspace", "DPMSolverMultistepScheduler",
-                 {"algorithm_type": "dpmsolver++", "solver_order": 2, "solver_type": "midpoint",
-                  "lower_order_final": True, "final_sigmas_type": "zero", "timestep_spacing": "linspace"}, True),
-    "dpmpp_3m_legacy": ("dpmpp_3m", {"legacy": True}, "linspace", "DPMSolverMultistepScheduler",
-                        {"algorithm_type": "dpmsolver++", "solver_order": 3, "lower_order_final": True,
-                         "final_sigmas_type": "zero", "timestep_spacing": "linspace"}, True),
-    "euler": ("euler", {}, "leading", "EulerDiscreteScheduler", {"timestep_spacing": "leading", "steps_offset": 0},
-              False),
-    "euler_ancestral": ("euler_ancestral", {}, "trailing", "EulerAncestralDiscreteScheduler",
-                        {"timestep_spacing": "trailing"}, False),
-    "heun": ("heun", {}, "leading", "HeunDiscreteScheduler", {"timestep_spacing": "leading", "steps_offset": 0}, False),
-    "unipc": ("unipc", {}, "linspace", "UniPCMultistepScheduler",
-              {"solver_order": 2, "solver_type": "bh2", "predict_x0": True, "lower_order_final": True,
-               "final_sigmas_type": "zero", "timestep_spacing": "linspace"}, True),
-    "unipc_bh1": ("unipc_bh1", {}, "linspace", "UniPCMultistepScheduler",
-                  {"solver_order": 2, "solver_type": "bh1", "predict_x0": True, "timestep_spacing": "linspace"}, True),
-    "plms": ("plms", {}, "leading", "PNDMScheduler",
-             {"skip_prk_steps": True, "set_alpha_to_one": True, "steps_offset": 0, "timestep_spacing": "leading"}, True),
-    # CompVis's own DDIM/PLMS: timesteps 1, 1 + T/n, …, the last step to ᾱ_0 (our final="t0"); the second is the
-    # scheduler config Stable Diffusion's published folders ship
-    "ddim_compvis": ("ddim", {}, "compvis", "DDIMScheduler",
-                     {"set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False, "timestep_spacing": "leading"},
-                     True),
-    "plms_compvis": ("plms", {}, "compvis", "PNDMScheduler",
-                     {"skip_prk_steps": True, "set_alpha_to_one": False, "steps_offset": 1,
-                      "timestep_spacing": "leading"}, True),
-}
-FINAL_T0 = {"ddim_compvis", "plms_compvis"}
+CASES = PEERS  # every settings pair of interop/diffusers_schedulers.py
 
 
 def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.Tensor]:
     """diffusers' samples after each completed step (Heun: after its second stage; PLMS: not its Euler stage)."""
-    _, _, _, cls, options, _ = CASES[name]
-    scheduler = getattr(diffusers, cls)(**SCHEDULE, **options)
+    cls = CASES[name].scheduler
+    scheduler = getattr(diffusers, cls)(**SCHEDULE, **CASES[name].scheduler_options)
     scheduler.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
     sample, out = z_T.clone(), []
@@ -86,10 +54,11 @@ def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[t
 
 
 def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.Tensor]:
-    sampler, options, spacing, _, _, vp = CASES[name]
+    case = CASES[name]
+    vp = case.vp
     schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012))
     denoiser = Denoiser(Net(), schedule, "eps")
-    sigmas = sigma_grid(schedule, steps, spacing, final="t0" if name in FINAL_T0 else "zero")
+    sigmas = sigma_grid(schedule, steps, case.spacing, final=case.final)
     trajectory = []
 
     def keep(info):
@@ -97,18 +66,18 @@ def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.T
         trajectory.append(info["x"] / (1 + sigma_next ** 2).sqrt() if vp else info["x"])
 
     x_T = z_T * (1 + sigmas[0] ** 2).sqrt() if vp else z_T
-    SAMPLERS[sampler].function(denoiser, x_T, sigmas, generator=torch.Generator().manual_seed(seed),
-                               callback=keep, **options)
+    SAMPLERS[case.sampler].function(denoiser, x_T, sigmas, generator=torch.Generator().manual_seed(seed),
+                                    callback=keep, **case.options)
     return trajectory
 
 
 @pytest.mark.parametrize("steps", [10, 25])
 @pytest.mark.parametrize("name", list(CASES))
 def test_trajectories_match_diffusers_at_every_step(name, steps):
-    vp = CASES[name][-1]
+    case = CASES[name]
     z_T = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    if not vp:  # diffusers' σ-space schedulers start from x_T = z_T·√(σ_max² + 1) for these spacings
-        scheduler = getattr(diffusers, CASES[name][3])(**SCHEDULE, **CASES[name][4])
+    if not case.vp:  # diffusers' σ-space schedulers start from x_T = z_T·√(σ_max² + 1) for these spacings
+        scheduler = getattr(diffusers, case.scheduler)(**SCHEDULE, **case.scheduler_options)
         scheduler.set_timesteps(steps)
         z_T = z_T * scheduler.init_noise_sigma
     theirs, ours = diffusers_run(name, steps, z_T, seed=5), our_run(name, steps, z_T, seed=5)

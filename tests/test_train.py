@@ -106,14 +106,27 @@ def test_pixel_space_diffusion_is_ldm_1(tmp_path):
         tiny_autoencoder_config(tmp_path / "d", "model.regularizer=none")
 
 
-def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, trained_autoencoder):
+class SteppingClock:
+    """A clock that advances `tick` seconds per reading: the time budget ends after a number of steps that does not
+    depend on the machine's speed or load."""
+
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, trained_autoencoder, monkeypatch):
     """train.max_minutes stops the loop early (final checkpoint, log line, preview written); keep_checkpoints keeps
     each periodic checkpoint under its step number, each with its own weights."""
+    monkeypatch.setattr("latentdiff.train.engine.clock", SteppingClock(5.0))
     checkpoint = train_latent_diffusion(tiny_ldm_config(
-        tmp_path, trained_autoencoder, "train.max_steps=100000", "train.max_minutes=0.004", "train.checkpoint_every=2",
+        tmp_path, trained_autoencoder, "train.max_steps=100000", "train.max_minutes=1", "train.checkpoint_every=2",
         "train.keep_checkpoints=true", "train.sample_every=0"))
     step = read_metadata(checkpoint)["train_state"]["step"]
-    assert 2 <= step < 100000
+    assert 3 <= step <= 12  # 60 s of a clock read once or twice per step at 5 s a reading
     kept = sorted(p.name for p in checkpoint.parent.glob("step-*.safetensors"))
     assert kept[0] == "step-0000002.safetensors" and kept[-1] == f"step-{step:07d}.safetensors"
     assert len(kept) == step // 2 + step % 2

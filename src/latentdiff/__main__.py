@@ -1,5 +1,5 @@
-import sys
+"""`python -m latentdiff`: the same as the `latentdiff` command."""
 
-from latentdiff.cli import main
+from latentdiff.cli import entry
 
-sys.exit(main())
+entry()

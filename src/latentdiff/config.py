@@ -7,10 +7,12 @@ rebuilt from its file alone (`from_dict`).
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
@@ -207,6 +209,9 @@ class NoiseScheduleConfig:
         _check(self.num_timesteps >= 2, "schedule.num_timesteps must be at least 2")
 
 
+DATASETS = ("digits", "photos", "emoji", "shapes", "mnist", "folder")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """A dataset of images (and optional class labels) with a seeded held-out split for evaluation.
@@ -226,7 +231,7 @@ class DataConfig:
     split_seed: int = 0
 
     def __post_init__(self):
-        _check(self.dataset in ("digits", "photos", "emoji", "shapes", "mnist", "folder"),
+        _check(self.dataset in DATASETS,
                f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, shapes, mnist or folder")
         _check(self.dataset not in ("mnist", "folder") or self.path, f"data.dataset={self.dataset} needs data.path")
         _check(self.image_size >= 1 and self.holdout >= 0, "data.image_size must be ≥ 1 and data.holdout ≥ 0")
@@ -260,6 +265,11 @@ class TrainConfig:
         _check(self.max_steps >= 1 and self.batch_size >= 1, "train.max_steps and train.batch_size must be ≥ 1")
         _check(self.lr > 0 and self.devices >= 1, "train.lr must be > 0 and train.devices ≥ 1")
         _check(self.max_minutes >= 0, "train.max_minutes must be ≥ 0 (0: no time limit)")
+        for name in ("log_every", "sample_every", "checkpoint_every", "warmup_steps"):
+            _check(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be ≥ 0 (0: only at the end / none)")
+        _check(self.grad_clip >= 0 and self.weight_decay >= 0, "train.grad_clip and train.weight_decay must be ≥ 0")
+        _check(all(0 <= b < 1 for b in self.adam_betas), f"train.adam_betas={list(self.adam_betas)} must be in [0, 1)")
+        _check(self.num_nodes >= 1, "train.num_nodes must be ≥ 1")
         _check(self.batch_size % (self.devices * self.num_nodes) == 0,
                f"train.batch_size={self.batch_size} must be divisible by devices×num_nodes="
                f"{self.devices * self.num_nodes}")
@@ -295,6 +305,10 @@ class PreviewConfig:
     steps: int = 50
     per_class: int = 8  # columns per class row (class-conditional) or per condition row, or images / 8 rows
     guidance_scale: float = 1.0  # classifier-free guidance of conditioned previews (needs conditioning.drop_prob > 0)
+
+    def __post_init__(self):
+        _check(self.steps >= 1 and self.per_class >= 1, "preview.steps and preview.per_class must be ≥ 1")
+        _check(self.guidance_scale >= 0, "preview.guidance_scale must be ≥ 0")
 
 
 CONDITIONING_KINDS = ("none", "text", "layout", "class", "semantic", "superres", "inpaint")
@@ -356,6 +370,10 @@ class LatentDiffusionTrainConfig:
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
 
+    def __post_init__(self):
+        _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")
+        _check(self.scale_factor is None or self.scale_factor > 0, "scale_factor must be > 0 (or null: measured)")
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -382,7 +400,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if path is not None:
             layers.append(OmegaConf.load(resolve_config_path(path)))
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(OmegaConf.merge(*layers))
+        merged = OmegaConf.merge(*layers)
+        _finite(OmegaConf.to_container(merged))
+        return OmegaConf.to_object(merged)
     except ConfigKeyError as e:
         valid = _keys_near(cls, e.full_key)
         raise UserError(f"{where}: unknown config key {e.full_key!r}; valid keys: {valid}") from None
@@ -391,8 +411,22 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
                         f"{e.full_key}=...") from None
     except ValidationError as e:
         raise UserError(f"{where}: {e.full_key!r}: {str(e).splitlines()[0]}") from None
-    except (OmegaConfBaseException, ValueError) as e:  # YAML syntax errors, bad dotlist entries
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}{at}: not valid YAML ({problem}); fix the file") from None
+    except (OmegaConfBaseException, ValueError) as e:  # bad dotlist entries
         raise UserError(f"{where}: cannot read config: {str(e).splitlines()[0]}") from None
+
+
+def _finite(values: dict, prefix: str = "") -> None:
+    """Refuse nan and ±inf anywhere in a config (nested sections and lists included), naming the key."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _finite(value, f"{prefix}{key}.")
+        elif any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise UserError(f"{prefix}{key}={value}: give a finite number")
 
 
 def _keys_near(cls: type, full_key: str) -> str:
@@ -413,7 +447,9 @@ def to_dict(config: Any) -> dict:
 def from_dict(cls: type[T], data: dict) -> T:
     """Inverse of `to_dict`, with the same validation as `load_config`."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(data)))
+        merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(data))
+        _finite(OmegaConf.to_container(merged))
+        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise UserError(f"stored config does not fit {cls.__name__}: {str(e).splitlines()[0]}") from None
 

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from latentdiff.errors import UserError
+from latentdiff.files import atomic_write
 
 
 def image_grid(images: torch.Tensor, ncols: int, padding: int = 2) -> np.ndarray:
@@ -20,23 +21,45 @@ def image_grid(images: torch.Tensor, ncols: int, padding: int = 2) -> np.ndarray
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
+IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")  # what a grid can be written as (PNG: lossless)
+
+
 def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int) -> Path:
-    """Write uint8 images (N, C, H, W) as one PNG grid with `ncols` columns."""
+    """Write uint8 images (N, C, H, W) as one grid with `ncols` columns, atomically (PNG, or JPEG/WebP by the
+    file's extension)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images, ncols)).save(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if path.suffix.lower() not in IMAGE_OUTPUTS or image_format is None:
+        raise UserError(f"{path}: write images as {' or '.join(IMAGE_OUTPUTS)}")
+    with atomic_write(path) as f:
+        Image.fromarray(image_grid(images, ncols)).save(f, format=image_format)
     return path
 
 
-def _open(path: str | Path) -> Image.Image:
+MAX_PIXELS = 4096 * 4096  # default limit on an input image's width × height (--max-pixels raises it)
+
+
+def _open(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and decode an image file, after checking its declared size against `max_pixels` (a 30000×30000 header
+    would otherwise be decoded into gigabytes, and a model would run on it)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"image {path} is a folder; give an image file")
     if not path.is_file():
         raise UserError(f"image {path} does not exist")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = None  # our limit, checked below before any pixel is decoded, replaces PIL's
         image = Image.open(path)
+        if image.width * image.height > max_pixels:
+            raise UserError(f"image {path} is {image.width}×{image.height} ({image.width * image.height / 1e6:.1f} "
+                            f"megapixels), above the limit of {max_pixels / 1e6:.1f}; make it smaller or raise "
+                            f"--max-pixels")
         image.load()
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
     return image
 
 
@@ -50,10 +73,10 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8))
 
 
-def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+def load_image(path: str | Path, channels: int = 3, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """An image file → uint8 (channels, H, W). Conversions: an alpha channel is composited on white; 16-bit
     images are scaled to 8 bits; palette/greyscale/RGB are converted to `channels` (1: luma, 3: RGB)."""
-    image = _eight_bit(_open(path))
+    image = _eight_bit(_open(path, max_pixels))
     if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -62,9 +85,9 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
-def load_mask(path: str | Path) -> torch.Tensor:
+def load_mask(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """A black/white mask file → (H, W) float of 0 (keep) and 1 (generate); grey values are an error."""
-    pixels = np.asarray(_eight_bit(_open(path)).convert("L"))
+    pixels = np.asarray(_eight_bit(_open(path, max_pixels)).convert("L"))
     values = set(np.unique(pixels).tolist())
     if not values <= {0, 255} and not values <= {0, 1}:
         raise UserError(f"mask {path} is not binary (values {sorted(values)[:6]}…); use black (keep) and white "
@@ -72,9 +95,9 @@ def load_mask(path: str | Path) -> torch.Tensor:
     return torch.from_numpy((pixels > 0).astype(np.float32))
 
 
-def load_label_map(path: str | Path) -> torch.Tensor:
+def load_label_map(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """A semantic map file (greyscale or palette PNG whose pixel values are class ids) → (H, W) int64."""
-    image = _open(path)
+    image = _open(path, max_pixels)
     if image.mode not in ("L", "P", "I", "I;16"):
         raise UserError(f"semantic map {path} is {image.mode}; save class ids as a greyscale or palette PNG")
     return torch.from_numpy(np.asarray(image).astype(np.int64))

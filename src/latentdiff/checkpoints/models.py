@@ -5,8 +5,8 @@ from pathlib import Path
 import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
-from latentdiff.checkpoints.io import (KIND, load_weights, prefixed, read_metadata, read_tensors, require_kind,
-                                      save_checkpoint)
+from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, prefixed, read_metadata, read_tensors,
+                                      require_kind, save_checkpoint)
 from latentdiff.conditioning.classes import ClassTokenizer
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.layout import LayoutTokenizer
@@ -151,6 +151,7 @@ def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str 
         encoder = system.conditioner.tokenizer
         folder = encoder.folder or encoder.save(Path(path).with_name(f"{Path(path).stem}-text-encoder")).name
         metadata["conditioning_config"]["text"]["pretrained"] = str(folder)
+    check_replaceable(path)
     return save_checkpoint(path, _cast(tensors, dtype), metadata)
 
 
@@ -162,6 +163,7 @@ def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16
     `dtype` (fp32 | fp16 | bf16; loading casts back to the model's dtype), without the raw weights, the optimizer
     state or the training state. `latentdiff sample` reads it like any checkpoint."""
     torch_dtype(dtype)
+    check_replaceable(dst, src)
     metadata = require_kind(src, LATENT_DIFFUSION, "export takes a checkpoint written by `latentdiff train`")
     keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
     tensors = _cast({k: v for k, v in read_tensors(src).items() if k.startswith(keep)}, dtype)

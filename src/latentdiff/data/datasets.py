@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from latentdiff.config import DataConfig
 from latentdiff.errors import UserError
+from latentdiff.progress import progress
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -229,7 +229,7 @@ def load_image_folder(root: Path, image_size: int, channels: int = 3) -> ImageDa
     labelled = all(len(p.relative_to(root).parts) >= 2 for p in files)
     class_names = tuple(sorted({p.relative_to(root).parts[0] for p in files})) if labelled else ()
     images, labels, bad = [], [], []
-    for path in tqdm(files, desc=f"reading {root.name}", disable=len(files) < 500, leave=False):
+    for path in progress(files, desc=f"reading {root.name}", disable=len(files) < 500, leave=False):
         try:
             images.append(_load_image(path, image_size, "L" if channels == 1 else "RGB"))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

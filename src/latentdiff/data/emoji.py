@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from latentdiff.cache import cache_dir
 from latentdiff.data.datasets import ImageData
 from latentdiff.errors import UserError
+from latentdiff.files import atomic_write
 
 log = logging.getLogger(__name__)
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -88,10 +89,8 @@ def load_emoji(image_size: int = 64, font_path: Path | None = None) -> tuple[Ima
                 images.append(_on_white(glyph, image_size))
                 rows.append(entry)
         images = np.stack(images)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=images, names=np.array(["\t".join(row) for row in rows]))
-        tmp.replace(cache)
+        with atomic_write(cache) as f:
+            np.savez_compressed(f, images=images, names=np.array(["\t".join(row) for row in rows]))
         log.info("rendered %d emoji at %dpx (cached at %s)", len(images), image_size, cache)
     subgroups = tuple(dict.fromkeys(subgroup for _, _, subgroup in rows))
     labels = torch.tensor([subgroups.index(subgroup) for _, _, subgroup in rows])

@@ -60,6 +60,7 @@ class OriginalConfig:
     conditioning_key: str | None
     cond_stage: str  # the cond stage's target class name, or __is_unconditional__ / __is_first_stage__
     cond_stage_params: dict
+    use_ema: bool = True  # the original samples with the EMA weights only when this is set (its default: True)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -164,7 +165,8 @@ def original_config(config: dict) -> OriginalConfig:
                           latent_size=int(params.get("image_size", 32)),
                           conditioning_key=params.get("conditioning_key"),
                           cond_stage=_target_name(params.get("cond_stage_config")),
-                          cond_stage_params=_cond_stage_params(params.get("cond_stage_config")))
+                          cond_stage_params=_cond_stage_params(params.get("cond_stage_config")),
+                          use_ema=bool(params.get("use_ema", True)))
 
 
 ORIGINAL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "original"
@@ -238,8 +240,7 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         conditioner = Conditioner(ConditioningConfig(kind="class", text=TextEncoderConfig(width=table.shape[1])),
                                   ClassTokenizer(table.shape[0]))
         load_weights(conditioner, {"embedding.weight": table.float()}, "cond_stage_model")
-        # cin256-v2 holds 1001 rows, the last (1000) the null class its sampling notebook guides against
-        return conditioner.eval().requires_grad_(False), table.shape[0] > int(cfg.cond_stage_params.get("n_classes", 1000))
+        return conditioner.eval().requires_grad_(False), _class_table_has_null(cfg.cond_stage_params, table.shape[0])
     if kind == "concat" and stage == "__is_first_stage__":  # inpainting_big: [E(masked image), nearest mask]
         config = ConditioningConfig(kind="inpaint", mask_downsampling="nearest")
         return Conditioner(config, image_channels=cfg.autoencoder.in_channels), False
@@ -254,6 +255,17 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
                     f"(Identity, concat), semantic synthesis (SpatialRescaler, concat), inpainting "
                     f"(__is_first_stage__, concat), text-to-image (BERTEmbedder) "
                     f"and Stable Diffusion 1.x / 2.x (FrozenCLIPEmbedder, FrozenOpenCLIPEmbedder) models")
+
+
+IMAGENET_WITH_NULL = 1001  # ImageNet's 1000 classes + the null class 1000 (cin256-v2: n_classes 1001, 1001 rows)
+
+
+def _class_table_has_null(params: dict, rows: int) -> bool:
+    """Whether a ClassEmbedder's last row is the null class that classifier-free guidance steers away from: the table
+    has a row beyond n_classes; or the config trains with label dropout (`ucg_rate`, whose null is n_classes − 1);
+    or it is cin256-v2's layout, 1001 rows for ImageNet's 1000 classes (its notebook guides against class 1000)."""
+    n_classes = int(params.get("n_classes", 1000))
+    return rows > n_classes or float(params.get("ucg_rate", 0.0)) > 0 or rows == IMAGENET_WITH_NULL
 
 
 def _spatial_rescaler(cfg: OriginalConfig, state: dict[str, torch.Tensor]) -> Conditioner:
@@ -309,6 +321,8 @@ def load_compvis(path: str | Path, config: str | Path | None = None, device: tor
         raise UserError(f"{path} has no {UNET}* weights: it is not a CompVis latent-diffusion / Stable Diffusion "
                         f"checkpoint")
     cfg = original_config(read_yaml(config if config is not None else detect_original_config(state)))
+    if use_ema is None and not cfg.use_ema:  # the YAML says use_ema: False: the original samples the raw weights
+        use_ema = False
     unet = _original_unet(state, cfg.unet, use_ema, str(path), dtype)
     with torch.device("meta"):
         autoencoder = build_autoencoder(cfg.autoencoder)

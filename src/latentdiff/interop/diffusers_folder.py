@@ -14,20 +14,18 @@ temporary name beside its destination and renamed into place when complete.
 
 import copy
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from latentdiff.autoencoder import LatentCodec, build_autoencoder
 from latentdiff.autoencoder.pixel import PixelSpace
-from latentdiff.checkpoints.io import prefixed, save_checkpoint
+from latentdiff.checkpoints.io import prefixed, save_checkpoint, write_safetensors
 from latentdiff.checkpoints.models import conditioner_metadata, has_weights, load_conditioner, torch_dtype
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.pretrained import PretrainedText, _transformers
 from latentdiff.errors import UserError
+from latentdiff.files import atomic_folder
 from latentdiff.interop.compvis import assign_weights
 from latentdiff.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
                                                   scheduler_from_diffusers, scheduler_to_diffusers, unet_from_diffusers,
@@ -52,7 +50,7 @@ def _write_component(folder: Path, config: dict, state: dict[str, torch.Tensor],
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    save_file(tensors, str(folder / f"{WEIGHTS}.safetensors"), metadata={"format": "pt"})
+    write_safetensors(folder / f"{WEIGHTS}.safetensors", tensors, {"format": "pt"})
 
 
 def _renamed(state: dict[str, torch.Tensor], blocks, to_diffusers: bool, what: str) -> dict[str, torch.Tensor]:
@@ -89,9 +87,7 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
              "scheduler": ["diffusers", "DDIMScheduler"]}
     extras = {"image_size": model.image_size, "class_names": list(model.class_names),
               "trained_with_null": model.trained_with_null, **conditioner_metadata(conditioner)}
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(folder) as tmp:
         unet_weights = split_qkv(model.unet.state_dict(), self_attention_heads(model.unet))
         _write_component(tmp / "unet", unet_config, _renamed(unet_weights, unet_blocks(model.unet.config), True,
                                                              "UNet"), target)
@@ -114,9 +110,6 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
             save_checkpoint(tmp / "text_encoder" / CONDITIONER, prefixed("conditioner.", conditioner.state_dict()), {})
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         (tmp / EXTRAS).write_text(json.dumps(extras, indent=1) + "\n")
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -9,6 +9,7 @@ file loads without the Lightning code and without running any of it. Any other g
 """
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []  # legacy (non-zip) format or unreadable: torch.load below reports it
 
 
+def _refusal_reason(message: str) -> str:
+    """What torch's weights-only unpickler refused, from its error text (which varies with the file format)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return f"calls {found.group(1)}"
+    for line in message.splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line.startswith(("Unsupported", "Unpickler", "Trying to")):
+            return f"holds what weights-only loading refuses ({line[:160]})"
+    return "holds objects other than tensors"
+
+
 def load_pickle(path: Path) -> object:
     """torch.load(weights_only=True) with Lightning/OmegaConf/numpy globals mapped to `Inert`; nothing executes."""
     names = _unsafe_globals(path)
@@ -50,10 +63,8 @@ def load_pickle(path: Path) -> object:
         with torch.serialization.safe_globals([(Inert, name) for name in names]):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        reason = next((line.strip() for line in str(e).splitlines() if "WeightsUnpickler error" in line),
-                      "it holds objects other than tensors")
-        raise UserError(f"{path} is not a plain weights pickle ({reason[:200]}); refusing to load it (it could run "
-                        f"code), ask for a .safetensors file") from None
+        raise UserError(f"{path} is a pickle that {_refusal_reason(str(e))}: refusing to load it (it could run "
+                        f"code); ask for a .safetensors file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise UserError(f"{path} cannot be read as a PyTorch checkpoint ({str(e).split('. ')[0][:160]}); it may be "
                         f"truncated") from None
@@ -63,6 +74,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The flat {name: tensor} of a `.safetensors`, `.ckpt`, `.pt`, `.pth` or `.bin` file (a Lightning checkpoint's
     `state_dict` entry; non-tensor entries dropped)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file (a diffusers pipeline folder "
+                        f"holds model_index.json)")
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist; check the path")
     if path.suffix == ".safetensors":

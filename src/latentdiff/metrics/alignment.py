@@ -62,6 +62,10 @@ class AlignmentReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "AlignmentReport":
+        return cls(**{**data, "rows": [GuidanceRow(**row) for row in data["rows"]]})
+
 
 def _alignment_scorer(kind: str, data_cfg: DataConfig, held: ImageData, classifier):
     """(metric name, score(images uint8 (N, C, H, W), condition rows) → float)."""

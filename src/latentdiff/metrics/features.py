@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from latentdiff.data import to_model_range
 from latentdiff.errors import UserError
 from latentdiff.metrics.inception import from_pytorch_fid
+from latentdiff.progress import progress as progress_bar
 
 INCEPTION_SIZE = 299
 INCEPTION_MODES = ("clean", "pytorch-fid")
@@ -51,7 +51,7 @@ class FeatureExtractor:
         """uint8 (N, C, H, W) → float32 features (N, d) and logits (N, k) or None; a progress bar when named."""
         features, logits = [], []
         batches = range(0, len(images), self.batch_size)
-        for start in tqdm(batches, desc=progress, disable=progress is None, leave=False, dynamic_ncols=True):
+        for start in progress_bar(batches, desc=progress, disable=progress is None, leave=False):
             f, l = self.features(images[start:start + self.batch_size])
             features.append(f.float().flatten(1).cpu())
             logits.append(None if l is None else l.float().cpu())

@@ -9,22 +9,19 @@ written atomically; what the metrics need of the reference alone (Gaussian, kern
 once per evaluation.
 """
 
-import dataclasses
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from latentdiff.cache import cache_dir
 from latentdiff.config import DataConfig
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_uint8
 from latentdiff.errors import UserError
+from latentdiff.files import atomic_write
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.metrics.distribution import (
     inception_score,
@@ -37,6 +34,7 @@ from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import FeatureExtractor, choose_extractor
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.pipelines import generate
+from latentdiff.progress import progress
 from latentdiff.train.conditions import token_inputs
 
 
@@ -55,12 +53,9 @@ def cached_features(extractor: FeatureExtractor, images: torch.Tensor, label: st
         stored = np.load(path)
         return FeatureSet(stored["features"], stored.get("logits"))
     features, logits = extractor(images, progress=f"features of {label} ({len(images)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"features": features} if logits is None else {"features": features, "logits": logits}
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(handle)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
     return FeatureSet(features, logits)
 
 
@@ -177,8 +172,7 @@ def draw_samples(model: LatentDiffusion, n: int, seed: int, conditions: dict, gu
                  batch_size: int = 250, **sample_options) -> torch.Tensor:
     """n samples as uint8 (n, C, H, W): sample i uses seed seed·n + i and condition i; with a progress bar."""
     out = []
-    for start in tqdm(range(0, n, batch_size), desc=f"sampling (seed {seed}, s = {guidance_scale:g})", leave=False,
-                      dynamic_ncols=True):
+    for start in progress(range(0, n, batch_size), desc=f"sampling (seed {seed}, s = {guidance_scale:g})", leave=False):
         rows = slice(start, min(n, start + batch_size))
         chunk = {key: value[rows] for key, value in conditions.items()}
         out.append(to_uint8(generate(model, list(range(seed * n + rows.start, seed * n + rows.stop)),
@@ -217,14 +211,10 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
 
 def checkpoint_reference(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
                          inception_weights: str | Path | None = None, resize: str = "clean",
-                         device: torch.device | str = "cpu",
-                         data_folder: Path | None = None) -> tuple[FeatureExtractor, ImageData, ImageData, str]:
-    """(extractor, training split, held-out split, label) for a model: the training split of its data (or of the
-    images in `data_folder`, read at the model's size and channels); `features` as in `choose_extractor`, by
-    default the data's classifier evaluator when it is labelled, else Inception."""
-    if data_folder is not None:
-        data_cfg = dataclasses.replace(data_cfg, dataset="folder", path=str(data_folder), image_size=model.image_size,
-                                       channels=model.codec.autoencoder.config.in_channels)
+                         device: torch.device | str = "cpu") -> tuple[FeatureExtractor, ImageData, ImageData, str]:
+    """(extractor, training split, held-out split, label) for a model: the training split of `data_cfg` (its own
+    data, or what `latentdiff eval --data` names); `features` as in `choose_extractor`, by default the data's
+    classifier evaluator when it is labelled, else Inception."""
     data = load_dataset(data_cfg)
     train, held = split_holdout(data, min(data_cfg.holdout, len(data) // 2), data_cfg.split_seed)
     extractor = choose_extractor(features or ("classifier" if train.num_classes else "inception"),
@@ -237,11 +227,10 @@ def evaluate_checkpoint_quality(model: LatentDiffusion, data_cfg: DataConfig, fe
                                 inception_weights: str | Path | None = None, resize: str = "clean",
                                 device: torch.device | str = "cpu", n: int | None = None,
                                 seeds: Sequence[int] = (0,), guidance_scales: Sequence[float] = (1.0,),
-                                data_folder: Path | None = None, **sample_options) -> QualityReport:
+                                **sample_options) -> QualityReport:
     """`latentdiff eval --quality` (reference and extractor as in `checkpoint_reference`). Unconditional models
     sample at guidance 1."""
-    extractor, train, held, label = checkpoint_reference(model, data_cfg, features, inception_weights, resize,
-                                                         device, data_folder)
+    extractor, train, held, label = checkpoint_reference(model, data_cfg, features, inception_weights, resize, device)
     unconditional = not model.num_classes and model.conditioner is None
     return evaluate_quality(model, extractor, train, held, n or len(held), seeds,
                             [1.0] if unconditional else guidance_scales, label, **sample_options)

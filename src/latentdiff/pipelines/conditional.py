@@ -6,6 +6,7 @@ condition, samples one image per seed and returns uint8 (N, C, H, W). Spatial co
 larger input samples a larger image convolutionally (beyond the training size).
 """
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,8 @@ from latentdiff.data import to_model_range, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.pipelines.generate import LatentEdit, generate
+
+log = logging.getLogger(__name__)
 
 
 def _require(model: LatentDiffusion, kind: str) -> None:
@@ -44,6 +47,9 @@ def inpaint(model: LatentDiffusion, image: torch.Tensor, mask: torch.Tensor, see
     Models trained for it (conditioning.kind=inpaint) see the masked image and the mask by concatenation; any other
     model inpaints by masked blending (`LatentEdit` with a mask; options such as prompts pass through)."""
     m = check_mask(mask, image.shape)  # (1, 1, H, W)
+    if not m.any():
+        log.warning("warning: the mask is all black, so there is nothing to generate and every output repeats the "
+                    "input; paint the parts to generate white")
     x = _model_input(model, image)
     latent_size = _latent_size(model, image.shape[1], image.shape[2], "image")
     if model.conditioner is not None and model.conditioner.inpaints:

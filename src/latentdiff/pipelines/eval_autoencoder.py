@@ -37,6 +37,12 @@ def evaluate_autoencoders(checkpoints: list[str | Path], data_cfg: DataConfig, d
     tile: encode/decode in tiles of this many pixels (latents: tile/f) with `overlap` pixels of overlap.
     samples: write originals (first row) above each model's reconstructions (one row per model) to this PNG.
     """
+    for path in checkpoints:  # before any data is read
+        f = 2 ** (len(read_metadata(path).get("autoencoder_config", {}).get("channel_mult", [1])) - 1)
+        if data_cfg.image_size % f:
+            fixed = max(f, round(data_cfg.image_size / f) * f)
+            raise UserError(f"image size {data_cfg.image_size} is not a multiple of {path}'s downsampling factor "
+                            f"f={f}; use --image-size {fixed}")
     train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     if not len(heldout):
         raise UserError("the held-out split is empty; set --holdout to a positive number")

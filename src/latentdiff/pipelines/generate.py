@@ -80,8 +80,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
              latent_size: tuple[int, int] | None = None, sampler: str = "ddim", steps: int = 50,
              spacing: str = "uniform", final: str = "zero", batch_size: int = 250,
              image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
-             **sampler_options) -> torch.Tensor:
-    """One image per seed → (N, C, H, W) float in [-1, 1].
+             decode: bool = True, **sampler_options) -> torch.Tensor:
+    """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀ (N, c, h, w) that
+    the decoder would read).
 
     Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i], spatial[i]),
     not on the batch it was drawn in (one generator per sample). `spatial` holds concatenated inputs at the latent
@@ -151,7 +152,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
             if edit.mask is not None:
                 denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
         z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators, **sampler_options)
-        out.append(model.codec.decode(z / (1 + sigmas[-1] ** 2).sqrt()).cpu())
+        z = z / (1 + sigmas[-1] ** 2).sqrt()
+        out.append((model.codec.decode(z) if decode else z).cpu())
     return torch.cat(out)
 
 

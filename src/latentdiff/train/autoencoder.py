@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from lightning_fabric import Fabric
-from tqdm import tqdm
 
 from latentdiff.autoencoder import Autoencoder, AutoencoderVQ, LatentStats, Quantized, build_autoencoder
 from latentdiff.autoencoder.discriminator import PatchDiscriminator
@@ -24,9 +23,9 @@ from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, 
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.reconstruction import codebook_usage, reconstruct, score_reconstructions
-from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
-                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
-                                     train_state)
+from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer, mean_over_processes,
+                                     optimizer_step, resume_state, seeded, step_generator, train_state,
+                                     training_progress)
 
 log = logging.getLogger(__name__)
 RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes
@@ -103,7 +102,7 @@ class CodebookMonitor:
 def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
     tc, lc = cfg.train, cfg.loss
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
-    stored = run.start(cfg, resume)
+    stored = run.start(resume)
     train_data, heldout = load_training_data(cfg.data, cfg.model.downsampling_factor, cfg.model.in_channels)
     _check_codebook(cfg, train_data)
     autoencoder = seeded(tc.seed, lambda: build_autoencoder(cfg.model))
@@ -143,12 +142,11 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
 
     latent_side = cfg.data.image_size // cfg.model.downsampling_factor
     preview = to_model_range(heldout.images[:8] if len(heldout) else train_data.images[:8]).to(fabric.device)
-    progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="autoencoder",
-                    disable=not fabric.is_global_zero, dynamic_ncols=True)
-    step = done = start
-    run.start_clock()
-    try:
-        for step in progress:
+    run.open(cfg, start)
+    done = start
+    with run.signals, training_progress(start, tc.max_steps, "autoencoder", fabric) as progress:
+        run.start_clock()
+        for step in range(start, tc.max_steps):
             generator = step_generator(tc.seed, step)
             index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
             noise = torch.randn(tc.batch_size, cfg.model.latent_channels, latent_side, latent_side, generator=generator)
@@ -167,23 +165,24 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                 terms.update(d_terms)
             restarted = monitor.update(fabric, regularizer, autoencoder, optimizer, generator) if monitor else 0
             done = step + 1
-            last = done == tc.max_steps or run.out_of_time(tc.max_minutes)
-            if due(done, tc.log_every, last):
+            progress.update()
+            out_of_time, stopping = run.should_stop(tc.max_minutes)
+            last = done == tc.max_steps or out_of_time
+            if due(done, tc.log_every, last or stopping):
                 values = {k: mean_over_processes(fabric, v.mean()) for k, v in terms.items()}
                 if monitor is not None:
                     values.update(codebook_usage=monitor.usage(), perplexity=perplexity(monitor.batch_counts),
                                   codes_restarted=restarted)
                 run.log(done, **values)
-                progress.set_postfix(loss=f"{values['loss']:.4f}")
+                progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
             if due(done, tc.sample_every, last) or (uses_disc and done == lc.disc_start):
                 _write_reconstructions(run, autoencoder, preview, done)
-            if due(done, tc.checkpoint_every, last):
+            if due(done, tc.checkpoint_every, last or stopping):
                 save(done, _final_metadata(fabric, autoencoder, train_data) if last else None)
+            if stopping and not last:
+                raise run.interrupted(done)
             if last:
                 break
-    except KeyboardInterrupt:
-        save(step)
-        raise interrupted(step) from None
     if start >= tc.max_steps:
         log.info("%s is already trained to %d steps", run.checkpoint, tc.max_steps)
     elif fabric.is_global_zero and len(heldout):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from lightning_fabric import Fabric
-from tqdm import tqdm
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, PixelSpace
 from latentdiff.checkpoints.io import prefixed
@@ -30,9 +29,9 @@ from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_conditions, preview_conditions
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_finite, check_same, due, interrupted, make_fabric, make_optimizer,
-                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
-                                     train_state)
+from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer, mean_over_processes,
+                                     optimizer_step, resume_state, seeded, step_generator, train_state,
+                                     training_progress)
 from latentdiff.unet import UNetModel
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def _first_stage_and_data(cfg: LatentDiffusionTrainConfig, device: torch.device)
 def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Path:
     tc = cfg.train
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
-    stored = run.start(cfg, resume)
+    stored = run.start(resume)
     autoencoder, train_data = _first_stage_and_data(cfg, fabric.device)
     conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg, train_data))  # τ_θ initialised by the seed
     _check_compatible(cfg, autoencoder, train_data, conditioner)
@@ -129,12 +128,10 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  {**system_metadata(ema_system), "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
-    progress = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="diffusion",
-                    disable=not fabric.is_global_zero, dynamic_ncols=True)
-    step = start
-    run.start_clock()
-    try:
-        for step in progress:
+    run.open(cfg, start)
+    with run.signals, training_progress(start, tc.max_steps, "diffusion", fabric) as progress:
+        run.start_clock()
+        for step in range(start, tc.max_steps):
             generator = step_generator(tc.seed, step)
             index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
             posterior_noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
@@ -150,20 +147,21 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
             optimizer_step(fabric, model, optimizer, loss, tc, step)
             ema.update(network)
             done = step + 1
-            last = done == tc.max_steps or run.out_of_time(tc.max_minutes)
-            if due(done, tc.log_every, last):
+            progress.update()
+            out_of_time, stopping = run.should_stop(tc.max_minutes)
+            last = done == tc.max_steps or out_of_time
+            if due(done, tc.log_every, last or stopping):
                 value = mean_over_processes(fabric, loss)
                 run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
-                progress.set_postfix(loss=f"{value:.4f}")
+                progress.set_postfix(loss=f"{value:.4f}", refresh=False)
             if due(done, tc.sample_every, last):
                 _write_samples(run, ema_system, cfg, train_data, done)
-            if due(done, tc.checkpoint_every, last):
+            if due(done, tc.checkpoint_every, last or stopping):
                 save(done)
+            if stopping and not last:
+                raise run.interrupted(done)
             if last:
                 break
-    except KeyboardInterrupt:
-        save(step)
-        raise interrupted(step) from None
     return run.checkpoint
 
 

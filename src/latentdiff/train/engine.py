@@ -5,11 +5,15 @@ Engine: Lightning Fabric. It gives DDP/FSDP across GPUs and nodes, mixed precisi
 processes on CPU with gloo) while the loop stays ours and reads top to bottom (docs/architecture.md says why).
 """
 
+import fcntl
 import json
 import logging
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +25,12 @@ from torch import nn
 from latentdiff.checkpoints.io import (KIND, flatten_optimizer, load_weights, prefixed, read_metadata, read_tensors,
                                        save_checkpoint, unflatten_optimizer)
 from latentdiff.config import TrainConfig, to_yaml
-from latentdiff.errors import UserError
+from latentdiff.errors import Interrupted, UserError
+from latentdiff.files import check_output, remove_stale_temporaries, temporary_name, write_text
+from latentdiff.progress import progress
 
 log = logging.getLogger(__name__)
+clock = time.perf_counter  # of the time budget and the log; tests replace it with one that ignores speed
 
 
 def make_fabric(cfg: TrainConfig) -> Fabric:
@@ -74,49 +81,125 @@ def optimizer_step(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Opti
     optimizer.step()
 
 
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM while training: the first asks the loop to stop after the step in progress, which
+    then saves the state after exactly that step; a second one stops at once (the last checkpoint stays intact).
+    Installed only in the main thread (signal handlers live there); `received` is the first signal's number."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            raise Interrupted("stopped at once by a second signal; the last checkpoint is intact: continue with "
+                              "--resume", 128 + signum)
+        self.received = signum
+        print(f"\nlatentdiff: {signal.Signals(signum).name}: finishing this step and saving a checkpoint (send it "
+              f"again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job: left ignored
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 @dataclass
 class Run:
     """A run folder: checkpoints/last.safetensors (+ step-NNNNNNN.safetensors when `keep_checkpoints`),
-    samples/*.png, metrics.jsonl (time_s: seconds since the training loop started in this process), config.yaml."""
+    samples/*.png, metrics.jsonl (time_s: seconds since the training loop started in this process), config.yaml.
+
+    Nothing is created until `open` (after every check of the config and data has passed); rank 0 then holds an
+    exclusive lock on `.lock` in the folder, so that two processes never train into the same run."""
 
     root: Path
     fabric: Fabric
     keep_checkpoints: bool = False
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=lambda: clock())
+    signals: StopSignals = field(default_factory=StopSignals)
+    _lock: object = None
 
     def start_clock(self) -> None:
         """Called when the training loop starts: time_s and the time budget count from here (data loading and
         latent caching before it are excluded)."""
-        self.started = time.perf_counter()
+        self.started = clock()
 
-    def out_of_time(self, max_minutes: float) -> bool:
-        """Whether the training loop has used its budget (0: none), agreed across processes."""
-        if max_minutes <= 0:
-            return False
-        over = float(time.perf_counter() - self.started >= 60.0 * max_minutes)
-        return bool(self.fabric.all_reduce(torch.tensor(over), reduce_op="max") > 0)
+    def should_stop(self, max_minutes: float) -> tuple[bool, bool]:
+        """(out of time, stop signal received), agreed across processes: the training loop has used its budget
+        (max_minutes > 0), or any process was asked to stop."""
+        over = max_minutes > 0 and clock() - self.started >= 60.0 * max_minutes
+        flags = torch.tensor([float(over), float(self.signals.received is not None)])
+        if self.fabric.world_size > 1:
+            flags = self.fabric.all_reduce(flags, reduce_op="max").cpu()
+        return bool(flags[0] > 0), bool(flags[1] > 0)
 
     @property
     def checkpoint(self) -> Path:
         return self.root / "checkpoints" / "last.safetensors"
 
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
     def sample_path(self, step: int) -> Path:
         return self.root / "samples" / f"step-{step:07d}.png"
 
-    def start(self, config, resume: bool) -> dict | None:
-        """Metadata of the checkpoint to resume from (None for a fresh run); refuses to overwrite a run."""
+    def start(self, resume: bool) -> dict | None:
+        """Metadata of the checkpoint to resume from (None for a fresh run), after checking that the folder can
+        be written; refuses to overwrite a run. Creates nothing."""
+        check_output(self.root, "train.out_dir", kind="folder")
         if self.checkpoint.exists() and not resume:
             raise UserError(f"{self.root} already holds a run; pass --resume to continue it or choose another "
                             f"train.out_dir")
+        if self.root.is_dir() and self.fabric.is_global_zero:
+            self._acquire()
+        return read_metadata(self.checkpoint) if resume and self.checkpoint.exists() else None
+
+    def open(self, config, step: int) -> None:
+        """Create the folder (rank 0; locked), remove temporaries a killed run left, write config.yaml, and cut
+        metrics.jsonl to the steps ≤ `step` that the run continues from (each step is then logged once)."""
         if self.fabric.is_global_zero:
             self.root.mkdir(parents=True, exist_ok=True)
-            (self.root / "config.yaml").write_text(to_yaml(config))
-        return read_metadata(self.checkpoint) if resume and self.checkpoint.exists() else None
+            self._acquire()
+            for folder in (self.root, self.checkpoint.parent, self.sample_path(0).parent):
+                if folder.is_dir():
+                    remove_stale_temporaries(folder, everything=True)
+            write_text(self.root / "config.yaml", to_yaml(config))
+            if self.metrics.exists():
+                write_text(self.metrics, "".join(line + "\n" for line in _logged_until(self.metrics, step)))
+        self.fabric.barrier()
+
+    def _acquire(self) -> None:
+        if self._lock is not None:
+            return
+        lock = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):  # a file system without locks: train unlocked
+                lock.close()
+                return
+            lock.seek(0)
+            owner = lock.read().strip() or "?"
+            lock.close()
+            raise UserError(f"{self.root} is in use by another latentdiff process (pid {owner}); wait for it to "
+                            f"end or choose another train.out_dir") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
 
     def log(self, step: int, **values: float) -> None:
         if self.fabric.is_global_zero:
-            record = {"step": step, "time_s": round(time.perf_counter() - self.started, 2), **values}
-            with open(self.root / "metrics.jsonl", "a") as f:
+            record = {"step": step, "time_s": round(clock() - self.started, 2), **values}
+            with open(self.metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     def save(self, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
@@ -134,13 +217,33 @@ class Run:
         self.fabric.barrier()
 
     def _keep(self, step: int) -> None:
-        """A step-numbered copy of last.safetensors (a hard link where the file system allows)."""
+        """A step-numbered copy of last.safetensors (a hard link where the file system allows), made atomically."""
         kept = self.checkpoint.with_name(f"step-{step:07d}.safetensors")
-        kept.unlink(missing_ok=True)
+        tmp = temporary_name(kept)
         try:
-            os.link(self.checkpoint, kept)
+            os.link(self.checkpoint, tmp)
         except OSError:
-            shutil.copyfile(self.checkpoint, kept)
+            shutil.copyfile(self.checkpoint, tmp)
+        os.replace(tmp, kept)
+
+    def interrupted(self, step: int) -> Interrupted:
+        """What the loop raises after saving the state of `step` on a stop signal."""
+        signum = self.signals.received or signal.SIGINT
+        return Interrupted(f"{signal.Signals(signum).name} at step {step}: checkpoint saved to {self.checkpoint}; "
+                           f"continue with --resume", 128 + signum)
+
+
+def _logged_until(path: Path, step: int) -> list[str]:
+    """The lines of a metrics log that record steps ≤ `step` (a torn last line of a killed run is dropped)."""
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    return kept
 
 
 def resume_state(path: Path, metadata: dict, kind: str, modules: dict[str, nn.Module],
@@ -169,14 +272,16 @@ def due(done: int, every: int, last: bool) -> bool:
     return (every > 0 and done % every == 0) or last
 
 
+def training_progress(start: int, max_steps: int, what: str, fabric: Fabric):
+    """The progress bar of steps start … max_steps (rank 0 only), advanced by `update()` after each step."""
+    return progress(initial=start, total=max_steps, desc=what,
+                    disable=not fabric.is_global_zero)
+
+
 def check_finite(loss: torch.Tensor, step: int) -> None:
     if not math.isfinite(loss.item()):
         raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise train.warmup_steps, "
                         f"then --resume")
-
-
-def interrupted(step: int) -> UserError:
-    return UserError(f"interrupted at step {step}; checkpoint saved, continue with --resume")
 
 
 def mean_over_processes(fabric: Fabric, value: torch.Tensor) -> float:

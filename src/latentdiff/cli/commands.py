@@ -1,0 +1,334 @@
+"""What each `latentdiff` command does: check the arguments (outputs, devices, inputs) before any expensive work,
+then one library call, then write the result atomically."""
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from latentdiff.errors import UserError
+from latentdiff.files import check_output, write_text
+from latentdiff.images import IMAGE_OUTPUTS
+
+
+def device(args: argparse.Namespace) -> str:
+    """--device, checked: auto = cuda when available, else cpu; a one-line error for an unknown or absent device."""
+    import torch
+
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        chosen = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device {args.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {args.device}: latentdiff runs on cpu, cuda or mps")
+    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {args.device}: no such CUDA GPU here ({torch.cuda.device_count()} found); use "
+                        f"--device cpu")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {args.device}: Apple's MPS is not available here; use --device cpu")
+    return args.device
+
+
+def _latent_size(pixels: int, factor: int) -> tuple[int, int]:
+    if pixels < factor or pixels % factor:
+        raise UserError(f"--size {pixels}: give a multiple of the autoencoder's downsampling factor {factor}")
+    return pixels // factor, pixels // factor
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """--sampler/--steps/--spacing/--final/--eta/--option → keyword arguments of `generate`."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "final": args.final}
+    if args.eta is not None:
+        options["eta"] = args.eta
+    for item in args.option:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option {item!r}: write KEY=VALUE, e.g. --option s_churn=40")
+        try:
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise UserError(f"--option {item!r}: {str(e).splitlines()[0]}") from None
+        number = value[key]
+        if isinstance(number, str):  # YAML reads "nan" and "inf" as words
+            try:
+                number = float(number)
+            except ValueError:
+                number = 0.0
+        if isinstance(number, float) and not math.isfinite(number):
+            raise UserError(f"--option {item!r}: the value must be a finite number")
+        options.update(value)
+    return options
+
+
+def _input_file(path: Path | None, what: str) -> None:
+    if path is not None and not Path(path).is_file():
+        found = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise UserError(f"{what} {path} {found}; give an existing file")
+
+
+def _load(args: argparse.Namespace, checkpoint, dev: str):
+    """The model of any supported checkpoint format, with the command's --config/--tokenizer/--variant/--dtype/
+    --ema options."""
+    from latentdiff.checkpoints.models import torch_dtype
+    from latentdiff.interop import load_model
+
+    dtype = torch_dtype(getattr(args, "dtype", "fp32"))
+    return load_model(checkpoint, args.config, dev, use_ema=args.use_ema, tokenizer=args.tokenizer, dtype=dtype,
+                      variant=args.variant)
+
+
+def train(args: argparse.Namespace) -> None:
+    """Both stages: `train-autoencoder` and `train` differ only in their config class and training function."""
+    from latentdiff.config import AutoencoderTrainConfig, LatentDiffusionTrainConfig, load_config, to_yaml
+    from latentdiff.train.autoencoder import train_autoencoder
+    from latentdiff.train.diffusion import train_latent_diffusion
+
+    config_class, run = ((AutoencoderTrainConfig, train_autoencoder) if args.command == "train-autoencoder"
+                         else (LatentDiffusionTrainConfig, train_latent_diffusion))
+    cfg = load_config(config_class, args.config, args.overrides)
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return
+    print(f"checkpoint: {run(cfg, resume=args.resume)}")
+
+
+def _grid_request(args: argparse.Namespace, model) -> tuple[list[int], int, dict]:
+    """(seeds, columns, condition keyword arguments of `generate`) for `sample`: one row of --n images per prompt;
+    for class-conditional models one row per class (--n images in all), or --n images of --class."""
+    from latentdiff.pipelines import class_grid_labels
+
+    if args.prompt:
+        ncols = args.n or 8
+        prompts = [p for p in args.prompt for _ in range(ncols)]
+        negative = [args.negative_prompt] * len(prompts) if args.negative_prompt is not None else None
+        seeds = [args.seed + i % ncols for i in range(len(prompts))]
+        return seeds, ncols, {"prompts": prompts, "negative_prompts": negative}
+    if args.negative_prompt is not None:
+        raise UserError("--negative-prompt needs --prompt")
+    classes = model.num_classes
+    if args.class_label is not None:
+        n = args.n or 64
+        labels, ncols = [args.class_label] * n, min(n, 10)
+    elif classes:
+        per_class = -(-args.n // classes) if args.n else max(1, 64 // classes)
+        labels, ncols = class_grid_labels(classes, per_class)[:args.n or classes * per_class], per_class
+    else:
+        n = args.n or 64
+        return [args.seed + i for i in range(n)], max(1, round(n ** 0.5)), {}
+    return [args.seed + i for i in range(len(labels))], ncols, {"class_labels": labels}
+
+
+def sample(args: argparse.Namespace) -> None:
+    from latentdiff.checkpoints.models import bundled_model
+    from latentdiff.data import to_model_range, to_uint8
+    from latentdiff.images import load_image, save_image_grid
+    from latentdiff.pipelines import generate
+
+    check_output(args.out, "--out", IMAGE_OUTPUTS)
+    _input_file(args.guide_image, "--guide-image")
+    options = _sampling(args)
+    model = _load(args, args.checkpoint or bundled_model(), device(args))
+    seeds, ncols, conditions = _grid_request(args, model)
+    if args.size is not None:
+        options["latent_size"] = _latent_size(args.size, model.codec.downsampling_factor)
+    if args.guide_image is not None:
+        guide = load_image(args.guide_image, model.codec.autoencoder.config.in_channels, args.max_pixels)
+        options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1), args.guide_scale)
+    images = generate(model, seeds=seeds, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
+                      guidance_interval=args.guidance_interval, **conditions, **options)
+    print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({len(seeds)} images)")
+
+
+def conditional_task(args: argparse.Namespace) -> None:
+    """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one image grid."""
+    from latentdiff.images import load_image, load_label_map, load_mask, save_image_grid
+    from latentdiff.pipelines import conditional
+
+    check_output(args.out, "--out", IMAGE_OUTPUTS)
+    for name in ("image", "mask", "map"):
+        _input_file(getattr(args, name, None), f"--{name}")
+    boxes = _boxes(args.boxes) if args.command == "layout" else None
+    options = {**_sampling(args), "guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale,
+               "guidance_interval": args.guidance_interval}
+    model = _load(args, args.checkpoint, device(args))
+    seeds = [args.seed + i for i in range(args.n)]
+    if getattr(args, "prompt", None) is not None:
+        options["prompts"] = [args.prompt] * args.n
+        if args.negative_prompt is not None:
+            options["negative_prompts"] = [args.negative_prompt] * args.n
+    elif getattr(args, "negative_prompt", None) is not None:
+        raise UserError("--negative-prompt needs --prompt")
+    if getattr(args, "class_label", None) is not None:
+        options["class_labels"] = [args.class_label] * args.n
+    channels, limit = model.codec.autoencoder.config.in_channels, getattr(args, "max_pixels", None)
+    if args.command == "inpaint":
+        images = conditional.inpaint(model, load_image(args.image, channels, limit), load_mask(args.mask, limit),
+                                     seeds, **options)
+    elif args.command == "img2img":
+        images = conditional.img2img(model, load_image(args.image, channels, limit), seeds, args.strength, **options)
+    elif args.command == "upscale":
+        factor = model.conditioner.config.sr_factor if model.conditioner is not None else 1
+        images = conditional.upscale(model, load_image(args.image, channels, limit // factor ** 2), seeds, **options)
+    elif args.command == "semantic":
+        images = conditional.semantic_synthesis(model, load_label_map(args.map, limit), seeds, **options)
+    else:
+        images = conditional.layout_to_image(model, boxes, seeds, **options)
+    print(f"wrote {save_image_grid(images, args.out, min(args.n, 8))} ({args.n} images)")
+
+
+def _boxes(text: str) -> list:
+    try:
+        boxes = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--boxes is not JSON ({e.msg}); give e.g. '[[0.1, 0.1, 0.5, 0.5, 3]]'") from None
+    if not isinstance(boxes, list) or not all(isinstance(b, list) for b in boxes):
+        raise UserError("--boxes must be a JSON list of [x0, y0, x1, y1, class] lists")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for b in boxes for v in b):
+        raise UserError("--boxes: every value must be a finite number")
+    return boxes
+
+
+def data_config(stored, data: str | None, image_size: int | None = None, channels: int | None = None):
+    """The data config to evaluate against: the checkpoint's own (`stored`), or --data: a bundled dataset name, a
+    folder of images (read at `image_size`, `channels`), or MNIST IDX files / an .npz."""
+    from latentdiff.config import DATASETS
+
+    if data is None:
+        return stored
+    path = Path(data)
+    if data in DATASETS and not path.exists():
+        return dataclasses.replace(stored, dataset=data, path=None)
+    if not path.exists():
+        raise UserError(f"--data {data}: no such dataset or path; give one of {', '.join(DATASETS[:4])} or a folder "
+                        f"of images")
+    idx = path.is_dir() and any(path.glob("*idx3*"))
+    if path.suffix == ".npz" or idx or ".idx" in path.name or "-idx" in path.name:
+        return dataclasses.replace(stored, dataset="mnist", path=str(path))
+    if not path.is_dir():
+        raise UserError(f"--data {data}: give a folder of images, MNIST IDX files or an .npz")
+    return dataclasses.replace(stored, dataset="folder", path=str(path), image_size=image_size or stored.image_size,
+                               channels=channels)
+
+
+def eval_autoencoder(args: argparse.Namespace) -> None:
+    from latentdiff.metrics.reconstruction import format_table
+    from latentdiff.pipelines.eval_autoencoder import evaluate_autoencoders, stored_data_config
+
+    for path in args.checkpoints:
+        _input_file(path, "checkpoint")
+    if args.samples is not None:
+        check_output(args.samples, "--samples", IMAGE_OUTPUTS)
+    from latentdiff.checkpoints.io import read_metadata
+
+    stored = stored_data_config(args.checkpoints[0])
+    channels = read_metadata(args.checkpoints[0]).get("autoencoder_config", {}).get("in_channels")
+    data_cfg = data_config(stored, args.data, args.image_size, channels)
+    changes = {"image_size": args.image_size, "holdout": args.holdout}
+    data_cfg = dataclasses.replace(data_cfg, **{k: v for k, v in changes.items() if v is not None})
+    rows = evaluate_autoencoders(args.checkpoints, data_cfg, device(args), args.lpips_weights, args.vgg16_weights,
+                                 args.tile, args.overlap, args.samples)
+    print(f"held-out {data_cfg.dataset} images at {data_cfg.image_size}px (n = {rows[0].n})")
+    print(format_table(rows))
+    if args.samples:
+        print(f"wrote {args.samples} (originals, then one row per model)")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Score a model: sample quality, class accuracy, alignment over guidance scales, or super-resolution against
+    bicubic (whichever fits the model, or --quality)."""
+    from latentdiff.checkpoints import load_latent_diffusion
+    from latentdiff.metrics.alignment import evaluate_alignment
+    from latentdiff.metrics.conditional import evaluate_class_conditional
+    from latentdiff.metrics.restoration import evaluate_superres
+    from latentdiff.pipelines.eval_autoencoder import stored_data_config
+
+    if args.json is not None:
+        check_output(args.json, "--json", (".json",))
+    options = _sampling(args)
+    dev = device(args)
+    model = load_latent_diffusion(args.checkpoint, dev)
+    data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
+                           model.codec.autoencoder.config.in_channels)
+    seeds = tuple(range(args.seeds))
+    unconditional = not model.num_classes and model.conditioner is None
+    superres = model.conditioner is not None and model.conditioner.kind == "superres"
+    if args.lpips_weights and (args.quality or not superres):
+        raise UserError("--lpips-weights scores super-resolution outputs against their originals; this evaluation "
+                        "has no paired images (drop it, or evaluate a super-resolution model without --quality)")
+    if args.quality or unconditional:
+        from latentdiff.metrics.sample_quality import evaluate_checkpoint_quality
+
+        report = evaluate_checkpoint_quality(model, data_cfg, args.features, args.inception_weights, args.resize, dev,
+                                             args.n, seeds, args.guidance, **options)
+    elif model.num_classes:
+        report = evaluate_class_conditional(model, data_cfg, seeds, **options)
+    elif superres:
+        lpips = None
+        if args.lpips_weights:
+            from latentdiff.autoencoder.perceptual import load_lpips
+
+            lpips = load_lpips(args.lpips_weights, args.vgg16_weights).to(model.device)
+        report = evaluate_superres(model, data_cfg, seeds, args.n, lpips, **options)
+    else:
+        clip = None
+        if args.clip is not None:
+            from latentdiff.metrics.clip_score import ClipScorer
+
+            clip = ClipScorer(args.clip, dev)
+        report = evaluate_alignment(model, data_cfg, args.guidance, seeds, args.n, clip, **options)
+    print(report.table())
+    if args.json:
+        write_text(args.json, json.dumps(report.to_dict(), indent=1))
+        print(f"wrote {args.json}")
+
+
+def export(args: argparse.Namespace) -> None:
+    from latentdiff.checkpoints.models import export_latent_diffusion
+
+    check_output(args.out, "output", (".safetensors",))
+    path = export_latent_diffusion(args.checkpoint, args.out, args.dtype)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+def convert(args: argparse.Namespace) -> None:
+    from latentdiff.checkpoints.io import check_replaceable
+    from latentdiff.checkpoints.models import save_latent_diffusion, torch_dtype
+    from latentdiff.interop.diffusers_folder import save_diffusers
+
+    torch_dtype(args.dtype)
+    if args.dst.suffix == ".safetensors":
+        check_output(args.dst, "destination", (".safetensors",))
+        check_replaceable(args.dst, args.src)
+    elif args.dst.suffix:
+        raise UserError(f"{args.dst}: the destination must be a .safetensors file or a new folder (diffusers)")
+    else:
+        check_output(args.dst, "destination", kind="new folder")
+    model = _load(args, args.src, "cpu")
+    if args.dst.suffix == ".safetensors":
+        print(f"wrote {save_latent_diffusion(model, args.dst, args.dtype)}")
+    else:
+        print(f"wrote the diffusers pipeline folder {save_diffusers(model, args.dst, args.dtype)}")
+
+
+def list_samplers(args: argparse.Namespace) -> None:
+    from latentdiff.samplers import SAMPLERS, SPACINGS, sampler_options
+
+    print("| name | order | NFE per step | stochastic | options | what |")
+    print("|---|---|---|---|---|---|")
+    for name, info in SAMPLERS.items():
+        print(f"| {name} | {info.order} | {info.nfe_per_step} | {'yes' if info.stochastic else 'no'} | "
+              f"{', '.join(sampler_options(name)) or '-'} | {info.summary} |")
+    print(f"grids (--spacing): {', '.join(SPACINGS)}")
+
+
+def demo(args: argparse.Namespace) -> None:
+    from latentdiff.demo import run_demo
+
+    check_output(args.out, "--out", kind="folder")
+    run_demo(args.out, seeds=tuple(range(args.seeds)), steps=args.steps, overrides=tuple(args.overrides))
