@@ -15,7 +15,7 @@ baseline; the autoencoder's reconstruction (SR) is the floor an LDM can reach.
   inpainting conditioner trains on). Against: each hole filled with the mean colour of the image's known pixels.
 
     python experiments/restoration.py [--superres CKPT] [--inpaint CKPT] [--n 200] [--seeds 3] [--steps 20]
-                                      [--guidance 2] [--runs runs/restoration-sr]
+                                      [--guidance 2] [--runs runs/restoration-sr] [--superres-steps 2000]
 """
 
 import argparse
@@ -69,11 +69,11 @@ def mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
-def train_superres(runs: Path) -> dict:
+def train_superres(runs: Path, steps: int) -> dict:
     """`latentdiff train ldm-emoji-sr` on the bundled model's autoencoder (resumed or skipped when runs/ holds it);
     returns the command and its wall-clock time."""
     arguments = ["train", "ldm-emoji-sr", f"autoencoder={shown_path(bundled_model())}", f"train.out_dir={runs}",
-                 "--resume"]
+                 f"train.max_steps={steps}", "--resume"]
     start = time.time()
     subprocess.run([sys.executable, "-m", "latentdiff", *arguments], check=True)
     return {"command": " ".join(["latentdiff", *arguments]), "seconds": round(time.time() - start, 1)}
@@ -172,6 +172,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--superres", type=Path, default=None, help="default: train ldm-emoji-sr into --runs")
     p.add_argument("--runs", type=Path, default=Path("runs/restoration-sr"))
+    p.add_argument("--superres-steps", type=int, default=2000, help="training steps of the default SR model")
     p.add_argument("--inpaint", type=Path, default=None, help="default: the bundled emoji text model")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seeds", type=int, default=3)
@@ -181,7 +182,7 @@ def main() -> None:
     provenance = Provenance()
     training = None
     if args.superres is None:
-        training = train_superres(args.runs)
+        training = train_superres(args.runs, args.superres_steps)
         args.superres = args.runs / "checkpoints" / "last.safetensors"
     results = {"superres": {**superres_results(args.superres, args), "training": training},
                "inpainting": inpainting_results(args.inpaint or bundled_model(), args)}
