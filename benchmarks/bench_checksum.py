@@ -56,7 +56,8 @@ def main() -> None:
     for rep in range(args.reps):
         writers = [("latentdiff write", lambda: io.save_checkpoint(ours, tensors, {"kind": "bench"})),
                    ("safetensors write", lambda: save_file(tensors, str(theirs)))]
-        readers = [("read, verified", lambda: read_all(ours, True)), ("read, --no-verify", lambda: read_all(ours, False))]
+        readers = [("read, verified", lambda: read_all(ours, True)),
+                   ("read, --no-verify", lambda: read_all(ours, False))]
         for name, function in (writers + readers) if rep % 2 == 0 else (writers[::-1] + readers[::-1]):
             times[name].append(timed(function))
     print(f"{size / 2 ** 30:.2f} GiB of fp32 tensors, torch {torch.__version__}, {torch.get_num_threads()} threads\n")

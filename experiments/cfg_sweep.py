@@ -23,7 +23,7 @@ from latentdiff.metrics.alignment import AlignmentReport, evaluate_alignment
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import state_digest
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import Provenance, pyplot, shown_path, write_report  # experiments/report.py (on sys.path as the script's folder)
+from report import Provenance, pyplot, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "Classifier-free guidance: FD against alignment"
 

@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentdiff.checkpoints import load_latent_diffusion
-from latentdiff.checkpoints.models import bundled_model
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, draw_samples, sample_conditions
-from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import Provenance, pyplot, shown_path, write_report  # experiments/report.py (on sys.path as the script's folder)
+from latentdiff.metrics.sample_quality import draw_samples
+from report import FDSetup, Provenance, pyplot, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "FD against sampler steps and throughput"
 
@@ -67,31 +64,24 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=3.0)
     args = p.parse_args()
     provenance = Provenance()
-    checkpoint = args.checkpoint or bundled_model()
-    model = load_latent_diffusion(checkpoint)
-    data_cfg = stored_data_config(checkpoint)
-    extractor, train, held, label = checkpoint_reference(model, data_cfg, "classifier")
-    reference = FeatureStats.of(cached_features(extractor, train.images, label).features)
-    held = held.sample(len(held))  # random order: the emoji are sorted by Unicode group
-    n_b = min(args.n, len(held))
-    baseline = frechet_distance(FeatureStats.of(extractor(held.images[:n_b])[0]), reference)
-    conditions = sample_conditions(model, held, args.n)
-    guidance = args.guidance if model.trained_with_null else 1.0
+    setup = FDSetup.of(args.checkpoint, args.n, args.guidance)
     rows = []
     for sampler in args.samplers:
         for steps in args.steps:
             fds, rates = [], []
             for seed in range(args.seeds):
                 start = time.perf_counter()
-                images = draw_samples(model, args.n, seed, conditions, guidance, sampler=sampler, steps=steps)
+                images = draw_samples(setup.model, args.n, seed, setup.conditions, setup.guidance, sampler=sampler,
+                                      steps=steps)
                 rates.append(args.n / (time.perf_counter() - start))
-                fds.append(frechet_distance(FeatureStats.of(extractor(images)[0]), reference))
+                fds.append(frechet_distance(FeatureStats.of(setup.extractor(images)[0]), setup.reference))
             rows.append({"sampler": sampler, "steps": steps, "fd": fds, "samples_per_s": rates})
             print(f"{sampler} {steps:4d} steps: FD {np.mean(fds):.2f} ± {np.std(fds):.2f}, "
                   f"{np.median(rates):.1f} samples/s", flush=True)
-    results = {"model": shown_path(checkpoint), "n": args.n, "seeds": args.seeds, "guidance": guidance,
-               "features": extractor.name, "evaluator": extractor.identity, "reference_size": len(train),
-               "baseline_n": n_b, "baseline": baseline, "rows": rows}
+    results = {"model": shown_path(setup.checkpoint), "n": args.n, "seeds": args.seeds, "guidance": setup.guidance,
+               "features": setup.extractor.name, "evaluator": setup.extractor.identity,
+               "reference_size": setup.reference_size, "baseline_n": setup.baseline_n, "baseline": setup.baseline,
+               "rows": rows}
     plt = pyplot()
     figures = None if plt is None else {"ddim-steps.png": plot(plt, results)}
     print(write_report("ddim-steps", TITLE, results, render, provenance, figures))

@@ -11,12 +11,18 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from latentdiff.checkpoints import load_latent_diffusion
+from latentdiff.checkpoints.models import bundled_model
 from latentdiff.files import atomic_write, write_text
+from latentdiff.metrics.frechet import FeatureStats, frechet_distance
+from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, sample_conditions
+from latentdiff.pipelines.eval_autoencoder import stored_data_config
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "reports"
@@ -60,6 +66,35 @@ class Provenance:
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass
+class FDSetup:
+    """A trained model and what scoring n of its samples by FD needs: the classifier evaluator's features, the
+    training split's statistics, the real-vs-real baseline (n held-out images drawn at random: the emoji are sorted by
+    Unicode group), n conditions (held-out captions cycled, or balanced classes) and the guidance scale."""
+
+    checkpoint: Path
+    model: object
+    extractor: object
+    reference: FeatureStats
+    reference_size: int
+    baseline: float
+    baseline_n: int
+    conditions: dict
+    guidance: float
+
+    @classmethod
+    def of(cls, checkpoint: Path | None, n: int, guidance: float) -> "FDSetup":
+        checkpoint = checkpoint or bundled_model()
+        model = load_latent_diffusion(checkpoint)
+        extractor, train, held, label = checkpoint_reference(model, stored_data_config(checkpoint), "classifier")
+        reference = FeatureStats.of(cached_features(extractor, train.images, label).features)
+        held = held.sample(len(held))
+        n_b = min(n, len(held))
+        baseline = frechet_distance(FeatureStats.of(extractor(held.images[:n_b])[0]), reference)
+        return cls(checkpoint, model, extractor, reference, len(train), baseline, n_b,
+                   sample_conditions(model, held, n), guidance if model.trained_with_null else 1.0)
 
 
 def shown_path(path: str | Path) -> str:

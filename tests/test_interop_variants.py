@@ -203,7 +203,9 @@ def test_class_embedder_null_class_is_found_as_the_original_configs_declare_it(t
 
     config = original_yaml({"num_heads": 1, "use_spatial_transformer": True, "context_dim": 8, "transformer_depth": 1},
                            first_stage="VQModelInterface", cond_stage="ClassEmbedder", scale_factor=1.0)
-    params = {"embed_dim": 8, "n_classes": n_classes, "key": "class_label", **({"ucg_rate": ucg_rate} if ucg_rate else {})}
+    params = {"embed_dim": 8, "n_classes": n_classes, "key": "class_label"}
+    if ucg_rate:
+        params["ucg_rate"] = ucg_rate
     config["model"]["params"]["cond_stage_config"]["params"] = params
     path, yaml, state = random_original_file(tmp_path, config)
     state["cond_stage_model.embedding.weight"] = torch.randn(rows, 8, generator=torch.Generator().manual_seed(5))

@@ -33,6 +33,10 @@ def test_classifier_evaluator_is_accurate_and_cached(tmp_path):
     _, held = split_holdout(load_dataset(cfg), cfg.holdout, cfg.split_seed)
     x = to_model_range(held.images[:50])
     torch.testing.assert_close(classify(model, x)[1], classify(cached, x)[1])
+    (path,) = (tmp_path / "evaluators").iterdir()
+    path.write_bytes(path.read_bytes()[:-100])  # a damaged cache is rebuilt (the same network, bit for bit)
+    rebuilt, rebuilt_accuracy = load_or_train_classifier(cfg, cache=tmp_path)
+    assert rebuilt_accuracy == accuracy and torch.equal(classify(rebuilt, x)[1], classify(model, x)[1])
 
 
 def test_the_evaluator_retrains_to_the_same_network_bit_for_bit():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from latentdiff.errors import UserError
@@ -266,7 +266,8 @@ class TrainConfig:
         _check(self.lr > 0 and self.devices >= 1, "train.lr must be > 0 and train.devices ≥ 1")
         _check(self.max_minutes >= 0, "train.max_minutes must be ≥ 0 (0: no time limit)")
         for name in ("log_every", "sample_every", "checkpoint_every", "warmup_steps"):
-            _check(getattr(self, name) >= 0, f"train.{name}={getattr(self, name)} must be ≥ 0 (0: only at the end / none)")
+            value = getattr(self, name)
+            _check(value >= 0, f"train.{name}={value} must be ≥ 0 (0: only at the end / none)")
         _check(self.grad_clip >= 0 and self.weight_decay >= 0, "train.grad_clip and train.weight_decay must be ≥ 0")
         _check(all(0 <= b < 1 for b in self.adam_betas), f"train.adam_betas={list(self.adam_betas)} must be in [0, 1)")
         _check(self.num_nodes >= 1, "train.num_nodes must be ≥ 1")
@@ -398,7 +399,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     try:
         layers = [OmegaConf.structured(cls)]
         if path is not None:
-            layers.append(OmegaConf.load(resolve_config_path(path)))
+            loaded = OmegaConf.load(resolve_config_path(path))
+            if not isinstance(loaded, DictConfig):
+                raise UserError(f"{where}: the YAML must be a mapping of sections (model:, data:, train:, …), not a "
+                                f"{type(OmegaConf.to_container(loaded)).__name__}")
+            layers.append(loaded)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
         _finite(OmegaConf.to_container(merged))

@@ -11,6 +11,7 @@ import torch
 from latentdiff.checkpoints.models import load_latent_diffusion
 from latentdiff.config import AutoencoderTrainConfig, LatentDiffusionTrainConfig, load_config
 from latentdiff.data import to_uint8
+from latentdiff.files import write_text
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.conditional import evaluate_class_conditional
 from latentdiff.pipelines import class_grid_labels, generate
@@ -40,7 +41,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seeds: tuple[int, ...] = (0, 1, 
     report = evaluate_class_conditional(model, ldm_cfg.data, seeds=seeds, sampler=sampler, steps=steps)
     timings["total_s"] = time.perf_counter() - started
     result = {"checkpoint": str(checkpoint), "sampler": sampler, "steps": steps, **report.to_dict(), **timings}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_text(out / "metrics.json", json.dumps(result, indent=2))
     print(report.table())
     print(f"samples: {out / 'samples.png'} (one row per class); metrics: {out / 'metrics.json'}; "
           f"time: autoencoder {timings['autoencoder_s']:.0f} s, diffusion {timings['diffusion_s']:.0f} s, "

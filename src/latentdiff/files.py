@@ -98,9 +98,10 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """`with atomic_folder(dst) as tmp:` fill the folder `tmp`; it becomes `dst` (which must not exist) when the block
-    ends without an error, and is removed otherwise."""
+def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """`with atomic_folder(dst) as tmp:` fill the folder `tmp`; it becomes `dst` when the block ends without an
+    error, and is removed otherwise. `dst` must not exist, or with `replace` an existing one is swapped out (renamed
+    aside, then removed) only once the new one is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent, path.name)
@@ -112,8 +113,12 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
             for name in names:
                 with open(Path(root) / name, "rb") as f:
                     os.fsync(f.fileno())
+        old = path.with_name(f".{path.name}.{os.getpid()}.old{TMP_SUFFIX}")
+        if replace and path.is_dir():
+            os.rename(path, old)
         os.rename(tmp, path)
         fsync_folder(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from latentdiff.cli import commands
-from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device, add_lpips, add_max_pixels, add_model,
-                                      add_no_verify, add_sampler, add_seed_and_out, finite, non_negative_int,
-                                      positive_int, version)
+from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device, add_lpips, add_max_pixels,
+                                      add_model, add_no_verify, add_sampler, add_seed_and_out, finite,
+                                      non_negative_int, positive_int, version)
 from latentdiff.errors import Interrupted, UserError
 
 TASKS = {
@@ -18,7 +18,8 @@ TASKS = {
                 "Fill the white part of --mask in --image. Inpainting models (conditioning.kind=inpaint, Stable "
                 "Diffusion inpainting) see the masked image; unconditional, class-conditional and text models inpaint "
                 "by masked blending. Every black pixel of the mask is the input's, bit for bit.",
-                [("--image", "the image (PNG/JPEG)"), ("--mask", "black = keep, white = generate, of the image's size")]),
+                [("--image", "the image (PNG/JPEG)"),
+                 ("--mask", "black = keep, white = generate, of the image's size")]),
     "img2img": ("redraw --image from a noised version (SDEdit)",
                 "Redraw --image from a noised version of it (SDEdit): --strength of the sampler's steps run. For "
                 "unconditional, class-conditional (--class) and text models (--prompt); models that need a spatial "
@@ -172,8 +173,8 @@ def _add_files(commands_: argparse._SubParsersAction) -> None:
     p = commands_.add_parser("convert", help="convert between checkpoint formats", description=(
         "Convert a latentdiff .safetensors, an original CompVis / Stable Diffusion checkpoint (+ its YAML) or a "
         "diffusers folder into a latentdiff .safetensors file or a new diffusers pipeline folder."))
-    p.add_argument("src", type=Path, help="latentdiff or original .ckpt / .safetensors (pickles are read weights-only), "
-                                          "or a diffusers pipeline folder")
+    p.add_argument("src", type=Path, help="latentdiff or original .ckpt / .safetensors (pickles are read "
+                                          "weights-only), or a diffusers pipeline folder")
     p.add_argument("dst", type=Path, help="a latentdiff .safetensors file (not the source, not a training checkpoint), "
                                           "or a new folder: a diffusers pipeline")
     add_model(p, dtype=False)

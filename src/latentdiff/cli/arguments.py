@@ -44,6 +44,14 @@ def _integer(text: str, low: int) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A seed of torch's generators: 0 ≤ seed < 2⁶³ (sample i uses seed + i)."""
+    value = _integer(text, 0)
+    if value >= 2 ** 63 - 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{value} is too large; give a seed below 2^63 - 2^32")
+    return value
+
+
 def positive_int(text: str) -> int:
     return _integer(text, 1)
 
@@ -98,7 +106,8 @@ def add_model(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="local folder of the text encoder's tokenizer (default: the Hugging Face cache, offline)")
     p.add_argument("--variant", default=None,
-                   help="a diffusers folder's weight variant, e.g. fp16 (default: the plain weights, or the only variant)")
+                   help="a diffusers folder's weight variant, e.g. fp16 (default: the plain weights, or the only "
+                        "variant)")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
                      help="use the raw weights (default: the EMA weights when the file has them, except where an "
@@ -133,12 +142,12 @@ def add_conditions(p: argparse.ArgumentParser, prompts: str = "single") -> None:
 
 def add_max_pixels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
-                   help=f"refuse input images (and upscaled outputs) of more pixels than this (default: {MAX_PIXELS}, "
-                        f"4096×4096): larger ones need memory that few machines have")
+                   help=f"refuse input images, --size and upscaled outputs of more pixels than this (default: "
+                        f"{MAX_PIXELS}, 4096×4096): larger ones need memory that few machines have")
 
 
 def add_seed_and_out(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed + i")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the first sample; sample i uses seed + i")
     p.add_argument("--out", type=Path, default=Path(default_out),
                    help=f"output image grid: .png, .jpg or .webp (default: {default_out})")
 

@@ -32,9 +32,12 @@ def device(args: argparse.Namespace) -> str:
     return args.device
 
 
-def _latent_size(pixels: int, factor: int) -> tuple[int, int]:
+def _latent_size(pixels: int, factor: int, max_pixels: int) -> tuple[int, int]:
     if pixels < factor or pixels % factor:
         raise UserError(f"--size {pixels}: give a multiple of the autoencoder's downsampling factor {factor}")
+    if pixels * pixels > max_pixels:
+        raise UserError(f"--size {pixels}: {pixels}×{pixels} is above the limit of {max_pixels / 1e6:.1f} megapixels; "
+                        f"choose a smaller size or raise --max-pixels")
     return pixels // factor, pixels // factor
 
 
@@ -136,7 +139,7 @@ def sample(args: argparse.Namespace) -> None:
     model = _load(args, args.checkpoint or bundled_model(), device(args))
     seeds, ncols, conditions = _grid_request(args, model)
     if args.size is not None:
-        options["latent_size"] = _latent_size(args.size, model.codec.downsampling_factor)
+        options["latent_size"] = _latent_size(args.size, model.codec.downsampling_factor, args.max_pixels)
     if args.guide_image is not None:
         guide = load_image(args.guide_image, model.codec.autoencoder.config.in_channels, args.max_pixels)
         options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1), args.guide_scale)

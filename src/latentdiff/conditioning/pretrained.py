@@ -13,6 +13,7 @@ import torch
 
 from latentdiff.conditioning.text import Tokens
 from latentdiff.errors import UserError
+from latentdiff.files import atomic_folder
 
 
 def _transformers():
@@ -57,10 +58,12 @@ class PretrainedText:
         return cls(tokenizer, model, max_length, attend_to_padding, folder)
 
     def save(self, folder: str | Path) -> Path:
-        """Write the tokenizer and the model as a Hugging Face folder that `from_folder` reads."""
+        """Write the tokenizer and the model as a Hugging Face folder that `from_folder` reads (it appears whole or
+        not at all; an earlier one is replaced once the new one is complete)."""
         folder = Path(folder)
-        self.source.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        with atomic_folder(folder, replace=True) as tmp:
+            self.source.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
         return folder
 
     def __call__(self, prompts: list[str]) -> Tokens:

@@ -6,6 +6,7 @@ Unicode's emoji-test.txt, composited on white; label = the emoji's Unicode subgr
 import hashlib
 import logging
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,15 @@ def _cache_path(font: Path, size: int, catalogue: list) -> Path:
     return cache_dir() / "data" / f"emoji-{size}-{key}.npz"
 
 
+def _read_cache(cache: Path) -> tuple[np.ndarray, list[list[str]]] | None:
+    """The rendered glyphs and their catalogue rows, or None when the cache is missing or damaged (then rebuilt)."""
+    try:
+        stored = np.load(cache)
+        return stored["images"], [str(n).split("\t") for n in stored["names"]]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def load_emoji(image_size: int = 64, font_path: Path | None = None) -> tuple[ImageData, list[str]]:
     """(images labelled by Unicode subgroup, names) of every emoji the font draws, rendered on white at image_size."""
     font_path = Path(font_path or EMOJI_FONT)
@@ -77,9 +87,9 @@ def load_emoji(image_size: int = 64, font_path: Path | None = None) -> tuple[Ima
                         f"fonts-noto-color-emoji) or set data.path to NotoColorEmoji.ttf")
     catalogue = emoji_catalogue()
     cache = _cache_path(font_path, image_size, catalogue)
-    if cache.is_file():
-        stored = np.load(cache)
-        images, rows = stored["images"], [str(n).split("\t") for n in stored["names"]]
+    stored = _read_cache(cache)
+    if stored is not None:
+        images, rows = stored
     else:
         font = ImageFont.truetype(str(font_path), EMOJI_RENDER_SIZE)
         images, rows = [], []

@@ -54,6 +54,11 @@ def _refusal_reason(message: str) -> str:
 
 def load_pickle(path: Path) -> object:
     """torch.load(weights_only=True) with Lightning/OmegaConf/numpy globals mapped to `Inert`; nothing executes."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip format nor a pickle (protocol ≥ 2)
+        raise UserError(f"{path} is neither a safetensors file nor a PyTorch checkpoint (.ckpt/.pt/.bin); check the "
+                        f"path")
     names = _unsafe_globals(path)
     refused = [n for n in names if not n.startswith(INERT_MODULES)]
     if refused:

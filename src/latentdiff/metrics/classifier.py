@@ -17,6 +17,7 @@ from latentdiff.cache import cache_dir
 from latentdiff.checkpoints.io import load_weights, read_metadata, read_tensors, save_checkpoint
 from latentdiff.config import DataConfig, to_dict
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_model_range
+from latentdiff.errors import UserError
 
 log = logging.getLogger(__name__)
 # epochs over the training split, at most max_steps batches (MNIST: 2000 steps ≈ 2.3 epochs, 3 min on 2 cores, where
@@ -109,8 +110,11 @@ def load_or_train_classifier(data_cfg: DataConfig, cache: Path | None = None,
         raise ValueError("the classifier evaluator needs labelled data")
     model = DigitClassifier(train.channels, train.num_classes, RECIPE["feature_dim"])
     if path.is_file():
-        load_weights(model, read_tensors(path), str(path))
-        return model.eval(), float(read_metadata(path)["heldout_accuracy"])
+        try:
+            load_weights(model, read_tensors(path), str(path))
+            return model.eval(), float(read_metadata(path)["heldout_accuracy"])
+        except (UserError, KeyError, ValueError) as e:  # a damaged cache is rebuilt, not an error
+            log.warning("the cached evaluator %s is unreadable (%s); training it again", path, e)
     log.info("training the evaluator classifier on %d images (cached at %s)", len(train), path)
     model = train_classifier(train)
     predicted, _ = classify(model, to_model_range(heldout.images))

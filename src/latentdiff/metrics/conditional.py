@@ -11,6 +11,7 @@ from latentdiff.config import DataConfig
 from latentdiff.data import load_dataset, split_holdout, to_model_range
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.metrics.classifier import classify, load_or_train_classifier
+from latentdiff.metrics.features import state_digest
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.pipelines import generate
 
@@ -23,12 +24,14 @@ class ConditionalReport:
     accuracy: float
     fd: list[float]  # one per sampling seed, generated vs training split
     fd_baseline: float  # held-out real vs training split, same n
+    evaluator: str = ""  # the classifier's identity (a digest of its weights)
 
     def table(self) -> str:
         rows = [f"  class {c}: {a:6.1%}" for c, a in enumerate(self.per_class_accuracy)]
         fd = np.array(self.fd)
         return "\n".join([
-            f"evaluator: classifier with {self.classifier_heldout_accuracy:.1%} accuracy on real held-out images",
+            f"evaluator: classifier {self.evaluator} with {self.classifier_heldout_accuracy:.1%} accuracy on real "
+            f"held-out images",
             f"class accuracy of generated samples: {self.accuracy:.1%} (n = {self.n} × {len(self.fd)} seeds)", *rows,
             f"Fréchet distance (classifier features, n = {self.n}): generated {fd.mean():.3f} ± {fd.std():.3f} "
             f"(seeds: {', '.join(f'{v:.3f}' for v in fd)}), real-vs-real baseline {self.fd_baseline:.3f}, "
@@ -55,4 +58,5 @@ def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig, see
         fds.append(frechet_distance(FeatureStats.of(features), reference))
     per_class = (correct / (torch.bincount(labels, minlength=k).float() * len(seeds))).tolist()
     return ConditionalReport(n=n, classifier_heldout_accuracy=classifier_accuracy, per_class_accuracy=per_class,
-                             accuracy=float(correct.sum() / (n * len(seeds))), fd=fds, fd_baseline=baseline)
+                             accuracy=float(correct.sum() / (n * len(seeds))), fd=fds, fd_baseline=baseline,
+                             evaluator=f"classifier-{state_digest(classifier)}")

@@ -10,6 +10,7 @@ once per evaluation.
 """
 
 import hashlib
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,8 +51,11 @@ def cached_features(extractor: FeatureExtractor, images: torch.Tensor, label: st
     digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
     path = (cache or cache_dir()) / "features" / f"{label}-{extractor.identity}-{digest}.npz"
     if path.is_file():
-        stored = np.load(path)
-        return FeatureSet(stored["features"], stored.get("logits"))
+        try:
+            stored = np.load(path)
+            return FeatureSet(stored["features"], stored.get("logits"))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache is rebuilt, not an error
+            pass
     features, logits = extractor(images, progress=f"features of {label} ({len(images)})")
     arrays = {"features": features} if logits is None else {"features": features, "logits": logits}
     with atomic_write(path) as f:
@@ -194,7 +198,8 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
     n_b = min(n, len(held))
     baseline = ref.score(cached_features(extractor, held.images[:n_b], f"{reference_label}-heldout", cache))
     conditions = sample_conditions(model, held, n)
-    report = QualityReport(extractor.name, f"{reference_label} ({len(reference)} images)", baseline, [])
+    report = QualityReport(f"{extractor.name} `{extractor.identity}`", f"{reference_label} ({len(reference)} images)",
+                           baseline, [])
     for s in guidance_scales:
         row = QualityRow(float(s))
         for seed in seeds:

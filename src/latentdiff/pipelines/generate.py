@@ -152,6 +152,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
             if edit.mask is not None:
                 denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
         z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators, **sampler_options)
+        if not torch.isfinite(z).all():  # never a silent black image
+            raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} at these options; "
+                            f"try fewer guidance or sampler options, more steps, or --dtype fp32")
         z = z / (1 + sigmas[-1] ** 2).sqrt()
         out.append((model.codec.decode(z) if decode else z).cpu())
     return torch.cat(out)

@@ -75,8 +75,16 @@ def run_sampler(name: str, denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
     if unknown:
         raise UserError(f"sampler {name} has no option {', '.join(unknown)}; its options: "
                         f"{', '.join(sampler_options(name)) or 'none'}")
+    function = SAMPLERS[name].function
+    for option, value in kwargs.items():  # a value of the default's type (ints pass where floats are expected)
+        default = inspect.signature(function).parameters[option].default
+        expected = (int, float) if isinstance(default, float) else type(default)
+        if option not in ("cond", "generator", "callback") and default is not None and (
+                not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool)):
+            raise UserError(f"sampler {name}: option {option}={value!r} must be a {type(default).__name__} like its "
+                            f"default {default!r}")
     try:
-        return SAMPLERS[name].function(denoiser, x, sigmas, **kwargs)
+        return function(denoiser, x, sigmas, **kwargs)
     except ValueError as e:  # option values the sampler checks (eta < 0, unknown variant, ...)
         raise UserError(f"sampler {name}: {e}") from None
 

@@ -34,8 +34,11 @@ def ddim_noise_std(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) ->
 @torch.no_grad()
 def sample_ddim(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
                 eta: float = 0.0, generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
-    """Deterministic for η = 0 (1 NFE per step, first order); η = 1 is DDPM's posterior (β̃) on this grid."""
+    """Deterministic for η = 0 (1 NFE per step, first order); η = 1 is DDPM's posterior (β̃) on this grid; η > 1
+    would add more noise than a step removes (√(σ_next² − s²) of a negative number)."""
     check_eta(eta)
+    if eta > 1:
+        raise ValueError(f"eta={eta} must be in [0, 1] for ddim")
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma, cond)

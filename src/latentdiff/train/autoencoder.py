@@ -23,9 +23,9 @@ from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, 
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.reconstruction import codebook_usage, reconstruct, score_reconstructions
-from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer, mean_over_processes,
-                                     optimizer_step, resume_state, seeded, step_generator, train_state,
-                                     training_progress)
+from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer,
+                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
+                                     train_state, training_progress)
 
 log = logging.getLogger(__name__)
 RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes

@@ -29,9 +29,9 @@ from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_conditions, preview_conditions
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer, mean_over_processes,
-                                     optimizer_step, resume_state, seeded, step_generator, train_state,
-                                     training_progress)
+from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer,
+                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
+                                     train_state, training_progress)
 from latentdiff.unet import UNetModel
 
 log = logging.getLogger(__name__)

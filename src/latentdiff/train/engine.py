@@ -31,6 +31,7 @@ from latentdiff.progress import progress
 
 log = logging.getLogger(__name__)
 clock = time.perf_counter  # of the time budget and the log; tests replace it with one that ignores speed
+_HELD_LOCKS: dict[Path, object] = {}  # run folder → its open, locked .lock file
 
 
 def make_fabric(cfg: TrainConfig) -> Fabric:
@@ -176,6 +177,10 @@ class Run:
         self.fabric.barrier()
 
     def _acquire(self) -> None:
+        """The run folder's lock, held until the process ends (reused by later runs of this process in it)."""
+        key = self.root.resolve()
+        if key in _HELD_LOCKS:
+            self._lock = _HELD_LOCKS[key]
         if self._lock is not None:
             return
         lock = open(self.root / ".lock", "a+")
@@ -194,7 +199,7 @@ class Run:
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
         lock.flush()
-        self._lock = lock
+        self._lock = _HELD_LOCKS[key] = lock
 
     def log(self, step: int, **values: float) -> None:
         if self.fabric.is_global_zero:
