@@ -52,8 +52,9 @@ class Provenance:
             "script": Path(sys.argv[0]).name,
             "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
             "commit": _git("rev-parse", "HEAD") or "unknown",
-            # tracked changes or untracked files (outside the ignored runs/) mean the numbers are not the commit's
-            "clean": _git("status", "--porcelain") == "",
+            # changes to tracked files or untracked files (outside the ignored runs/ and the reports/ that the
+            # experiments write) mean the numbers are not the commit's
+            "clean": _git("status", "--porcelain", "--", ".", ":(exclude)reports") == "",
             "machine": {"cpu": _cpu(), "cores": _cores(), "threads": torch.get_num_threads(),
                         "python": platform.python_version(), "torch": torch.__version__,
                         "system": f"{platform.system()} {platform.release()}"},

@@ -62,17 +62,19 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> bo
     raise TimeoutError("the training process made no progress")
 
 
-def interrupt(process: subprocess.Popen, out: Path, how: str, rng: random.Random) -> None:
+def interrupt(process: subprocess.Popen, out: Path, how: str, rng: random.Random) -> str:
     """Let the run make progress, then `how`: kill-write (SIGKILL while a checkpoint is being written), kill
-    (SIGKILL at a random moment), int / term (one signal), int-int (two in quick succession)."""
+    (SIGKILL at a random moment), int / term (one signal), int-int (two in quick succession). Returns where the
+    signal landed: "mid-write" (a checkpoint temporary existed a moment before), "after exit", or "running"."""
     if how == "kill-write":
-        wait_for(lambda: any(out.glob(f"checkpoints/*{TMP_SUFFIX}")), process)
+        found = wait_for(lambda: any(out.glob(f"checkpoints/*{TMP_SUFFIX}")), process)
     else:
         before = logged_steps(out)
         wait_for(lambda: logged_steps(out) > before, process)
         time.sleep(rng.uniform(0.0, 0.15))
+        found = False
     if process.poll() is not None:
-        return
+        return "after exit"
     if how.startswith("kill"):
         process.kill()
     else:
@@ -81,6 +83,7 @@ def interrupt(process: subprocess.Popen, out: Path, how: str, rng: random.Random
             time.sleep(rng.uniform(0.0, 0.05))
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
+    return "mid-write" if found else "running"
 
 
 def run_with_interruptions(config: Path, out: Path, plan: list[str], seed: int) -> list[tuple[str, int, str]]:
@@ -89,9 +92,10 @@ def run_with_interruptions(config: Path, out: Path, plan: list[str], seed: int) 
     rng, outcomes = random.Random(seed), []
     for i, how in enumerate(plan):
         process = start(config, out, resume=i > 0)
-        interrupt(process, out, how, rng)
+        landed = interrupt(process, out, how, rng)
         _, err = process.communicate(timeout=300)
         outcomes.append((how, process.returncode, (err.strip().splitlines() or [""])[-1]))
+        print(f"interruption {i + 1}: {how} ({landed}) → exit {process.returncode}: {outcomes[-1][2][:100]}")
     for _ in range(3):  # a run that a late signal found finished exits 0 at once
         process = start(config, out, resume=True)
         _, err = process.communicate(timeout=300)
