@@ -23,7 +23,7 @@ from latentdiff.metrics.alignment import AlignmentReport, evaluate_alignment
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import state_digest
 from latentdiff.pipelines.eval_autoencoder import stored_data_config
-from report import Provenance, pyplot, shown_path, write_report  # experiments/report.py (the script's folder)
+from report import Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "Classifier-free guidance: FD against alignment"
 
@@ -74,9 +74,7 @@ def main() -> None:
     print(report.table(), flush=True)
     results = {"model": shown_path(checkpoint), "sampler": args.sampler, "steps": args.steps,
                "evaluator": f"classifier-{state_digest(classifier)}", "report": report.to_dict()}
-    plt = pyplot()
-    figures = None if plt is None else {"cfg-sweep.png": plot(plt, results)}
-    print(write_report(args.name, TITLE, results, render, provenance, figures))
+    print(write_report(args.name, TITLE, results, render, provenance, plot))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.sample_quality import draw_samples
-from report import FDSetup, Provenance, pyplot, shown_path, write_report  # experiments/report.py (the script's folder)
+from report import FDSetup, Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "FD against sampler steps and throughput"
 
@@ -82,9 +82,7 @@ def main() -> None:
                "features": setup.extractor.name, "evaluator": setup.extractor.identity,
                "reference_size": setup.reference_size, "baseline_n": setup.baseline_n, "baseline": setup.baseline,
                "rows": rows}
-    plt = pyplot()
-    figures = None if plt is None else {"ddim-steps.png": plot(plt, results)}
-    print(write_report("ddim-steps", TITLE, results, render, provenance, figures))
+    print(write_report("ddim-steps", TITLE, results, render, provenance, plot))
 
 
 if __name__ == "__main__":

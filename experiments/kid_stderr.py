@@ -47,7 +47,7 @@ def main() -> None:
                                           rng.normal(size=(args.m, args.dim)) + shift) for _ in range(args.repeats)]
         cases[name] = {"kid": [k.value for k in kids], "stderr": [k.stderr for k in kids]}
     results = {"repeats": args.repeats, "n": args.n, "m": args.m, "dim": args.dim, "cases": cases}
-    print(write_report("kid-stderr", TITLE, results, render, provenance, {}))
+    print(write_report("kid-stderr", TITLE, results, render, provenance))
 
 
 if __name__ == "__main__":

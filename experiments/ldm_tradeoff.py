@@ -37,7 +37,7 @@ from latentdiff.metrics.sample_quality import cached_features, draw_samples
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import PIXELS, train_latent_diffusion
 from latentdiff.unet import UNetModel
-from report import Provenance, pyplot, write_report  # experiments/report.py (the script's folder is on sys.path)
+from report import Provenance, write_report  # experiments/report.py (the script's folder is on sys.path)
 
 TITLE = "Pixel-space vs latent diffusion at equal parameters and wall clock (MNIST)"
 
@@ -233,9 +233,7 @@ def main() -> None:
     results = {"minutes": args.minutes, "n": args.n, "steps": args.steps, "seeds": args.seeds, "n_train": len(train),
                "evaluator_accuracy": accuracy, "evaluator": extractor.identity, "baseline": baseline,
                "models": models}
-    plt = pyplot()
-    figures = None if plt is None else {"ldm-tradeoff.png": plot(plt, results)}
-    print(write_report("ldm-tradeoff", TITLE, results, render, provenance, figures))
+    print(write_report("ldm-tradeoff", TITLE, results, render, provenance, plot))
 
 
 def render(results: dict) -> list[str]:

@@ -139,22 +139,21 @@ def markdown(results: dict, body: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(name: str, title: str, results: dict, render, provenance: Provenance,
-                 figures: dict | None = None) -> Path:
-    """reports/<name>/: results.json (the raw `results`, the title, the figure names and the provenance), the
-    figures ({file name: matplotlib figure, or the Path of an image the script wrote}; None: there would be plots
-    but matplotlib is missing) and README.md, the script's `render(results)` in `markdown`; every file
-    written atomically."""
+def write_report(name: str, title: str, results: dict, render, provenance: Provenance, plot=None,
+                 images: tuple[str, ...] = ()) -> Path:
+    """reports/<name>/: results.json (the raw `results`, the title, the figure names and the provenance), the plot
+    `plot(plt, results)` as <name>.png when matplotlib is installed, and README.md, the script's `render(results)` in
+    `markdown`, every file written atomically. `images`: figures the script wrote itself into the folder."""
     folder = REPORTS / name
-    results = {**results, "title": title, "figures": sorted(figures or {}), "no_matplotlib": figures is None,
+    plt = pyplot() if plot is not None else None
+    figures = ([f"{name}.png"] if plt is not None else []) + list(images)
+    results = {**results, "title": title, "figures": sorted(figures), "no_matplotlib": plot is not None and plt is None,
                "provenance": provenance.finish()}
     results = json.loads(json.dumps(results))  # what results.json holds (tuples as lists), rendered as read back
     write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
-    for file_name, figure in (figures or {}).items():
-        if isinstance(figure, Path):  # an image the script wrote itself
-            continue
-        with atomic_write(folder / file_name) as f:
-            figure.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    if plt is not None:
+        with atomic_write(folder / f"{name}.png") as f:
+            plot(plt, results).savefig(f, format="png", dpi=120, bbox_inches="tight")
     path = folder / "README.md"
     write_text(path, markdown(results, render(results)))
     return path

@@ -186,8 +186,7 @@ def main() -> None:
         args.superres = args.runs / "checkpoints" / "last.safetensors"
     results = {"superres": {**superres_results(args.superres, args), "training": training},
                "inpainting": inpainting_results(args.inpaint or bundled_model(), args)}
-    print(write_report("restoration", TITLE, results, render, provenance,
-                       {"inpainting.png": REPORTS / "restoration" / "inpainting.png"}))
+    print(write_report("restoration", TITLE, results, render, provenance, images=("inpainting.png",)))
 
 
 if __name__ == "__main__":

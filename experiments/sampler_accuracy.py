@@ -25,7 +25,7 @@ from latentdiff.data import to_uint8
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.pipelines import generate
 from latentdiff.samplers import SAMPLERS
-from report import FDSetup, Provenance, pyplot, shown_path, write_report  # experiments/report.py (the script's folder)
+from report import FDSetup, Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "Sampler accuracy: error against a converged ODE solution, and FD, over network evaluations"
 SAMPLERS_COMPARED = ("ddim", "plms", "heun", "lms", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc")
@@ -159,9 +159,7 @@ def main() -> None:
                "reference_steps": args.reference_steps, "check_steps": args.check_steps,
                "reference_error": reference_error, "latent_rms": float(torch.cat(references).pow(2).mean().sqrt()),
                "features": extractor.name, "evaluator": extractor.identity, "baseline": setup.baseline, "rows": rows}
-    plt = pyplot()
-    figures = None if plt is None else {"sampler-accuracy.png": plot(plt, results)}
-    print(write_report("sampler-accuracy", TITLE, results, render, provenance, figures))
+    print(write_report("sampler-accuracy", TITLE, results, render, provenance, plot))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ new one; the temporary it may leave behind is removed by `remove_stale_temporari
 """
 
 import contextlib
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ def remove_stale_temporaries(folder: Path, name: str = "*", everything: bool = F
     """Remove our temporaries of `name` (all names by default) in `folder` whose writer is gone (all of them with
     `everything`, e.g. a run folder held under its lock); returns what was removed."""
     removed = []
-    for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+    for tmp in Path(folder).glob(f".{name if name == '*' else glob.escape(name)}.*{TMP_SUFFIX}"):
         pid = tmp.name[:-len(TMP_SUFFIX)].rsplit(".", 1)[-1]
         if everything or not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
             if tmp.is_dir() and not tmp.is_symlink():
@@ -103,10 +104,13 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
     error, and is removed otherwise. `dst` must not exist, or with `replace` an existing one is swapped out (renamed
     aside, then removed) only once the new one is complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, path.name)
     tmp = temporary_name(path)
-    tmp.mkdir()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
+        tmp.mkdir()
+    except OSError as e:
+        raise UserError(f"cannot create {tmp}: {e.strerror or e}") from None
     try:
         yield tmp
         for root, _, names in os.walk(tmp):
@@ -119,6 +123,8 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
         os.rename(tmp, path)
         fsync_folder(path.parent)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise UserError(f"cannot write the folder {path}: {e.strerror or e}; {path} is unchanged") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path

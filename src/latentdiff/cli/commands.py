@@ -75,6 +75,11 @@ def _input_file(path: Path | None, what: str) -> None:
         raise UserError(f"{what} {path} {found}; give an existing file")
 
 
+def _negative_needs_prompt(args: argparse.Namespace) -> None:
+    if getattr(args, "negative_prompt", None) is not None and getattr(args, "prompt", None) is None:
+        raise UserError("--negative-prompt needs --prompt (guidance steers from the negative towards the prompt)")
+
+
 def _load(args: argparse.Namespace, checkpoint, dev: str):
     """The model of any supported checkpoint format, with the command's --config/--tokenizer/--variant/--dtype/
     --ema options."""
@@ -112,8 +117,6 @@ def _grid_request(args: argparse.Namespace, model) -> tuple[list[int], int, dict
         negative = [args.negative_prompt] * len(prompts) if args.negative_prompt is not None else None
         seeds = [args.seed + i % ncols for i in range(len(prompts))]
         return seeds, ncols, {"prompts": prompts, "negative_prompts": negative}
-    if args.negative_prompt is not None:
-        raise UserError("--negative-prompt needs --prompt")
     classes = model.num_classes
     if args.class_label is not None:
         n = args.n or 64
@@ -135,6 +138,7 @@ def sample(args: argparse.Namespace) -> None:
 
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     _input_file(args.guide_image, "--guide-image")
+    _negative_needs_prompt(args)
     options = _sampling(args)
     model = _load(args, args.checkpoint or bundled_model(), device(args))
     seeds, ncols, conditions = _grid_request(args, model)
@@ -156,6 +160,7 @@ def conditional_task(args: argparse.Namespace) -> None:
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     for name in ("image", "mask", "map"):
         _input_file(getattr(args, name, None), f"--{name}")
+    _negative_needs_prompt(args)
     boxes = _boxes(args.boxes) if args.command == "layout" else None
     options = {**_sampling(args), "guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale,
                "guidance_interval": args.guidance_interval}
@@ -165,8 +170,6 @@ def conditional_task(args: argparse.Namespace) -> None:
         options["prompts"] = [args.prompt] * args.n
         if args.negative_prompt is not None:
             options["negative_prompts"] = [args.negative_prompt] * args.n
-    elif getattr(args, "negative_prompt", None) is not None:
-        raise UserError("--negative-prompt needs --prompt")
     if getattr(args, "class_label", None) is not None:
         options["class_labels"] = [args.class_label] * args.n
     channels, limit = model.codec.autoencoder.config.in_channels, getattr(args, "max_pixels", None)

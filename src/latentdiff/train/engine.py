@@ -96,8 +96,12 @@ class StopSignals:
             raise Interrupted("stopped at once by a second signal; the last checkpoint is intact: continue with "
                               "--resume", 128 + signum)
         self.received = signum
-        print(f"\nlatentdiff: {signal.Signals(signum).name}: finishing this step and saving a checkpoint (send it "
-              f"again to stop at once)", file=sys.stderr, flush=True)
+        message = (f"\nlatentdiff: {signal.Signals(signum).name}: finishing this step and saving a checkpoint (send "
+                   f"it again to stop at once)\n")
+        try:  # unbuffered: the signal may land inside a write to stderr, which a print here would re-enter
+            os.write(sys.stderr.fileno(), message.encode())
+        except (AttributeError, OSError, ValueError):  # a stream without a descriptor (captured output)
+            print(message, end="", file=sys.stderr)
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -202,10 +206,15 @@ class Run:
         self._lock = _HELD_LOCKS[key] = lock
 
     def log(self, step: int, **values: float) -> None:
+        """One JSON line appended to metrics.jsonl (a line torn by a crash is dropped when the run resumes)."""
         if self.fabric.is_global_zero:
             record = {"step": step, "time_s": round(clock() - self.started, 2), **values}
-            with open(self.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.metrics, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise UserError(f"cannot write {self.metrics}: {e.strerror or e}; the last checkpoint is intact, "
+                                f"free space and continue with --resume") from None
 
     def save(self, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
              metadata: dict) -> None:
