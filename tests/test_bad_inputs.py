@@ -154,6 +154,11 @@ CORPUS = [
     ("convert-unknown-extension", lambda f, o: ["convert", str(f["ldm"]), str(o / "x.ckpt")], ".safetensors",
      ["x.ckpt"]),
     ("convert-existing-folder", lambda f, o: ["convert", str(f["ldm"]), str(f["root"])], "already exists", []),
+    ("config-for-a-latentdiff-checkpoint", lambda f, o: sample(f, "--config", str(f["root"] / "list.yaml"),
+                                                               "--out", str(o / "g.png")),
+     "carries its own configuration", ["g.png"]),
+    ("variant-for-a-file", lambda f, o: sample(f, "--variant", "fp16", "--out", str(o / "g.png")),
+     "only diffusers folders", ["g.png"]),
     ("demo-out-is-a-file", lambda f, o: ["demo", "--out", str(f["root"] / "a-file")], "is a file", []),
     ("unknown-command", lambda f, o: ["smaple"], "invalid choice", []),
 ]
