@@ -1,0 +1,56 @@
+"""Every report folder ties its numbers to code and data: its README is exactly what its script renders from its raw
+results.json, which names the script, a commit where that script exists, a clean tree, the command, the machine and
+the duration."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REPORTS = sorted(p for p in (REPO / "reports").iterdir() if p.is_dir())
+
+
+def experiment(script: str):
+    """An experiments/ script as a module (its folder on sys.path, as when it runs)."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"experiment_{Path(script).stem}", REPO / "experiments" / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+
+
+def in_git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("folder", REPORTS, ids=[p.name for p in REPORTS])
+def test_report_is_rendered_from_its_raw_results(folder):
+    results = json.loads((folder / "results.json").read_text())
+    provenance = results["provenance"]
+    assert provenance["clean"], f"{folder.name} was measured on a tree with uncommitted changes"
+    assert provenance["command"].startswith(f"python experiments/{provenance['script']}")
+    assert provenance["duration_s"] > 0 and provenance["machine"]["cpu"]
+    module = experiment(provenance["script"])
+    report = experiment("report.py")
+    assert (folder / "README.md").read_text() == report.markdown(results, module.render(results))
+    for name in results["figures"]:
+        assert (folder / name).is_file(), name
+
+
+@pytest.mark.parametrize("folder", REPORTS, ids=[p.name for p in REPORTS])
+def test_report_names_a_commit_that_holds_its_script(folder):
+    provenance = json.loads((folder / "results.json").read_text())["provenance"]
+    if in_git("rev-parse", "--git-dir").returncode != 0 or in_git("cat-file", "-e", "HEAD").returncode != 0:
+        pytest.skip("not a git checkout")
+    if in_git("cat-file", "-e", provenance["commit"]).returncode != 0:
+        pytest.skip("a shallow clone without the report's commit")
+    shown = in_git("show", f"{provenance['commit']}:experiments/{provenance['script']}")
+    assert shown.returncode == 0, f"commit {provenance['commit']} has no experiments/{provenance['script']}"
+    assert in_git("merge-base", "--is-ancestor", provenance["commit"], "HEAD").returncode == 0
