@@ -40,11 +40,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path, name: str = "*", everything: bool = False) -> list[Path]:
-    """Remove our temporaries of `name` (all names by default) in `folder` whose writer is gone (all of them with
+def remove_stale_temporaries(folder: Path, name: str | None = None, everything: bool = False) -> list[Path]:
+    """Remove our temporaries of `name` (all names with None) in `folder` whose writer is gone (all of them with
     `everything`, e.g. a run folder held under its lock); returns what was removed."""
     removed = []
-    for tmp in Path(folder).glob(f".{name if name == '*' else glob.escape(name)}.*{TMP_SUFFIX}"):
+    for tmp in Path(folder).glob(f".{'*' if name is None else glob.escape(name)}.*{TMP_SUFFIX}"):
         pid = tmp.name[:-len(TMP_SUFFIX)].rsplit(".", 1)[-1]
         if everything or not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
             if tmp.is_dir() and not tmp.is_symlink():
