@@ -1,4 +1,4 @@
-"""The first-stage loss terms (SPEC §1): SSIM against scikit-image, the focal frequency loss, LPIPS loaded from
+"""The first-stage loss terms (paper Sec. 3.1): SSIM against scikit-image, the focal frequency loss, LPIPS loaded from
 the weight layouts in circulation (and refused from wrong ones), PatchGAN sizes, hinge, R1, the adaptive weight."""
 
 import pytest

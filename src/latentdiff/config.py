@@ -1,30 +1,21 @@
-"""Typed configuration: one frozen dataclass per component, and the only place where YAML becomes objects.
+"""Typed configuration: one frozen dataclass per component; `config_files.py` is the only place where YAML becomes
+these objects (re-exported here).
 
 A YAML file maps onto a dataclass field by field; unknown keys, wrong types and missing values raise `UserError`.
 Overrides use OmegaConf's dotted form (`train.max_steps=100`). Checkpoints embed `to_dict(config)`, so a model is
 rebuilt from its file alone (`from_dict`).
 """
 
-import dataclasses
-import json
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
-
+from latentdiff.config_files import (  # noqa: F401 (the config API: classes here, file handling there)
+    BUNDLED_CONFIGS, from_dict, load_config, resolve_config_path, to_dict, to_yaml)
 from latentdiff.errors import UserError
-
-T = TypeVar("T")
-BUNDLED_CONFIGS = Path(__file__).parent / "configs"
 
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """First-stage encoder/decoder (SPEC §1), the original `ddconfig` with descriptive names, and its regulariser.
+    """First-stage encoder/decoder (paper Sec. 3.1), the original `ddconfig` with descriptive names, and its regulariser.
 
     The downsampling factor is f = 2^(len(channel_mult) − 1); `attn_resolutions` lists pixel resolutions (as the
     original) at which the encoder/decoder levels get self-attention, relative to `resolution`.
@@ -70,7 +61,7 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class AutoencoderLossConfig:
-    """L_AE = L_rec + L_reg + λ·L_adv (SPEC §1); every pixel term is a per-pixel mean.
+    """L_AE = L_rec + L_reg + λ·L_adv (paper Sec. 3.1); every pixel term is a per-pixel mean.
 
     L_rec = l1_weight·|x − x̃|₁ + perceptual_weight·P(x, x̃) with P one of
       "lpips" (VGG16 LPIPS from user-supplied weight files `lpips_weights`, plus `vgg16_weights` when that file holds
@@ -117,7 +108,7 @@ class UNetConfig:
     `attention_resolutions` are downsampling rates (1, 2, 4, ...) at which blocks get self-attention, as in the
     original configs. Heads: set exactly one of `num_heads` (fixed head count) or `head_channels` (channels per
     head); the other is -1.
-    Conditioning (SPEC §3): `num_classes` adds a label embedding to the time embedding; `context_dim` (the width d of
+    Conditioning (paper Sec. 3.3): `num_classes` adds a label embedding to the time embedding; `context_dim` (the width d of
     the context τ_θ(y) ∈ R^{M×d}) turns every attention block into a spatial transformer of `transformer_depth`
     blocks whose cross-attention reads that context (`linear_projection`: SD 2.x's Linear proj_in/proj_out);
     `in_channels` counts the latent plus any concatenated inputs (semantic maps, low-res images, masks).
@@ -189,7 +180,7 @@ class TextEncoderConfig:
 
 @dataclass(frozen=True)
 class NoiseScheduleConfig:
-    """β schedule of the forward process q(z_t|z_0) (SPEC §2).
+    """β schedule of the forward process q(z_t|z_0) (paper Sec. 3.2).
 
     kind: "linear" (β linear, DDPM), "scaled_linear" (√β linear: what the CompVis configs call "linear", LDM and
     Stable Diffusion), or "cosine" (Nichol & Dhariwal 2021; beta_start/beta_end unused). zero_terminal_snr
@@ -317,7 +308,7 @@ CONDITIONING_KINDS = ("none", "text", "layout", "class", "semantic", "superres",
 
 @dataclass(frozen=True)
 class ConditioningConfig:
-    """What else than z_t and t the denoiser sees (SPEC §3); class labels come from unet.num_classes.
+    """What else than z_t and t the denoiser sees (paper Sec. 3.3); class labels come from unet.num_classes.
 
     kind: "none"; "text" (captions → BPE tokens → τ_θ → cross-attention); "layout" (boxes → (l, b, c) tokens → τ_θ
     → cross-attention); "class" (the label as one cross-attention token of `text.width` channels, the original
@@ -379,85 +370,3 @@ class LatentDiffusionTrainConfig:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
-
-
-def resolve_config_path(name: str | Path) -> Path:
-    """A path to a YAML file, or the name of a bundled config (`ldm-digits` → latentdiff/configs/ldm-digits.yaml)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = BUNDLED_CONFIGS / f"{path.stem}.yaml"
-    if path.parent == Path(".") and bundled.is_file():
-        return bundled
-    names = ", ".join(sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml")))
-    raise UserError(f"config {str(name)!r} not found; give a YAML path or a bundled config name ({names})")
-
-
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> T:
-    """YAML file (optional) + dotted overrides → a validated `cls` instance."""
-    where = str(path) if path is not None else "overrides"
-    try:
-        layers = [OmegaConf.structured(cls)]
-        if path is not None:
-            loaded = OmegaConf.load(resolve_config_path(path))
-            if not isinstance(loaded, DictConfig):
-                raise UserError(f"{where}: the YAML must be a mapping of sections (model:, data:, train:, …), not a "
-                                f"{type(OmegaConf.to_container(loaded)).__name__}")
-            layers.append(loaded)
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        merged = OmegaConf.merge(*layers)
-        _finite(OmegaConf.to_container(merged))
-        return OmegaConf.to_object(merged)
-    except ConfigKeyError as e:
-        valid = _keys_near(cls, e.full_key)
-        raise UserError(f"{where}: unknown config key {e.full_key!r}; valid keys: {valid}") from None
-    except MissingMandatoryValue as e:
-        raise UserError(f"{where}: config key {e.full_key!r} is required; set it in the YAML or as "
-                        f"{e.full_key}=...") from None
-    except ValidationError as e:
-        raise UserError(f"{where}: {e.full_key!r}: {str(e).splitlines()[0]}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{where}{at}: not valid YAML ({problem}); fix the file") from None
-    except (OmegaConfBaseException, ValueError) as e:  # bad dotlist entries
-        raise UserError(f"{where}: cannot read config: {str(e).splitlines()[0]}") from None
-
-
-def _finite(values: dict, prefix: str = "") -> None:
-    """Refuse nan and ±inf anywhere in a config (nested sections and lists included), naming the key."""
-    for key, value in values.items():
-        if isinstance(value, dict):
-            _finite(value, f"{prefix}{key}.")
-        elif any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-            raise UserError(f"{prefix}{key}={value}: give a finite number")
-
-
-def _keys_near(cls: type, full_key: str) -> str:
-    """The valid field names at the level where `full_key` failed."""
-    for part in full_key.split(".")[:-1]:
-        sub = {f.name: f.type for f in dataclasses.fields(cls)}.get(part)
-        if not (isinstance(sub, type) and dataclasses.is_dataclass(sub)):
-            break
-        cls = sub
-    return ", ".join(f.name for f in dataclasses.fields(cls))
-
-
-def to_dict(config: Any) -> dict:
-    """A config dataclass → plain JSON-able dict (tuples become lists), equal to its JSON round trip."""
-    return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(config))))
-
-
-def from_dict(cls: type[T], data: dict) -> T:
-    """Inverse of `to_dict`, with the same validation as `load_config`."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(data))
-        _finite(OmegaConf.to_container(merged))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        raise UserError(f"stored config does not fit {cls.__name__}: {str(e).splitlines()[0]}") from None
-
-
-def to_yaml(config: Any) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -89,11 +89,11 @@ class GuidedDenoiser(DenoiserWrapper):
 
 
 class ImageGuidedDenoiser(DenoiserWrapper):
-    """Post-hoc image guidance of an unconditional model (SPEC §3, paper Sec. 4.4 / App. D):
+    """Post-hoc image guidance of an unconditional model (paper Sec. 4.4 / App. D):
     D̃(x; σ) = D(x; σ) + σ²·∇_x log p(y | T(dec(D(x; σ)))), with the Gaussian guider
     log p(y | ·) = −scale/2 · Σ (y − T(dec(x̂₀)))² / (number of target pixels per image).
 
-    In ε terms this is the SPEC's ε̃ = ε̂ − √(1−ᾱ_t)·∇_{z_t} log p (x = z_t/√ᾱ_t, σ = √(1−ᾱ_t)/√ᾱ_t). `decode`
+    In ε terms this is the paper's ε̃ = ε̂ − √(1−ᾱ_t)·∇_{z_t} log p (x = z_t/√ᾱ_t, σ = √(1−ᾱ_t)/√ᾱ_t). `decode`
     maps latents (B, c, h, w) to images in [-1, 1]; T resizes to the target's size (antialiased bicubic), so the
     target y (B, C, h', w') in [-1, 1] can be a small image whose layout a large sample must follow.
     """

@@ -21,7 +21,7 @@ class LatentDiffusion:
     prediction: str
     image_size: int
     class_names: tuple[str, ...] = ()
-    conditioner: Conditioner | None = None  # text/layout/spatial conditioning (SPEC §3); None: labels or nothing
+    conditioner: Conditioner | None = None  # text/layout/spatial conditioning (paper Sec. 3.3); None: labels or nothing
     trained_with_null: bool = False  # condition dropout during training: classifier-free guidance is possible
 
     @property

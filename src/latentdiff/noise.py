@@ -1,4 +1,4 @@
-"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) and conversions between targets (SPEC §2).
+"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) and conversions between targets (paper Sec. 3.2).
 
 Pure tensor maths over one `NoiseSchedule`; no modules, loops or losses. Besides the discrete ᾱ_t the schedule
 exposes the variance-exploding view σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers

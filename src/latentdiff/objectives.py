@@ -7,7 +7,7 @@ from latentdiff.denoiser import Denoiser
 from latentdiff.noise import q_sample, training_target
 
 
-# L_LDM = E_{z0, ε~N(0,I), t~U{1..T}} ‖target − net(z_t, t, y)‖² (SPEC §2; DDPM's L_simple with target ε, x0 or v)
+# L_LDM = E_{z0, ε~N(0,I), t~U{1..T}} ‖target − net(z_t, t, y)‖² (paper Sec. 3.2; DDPM's L_simple with target ε, x0 or v)
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
               cond: Cond | None = None) -> torch.Tensor:
     """x0, noise: (B, c, h, w) latents and ε; t: (B,) integer timesteps (drawn by the caller) → (B,) loss."""

@@ -1,4 +1,4 @@
-"""The time-conditional UNet ε_θ(z_t, t, y) (SPEC §2; ADM, Dhariwal & Nichol 2021).
+"""The time-conditional UNet ε_θ(z_t, t, y) (paper Sec. 3.2; ADM, Dhariwal & Nichol 2021).
 
 Module names mirror the original `openaimodel.UNetModel` so published checkpoints load by name: `time_embed`,
 `label_emb`, `input_blocks.{i}.{j}`, `middle_block.{j}`, `output_blocks.{i}.{j}`, `out`; ResBlocks hold `in_layers`,

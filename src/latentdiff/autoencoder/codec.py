@@ -1,4 +1,4 @@
-"""The only converter between pixels and the normalised latents the diffusion model sees (SPEC §1, latent scaling).
+"""The only converter between pixels and the normalised latents the diffusion model sees (paper Sec. 4.3.2 and App. D.1, latent scaling).
 
 Diffusion runs on ẑ = (z − shift)·scale, so that the latent has unit variance. The paper's global form is shift = 0,
 scale = s = 1/std(z) over all elements; the per-channel form uses each channel's mean and std. Both are measured on

@@ -1,4 +1,4 @@
-"""The patch-based discriminator D_ψ of the first-stage loss (SPEC §1): PatchGAN (Isola et al. 2017), as taming's
+"""The patch-based discriminator D_ψ of the first-stage loss (paper Sec. 3.1): PatchGAN (Isola et al. 2017), as taming's
 `NLayerDiscriminator` (module names `main.{i}`, BatchNorm, LeakyReLU 0.2, N(0, 0.02) init), and its losses."""
 
 import torch

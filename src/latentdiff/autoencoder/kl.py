@@ -1,4 +1,4 @@
-"""The KL-regularised autoencoder (SPEC §1): a diagonal Gaussian posterior q_E(z|x) = N(μ, σ²)."""
+"""The KL-regularised autoencoder (paper Sec. 3.1): a diagonal Gaussian posterior q_E(z|x) = N(μ, σ²)."""
 
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""The first-stage training objective (SPEC §1):
+"""The first-stage training objective (paper Sec. 3.1):
 
     L_AE = L_rec(x, x̃) + L_reg + λ·L_adv(x̃),  λ = disc_weight · ‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_adv‖ + 1e-4),
 

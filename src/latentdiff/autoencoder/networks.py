@@ -1,4 +1,4 @@
-"""Encoder E and decoder D of the first stage (SPEC §1), shared by the KL and (later) VQ autoencoders.
+"""Encoder E and decoder D of the first stage (paper Sec. 3.1), shared by the KL and (later) VQ autoencoders.
 
 Module names mirror the original `ldm.modules.diffusionmodules.model` so published weights load by name:
 `conv_in`, `down.{level}.block.{i}`, `down.{level}.attn.{i}`, `down.{level}.downsample`, `mid.block_1/attn_1/block_2`,

@@ -1,4 +1,4 @@
-"""Perceptual terms of the first-stage loss (SPEC §1, L_rec) and reconstruction metrics that share their code.
+"""Perceptual terms of the first-stage loss (paper Sec. 3.1, L_rec) and reconstruction metrics that share their code.
 
 - LPIPS (Zhang et al. 2018) over VGG16 features: needs ImageNet-pretrained weights, which cannot be downloaded here,
   so it loads user-supplied files (see `load_lpips`). Module names follow taming/CompVis (`net.slice1.0.weight`,

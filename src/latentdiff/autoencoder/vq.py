@@ -1,4 +1,4 @@
-"""The VQ-regularised autoencoder (SPEC §1): nearest-code quantisation applied inside the decoder.
+"""The VQ-regularised autoencoder (paper Sec. 3.1): nearest-code quantisation applied inside the decoder.
 
 `encode` returns the continuous pre-quantisation latents h = quant_conv(E(x)), the ones the diffusion model sees;
 `decode` quantises h to its nearest codes, then decodes. Keys mirror the original VQModel: encoder.*, quant_conv,

@@ -1,4 +1,4 @@
-"""Conditioning y: everything besides z_t and t that a denoiser is given (SPEC §3).
+"""Conditioning y: everything besides z_t and t that a denoiser is given (paper Sec. 3.3).
 
 All conditioning enters through one door, `Cond`: class labels (added to the time embedding), context tokens for
 cross-attention (already encoded, or as `tokens` that the network's τ_θ encodes), spatially aligned concat inputs.

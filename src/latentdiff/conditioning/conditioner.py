@@ -1,4 +1,4 @@
-"""The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond` (SPEC §3).
+"""The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond` (paper Sec. 3.3).
 
 It owns what the kind needs: the tokenizer and the transformer τ_θ for text and layouts (trained jointly with the
 UNet) or a frozen pretrained text encoder (`conditioning/pretrained.py`), the class embedding of class tokens, the

@@ -1,4 +1,4 @@
-"""Layout conditioning (SPEC §3, the paper's Sec. 4.3.1): bounding boxes as (l, b, c) tokens for τ_θ.
+"""Layout conditioning (the paper's Sec. 3.3 and 4.3.1): bounding boxes as (l, b, c) tokens for τ_θ.
 
 A box (x0, y0, x1, y1, class) in [0, 1] (y down) becomes three tokens: its top-left corner l and bottom-right corner
 b, each discretised on a `bins` × `bins` grid, and its class c. A layout is [BOS] (l b c)… [EOS] [PAD]…, the same

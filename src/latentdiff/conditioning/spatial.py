@@ -1,4 +1,4 @@
-"""Spatially aligned conditioning by concatenation (SPEC §3): semantic maps, low-resolution images, inpainting masks.
+"""Spatially aligned conditioning by concatenation (paper Sec. 3.3): semantic maps, low-resolution images, inpainting masks.
 
 Each helper returns a (B, k, h, w) tensor at the latent size that the UNet concatenates to z_t (so the UNet's
 in_channels = latent channels + k). Images are in [-1, 1]; masks are 1 where the image is to be generated.

@@ -1,4 +1,4 @@
-"""Text conditioning (SPEC §3): a caption tokenizer and the paper's transformer encoder τ_θ, trained with the UNet.
+"""Text conditioning (paper Sec. 3.3): a caption tokenizer and the paper's transformer encoder τ_θ, trained with the UNet.
 
 The tokenizer is a byte-pair encoding learned on the training captions with HF `tokenizers`; its JSON travels inside
 the checkpoint, so a model needs no vocabulary file. Every prompt becomes [BOS] tokens… [EOS] [PAD]…; the empty

@@ -1,4 +1,4 @@
-"""shapes: a procedural dataset with exact ground truth for every conditioning modality (SPEC §3).
+"""shapes: a procedural dataset with exact ground truth for every conditioning modality (paper Sec. 3.3).
 
 Each scene holds one or two coloured shapes (circle / square / triangle × red / green / blue / yellow × small /
 large) on white. A scene yields the image, a caption ("a large red circle above a small blue square"), its boxes

@@ -2,7 +2,7 @@
 
 The architecture comes from the original YAML config (OmegaConf layout `model.params.{unet_config,
 first_stage_config, cond_stage_config}.params`), read as data: no `target` is imported or instantiated. The weights
-come from the state dict by prefix (shared/reference/compvis-ldm.md §2), onto modules that carry the original names:
+come from the state dict by prefix, onto modules that carry the original names:
 
     model.diffusion_model.*            → UNet
     model_ema.<UNet name without dots> → UNet, EMA shadows (LitEma removes every dot from the names)

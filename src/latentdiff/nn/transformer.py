@@ -1,4 +1,4 @@
-"""The spatial transformer of conditioned LDMs (SPEC §3): cross-attention from image features to a context τ_θ(y).
+"""The spatial transformer of conditioned LDMs (paper Sec. 3.3): cross-attention from image features to a context τ_θ(y).
 
 Module names mirror the original `ldm.modules.attention` so published checkpoints load by name:
 SpatialTransformer: `norm`, `proj_in`, `transformer_blocks.{i}`, `proj_out`;

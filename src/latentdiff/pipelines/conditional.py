@@ -1,4 +1,4 @@
-"""Conditional tasks on top of `generate` (SPEC §3): inpainting, img2img, super-resolution, semantic and layout
+"""Conditional tasks on top of `generate` (paper Sec. 3.3): inpainting, img2img, super-resolution, semantic and layout
 synthesis.
 
 Each function validates its input against the model (UserError on a mismatch), builds the concatenated or token

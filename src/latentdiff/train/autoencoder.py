@@ -1,4 +1,4 @@
-"""Train the first stage: `latentdiff train-autoencoder CONFIG` (SPEC §1).
+"""Train the first stage: `latentdiff train-autoencoder CONFIG` (paper Sec. 3.1).
 
 Generator step (encoder, decoder, codebook) on L_rec + L_reg + λ·L_adv, then, once step ≥ loss.disc_start, a
 discriminator step on the hinge loss; two AdamW optimisers on the same Fabric engine as the diffusion stage. For

@@ -1,4 +1,4 @@
-"""The conditions y of a training batch (SPEC §3): from the dataset's ground truth to a `Cond`, with dropout.
+"""The conditions y of a training batch (paper Sec. 3.3): from the dataset's ground truth to a `Cond`, with dropout.
 
 Condition dropout (probability conditioning.drop_prob, drawn from the step's generator) replaces y by the null
 condition: the empty prompt/layout for token kinds, zeros for concatenated inputs, the extra class num_classes − 1.

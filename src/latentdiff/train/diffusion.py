@@ -1,4 +1,4 @@
-"""Train the diffusion stage on a frozen autoencoder's latents: `latentdiff train CONFIG` (SPEC §2).
+"""Train the diffusion stage on a frozen autoencoder's latents: `latentdiff train CONFIG` (paper Sec. 3.2).
 
 The training images are encoded once into posterior moments (μ, σ) (edm2's latent cache); every step draws
 z = s·(μ + σ·n) afresh, so the cache does not freeze the posterior noise. s = 1/std(z) is measured on these
