@@ -88,7 +88,7 @@ def our_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:
     """Share of the time outside the network, from the grid's set-up to the last step (as `their_overhead`)."""
     cond = bench_condition(model, batch)
     network = TimedNetwork(model.denoiser.net)
-    denoiser = Denoiser(network, model.schedule, model.denoiser.prediction)
+    denoiser = Denoiser(network, model.denoiser.precond)
     start = time.perf_counter()
     sigmas = sigma_grid(model.schedule, steps, peer.spacing, final=peer.final).to(model.device)
     x = _start(model, batch) * denoiser.prior_std(sigmas[0])

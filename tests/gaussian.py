@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from latentdiff.noise import NoiseSchedule, training_target
+from latentdiff.noise import NoiseSchedule
+from latentdiff.preconditioning import discrete_preconditioning, effective_target
 
 MU, S = 0.5, 0.3
 
@@ -27,8 +28,7 @@ class ExactDiscreteNet(nn.Module):
         self.schedule, self.prediction = schedule, prediction
 
     def forward(self, z_t, t, class_labels=None, context=None):
-        alpha_bar = self.schedule.alphas_cumprod[t.round().long()].reshape(-1, *[1] * (z_t.ndim - 1))
-        a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-        x0 = MU + a * S ** 2 / (alpha_bar * S ** 2 + b ** 2) * (z_t - a * MU)  # E[x0 | z_t]
-        eps = (z_t - a * x0) / b
-        return training_target(self.prediction, x0, eps, alpha_bar.flatten())
+        sigma = self.schedule.sigmas[t.round().long()]
+        x = z_t * (1 + sigma ** 2).sqrt().reshape(-1, *[1] * (z_t.ndim - 1))
+        precond = discrete_preconditioning(self.schedule, self.prediction)
+        return effective_target(precond, exact_denoiser(x, sigma.reshape(-1, *[1] * (z_t.ndim - 1))), x, sigma)

@@ -13,7 +13,6 @@ from latentdiff.autoencoder import build_autoencoder
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.cli import main
 from latentdiff.conditioning import Cond
-from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.interop import load_model
 from latentdiff.interop.compvis import FIRST_STAGE, UNET, ema_name, original_config
@@ -210,7 +209,7 @@ def test_whole_ddim_run_matches_diffusers(tmp_path):
         theirs = scheduler.step(their_unet(theirs, t, encoder_hidden_states=context).sample, t, theirs).prev_sample
     their_images = their_vae.decode(theirs / 0.18215).sample
     sigmas = sigma_grid(model.schedule, 25, "leading")
-    denoiser = Denoiser(model.unet, model.schedule, model.prediction)
+    denoiser = model.denoiser
     ours = run_sampler("ddim", denoiser, z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas, cond=Cond(context=context))
     assert relative(ours, theirs) <= 1e-5
     assert relative(model.codec.autoencoder.decode(model.codec.denormalize(ours)), their_images) <= 1e-5

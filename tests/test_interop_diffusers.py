@@ -20,7 +20,6 @@ from latentdiff.config import (
     TextEncoderConfig,
     UNetConfig,
 )
-from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.interop import load_model
 from latentdiff.interop.diffusers_folder import save_diffusers
@@ -162,7 +161,7 @@ def test_folder_written_by_diffusers_loads_with_the_same_numbers(tmp_path):
     for step in scheduler.timesteps:
         theirs = scheduler.step(unet(theirs, step, encoder_hidden_states=context).sample, step, theirs).prev_sample
     sigmas = sigma_grid(model.schedule, 20, "leading")
-    ours = run_sampler("ddim", Denoiser(model.unet, model.schedule, model.prediction),
+    ours = run_sampler("ddim", model.denoiser,
                        x * (1 + sigmas[0] ** 2).sqrt(), sigmas, cond=Cond(context=context))
     assert relative(ours, theirs) <= 1e-5
 

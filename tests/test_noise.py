@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from latentdiff.config import NoiseScheduleConfig
-from latentdiff.noise import NoiseSchedule, make_betas, predict_eps, predict_x0, q_sample, training_target
+from latentdiff.noise import NoiseSchedule, make_betas
+from latentdiff.preconditioning import (EDMPreconditioning, EpsPrediction, VPrediction, X0Prediction, append_dims,
+                                        effective_target)
 
 
 def test_beta_schedules():
@@ -16,19 +18,45 @@ def test_beta_schedules():
     assert cosine.betas.max() <= 0.999
 
 
-@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-def test_target_conversions_round_trip(prediction):
+SCHEDULE = NoiseSchedule(NoiseScheduleConfig())
+
+
+def vp_targets(x0, eps, alpha_bar):
+    """The discrete model's training targets in the VP form (DDPM, Salimans & Ho 2022): ε, z_0, v."""
+    a = alpha_bar.reshape(-1, 1, 1, 1)
+    return {EpsPrediction: eps, X0Prediction: x0, VPrediction: a.sqrt() * eps - (1 - a).sqrt() * x0}
+
+
+@pytest.mark.parametrize("kind", [EpsPrediction, X0Prediction, VPrediction])
+def test_preconditioning_recovers_x0_from_the_vp_targets(kind):
+    """D = c_skip·x + c_out·F with F the VP target gives z_0 back; c_in·x is z_t = √ᾱ z_0 + √(1−ᾱ) ε; and the
+    effective target (x0 − c_skip·x)/c_out is the VP target."""
     x0, eps = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
     alpha_bar = torch.rand(5) * 0.98 + 0.01
-    z_t = q_sample(x0, alpha_bar, eps)
-    output = training_target(prediction, x0, eps, alpha_bar)
-    torch.testing.assert_close(predict_x0(prediction, z_t, output, alpha_bar), x0, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(predict_eps(prediction, z_t, output, alpha_bar), eps, rtol=1e-4, atol=1e-4)
+    sigma = ((1 - alpha_bar) / alpha_bar).sqrt()
+    x, precond, target = x0 + append_dims(sigma, x0) * eps, kind(SCHEDULE), vp_targets(x0, eps, alpha_bar)[kind]
+    c_skip, c_out, c_in = (append_dims(c(sigma), x) for c in (precond.c_skip, precond.c_out, precond.c_in))
+    torch.testing.assert_close(c_in * x, append_dims(alpha_bar.sqrt(), x) * x0 + append_dims((1 - alpha_bar).sqrt(), x)
+                               * eps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_skip * x + c_out * target, x0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(effective_target(precond, x0, x, sigma), target, rtol=1e-4, atol=1e-4)
 
 
-def test_q_sample_is_the_forward_marginal():
-    x0, alpha_bar = torch.full((200_000,), 2.0), torch.full((200_000,), 0.36)
-    z = q_sample(x0, alpha_bar, torch.randn(200_000, generator=torch.Generator().manual_seed(0)))
+def test_edm_preconditioning_has_unit_variance_input_and_target():
+    """Karras et al. 2022, App. B.6: for data of std σ_d, c_in·x and the effective target have unit variance."""
+    precond, generator = EDMPreconditioning(sigma_data=0.5), torch.Generator().manual_seed(0)
+    for sigma in (0.01, 0.5, 3.0, 80.0):
+        x0 = 0.5 * torch.randn(200_000, generator=generator)
+        s = torch.full((200_000,), sigma)
+        x = x0 + sigma * torch.randn(200_000, generator=generator)
+        assert (precond.c_in(s) * x).std().item() == pytest.approx(1.0, rel=0.02)
+        assert effective_target(precond, x0, x, s).std().item() == pytest.approx(1.0, rel=0.02)
+
+
+def test_vp_input_is_the_forward_marginal():
+    sigma = torch.full((200_000,), 4 / 3)  # ᾱ = 1/(1 + σ²) = 0.36
+    x = 2.0 + sigma * torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    z = EpsPrediction(SCHEDULE).c_in(sigma) * x
     assert z.mean().item() == pytest.approx(0.6 * 2.0, abs=0.01) and z.var().item() == pytest.approx(0.64, rel=0.01)
 
 

@@ -12,6 +12,7 @@ from latentdiff.config import NoiseScheduleConfig
 from latentdiff.denoiser import Denoiser
 from latentdiff.interop.diffusers_schedulers import PEERS
 from latentdiff.noise import NoiseSchedule
+from latentdiff.preconditioning import EpsPrediction, VPrediction
 from latentdiff.samplers import SAMPLERS, sigma_grid
 
 diffusers = pytest.importorskip("diffusers")
@@ -57,7 +58,7 @@ def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.T
     case = CASES[name]
     vp = case.vp
     schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012))
-    denoiser = Denoiser(Net(), schedule, "eps")
+    denoiser = Denoiser(Net(), EpsPrediction(schedule))
     sigmas = sigma_grid(schedule, steps, case.spacing, final=case.final)
     trajectory = []
 
@@ -104,5 +105,5 @@ def test_zero_terminal_snr_ddim_matches_diffusers():
                                                  zero_terminal_snr=True))
     sigmas = sigma_grid(schedule, steps, "trailing")
     assert sigmas[0] > 4000
-    ours = SAMPLERS["ddim"].function(Denoiser(Net(), schedule, "v"), z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas)
+    ours = SAMPLERS["ddim"].function(Denoiser(Net(), VPrediction(schedule)), z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas)
     assert ((ours - theirs).abs().max() / theirs.abs().max()).item() < 1e-3

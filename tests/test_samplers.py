@@ -6,6 +6,7 @@ from latentdiff.config import NoiseScheduleConfig
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
+from latentdiff.preconditioning import discrete_preconditioning
 from latentdiff.samplers import sample_ddim, sample_ddpm, sigma_grid, timesteps
 from latentdiff.samplers.noise import per_sample_generators
 
@@ -54,7 +55,7 @@ def test_samples_do_not_depend_on_the_batch():
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_denoiser_adapts_a_discrete_vp_network_exactly(prediction):
     schedule = NoiseSchedule(NoiseScheduleConfig())
-    denoiser = Denoiser(ExactDiscreteNet(schedule, prediction), schedule, prediction)
+    denoiser = Denoiser(ExactDiscreteNet(schedule, prediction), discrete_preconditioning(schedule, prediction))
     x = torch.randn(8, 3)
     for t in (0, 100, 500, 999):
         sigma = schedule.sigmas[t]

@@ -1,15 +1,16 @@
-"""Denoisers: D(x; σ, cond) = x̂_0, the only code that knows the parameterisation (ε / x0 / v).
+"""Denoisers D(x; σ, cond) ≈ E[x_0 | x] in the variance-exploding view x = z_0 + σ·n that every sampler uses.
 
-Samplers work in the variance-exploding view x = z_t/√ᾱ_t = z_0 + σ·ε. A discrete-time VP network (trained on
-z_t at integer t) is adapted here: z_t = x·√ᾱ with ᾱ = 1/(1 + σ²), t = t(σ) by log-σ interpolation (k-diffusion's
-`DiscreteSchedule`), and its output is converted to x̂_0. Guidance will wrap a denoiser into a denoiser.
+`Denoiser` wraps a network F_θ with a preconditioning (`preconditioning.py`, Karras et al. 2022, Eq. 7):
+D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x; c_noise(σ)). For the paper's discrete-time networks (Sec. 3.2)
+that is the step from x to z_t = x/√(1 + σ²) at t(σ) and from ε̂, x̂₀ or v̂ back to x̂₀. Guidance, masking and image
+guidance wrap a denoiser into a denoiser.
 """
 
 import torch
 from torch import nn
 
 from latentdiff.conditioning import Cond
-from latentdiff.noise import NoiseSchedule, predict_x0
+from latentdiff.preconditioning import Preconditioning, append_dims
 
 
 def per_sample_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -18,7 +19,7 @@ def per_sample_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tens
 
 
 class DenoiserWrapper:
-    """A denoiser built on another: attributes it does not define (schedule, prior_std, ...) are the wrapped one's."""
+    """A denoiser built on another: attributes it does not define (precond, prior_std, ...) are the wrapped one's."""
 
     denoiser = None  # set by each wrapper; the class default keeps __getattr__ from recursing before that
 
@@ -27,26 +28,22 @@ class DenoiserWrapper:
 
 
 class Denoiser:
-    """A discrete-time network `net(z_t, t, **cond)` with `prediction` in {eps, x0, v} on `schedule`."""
+    """D(x; σ, cond) = c_skip·x + c_out·net(c_in·x, c_noise, **cond) for a network `net(x, noise_level, **cond)`."""
 
-    def __init__(self, net: nn.Module, schedule: NoiseSchedule, prediction: str):
-        self.net, self.schedule, self.prediction = net, schedule, prediction
+    def __init__(self, net: nn.Module, precond: Preconditioning):
+        self.net, self.precond = net, precond
 
-    def network_output(self, z_t: torch.Tensor, t: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
-        """The raw network output at VP input z_t (B, ...) and timesteps t (B,)."""
-        return self.net(z_t, t, **(cond or Cond()).network_kwargs())
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
-        """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...)."""
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Cond | None = None) -> torch.Tensor:
+        """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...) in x's dtype."""
         sigma = per_sample_sigma(sigma, x)
-        alpha_bar = 1.0 / (1.0 + sigma ** 2)
-        z_t = x * alpha_bar.sqrt().reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
-        output = self.network_output(z_t, self.schedule.sigma_to_t(sigma), cond)
-        return predict_x0(self.prediction, z_t, output.to(x.dtype), alpha_bar)
+        c_skip, c_out, c_in = (append_dims(c(sigma), x) for c in
+                               (self.precond.c_skip, self.precond.c_out, self.precond.c_in))
+        output = self.net(c_in * x, self.precond.c_noise(sigma), **(cond or Cond()).network_kwargs())
+        return c_skip * x + c_out * output.to(x.dtype)
 
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
-        """Std of x_T in VE scale when z_T ~ N(0, I): x_T = z_T/√ᾱ_T ⇒ √(1 + σ_max²)."""
-        return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+        """The std of x at σ_max where sampling starts (√(1 + σ_max²) for a VP model: z_T ~ N(0, I))."""
+        return self.precond.prior_std(sigma_max)
 
 
 class GuidedDenoiser(DenoiserWrapper):
@@ -80,12 +77,12 @@ class GuidedDenoiser(DenoiserWrapper):
         d_cond, d_uncond = both.chunk(2)
         guided = d_uncond + self.scale * (d_cond - d_uncond)
         if self.rescale > 0.0:
-            s = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+            s = append_dims(sigma, x)
             eps_cond, eps = (x - d_cond) / s, (x - guided) / s
             ratio = eps_cond.flatten(1).std(1) / eps.flatten(1).std(1).clamp_min(1e-12)
-            eps = self.rescale * eps * ratio.reshape(-1, *([1] * (x.ndim - 1))) + (1 - self.rescale) * eps
+            eps = self.rescale * eps * append_dims(ratio, x) + (1 - self.rescale) * eps
             guided = x - s * eps
-        return torch.where(active.reshape(-1, *([1] * (x.ndim - 1))), guided, d_cond)
+        return torch.where(append_dims(active, x), guided, d_cond)
 
 
 class ImageGuidedDenoiser(DenoiserWrapper):
@@ -115,7 +112,7 @@ class ImageGuidedDenoiser(DenoiserWrapper):
             residual = self.transform(self.decode(denoised)) - self.target.to(x.dtype)
             log_p = -0.5 * self.scale * residual.pow(2).flatten(1).sum(1) / residual[0].numel()
             grad = torch.autograd.grad(log_p.sum(), x_in)[0]
-        return denoised.detach() + sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) ** 2 * grad
+        return denoised.detach() + append_dims(sigma, x) ** 2 * grad
 
 
 class MaskedDenoiser(DenoiserWrapper):

@@ -8,6 +8,7 @@ from latentdiff.autoencoder.codec import LatentCodec
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
+from latentdiff.preconditioning import discrete_preconditioning
 from latentdiff.unet import UNetModel
 
 
@@ -27,7 +28,7 @@ class LatentDiffusion:
     @property
     def denoiser(self) -> Denoiser:
         """D(x; σ, cond); cond carries an encoded context (see `pipelines.generate`), so the UNet alone suffices."""
-        return Denoiser(self.unet, self.schedule, self.prediction)
+        return Denoiser(self.unet, discrete_preconditioning(self.schedule, self.prediction))
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -1,8 +1,8 @@
-"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) and conversions between targets (paper Sec. 3.2).
+"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) of the paper's Sec. 3.2: β schedules and their tables.
 
-Pure tensor maths over one `NoiseSchedule`; no modules, loops or losses. Besides the discrete ᾱ_t the schedule
-exposes the variance-exploding view σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers
-work (k-diffusion's convention).
+Pure tensor maths over one `NoiseSchedule`; no modules, loops or losses (the parameterisation is in
+`preconditioning.py`). Besides the discrete ᾱ_t the schedule exposes the variance-exploding view
+σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers work (k-diffusion's convention).
 """
 
 import math
@@ -75,45 +75,3 @@ class NoiseSchedule:
         lo = hi - 1
         w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
         return lo + w.clamp(0, 1)
-
-
-def _expand(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return a.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # (B,) → (B, 1, 1, 1)
-
-
-# q(z_t | z_0) (DDPM Eq. 4): z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε
-def q_sample(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """x0, noise: (B, ...); alpha_bar: (B,) → z_t (B, ...)."""
-    a = _expand(alpha_bar, x0)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-# v = √ᾱ ε − √(1 − ᾱ) z_0 (Salimans & Ho 2022)
-def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """What a network with this parameterisation (eps | x0 | v) should output for (z_0, ε, ᾱ)."""
-    if prediction == "eps":
-        return noise
-    if prediction == "x0":
-        return x0
-    a = _expand(alpha_bar, x0)
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
-
-
-def predict_x0(prediction: str, z_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """ẑ_0 from a network output: eps: (z_t − √(1−ᾱ) ε̂)/√ᾱ; x0: output; v: √ᾱ z_t − √(1−ᾱ) v̂."""
-    if prediction == "x0":
-        return output
-    a = _expand(alpha_bar, z_t)
-    if prediction == "eps":
-        return (z_t - (1 - a).sqrt() * output) / a.sqrt()
-    return a.sqrt() * z_t - (1 - a).sqrt() * output
-
-
-def predict_eps(prediction: str, z_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """ε̂ from a network output: eps: output; x0: (z_t − √ᾱ x̂0)/√(1−ᾱ); v: √(1−ᾱ) z_t + √ᾱ v̂."""
-    if prediction == "eps":
-        return output
-    a = _expand(alpha_bar, z_t)
-    if prediction == "x0":
-        return (z_t - a.sqrt() * output) / (1 - a).sqrt()
-    return (1 - a).sqrt() * z_t + a.sqrt() * output

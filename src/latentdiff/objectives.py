@@ -1,20 +1,37 @@
-"""Training objectives: per-sample losses; reduction happens in the training loop."""
+"""Training objectives (paper Sec. 3.2) as weighted denoising losses on the same D(x; σ) that sampling uses.
+
+L = E_{z_0, n ~ N(0, I), σ} λ(σ)·‖D(z_0 + σ·n; σ, y) − z_0‖² (Karras et al. 2022, Eq. 2 and 8). With λ = 1/c_out(σ)²
+this is the network-output MSE ‖F_θ − F_target‖² of the preconditioning: for the paper's ε-prediction
+λ = 1/σ² and the loss is DDPM's L_simple ‖ε̂ − ε‖² (the paper's L_LDM); x0- and v-prediction give ‖x̂₀ − z_0‖² and
+‖v̂ − v‖². Losses are per sample; reduction happens in the training loop; randomness is passed in.
+"""
 
 import torch
 
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import Denoiser
-from latentdiff.noise import q_sample, training_target
+from latentdiff.preconditioning import append_dims
 
 
-# L_LDM = E_{z0, ε~N(0,I), t~U{1..T}} ‖target − net(z_t, t, y)‖² (paper Sec. 3.2; DDPM's L_simple with target ε, x0 or v)
+def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                   weight: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+    """λ(σ)·mean ‖D(x0 + σ·n; σ) − x0‖² per sample. x0, noise: (B, c, h, w); sigma, weight: (B,) → (B,) float32."""
+    x0 = x0.float()
+    denoised = denoiser(x0 + append_dims(sigma, x0) * noise.float(), sigma, cond)
+    return weight.float() * (denoised.float() - x0).pow(2).flatten(1).mean(1)
+
+
+def simple_weight(denoiser: Denoiser, sigma: torch.Tensor) -> torch.Tensor:
+    """λ(σ) = 1/c_out(σ)²: the loss on the network's own output (L_simple for ε-prediction). (B,) → (B,)."""
+    return denoiser.precond.c_out(sigma).float().pow(-2)
+
+
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
               cond: Cond | None = None) -> torch.Tensor:
-    """x0, noise: (B, c, h, w) latents and ε; t: (B,) integer timesteps (drawn by the caller) → (B,) loss."""
-    alpha_bar = denoiser.schedule.alpha_bar(t)
-    output = denoiser.network_output(q_sample(x0, alpha_bar, noise), t, cond)
-    target = training_target(denoiser.prediction, x0, noise, alpha_bar)
-    return (output.float() - target.float()).pow(2).flatten(1).mean(1)
+    """L_LDM (paper Eq. 2 in the latent; DDPM's L_simple for the configured target ε, x0 or v) at integer timesteps
+    t (B,) of the denoiser's discrete schedule: σ = σ_t, λ = 1/c_out². x0, noise: (B, c, h, w) → (B,)."""
+    sigma = denoiser.precond.schedule.sigmas.to(t.device)[t]
+    return denoising_loss(denoiser, x0, sigma, noise, simple_weight(denoiser, sigma), cond)
 
 
 def draw_timesteps(batch_size: int, num_timesteps: int, generator: torch.Generator) -> torch.Tensor:

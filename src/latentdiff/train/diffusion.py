@@ -26,6 +26,7 @@ from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
+from latentdiff.preconditioning import discrete_preconditioning
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_conditions, preview_conditions
 from latentdiff.train.ema import EMA
@@ -112,7 +113,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     model, optimizer = fabric.setup(network, optimizer)
     ema.model.to(fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
-    denoiser = Denoiser(model, schedule, cfg.diffusion.prediction)
+    denoiser = Denoiser(model, discrete_preconditioning(schedule, cfg.diffusion.prediction))
     ema_parts = network_parts(ema.model, "")  # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
     ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
                                  train_data.class_names if cfg.unet.num_classes or cfg.conditioning.kind == "class"
