@@ -2,14 +2,14 @@
 
 Sources: scikit-learn's handwritten digits (bundled, the default), MNIST-format IDX / .npz files, and folders of
 PNG/JPEG images (class sub-folders optional). Every image is resized to the configured square size once, at load.
-Datasets yield raw pixels; they never normalise for a model (`to_model_range` does, at the point of use).
+Datasets yield raw pixels (`ImageData`); they never normalise for a model (`to_model_range` does, at the point
+of use). `load_dataset` picks the configured source, here or in `photos.py`, `emoji.py`, `shapes.py`.
 """
 
 import dataclasses
 import gzip
 import logging
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latentdiff.config import DataConfig
+from latentdiff.data.emoji import load_emoji
+from latentdiff.data.image_data import ImageData
+from latentdiff.data.photos import load_photos
+from latentdiff.data.shapes import load_shapes
 from latentdiff.errors import UserError
 from latentdiff.progress import progress
 
@@ -25,75 +29,16 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
-@dataclass(frozen=True)
-class ImageData:
-    """images: (N, C, H, W) uint8; labels: (N,) int64, −1 when unlabelled; class_names: () when unlabelled.
-    heldout_start: when set, images[heldout_start:] are the dataset's own held-out split (e.g. spatially disjoint
-    photo crops) and `split_holdout` uses it instead of a random one.
-    Ground truth for conditioning, where the dataset has it: captions (one per image), boxes (one (n_i, 5) array of
-    x0, y0, x1, y1, class in [0, 1] per image) and semantic maps (N, H, W) uint8 with `semantic_classes` classes."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    class_names: tuple[str, ...] = ()
-    heldout_start: int | None = None
-    captions: tuple[str, ...] = ()
-    boxes: tuple = ()
-    semantic: torch.Tensor | None = None
-    semantic_classes: int = 0
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def num_classes(self) -> int | None:
-        return len(self.class_names) or None
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    def subset(self, index: torch.Tensor) -> "ImageData":
-        rows = index.tolist()
-        return dataclasses.replace(
-            self, images=self.images[index], labels=self.labels[index], heldout_start=None,
-            captions=tuple(self.captions[i] for i in rows) if self.captions else (),
-            boxes=tuple(self.boxes[i] for i in rows) if self.boxes else (),
-            semantic=None if self.semantic is None else self.semantic[index])
-
-    def sample(self, n: int, seed: int = 0) -> "ImageData":
-        """min(n, N) images drawn at random without replacement (seeded): a representative part even when the data
-        is ordered (emoji by Unicode group, for example), unlike the first n."""
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return self.subset(order[:min(n, len(self))])
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float32 [-1, 1] (the range every model in latentdiff takes)."""
-    return images.float() / 127.5 - 1.0
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] → uint8 [0, 255], rounded and clamped."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def load_dataset(cfg: DataConfig) -> ImageData:
     """The configured dataset at `cfg.image_size`, with `cfg.channels` channels when set."""
     if cfg.dataset == "digits":
         data = load_digits(cfg.image_size)
     elif cfg.dataset == "photos":
-        from latentdiff.data.photos import load_photos
-
         data = load_photos(cfg.image_size)
     elif cfg.dataset == "emoji":
-        from latentdiff.data.emoji import load_emoji
-
         data, names = load_emoji(cfg.image_size, cfg.path)
         data = dataclasses.replace(data, captions=tuple(names))
     elif cfg.dataset == "shapes":
-        from latentdiff.data.shapes import load_shapes
-
         data = load_shapes(cfg.image_size, cfg.holdout)
     elif cfg.dataset == "mnist":
         data = load_mnist(Path(cfg.path), cfg.image_size)
@@ -102,19 +47,6 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     if cfg.channels is not None and cfg.channels != data.channels:
         data = dataclasses.replace(data, images=_convert_channels(data.images, cfg.channels))
     return data
-
-
-def split_holdout(data: ImageData, holdout: int, seed: int) -> tuple[ImageData, ImageData]:
-    """(train, held-out) by a seeded permutation (or the dataset's own split, of which at most `holdout` images are
-    kept); the held-out part is never trained on."""
-    if data.heldout_start is not None:
-        n = len(data) - data.heldout_start
-        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:holdout].sort().values
-        return data.subset(torch.arange(data.heldout_start)), data.subset(data.heldout_start + keep)
-    if holdout >= len(data):
-        raise UserError(f"data.holdout={holdout} leaves no training images out of {len(data)}; lower it")
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    return data.subset(perm[holdout:].sort().values), data.subset(perm[:holdout].sort().values)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from latentdiff.cache import cache_dir
-from latentdiff.data.datasets import ImageData
+from latentdiff.data.image_data import ImageData
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_write
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from latentdiff.data.datasets import ImageData
+from latentdiff.data.image_data import ImageData
 from latentdiff.errors import UserError
 
 # files inside the scikit-image wheel (skimage/data)

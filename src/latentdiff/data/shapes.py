@@ -10,14 +10,12 @@ Rendering is 4× supersampled with Pillow and averaged down; generation is deter
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:
-    from latentdiff.data.datasets import ImageData
+from latentdiff.data.image_data import ImageData
 
 KINDS = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "yellow": (235, 195, 20)}
@@ -151,10 +149,8 @@ SHAPES_COUNT = 8000
 
 
 @functools.lru_cache(maxsize=4)
-def load_shapes(image_size: int = 32, holdout: int = 500) -> "ImageData":
+def load_shapes(image_size: int = 32, holdout: int = 500) -> ImageData:
     """The shapes dataset as ImageData: label = the first shape's category, captions, boxes, semantic maps."""
-    from latentdiff.data.datasets import ImageData
-
     data = make_shapes(SHAPES_COUNT, image_size, seed=0, holdout=holdout)
     labels = torch.tensor([scene.shapes[0].category for scene in data.scenes])
     names = tuple(f"{colour} {kind}" for colour in COLOUR_NAMES for kind in KINDS)
