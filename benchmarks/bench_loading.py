@@ -37,10 +37,10 @@ def rss_bytes():
 # lazily, on first access: 4 s of imports would otherwise count as loading)
 folder = Path(path).is_dir()
 if which == "latentdiff" and folder:
-    from latentdiff.interop.diffusers_folder import load_diffusers_unet
+    from latentdiff.checkpoints.interop.diffusers_folder import load_diffusers_unet
     load = lambda: load_diffusers_unet(path)
 elif which == "latentdiff":
-    from latentdiff.interop.compvis import load_original_unet, original_config, read_yaml
+    from latentdiff.checkpoints.interop.compvis import load_original_unet, original_config, read_yaml
     load = lambda: load_original_unet(path, original_config(read_yaml(yaml)).unet)
 else:
     import diffusers
@@ -74,7 +74,7 @@ def make_file(workdir: Path) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from latentdiff.interop.compvis import ORIGINAL_CONFIGS, UNET, original_config, read_yaml
+    from latentdiff.checkpoints.interop.compvis import ORIGINAL_CONFIGS, UNET, original_config, read_yaml
     from latentdiff.unet import UNetModel
 
     yaml = ORIGINAL_CONFIGS / "sd-v1-inference.yaml"
@@ -94,9 +94,9 @@ def make_folder(workdir: Path, path: Path, yaml: Path) -> Path:
     latentdiff's save path (its renaming and config)."""
     from safetensors.torch import load_file, save_file
 
-    from latentdiff.interop.compvis import UNET, original_config, read_yaml
-    from latentdiff.interop.diffusers_configs import unet_to_diffusers
-    from latentdiff.interop.diffusers_names import convert_names, unet_blocks
+    from latentdiff.checkpoints.interop.compvis import UNET, original_config, read_yaml
+    from latentdiff.checkpoints.interop.diffusers_configs import unet_to_diffusers
+    from latentdiff.checkpoints.interop.diffusers_names import convert_names, unet_blocks
 
     folder = workdir / "sd-v1-unet"
     if not (folder / "diffusion_pytorch_model.safetensors").is_file():

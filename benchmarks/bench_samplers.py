@@ -1,12 +1,12 @@
 """Samplers on a trained model: Fréchet distance vs network evaluations, and the time a sampler adds to the network.
 
 1. FD vs NFE: class-conditional samples of a trained digits LDM (`latentdiff demo` writes one to runs/demo), one
-   image per held-out digit, scored by the project's classifier evaluator (`metrics/conditional.py`) beside the
+   image per held-out digit, scored by the project's classifier evaluator (`evaluation/conditional.py`) beside the
    real-vs-real baseline at the same n, for NFE budgets 5 … 250 and every deterministic sampler plus two
    stochastic ones; steps = NFE / NFE-per-step.
 2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model (or, with
    --skip-fd, on any model: e.g. the bundled emoji text model, with the empty prompt's context) — for each pair of
-   interop/diffusers_schedulers.py (a latentdiff sampler and the diffusers scheduler settings that follow the same
+   samplers/diffusers_peers.py (a latentdiff sampler and the diffusers scheduler settings that follow the same
    trajectory), in the same process, driven with the same network, timed over the same phases (grid set-up, initial
    noise, the loop); median of repetitions that alternate which side runs first; the ratio ours/theirs is what to
    read on a shared machine.
@@ -24,8 +24,8 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.conditioning import Cond
 from latentdiff.config import DataConfig
 from latentdiff.denoiser import Denoiser
-from latentdiff.interop.diffusers_schedulers import PEERS, PeerScheduler
-from latentdiff.metrics.conditional import evaluate_class_conditional
+from latentdiff.samplers.diffusers_peers import PEERS, PeerScheduler
+from latentdiff.evaluation.conditional import evaluate_class_conditional
 from latentdiff.samplers import run_sampler, sigma_grid
 
 NFES = (5, 10, 20, 50, 100, 250)
@@ -127,7 +127,7 @@ def _generator(scheduler, generator: torch.Generator) -> dict:
 def overhead_table(model, steps: int, batch: int, reps: int) -> None:
     print(f"\n## Sampler overhead at {steps} steps, batch {batch}: share of sampling time outside the network "
           f"(median of {reps}; the two sides alternate which runs first)\n")
-    print("| sampler (settings of interop/diffusers_schedulers.py) | latentdiff | diffusers | ratio ours/theirs |")
+    print("| sampler (settings of samplers/diffusers_peers.py) | latentdiff | diffusers | ratio ours/theirs |")
     print("|---|---|---|---|")
     with torch.no_grad():
         our_overhead(model, PEERS["ddim"], steps, batch)  # warm-up, both sides
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--skip-fd", action="store_true", help="only the overhead table")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    from latentdiff.pipelines.eval_autoencoder import stored_data_config
+    from latentdiff.evaluation.autoencoder import stored_data_config
 
     model = load_latent_diffusion(args.checkpoint, args.device)
     print(f"model: {args.checkpoint} ({sum(p.numel() for p in model.denoiser.net.parameters()) / 1e6:.2f} M UNet "

@@ -4,7 +4,7 @@ The paper's text-to-image and class-conditional results trade FD for alignment t
 For each guidance scale and sampling seed, one sample per held-out condition of a text or layout model; alignment
 under the dataset's evaluator (emoji: the classifier's accuracy on the prompt's Unicode subgroup; shapes: the
 analytic checker), FD in the classifier's features against the training split, each beside its real-image
-baselines (`metrics/alignment.py`). Usage:
+baselines (`evaluation/alignment.py`). Usage:
 
     python experiments/cfg_sweep.py [--checkpoint CKPT] [--n 200] [--seeds 3] [--guidance 0 1 2 3 4 6 8]
                                     [--sampler dpmpp_2m] [--steps 20]
@@ -19,10 +19,10 @@ import torch
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
 from latentdiff.data import load_dataset, split_holdout
-from latentdiff.metrics.alignment import AlignmentReport, evaluate_alignment
+from latentdiff.evaluation.alignment import AlignmentReport, evaluate_alignment
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import state_digest
-from latentdiff.pipelines.eval_autoencoder import stored_data_config
+from latentdiff.evaluation.autoencoder import stored_data_config
 from report import Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "Classifier-free guidance: FD against alignment"

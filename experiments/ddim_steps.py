@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.metrics.sample_quality import draw_samples
+from latentdiff.evaluation.sample_quality import draw_samples
 from report import FDSetup, Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "FD against sampler steps and throughput"

@@ -33,7 +33,7 @@ from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import classifier_features
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.reconstruction import reconstruct
-from latentdiff.metrics.sample_quality import cached_features, draw_samples
+from latentdiff.evaluation.sample_quality import cached_features, draw_samples
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import PIXELS, train_latent_diffusion
 from latentdiff.unet import UNetModel

@@ -21,8 +21,8 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
 from latentdiff.files import atomic_write, write_text
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.metrics.sample_quality import cached_features, checkpoint_reference, sample_conditions
-from latentdiff.pipelines.eval_autoencoder import stored_data_config
+from latentdiff.evaluation.sample_quality import cached_features, checkpoint_reference, sample_conditions
+from latentdiff.evaluation.autoencoder import stored_data_config
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "reports"

@@ -30,17 +30,16 @@ import torch.nn.functional as F
 
 from latentdiff.checkpoints import load_latent_diffusion, read_metadata
 from latentdiff.checkpoints.models import bundled_model
-from latentdiff.conditioning.spatial import paste_unmasked
+from latentdiff.conditioning.spatial import paste_unmasked, random_masks
 from latentdiff.data import load_dataset, split_holdout, to_model_range, to_uint8
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import state_digest
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.reconstruction import score_reconstructions
-from latentdiff.metrics.restoration import evaluate_superres
-from latentdiff.pipelines.eval_autoencoder import stored_data_config
+from latentdiff.evaluation.restoration import evaluate_superres
+from latentdiff.evaluation.autoencoder import stored_data_config
 from latentdiff.pipelines.generate import LatentEdit, generate
-from latentdiff.train.conditions import random_masks, token_inputs
 from report import REPORTS, Provenance, shown_path, write_report  # experiments/report.py (the script's folder)
 
 TITLE = "Super-resolution and inpainting on held-out images"
@@ -126,7 +125,7 @@ def inpainting_results(checkpoint: Path, args) -> dict:
     masks = random_masks(n, x.shape[-1], torch.Generator().manual_seed(0))
     side = x.shape[-1] // model.codec.downsampling_factor
     edit = LatentEdit(model.codec.encode(x), 1.0, F.adaptive_max_pool2d(masks, side))
-    prompts = token_inputs(model.conditioner, held, torch.arange(n)) if model.conditioner is not None else None
+    prompts = model.conditioner.training_inputs(held, torch.arange(n)) if model.conditioner is not None else None
     guidance = args.guidance if model.trained_with_null else 1.0
     seeds, outputs = [], []
     for seed in range(args.seeds):

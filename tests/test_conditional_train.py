@@ -84,11 +84,11 @@ def test_condition_dropout_uses_the_null_condition(shapes_autoencoder, tmp_path)
     from latentdiff.autoencoder import LatentCodec, LatentStats
     from latentdiff.checkpoints.models import load_autoencoder
     from latentdiff.data import load_dataset
-    from latentdiff.train.conditions import build_conditioner
+    from latentdiff.conditioning.kinds import build_conditioner
 
     cfg = conditional_config(tmp_path, shapes_autoencoder, "text")
     data = load_dataset(cfg.data)
-    conditioner = build_conditioner(cfg, data)
+    conditioner = build_conditioner(cfg.conditioning, data, cfg.data.dataset)
     codec = LatentCodec(load_autoencoder(shapes_autoencoder), LatentStats.global_scale(1.0, 2))
     index = torch.arange(64)
     cond = batch_condition(conditioner, data, index, torch.Generator().manual_seed(0), codec, (8, 8), None, 0.5)

@@ -42,8 +42,9 @@ def run_two_processes(command: str, cfg, tmp_path):
 
 def assert_same_steps(initial: dict, one, two, prefix: str, threshold: float, coverage: float,
                       skip: tuple[str, ...] = ()) -> None:
-    """Weights agree (2e-6, ~0.2% of an lr-sized step: Adam's second step amplifies reduction-order noise) wherever
-    the one-process update is above `threshold`; that is most elements."""
+    """Weights agree (5e-6, 0.5% of an lr-sized step) wherever the one-process update is above `threshold`; that is
+    most elements. Adam's second step amplifies reduction-order noise: nearly all elements agree within 8e-7, a
+    few in ~10⁵ reach 2.3e-6 (measured, latent diffusion); without gradient synchronisation they differ by ~lr."""
     a, b = read_tensors(one, prefix), read_tensors(two, prefix)
     compared = total = 0
     for key, start in initial.items():
@@ -51,7 +52,7 @@ def assert_same_steps(initial: dict, one, two, prefix: str, threshold: float, co
             continue
         update = a[key] - start
         well_conditioned = update.abs() > threshold
-        torch.testing.assert_close(b[key][well_conditioned], a[key][well_conditioned], rtol=0, atol=2e-6, msg=key)
+        torch.testing.assert_close(b[key][well_conditioned], a[key][well_conditioned], rtol=0, atol=5e-6, msg=key)
         compared, total = compared + int(well_conditioned.sum()), total + update.numel()
     assert compared > coverage * total, f"only {compared} of {total} elements had a well-conditioned update"
 

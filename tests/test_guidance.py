@@ -3,6 +3,7 @@ import torch
 
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import GuidedDenoiser
+from latentdiff.errors import UserError
 
 
 class CountingDenoiser:
@@ -43,7 +44,7 @@ def test_guidance_interval_guides_only_inside_and_skips_the_uncond_pass_outside(
     per_sample = guided(x, torch.tensor([0.2, 2.0]), cond)  # one sample inside, one outside
     d_c, d_u = base(x, torch.tensor([0.2, 2.0]), cond), base(x, torch.tensor([0.2, 2.0]), uncond)
     torch.testing.assert_close(per_sample, torch.stack([d_c[0], (d_u + 4.0 * (d_c - d_u))[1]]))
-    with pytest.raises(ValueError, match="interval"):
+    with pytest.raises(UserError, match="interval"):
         GuidedDenoiser(base, uncond, scale=4.0, interval=(3.0, 1.0))
 
 
@@ -60,7 +61,7 @@ def test_guidance_rescale_matches_the_conditional_eps_std():
 
 
 def test_cond_cat_batches_every_field():
-    from latentdiff.conditioning.text import Tokens
+    from latentdiff.conditioning.tokens import Tokens
 
     a = Cond(context=torch.ones(1, 2, 3), context_mask=torch.ones(1, 2, dtype=torch.bool),
              tokens=Tokens(torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.bool)))

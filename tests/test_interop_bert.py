@@ -11,10 +11,10 @@ from test_interop_compvis import SD_UNET, diffusers_unet, original_yaml, random_
 
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.cli import main
-from latentdiff.interop import load_model
-from latentdiff.interop.compvis import ORIGINAL_CONFIGS, UNET, detect_original_config, original_config
-from latentdiff.interop.diffusers_folder import save_diffusers
-from latentdiff.interop.x_transformer import x_transformer_config, x_transformer_weights
+from latentdiff.checkpoints import load_model
+from latentdiff.checkpoints.interop.compvis import ORIGINAL_CONFIGS, UNET, detect_original_config, original_config
+from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
+from latentdiff.checkpoints.interop.x_transformer import x_transformer_config, x_transformer_weights
 
 x_transformers = pytest.importorskip("x_transformers")
 transformers = pytest.importorskip("transformers")
@@ -79,7 +79,7 @@ def test_text_to_image_bert_model_matches_a_guided_diffusers_run(bert_file):
     """Guided DDIM against "" (the original txt2img script's unconditional prompt): latentdiff's generate vs diffusers'
     converted UNet and DDIMScheduler driven by hand with the original encoder's contexts."""
     from latentdiff.pipelines import generate
-    from latentdiff.samplers.noise import per_sample_generators, randn_like
+    from latentdiff.samplers.randomness import per_sample_generators, randn_like
 
     path, yaml, state, folder, encoder = bert_file
     config = OmegaConf.to_container(OmegaConf.load(yaml))

@@ -14,8 +14,8 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.cli import main
 from latentdiff.conditioning import Cond
 from latentdiff.errors import UserError
-from latentdiff.interop import load_model
-from latentdiff.interop.compvis import FIRST_STAGE, UNET, ema_name, original_config
+from latentdiff.checkpoints import load_model
+from latentdiff.checkpoints.interop.compvis import FIRST_STAGE, UNET, ema_name, original_config
 from latentdiff.samplers import run_sampler, sigma_grid
 from latentdiff.unet import UNetModel
 
@@ -104,7 +104,7 @@ def sd_pipeline(unet, vae, text_encoder, tokenizer, prediction_type: str = "epsi
 def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float, final: str = "zero") -> None:
     """10 guided steps from the same x_T and two prompts: the pipeline's pixels and latentdiff's generate agree."""
     from latentdiff.pipelines import generate
-    from latentdiff.samplers.noise import per_sample_generators, randn_like
+    from latentdiff.samplers.randomness import per_sample_generators, randn_like
 
     pipe.set_progress_bar_config(disable=True)
     prompts = ["the cat", "a dog"]
@@ -312,7 +312,7 @@ def test_convert_writes_a_latentdiff_checkpoint_with_the_same_numbers(tmp_path):
 def test_stable_diffusion_v1_is_detected_from_its_keys_without_a_config(tmp_path):
     """The full-size SD-v1 layout (built on the meta device: shapes only, no memory) is recognised and its bundled
     v1-inference YAML rebuilds exactly those shapes; a layout it does not know asks for --config."""
-    from latentdiff.interop.compvis import (
+    from latentdiff.checkpoints.interop.compvis import (
         ORIGINAL_CONFIGS,
         detect_original_config,
         read_yaml,

@@ -11,8 +11,8 @@ from test_interop_compvis import assert_same_guided_run, relative, sd_text_file
 from latentdiff.autoencoder import LatentCodec, LatentStats, build_autoencoder
 from latentdiff.cli import main
 from latentdiff.conditioning import Cond
-from latentdiff.conditioning.conditioner import Conditioner
-from latentdiff.conditioning.text import CaptionTokenizer
+
+from latentdiff.conditioning.text import CaptionTokenizer, TextConditioner
 from latentdiff.config import (
     AutoencoderConfig,
     ConditioningConfig,
@@ -21,8 +21,8 @@ from latentdiff.config import (
     UNetConfig,
 )
 from latentdiff.errors import UserError
-from latentdiff.interop import load_model
-from latentdiff.interop.diffusers_folder import save_diffusers
+from latentdiff.checkpoints import load_model
+from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.pipelines import generate
@@ -32,7 +32,6 @@ from latentdiff.unet import UNetModel
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-
 def randomize(*modules: torch.nn.Module, seed: int = 0) -> None:
     """Non-trivial weights everywhere (zero-initialised output layers would hide naming mistakes)."""
     generator = torch.Generator().manual_seed(seed)
@@ -40,19 +39,17 @@ def randomize(*modules: torch.nn.Module, seed: int = 0) -> None:
         for p in module.parameters():
             p.data = 0.05 * torch.randn(p.shape, generator=generator)
 
-
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sb[k])][:3]
-
 
 def joint_text_model(regularizer: str = "vq") -> LatentDiffusion:
     """latentdiff's own text-to-image layout: a BPE tokenizer, τ_θ trained jointly (here random), a VQ first stage,
     per-channel latent statistics, v-prediction."""
     tokenizer = CaptionTokenizer.train(["a red circle", "a blue square above a red circle"], 64, 10)
     text = TextEncoderConfig(vocab_size=64, max_length=10, width=16, depth=1, num_heads=2)
-    conditioner = Conditioner(ConditioningConfig(kind="text", text=text), tokenizer)
+    conditioner = TextConditioner(ConditioningConfig(kind="text", text=text), tokenizer)
     unet = UNetModel(UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,),
                                 head_channels=16, context_dim=16, use_scale_shift_norm=True))
     autoencoder = build_autoencoder(AutoencoderConfig(base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
@@ -63,7 +60,6 @@ def joint_text_model(regularizer: str = "vq") -> LatentDiffusion:
     return LatentDiffusion(unet=unet.eval(), codec=codec.eval(), conditioner=conditioner.eval(),
                            schedule=NoiseSchedule(NoiseScheduleConfig(kind="cosine")), prediction="v",
                            image_size=16, trained_with_null=True)
-
 
 @torch.no_grad()
 def test_stable_diffusion_layout_round_trips_and_runs_in_diffusers(tmp_path):
@@ -87,7 +83,6 @@ def test_stable_diffusion_layout_round_trips_and_runs_in_diffusers(tmp_path):
 
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
     assert_same_guided_run(back, pipe, [5, 6], 4.0)
-
 
 @torch.no_grad()
 def test_fp16_variant_folders_load_the_variant_weights(tmp_path):
@@ -122,7 +117,6 @@ def test_fp16_variant_folders_load_the_variant_weights(tmp_path):
     assert main(["sample", str(folder), "--prompt", "a", "--out", str(tmp_path / "x.png")]) == 2
     assert main(["sample", str(folder), "--variant", "fp16", "--prompt", "a", "--n", "1", "--steps", "2",
                  "--out", str(tmp_path / "x.png")]) == 0
-
 
 @torch.no_grad()
 def test_folder_written_by_diffusers_loads_with_the_same_numbers(tmp_path):
@@ -165,7 +159,6 @@ def test_folder_written_by_diffusers_loads_with_the_same_numbers(tmp_path):
                        x * (1 + sigmas[0] ** 2).sqrt(), sigmas, cond=Cond(context=context))
     assert relative(ours, theirs) <= 1e-5
 
-
 @torch.no_grad()
 @pytest.mark.parametrize("regularizer", ["vq", "kl"])
 def test_jointly_trained_text_model_round_trips_bit_identical(tmp_path, regularizer):
@@ -193,16 +186,14 @@ def test_jointly_trained_text_model_round_trips_bit_identical(tmp_path, regulari
     z = torch.randn(1, 4, 8, 8)
     assert relative(model.codec.autoencoder.decode(z), their_vae.decode(z).sample) <= 1e-5
 
-
 def ldm_pipeline_run(pipe, seeds: list[int], steps: int) -> torch.Tensor:
     """diffusers' LDMPipeline (unconditional LDM: UNet2DModel + VQModel + DDIM) as (N, C, H, W) in [0, 1]."""
-    from latentdiff.samplers.noise import per_sample_generators
+    from latentdiff.samplers.randomness import per_sample_generators
 
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=len(seeds), generator=per_sample_generators(seeds), num_inference_steps=steps,
                   output_type="np").images
     return torch.from_numpy(images).permute(0, 3, 1, 2)
-
 
 @torch.no_grad()
 def test_ldm_pipeline_folder_written_by_diffusers_samples_the_same_images(tmp_path):
@@ -239,7 +230,6 @@ def test_ldm_pipeline_folder_written_by_diffusers_samples_the_same_images(tmp_pa
     assert relative(model.codec.decode(snapped * 0.5), pipe.vqvae.decode(snapped).sample) <= 1e-5
     assert theirs.shape == (2, 3, 16, 16)
 
-
 @torch.no_grad()
 def test_unconditional_models_become_ldm_pipeline_folders_and_come_back_bit_identical(tmp_path):
     """latentdiff's unconditional UNet (self-attention with the original fused, legacy-ordered qkv; 4 heads) with a
@@ -260,7 +250,6 @@ def test_unconditional_models_become_ldm_pipeline_folders_and_come_back_bit_iden
     back = load_model(folder)
     assert_same_weights(back.unet, model.unet)
     assert_same_weights(back.codec.autoencoder, model.codec.autoencoder)
-
 
 def test_what_diffusers_cannot_hold_is_refused_in_one_line(tmp_path, capsys):
     from latentdiff.checkpoints.models import bundled_model

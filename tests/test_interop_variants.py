@@ -9,8 +9,8 @@ from test_interop_compvis import (SD_UNET, assert_same_guided_run, clip_tokenize
                                   sd_text_file, their_clip)
 
 from latentdiff.errors import UserError
-from latentdiff.interop import load_model
-from latentdiff.interop.diffusers_folder import save_diffusers
+from latentdiff.checkpoints import load_model
+from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
 
 diffusers = pytest.importorskip("diffusers")
 single_file = pytest.importorskip("diffusers.loaders.single_file_utils")
@@ -93,7 +93,7 @@ def assert_same_inpainting_run(model, config: dict, state: dict, text_encoder, t
     x_T, prompts, guidance and masked-image latents), ≤ 1e-5 in pixels; returns the (image, mask) used."""
     from latentdiff.conditioning import Cond
     from latentdiff.pipelines import generate
-    from latentdiff.samplers.noise import per_sample_generators, randn_like
+    from latentdiff.samplers.randomness import per_sample_generators, randn_like
 
     their_unet, their_vae = diffusers_models(config, state)
     scheduler = sd_pipeline(their_unet, their_vae, None, tokenizer).scheduler
@@ -166,7 +166,7 @@ def test_class_token_model_cin256_v2_layout_matches_a_guided_diffusers_run(tmp_p
     class after the real ones, a VQ first stage; latentdiff's guided DDIM against diffusers' converted UNet and
     DDIMScheduler driven by hand with the same class-token contexts."""
     from latentdiff.pipelines import generate
-    from latentdiff.samplers.noise import per_sample_generators, randn_like
+    from latentdiff.samplers.randomness import per_sample_generators, randn_like
 
     config = original_yaml({"num_heads": 1, "use_spatial_transformer": True, "context_dim": 24, "transformer_depth": 1},
                            first_stage="VQModelInterface", cond_stage="ClassEmbedder", scale_factor=1.0)

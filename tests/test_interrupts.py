@@ -158,3 +158,22 @@ def test_many_kills_and_interrupts_resume_bit_identically(tmp_path, reference_ru
     outcomes = run_with_interruptions(config, tmp_path / "run", plan, seed=1)
     check_outcomes(outcomes)
     assert_same_run(reference, tmp_path / "run")
+
+
+def test_a_library_error_raised_while_a_stop_unwinds_is_reported_as_the_stop(monkeypatch, capsys):
+    """A second signal raises `Interrupted` wherever the main thread is; when a library's clean-up then fails in
+    its half-done state (an OmegaConf error ending "object_type=None" was seen), the command still ends with the
+    stop's one line and exit code, not a traceback and exit 1."""
+    from latentdiff import cli
+    from latentdiff.errors import Interrupted
+
+    def command(args):
+        try:
+            raise Interrupted("stopped at once by a second signal; the last checkpoint is intact", 130)
+        finally:
+            raise ValueError("object_type=None")
+
+    monkeypatch.setattr(cli.commands, "sample", command)  # the parser binds it when main builds it
+    assert cli.main(["sample"]) == 130
+    assert capsys.readouterr().err.strip() == ("latentdiff: stopped at once by a second signal; the last checkpoint "
+                                               "is intact")

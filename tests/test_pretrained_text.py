@@ -39,7 +39,8 @@ def bert_folder(tmp_path_factory):
 def test_frozen_encoder_trains_checkpoints_without_its_weights_and_samples(tmp_path, bert_folder):
     from latentdiff.pipelines import generate
     from latentdiff.train.autoencoder import train_autoencoder
-    from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_conditions
+    from latentdiff.conditioning.kinds import build_conditioner
+    from latentdiff.train.conditions import batch_condition
     from latentdiff.train.diffusion import train_latent_diffusion
 
     shapes = ["data.dataset=shapes", "data.holdout=100"]
@@ -60,8 +61,8 @@ def test_frozen_encoder_trains_checkpoints_without_its_weights_and_samples(tmp_p
     # the cached contexts are the encoder's outputs, and dropped rows get the empty prompt's context
     from latentdiff.data import load_dataset
     data = load_dataset(cfg.data).subset(torch.arange(50))
-    conditioner = build_conditioner(cfg, data)
-    cached = dataset_conditions(conditioner, data)
+    conditioner = build_conditioner(cfg.conditioning, data, cfg.data.dataset)
+    cached = conditioner.dataset_conditions(data)
     index = torch.arange(40)
     a = batch_condition(conditioner, data, index, torch.Generator().manual_seed(0), None, (8, 8), None, 0.5, cached)
     null = conditioner.encode(conditioner.null_tokens(1)).context[0]

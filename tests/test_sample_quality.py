@@ -16,7 +16,7 @@ from latentdiff.metrics.features import (
     inception_input,
     module_features,
 )
-from latentdiff.metrics.sample_quality import cached_features
+from latentdiff.evaluation.sample_quality import cached_features
 
 
 def _kid_by_pairs(x: np.ndarray, y: np.ndarray) -> float:

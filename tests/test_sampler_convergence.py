@@ -16,7 +16,7 @@ import torch
 from mixture import MEANS, WEIGHTS, mixture_denoiser, moments, ode_reference, sample_marginal
 from latentdiff.samplers import SAMPLERS
 from latentdiff.samplers.dpm_solver import sample_dpmpp_multistep
-from latentdiff.samplers.noise import per_sample_generators
+from latentdiff.samplers.randomness import per_sample_generators
 
 SIGMA_MAX, SIGMA_MIN = 1000.0, 0.05
 STEPS = (32, 64, 128, 256)

@@ -10,7 +10,7 @@ import torch
 
 from latentdiff.config import NoiseScheduleConfig
 from latentdiff.denoiser import Denoiser
-from latentdiff.interop.diffusers_schedulers import PEERS
+from latentdiff.samplers.diffusers_peers import PEERS
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import EpsPrediction, VPrediction
 from latentdiff.samplers import SAMPLERS, sigma_grid
@@ -32,7 +32,7 @@ class Net(torch.nn.Module):
         return net(z, t)
 
 
-CASES = PEERS  # every settings pair of interop/diffusers_schedulers.py
+CASES = PEERS  # every settings pair of samplers/diffusers_peers.py
 
 
 def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import discrete_preconditioning
 from latentdiff.samplers import sample_ddim, sample_ddpm, sigma_grid, timesteps
-from latentdiff.samplers.noise import per_sample_generators
+from latentdiff.samplers.randomness import per_sample_generators
 
 
 def log_grid(n: int, sigma_max: float = 10.0, sigma_min: float = 0.002) -> torch.Tensor:

@@ -9,7 +9,7 @@ from conftest import tiny_autoencoder_config, tiny_ldm_config
 from latentdiff.checkpoints import load_autoencoder, load_latent_diffusion, read_metadata, read_tensors
 from latentdiff.checkpoints.models import export_latent_diffusion
 from latentdiff.errors import UserError
-from latentdiff.interop.diffusers_folder import save_diffusers
+from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
 from latentdiff.pipelines import generate
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion

@@ -13,7 +13,7 @@ from latentdiff.config import AutoencoderTrainConfig, LatentDiffusionTrainConfig
 from latentdiff.data import to_uint8
 from latentdiff.files import write_text
 from latentdiff.images import save_image_grid
-from latentdiff.metrics.conditional import evaluate_class_conditional
+from latentdiff.evaluation.conditional import evaluate_class_conditional
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion

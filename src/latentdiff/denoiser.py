@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from latentdiff.conditioning import Cond
+from latentdiff.errors import UserError
 from latentdiff.preconditioning import Preconditioning, append_dims
 
 
@@ -33,17 +34,38 @@ class Denoiser:
     def __init__(self, net: nn.Module, precond: Preconditioning):
         self.net, self.precond = net, precond
 
+    def network_output(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+        """F_θ(c_in(σ)·x; c_noise(σ)) for x (B, ...) and sigma (B,): the network's own output (ε̂, x̂₀ or v̂)."""
+        c_in = append_dims(self.precond.c_in(sigma), x)
+        return self.net(c_in * x, self.precond.c_noise(sigma), **(cond or Cond()).network_kwargs())
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Cond | None = None) -> torch.Tensor:
         """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...) in x's dtype."""
         sigma = per_sample_sigma(sigma, x)
-        c_skip, c_out, c_in = (append_dims(c(sigma), x) for c in
-                               (self.precond.c_skip, self.precond.c_out, self.precond.c_in))
-        output = self.net(c_in * x, self.precond.c_noise(sigma), **(cond or Cond()).network_kwargs())
-        return c_skip * x + c_out * output.to(x.dtype)
+        c_skip, c_out = (append_dims(c(sigma), x) for c in (self.precond.c_skip, self.precond.c_out))
+        return c_skip * x + c_out * self.network_output(x, sigma, cond).to(x.dtype)
 
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
         """The std of x at σ_max where sampling starts (√(1 + σ_max²) for a VP model: z_T ~ N(0, I))."""
         return self.precond.prior_std(sigma_max)
+
+    def start(self, noise: torch.Tensor, sigma_max: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """x where a sampler starts at σ_max from standard normal `noise` (B, ...): a draw of the prior, or, from a
+        known latent z₀ (img2img, SDEdit), z₀ + σ_max·noise."""
+        return noise * self.prior_std(sigma_max) if known is None else known + sigma_max * noise
+
+    def latent(self, x: torch.Tensor, sigma_end: torch.Tensor) -> torch.Tensor:
+        """The latent the decoder reads for a sample x that stops at σ_end (x/√(1 + σ_end²) for a VP model, what
+        CompVis's DDIM returns there; x itself at σ_end = 0)."""
+        return self.precond.latent(x, sigma_end)
+
+
+def check_guidance(scale: float, rescale: float = 0.0, interval: tuple[float, float] | None = None) -> None:
+    """One-line errors for guidance settings `GuidedDenoiser` cannot use."""
+    if scale < 0 or not 0.0 <= rescale <= 1.0:
+        raise UserError(f"guidance scale {scale} must be ≥ 0 and guidance rescale {rescale} in [0, 1]")
+    if interval is not None and not 0 <= interval[0] < interval[1]:
+        raise UserError(f"guidance interval {list(interval)} must be σ_lo σ_hi with 0 ≤ σ_lo < σ_hi")
 
 
 class GuidedDenoiser(DenoiserWrapper):
@@ -59,10 +81,7 @@ class GuidedDenoiser(DenoiserWrapper):
 
     def __init__(self, denoiser, uncond: Cond, scale: float, rescale: float = 0.0,
                  interval: tuple[float, float] | None = None):
-        if scale < 0 or not 0.0 <= rescale <= 1.0:
-            raise ValueError(f"guidance scale {scale} must be ≥ 0 and rescale {rescale} in [0, 1]")
-        if interval is not None and not 0 <= interval[0] < interval[1]:
-            raise ValueError(f"guidance interval {interval} must be (σ_lo, σ_hi) with 0 ≤ σ_lo < σ_hi")
+        check_guidance(scale, rescale, interval)
         self.denoiser, self.uncond, self.scale, self.rescale = denoiser, uncond, scale, rescale
         self.interval = interval
 

@@ -39,8 +39,8 @@ class LatentDiffusion:
     def num_classes(self) -> int | None:
         """Class count (the null class included) of class-conditional models: a label embedding in the UNet or a
         class token in the conditioner."""
-        if self.conditioner is not None and self.conditioner.kind == "class":
-            return self.conditioner.tokenizer.num_classes
+        if self.conditioner is not None and self.conditioner.num_classes:
+            return self.conditioner.num_classes
         return self.unet.config.num_classes
 
     @property

@@ -10,20 +10,23 @@ import torch
 
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import Denoiser
-from latentdiff.preconditioning import append_dims
+from latentdiff.preconditioning import append_dims, effective_target
 
 
 def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
-                   weight: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
-    """λ(σ)·mean ‖D(x0 + σ·n; σ) − x0‖² per sample. x0, noise: (B, c, h, w); sigma, weight: (B,) → (B,) float32."""
+                   cond: Cond | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """λ(σ)·mean ‖D(x0 + σ·n; σ) − x0‖² per sample; x0, noise: (B, c, h, w), sigma (B,) → (B,) float32.
+
+    `weight` λ (B,); None: λ = 1/c_out², the network-output MSE. Computed in the equal form
+    λ·c_out²·‖F_θ − F_target‖² with F_target = (x0 − c_skip·x)/c_out (Karras et al. 2022, Eq. 8): at large σ the
+    D form subtracts x0 from c_skip·x + c_out·F_θ, both of size σ, and its rounding (a few ulp of σ) would enter
+    the gradient; F_target is fixed per sample, so the network's gradient carries none of it.
+    """
     x0 = x0.float()
-    denoised = denoiser(x0 + append_dims(sigma, x0) * noise.float(), sigma, cond)
-    return weight.float() * (denoised.float() - x0).pow(2).flatten(1).mean(1)
-
-
-def simple_weight(denoiser: Denoiser, sigma: torch.Tensor) -> torch.Tensor:
-    """λ(σ) = 1/c_out(σ)²: the loss on the network's own output (L_simple for ε-prediction). (B,) → (B,)."""
-    return denoiser.precond.c_out(sigma).float().pow(-2)
+    x = x0 + append_dims(sigma, x0) * noise.float()
+    output = denoiser.network_output(x, sigma, cond).float()
+    mse = (output - effective_target(denoiser.precond, x0, x, sigma)).pow(2).flatten(1).mean(1)
+    return mse if weight is None else weight.float() * denoiser.precond.c_out(sigma).float() ** 2 * mse
 
 
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -31,7 +34,7 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torc
     """L_LDM (paper Eq. 2 in the latent; DDPM's L_simple for the configured target ε, x0 or v) at integer timesteps
     t (B,) of the denoiser's discrete schedule: σ = σ_t, λ = 1/c_out². x0, noise: (B, c, h, w) → (B,)."""
     sigma = denoiser.precond.schedule.sigmas.to(t.device)[t]
-    return denoising_loss(denoiser, x0, sigma, noise, simple_weight(denoiser, sigma), cond)
+    return denoising_loss(denoiser, x0, sigma, noise, cond)
 
 
 def draw_timesteps(batch_size: int, num_timesteps: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""Preconditioning: how a network F_θ becomes the denoiser D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x; c_noise(σ)).
+"""Preconditioning: how a network F_θ becomes the denoiser
+D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x; c_noise(σ)).
 
 Karras et al. 2022 (EDM), Eq. 7 and Table 1: every parameterisation of a diffusion model is a choice of these four
-functions of σ, in the variance-exploding view x = z_0 + σ·n that the samplers use. The paper's LDM (Sec. 3.2) trains
-a discrete-time variance-preserving network on z_t = √ᾱ_t·x with ᾱ = 1/(1 + σ²) at timestep t(σ) (log-σ
+functions of σ, in the variance-exploding view x = z_0 + σ·n that the samplers use. The paper's LDM (Sec. 3.2)
+trains a discrete-time variance-preserving network on z_t = √ᾱ_t·x with ᾱ = 1/(1 + σ²) at timestep t(σ) (log-σ
 interpolation on the schedule): c_in = 1/√(1 + σ²), c_noise = t(σ) for all three of its prediction types,
 
     ε-prediction:  c_skip = 1,            c_out = −σ                (D = x − σ·ε̂)
@@ -36,6 +37,10 @@ class DiscreteVP:
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
         """Std of x_T in VE scale when z_T ~ N(0, I): x_T = z_T·√(1 + σ_max²)."""
         return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+
+    def latent(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The VP latent z = x/√(1 + σ²) that x at noise level σ (a scalar tensor) stands for."""
+        return x / (1 + sigma ** 2).sqrt()
 
 
 @dataclass(frozen=True)
@@ -93,12 +98,17 @@ class EDMPreconditioning:
         """x_T ~ N(0, σ_max² I) (EDM samples from pure noise at σ_max)."""
         return float(sigma_max)
 
+    def latent(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x itself: the EDM model's data space is the VE one."""
+        return x
+
 
 Preconditioning = EpsPrediction | X0Prediction | VPrediction | EDMPreconditioning
 PREDICTIONS = {"eps": EpsPrediction, "x0": X0Prediction, "v": VPrediction}  # the config's diffusion.prediction
 
 
-def discrete_preconditioning(schedule: NoiseSchedule, prediction: str) -> EpsPrediction | X0Prediction | VPrediction:
+def discrete_preconditioning(schedule: NoiseSchedule,
+                             prediction: str) -> EpsPrediction | X0Prediction | VPrediction:
     """The preconditioning of a discrete-time network trained to predict `prediction` (eps | x0 | v)."""
     return PREDICTIONS[prediction](schedule)
 

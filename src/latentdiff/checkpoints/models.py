@@ -7,12 +7,9 @@ import torch
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
 from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, prefixed, read_metadata, read_tensors,
                                       require_kind, save_checkpoint)
-from latentdiff.conditioning.classes import ClassTokenizer
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
-from latentdiff.conditioning.layout import LayoutTokenizer
-from latentdiff.conditioning.pretrained import PretrainedText
-from latentdiff.conditioning.text import CaptionTokenizer
-from latentdiff.config import AutoencoderConfig, ConditioningConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
+from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
+from latentdiff.config import AutoencoderConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
@@ -53,41 +50,12 @@ def network_parts(network: torch.nn.Module, suffix: str) -> dict[str, torch.nn.M
     return {f"unet{suffix}": network}
 
 
-def has_weights(conditioner: Conditioner) -> bool:
-    """Whether the conditioner's own weights belong in checkpoints (τ_θ, a class embedding, a channel mapper)."""
-    return not conditioner.frozen and any(True for _ in conditioner.parameters())
-
-
-def conditioner_metadata(conditioner: Conditioner | None) -> dict:
-    """What rebuilds the conditioner without the training data: its config, vocabulary, class and channel counts."""
-    if conditioner is None:
-        return {}
-    meta = {"conditioning_config": to_dict(conditioner.config), "semantic_classes": conditioner.semantic_classes,
-            "image_channels": conditioner.image_channels}
-    if conditioner.kind == "text" and not conditioner.frozen:  # a frozen encoder: its folder is in the config
-        meta["tokenizer"] = conditioner.tokenizer.to_json()
-    if conditioner.kind in ("layout", "class"):
-        meta["layout_classes" if conditioner.kind == "layout" else "token_classes"] = conditioner.tokenizer.num_classes
-    return meta
-
-
 def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditioner | None:
-    if "conditioning_config" not in metadata:
+    """The conditioner stored in a checkpoint's metadata, with its weights (the EMA ones unless use_ema=False)."""
+    conditioner = conditioner_from_metadata(metadata, Path(path).parent)
+    if conditioner is None:
         return None
-    cfg = from_dict(ConditioningConfig, metadata["conditioning_config"])
-    tokenizer = None
-    if cfg.kind == "text" and cfg.text.pretrained:  # a relative folder lies beside the checkpoint
-        folder = Path(path).parent / cfg.text.pretrained
-        tokenizer = PretrainedText.from_folder(folder if folder.is_dir() else cfg.text.pretrained, cfg.text.max_length,
-                                               cfg.text.attend_to_padding)
-    elif cfg.kind == "text":
-        tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text)
-    elif cfg.kind == "layout":
-        tokenizer = LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes)
-    elif cfg.kind == "class":
-        tokenizer = ClassTokenizer(int(metadata["token_classes"]))
-    conditioner = Conditioner(cfg, tokenizer, int(metadata["semantic_classes"]), int(metadata["image_channels"]))
-    if has_weights(conditioner):
+    if conditioner.has_weights:
         load_weights(conditioner, read_tensors(path, "conditioner_ema." if use_ema else "conditioner."), str(path))
     return conditioner.eval().requires_grad_(False)
 
@@ -143,7 +111,7 @@ def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str 
     published model; `load_latent_diffusion` and `latentdiff sample` read it back. A frozen text encoder loaded
     from another file (Stable Diffusion's CLIP) is written beside it as a Hugging Face folder `<stem>-text-encoder`."""
     parts = {"unet_ema.": system.unet, "autoencoder.": system.codec.autoencoder}
-    if system.conditioner is not None and has_weights(system.conditioner):
+    if system.conditioner is not None and system.conditioner.has_weights:
         parts["conditioner_ema."] = system.conditioner
     tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(prefix, part.state_dict()).items()}
     metadata = system_metadata(system)

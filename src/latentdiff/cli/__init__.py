@@ -233,7 +233,26 @@ def main(argv: list[str] | None = None) -> int:
         print("latentdiff: interrupted (files are written whole or not at all; nothing was left half-written)",
               file=sys.stderr)
         return 130
+    except Exception as e:  # library clean-up code that failed while a stop was unwinding through it
+        stop = interruption(e)
+        if stop is None:
+            raise
+        print(f"latentdiff: {stop}" if isinstance(stop, Interrupted) else "latentdiff: interrupted (files are "
+              "written whole or not at all; nothing was left half-written)", file=sys.stderr)
+        return stop.code if isinstance(stop, Interrupted) else 130
     return 0
+
+
+def interruption(error: BaseException) -> KeyboardInterrupt | None:
+    """The stop (Ctrl-C, SIGTERM, a second signal) that `error` was raised while handling, if any: a signal can
+    land inside a library whose `finally` or `except` then fails in its half-done state (seen in OmegaConf)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def entry() -> None:

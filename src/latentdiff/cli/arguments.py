@@ -99,7 +99,7 @@ def add_sampler(p: argparse.ArgumentParser) -> None:
 
 
 def add_model(p: argparse.ArgumentParser, dtype: bool = True) -> None:
-    """How a checkpoint of any supported format is read (`interop.load_model`)."""
+    """How a checkpoint of any supported format is read (`checkpoints.load_model`)."""
     p.add_argument("--config", type=Path, default=None,
                    help="the original YAML of a CompVis latent-diffusion / Stable Diffusion checkpoint (default: "
                         "detected from the keys for the published architectures)")

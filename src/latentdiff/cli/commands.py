@@ -83,8 +83,8 @@ def _negative_needs_prompt(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace, checkpoint, dev: str):
     """The model of any supported checkpoint format, with the command's --config/--tokenizer/--variant/--dtype/
     --ema options."""
+    from latentdiff.checkpoints import load_model
     from latentdiff.checkpoints.models import torch_dtype
-    from latentdiff.interop import load_model
 
     dtype = torch_dtype(getattr(args, "dtype", "fp32"))
     return load_model(checkpoint, args.config, dev, use_ema=args.use_ema, tokenizer=args.tokenizer, dtype=dtype,
@@ -106,50 +106,28 @@ def train(args: argparse.Namespace) -> None:
     print(f"checkpoint: {run(cfg, resume=args.resume)}")
 
 
-def _grid_request(args: argparse.Namespace, model) -> tuple[list[int], int, dict]:
-    """(seeds, columns, condition keyword arguments of `generate`) for `sample`: one row of --n images per prompt;
-    for class-conditional models one row per class (--n images in all), or --n images of --class."""
-    from latentdiff.pipelines import class_grid_labels
-
-    if args.prompt:
-        ncols = args.n or 8
-        prompts = [p for p in args.prompt for _ in range(ncols)]
-        negative = [args.negative_prompt] * len(prompts) if args.negative_prompt is not None else None
-        seeds = [args.seed + i % ncols for i in range(len(prompts))]
-        return seeds, ncols, {"prompts": prompts, "negative_prompts": negative}
-    classes = model.num_classes
-    if args.class_label is not None:
-        n = args.n or 64
-        labels, ncols = [args.class_label] * n, min(n, 10)
-    elif classes:
-        per_class = -(-args.n // classes) if args.n else max(1, 64 // classes)
-        labels, ncols = class_grid_labels(classes, per_class)[:args.n or classes * per_class], per_class
-    else:
-        n = args.n or 64
-        return [args.seed + i for i in range(n)], max(1, round(n ** 0.5)), {}
-    return [args.seed + i for i in range(len(labels))], ncols, {"class_labels": labels}
-
-
 def sample(args: argparse.Namespace) -> None:
     from latentdiff.checkpoints.models import bundled_model
     from latentdiff.data import to_model_range, to_uint8
     from latentdiff.images import load_image, save_image_grid
     from latentdiff.pipelines import generate
+    from latentdiff.pipelines.grid import sample_grid
 
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     _input_file(args.guide_image, "--guide-image")
     _negative_needs_prompt(args)
     options = _sampling(args)
     model = _load(args, args.checkpoint or bundled_model(), device(args))
-    seeds, ncols, conditions = _grid_request(args, model)
+    grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt, args.negative_prompt, args.class_label)
+    seeds = grid.seeds
     if args.size is not None:
         options["latent_size"] = _latent_size(args.size, model.codec.downsampling_factor, args.max_pixels)
     if args.guide_image is not None:
         guide = load_image(args.guide_image, model.codec.autoencoder.config.in_channels, args.max_pixels)
         options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1), args.guide_scale)
     images = generate(model, seeds=seeds, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
-                      guidance_interval=args.guidance_interval, **conditions, **options)
-    print(f"wrote {save_image_grid(to_uint8(images), args.out, ncols)} ({len(seeds)} images)")
+                      guidance_interval=args.guidance_interval, **grid.conditions, **options)
+    print(f"wrote {save_image_grid(to_uint8(images), args.out, grid.ncols)} ({len(seeds)} images)")
 
 
 def conditional_task(args: argparse.Namespace) -> None:
@@ -224,7 +202,7 @@ def data_config(stored, data: str | None, image_size: int | None = None, channel
 
 def eval_autoencoder(args: argparse.Namespace) -> None:
     from latentdiff.metrics.reconstruction import format_table
-    from latentdiff.pipelines.eval_autoencoder import evaluate_autoencoders, stored_data_config
+    from latentdiff.evaluation.autoencoder import evaluate_autoencoders, stored_data_config
 
     for path in args.checkpoints:
         _input_file(path, "checkpoint")
@@ -249,10 +227,8 @@ def evaluate(args: argparse.Namespace) -> None:
     """Score a model: sample quality, class accuracy, alignment over guidance scales, or super-resolution against
     bicubic (whichever fits the model, or --quality)."""
     from latentdiff.checkpoints import load_latent_diffusion
-    from latentdiff.metrics.alignment import evaluate_alignment
-    from latentdiff.metrics.conditional import evaluate_class_conditional
-    from latentdiff.metrics.restoration import evaluate_superres
-    from latentdiff.pipelines.eval_autoencoder import stored_data_config
+    from latentdiff.evaluation import evaluate as evaluate_model
+    from latentdiff.evaluation.autoencoder import stored_data_config
 
     if args.json is not None:
         check_output(args.json, "--json", (".json",))
@@ -261,33 +237,11 @@ def evaluate(args: argparse.Namespace) -> None:
     model = load_latent_diffusion(args.checkpoint, dev)
     data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
                            model.codec.autoencoder.config.in_channels)
-    seeds = tuple(range(args.seeds))
-    unconditional = not model.num_classes and model.conditioner is None
-    superres = model.conditioner is not None and model.conditioner.kind == "superres"
-    if args.lpips_weights and (args.quality or not superres):
-        raise UserError("--lpips-weights scores super-resolution outputs against their originals; this evaluation "
-                        "has no paired images (drop it, or evaluate a super-resolution model without --quality)")
-    if args.quality or unconditional:
-        from latentdiff.metrics.sample_quality import evaluate_checkpoint_quality
-
-        report = evaluate_checkpoint_quality(model, data_cfg, args.features, args.inception_weights, args.resize, dev,
-                                             args.n, seeds, args.guidance, **options)
-    elif model.num_classes:
-        report = evaluate_class_conditional(model, data_cfg, seeds, **options)
-    elif superres:
-        lpips = None
-        if args.lpips_weights:
-            from latentdiff.autoencoder.perceptual import load_lpips
-
-            lpips = load_lpips(args.lpips_weights, args.vgg16_weights).to(model.device)
-        report = evaluate_superres(model, data_cfg, seeds, args.n, lpips, **options)
-    else:
-        clip = None
-        if args.clip is not None:
-            from latentdiff.metrics.clip_score import ClipScorer
-
-            clip = ClipScorer(args.clip, dev)
-        report = evaluate_alignment(model, data_cfg, args.guidance, seeds, args.n, clip, **options)
+    report = evaluate_model(model, data_cfg, quality=args.quality, seeds=tuple(range(args.seeds)), n=args.n,
+                            guidance_scales=args.guidance, features=args.features,
+                            inception_weights=args.inception_weights, resize=args.resize, device=dev,
+                            lpips_weights=args.lpips_weights, vgg16_weights=args.vgg16_weights, clip=args.clip,
+                            **options)
     print(report.table())
     if args.json:
         write_text(args.json, json.dumps(report.to_dict(), indent=1))
@@ -305,7 +259,7 @@ def export(args: argparse.Namespace) -> None:
 def convert(args: argparse.Namespace) -> None:
     from latentdiff.checkpoints.io import check_replaceable
     from latentdiff.checkpoints.models import save_latent_diffusion, torch_dtype
-    from latentdiff.interop.diffusers_folder import save_diffusers
+    from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
 
     torch_dtype(args.dtype)
     if args.dst.suffix == ".safetensors":

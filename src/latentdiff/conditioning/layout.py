@@ -1,13 +1,20 @@
-"""Layout conditioning (the paper's Sec. 3.3 and 4.3.1): bounding boxes as (l, b, c) tokens for τ_θ.
+"""Layout conditioning (the paper's Sec. 3.3 and 4.3.1): bounding boxes as (l, b, c) tokens for τ_θ; the kind is
+`LayoutConditioner`.
 
 A box (x0, y0, x1, y1, class) in [0, 1] (y down) becomes three tokens: its top-left corner l and bottom-right corner
 b, each discretised on a `bins` × `bins` grid, and its class c. A layout is [BOS] (l b c)… [EOS] [PAD]…, the same
 `Tokens` as text, so the same transformer encoder τ_θ embeds it; the empty layout is the unconditional input.
 """
 
+import dataclasses
+from pathlib import Path
+
 import torch
 
-from latentdiff.conditioning.text import Tokens
+from latentdiff.conditioning.text import TextTransformer
+from latentdiff.conditioning.tokens import TokenConditioner, Tokens
+from latentdiff.config import ConditioningConfig
+from latentdiff.data import ImageData
 from latentdiff.errors import UserError
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -59,3 +66,36 @@ class LayoutTokenizer:
             tokens.append(EOS_ID)
             ids[row, : len(tokens)] = torch.tensor(tokens)
         return Tokens(ids, ids != PAD_ID)
+
+
+class LayoutConditioner(TokenConditioner):
+    """Box lists → context through τ_θ (`encoder`, a TextTransformer whose corner tokens also get row and column
+    embeddings). The null condition is the empty layout."""
+
+    kind = "layout"
+    needs = ("boxes", "boxes")
+    input_name, input_flag = "layouts", "--boxes"
+
+    def __init__(self, cfg: ConditioningConfig, tokenizer: LayoutTokenizer, semantic_classes: int = 0,
+                 image_channels: int = 3):
+        super().__init__(cfg, tokenizer, semantic_classes, image_channels)
+        text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
+        self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size, (FIRST_POSITION, tokenizer.bins))
+
+    @classmethod
+    def from_data(cls, cfg: ConditioningConfig, data: ImageData) -> "LayoutConditioner":
+        return cls(cfg, LayoutTokenizer(len(data.class_names), cfg.layout_bins, cfg.max_boxes))
+
+    @classmethod
+    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "LayoutConditioner":
+        return cls(cfg, LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes))
+
+    def metadata(self) -> dict:
+        return {"layout_classes": self.tokenizer.num_classes}
+
+    def null_input(self) -> list:
+        return []
+
+    def training_inputs(self, data: ImageData, index: torch.Tensor) -> list[list[tuple]]:
+        """The boxes of each image, at most max_boxes."""
+        return [[tuple(b) for b in data.boxes[i][: self.config.max_boxes]] for i in index.tolist()]

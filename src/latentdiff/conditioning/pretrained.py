@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.conditioning.text import Tokens
+from latentdiff.conditioning.tokens import Tokens
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_folder
 
 
-def _transformers():
+def import_transformers():
+    """The `transformers` package (an optional extra), quiet; a one-line error naming the extra when it is missing."""
     try:
         import transformers
     except ImportError:
@@ -49,7 +50,7 @@ class PretrainedText:
         if not (folder / "config.json").is_file():
             raise UserError(f"pretrained text encoder folder {folder} has no config.json; give a local Hugging Face "
                             f"model folder (config.json, weights, tokenizer files)")
-        transformers = _transformers()
+        transformers = import_transformers()
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
             model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)

@@ -1,6 +1,9 @@
-"""Spatially aligned conditioning by concatenation (paper Sec. 3.3): semantic maps, low-resolution images, inpainting masks.
+"""Spatially aligned conditioning by concatenation (paper Sec. 3.3): semantic maps, low-resolution images,
+inpainting masks.
 
-Each helper returns a (B, k, h, w) tensor at the latent size that the UNet concatenates to z_t (so the UNet's
+`SpatialConditioner` is the kinds' common part (`semantic.py`, `superres.py`, `inpainting.py`): a training batch's
+input is built from its images, and the null condition is zeros. Each helper returns a (B, k, h, w) tensor at the
+latent size that the UNet concatenates to z_t (so the UNet's
 in_channels = latent channels + k). Images are in [-1, 1]; masks are 1 where the image is to be generated.
 """
 
@@ -11,7 +14,40 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from latentdiff.conditioning import Cond
+from latentdiff.conditioning.conditioner import Conditioner
+from latentdiff.config import ConditioningConfig
+from latentdiff.data import ImageData
 from latentdiff.errors import UserError
+
+
+class SpatialConditioner(Conditioner):
+    """A kind whose y is an image-shaped input concatenated to z_t; `training_spatial` builds it for a batch."""
+
+    @classmethod
+    def from_data(cls, cfg: ConditioningConfig, data: ImageData) -> "SpatialConditioner":
+        return cls(cfg, semantic_classes=data.semantic_classes, image_channels=data.channels)
+
+    @classmethod
+    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder) -> "SpatialConditioner":
+        return cls(cfg, int(metadata["semantic_classes"]), int(metadata["image_channels"]))
+
+    def training_spatial(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+                         latent_size: tuple[int, int]) -> Cond:
+        """Cond(concat) of the training images `index` (B,), drawn with `generator` where the kind is random."""
+        raise NotImplementedError
+
+    def batch_condition(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+                        latent_size: tuple[int, int], drop: torch.Tensor, cached=None) -> Cond:
+        """The training input, zeros in the dropped rows (the null condition)."""
+        concat = self.training_spatial(data, index, generator, codec, latent_size).concat
+        return Cond(concat=torch.where(drop[:, None, None, None], torch.zeros_like(concat), concat))
+
+    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec, latent_size: tuple[int, int]) -> dict:
+        """{"spatial": …} of the images `index`, random parts drawn as a training batch's from seed 0."""
+        generator = torch.Generator().manual_seed(0)
+        torch.rand(len(index), generator=generator)  # where a training batch draws its dropout
+        return {"spatial": self.training_spatial(data, index, generator, codec, latent_size)}
 
 
 def semantic_concat(labels: torch.Tensor, num_classes: int, latent_size: tuple[int, int]) -> torch.Tensor:
@@ -99,3 +135,22 @@ def inpainting_concat(masked_latent: torch.Tensor, mask: torch.Tensor, mask_firs
 def paste_unmasked(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Pixels where mask = 0 are copied from `original` bit for bit (any dtype, e.g. uint8 (B, C, H, W))."""
     return torch.where(mask.bool().expand_as(original), generated.to(original.dtype), original)
+
+
+def masked_image_concat(cfg: ConditioningConfig, masked_latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The inpainting input of a model with config `cfg`: latentdiff's [E(x ⊙ (1 − m)), m] (m max-pooled, or
+    nearest for the original inpainting model), or Stable Diffusion inpainting's [m, E(x ⊙ (1 − m))]
+    (masked_image)."""
+    return inpainting_concat(masked_latent, mask, mask_first=cfg.masked_image,
+                             nearest=cfg.mask_downsampling == "nearest")
+
+
+def random_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 1, size, size) float masks (1 = generate): one to three random rectangles, each ¼–¾ of the side."""
+    masks = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        for _ in range(int(torch.randint(1, 4, (), generator=generator))):
+            h, w = (int(v) for v in torch.randint(size // 4, 3 * size // 4 + 1, (2,), generator=generator))
+            top, left = (int(torch.randint(0, size - s + 1, (), generator=generator)) for s in (h, w))
+            masks[i, :, top:top + h, left:left + w] = 1
+    return masks

@@ -1,4 +1,5 @@
-"""Text conditioning (paper Sec. 3.3): a caption tokenizer and the paper's transformer encoder τ_θ, trained with the UNet.
+"""Text conditioning (paper Sec. 3.3): a caption tokenizer and the paper's transformer encoder τ_θ, trained with the
+UNet, or a frozen pretrained text encoder (`pretrained.py`); `TextConditioner` is the kind.
 
 The tokenizer is a byte-pair encoding learned on the training captions with HF `tokenizers`; its JSON travels inside
 the checkpoint, so a model needs no vocabulary file. Every prompt becomes [BOS] tokens… [EOS] [PAD]…; the empty
@@ -6,33 +7,24 @@ prompt "" ([BOS][EOS]) is the unconditional input of classifier-free guidance. A
 original text-to-image LDMs' `BERTEmbedder`) works the same way with [CLS] and [SEP] in place of [BOS] and [EOS].
 """
 
+import dataclasses
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import nn
 
-from latentdiff.config import TextEncoderConfig
+from latentdiff.conditioning import Cond
+from latentdiff.conditioning.pretrained import PretrainedText
+from latentdiff.conditioning.spatial import masked_image_concat
+from latentdiff.conditioning.tokens import TokenConditioner, Tokens
+from latentdiff.config import ConditioningConfig, TextEncoderConfig
+from latentdiff.data import ImageData
 from latentdiff.nn.transformer import CrossAttention
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 BERT_BOS, BERT_EOS = "[CLS]", "[SEP]"
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """ids (B, L) int64, padded with [PAD]; mask (B, L) bool, True on real tokens ([BOS] … [EOS])."""
-
-    ids: torch.Tensor
-    mask: torch.Tensor
-
-    def to(self, device: torch.device | str) -> "Tokens":
-        return Tokens(self.ids.to(device), self.mask.to(device))
-
-    def __getitem__(self, index) -> "Tokens":
-        return Tokens(self.ids[index], self.mask[index])
 
 
 class CaptionTokenizer:
@@ -158,3 +150,84 @@ class TextTransformer(nn.Module):
         for layer in self.layers:
             x = layer(x, tokens.mask)
         return self.final_norm(x)
+
+
+class TextConditioner(TokenConditioner):
+    """Prompts → context. `tokenizer`: a CaptionTokenizer, with τ_θ (`encoder`, a TextTransformer) trained with the
+    UNet, or a frozen `PretrainedText`, which tokenises and encodes. The null condition is the empty prompt. With
+    `masked_image` (Stable Diffusion inpainting) the model also sees a mask and the masked image's latent."""
+
+    kind = "text"
+    needs = ("captions", "captions")
+    input_name, input_flag = "prompts", "--prompt"
+
+    def __init__(self, cfg: ConditioningConfig, tokenizer: CaptionTokenizer | PretrainedText, semantic_classes: int = 0,
+                 image_channels: int = 3):
+        super().__init__(cfg, tokenizer, semantic_classes, image_channels)
+        if not self.frozen:
+            self.encoder = TextTransformer(dataclasses.replace(cfg.text, max_length=tokenizer.max_length),
+                                           tokenizer.vocab_size)
+
+    @classmethod
+    def frozen_text(cls, encoder: PretrainedText, masked_image: bool = False,
+                    pretrained: str | None = None) -> "TextConditioner":
+        """A text conditioner around a frozen encoder, its config read off the encoder (context length, width,
+        padding mask); `pretrained`: the folder name recorded in the config."""
+        text = TextEncoderConfig(max_length=encoder.max_length, width=encoder.width,
+                                 attend_to_padding=encoder.attend_to_padding, pretrained=pretrained)
+        return cls(ConditioningConfig(kind="text", text=text, masked_image=masked_image), encoder)
+
+    @classmethod
+    def from_data(cls, cfg: ConditioningConfig, data: ImageData) -> "TextConditioner":
+        """The frozen encoder of cfg.text.pretrained, or a BPE vocabulary learned on the training captions."""
+        if cfg.text.pretrained:
+            return cls(cfg, PretrainedText.from_folder(cfg.text.pretrained, cfg.text.max_length,
+                                                       cfg.text.attend_to_padding))
+        return cls(cfg, CaptionTokenizer.train(list(data.captions), cfg.text.vocab_size, cfg.text.max_length))
+
+    @classmethod
+    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "TextConditioner":
+        """The stored vocabulary, or the frozen encoder's folder (a relative one lies beside the checkpoint)."""
+        if cfg.text.pretrained:
+            local = folder / cfg.text.pretrained
+            return cls(cfg, PretrainedText.from_folder(local if local.is_dir() else cfg.text.pretrained,
+                                                       cfg.text.max_length, cfg.text.attend_to_padding))
+        return cls(cfg, CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text))
+
+    def metadata(self) -> dict:
+        return {} if self.frozen else {"tokenizer": self.tokenizer.to_json()}  # a frozen one: its folder, in cfg
+
+    def resume(self, metadata: dict) -> None:
+        """Continue a run with the vocabulary it started with."""
+        if not self.frozen:
+            self.tokenizer = CaptionTokenizer.from_json(metadata["tokenizer"], self.config.text)
+
+    @property
+    def frozen(self) -> bool:
+        return isinstance(self.tokenizer, PretrainedText)
+
+    @property
+    def context_dim(self) -> int:
+        return self.tokenizer.width if self.frozen else self.config.text.width
+
+    def to(self, *args, **kwargs) -> "TextConditioner":
+        if self.frozen:
+            self.tokenizer.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    def encode(self, tokens: Tokens) -> Cond:
+        if self.frozen:
+            return Cond(context=self.tokenizer.encode(tokens), context_mask=tokens.mask)
+        return super().encode(tokens)
+
+    def null_input(self) -> str:
+        return ""
+
+    def training_inputs(self, data: ImageData, index: torch.Tensor) -> list[str]:
+        return [data.captions[i] for i in index.tolist()]
+
+    def spatial(self, latent_size: tuple[int, int], *, masked_latent: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> Cond:
+        if not self.inpaints:
+            return super().spatial(latent_size)
+        return Cond(concat=masked_image_concat(self.config, masked_latent, mask))

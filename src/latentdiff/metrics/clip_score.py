@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from latentdiff.conditioning.pretrained import _transformers
+from latentdiff.conditioning.pretrained import import_transformers
 from latentdiff.errors import UserError
 from latentdiff.metrics.features import as_rgb
 
@@ -26,7 +26,7 @@ class ClipScorer:
     """`ClipScorer(folder)(images uint8 (N, C, H, W), prompts) → (N,) scores`."""
 
     def __init__(self, folder: str | Path, device: torch.device | str = "cpu"):
-        transformers = _transformers()
+        transformers = import_transformers()
         if not Path(folder).is_dir():
             raise UserError(f"CLIP model folder {folder} does not exist")
         try:

@@ -12,7 +12,11 @@ from collections.abc import Sequence
 import torch
 
 from latentdiff.conditioning import Cond
+from latentdiff.conditioning.conditioner import Conditioner
+from latentdiff.conditioning.layout import LayoutConditioner
+from latentdiff.conditioning.semantic import SemanticConditioner
 from latentdiff.conditioning.spatial import check_mask, paste_unmasked
+from latentdiff.conditioning.superres import SuperResConditioner
 from latentdiff.data import to_model_range, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
@@ -21,11 +25,11 @@ from latentdiff.pipelines.generate import LatentEdit, generate
 log = logging.getLogger(__name__)
 
 
-def _require(model: LatentDiffusion, kind: str) -> None:
-    have = model.conditioner.kind if model.conditioner else "nothing (or class labels)"
-    if have != kind:
+def _require(model: LatentDiffusion, kind: type[Conditioner]) -> None:
+    if not isinstance(model.conditioner, kind):
+        have = model.conditioner.kind if model.conditioner else "nothing (or class labels)"
         raise UserError(f"this model is conditioned on {have}; the task needs a model trained with "
-                        f"conditioning.kind={kind}")
+                        f"conditioning.kind={kind.kind}")
 
 
 def _latent_size(model: LatentDiffusion, height: int, width: int, what: str) -> tuple[int, int]:
@@ -86,7 +90,7 @@ def _model_input(model: LatentDiffusion, image: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def upscale(model: LatentDiffusion, lowres: torch.Tensor, seeds: Sequence[int], **options) -> torch.Tensor:
     """lowres: uint8 (C, h, w) → (N, C, f_sr·h, f_sr·w), f_sr the model's conditioning.sr_factor."""
-    _require(model, "superres")
+    _require(model, SuperResConditioner)
     factor = model.conditioner.config.sr_factor
     latent_size = _latent_size(model, lowres.shape[1] * factor, lowres.shape[2] * factor, "upscaled image")
     cond = model.conditioner.spatial(latent_size, lowres=to_model_range(lowres)[None].to(model.device))
@@ -97,7 +101,7 @@ def upscale(model: LatentDiffusion, lowres: torch.Tensor, seeds: Sequence[int], 
 def semantic_synthesis(model: LatentDiffusion, label_map: torch.Tensor, seeds: Sequence[int],
                        **options) -> torch.Tensor:
     """label_map: (H, W) int class ids → images (N, C, H, W)."""
-    _require(model, "semantic")
+    _require(model, SemanticConditioner)
     latent_size = _latent_size(model, label_map.shape[0], label_map.shape[1], "semantic map")
     cond = model.conditioner.spatial(latent_size, semantic=label_map[None].to(model.device))
     return to_uint8(generate(model, seeds, spatial=_repeat(cond, len(seeds)), **options))
@@ -107,6 +111,6 @@ def semantic_synthesis(model: LatentDiffusion, label_map: torch.Tensor, seeds: S
 def layout_to_image(model: LatentDiffusion, boxes: Sequence[Sequence[float]], seeds: Sequence[int],
                     **options) -> torch.Tensor:
     """boxes: [[x0, y0, x1, y1, class], ...] in [0, 1] (y down) → images (N, C, H, W)."""
-    _require(model, "layout")
+    _require(model, LayoutConditioner)
     layout = [tuple(float(v) for v in box) for box in boxes]  # checked by the layout tokenizer
     return to_uint8(generate(model, seeds, layouts=[layout] * len(seeds), **options))

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser
+from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser, check_guidance
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
-from latentdiff.samplers import SAMPLERS, run_sampler, sigma_grid
-from latentdiff.samplers.noise import per_sample_generators, randn_like
+from latentdiff.samplers import check_sampler, run_sampler, sigma_grid
+from latentdiff.samplers.grids import img2img_grid
+from latentdiff.samplers.randomness import per_sample_generators, randn_like
 
 
 @dataclass
@@ -41,20 +42,22 @@ def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None, n:
     return labels
 
 
-def _token_inputs(model: LatentDiffusion, prompts, layouts, n: int) -> list | None:
-    """The prompts (text models) or layouts (layout models), one per image; errors when they do not fit the model."""
-    kind = model.conditioner.kind if model.conditioner else "none"
-    given = {"text": prompts, "layout": layouts}
+def _token_inputs(model: LatentDiffusion, given: dict, n: int) -> list | None:
+    """The token inputs (prompts, layouts or class-token labels), one per image, of the model's token kind;
+    `given` maps generate's keywords to what the caller passed. Errors when they do not fit the model."""
+    conditioner = model.conditioner
+    wanted = getattr(conditioner, "input_name", None)
     for name, value in given.items():
-        if value is not None and kind != name:
-            raise UserError(f"this model is conditioned on {kind}; it takes no {'prompts' if name == 'text' else 'layouts'}")
-    if kind not in given:
+        if value is not None and name != wanted:
+            raise UserError(f"this model is conditioned on {conditioner.kind if conditioner else 'none'}; it takes "
+                            f"no {name}")
+    if wanted is None:
         return None
-    inputs = given[kind]
+    inputs = given.get(wanted)
     if inputs is None:
-        raise UserError(f"this model is conditioned on {kind}; give " + ("--prompt" if kind == "text" else "--boxes"))
+        raise UserError(f"this model is conditioned on {conditioner.kind}; give {conditioner.input_flag}")
     if len(inputs) != n:
-        raise UserError(f"{len(inputs)} {'prompts' if kind == 'text' else 'layouts'} for {n} images")
+        raise UserError(f"{len(inputs)} {wanted} for {n} images")
     return list(inputs)
 
 
@@ -95,20 +98,17 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
     that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²), what CompVis's DDIM returns there.
     sampler_options go to the sampler (e.g. eta).
     """
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if guidance_scale < 0 or not 0.0 <= guidance_rescale <= 1.0:
-        raise UserError(f"guidance scale {guidance_scale} must be ≥ 0 and guidance rescale {guidance_rescale} in [0, 1]")
-    if guidance_interval is not None and not 0 <= guidance_interval[0] < guidance_interval[1]:
-        raise UserError(f"guidance interval {list(guidance_interval)} must be σ_lo σ_hi with 0 ≤ σ_lo < σ_hi")
+    check_sampler(sampler)  # both also checked where they are used; here, before any work
+    check_guidance(guidance_scale, guidance_rescale, guidance_interval)
     if guidance_scale != 1.0 and not model.trained_with_null:
         raise UserError("this model was trained without condition dropout (conditioning.drop_prob = 0), so it has no "
                         "unconditional mode; sample with guidance scale 1")
     n = len(seeds)
     labels = _class_tensor(model, class_labels, n)
-    token_inputs = _token_inputs(model, prompts, layouts, n)
-    if model.conditioner is not None and model.conditioner.kind == "class":  # the label is a cross-attention token
-        token_inputs, labels = labels.tolist(), None
+    given = {"prompts": prompts, "layouts": layouts}
+    if model.conditioner is not None and model.conditioner.num_classes:  # the label is a cross-attention token
+        given["class_labels"], labels = labels.tolist(), None
+    token_inputs = _token_inputs(model, given, n)
     if negative_prompts is not None and (prompts is None or len(negative_prompts) != n):
         raise UserError("negative prompts need a text model and one negative prompt per image")
     if spatial is not None:
@@ -116,12 +116,10 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
     c, *trained_size = model.latent_shape
     sigmas = sigma_grid(model.schedule, steps, spacing, final=final).to(model.device)
     if edit is not None:
-        if not 0.0 < edit.strength <= 1.0:
-            raise UserError(f"img2img strength {edit.strength} must be in (0, 1]")
         if len(edit.latents) != n:
             raise UserError(f"{len(edit.latents)} input latents for {n} images")
         latent_size = tuple(edit.latents.shape[-2:])
-        sigmas = sigmas[max(0, len(sigmas) - 1 - max(1, round(edit.strength * steps))):]
+        sigmas = img2img_grid(sigmas, edit.strength, steps)
     shape = (c, *(latent_size or trained_size))
     out = []
     for start in range(0, n, batch_size):
@@ -131,8 +129,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         row_labels = None if labels is None else labels[rows]
         concat = None if spatial is None else spatial.concat[rows]
         if token_inputs is not None:  # tokens, and a spatial input too for text models with `masked_image`
-            tokens = model.conditioner.tokens(token_inputs[rows]).to(model.device)
-            cond = dataclasses.replace(model.conditioner.encode(tokens), class_labels=row_labels, concat=concat)
+            cond = dataclasses.replace(model.conditioner.condition(token_inputs[rows], model.device),
+                                       class_labels=row_labels, concat=concat)
         else:
             cond = Cond(class_labels=row_labels, concat=concat)
         cond = cond.to(model.device)
@@ -144,22 +142,15 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         if image_guide is not None:
             denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode, image_guide[0][rows].to(model.device),
                                            image_guide[1])
-        if edit is None:
-            x = x * denoiser.prior_std(sigmas[0])
-        else:
-            known = edit.latents[rows].to(model.device)
-            x = known + sigmas[0] * x
-            if edit.mask is not None:
-                denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
+        known = None if edit is None else edit.latents[rows].to(model.device)
+        x = denoiser.start(x, sigmas[0], known)
+        if edit is not None and edit.mask is not None:
+            denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
         z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators, **sampler_options)
         if not torch.isfinite(z).all():  # never a silent black image
             raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} at these options; "
                             f"try fewer guidance or sampler options, more steps, or --dtype fp32")
-        z = z / (1 + sigmas[-1] ** 2).sqrt()
+        z = denoiser.latent(z, sigmas[-1])
         out.append((model.codec.decode(z) if decode else z).cpu())
     return torch.cat(out)
 
-
-def class_grid_labels(num_classes: int, per_class: int) -> list[int]:
-    """Labels for a grid with one row per class: [0]*per_class + [1]*per_class + ..."""
-    return [c for c in range(num_classes) for _ in range(per_class)]

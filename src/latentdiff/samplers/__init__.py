@@ -55,6 +55,11 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 
+def check_sampler(name: str) -> None:
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
 def sampler_options(name: str) -> list[str]:
     """The keyword options a sampler takes besides cond, generator and callback (options its entry fixes, such as
     dpmpp_2m's order, are not; eta stays adjustable)."""
@@ -67,8 +72,7 @@ def sampler_options(name: str) -> list[str]:
 
 def run_sampler(name: str, denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
     """SAMPLERS[name] with one-line errors for an unknown name, a bad grid and unknown or invalid options."""
-    if name not in SAMPLERS:
-        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    check_sampler(name)
     check_grid(sigmas)
     known = set(sampler_options(name)) | {"cond", "generator", "callback"}
     unknown = sorted(set(kwargs) - known)
@@ -89,5 +93,5 @@ def run_sampler(name: str, denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
         raise UserError(f"sampler {name}: {e}") from None
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "Sampler", "run_sampler", "sample_ddim", "sample_ddpm", "sampler_options",
+__all__ = ["SAMPLERS", "SPACINGS", "Sampler", "check_sampler", "run_sampler", "sample_ddim", "sample_ddpm", "sampler_options",
            "sigma_grid", "timesteps"]

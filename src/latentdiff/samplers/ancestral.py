@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.samplers.noise import Generators, randn_like
+from latentdiff.samplers.randomness import Generators, randn_like
 
 
 def report_step(callback: Callable | None, i: int, x: torch.Tensor, sigma: torch.Tensor,

@@ -14,7 +14,7 @@ import torch
 from latentdiff.conditioning import Cond
 from latentdiff.samplers.ancestral import check_eta, report_step
 from latentdiff.samplers.karras import ancestral_step
-from latentdiff.samplers.noise import Generators, randn_like
+from latentdiff.samplers.randomness import Generators, randn_like
 
 
 def _lam(sigma: torch.Tensor) -> torch.Tensor:

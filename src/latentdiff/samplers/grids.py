@@ -90,3 +90,11 @@ def check_grid(sigmas: torch.Tensor) -> None:
         raise UserError("a σ grid must hold finite values ≥ 0")
     if not (sigmas[1:] < sigmas[:-1]).all():
         raise UserError(f"a σ grid must be strictly decreasing (got {sigmas[:6].tolist()}…)")
+
+
+def img2img_grid(sigmas: torch.Tensor, strength: float, steps: int) -> torch.Tensor:
+    """The tail of a `sigma_grid` of `steps` steps that SDEdit runs (Meng et al. 2022): its last
+    max(1, round(strength · steps)) steps, from the grid's noise level at `strength` (1: all of it) to its end."""
+    if not 0.0 < strength <= 1.0:
+        raise UserError(f"img2img strength {strength} must be in (0, 1]")
+    return sigmas[max(0, len(sigmas) - 1 - max(1, round(strength * steps))):]

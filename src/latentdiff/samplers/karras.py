@@ -12,7 +12,7 @@ import torch
 
 from latentdiff.conditioning import Cond
 from latentdiff.samplers.ancestral import check_eta, ddim_noise_std, report_step
-from latentdiff.samplers.noise import Generators, randn_like
+from latentdiff.samplers.randomness import Generators, randn_like
 
 
 def ode_derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

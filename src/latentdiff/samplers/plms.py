@@ -13,7 +13,7 @@ import torch
 from latentdiff.conditioning import Cond
 from latentdiff.samplers.ancestral import report_step
 from latentdiff.samplers.karras import ode_derivative
-from latentdiff.samplers.noise import Generators
+from latentdiff.samplers.randomness import Generators
 
 ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
                    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}

@@ -15,7 +15,7 @@ import torch
 
 from latentdiff.conditioning import Cond
 from latentdiff.samplers.ancestral import report_step
-from latentdiff.samplers.noise import Generators
+from latentdiff.samplers.randomness import Generators
 
 VARIANTS = ("bh1", "bh2")
 

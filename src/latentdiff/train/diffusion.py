@@ -16,7 +16,7 @@ from latentdiff.checkpoints.io import prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder, network_parts, system_metadata,
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
-from latentdiff.conditioning.text import CaptionTokenizer
+from latentdiff.conditioning.kinds import build_conditioner
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
 from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_uint8
 from latentdiff.denoiser import Denoiser
@@ -28,7 +28,7 @@ from latentdiff.objectives import ddpm_loss, draw_timesteps
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.preconditioning import discrete_preconditioning
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
-from latentdiff.train.conditions import batch_condition, build_conditioner, dataset_conditions, preview_conditions
+from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
@@ -83,7 +83,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(resume)
     autoencoder, train_data = _first_stage_and_data(cfg, fabric.device)
-    conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg, train_data))  # τ_θ initialised by the seed
+    conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg.conditioning, train_data,
+                                                                      cfg.data.dataset))  # τ_θ initialised by the seed
     _check_compatible(cfg, autoencoder, train_data, conditioner)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     c = autoencoder.config.latent_channels
@@ -99,8 +100,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     codec = LatentCodec(autoencoder, stats)
 
     network = seeded(tc.seed, lambda: trained_network(UNetModel(cfg.unet), conditioner))
-    if stored is not None and conditioner is not None and conditioner.kind == "text" and not conditioner.frozen:
-        conditioner.tokenizer = CaptionTokenizer.from_json(stored["tokenizer"], cfg.conditioning.text)
+    if stored is not None and conditioner is not None:
+        conditioner.resume(stored)
     ema = EMA(network, cfg.ema_decay)
     optimizer = make_optimizer(network.parameters(), tc)
     start = 0
@@ -116,11 +117,11 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     denoiser = Denoiser(model, discrete_preconditioning(schedule, cfg.diffusion.prediction))
     ema_parts = network_parts(ema.model, "")  # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
     ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
-                                 train_data.class_names if cfg.unet.num_classes or cfg.conditioning.kind == "class"
+                                 train_data.class_names if cfg.unet.num_classes or (conditioner and conditioner.num_classes)
                                  else (),
                                  ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
     latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
-    cached_conditions = dataset_conditions(conditioner, train_data)
+    cached_conditions = conditioner.dataset_conditions(train_data) if conditioner else None
 
     def save(step: int) -> None:
         parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}

@@ -23,13 +23,17 @@ from yaml import YAMLError
 
 from latentdiff.autoencoder import LatentCodec, LatentStats, build_autoencoder
 from latentdiff.checkpoints.io import load_weights
-from latentdiff.conditioning.classes import ClassTokenizer
+from latentdiff.conditioning.classes import ClassTokenConditioner, ClassTokenizer
 from latentdiff.conditioning.conditioner import Conditioner
+from latentdiff.conditioning.inpainting import InpaintingConditioner
+from latentdiff.conditioning.semantic import SemanticConditioner
+from latentdiff.conditioning.superres import SuperResConditioner
+from latentdiff.conditioning.text import TextConditioner
 from latentdiff.config import AutoencoderConfig, ConditioningConfig, NoiseScheduleConfig, TextEncoderConfig, UNetConfig
 from latentdiff.errors import UserError
-from latentdiff.interop.clip import DEFAULT_VERSION, frozen_clip_text
-from latentdiff.interop.files import read_state_dict
-from latentdiff.interop.x_transformer import PREFIX, bert_tokenizer, x_transformer_config, x_transformer_weights
+from latentdiff.checkpoints.interop.clip import DEFAULT_VERSION, frozen_clip_text
+from latentdiff.checkpoints.interop.files import read_state_dict
+from latentdiff.checkpoints.interop.x_transformer import PREFIX, bert_tokenizer, x_transformer_config, x_transformer_weights
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
@@ -169,7 +173,7 @@ def original_config(config: dict) -> OriginalConfig:
                           use_ema=bool(params.get("use_ema", True)))
 
 
-ORIGINAL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "original"
+ORIGINAL_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "original"
 
 
 def detect_original_config(state: dict[str, torch.Tensor]) -> Path:
@@ -224,32 +228,32 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         layer = cfg.cond_stage_params.get("layer", "last") if stage == "FrozenOpenCLIPEmbedder" else None
         encoder = frozen_clip_text(state, max_length, cfg.cond_stage_params.get("version", DEFAULT_VERSION), tokenizer,
                                    layer)
-        return Conditioner.frozen_text(encoder, masked_image=kind == "hybrid"), True
+        return TextConditioner.frozen_text(encoder, masked_image=kind == "hybrid"), True
     if kind == "crossattn" and stage == "BERTEmbedder":  # txt2img-1p4B, text2img256: τ_θ trained with the UNet
         weights = x_transformer_weights(state)
         text = x_transformer_config(cfg.cond_stage_params, weights)
         vocabulary = bert_tokenizer(tokenizer, text)
         with torch.device("meta"):
-            conditioner = Conditioner(ConditioningConfig(kind="text", text=text), vocabulary)
+            conditioner = TextConditioner(ConditioningConfig(kind="text", text=text), vocabulary)
         assign_weights(conditioner.encoder, weights, "cond_stage_model.transformer", torch.float32)
         return conditioner.eval(), True  # sampled with guidance against "" in the original txt2img script
     if kind == "crossattn" and stage == "ClassEmbedder":  # cin256(-v2): the label as one context token
         table = state.get("cond_stage_model.embedding.weight")
         if table is None:
             raise UserError("the checkpoint holds no class embedding (cond_stage_model.embedding.weight)")
-        conditioner = Conditioner(ConditioningConfig(kind="class", text=TextEncoderConfig(width=table.shape[1])),
-                                  ClassTokenizer(table.shape[0]))
+        text = TextEncoderConfig(width=table.shape[1])
+        conditioner = ClassTokenConditioner(ConditioningConfig(kind="class", text=text), ClassTokenizer(table.shape[0]))
         load_weights(conditioner, {"embedding.weight": table.float()}, "cond_stage_model")
         return conditioner.eval().requires_grad_(False), _class_table_has_null(cfg.cond_stage_params, table.shape[0])
     if kind == "concat" and stage == "__is_first_stage__":  # inpainting_big: [E(masked image), nearest mask]
         config = ConditioningConfig(kind="inpaint", mask_downsampling="nearest")
-        return Conditioner(config, image_channels=cfg.autoencoder.in_channels), False
+        return InpaintingConditioner(config, image_channels=cfg.autoencoder.in_channels), False
     if kind == "concat" and stage == "SpatialRescaler":  # semantic synthesis: one-hot map, resized, 1×1-projected
         return _spatial_rescaler(cfg, state), False
     if kind == "concat" and stage == "Identity":  # super-resolution: low-res pixels at the latent size
         factor = cfg.autoencoder.downsampling_factor
-        return Conditioner(ConditioningConfig(kind="superres", sr_factor=max(factor, 2)),
-                           image_channels=cfg.autoencoder.in_channels), False
+        return SuperResConditioner(ConditioningConfig(kind="superres", sr_factor=max(factor, 2)),
+                                   image_channels=cfg.autoencoder.in_channels), False
     raise UserError(f"cond stage {stage} with conditioning_key {kind!r} is not supported yet; latentdiff loads "
                     f"unconditional, class-embedding (num_classes), class-token (ClassEmbedder), super-resolution "
                     f"(Identity, concat), semantic synthesis (SpatialRescaler, concat), inpainting "
@@ -280,8 +284,8 @@ def _spatial_rescaler(cfg: OriginalConfig, state: dict[str, torch.Tensor]) -> Co
     classes, embedding = int(p.get("in_channels", 3)), int(p.get("out_channels") or 0)
     if embedding and weight is None:
         raise UserError("the checkpoint holds no cond_stage_model.channel_mapper.weight for its SpatialRescaler")
-    conditioner = Conditioner(ConditioningConfig(kind="semantic", semantic_embedding=embedding),
-                              semantic_classes=classes, image_channels=cfg.autoencoder.in_channels)
+    conditioner = SemanticConditioner(ConditioningConfig(kind="semantic", semantic_embedding=embedding),
+                                      semantic_classes=classes, image_channels=cfg.autoencoder.in_channels)
     if embedding:
         load_weights(conditioner, {"channel_mapper.weight": weight.float()}, "cond_stage_model")
     return conditioner.eval().requires_grad_(False)
@@ -314,8 +318,8 @@ def load_compvis(path: str | Path, config: str | Path | None = None, device: tor
                  dtype: torch.dtype = torch.float32) -> LatentDiffusion:
     """An original `.ckpt` / `.safetensors` (+ its YAML; None: detected from the keys) → LatentDiffusion in eval mode
     on `device`: the UNet in `dtype`, the autoencoder in fp32 (fp16 overflows in its decoder: the black images of
-    other tools), a text encoder in fp32 (`interop.load_model` casts it). `tokenizer`: a local folder with the text encoder's tokenizer when it is not in the
-    Hugging Face cache."""
+    other tools), a text encoder in fp32 (`checkpoints.load_model` casts it). `tokenizer`: a local folder with the
+    text encoder's tokenizer when it is not in the Hugging Face cache."""
     state = read_state_dict(path)
     if not any(k.startswith(UNET) for k in state):
         raise UserError(f"{path} has no {UNET}* weights: it is not a CompVis latent-diffusion / Stable Diffusion "

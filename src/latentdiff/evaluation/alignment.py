@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from latentdiff.conditioning.layout import LayoutConditioner
+from latentdiff.conditioning.text import TextConditioner
 from latentdiff.config import DataConfig
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_model_range, to_uint8
 from latentdiff.data.shapes import scene_of
@@ -25,7 +27,6 @@ from latentdiff.metrics.classifier import classify, load_or_train_classifier
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.shapes import score_shapes
 from latentdiff.pipelines import generate
-from latentdiff.train.conditions import token_inputs
 
 
 @dataclass
@@ -67,15 +68,15 @@ class AlignmentReport:
         return cls(**{**data, "rows": [GuidanceRow(**row) for row in data["rows"]]})
 
 
-def _alignment_scorer(kind: str, data_cfg: DataConfig, held: ImageData, classifier):
-    """(metric name, score(images uint8 (N, C, H, W), condition rows) → float)."""
+def _alignment_scorer(text: bool, data_cfg: DataConfig, held: ImageData, classifier):
+    """(metric name, score(images uint8 (N, C, H, W), condition rows) → float) of a text (else layout) model."""
     if data_cfg.dataset == "shapes":
         scenes = [scene_of(c, b) for c, b in zip(held.captions, held.boxes)]
-        key = "caption_accuracy" if kind == "text" else "box_iou"
+        key = "caption_accuracy" if text else "box_iou"
 
         def score(images: torch.Tensor, rows: Sequence[int]) -> float:
             return score_shapes([scenes[i] for i in rows], images)[key]
-        return ("shapes checker: caption-match accuracy" if kind == "text" else "shapes checker: mean box IoU"), score
+        return ("shapes checker: caption-match accuracy" if text else "shapes checker: mean box IoU"), score
 
     def score(images: torch.Tensor, rows: Sequence[int]) -> float:
         predicted, _ = classify(classifier, to_model_range(images))
@@ -89,15 +90,17 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_sc
     """Generate one image per held-out condition (the first n) for each guidance scale and sampling seed and score
     them (sample_options → `generate`, e.g. steps, sampler). Guidance 0 is the unconditional model. `clip`: a
     `ClipScorer`, which adds the mean CLIP score of text models' samples against their prompts."""
-    kind = model.conditioner.kind if model.conditioner else "none"
-    if kind not in ("text", "layout"):
-        raise UserError(f"alignment needs a text or layout model; this one is conditioned on {kind}")
+    conditioner = model.conditioner
+    if not isinstance(conditioner, (TextConditioner, LayoutConditioner)):
+        raise UserError(f"alignment needs a text or layout model; this one is conditioned on "
+                        f"{conditioner.kind if conditioner else 'none'}")
+    text = isinstance(conditioner, TextConditioner)
     train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     if not held.captions:
         raise UserError(f"data.dataset={data_cfg.dataset} has no captions or boxes to condition on")
     classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
     held = held.sample(n or len(held))
-    metric, score = _alignment_scorer(kind, data_cfg, held, classifier)
+    metric, score = _alignment_scorer(text, data_cfg, held, classifier)
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
 
     def fd(images: torch.Tensor) -> float:
@@ -105,8 +108,8 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_sc
 
     rows = list(range(len(held)))
     shuffled = torch.randperm(len(held), generator=torch.Generator().manual_seed(0)).tolist()
-    conditions = token_inputs(model.conditioner, held, torch.arange(len(held)))
-    option = {"prompts" if kind == "text" else "layouts": conditions}
+    conditions = conditioner.training_inputs(held, torch.arange(len(held)))
+    option = {conditioner.input_name: conditions}
     report = AlignmentReport(metric, len(held), score(held.images, rows), score(held.images[shuffled], rows),
                              fd(held.images), [])
     for s in guidance_scales:
@@ -116,7 +119,7 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_sc
                                        **sample_options))
             row.alignment.append(score(images, rows))
             row.fd.append(fd(images))
-            if clip is not None and kind == "text":
+            if clip is not None and text:
                 row.clip_score.append(float(clip(images, conditions).mean()))
         report.rows.append(row)
     return report

@@ -21,18 +21,20 @@ import torch
 from latentdiff.autoencoder import LatentCodec, build_autoencoder
 from latentdiff.autoencoder.pixel import PixelSpace
 from latentdiff.checkpoints.io import prefixed, save_checkpoint, write_safetensors
-from latentdiff.checkpoints.models import conditioner_metadata, has_weights, load_conditioner, torch_dtype
+from latentdiff.checkpoints.models import load_conditioner, torch_dtype
 from latentdiff.conditioning.conditioner import Conditioner
-from latentdiff.conditioning.pretrained import PretrainedText, _transformers
+from latentdiff.conditioning.kinds import conditioner_metadata
+from latentdiff.conditioning.text import TextConditioner
+from latentdiff.conditioning.pretrained import PretrainedText, import_transformers
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_folder
-from latentdiff.interop.compvis import assign_weights
-from latentdiff.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
+from latentdiff.checkpoints.interop.compvis import assign_weights
+from latentdiff.checkpoints.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
                                                   scheduler_from_diffusers, scheduler_to_diffusers, unet_from_diffusers,
                                                   unet_to_diffusers)
-from latentdiff.interop.diffusers_names import (autoencoder_blocks, convert_names, fuse_qkv, self_attention_heads,
+from latentdiff.checkpoints.interop.diffusers_names import (autoencoder_blocks, convert_names, fuse_qkv, self_attention_heads,
                                                 split_qkv, unet_blocks)
-from latentdiff.interop.files import read_state_dict
+from latentdiff.checkpoints.interop.files import read_state_dict
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
@@ -106,7 +108,7 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
                       "safety_checker": [None, None], "feature_extractor": [None, None],
                       "requires_safety_checker": False, "image_encoder": [None, None]}
             extras["conditioning_config"]["text"]["pretrained"] = "text_encoder"
-        elif conditioner is not None and has_weights(conditioner):  # latentdiff's own τ_θ / class embedding
+        elif conditioner is not None and conditioner.has_weights:  # latentdiff's own τ_θ / class embedding
             save_checkpoint(tmp / "text_encoder" / CONDITIONER, prefixed("conditioner.", conditioner.state_dict()), {})
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         (tmp / EXTRAS).write_text(json.dumps(extras, indent=1) + "\n")
@@ -157,7 +159,7 @@ def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype,
     """The pipeline's transformers text encoder (text_encoder/, tokenizer/) as a frozen text conditioner; `text`:
     latentdiff's record of its context length and padding mask, else Stable Diffusion's (all positions attended);
     `masked_image`: an inpainting pipeline's mask and masked latent are concatenated too."""
-    transformers = _transformers()
+    transformers = import_transformers()
     source = Path(tokenizer) if tokenizer is not None else folder / "tokenizer"
     try:
         tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
@@ -169,7 +171,7 @@ def _frozen_text(folder: Path, tokenizer: str | Path | None, dtype: torch.dtype,
     max_length = int(text["max_length"]) if text else int(tok.model_max_length)
     attend = bool(text["attend_to_padding"]) if text else True
     encoder = PretrainedText(tok, model, max_length, attend, folder=folder / "text_encoder")
-    return Conditioner.frozen_text(encoder, masked_image, pretrained="text_encoder")
+    return TextConditioner.frozen_text(encoder, masked_image, pretrained="text_encoder")
 
 
 def _conditioner(folder: Path, index: dict, extras: dict, tokenizer: str | Path | None,

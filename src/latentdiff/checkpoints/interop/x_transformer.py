@@ -25,7 +25,7 @@ import torch
 from latentdiff.conditioning.text import CaptionTokenizer
 from latentdiff.config import TextEncoderConfig
 from latentdiff.errors import UserError
-from latentdiff.interop.clip import PREFIX  # cond_stage_model.transformer.: CLIP in SD-v1, the x-transformer here
+from latentdiff.checkpoints.interop.clip import PREFIX  # cond_stage_model.transformer.: CLIP in SD-v1, the x-transformer here
 
 ATTENTION = {"0.weight": "norm1.weight", "0.bias": "norm1.bias", "1.to_q.weight": "attn.to_q.weight",
              "1.to_k.weight": "attn.to_k.weight", "1.to_v.weight": "attn.to_v.weight",

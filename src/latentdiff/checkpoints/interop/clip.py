@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from latentdiff.conditioning.pretrained import PretrainedText, _transformers
+from latentdiff.conditioning.pretrained import PretrainedText, import_transformers
 from latentdiff.errors import UserError
 
 PREFIX = "cond_stage_model.transformer."
@@ -27,7 +27,7 @@ DEFAULT_VERSION = "openai/clip-vit-large-patch14"
 
 def clip_text_config(weights: dict[str, torch.Tensor], tokenizer, activation: str = "quick_gelu"):
     """CLIPTextConfig read off the text tower's weights (names without the `text_model.` prefix)."""
-    transformers = _transformers()
+    transformers = import_transformers()
     vocab, width = weights["embeddings.token_embedding.weight"].shape
     layers = {int(m.group(1)) for k in weights if (m := re.match(r"encoder\.layers\.(\d+)\.", k))}
     return transformers.CLIPTextConfig(
@@ -39,7 +39,7 @@ def clip_text_config(weights: dict[str, torch.Tensor], tokenizer, activation: st
 
 
 def clip_tokenizer(version: str, folder: str | Path | None):
-    transformers = _transformers()
+    transformers = import_transformers()
     source = str(folder) if folder is not None else version
     try:
         return transformers.CLIPTokenizer.from_pretrained(source, local_files_only=True)
@@ -83,7 +83,7 @@ def frozen_clip_text(state: dict[str, torch.Tensor], max_length: int, version: s
         weights = {k.removeprefix("text_model."): v for k, v in weights.items() if not k.endswith("position_ids")}
         activation = "quick_gelu"
     tokenizer = clip_tokenizer(version, tokenizer_folder)
-    model = _transformers().CLIPTextModel(clip_text_config(weights, tokenizer, activation))
+    model = import_transformers().CLIPTextModel(clip_text_config(weights, tokenizer, activation))
     if any(k.startswith("text_model.") for k in model.state_dict()):  # transformers 4 nests the tower
         weights = {f"text_model.{k}": v for k, v in weights.items()}
     result = model.load_state_dict(weights, strict=False)

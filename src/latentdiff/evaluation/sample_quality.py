@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from latentdiff.cache import cache_dir
+from latentdiff.conditioning.tokens import TokenConditioner
 from latentdiff.config import DataConfig
 from latentdiff.data import ImageData, load_dataset, split_holdout, to_uint8
 from latentdiff.errors import UserError
@@ -36,7 +37,6 @@ from latentdiff.metrics.features import FeatureExtractor, choose_extractor
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.pipelines import generate
 from latentdiff.progress import progress
-from latentdiff.train.conditions import token_inputs
 
 
 @dataclass(frozen=True)
@@ -159,16 +159,17 @@ def _is(value: float | None) -> str:
 def sample_conditions(model: LatentDiffusion, held: ImageData, n: int) -> dict:
     """`generate` keyword arguments for n samples: balanced class labels, or the held-out captions / layouts
     cycled; nothing for unconditional models."""
-    kind = model.conditioner.kind if model.conditioner is not None else None
+    conditioner = model.conditioner
     if model.num_classes:
         k = model.num_classes - (1 if model.trained_with_null else 0)  # the null class is not drawn
         return {"class_labels": (torch.arange(n) % k).tolist()}
-    if kind in ("text", "layout"):
+    if isinstance(conditioner, TokenConditioner):  # text or layout (class tokens have num_classes)
         rows = torch.arange(n) % len(held)
-        return {"prompts" if kind == "text" else "layouts": token_inputs(model.conditioner, held, rows)}
-    if kind is not None:
+        return {conditioner.input_name: conditioner.training_inputs(held, rows)}
+    if conditioner is not None:
         raise UserError(f"sample-quality metrics need an unconditional, class, text or layout model; this one is "
-                        f"conditioned on {kind} (run `latentdiff eval` without --quality for its own report)")
+                        f"conditioned on {conditioner.kind} (run `latentdiff eval` without --quality for its own "
+                        f"report)")
     return {}
 
 

@@ -1,11 +1,13 @@
-"""Checkpoints of other toolkits: published CompVis latent-diffusion / Stable Diffusion files (`compvis.py`) and
-diffusers pipeline folders (`diffusers_folder.py`), read without executing pickled code (`files.py`)."""
+"""`load_model`: a `LatentDiffusion` from a checkpoint of any supported format (ours, diffusers, CompVis)."""
 
 from pathlib import Path
 
 import torch
 
+from latentdiff.checkpoints.interop.compvis import load_compvis
+from latentdiff.checkpoints.interop.diffusers_folder import is_diffusers_folder, load_diffusers
 from latentdiff.checkpoints.io import KIND, read_metadata
+from latentdiff.checkpoints.models import load_latent_diffusion
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 
@@ -24,10 +26,6 @@ def load_model(path: str | Path, config: str | Path | None = None, device: torch
     for a text encoder's tokenizer that the checkpoint does not hold; `dtype`: of the UNet and the text encoder
     (the autoencoder stays fp32); `variant`: a diffusers folder's weight variant (e.g. fp16). An option that the
     format does not use is an error, never silently ignored."""
-    from latentdiff.checkpoints.models import load_latent_diffusion
-    from latentdiff.interop.compvis import load_compvis
-    from latentdiff.interop.diffusers_folder import is_diffusers_folder, load_diffusers
-
     path = Path(path)
     latentdiff_file, folder = is_latentdiff_checkpoint(path), is_diffusers_folder(path)
     unused = {"--config": (config is not None and (latentdiff_file or folder), "it carries its own configuration"),

@@ -39,7 +39,7 @@ def evaluate_superres(model: LatentDiffusion, data_cfg: DataConfig, seeds: Seque
     of the originals; n held-out images drawn at random, or all of them; `lpips` (`load_lpips`) adds its column
     (sample_options → `generate`)."""
     conditioner = model.conditioner
-    if conditioner is None or conditioner.kind != "superres":
+    if conditioner is None or not conditioner.restores:
         raise UserError("super-resolution scores need a superres model")
     train, held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     classifier, _ = load_or_train_classifier(data_cfg, split=(train, held))
