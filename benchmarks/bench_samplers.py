@@ -1,15 +1,16 @@
-"""Samplers on a trained model: Fréchet distance vs network evaluations, and the time a sampler adds to the network.
+"""Samplers on a trained model: Fréchet distance vs network evaluations, and the time a sampler adds
+to the network.
 
-1. FD vs NFE: class-conditional samples of a trained digits LDM (`latentdiff demo` writes one to runs/demo), one
-   image per held-out digit, scored by the project's classifier evaluator (`evaluation/conditional.py`) beside the
-   real-vs-real baseline at the same n, for NFE budgets 5 … 250 and every deterministic sampler plus two
-   stochastic ones; steps = NFE / NFE-per-step.
-2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model (or, with
-   --skip-fd, on any model: e.g. the bundled emoji text model, with the empty prompt's context) — for each pair of
-   samplers/diffusers_peers.py (a latentdiff sampler and the diffusers scheduler settings that follow the same
-   trajectory), in the same process, driven with the same network, timed over the same phases (grid set-up, initial
-   noise, the loop); median of repetitions that alternate which side runs first; the ratio ours/theirs is what to
-   read on a shared machine.
+1. FD vs NFE: class-conditional samples of a trained digits LDM (`latentdiff demo` writes one to
+   runs/demo), one image per held-out digit, scored by the project's classifier evaluator
+   (`evaluation/conditional.py`) beside the real-vs-real baseline at the same n, for NFE budgets 5 …
+   250 and every deterministic sampler plus two stochastic ones; steps = NFE / NFE-per-step.
+2. Overhead: everything but the network, as a share of sampling time, at 20 steps on the same model
+   (or, with --skip-fd, on any model: e.g. the bundled emoji text model, with the empty prompt's
+   context) — for each pair of samplers/diffusers_peers.py (a latentdiff sampler and the diffusers
+   scheduler settings that follow the same trajectory), in the same process, driven with the same
+   network, timed over the same phases (grid set-up, initial noise, the loop); median of repetitions
+   that alternate which side runs first; the ratio ours/theirs is what to read on a shared machine.
 
     python benchmarks/bench_samplers.py [--checkpoint runs/demo/ldm/checkpoints/last.safetensors] [--seeds 1]
 """
@@ -29,7 +30,8 @@ from latentdiff.evaluation.conditional import evaluate_class_conditional
 from latentdiff.samplers import run_sampler, sigma_grid
 
 NFES = (5, 10, 20, 50, 100, 250)
-FD_SAMPLERS = ("ddim", "euler", "heun", "plms", "lms", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc", "euler_ancestral",
+FD_SAMPLERS = ("ddim", "euler", "heun", "plms", "lms", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s",
+               "unipc", "euler_ancestral",
                "dpmpp_2m_sde")
 TWO_NFE = ("heun", "dpmpp_2s")  # 2 NFE per step, 1 on the last: NFE = 2·steps − 1
 
@@ -37,7 +39,8 @@ TWO_NFE = ("heun", "dpmpp_2s")  # 2 NFE per step, 1 on the last: NFE = 2·steps 
 def steps_for(name: str, nfe: int) -> int:
     if name in TWO_NFE:
         return max(1, (nfe + 1) // 2)
-    return max(1, nfe - 1) if name == "plms" else nfe  # PLMS: one extra evaluation on its first step
+    # PLMS: one extra evaluation on its first step
+    return max(1, nfe - 1) if name == "plms" else nfe
 
 
 def fd_vs_nfe(model, data_cfg: DataConfig, seeds: tuple[int, ...]) -> None:
@@ -48,7 +51,8 @@ def fd_vs_nfe(model, data_cfg: DataConfig, seeds: tuple[int, ...]) -> None:
     for name in FD_SAMPLERS:
         cells = []
         for nfe in NFES:
-            report = evaluate_class_conditional(model, data_cfg, seeds, sampler=name, steps=steps_for(name, nfe))
+            report = evaluate_class_conditional(model, data_cfg, seeds, sampler=name,
+                                                steps=steps_for(name, nfe))
             baseline = report.fd_baseline
             cells.append(f"{statistics.mean(report.fd):.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
@@ -56,7 +60,8 @@ def fd_vs_nfe(model, data_cfg: DataConfig, seeds: tuple[int, ...]) -> None:
 
 
 class TimedNetwork:
-    """Wraps the UNet net(z_t, t, **cond) and accumulates the time spent inside it (synchronising on CUDA)."""
+    """Wraps the UNet net(z_t, t, **cond) and accumulates the time spent inside it
+    (synchronising on CUDA)."""
 
     def __init__(self, net):
         self.net, self.seconds = net, 0.0
@@ -71,7 +76,8 @@ class TimedNetwork:
 
 
 def bench_condition(model, batch: int) -> Cond:
-    """Class labels 0, 1, … for a class-conditional model; the empty prompt's context for a text model."""
+    """Class labels 0, 1, … for a class-conditional model; the empty prompt's context for a text
+    model."""
     if model.num_classes:
         return Cond(class_labels=torch.arange(batch, device=model.device) % model.num_classes)
     if model.conditioner is not None and model.conditioner.kind == "text":
@@ -80,32 +86,37 @@ def bench_condition(model, batch: int) -> Cond:
 
 
 def _start(model, batch: int) -> torch.Tensor:
-    """The same standard-normal x_T draw on both sides (one generator: per-sample seeds cost more than the draw)."""
+    """The same standard-normal x_T draw on both sides (one generator: per-sample seeds cost more
+    than the draw)."""
     return torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(0)).to(model.device)
 
 
 def our_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:
-    """Share of the time outside the network, from the grid's set-up to the last step (as `their_overhead`)."""
+    """Share of the time outside the network, from the grid's set-up to the last step
+    (as `their_overhead`)."""
     cond = bench_condition(model, batch)
     network = TimedNetwork(model.denoiser.net)
     denoiser = Denoiser(network, model.denoiser.precond)
     start = time.perf_counter()
     sigmas = sigma_grid(model.schedule, steps, peer.spacing, final=peer.final).to(model.device)
     x = _start(model, batch) * denoiser.prior_std(sigmas[0])
-    run_sampler(peer.sampler, denoiser, x, sigmas, cond=cond, generator=torch.Generator().manual_seed(1),
+    run_sampler(peer.sampler, denoiser, x, sigmas, cond=cond,
+                generator=torch.Generator().manual_seed(1),
                 **peer.options)
     total = time.perf_counter() - start
     return (total - network.seconds) / total
 
 
 def their_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:
-    """The diffusers scheduler with the settings that follow the same trajectory (`PEERS`), driven by the same
-    network: set_timesteps, the initial noise, then scale_model_input / network / step per evaluation."""
+    """The diffusers scheduler with the settings that follow the same trajectory (`PEERS`), driven
+    by the same network: set_timesteps, the initial noise, then scale_model_input / network / step
+    per evaluation."""
     import diffusers
 
     schedule = model.schedule.config
     scheduler = getattr(diffusers, peer.scheduler)(
-        num_train_timesteps=schedule.num_timesteps, beta_start=schedule.beta_start, beta_end=schedule.beta_end,
+        num_train_timesteps=schedule.num_timesteps, beta_start=schedule.beta_start,
+        beta_end=schedule.beta_end,
         beta_schedule=schedule.kind, prediction_type="epsilon", **peer.scheduler_options)
     kwargs = bench_condition(model, batch).network_kwargs()
     network = TimedNetwork(model.denoiser.net)
@@ -114,7 +125,8 @@ def their_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:
     scheduler.set_timesteps(steps)
     sample = _start(model, batch) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
-        eps = network(scheduler.scale_model_input(sample, t), t.expand(batch).to(model.device), **kwargs)
+        eps = network(scheduler.scale_model_input(sample, t),
+                      t.expand(batch).to(model.device), **kwargs)
         sample = scheduler.step(eps, t, sample, **_generator(scheduler, generator)).prev_sample
     total = time.perf_counter() - start
     return (total - network.seconds) / total
@@ -125,9 +137,10 @@ def _generator(scheduler, generator: torch.Generator) -> dict:
 
 
 def overhead_table(model, steps: int, batch: int, reps: int) -> None:
-    print(f"\n## Sampler overhead at {steps} steps, batch {batch}: share of sampling time outside the network "
-          f"(median of {reps}; the two sides alternate which runs first)\n")
-    print("| sampler (settings of samplers/diffusers_peers.py) | latentdiff | diffusers | ratio ours/theirs |")
+    print(f"\n## Sampler overhead at {steps} steps, batch {batch}: share of sampling time outside "
+          f"the network (median of {reps}; the two sides alternate which runs first)\n")
+    print("| sampler (settings of samplers/diffusers_peers.py) | latentdiff | diffusers | ratio "
+          "ours/theirs |")
     print("|---|---|---|---|")
     with torch.no_grad():
         our_overhead(model, PEERS["ddim"], steps, batch)  # warm-up, both sides
@@ -143,7 +156,8 @@ def overhead_table(model, steps: int, batch: int, reps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/demo/ldm/checkpoints/last.safetensors")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5)
@@ -154,12 +168,15 @@ def main() -> None:
     from latentdiff.evaluation.autoencoder import stored_data_config
 
     model = load_latent_diffusion(args.checkpoint, args.device)
-    print(f"model: {args.checkpoint} ({sum(p.numel() for p in model.denoiser.net.parameters()) / 1e6:.2f} M UNet "
-          f"parameters), device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"model: {args.checkpoint} "
+          f"({sum(p.numel() for p in model.denoiser.net.parameters()) / 1e6:.2f} M UNet "
+          f"parameters), device {args.device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
     overhead_table(model, 20, args.batch, args.reps)
     if not args.skip_fd:
         if not model.num_classes:
-            raise SystemExit("the FD table needs a class-conditional model (the digits LDM); use --skip-fd")
+            raise SystemExit("the FD table needs a class-conditional model (the digits LDM); "
+                             "use --skip-fd")
         fd_vs_nfe(model, stored_data_config(args.checkpoint), tuple(range(args.seeds)))
 
 

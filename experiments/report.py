@@ -1,8 +1,10 @@
-"""Shared by the experiment scripts: a report folder, reports/<name>/, that ties every number to code and data.
+"""Shared by the experiment scripts: a report folder, reports/<name>/, that ties every number to
+code and data.
 
-It holds results.json (the raw results the tables are made from, and the provenance: the script, the exact commit
-and whether the tree was clean, the command, the machine, the start and the duration), README.md rendered from
-results.json alone by the script's `render` (tests/test_reports.py renders it again and compares), and plots.
+It holds results.json (the raw results the tables are made from, and the provenance: the script, the
+exact commit and whether the tree was clean, the command, the machine, the start and the duration),
+README.md rendered from results.json alone by the script's `render` (tests/test_reports.py renders
+it again and compares), and plots.
 """
 
 import json
@@ -21,7 +23,8 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
 from latentdiff.files import atomic_write, write_text
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.evaluation.sample_quality import cached_features, checkpoint_reference, sample_conditions
+from latentdiff.evaluation.sample_quality import (cached_features,
+                                                  checkpoint_reference, sample_conditions)
 from latentdiff.evaluation.autoencoder import stored_data_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,15 +47,18 @@ def _cpu() -> str:
 
 
 class Provenance:
-    """Where and how a report's numbers were measured; `start()` when the script starts, `finish()` at the end."""
+    """Where and how a report's numbers were measured; `start()` when the script starts, `finish()`
+    at the end."""
 
     def __init__(self):
         self.started = time.time()
         self.record = {
             "script": Path(sys.argv[0]).name,
-            "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+            "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}",
+                                             *sys.argv[1:]]),
             "commit": _git("rev-parse", "HEAD") or "unknown",
-            # changes to tracked files or untracked files (outside the ignored runs/ and the reports/ that the
+            # changes to tracked files or untracked files (outside the ignored runs/ and the
+            # reports/ that the
             # experiments write) mean the numbers are not the commit's
             "clean": _git("status", "--porcelain", "--", ".", ":(exclude)reports") == "",
             "machine": {"cpu": _cpu(), "cores": _cores(), "threads": torch.get_num_threads(),
@@ -71,9 +77,10 @@ def _cores() -> int:
 
 @dataclass
 class FDSetup:
-    """A trained model and what scoring n of its samples by FD needs: the classifier evaluator's features, the
-    training split's statistics, the real-vs-real baseline (n held-out images drawn at random: the emoji are sorted by
-    Unicode group), n conditions (held-out captions cycled, or balanced classes) and the guidance scale."""
+    """A trained model and what scoring n of its samples by FD needs: the classifier evaluator's
+    features, the training split's statistics, the real-vs-real baseline (n held-out images drawn at
+    random: the emoji are sorted by Unicode group), n conditions (held-out captions cycled, or
+    balanced classes) and the guidance scale."""
 
     checkpoint: Path
     model: object
@@ -121,35 +128,41 @@ def _duration(seconds: float) -> str:
 
 
 def markdown(results: dict, body: list[str]) -> str:
-    """README.md of a report: title, provenance, the body the script rendered from `results`, the figures."""
+    """README.md of a report: title, provenance, the body the script rendered from `results`, the
+    figures."""
     p, title = results["provenance"], results["title"]
     m = p["machine"]
     tree = "clean tree" if p["clean"] else "**uncommitted changes**: the numbers are not reproducible from the commit"
     lines = [f"# {title}", "",
              f"Command: `{p['command']}`  ",
              f"Commit: `{p['commit']}` ({tree})  ",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, Python {m['python']}, torch "
-             f"{m['torch']}, {m['system']}  ",
-             f"Started {p['started']}, took {_duration(p['duration_s'])}. Raw results: `results.json`.", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, Python "
+             f"{m['python']}, torch {m['torch']}, {m['system']}  ",
+             f"Started {p['started']}, took {_duration(p['duration_s'])}. Raw results: "
+             "`results.json`.", "",
              *body]
     for name in results["figures"]:
         lines += ["", f"![{title}]({name})"]
     if results["no_matplotlib"]:
-        lines += ["", "(no plot: matplotlib is not installed; `pip install 'latentdiff[experiments]'`)"]
+        lines += ["",
+                  "(no plot: matplotlib is not installed; `pip install 'latentdiff[experiments]'`)"]
     return "\n".join(lines) + "\n"
 
 
 def write_report(name: str, title: str, results: dict, render, provenance: Provenance, plot=None,
                  images: tuple[str, ...] = ()) -> Path:
-    """reports/<name>/: results.json (the raw `results`, the title, the figure names and the provenance), the plot
-    `plot(plt, results)` as <name>.png when matplotlib is installed, and README.md, the script's `render(results)` in
-    `markdown`, every file written atomically. `images`: figures the script wrote itself into the folder."""
+    """reports/<name>/: results.json (the raw `results`, the title, the figure names and the
+    provenance), the plot `plot(plt, results)` as <name>.png when matplotlib is installed, and
+    README.md, the script's `render(results)` in `markdown`, every file written atomically.
+    `images`: figures the script wrote itself into the folder."""
     folder = REPORTS / name
     plt = pyplot() if plot is not None else None
     figures = ([f"{name}.png"] if plt is not None else []) + list(images)
-    results = {**results, "title": title, "figures": sorted(figures), "no_matplotlib": plot is not None and plt is None,
+    results = {**results, "title": title, "figures": sorted(figures),
+               "no_matplotlib": plot is not None and plt is None,
                "provenance": provenance.finish()}
-    results = json.loads(json.dumps(results))  # what results.json holds (tuples as lists), rendered as read back
+    # what results.json holds (tuples as lists), rendered as read back
+    results = json.loads(json.dumps(results))
     write_text(folder / "results.json", json.dumps(results, indent=1) + "\n")
     if plt is not None:
         with atomic_write(folder / f"{name}.png") as f:

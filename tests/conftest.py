@@ -1,21 +1,28 @@
-"""Shared fixtures: tiny configs (a few thousand to ~100k parameters) so the suite stays fast on 2 CPU cores."""
+"""Shared fixtures: tiny configs (a few thousand to ~100k parameters) so the suite stays fast on 2
+CPU cores."""
 
 import os
 
 import pytest
 import torch
 
-from latentdiff.config import AutoencoderConfig, AutoencoderTrainConfig, LatentDiffusionTrainConfig, load_config
+from latentdiff.config import (AutoencoderConfig, AutoencoderTrainConfig,
+                               LatentDiffusionTrainConfig, load_config)
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-TINY_AE = ["model.in_channels=1", "model.base_channels=32", "model.channel_mult=[1,1]", "model.num_res_blocks=1",
-           "model.latent_channels=2", "model.resolution=16", "data.image_size=16", "data.holdout=200",
+TINY_AE = ["model.in_channels=1", "model.base_channels=32", "model.channel_mult=[1,1]",
+           "model.num_res_blocks=1",
+           "model.latent_channels=2", "model.resolution=16",
+           "data.image_size=16", "data.holdout=200",
            "train.batch_size=8", "train.lr=1e-3", "train.log_every=1", "train.sample_every=0"]
-TINY_UNET = ["unet.in_channels=2", "unet.out_channels=2", "unet.model_channels=32", "unet.channel_mult=[1,1]",
+TINY_UNET = ["unet.in_channels=2", "unet.out_channels=2", "unet.model_channels=32",
+             "unet.channel_mult=[1,1]",
              "unet.num_res_blocks=1", "unet.attention_resolutions=[2]", "unet.head_channels=32",
-             "unet.num_classes=10", "data.image_size=16", "data.holdout=200", "train.batch_size=8", "train.lr=1e-3",
-             "train.log_every=1", "train.sample_every=0", "preview.steps=2", "preview.per_class=1", "ema_decay=0.9"]
+             "unet.num_classes=10", "data.image_size=16", "data.holdout=200",
+             "train.batch_size=8", "train.lr=1e-3",
+             "train.log_every=1", "train.sample_every=0", "preview.steps=2",
+             "preview.per_class=1", "ema_decay=0.9"]
 
 
 def tiny_autoencoder_config(out_dir, *extra: str) -> AutoencoderTrainConfig:
@@ -24,7 +31,8 @@ def tiny_autoencoder_config(out_dir, *extra: str) -> AutoencoderTrainConfig:
 
 def tiny_ldm_config(out_dir, autoencoder, *extra: str) -> LatentDiffusionTrainConfig:
     return load_config(LatentDiffusionTrainConfig, None,
-                       [*TINY_UNET, f"train.out_dir={out_dir}", f"autoencoder={autoencoder}", *extra])
+                       [*TINY_UNET, f"train.out_dir={out_dir}",
+                        f"autoencoder={autoencoder}", *extra])
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +47,8 @@ def trained_autoencoder(tmp_path_factory):
     from latentdiff.train.autoencoder import train_autoencoder
 
     out = tmp_path_factory.mktemp("ae")
-    return train_autoencoder(tiny_autoencoder_config(out, "train.max_steps=3", "train.checkpoint_every=3"))
+    return train_autoencoder(tiny_autoencoder_config(out, "train.max_steps=3",
+                                                     "train.checkpoint_every=3"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""Closed-form oracles for data x0 ~ N(μ, s²·I): exact denoisers and the exact probability-flow ODE solution."""
+"""Closed-form oracles for data x0 ~ N(μ, s²·I): exact denoisers and the exact probability-flow ODE
+solution."""
 
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ def ode_solution(x_T: torch.Tensor, sigma_T) -> torch.Tensor:
 
 
 class ExactDiscreteNet(nn.Module):
-    """A VP network net(z_t, t) that outputs the exact eps / x0 / v for Gaussian data on a discrete schedule."""
+    """A VP network net(z_t, t) that outputs the exact eps / x0 / v for Gaussian data on a discrete
+    schedule."""
 
     def __init__(self, schedule: NoiseSchedule, prediction: str):
         super().__init__()
@@ -31,4 +33,6 @@ class ExactDiscreteNet(nn.Module):
         sigma = self.schedule.sigmas[t.round().long()]
         x = z_t * (1 + sigma ** 2).sqrt().reshape(-1, *[1] * (z_t.ndim - 1))
         precond = discrete_preconditioning(self.schedule, self.prediction)
-        return effective_target(precond, exact_denoiser(x, sigma.reshape(-1, *[1] * (z_t.ndim - 1))), x, sigma)
+        return effective_target(precond,
+                                exact_denoiser(x, sigma.reshape(-1, *[1] * (z_t.ndim - 1))), x,
+                                sigma)

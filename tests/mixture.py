@@ -1,9 +1,10 @@
-"""A 1-D Gaussian mixture as data: its noisy marginals, exact denoiser and a reference probability-flow ODE solution.
+"""A 1-D Gaussian mixture as data: its noisy marginals, exact denoiser and a reference
+probability-flow ODE solution.
 
-x0 ~ Σ_k w_k N(μ_k, s_k²); at noise level σ (VE: x = x0 + σ·n) the marginal is Σ_k w_k N(μ_k, s_k² + σ²) and
-E[x0 | x] = Σ_k γ_k(x)·(μ_k + s_k²/(s_k² + σ²)·(x − μ_k)), γ_k the posterior responsibilities. The ODE
-dx/dσ = (x − D(x; σ))/σ has no closed form for a mixture; `ode_reference` solves it to ~1e-12 with scipy's DOP853
-in s = log σ (dx/ds = x − D).
+x0 ~ Σ_k w_k N(μ_k, s_k²); at noise level σ (VE: x = x0 + σ·n) the marginal is Σ_k w_k
+N(μ_k, s_k² + σ²) and E[x0 | x] = Σ_k γ_k(x)·(μ_k + s_k²/(s_k² + σ²)·(x − μ_k)), γ_k the posterior
+responsibilities. The ODE dx/dσ = (x − D(x; σ))/σ has no closed form for a mixture; `ode_reference`
+solves it to ~1e-12 with scipy's DOP853 in s = log σ (dx/ds = x − D).
 """
 
 import numpy as np
@@ -27,7 +28,8 @@ def mixture_denoiser(x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
 
 def sample_marginal(n: int, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """n draws (float64) of x = x0 + σ·n with x0 from the mixture."""
-    k = torch.multinomial(torch.tensor(WEIGHTS, dtype=torch.float64), n, replacement=True, generator=generator)
+    k = torch.multinomial(torch.tensor(WEIGHTS, dtype=torch.float64), n,
+                          replacement=True, generator=generator)
     x0 = torch.tensor(MEANS, dtype=torch.float64)[k] + torch.tensor(STDS, dtype=torch.float64)[k] * torch.randn(
         n, dtype=torch.float64, generator=generator)
     return x0 + sigma * torch.randn(n, dtype=torch.float64, generator=generator)
@@ -46,6 +48,7 @@ def ode_reference(x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.
         state = torch.from_numpy(y)
         return (state - mixture_denoiser(state, float(np.exp(s)))).numpy()
 
-    solution = solve_ivp(rhs, (np.log(sigma_from), np.log(sigma_to)), x.double().numpy(), method="DOP853",
+    solution = solve_ivp(rhs, (np.log(sigma_from), np.log(sigma_to)),
+                         x.double().numpy(), method="DOP853",
                          rtol=1e-12, atol=1e-12)
     return torch.from_numpy(solution.y[:, -1])

@@ -1,13 +1,15 @@
 import pytest
 import torch
 
-from latentdiff.checkpoints.io import (flatten_optimizer, load_weights, read_metadata, read_tensors, require_kind,
+from latentdiff.checkpoints.io import (flatten_optimizer, load_weights, read_metadata,
+                                       read_tensors, require_kind,
                                        save_checkpoint, unflatten_optimizer)
 from latentdiff.errors import UserError
 
 
 def test_round_trip_with_metadata(tmp_path):
-    path = save_checkpoint(tmp_path / "a.safetensors", {"w.x": torch.arange(3.0), "v.y": torch.ones(2)},
+    path = save_checkpoint(tmp_path / "a.safetensors",
+                           {"w.x": torch.arange(3.0), "v.y": torch.ones(2)},
                            {"latentdiff.kind": "autoencoder", "config": {"a": [1, 2]}})
     assert read_metadata(path) == {"latentdiff.kind": "autoencoder", "config": {"a": [1, 2]}}
     assert list(read_tensors(path, "w.")) == ["x"]
@@ -24,7 +26,8 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path):
 def test_bad_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_metadata(tmp_path / "missing.safetensors")
-    path = save_checkpoint(tmp_path / "a.safetensors", {"x": torch.ones(1000)}, {"latentdiff.kind": "autoencoder"})
+    path = save_checkpoint(tmp_path / "a.safetensors", {"x": torch.ones(1000)},
+                           {"latentdiff.kind": "autoencoder"})
     with pytest.raises(UserError, match="latent_diffusion checkpoint is needed"):
         require_kind(path, "latent_diffusion", "train one")
     truncated = tmp_path / "t.safetensors"
@@ -38,7 +41,8 @@ def test_bad_files_are_user_errors(tmp_path):
 
 def test_load_weights_names_the_bad_keys():
     module = torch.nn.Linear(2, 3)
-    with pytest.raises(UserError, match=r"missing bias.*unexpected extra.*mis-shaped weight \(3, 3\)"):
+    with pytest.raises(UserError,
+                       match=r"missing bias.*unexpected extra.*mis-shaped weight \(3, 3\)"):
         load_weights(module, {"weight": torch.zeros(3, 3), "extra": torch.zeros(1)}, "file")
 
 
@@ -56,15 +60,18 @@ def test_optimizer_state_round_trip():
 
 
 def test_our_writer_makes_files_safetensors_reads_for_every_dtype(tmp_path):
-    """The checkpoint writer is our own (its temporaries are ours to clean up): safetensors' reader opens its files,
-    every dtype and shape comes back bit for bit, and an empty or a 0-d tensor too."""
+    """The checkpoint writer is our own (its temporaries are ours to clean up): safetensors' reader
+    opens its files, every dtype and shape comes back bit for bit, and an empty or a 0-d tensor
+    too."""
     from safetensors import safe_open
 
     from latentdiff.checkpoints.io import DTYPES
 
     generator = torch.Generator().manual_seed(0)
-    tensors = {f"t.{str(dtype)[6:]}": (torch.randn(3, 5, generator=generator) * 50).to(dtype) for dtype in DTYPES}
-    tensors |= {"scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4), "strided": torch.arange(12.0).view(3, 4).T}
+    tensors = {f"t.{str(dtype)[6:]}": (torch.randn(3, 5, generator=generator) * 50).to(dtype)
+               for dtype in DTYPES}
+    tensors |= {"scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4),
+                "strided": torch.arange(12.0).view(3, 4).T}
     path = save_checkpoint(tmp_path / "all.safetensors", tensors, {"note": "x"})
     with safe_open(str(path), framework="pt") as f:
         assert set(f.keys()) == set(tensors)
@@ -79,9 +86,11 @@ def test_our_writer_makes_files_safetensors_reads_for_every_dtype(tmp_path):
 def test_a_flipped_bit_anywhere_is_found_and_trusted_files_skip_the_check(tmp_path, where):
     from latentdiff.checkpoints.io import trusted_files
 
-    path = save_checkpoint(tmp_path / "a.safetensors", {"x": torch.ones(64)}, {"config": {"lr": 0.001}})
+    path = save_checkpoint(tmp_path / "a.safetensors", {"x": torch.ones(64)},
+                           {"config": {"lr": 0.001}})
     data = bytearray(path.read_bytes())
-    offset = data.index(b"0.001") + 2 if where == "metadata" else len(data) - 10  # 0.001 → 0.0!1 / a weight
+    # 0.001 → 0.0!1 / a weight
+    offset = data.index(b"0.001") + 2 if where == "metadata" else len(data) - 10
     data[offset] ^= 0x10
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(bytes(data))

@@ -24,11 +24,13 @@ def test_config_errors(capsys, tmp_path):
 
 def test_data_errors(capsys, tmp_path):
     err = one_line_error(capsys, ["train-autoencoder", "ae-kl-f4-digits", "data.dataset=folder",
-                                  f"data.path={tmp_path / 'photos'}", f"train.out_dir={tmp_path / 'run'}"])
+                                  f"data.path={tmp_path / 'photos'}",
+                                  f"train.out_dir={tmp_path / 'run'}"])
     assert "not a folder" in err
     (tmp_path / "empty").mkdir()
     err = one_line_error(capsys, ["train-autoencoder", "ae-kl-f4-digits", "data.dataset=folder",
-                                  f"data.path={tmp_path / 'empty'}", f"train.out_dir={tmp_path / 'run2'}"])
+                                  f"data.path={tmp_path / 'empty'}",
+                                  f"train.out_dir={tmp_path / 'run2'}"])
     assert "no images" in err
     err = one_line_error(capsys, ["train-autoencoder", "ae-kl-f4-digits", "data.image_size=30",
                                   f"train.out_dir={tmp_path / 'run3'}"])
@@ -36,7 +38,8 @@ def test_data_errors(capsys, tmp_path):
 
 
 def test_checkpoint_errors(capsys, tmp_path, trained_autoencoder):
-    assert "does not exist" in one_line_error(capsys, ["sample", str(tmp_path / "none.safetensors")])
+    assert "does not exist" in one_line_error(capsys,
+                                              ["sample", str(tmp_path / "none.safetensors")])
     err = one_line_error(capsys, ["sample", str(trained_autoencoder)])
     assert "autoencoder checkpoint" in err and "latentdiff train" in err
 
@@ -58,7 +61,8 @@ def test_sample_command_writes_a_grid(tmp_path, trained_autoencoder):
     from conftest import tiny_ldm_config
     from latentdiff.train.diffusion import train_latent_diffusion
 
-    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder, "train.max_steps=1"))
+    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path,
+                                                        trained_autoencoder, "train.max_steps=1"))
     out = tmp_path / "grid.png"
     assert main(["sample", str(checkpoint), "--class", "3", "--n", "4", "--steps", "2", "--out", str(out)]) == 0
     from PIL import Image
@@ -80,17 +84,20 @@ def test_the_bundled_model_samples_from_prompts_without_a_checkpoint(tmp_path, c
     model = load_latent_diffusion(BUNDLED_MODEL)
     assert model.conditioner.kind == "text" and model.trained_with_null and model.image_size == 32
     out = tmp_path / "emoji.png"
-    assert main(["sample", "--prompt", "grinning face", "--prompt", "red heart", "--n", "2", "--steps", "3",
+    assert main(["sample", "--prompt", "grinning face", "--prompt", "red heart",
+                 "--n", "2", "--steps", "3",
                  "--guidance", "3", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 2 * 32 and "4 images" in capsys.readouterr().out
     # beyond the training size, with post-hoc image guidance towards a small image
     Image.new("RGB", (16, 16), (220, 30, 30)).save(tmp_path / "red.png")
-    assert main(["sample", "--prompt", "", "--n", "1", "--steps", "3", "--size", "64", "--guide-image",
+    assert main(["sample", "--prompt", "", "--n", "1", "--steps", "3",
+                 "--size", "64", "--guide-image",
                  str(tmp_path / "red.png"), "--out", str(out)]) == 0
     assert Image.open(out).size == (64 + 4, 64 + 4)
     assert main(["sample", "--prompt", "x", "--size", "30", "--out", str(out)]) == 2
     assert "multiple of" in capsys.readouterr().err
-    monkeypatch.setattr("latentdiff.checkpoints.models.BUNDLED_MODEL", tmp_path / "missing.safetensors")
+    monkeypatch.setattr("latentdiff.checkpoints.models.BUNDLED_MODEL",
+                        tmp_path / "missing.safetensors")
     assert main(["sample", "--prompt", "x", "--out", str(out)]) == 2
     assert "bundled model" in capsys.readouterr().err
 

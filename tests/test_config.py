@@ -1,6 +1,7 @@
 import pytest
 
-from latentdiff.config import (AutoencoderTrainConfig, LatentDiffusionTrainConfig, UNetConfig, from_dict, load_config,
+from latentdiff.config import (AutoencoderTrainConfig, LatentDiffusionTrainConfig, UNetConfig,
+                               from_dict, load_config,
                                resolve_config_path, to_dict)
 from latentdiff.errors import UserError
 
@@ -33,7 +34,8 @@ def test_invalid_values_are_user_errors():
     with pytest.raises(UserError, match="divisible by devices"):
         load_config(AutoencoderTrainConfig, None, ["train.batch_size=3", "train.devices=2"])
     with pytest.raises(UserError, match="schedule.kind"):
-        load_config(LatentDiffusionTrainConfig, None, ["autoencoder=x", "diffusion.schedule.kind=quadratic"])
+        load_config(LatentDiffusionTrainConfig, None,
+                    ["autoencoder=x", "diffusion.schedule.kind=quadratic"])
 
 
 def test_unknown_config_name_lists_bundled_ones():

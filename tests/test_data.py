@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from latentdiff.config import DataConfig
-from latentdiff.data import (batch_indices, load_dataset, load_digits, load_image_folder, load_mnist, rank_slice,
+from latentdiff.data import (batch_indices, load_dataset, load_digits, load_image_folder,
+                             load_mnist, rank_slice,
                              split_holdout, to_model_range)
 from latentdiff.errors import UserError
 

@@ -1,11 +1,12 @@
-"""Two processes (gloo, CPU) take one AdamW step on halves of the global batch and end with the weights of one
-process that saw the whole batch.
+"""Two processes (gloo, CPU) take one AdamW step on halves of the global batch and end with the
+weights of one process that saw the whole batch.
 
-AdamW's first step moves each weight by lr·g/(|g| + ε): about ±lr wherever |g| ≫ ε = 1e-8. Elements whose gradient
-is zero in exact arithmetic (attention key biases; conv biases feeding a GroupNorm with one channel per group) carry
-only float noise, and Adam turns its sign, which depends on the reduction order, into a ±lr step. The comparison is
-therefore made on every element with a well-conditioned update (|Δ| > 0.999·lr in the one-process run), and these
-must be nearly all elements. Without gradient synchronisation the half-batch gradients disagree in sign on many
+AdamW's first step moves each weight by lr·g/(|g| + ε): about ±lr wherever |g| ≫ ε = 1e-8. Elements
+whose gradient is zero in exact arithmetic (attention key biases; conv biases feeding a GroupNorm
+with one channel per group) carry only float noise, and Adam turns its sign, which depends on the
+reduction order, into a ±lr step. The comparison is therefore made on every element with a
+well-conditioned update (|Δ| > 0.999·lr in the one-process run), and these must be nearly all
+elements. Without gradient synchronisation the half-batch gradients disagree in sign on many
 elements, so the test fails.
 """
 
@@ -36,15 +37,17 @@ def run_two_processes(command: str, cfg, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = tmp_path / "two" / "checkpoints" / "last.safetensors"
-    assert read_metadata(checkpoint)["train_state"]["world_size"] == 2  # really two processes, no silent fallback
+    # really two processes, no silent fallback
+    assert read_metadata(checkpoint)["train_state"]["world_size"] == 2
     return checkpoint
 
 
 def assert_same_steps(initial: dict, one, two, prefix: str, threshold: float, coverage: float,
                       skip: tuple[str, ...] = ()) -> None:
-    """Weights agree (5e-6, 0.5% of an lr-sized step) wherever the one-process update is above `threshold`; that is
-    most elements. Adam's second step amplifies reduction-order noise: nearly all elements agree within 8e-7, a
-    few in ~10⁵ reach 2.3e-6 (measured, latent diffusion); without gradient synchronisation they differ by ~lr."""
+    """Weights agree (5e-6, 0.5% of an lr-sized step) wherever the one-process update is above
+    `threshold`; that is most elements. Adam's second step amplifies reduction-order noise: nearly
+    all elements agree within 8e-7, a few in ~10⁵ reach 2.3e-6 (measured, latent diffusion); without
+    gradient synchronisation they differ by ~lr."""
     a, b = read_tensors(one, prefix), read_tensors(two, prefix)
     compared = total = 0
     for key, start in initial.items():
@@ -52,7 +55,8 @@ def assert_same_steps(initial: dict, one, two, prefix: str, threshold: float, co
             continue
         update = a[key] - start
         well_conditioned = update.abs() > threshold
-        torch.testing.assert_close(b[key][well_conditioned], a[key][well_conditioned], rtol=0, atol=5e-6, msg=key)
+        torch.testing.assert_close(b[key][well_conditioned], a[key][well_conditioned],
+                                   rtol=0, atol=5e-6, msg=key)
         compared, total = compared + int(well_conditioned.sum()), total + update.numel()
     assert compared > coverage * total, f"only {compared} of {total} elements had a well-conditioned update"
 
@@ -62,20 +66,29 @@ def test_autoencoder_two_processes_equal_one(tmp_path):
     cfg = tiny_autoencoder_config(tmp_path / "one", *ONE_STEP)
     one = train_autoencoder(cfg)
     assert read_metadata(one)["train_state"]["world_size"] == 1
-    two = run_two_processes("train-autoencoder", tiny_autoencoder_config(tmp_path / "two", *ONE_STEP), tmp_path)
+    two = run_two_processes("train-autoencoder",
+                            tiny_autoencoder_config(tmp_path / "two", *ONE_STEP), tmp_path)
     initial = seeded(cfg.train.seed, lambda: AutoencoderKL(cfg.model)).state_dict()
-    assert_same_steps(initial, one, two, "autoencoder.", threshold=0.999 * cfg.train.lr, coverage=0.97)
+    assert_same_steps(initial, one, two, "autoencoder.",
+                      threshold=0.999 * cfg.train.lr, coverage=0.97)
 
 
 @pytest.mark.slow
 def test_latent_diffusion_two_processes_equal_one(tmp_path, trained_autoencoder):
-    # Two steps: after the first only the zero-initialised output conv has a gradient. 64 channels give GroupNorm
-    # two channels per group (so biases before it get real gradients); qkv biases hold the zero-gradient key bias.
-    # Deep layers' gradients pass through output convs that are only ~lr in size after one step, so they come out
-    # near ε: about a third of the elements (several hundred thousand) have a well-conditioned update.
+    # Two steps: after the first only the zero-initialised output conv has a gradient. 64 channels
+    # give GroupNorm
+    # two channels per group (so biases before it get real gradients); qkv biases hold the
+    # zero-gradient key bias.
+    # Deep layers' gradients pass through output convs that are only ~lr in size after one step, so
+    # they come out
+    # near ε: about a third of the elements (several hundred thousand) have a well-conditioned
+    # update.
     extra = (*ONE_STEP, "train.max_steps=2", "unet.model_channels=64", "unet.head_channels=64")
     cfg = tiny_ldm_config(tmp_path / "one", trained_autoencoder, *extra)
     one = train_latent_diffusion(cfg)
-    two = run_two_processes("train", tiny_ldm_config(tmp_path / "two", trained_autoencoder, *extra), tmp_path)
+    two = run_two_processes("train",
+                            tiny_ldm_config(tmp_path / "two", trained_autoencoder, *extra),
+                            tmp_path)
     initial = seeded(cfg.train.seed, lambda: UNetModel(cfg.unet)).state_dict()
-    assert_same_steps(initial, one, two, "unet.", threshold=0.2 * cfg.train.lr, coverage=0.3, skip=("qkv.bias",))
+    assert_same_steps(initial, one, two, "unet.", threshold=0.2 * cfg.train.lr,
+                      coverage=0.3, skip=("qkv.bias",))

@@ -1,4 +1,5 @@
-"""img2img (SDEdit) and inpainting by masked blending, on the bundled emoji model (any model works)."""
+"""img2img (SDEdit) and inpainting by masked blending, on the bundled emoji model
+(any model works)."""
 
 import pytest
 import torch
@@ -25,7 +26,8 @@ def heart() -> torch.Tensor:
 def test_blended_inpainting_keeps_every_known_pixel_and_fills_the_hole(model):
     mask = torch.zeros(32, 32)
     mask[:, 16:] = 1
-    out = conditional.inpaint(model, heart(), mask, seeds=[0, 1], prompts=["red heart"] * 2, steps=8)
+    out = conditional.inpaint(model, heart(), mask, seeds=[0, 1],
+                              prompts=["red heart"] * 2, steps=8)
     assert out.shape == (2, 3, 32, 32) and out.dtype == torch.uint8
     assert torch.equal(out[:, :, :, :16], heart()[None, :, :, :16].expand(2, -1, -1, -1))
     assert not torch.equal(out[0, :, :, 16:], out[1, :, :, 16:])  # the hole is sampled, per seed
@@ -44,10 +46,12 @@ def test_masked_denoiser_ends_on_the_known_latent(sampler):
 
 def test_img2img_runs_the_strength_share_of_the_steps_and_stays_near_the_input(model):
     calls = []
-    light = conditional.img2img(model, heart(), seeds=[0], strength=0.2, prompts=["red heart"], steps=20,
+    light = conditional.img2img(model, heart(), seeds=[0], strength=0.2,
+                                prompts=["red heart"], steps=20,
                                 callback=calls.append)
     assert len(calls) == 4  # 20 % of 20 steps
-    full = conditional.img2img(model, heart(), seeds=[0], strength=1.0, prompts=["red heart"], steps=20)
+    full = conditional.img2img(model, heart(), seeds=[0], strength=1.0,
+                               prompts=["red heart"], steps=20)
     distance = {name: (im[0].float() - heart().float()).abs().mean().item() for name, im in
                 (("light", light), ("full", full))}
     assert distance["light"] < distance["full"], distance

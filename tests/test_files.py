@@ -1,5 +1,6 @@
-"""Atomic writes: a reader or a crash sees the old file or the new one, never a part; temporaries are ours, and a
-killed writer's are removed by the next write; output paths are checked before any work."""
+"""Atomic writes: a reader or a crash sees the old file or the new one, never a part; temporaries
+are ours, and a killed writer's are removed by the next write; output paths are checked before any
+work."""
 
 import os
 import subprocess
@@ -22,7 +23,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     # a real process that dies (SIGKILL) in the middle of a write: its pid is gone afterwards
     code = ("import os, sys; from latentdiff.files import atomic_write\n"
-            "with atomic_write(sys.argv[1]) as f:\n    f.write(b'x' * 1000); f.flush(); os.kill(os.getpid(), 9)")
+            "with atomic_write(sys.argv[1]) as f:\n    f.write(b'x' * 1000); f.flush(); "
+            "os.kill(os.getpid(), 9)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.txt")], check=False)
     left = [p for p in os.listdir(tmp_path) if p.endswith(TMP_SUFFIX)]
     assert len(left) == 1 and not (tmp_path / "a.txt").exists()
@@ -44,7 +46,8 @@ def test_folders_appear_whole_and_replace_an_old_one_only_when_complete(tmp_path
 
 def test_output_checks_create_nothing(tmp_path):
     (tmp_path / "file").write_text("x")
-    for path, kind, words in ((tmp_path / "out", "file", "no extension"), (tmp_path, "file", "is a folder"),
+    for path, kind, words in ((tmp_path / "out", "file", "no extension"),
+                              (tmp_path, "file", "is a folder"),
                               (tmp_path / "file" / "o.png", "file", "which is a file"),
                               (tmp_path / "file", "new folder", "already exists"),
                               (tmp_path / "file", "folder", "a file"),

@@ -1,6 +1,6 @@
-"""End to end for the first stage: adversarial training stays finite and writes a grid when D starts, VQ + D
-resume exactly, `latentdiff eval-autoencoder` prints the table, bad input ends in one line; the bundled photo and
-emoji data."""
+"""End to end for the first stage: adversarial training stays finite and writes a grid when D
+starts, VQ + D resume exactly, `latentdiff eval-autoencoder` prints the table, bad input ends in one
+line; the bundled photo and emoji data."""
 
 import json
 
@@ -16,12 +16,14 @@ from latentdiff.data import load_dataset, split_holdout
 from latentdiff.train.autoencoder import train_autoencoder
 from test_cli import one_line_error
 
-WITH_DISC = ("loss.disc_start=2", "loss.disc_layers=1", "loss.disc_channels=8", "loss.feature_matching_weight=0.5",
+WITH_DISC = ("loss.disc_start=2", "loss.disc_layers=1", "loss.disc_channels=8",
+             "loss.feature_matching_weight=0.5",
              "loss.r1_weight=0.1")
 
 
 def test_adversarial_training_is_finite_and_shows_the_switch(tmp_path):
-    train_autoencoder(tiny_autoencoder_config(tmp_path, *WITH_DISC, "train.max_steps=6", "train.sample_every=0"))
+    train_autoencoder(tiny_autoencoder_config(tmp_path, *WITH_DISC, "train.max_steps=6",
+                                              "train.sample_every=0"))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert "adv" not in steps[1] and {"adv", "adv_weight", "d_hinge", "r1", "feature_matching"} <= steps[2].keys()
@@ -30,8 +32,10 @@ def test_adversarial_training_is_finite_and_shows_the_switch(tmp_path):
 
 
 def test_vq_with_discriminator_resumes_exactly(tmp_path):
-    extra = ("model.regularizer=vq", "model.codebook_size=32", "loss.restart_unused_after=1", *WITH_DISC)
-    straight = train_autoencoder(tiny_autoencoder_config(tmp_path / "a", *extra, "train.max_steps=4"))
+    extra = ("model.regularizer=vq", "model.codebook_size=32",
+             "loss.restart_unused_after=1", *WITH_DISC)
+    straight = train_autoencoder(tiny_autoencoder_config(tmp_path / "a",
+                                                         *extra, "train.max_steps=4"))
     train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *extra, "train.max_steps=2"))
     resumed = train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *extra, "train.max_steps=4"), resume=True)
     a, b = read_tensors(straight), read_tensors(resumed)
@@ -50,7 +54,8 @@ def test_eval_autoencoder_prints_the_table(capsys, tmp_path, trained_autoencoder
 
 
 def test_eval_autoencoder_errors(capsys, tmp_path, trained_autoencoder):
-    assert "does not exist" in one_line_error(capsys, ["eval-autoencoder", str(tmp_path / "x.safetensors")])
+    assert "does not exist" in one_line_error(capsys,
+                                              ["eval-autoencoder", str(tmp_path / "x.safetensors")])
     (tmp_path / "lpips.safetensors").write_bytes(b"\x00" * 100)
     err = one_line_error(capsys, ["eval-autoencoder", str(trained_autoencoder), "--holdout", "50",
                                   "--lpips-weights", str(tmp_path / "lpips.safetensors")])
@@ -59,11 +64,13 @@ def test_eval_autoencoder_errors(capsys, tmp_path, trained_autoencoder):
     err = one_line_error(capsys, ["eval-autoencoder", str(trained_autoencoder), "--holdout", "50",
                                   "--lpips-weights", str(tmp_path / "wrong.safetensors")])
     assert "not LPIPS-VGG16" in err
-    err = one_line_error(capsys, ["train-autoencoder", "ae-vq-f4-photos", "model.codebook_size=100000",
-                                  f"train.out_dir={tmp_path / 'r'}"])
+    err = one_line_error(capsys,
+                         ["train-autoencoder", "ae-vq-f4-photos", "model.codebook_size=100000",
+                          f"train.out_dir={tmp_path / 'r'}"])
     assert "codebook_size=100000 is out of range" in err
     err = one_line_error(capsys, ["train-autoencoder", "ae-kl-f4-digits", "loss.disc_start=0",
-                                  "data.image_size=8", "model.resolution=8", f"train.out_dir={tmp_path / 's'}"])
+                                  "data.image_size=8", "model.resolution=8",
+                                  f"train.out_dir={tmp_path / 's'}"])
     assert "too small for a 3-layer discriminator" in err
 
 
@@ -72,10 +79,12 @@ def test_photos_split_is_spatially_disjoint():
     train, heldout = split_holdout(data, 10_000, 0)
     assert len(train) == data.heldout_start and len(heldout) == len(data) - data.heldout_start
     assert train.num_classes == heldout.num_classes == 8 and set(heldout.labels.tolist()) == set(range(8))
-    # no held-out crop with any texture appears among the training crops (flat ones, e.g. saturated sky, may)
+    # no held-out crop with any texture appears among the training crops (flat ones, e.g. saturated
+    # sky, may)
     train_set = {bytes(img.numpy()) for img in train.images}
     textured = [img for img in heldout.images if img.float().std() > 2]
-    assert len(textured) > 0.9 * len(heldout) and not any(bytes(img.numpy()) in train_set for img in textured)
+    assert len(textured) > 0.9 * len(heldout) and not any(bytes(img.numpy()) in train_set
+                                                          for img in textured)
 
 
 def test_emoji_render_in_colour():
@@ -96,6 +105,7 @@ def test_emoji_catalogue_has_unicode_names_and_subgroups():
     from latentdiff.data.emoji import emoji_catalogue
 
     catalogue = emoji_catalogue()  # Unicode's emoji-test.txt, fully-qualified, Emoji ≤ 15.0
-    assert 3600 < len(catalogue) < 3800 and catalogue[0] == ("😀", "grinning face", "Smileys & Emotion/face-smiling")
+    assert 3600 < len(catalogue) < 3800 and catalogue[0] == ("😀", "grinning face", "Smileys & "
+                                                                                   "Emotion/face-smiling")
     assert all(":" not in name and "," not in name for _, name, _ in catalogue)
     assert ("🇫🇷", "flag France", "Flags/country-flag") in catalogue

@@ -1,5 +1,6 @@
-"""The first-stage loss terms (paper Sec. 3.1): SSIM against scikit-image, the focal frequency loss, LPIPS loaded from
-the weight layouts in circulation (and refused from wrong ones), PatchGAN sizes, hinge, R1, the adaptive weight."""
+"""The first-stage loss terms (paper Sec. 3.1): SSIM against scikit-image, the focal frequency loss,
+LPIPS loaded from the weight layouts in circulation (and refused from wrong ones), PatchGAN sizes,
+hinge, R1, the adaptive weight."""
 
 import pytest
 import torch
@@ -18,8 +19,10 @@ def test_ssim_matches_scikit_image():
     torch.manual_seed(0)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
-    expected = metrics.structural_similarity(x[0].numpy(), y[0].numpy(), channel_axis=0, data_range=2.0,
-                                             gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    expected = metrics.structural_similarity(x[0].numpy(), y[0].numpy(),
+                                             channel_axis=0, data_range=2.0,
+                                             gaussian_weights=True, sigma=1.5,
+                                             use_sample_covariance=False)
     assert ssim(x, y).item() == pytest.approx(expected, abs=2e-3)
     assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
 
@@ -31,8 +34,8 @@ def test_focal_frequency_loss_is_zero_only_for_equal_images():
 
 
 def _random_lpips_layouts(tmp_path):
-    """The same random weights written as (a) torchvision VGG16 + LPIPS linear layers, (b) one file with the
-    `loss.perceptual_loss.*` names of an original autoencoder checkpoint (as .pth)."""
+    """The same random weights written as (a) torchvision VGG16 + LPIPS linear layers, (b) one file
+    with the `loss.perceptual_loss.*` names of an original autoencoder checkpoint (as .pth)."""
     torch.manual_seed(0)
     model = LPIPS()
     for p in model.parameters():
@@ -46,7 +49,8 @@ def _random_lpips_layouts(tmp_path):
             features[f"features.{index}.{k.split('.')[-1]}"] = v
     save_file(lin, tmp_path / "lpips_lin.safetensors")
     save_file(features, tmp_path / "vgg16.safetensors")
-    torch.save({"state_dict": {f"loss.perceptual_loss.{k}": v for k, v in state.items()}}, tmp_path / "ae.pth")
+    torch.save({"state_dict": {f"loss.perceptual_loss.{k}": v for k, v in state.items()}},
+               tmp_path / "ae.pth")
     return model
 
 
@@ -99,8 +103,10 @@ def test_patch_discriminator_size_check(layers):
 
 
 def test_hinge_and_r1_closed_forms():
-    torch.testing.assert_close(hinge_d_loss(torch.tensor([[2.0]]), torch.tensor([[-2.0]])), torch.tensor([0.0]))
-    torch.testing.assert_close(hinge_d_loss(torch.tensor([[0.0]]), torch.tensor([[0.0]])), torch.tensor([1.0]))
+    torch.testing.assert_close(hinge_d_loss(torch.tensor([[2.0]]), torch.tensor([[-2.0]])),
+                               torch.tensor([0.0]))
+    torch.testing.assert_close(hinge_d_loss(torch.tensor([[0.0]]), torch.tensor([[0.0]])),
+                               torch.tensor([1.0]))
     w = torch.tensor([[1.0, -2.0, 3.0]])
     x = torch.randn(4, 3, requires_grad=True)
     torch.testing.assert_close(r1_penalty(x @ w.T, x), torch.full((4,), 0.5 * 14.0))  # ½‖w‖²
@@ -120,7 +126,8 @@ def test_generator_and_discriminator_steps_with_every_option(tiny_ae_cfg):
     cfg = AutoencoderLossConfig(perceptual="ssim", r1_weight=1.0, feature_matching_weight=0.5)
     x = torch.rand(4, 1, 16, 16) * 2 - 1
     recon, posterior = model(x, torch.randn(4, 2, 8, 8))
-    g = generator_loss(x, recon, posterior, cfg, lambda a, b: 1 - ssim(a, b), disc, model.decoder.conv_out.weight)
+    g = generator_loss(x, recon, posterior, cfg, lambda a, b: 1 - ssim(a, b), disc,
+                       model.decoder.conv_out.weight)
     assert {"l1", "perceptual", "kl", "adv", "adv_weight", "feature_matching", "loss"} <= g.keys()
     g["loss"].backward()
     assert model.decoder.conv_out.weight.grad.abs().max() > 0

@@ -1,5 +1,6 @@
-"""The bundled model's samples and training loss equal the golden ones (tests/golden.py): refactors of the denoiser,
-samplers, conditioning or objective change no trained model's output beyond float rounding."""
+"""The bundled model's samples and training loss equal the golden ones (tests/golden.py): refactors
+of the denoiser, samplers, conditioning or objective change no trained model's output beyond float
+rounding."""
 
 import torch
 from safetensors import safe_open

@@ -66,7 +66,8 @@ def test_cond_cat_batches_every_field():
     a = Cond(context=torch.ones(1, 2, 3), context_mask=torch.ones(1, 2, dtype=torch.bool),
              tokens=Tokens(torch.ones(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.bool)))
     b = Cond(context=torch.zeros(2, 2, 3), context_mask=torch.zeros(2, 2, dtype=torch.bool),
-             tokens=Tokens(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.bool)))
+             tokens=Tokens(torch.zeros(2, 2, dtype=torch.long),
+                           torch.zeros(2, 2, dtype=torch.bool)))
     both = a.cat(b)
     assert both.context.shape == (3, 2, 3) and both.tokens.ids.shape == (3, 2) and both.class_labels is None
     with pytest.raises(ValueError, match="field set"):
@@ -75,7 +76,8 @@ def test_cond_cat_batches_every_field():
 
 def test_image_guidance_adds_sigma_squared_times_the_guider_gradient():
     """With D(x; σ) = x/(1 + σ²), decode = identity and T = identity, log p = −s/2·‖y − D‖²/n, so
-    D̃ = D + σ²·s·(y − D)/(n·(1 + σ²)) exactly; and guidance pulls a sampled image towards the target."""
+    D̃ = D + σ²·s·(y − D)/(n·(1 + σ²)) exactly; and guidance pulls a sampled image towards the
+    target."""
     from latentdiff.denoiser import ImageGuidedDenoiser
 
     def base(x, sigma, cond=None):
@@ -84,7 +86,8 @@ def test_image_guidance_adds_sigma_squared_times_the_guider_gradient():
     x, target, sigma = torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4) * 2 - 1, torch.tensor(0.7)
     guided = ImageGuidedDenoiser(base, lambda z: z, target, scale=5.0)(x, sigma)
     d = base(x, sigma)
-    torch.testing.assert_close(guided, d + sigma ** 2 * 5.0 * (target - d) / (48 * (1 + sigma ** 2)))
+    torch.testing.assert_close(guided,
+                               d + sigma ** 2 * 5.0 * (target - d) / (48 * (1 + sigma ** 2)))
     assert torch.equal(ImageGuidedDenoiser(base, lambda z: z, target, scale=0.0)(x, sigma), d)
 
 
@@ -96,13 +99,16 @@ def test_image_guided_generation_follows_a_small_target(tmp_path):
     from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
 
-    ae = train_autoencoder(tiny_autoencoder_config(tmp_path / "ae", "train.max_steps=20", "train.checkpoint_every=20"))
+    ae = train_autoencoder(tiny_autoencoder_config(tmp_path / "ae", "train.max_steps=20",
+                                                   "train.checkpoint_every=20"))
     model = load_latent_diffusion(train_latent_diffusion(tiny_ldm_config(tmp_path / "ldm", ae, "unet.num_classes=null",
                                                                          "train.max_steps=2")))
     target = torch.zeros(2, 1, 8, 8)
-    target[:, :, :, :4] = -1.0  # dark left half, mid-grey right half, at a quarter of the 32×32 sample's side
+    # dark left half, mid-grey right half, at a quarter of the 32×32 sample's side
+    target[:, :, :, :4] = -1.0
     options = {"seeds": [0, 1], "latent_size": (16, 16), "steps": 8}
-    plain, guided = generate(model, **options), generate(model, **options, image_guide=(target, 2000.0))
+    plain, guided = generate(model, **options), generate(model, **options,
+                                                         image_guide=(target, 2000.0))
     assert guided.shape == (2, 1, 32, 32)
 
     def distance(images):

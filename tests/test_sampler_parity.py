@@ -1,8 +1,10 @@
-"""Parity with diffusers' schedulers: the same network outputs and schedule, the same trajectory to ≤ 1e-5 (relative)
-at every step. The option settings that make the two equivalent are in docs/samplers.md (a table) and here.
+"""Parity with diffusers' schedulers: the same network outputs and schedule, the same trajectory
+to ≤ 1e-5 (relative) at every step. The option settings that make the two equivalent are in
+docs/samplers.md (a table) and here.
 
-The network is a smooth, nonlinear ε-model net(z_t, t) on a Stable-Diffusion schedule; diffusers is driven with
-its own set_timesteps / scale_model_input / step loop, latentdiff with the σ grid of the same timesteps.
+The network is a smooth, nonlinear ε-model net(z_t, t) on a Stable-Diffusion schedule; diffusers is
+driven with its own set_timesteps / scale_model_input / step loop, latentdiff with the σ grid of the
+same timesteps.
 """
 
 import pytest
@@ -17,7 +19,8 @@ from latentdiff.samplers import SAMPLERS, sigma_grid
 
 diffusers = pytest.importorskip("diffusers")
 
-SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
             "prediction_type": "epsilon"}
 
 
@@ -36,7 +39,8 @@ CASES = PEERS  # every settings pair of samplers/diffusers_peers.py
 
 
 def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.Tensor]:
-    """diffusers' samples after each completed step (Heun: after its second stage; PLMS: not its Euler stage)."""
+    """diffusers' samples after each completed step (Heun: after its second stage; PLMS: not its
+    Euler stage)."""
     cls = CASES[name].scheduler
     scheduler = getattr(diffusers, cls)(**SCHEDULE, **CASES[name].scheduler_options)
     scheduler.set_timesteps(steps)
@@ -57,7 +61,8 @@ def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[t
 def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.Tensor]:
     case = CASES[name]
     vp = case.vp
-    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear",
+                                                 beta_start=0.00085, beta_end=0.012))
     denoiser = Denoiser(Net(), EpsPrediction(schedule))
     sigmas = sigma_grid(schedule, steps, case.spacing, final=case.final)
     trajectory = []
@@ -67,7 +72,8 @@ def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.T
         trajectory.append(info["x"] / (1 + sigma_next ** 2).sqrt() if vp else info["x"])
 
     x_T = z_T * (1 + sigmas[0] ** 2).sqrt() if vp else z_T
-    SAMPLERS[case.sampler].function(denoiser, x_T, sigmas, generator=torch.Generator().manual_seed(seed),
+    SAMPLERS[case.sampler].function(denoiser, x_T, sigmas,
+                                    generator=torch.Generator().manual_seed(seed),
                                     callback=keep, **case.options)
     return trajectory
 
@@ -77,13 +83,15 @@ def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.T
 def test_trajectories_match_diffusers_at_every_step(name, steps):
     case = CASES[name]
     z_T = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    if not case.vp:  # diffusers' σ-space schedulers start from x_T = z_T·√(σ_max² + 1) for these spacings
+    # diffusers' σ-space schedulers start from x_T = z_T·√(σ_max² + 1) for these spacings
+    if not case.vp:
         scheduler = getattr(diffusers, case.scheduler)(**SCHEDULE, **case.scheduler_options)
         scheduler.set_timesteps(steps)
         z_T = z_T * scheduler.init_noise_sigma
     theirs, ours = diffusers_run(name, steps, z_T, seed=5), our_run(name, steps, z_T, seed=5)
     assert len(theirs) == len(ours) == steps
-    if name == "unipc_bh1":  # diffusers 0.42 returns NaN on bh1's final step to σ = 0 (B(h) = h = −∞ times 0)
+    # diffusers 0.42 returns NaN on bh1's final step to σ = 0 (B(h) = h = −∞ times 0)
+    if name == "unipc_bh1":
         theirs, ours = theirs[:-1], ours[:-1]
     for i, (a, b) in enumerate(zip(ours, theirs)):
         error = ((a - b).abs().max() / b.abs().max()).item()
@@ -91,19 +99,23 @@ def test_trajectories_match_diffusers_at_every_step(name, steps):
 
 
 def test_zero_terminal_snr_ddim_matches_diffusers():
-    """Lin et al. 2024: rescaled β, v-prediction, trailing spacing. diffusers' ᾱ_T is exactly 0, ours is 4.9e-8 (σ_T
-    finite in the VE view), which moves x̂_0 of the first step by √ᾱ_T·z_T ≈ 2e-4 relative."""
+    """Lin et al. 2024: rescaled β, v-prediction, trailing spacing. diffusers' ᾱ_T is exactly 0,
+    ours is 4.9e-8 (σ_T finite in the VE view), which moves x̂_0 of the first step by
+    √ᾱ_T·z_T ≈ 2e-4 relative."""
     steps, z_T = 10, torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     options = {**SCHEDULE, "prediction_type": "v_prediction"}
-    scheduler = diffusers.DDIMScheduler(**options, rescale_betas_zero_snr=True, timestep_spacing="trailing",
+    scheduler = diffusers.DDIMScheduler(**options, rescale_betas_zero_snr=True,
+                                        timestep_spacing="trailing",
                                         set_alpha_to_one=True, clip_sample=False)
     scheduler.set_timesteps(steps)
     theirs = z_T.clone()
     for t in scheduler.timesteps:
         theirs = scheduler.step(net(theirs, t), t, theirs).prev_sample
-    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012,
+    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear",
+                                                 beta_start=0.00085, beta_end=0.012,
                                                  zero_terminal_snr=True))
     sigmas = sigma_grid(schedule, steps, "trailing")
     assert sigmas[0] > 4000
-    ours = SAMPLERS["ddim"].function(Denoiser(Net(), VPrediction(schedule)), z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas)
+    ours = SAMPLERS["ddim"].function(Denoiser(Net(), VPrediction(schedule)),
+                                     z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas)
     assert ((ours - theirs).abs().max() / theirs.abs().max()).item() < 1e-3

@@ -12,7 +12,8 @@ from latentdiff.samplers.randomness import per_sample_generators
 
 
 def log_grid(n: int, sigma_max: float = 10.0, sigma_min: float = 0.002) -> torch.Tensor:
-    sigmas = torch.logspace(torch.log10(torch.tensor(sigma_max)), torch.log10(torch.tensor(sigma_min)), n,
+    sigmas = torch.logspace(torch.log10(torch.tensor(sigma_max)),
+                            torch.log10(torch.tensor(sigma_min)), n,
                             dtype=torch.float64)
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
@@ -24,11 +25,14 @@ def test_ddim_converges_to_the_exact_ode_solution_at_first_order():
         sigmas = log_grid(n)
         errors.append((sample_ddim(exact_denoiser, x_T, sigmas) - ode_solution(x_T, sigmas[0])).abs().max().item())
     ratios = [errors[i + 1] / errors[i] for i in range(3)]
-    assert all(0.4 < r < 0.6 for r in ratios), (errors, ratios)  # error halves as steps double: order 1
+    # error halves as steps double: order 1
+    assert all(0.4 < r < 0.6 for r in ratios), (errors, ratios)
 
 
-@pytest.mark.parametrize("sampler,options", [(sample_ddpm, {"variance": "small"}), (sample_ddpm, {"variance": "large"}),
-                                             (sample_ddim, {"eta": 1.0}), (sample_ddim, {"eta": 0.0})])
+@pytest.mark.parametrize("sampler,options",
+                         [(sample_ddpm, {"variance": "small"}),
+                          (sample_ddpm, {"variance": "large"}),
+                          (sample_ddim, {"eta": 1.0}), (sample_ddim, {"eta": 0.0})])
 def test_samples_match_the_data_moments(sampler, options):
     sigmas = log_grid(200)
     gen = torch.Generator().manual_seed(1)
@@ -40,8 +44,10 @@ def test_samples_match_the_data_moments(sampler, options):
 
 def test_ddim_eta_one_is_ddpm_with_the_posterior_variance():
     sigmas, x_T = log_grid(30), torch.randn(64, dtype=torch.float64) * 10
-    a = sample_ddim(exact_denoiser, x_T, sigmas, eta=1.0, generator=torch.Generator().manual_seed(3))
-    b = sample_ddpm(exact_denoiser, x_T, sigmas, variance="small", generator=torch.Generator().manual_seed(3))
+    a = sample_ddim(exact_denoiser, x_T, sigmas, eta=1.0,
+                    generator=torch.Generator().manual_seed(3))
+    b = sample_ddpm(exact_denoiser, x_T, sigmas, variance="small",
+                    generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
 
 
@@ -55,11 +61,13 @@ def test_samples_do_not_depend_on_the_batch():
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_denoiser_adapts_a_discrete_vp_network_exactly(prediction):
     schedule = NoiseSchedule(NoiseScheduleConfig())
-    denoiser = Denoiser(ExactDiscreteNet(schedule, prediction), discrete_preconditioning(schedule, prediction))
+    denoiser = Denoiser(ExactDiscreteNet(schedule, prediction),
+                        discrete_preconditioning(schedule, prediction))
     x = torch.randn(8, 3)
     for t in (0, 100, 500, 999):
         sigma = schedule.sigmas[t]
-        torch.testing.assert_close(denoiser(x * (1 + sigma), sigma), exact_denoiser(x * (1 + sigma), sigma),
+        torch.testing.assert_close(denoiser(x * (1 + sigma), sigma),
+                                   exact_denoiser(x * (1 + sigma), sigma),
                                    rtol=1e-4, atol=1e-4)
 
 
@@ -98,12 +106,15 @@ def test_run_sampler_gives_one_line_errors_for_bad_requests():
 
 
 def test_final_t0_grids_stop_at_the_noise_level_of_timestep_0():
-    """CompVis's DDIM ends at ᾱ_0 (σ = √((1 − ᾱ_0)/ᾱ_0) = 0.0292 for SD's β_0 = 0.00085), once, whatever the spacing."""
-    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear", beta_start=0.00085, beta_end=0.012))
+    """CompVis's DDIM ends at ᾱ_0 (σ = √((1 − ᾱ_0)/ᾱ_0) = 0.0292 for SD's β_0 = 0.00085), once,
+    whatever the spacing."""
+    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear",
+                                                 beta_start=0.00085, beta_end=0.012))
     compvis = sigma_grid(schedule, 10, "compvis", final="t0")
     assert len(compvis) == 11 and abs(float(compvis[-1]) - (0.00085 / 0.99915) ** 0.5) < 1e-6
     assert torch.equal(compvis[:-1], sigma_grid(schedule, 10, "compvis")[:-1])
-    for spacing in ("leading", "karras"):  # these already end at timestep 0's σ: nothing is appended
+    # these already end at timestep 0's σ: nothing is appended
+    for spacing in ("leading", "karras"):
         grid = sigma_grid(schedule, 10, spacing, final="t0")
         assert len(grid) == 10 and float(grid[-1]) > 0
     with pytest.raises(UserError, match="final='one'"):
@@ -118,4 +129,5 @@ def test_sigma_spacings_span_the_schedule():
         torch.testing.assert_close(grid[[0, -2]], schedule.sigmas[[-1, 0]])
     ratios = sigma_grid(schedule, 10, "exponential")[:-1].log().diff()
     torch.testing.assert_close(ratios, ratios[:1].expand_as(ratios))  # log-uniform
-    assert timesteps(1000, 10, "linspace").tolist() == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+    assert timesteps(1000, 10, "linspace").tolist() == [999, 899, 799, 699, 599,
+                                                        500, 400, 300, 200, 100]

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from latentdiff.data.shapes import KINDS, NUM_CATEGORIES, RELATIONS, Scene, Shape, make_shapes, render, scene_of
-from latentdiff.metrics.shapes import box_iou, detect_shapes, layout_iou, matches_caption, score_shapes
+from latentdiff.data.shapes import (KINDS, NUM_CATEGORIES, RELATIONS, Scene, Shape,
+                                    make_shapes, render, scene_of)
+from latentdiff.metrics.shapes import (box_iou, detect_shapes, layout_iou,
+                                       matches_caption, score_shapes)
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,8 @@ def test_scenes_are_deterministic_and_consistent(shapes64):
     assert shapes64.images.shape == (300, 3, 64, 64) and shapes64.heldout_start == 250
     for scene, semantic in zip(shapes64.scenes[:50], shapes64.semantic[:50]):
         present = set(np.unique(semantic.numpy())) - {0}
-        assert present == {1 + s.category for s in scene.shapes}  # the semantic map holds exactly its shapes
+        # the semantic map holds exactly its shapes
+        assert present == {1 + s.category for s in scene.shapes}
         assert all(0 <= s.category < NUM_CATEGORIES for s in scene.shapes)
         if scene.relation is not None:
             assert scene.caption().count(" a ") == 1 and scene.relation in scene.caption()

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from latentdiff.conditioning.layout import BOS_ID, EOS_ID, LayoutTokenizer
-from latentdiff.conditioning.spatial import (check_mask, degrade_realistic, downsample_bicubic, inpainting_concat,
+from latentdiff.conditioning.spatial import (check_mask, degrade_realistic,
+                                             downsample_bicubic, inpainting_concat,
                                              lowres_concat, paste_unmasked, semantic_concat)
 from latentdiff.errors import UserError
 
@@ -11,7 +12,8 @@ def test_layout_tokens_are_corner_corner_class_triples():
     tokenizer = LayoutTokenizer(num_classes=12, bins=4, max_boxes=2)
     tokens = tokenizer([[(0.0, 0.0, 0.5, 0.5, 3)], []])
     assert tokens.ids.shape == (2, 8) and tokenizer.vocab_size == 3 + 16 + 12
-    # top-left cell (0, 0) → 3; bottom-right corner 0.5 lies on a cell border: the last covered cell is (1, 1) → 3+5
+    # top-left cell (0, 0) → 3; bottom-right corner 0.5 lies on a cell border: the last covered cell
+    # is (1, 1) → 3+5
     assert tokens.ids[0, :5].tolist() == [BOS_ID, 3, 3 + 5, 3 + 16 + 3, EOS_ID]
     assert tokens.ids[1, :2].tolist() == [BOS_ID, EOS_ID] and tokens.mask.sum(1).tolist() == [5, 2]
 
@@ -55,7 +57,8 @@ def test_inpainting_mask_checks_and_exact_paste_back():
     keep = ~m.bool().expand_as(image)
     assert torch.equal(out[keep], image[keep]) and torch.equal(out[~keep], generated[~keep])
     cond = inpainting_concat(torch.zeros(1, 4, 4, 4), m)
-    assert cond.shape == (1, 5, 4, 4) and cond[0, 4].sum() == 4  # cells touching the hole: rows 1–2, cols 1–2
+    # cells touching the hole: rows 1–2, cols 1–2
+    assert cond.shape == (1, 5, 4, 4) and cond[0, 4].sum() == 4
     with pytest.raises(UserError, match="not binary"):
         check_mask(mask * 0.5, image.shape)
     with pytest.raises(UserError, match="mask is 8×8"):
@@ -68,12 +71,14 @@ def test_layout_corner_tokens_share_row_and_column_embeddings():
     from latentdiff.config import TextEncoderConfig
 
     tokenizer = LayoutTokenizer(num_classes=3, bins=4, max_boxes=1)
-    encoder = TextTransformer(TextEncoderConfig(width=8, depth=1, num_heads=2, max_length=tokenizer.max_length),
+    encoder = TextTransformer(TextEncoderConfig(width=8, depth=1, num_heads=2,
+                                                max_length=tokenizer.max_length),
                               tokenizer.vocab_size, grid=(FIRST_POSITION, tokenizer.bins))
     with torch.no_grad():
         encoder.token_embedding.weight.zero_()
         encoder.position_embedding.weight.zero_()
-    ids = torch.tensor([[FIRST_POSITION + 0, FIRST_POSITION + 1, FIRST_POSITION + 4, FIRST_POSITION + 5, 1]])
+    ids = torch.tensor([[FIRST_POSITION + 0, FIRST_POSITION + 1, FIRST_POSITION + 4,
+                         FIRST_POSITION + 5, 1]])
     x = encoder.embed(ids)[0]  # cells (0, 0), (0, 1), (1, 0), (1, 1), then BOS (not on the grid)
     torch.testing.assert_close(x[0] + x[3], x[1] + x[2])  # row + column: additive
     assert x[4].abs().sum() == 0

@@ -5,7 +5,8 @@ from latentdiff.conditioning.text import CaptionTokenizer, TextTransformer
 from latentdiff.config import TextEncoderConfig
 from latentdiff.errors import UserError
 
-CAPTIONS = ["a large red circle above a small blue square", "woman detective: medium-dark skin tone",
+CAPTIONS = ["a large red circle above a small blue square",
+            "woman detective: medium-dark skin tone",
             "a small green triangle", "grinning face with big eyes"] * 5
 
 
@@ -31,7 +32,8 @@ def test_long_prompts_are_truncated_with_a_warning(tokenizer):
 
 
 def test_tokenizer_round_trips_through_json(tokenizer):
-    again = CaptionTokenizer.from_json(tokenizer.to_json(), TextEncoderConfig(max_length=tokenizer.max_length))
+    again = CaptionTokenizer.from_json(tokenizer.to_json(),
+                                       TextEncoderConfig(max_length=tokenizer.max_length))
     prompts = ["grinning face", "a large blue square", "zebra"]  # "zebra" has unseen letters: [UNK]
     assert torch.equal(again(prompts).ids, tokenizer(prompts).ids)
 

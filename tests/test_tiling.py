@@ -1,5 +1,5 @@
-"""Large images: convolutional encode/decode at any size divisible by f, and tiled encode/decode that agrees with
-the untiled result away from the seams."""
+"""Large images: convolutional encode/decode at any size divisible by f, and tiled encode/decode
+that agrees with the untiled result away from the seams."""
 
 import pytest
 import torch
@@ -29,8 +29,9 @@ def _large_digit_canvas() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def fitted_autoencoder(tmp_path_factory):
-    """A tiny digits autoencoder trained long enough (60 steps) that its GroupNorm statistics mean something: an
-    untrained one is dominated by them, and those are what differ between a tile and the whole image."""
+    """A tiny digits autoencoder trained long enough (60 steps) that its GroupNorm statistics mean
+    something: an untrained one is dominated by them, and those are what differ between a tile and
+    the whole image."""
     out = tmp_path_factory.mktemp("tiling")
     return load_autoencoder(train_autoencoder(tiny_autoencoder_config(out, "train.max_steps=60", "train.lr=3e-3",
                                                                       "train.checkpoint_every=60")))
@@ -45,8 +46,10 @@ def test_tiled_and_untiled_agree_away_from_seams(fitted_autoencoder):
     z_tiled = tiled_encode(autoencoder, x, tile=64, overlap=32)
     tiled = tiled_decode(autoencoder, z_full, tile=32, overlap=16)
     assert z_tiled.shape == z_full.shape and tiled.shape == x.shape
-    centre = (slice(None), slice(None), slice(8, 16), slice(8, 16))  # inside the first tile, away from its seams
+    # inside the first tile, away from its seams
+    centre = (slice(None), slice(None), slice(8, 16), slice(8, 16))
     assert (z_tiled - z_full)[centre].abs().mean() < 0.04 * z_full.abs().mean()
     tiling_error = (tiled - full).abs().mean()
     assert tiling_error < 0.05 * full.abs().mean()
-    assert tiling_error < 0.25 * (full - x).abs().mean()  # far below the autoencoder's own reconstruction error
+    # far below the autoencoder's own reconstruction error
+    assert tiling_error < 0.25 * (full - x).abs().mean()

@@ -1,4 +1,5 @@
-"""End-to-end training of both stages on tiny configs: loss falls, resume is exact, checkpoints are complete."""
+"""End-to-end training of both stages on tiny configs: loss falls, resume is exact, checkpoints are
+complete."""
 
 import json
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_autoencoder_config, tiny_ldm_config
-from latentdiff.checkpoints import load_autoencoder, load_latent_diffusion, read_metadata, read_tensors
+from latentdiff.checkpoints import (load_autoencoder, load_latent_diffusion,
+                                    read_metadata, read_tensors)
 from latentdiff.checkpoints.models import export_latent_diffusion
 from latentdiff.errors import UserError
 from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
@@ -16,11 +18,14 @@ from latentdiff.train.diffusion import train_latent_diffusion
 
 
 def losses(run_dir) -> list[float]:
-    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return [r["loss"]
+            for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if "loss" in r]
 
 
 def test_autoencoder_loss_falls(tmp_path):
-    train_autoencoder(tiny_autoencoder_config(tmp_path, "train.max_steps=40", "train.checkpoint_every=40"))
+    train_autoencoder(tiny_autoencoder_config(tmp_path, "train.max_steps=40",
+                                              "train.checkpoint_every=40"))
     curve = losses(tmp_path)
     assert sum(curve[-5:]) / 5 < 0.6 * sum(curve[:5]) / 5, curve
 
@@ -31,7 +36,8 @@ def test_autoencoder_resume_is_exact_and_overwriting_is_refused(tmp_path):
     train_autoencoder(interrupted)
     with pytest.raises(UserError, match="already holds a run"):
         train_autoencoder(interrupted)
-    resumed = train_autoencoder(tiny_autoencoder_config(tmp_path / "b", "train.max_steps=4"), resume=True)
+    resumed = train_autoencoder(tiny_autoencoder_config(tmp_path / "b", "train.max_steps=4"),
+                                resume=True)
     a, b = read_tensors(straight), read_tensors(resumed)
     assert a.keys() == b.keys()
     for key in a:
@@ -40,9 +46,12 @@ def test_autoencoder_resume_is_exact_and_overwriting_is_refused(tmp_path):
 
 
 def test_ldm_resume_is_exact_including_ema(tmp_path, trained_autoencoder):
-    straight = train_latent_diffusion(tiny_ldm_config(tmp_path / "a", trained_autoencoder, "train.max_steps=4"))
-    train_latent_diffusion(tiny_ldm_config(tmp_path / "b", trained_autoencoder, "train.max_steps=2"))
-    resumed = train_latent_diffusion(tiny_ldm_config(tmp_path / "b", trained_autoencoder, "train.max_steps=4"),
+    straight = train_latent_diffusion(tiny_ldm_config(tmp_path / "a",
+                                                      trained_autoencoder, "train.max_steps=4"))
+    train_latent_diffusion(tiny_ldm_config(tmp_path / "b",
+                                           trained_autoencoder, "train.max_steps=2"))
+    resumed = train_latent_diffusion(tiny_ldm_config(tmp_path / "b",
+                                                     trained_autoencoder, "train.max_steps=4"),
                                      resume=True)
     a, b = read_tensors(straight), read_tensors(resumed)
     assert {k.split(".")[0] for k in a} == {"unet", "unet_ema", "autoencoder", "optimizer"}
@@ -53,7 +62,8 @@ def test_ldm_resume_is_exact_including_ema(tmp_path, trained_autoencoder):
 
 
 def test_ldm_checkpoint_samples_deterministically(tmp_path, trained_autoencoder):
-    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder, "train.max_steps=2"))
+    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path,
+                                                        trained_autoencoder, "train.max_steps=2"))
     model = load_latent_diffusion(checkpoint)
     assert model.latent_shape == (2, 8, 8) and model.class_names == tuple("0123456789")
     images = generate(model, seeds=[5, 6, 7], class_labels=[1, 2, 3], steps=3)
@@ -67,27 +77,33 @@ def test_ldm_checkpoint_samples_deterministically(tmp_path, trained_autoencoder)
         generate(model, seeds=[0])
     with pytest.raises(UserError, match="unknown sampler 'ddim2'; choose one of ddim, ddpm, plms"):
         generate(model, seeds=[0], class_labels=[0], sampler="ddim2")
-    with pytest.raises(UserError, match="is a autoencoder checkpoint|is an? autoencoder checkpoint"):
+    with pytest.raises(UserError,
+                       match="is a autoencoder checkpoint|is an? autoencoder checkpoint"):
         load_latent_diffusion(trained_autoencoder)
 
 
 def test_incompatible_stages_are_user_errors(tmp_path, trained_autoencoder):
     with pytest.raises(UserError, match="unet.in_channels=2"):
-        train_latent_diffusion(tiny_ldm_config(tmp_path / "a", trained_autoencoder, "unet.in_channels=4"))
-    with pytest.raises(UserError, match="not divisible by the autoencoder's f=2; use data.image_size="):
-        train_latent_diffusion(tiny_ldm_config(tmp_path / "b", trained_autoencoder, "data.image_size=15"))
+        train_latent_diffusion(tiny_ldm_config(tmp_path / "a",
+                                               trained_autoencoder, "unet.in_channels=4"))
+    with pytest.raises(UserError,
+                       match="not divisible by the autoencoder's f=2; use data.image_size="):
+        train_latent_diffusion(tiny_ldm_config(tmp_path / "b",
+                                               trained_autoencoder, "data.image_size=15"))
     with pytest.raises(UserError, match="unet.num_classes=3 but the data has 10 classes"):
-        train_latent_diffusion(tiny_ldm_config(tmp_path / "c", trained_autoencoder, "unet.num_classes=3"))
+        train_latent_diffusion(tiny_ldm_config(tmp_path / "c",
+                                               trained_autoencoder, "unet.num_classes=3"))
 
 
 def test_pixel_space_diffusion_is_ldm_1(tmp_path):
-    """`autoencoder: pixels`: the UNet runs on the images (f = 1, c = C, no scaling); the checkpoint reloads and
-    samples like any LDM."""
+    """`autoencoder: pixels`: the UNet runs on the images (f = 1, c = C, no scaling); the checkpoint
+    reloads and samples like any LDM."""
     checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path, "pixels", "unet.in_channels=1",
                                                         "unet.out_channels=1", "train.max_steps=2"))
     model = load_latent_diffusion(checkpoint)
     assert model.latent_shape == (1, 16, 16) and model.codec.downsampling_factor == 1
-    assert model.codec.stats.scale == (1.0,) and not any(k.startswith("autoencoder.") for k in read_tensors(checkpoint))
+    assert model.codec.stats.scale == (1.0,) and not any(k.startswith("autoencoder.")
+                                                         for k in read_tensors(checkpoint))
     x = torch.rand(2, 1, 16, 16) * 2 - 1
     assert torch.equal(model.codec.encode(x), x) and torch.equal(model.codec.decode(x), x)
     images = generate(model, seeds=[0, 1], class_labels=[3, 4], steps=2)
@@ -100,15 +116,16 @@ def test_pixel_space_diffusion_is_ldm_1(tmp_path):
     with pytest.raises(UserError, match="unet.in_channels=1"):
         train_latent_diffusion(tiny_ldm_config(tmp_path / "b", "pixels", "train.max_steps=1"))
     with pytest.raises(UserError, match="nothing to train"):
-        train_autoencoder(tiny_autoencoder_config(tmp_path / "c", "model.regularizer=none", "model.channel_mult=[1]",
+        train_autoencoder(tiny_autoencoder_config(tmp_path / "c", "model.regularizer=none",
+                                                  "model.channel_mult=[1]",
                                                   "model.latent_channels=1"))
     with pytest.raises(UserError, match="channel_mult=\\[1\\] and latent_channels=in_channels"):
         tiny_autoencoder_config(tmp_path / "d", "model.regularizer=none")
 
 
 class SteppingClock:
-    """A clock that advances `tick` seconds per reading: the time budget ends after a number of steps that does not
-    depend on the machine's speed or load."""
+    """A clock that advances `tick` seconds per reading: the time budget ends after a number of
+    steps that does not depend on the machine's speed or load."""
 
     def __init__(self, tick: float):
         self.now, self.tick = 0.0, tick
@@ -119,11 +136,13 @@ class SteppingClock:
 
 
 def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, trained_autoencoder, monkeypatch):
-    """train.max_minutes stops the loop early (final checkpoint, log line, preview written); keep_checkpoints keeps
-    each periodic checkpoint under its step number, each with its own weights."""
+    """train.max_minutes stops the loop early (final checkpoint, log line, preview written);
+    keep_checkpoints keeps each periodic checkpoint under its step number, each with its own
+    weights."""
     monkeypatch.setattr("latentdiff.train.engine.clock", SteppingClock(5.0))
     checkpoint = train_latent_diffusion(tiny_ldm_config(
-        tmp_path, trained_autoencoder, "train.max_steps=100000", "train.max_minutes=1", "train.checkpoint_every=2",
+        tmp_path, trained_autoencoder, "train.max_steps=100000", "train.max_minutes=1",
+        "train.checkpoint_every=2",
         "train.keep_checkpoints=true", "train.sample_every=0"))
     step = read_metadata(checkpoint)["train_state"]["step"]
     assert 3 <= step <= 12  # 60 s of a clock read once or twice per step at 5 s a reading
@@ -134,7 +153,9 @@ def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, tr
     assert not torch.equal(first["out.2.weight"], last["out.2.weight"])
     assert losses(tmp_path) and json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
     assert (tmp_path / "samples" / f"step-{step:07d}.png").exists()
-    resumed = train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder, f"train.max_steps={step + 1}",
-                                                     "train.checkpoint_every=2", "train.keep_checkpoints=true"),
+    resumed = train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder,
+                                                     f"train.max_steps={step + 1}",
+                                                     "train.checkpoint_every=2",
+                                                     "train.keep_checkpoints=true"),
                                      resume=True)
     assert read_metadata(resumed)["train_state"]["step"] == step + 1

@@ -17,7 +17,8 @@ def test_cross_attention_is_softmax_qk_v_per_head():
     heads = []
     for h in range(2):
         s = slice(4 * h, 4 * h + 4)
-        weights = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(4), dim=-1)  # (B, N, M)
+        # (B, N, M)
+        weights = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(4), dim=-1)
         heads.append(weights @ v[..., s])
     expected = attn.to_out(torch.cat(heads, -1))
     torch.testing.assert_close(attn(x, c), expected, rtol=1e-5, atol=1e-5)
@@ -36,12 +37,15 @@ def test_masked_context_tokens_are_ignored():
 
 @pytest.mark.parametrize("linear", [False, True])
 def test_spatial_transformer_starts_as_identity_and_mirrors_original_keys(linear):
-    block = SpatialTransformer(64, num_heads=2, head_dim=16, depth=2, context_dim=12, linear_projection=linear)
+    block = SpatialTransformer(64, num_heads=2, head_dim=16, depth=2, context_dim=12,
+                               linear_projection=linear)
     x, c = torch.randn(2, 64, 4, 4), torch.randn(2, 3, 12)
     torch.testing.assert_close(block(x, c), x)  # proj_out is zero-initialised
     keys = set(block.state_dict())
-    for key in ["norm.weight", "proj_in.weight", "proj_out.weight", "transformer_blocks.1.attn1.to_q.weight",
-                "transformer_blocks.0.attn2.to_k.weight", "transformer_blocks.0.attn2.to_out.0.bias",
+    for key in ["norm.weight", "proj_in.weight", "proj_out.weight",
+                "transformer_blocks.1.attn1.to_q.weight",
+                "transformer_blocks.0.attn2.to_k.weight",
+                "transformer_blocks.0.attn2.to_out.0.bias",
                 "transformer_blocks.0.ff.net.0.proj.weight", "transformer_blocks.0.ff.net.2.weight",
                 "transformer_blocks.0.norm3.weight"]:
         assert key in keys, key
@@ -52,7 +56,8 @@ def test_spatial_transformer_starts_as_identity_and_mirrors_original_keys(linear
 
 @pytest.fixture
 def text_unet_cfg():
-    return UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+    return UNetConfig(in_channels=4, out_channels=4, model_channels=32,
+                      channel_mult=(1, 2), num_res_blocks=1,
                       attention_resolutions=(1, 2), head_channels=16, context_dim=12)
 
 

@@ -1,5 +1,5 @@
-"""The VQ regulariser: nearest-code lookup, straight-through gradient, its two loss terms, dead-code restarts,
-codebook usage in training, and the errors for codebooks that do not fit."""
+"""The VQ regulariser: nearest-code lookup, straight-through gradient, its two loss terms, dead-code
+restarts, codebook usage in training, and the errors for codebooks that do not fit."""
 
 import pytest
 import torch
@@ -22,7 +22,8 @@ def test_nearest_code_matches_brute_force_and_chunking():
     expected = torch.cdist(z, vq.embedding.weight).argmin(1)
     assert torch.equal(vq.nearest(z), expected)
     assert torch.equal(vq.nearest(z, chunk=7), expected)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed training must not change the choice
+    # bf16-mixed training must not change the choice
+    with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(vq.nearest(z), expected)
 
 
@@ -33,7 +34,8 @@ def test_straight_through_gradient_and_loss_terms():
     q = vq(z)
     torch.testing.assert_close(q.z_q, vq.lookup(q.indices))  # forward value: the codes
     (q.z_q * torch.arange(3.0).view(1, 3, 1, 1)).sum().backward()
-    torch.testing.assert_close(z.grad, torch.arange(3.0).view(1, 3, 1, 1).expand_as(z))  # backward: identity
+    # backward: identity
+    torch.testing.assert_close(z.grad, torch.arange(3.0).view(1, 3, 1, 1).expand_as(z))
     z.grad = None
     q = vq(z)
     q.codebook.sum().backward()  # the codebook term moves codes, never the encoder
@@ -73,7 +75,8 @@ def test_decode_quantizes_the_continuous_latents(tiny_ae_cfg):
 
 def test_vq_training_uses_the_codebook(tmp_path):
     checkpoint = train_autoencoder(tiny_autoencoder_config(
-        tmp_path, *TINY_VQ, "train.max_steps=60", "train.checkpoint_every=60", "loss.restart_unused_after=5",
+        tmp_path, *TINY_VQ, "train.max_steps=60", "train.checkpoint_every=60",
+        "loss.restart_unused_after=5",
         "loss.disc_start=1000"))
     records = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert '"codebook_usage"' in records[0] and '"perplexity"' in records[0]
@@ -87,7 +90,8 @@ def test_vq_training_uses_the_codebook(tmp_path):
 
 def test_codebook_larger_than_the_data_is_refused(tmp_path):
     with pytest.raises(UserError, match="codebook_size=65536 exceeds"):
-        train_autoencoder(tiny_autoencoder_config(tmp_path, "model.regularizer=vq", "model.codebook_size=65536",
+        train_autoencoder(tiny_autoencoder_config(tmp_path, "model.regularizer=vq",
+                                                  "model.codebook_size=65536",
                                                   "data.holdout=1700"))
 
 

@@ -1,5 +1,5 @@
-"""Where latentdiff caches what it can rebuild (evaluator networks, rendered datasets): $XDG_CACHE_HOME/latentdiff,
-by default ~/.cache/latentdiff."""
+"""Where latentdiff caches what it can rebuild (evaluator networks, rendered datasets):
+$XDG_CACHE_HOME/latentdiff, by default ~/.cache/latentdiff."""
 
 import os
 from pathlib import Path

@@ -1,9 +1,9 @@
-"""Typed configuration: one frozen dataclass per component; `config_files.py` is the only place where YAML becomes
-these objects (re-exported here).
+"""Typed configuration: one frozen dataclass per component; `config_files.py` is the only place
+where YAML becomes these objects (re-exported here).
 
-A YAML file maps onto a dataclass field by field; unknown keys, wrong types and missing values raise `UserError`.
-Overrides use OmegaConf's dotted form (`train.max_steps=100`). Checkpoints embed `to_dict(config)`, so a model is
-rebuilt from its file alone (`from_dict`).
+A YAML file maps onto a dataclass field by field; unknown keys, wrong types and missing values raise
+`UserError`. Overrides use OmegaConf's dotted form (`train.max_steps=100`). Checkpoints embed
+`to_dict(config)`, so a model is rebuilt from its file alone (`from_dict`).
 """
 
 from dataclasses import dataclass, field
@@ -15,18 +15,20 @@ from latentdiff.errors import UserError
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """First-stage encoder/decoder (paper Sec. 3.1), the original `ddconfig` with descriptive names, and its regulariser.
+    """First-stage encoder/decoder (paper Sec. 3.1), the original `ddconfig` with descriptive names,
+    and its regulariser.
 
-    The downsampling factor is f = 2^(len(channel_mult) − 1); `attn_resolutions` lists pixel resolutions (as the
-    original) at which the encoder/decoder levels get self-attention, relative to `resolution`.
-    regularizer: "kl" (diagonal Gaussian posterior), "vq" (a codebook of `codebook_size` vectors of
-    `latent_channels` dimensions, applied inside the decoder) or "none": pixel space (identity, f = 1; built by
-    `latentdiff train` for `autoencoder: pixels`, never trained).
-    `residual_shortcuts` adds DC-AE's parameter-free shortcuts (Chen et al. 2024) around every down/upsampling and
-    the latent projections: same weights and keys, an easier optimisation; off to match published checkpoints.
-    `norm_groups`: the original's 32 groups leave a 32-channel model one channel per group, an instance norm that
-    erases each channel's mean and contrast (the decoder's `norm_out` then cannot carry brightness); narrow models
-    train far better with ≥ 4 channels per group.
+    The downsampling factor is f = 2^(len(channel_mult) − 1); `attn_resolutions` lists pixel
+    resolutions (as the original) at which the encoder/decoder levels get self-attention, relative
+    to `resolution`. regularizer: "kl" (diagonal Gaussian posterior), "vq" (a codebook of
+    `codebook_size` vectors of `latent_channels` dimensions, applied inside the decoder) or "none":
+    pixel space (identity, f = 1; built by `latentdiff train` for `autoencoder: pixels`, never
+    trained). `residual_shortcuts` adds DC-AE's parameter-free shortcuts (Chen et al. 2024) around
+    every down/upsampling and the latent projections: same weights and keys, an easier optimisation;
+    off to match published checkpoints. `norm_groups`: the original's 32 groups leave a 32-channel
+    model one channel per group, an instance norm that erases each channel's mean and contrast (the
+    decoder's `norm_out` then cannot carry brightness); narrow models train far better with ≥ 4
+    channels per group.
     """
 
     in_channels: int = 3
@@ -39,40 +41,49 @@ class AutoencoderConfig:
     dropout: float = 0.0
     regularizer: str = "kl"
     codebook_size: int = 8192  # VQ only (original: n_embed)
-    residual_shortcuts: bool = False  # DC-AE parameter-free shortcuts; the original checkpoints have none
+    # DC-AE parameter-free shortcuts; the original checkpoints have none
+    residual_shortcuts: bool = False
     norm_groups: int = 32  # GroupNorm groups (original: 32); fewer for narrow models (docstring)
-    mid_attention: bool = True  # self-attention in the mid blocks (false: the original's attn_type none, VQ-f4-noattn)
+    # self-attention in the mid blocks (false: the original's attn_type none, VQ-f4-noattn)
+    mid_attention: bool = True
 
     @property
     def downsampling_factor(self) -> int:
         return 2 ** (len(self.channel_mult) - 1)
 
     def __post_init__(self):
-        _check(self.norm_groups >= 1 and all(self.base_channels * m % self.norm_groups == 0 for m in self.channel_mult),
+        _check(self.norm_groups >= 1
+               and all(self.base_channels * m % self.norm_groups == 0 for m in self.channel_mult),
                f"model.base_channels={self.base_channels} × channel_mult must be divisible by "
                f"model.norm_groups={self.norm_groups}")
         _check(self.regularizer in ("kl", "vq", "none"),
-               f"model.regularizer={self.regularizer!r} is unknown; use kl, vq or none (pixel space, f = 1)")
-        _check(self.regularizer != "none" or (len(self.channel_mult) == 1 and self.latent_channels == self.in_channels),
-               "model.regularizer=none is pixel space: it needs channel_mult=[1] and latent_channels=in_channels")
+               f"model.regularizer={self.regularizer!r} is unknown; use kl, vq or none (pixel "
+               "space, f = 1)")
+        _check(self.regularizer != "none"
+               or (len(self.channel_mult) == 1 and self.latent_channels == self.in_channels),
+               "model.regularizer=none is pixel space: it needs channel_mult=[1] and "
+               "latent_channels=in_channels")
         _check(2 <= self.codebook_size <= 65536,
-               f"model.codebook_size={self.codebook_size} is out of range; use 2 … 65536 (the paper: 8192 or 16384)")
+               f"model.codebook_size={self.codebook_size} is out of range; use 2 … 65536 (the "
+               "paper: 8192 or 16384)")
 
 
 @dataclass(frozen=True)
 class AutoencoderLossConfig:
     """L_AE = L_rec + L_reg + λ·L_adv (paper Sec. 3.1); every pixel term is a per-pixel mean.
 
-    L_rec = l1_weight·|x − x̃|₁ + perceptual_weight·P(x, x̃) with P one of
-      "lpips" (VGG16 LPIPS from user-supplied weight files `lpips_weights`, plus `vgg16_weights` when that file holds
-      only the linear layers), "ssim" (1 − SSIM), "ffl" (focal frequency loss), "none".
-    L_reg = kl_weight·KL/(C·H·W) (the original sums both KL and L1 over pixels; the ratio is kept), or for VQ
-      codebook_weight·(‖sg[E(x)] − e‖² + commitment_beta·‖E(x) − sg[e]‖²).
-    L_adv: a PatchGAN (`disc_layers` strided layers, `disc_channels` wide) with hinge loss, switched on at step
-      `disc_start`; the generator term is weighted by disc_weight·‖∇L_rec‖/(‖∇L_adv‖ + 1e-4) at the decoder's last
-      layer. `r1_weight` > 0 adds the R1 penalty γ/2·E‖∇_x D(x)‖² on real images; `feature_matching_weight` adds
-      L1 between the discriminator's features of x and x̃ (an offline perceptual term once D is on).
-    `restart_unused_after` (VQ): codes unused for that many steps are re-initialised from encoder outputs (0: off).
+    L_rec = l1_weight·|x − x̃|₁ + perceptual_weight·P(x, x̃) with P one of "lpips" (VGG16 LPIPS from
+      user-supplied weight files `lpips_weights`, plus `vgg16_weights` when that file holds only the
+      linear layers), "ssim" (1 − SSIM), "ffl" (focal frequency loss), "none".
+    L_reg = kl_weight·KL/(C·H·W) (the original sums both KL and L1 over pixels; the ratio is kept),
+      or for VQ codebook_weight·(‖sg[E(x)] − e‖² + commitment_beta·‖E(x) − sg[e]‖²).
+    L_adv: a PatchGAN (`disc_layers` strided layers, `disc_channels` wide) with hinge loss, switched
+      on at step `disc_start`; the generator term is weighted by
+      disc_weight·‖∇L_rec‖/(‖∇L_adv‖ + 1e-4) at the decoder's last layer. `r1_weight` > 0 adds the
+      R1 penalty γ/2·E‖∇_x D(x)‖² on real images; `feature_matching_weight` adds L1 between the
+      discriminator's features of x and x̃ (an offline perceptual term once D is on).
+    `restart_unused_after` (VQ): codes unused for that many steps are re-initialised from encoder
+    outputs (0: off).
     """
 
     l1_weight: float = 1.0
@@ -96,22 +107,24 @@ class AutoencoderLossConfig:
         _check(self.perceptual in ("lpips", "ssim", "ffl", "none"),
                f"loss.perceptual={self.perceptual!r} is unknown; use lpips, ssim, ffl or none")
         _check(self.perceptual != "lpips" or self.lpips_weights,
-               "loss.perceptual=lpips needs loss.lpips_weights=PATH (LPIPS weights cannot be downloaded here); "
-               "or use loss.perceptual=ssim")
-        _check(self.disc_start >= 0 and self.disc_layers >= 1, "loss.disc_start must be ≥ 0, loss.disc_layers ≥ 1")
+               "loss.perceptual=lpips needs loss.lpips_weights=PATH (LPIPS weights cannot be "
+               "downloaded here); or use loss.perceptual=ssim")
+        _check(self.disc_start >= 0 and self.disc_layers >= 1,
+               "loss.disc_start must be ≥ 0, loss.disc_layers ≥ 1")
 
 
 @dataclass(frozen=True)
 class UNetConfig:
     """The time-conditional UNet ε_θ(z_t, t, y) (ADM-style, the original `UNetModel`).
 
-    `attention_resolutions` are downsampling rates (1, 2, 4, ...) at which blocks get self-attention, as in the
-    original configs. Heads: set exactly one of `num_heads` (fixed head count) or `head_channels` (channels per
-    head); the other is -1.
-    Conditioning (paper Sec. 3.3): `num_classes` adds a label embedding to the time embedding; `context_dim` (the width d of
-    the context τ_θ(y) ∈ R^{M×d}) turns every attention block into a spatial transformer of `transformer_depth`
-    blocks whose cross-attention reads that context (`linear_projection`: SD 2.x's Linear proj_in/proj_out);
-    `in_channels` counts the latent plus any concatenated inputs (semantic maps, low-res images, masks).
+    `attention_resolutions` are downsampling rates (1, 2, 4, ...) at which blocks get
+    self-attention, as in the original configs. Heads: set exactly one of `num_heads`
+    (fixed head count) or `head_channels` (channels per head); the other is -1. Conditioning
+    (paper Sec. 3.3): `num_classes` adds a label embedding to the time embedding; `context_dim` (the
+    width d of the context τ_θ(y) ∈ R^{M×d}) turns every attention block into a spatial transformer
+    of `transformer_depth` blocks whose cross-attention reads that context (`linear_projection`: SD
+    2.x's Linear proj_in/proj_out); `in_channels` counts the latent plus any concatenated inputs
+    (semantic maps, low-res images, masks).
     """
 
     in_channels: int = 4
@@ -126,39 +139,51 @@ class UNetConfig:
     num_classes: int | None = None  # class-conditional via an embedding added to the time embedding
     use_scale_shift_norm: bool = False  # ADM's adaptive GroupNorm: h = GN(h)·(1 + scale) + shift
     conv_resample: bool = True
-    resblock_updown: bool = False  # down/upsample with ResBlocks that resample inside (the original's option)
+    # down/upsample with ResBlocks that resample inside (the original's option)
+    resblock_updown: bool = False
     context_dim: int | None = None  # cross-attention context width d (original: context_dim)
     transformer_depth: int = 1
     linear_projection: bool = False  # original: use_linear_in_transformer
-    # CoordConv (Liu et al. 2018): two input channels holding x and y in [−1, 1] across the sampled latent, an
-    # absolute position signal for layout conditioning (not in the original LDM; off for its checkpoints)
+    # CoordConv (Liu et al. 2018): two input channels holding x and y in [−1, 1] across the sampled
+    # latent, an
+    # absolute position signal for layout conditioning (not in the original LDM; off for its
+    # checkpoints)
     coordinate_channels: bool = False
-    # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per axis, through a
-    # learned projection added after proj_in): lets cross-attention queries bind words to places (not in the original;
+    # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per
+    # axis, through a
+    # learned projection added after proj_in): lets cross-attention queries bind words to places
+    # (not in the original;
     # with pooled_context it did not improve shapes relations at 3,000 steps: docs/conditioning.md)
     position_frequencies: int = 0
-    # the context's masked mean over its tokens, projected and added to the time embedding (`context_emb`), a global
-    # condition for every ResBlock as Imagen's and SDXL's pooled text embedding (not in the original LDM)
+    # the context's masked mean over its tokens, projected and added to the time embedding
+    # (`context_emb`), a global
+    # condition for every ResBlock as Imagen's and SDXL's pooled text embedding (not in the original
+    # LDM)
     pooled_context: bool = False
 
     def __post_init__(self):
-        _check(self.context_dim is None or self.context_dim >= 1, "unet.context_dim must be ≥ 1 (or null)")
+        _check(self.context_dim is None or self.context_dim >= 1,
+               "unet.context_dim must be ≥ 1 (or null)")
         _check(self.transformer_depth >= 1, "unet.transformer_depth must be ≥ 1")
         _check(self.position_frequencies >= 0, "unet.position_frequencies must be ≥ 0 (0: none)")
-        _check(not self.pooled_context or self.context_dim is not None, "unet.pooled_context needs unet.context_dim")
+        _check(not self.pooled_context or self.context_dim is not None,
+               "unet.pooled_context needs unet.context_dim")
         _check((self.num_heads == -1) != (self.head_channels == -1),
                "unet: set exactly one of num_heads / head_channels (the other to -1)")
         _check(all(self.model_channels * m % 32 == 0 for m in self.channel_mult),
-               f"unet.model_channels={self.model_channels} × channel_mult must be divisible by 32 (GroupNorm(32))")
+               f"unet.model_channels={self.model_channels} × channel_mult must be divisible by 32 "
+               "(GroupNorm(32))")
 
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
-    """τ_θ: token + position embedding, `depth` × [LN → MHSA, LN → MLP (GELU, `mlp_ratio`·width)], final LN.
+    """τ_θ: token + position embedding, `depth` × [LN → MHSA, LN → MLP (GELU, `mlp_ratio`·width)],
+    final LN.
 
     The output (B, max_length, width) is the cross-attention context, so unet.context_dim = width.
-    `pretrained`: a local Hugging Face text-model folder (e.g. a MiniLM/BERT or CLIP text encoder) to use frozen
-    instead of training τ_θ; then width = its hidden size, and vocab_size, depth and num_heads are unused.
+    `pretrained`: a local Hugging Face text-model folder (e.g. a MiniLM/BERT or CLIP text encoder)
+    to use frozen instead of training τ_θ; then width = its hidden size, and vocab_size, depth and
+    num_heads are unused.
     """
 
     vocab_size: int = 2048  # BPE vocabulary learned on the captions (upper bound)
@@ -167,25 +192,28 @@ class TextEncoderConfig:
     depth: int = 4
     num_heads: int = 4
     mlp_ratio: int = 4
-    head_dim: int | None = None  # channels per attention head; None: width / num_heads (x-transformers: 64 always)
+    # channels per attention head; None: width / num_heads (x-transformers: 64 always)
+    head_dim: int | None = None
     pretrained: str | None = None
-    attend_to_padding: bool = False  # attend to every context position, padding included (SD, BERTEmbedder)
+    # attend to every context position, padding included (SD, BERTEmbedder)
+    attend_to_padding: bool = False
 
     def __post_init__(self):
         _check(self.vocab_size >= 8 and self.max_length >= 3 and self.depth >= 0,
                "text: vocab_size must be ≥ 8, max_length ≥ 3 (room for [BOS] x [EOS]), depth ≥ 0")
         _check(self.head_dim is not None or self.width % self.num_heads == 0,
-               f"text.width={self.width} must be divisible by text.num_heads={self.num_heads} (or set text.head_dim)")
+               f"text.width={self.width} must be divisible by text.num_heads={self.num_heads} (or "
+               "set text.head_dim)")
 
 
 @dataclass(frozen=True)
 class NoiseScheduleConfig:
     """β schedule of the forward process q(z_t|z_0) (paper Sec. 3.2).
 
-    kind: "linear" (β linear, DDPM), "scaled_linear" (√β linear: what the CompVis configs call "linear", LDM and
-    Stable Diffusion), or "cosine" (Nichol & Dhariwal 2021; beta_start/beta_end unused). zero_terminal_snr
-    rescales √ᾱ so that the last step is pure noise (Lin et al. 2024, Alg. 1); use it with prediction v and
-    the trailing spacing.
+    kind: "linear" (β linear, DDPM), "scaled_linear" (√β linear: what the CompVis configs call
+    "linear", LDM and Stable Diffusion), or "cosine" (Nichol & Dhariwal 2021; beta_start/beta_end
+    unused). zero_terminal_snr rescales √ᾱ so that the last step is pure noise (Lin et al. 2024,
+    Alg. 1); use it with prediction v and the trailing spacing.
     """
 
     kind: str = "scaled_linear"
@@ -207,11 +235,12 @@ DATASETS = ("digits", "photos", "emoji", "shapes", "mnist", "folder")
 class DataConfig:
     """A dataset of images (and optional class labels) with a seeded held-out split for evaluation.
 
-    dataset: "digits" (scikit-learn's 1,797 8×8 digits, bundled), "photos" (crops of the photographs bundled with
-    scikit-image/scikit-learn, with a spatially disjoint held-out split), "emoji" (Noto Color Emoji glyphs with
-    their names as captions; `path` may name the font file), "shapes" (procedural coloured shapes with captions,
-    boxes and semantic maps), "mnist" (IDX or .npz files at `path`), or "folder" (PNG/JPEG files under `path`;
-    sub-folders become classes). Images are resized (photos: cropped) to `image_size`.
+    dataset: "digits" (scikit-learn's 1,797 8×8 digits, bundled), "photos" (crops of the photographs
+    bundled with scikit-image/scikit-learn, with a spatially disjoint held-out split), "emoji" (Noto
+    Color Emoji glyphs with their names as captions; `path` may name the font file), "shapes"
+    (procedural coloured shapes with captions, boxes and semantic maps), "mnist" (IDX or .npz files
+    at `path`), or "folder" (PNG/JPEG files under `path`; sub-folders become classes). Images are
+    resized (photos: cropped) to `image_size`.
     """
 
     dataset: str = "digits"
@@ -223,25 +252,31 @@ class DataConfig:
 
     def __post_init__(self):
         _check(self.dataset in DATASETS,
-               f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, shapes, mnist or folder")
-        _check(self.dataset not in ("mnist", "folder") or self.path, f"data.dataset={self.dataset} needs data.path")
-        _check(self.image_size >= 1 and self.holdout >= 0, "data.image_size must be ≥ 1 and data.holdout ≥ 0")
+               f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, shapes, "
+               "mnist or folder")
+        _check(self.dataset not in ("mnist", "folder") or self.path,
+               f"data.dataset={self.dataset} needs data.path")
+        _check(self.image_size >= 1 and self.holdout >= 0,
+               "data.image_size must be ≥ 1 and data.holdout ≥ 0")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation loop shared by both stages (AdamW, linear warm-up, clipping, checkpoints, logging)."""
+    """The optimisation loop shared by both stages (AdamW, linear warm-up, clipping, checkpoints,
+    logging)."""
 
     out_dir: str = "runs/default"
     max_steps: int = 1000
-    max_minutes: float = 0.0  # also stop (checkpoint, preview) after this much training-loop time; 0: no limit
+    # also stop (checkpoint, preview) after this much training-loop time; 0: no limit
+    max_minutes: float = 0.0
     batch_size: int = 64  # global batch, split evenly across processes
     lr: float = 1e-4
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, else 32-true; or any Fabric precision
+    # auto: bf16-mixed on GPUs that support it, else 32-true; or any Fabric precision
+    precision: str = "auto"
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     devices: int = 1
     num_nodes: int = 1
@@ -250,17 +285,21 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500  # write a sample grid PNG every N steps (0: only at the end)
     checkpoint_every: int = 500
-    keep_checkpoints: bool = False  # keep every periodic checkpoint as checkpoints/step-NNNNNNN.safetensors too
+    # keep every periodic checkpoint as checkpoints/step-NNNNNNN.safetensors too
+    keep_checkpoints: bool = False
 
     def __post_init__(self):
-        _check(self.max_steps >= 1 and self.batch_size >= 1, "train.max_steps and train.batch_size must be ≥ 1")
+        _check(self.max_steps >= 1 and self.batch_size >= 1,
+               "train.max_steps and train.batch_size must be ≥ 1")
         _check(self.lr > 0 and self.devices >= 1, "train.lr must be > 0 and train.devices ≥ 1")
         _check(self.max_minutes >= 0, "train.max_minutes must be ≥ 0 (0: no time limit)")
         for name in ("log_every", "sample_every", "checkpoint_every", "warmup_steps"):
             value = getattr(self, name)
             _check(value >= 0, f"train.{name}={value} must be ≥ 0 (0: only at the end / none)")
-        _check(self.grad_clip >= 0 and self.weight_decay >= 0, "train.grad_clip and train.weight_decay must be ≥ 0")
-        _check(all(0 <= b < 1 for b in self.adam_betas), f"train.adam_betas={list(self.adam_betas)} must be in [0, 1)")
+        _check(self.grad_clip >= 0 and self.weight_decay >= 0,
+               "train.grad_clip and train.weight_decay must be ≥ 0")
+        _check(all(0 <= b < 1 for b in self.adam_betas),
+               f"train.adam_betas={list(self.adam_betas)} must be in [0, 1)")
         _check(self.num_nodes >= 1, "train.num_nodes must be ≥ 1")
         _check(self.batch_size % (self.devices * self.num_nodes) == 0,
                f"train.batch_size={self.batch_size} must be divisible by devices×num_nodes="
@@ -295,11 +334,14 @@ class PreviewConfig:
 
     sampler: str = "ddim"
     steps: int = 50
-    per_class: int = 8  # columns per class row (class-conditional) or per condition row, or images / 8 rows
-    guidance_scale: float = 1.0  # classifier-free guidance of conditioned previews (needs conditioning.drop_prob > 0)
+    # columns per class row (class-conditional) or per condition row, or images / 8 rows
+    per_class: int = 8
+    # classifier-free guidance of conditioned previews (needs conditioning.drop_prob > 0)
+    guidance_scale: float = 1.0
 
     def __post_init__(self):
-        _check(self.steps >= 1 and self.per_class >= 1, "preview.steps and preview.per_class must be ≥ 1")
+        _check(self.steps >= 1 and self.per_class >= 1,
+               "preview.steps and preview.per_class must be ≥ 1")
         _check(self.guidance_scale >= 0, "preview.guidance_scale must be ≥ 0")
 
 
@@ -308,14 +350,16 @@ CONDITIONING_KINDS = ("none", "text", "layout", "class", "semantic", "superres",
 
 @dataclass(frozen=True)
 class ConditioningConfig:
-    """What else than z_t and t the denoiser sees (paper Sec. 3.3); class labels come from unet.num_classes.
+    """What else than z_t and t the denoiser sees (paper Sec. 3.3); class labels come from
+    unet.num_classes.
 
-    kind: "none"; "text" (captions → BPE tokens → τ_θ → cross-attention); "layout" (boxes → (l, b, c) tokens → τ_θ
-    → cross-attention); "class" (the label as one cross-attention token of `text.width` channels, the original
-    ClassEmbedder; the other way is unet.num_classes); "semantic" (one-hot maps concatenated); "superres" (the image degraded by `sr_factor`,
-    "bicubic" or "realistic", concatenated at the latent size); "inpaint" (E(masked image) and the mask concatenated).
-    drop_prob: probability of training on the null condition (empty prompt/layout; for classes the extra class
-    num_classes − 1), which classifier-free guidance needs.
+    kind: "none"; "text" (captions → BPE tokens → τ_θ → cross-attention); "layout"
+    (boxes → (l, b, c) tokens → τ_θ → cross-attention); "class" (the label as one cross-attention
+    token of `text.width` channels, the original ClassEmbedder; the other way is unet.num_classes);
+    "semantic" (one-hot maps concatenated); "superres" (the image degraded by `sr_factor`, "bicubic"
+    or "realistic", concatenated at the latent size); "inpaint" (E(masked image) and the mask
+    concatenated). drop_prob: probability of training on the null condition (empty prompt/layout;
+    for classes the extra class num_classes − 1), which classifier-free guidance needs.
     """
 
     kind: str = "none"
@@ -325,32 +369,43 @@ class ConditioningConfig:
     max_boxes: int = 4
     sr_factor: int = 4
     sr_degradation: str = "bicubic"
-    mask_downsampling: str = "max"  # inpaint: "max" (a latent cell touching a hole is one) or "nearest" (the original)
-    # text models that also see the mask and E(masked image) by concatenation, in Stable Diffusion inpainting's
-    # layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the original's conditioning_key hybrid)
+    # inpaint: "max" (a latent cell touching a hole is one) or "nearest" (the original)
+    mask_downsampling: str = "max"
+    # text models that also see the mask and E(masked image) by concatenation, in Stable Diffusion
+    # inpainting's
+    # layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the original's
+    # conditioning_key hybrid)
     masked_image: bool = False
-    # semantic maps mapped by a learned 1×1 projection (no bias) to this many channels before concatenation (the
-    # original SpatialRescaler's `channel_mapper`; 0: the one-hot map itself). Loaded models only: not trained here
+    # semantic maps mapped by a learned 1×1 projection (no bias) to this many channels before
+    # concatenation (the
+    # original SpatialRescaler's `channel_mapper`; 0: the one-hot map itself). Loaded models only:
+    # not trained here
     semantic_embedding: int = 0
 
     def __post_init__(self):
-        _check(not self.masked_image or self.kind == "text", "conditioning.masked_image needs conditioning.kind=text")
+        _check(not self.masked_image or self.kind == "text",
+               "conditioning.masked_image needs conditioning.kind=text")
         _check(self.kind in CONDITIONING_KINDS,
-               f"conditioning.kind={self.kind!r} is unknown; use one of {', '.join(CONDITIONING_KINDS)}")
+               f"conditioning.kind={self.kind!r} is unknown; use one of "
+               f"{', '.join(CONDITIONING_KINDS)}")
         _check(0.0 <= self.drop_prob < 1.0, "conditioning.drop_prob must be in [0, 1)")
         _check(self.mask_downsampling in ("max", "nearest"),
-               f"conditioning.mask_downsampling={self.mask_downsampling!r} is unknown; use max or nearest")
+               f"conditioning.mask_downsampling={self.mask_downsampling!r} is unknown; use "
+               "max or nearest")
         _check(self.sr_degradation in ("bicubic", "realistic"),
-               f"conditioning.sr_degradation={self.sr_degradation!r} is unknown; use bicubic or realistic")
+               f"conditioning.sr_degradation={self.sr_degradation!r} is unknown; use bicubic "
+               "or realistic")
         _check(self.layout_bins >= 2 and self.max_boxes >= 1 and self.sr_factor >= 2,
                "conditioning: layout_bins must be ≥ 2, max_boxes ≥ 1, sr_factor ≥ 2")
 
 
 @dataclass(frozen=True)
 class LatentDiffusionTrainConfig:
-    """`latentdiff train CONFIG`: the diffusion stage on the latents of a trained autoencoder checkpoint."""
+    """`latentdiff train CONFIG`: the diffusion stage on the latents of a trained autoencoder
+    checkpoint."""
 
-    # path to a checkpoint written by `latentdiff train-autoencoder`, or "pixels": diffusion in pixel space (LDM-1)
+    # path to a checkpoint written by `latentdiff train-autoencoder`, or "pixels": diffusion in
+    # pixel space (LDM-1)
     autoencoder: str = "???"
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -358,13 +413,15 @@ class LatentDiffusionTrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     ema_decay: float = 0.9999
     scale_factor: float | None = None  # None: s = 1/std(z) measured on the training latents
-    per_channel_normalization: bool = False  # measure a shift and scale per latent channel instead of one s
+    # measure a shift and scale per latent channel instead of one s
+    per_channel_normalization: bool = False
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
 
     def __post_init__(self):
         _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")
-        _check(self.scale_factor is None or self.scale_factor > 0, "scale_factor must be > 0 (or null: measured)")
+        _check(self.scale_factor is None or self.scale_factor > 0,
+               "scale_factor must be > 0 (or null: measured)")
 
 
 def _check(condition: bool, message: str) -> None:

@@ -1,6 +1,7 @@
-"""Config files: YAML and dotted overrides → a validated frozen dataclass, and back (`to_dict`/`from_dict` for the
-copy a checkpoint embeds, `to_yaml` for a run folder). Generic over the dataclasses of `latentdiff.config`: unknown
-keys, wrong types, missing values, non-finite numbers and broken YAML raise a one-line `UserError`.
+"""Config files: YAML and dotted overrides → a validated frozen dataclass, and back
+(`to_dict`/`from_dict` for the copy a checkpoint embeds, `to_yaml` for a run folder). Generic over
+the dataclasses of `latentdiff.config`: unknown keys, wrong types, missing values, non-finite
+numbers and broken YAML raise a one-line `UserError`.
 """
 
 import dataclasses
@@ -11,7 +12,8 @@ from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (ConfigKeyError, MissingMandatoryValue,
+                              OmegaConfBaseException, ValidationError)
 
 from latentdiff.errors import UserError
 
@@ -20,7 +22,8 @@ BUNDLED_CONFIGS = Path(__file__).parent / "configs"
 
 
 def resolve_config_path(name: str | Path) -> Path:
-    """A path to a YAML file, or the name of a bundled config (`ldm-digits` → latentdiff/configs/ldm-digits.yaml)."""
+    """A path to a YAML file, or the name of a bundled config
+    (`ldm-digits` → latentdiff/configs/ldm-digits.yaml)."""
     path = Path(name)
     if path.is_file():
         return path
@@ -28,7 +31,8 @@ def resolve_config_path(name: str | Path) -> Path:
     if path.parent == Path(".") and bundled.is_file():
         return bundled
     names = ", ".join(sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml")))
-    raise UserError(f"config {str(name)!r} not found; give a YAML path or a bundled config name ({names})")
+    raise UserError(f"config {str(name)!r} not found; give a YAML path or a bundled config "
+                    f"name ({names})")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> T:
@@ -39,7 +43,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if path is not None:
             loaded = OmegaConf.load(resolve_config_path(path))
             if not isinstance(loaded, DictConfig):
-                raise UserError(f"{where}: the YAML must be a mapping of sections (model:, data:, train:, …), not a "
+                raise UserError(f"{where}: the YAML must be a mapping of sections (model:, data:, "
+                                "train:, …), not a "
                                 f"{type(OmegaConf.to_container(loaded)).__name__}")
             layers.append(loaded)
         layers.append(OmegaConf.from_dotlist(list(overrides)))
@@ -48,7 +53,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         return OmegaConf.to_object(merged)
     except ConfigKeyError as e:
         valid = _keys_near(cls, e.full_key)
-        raise UserError(f"{where}: unknown config key {e.full_key!r}; valid keys: {valid}") from None
+        raise UserError(f"{where}: unknown config key {e.full_key!r}; valid "
+                        f"keys: {valid}") from None
     except MissingMandatoryValue as e:
         raise UserError(f"{where}: config key {e.full_key!r} is required; set it in the YAML or as "
                         f"{e.full_key}=...") from None
@@ -64,11 +70,13 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def _finite(values: dict, prefix: str = "") -> None:
-    """Refuse nan and ±inf anywhere in a config (nested sections and lists included), naming the key."""
+    """Refuse nan and ±inf anywhere in a config (nested sections and lists included), naming the
+    key."""
     for key, value in values.items():
         if isinstance(value, dict):
             _finite(value, f"{prefix}{key}.")
-        elif any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        elif any(isinstance(v, float) and not math.isfinite(v)
+                 for v in (value if isinstance(value, list) else [value])):
             raise UserError(f"{prefix}{key}={value}: give a finite number")
 
 
@@ -83,7 +91,8 @@ def _keys_near(cls: type, full_key: str) -> str:
 
 
 def to_dict(config: Any) -> dict:
-    """A config dataclass → plain JSON-able dict (tuples become lists), equal to its JSON round trip."""
+    """A config dataclass → plain JSON-able dict (tuples become lists), equal to its JSON round
+    trip."""
     return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(config))))
 
 
@@ -94,7 +103,8 @@ def from_dict(cls: type[T], data: dict) -> T:
         _finite(OmegaConf.to_container(merged))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        raise UserError(f"stored config does not fit {cls.__name__}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"stored config does not fit {cls.__name__}: "
+                        f"{str(e).splitlines()[0]}") from None
 
 
 def to_yaml(config: Any) -> str:

@@ -1,9 +1,10 @@
-"""Denoisers D(x; σ, cond) ≈ E[x_0 | x] in the variance-exploding view x = z_0 + σ·n that every sampler uses.
+"""Denoisers D(x; σ, cond) ≈ E[x_0 | x] in the variance-exploding view x = z_0 + σ·n that every
+sampler uses.
 
-`Denoiser` wraps a network F_θ with a preconditioning (`preconditioning.py`, Karras et al. 2022, Eq. 7):
-D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x; c_noise(σ)). For the paper's discrete-time networks (Sec. 3.2)
-that is the step from x to z_t = x/√(1 + σ²) at t(σ) and from ε̂, x̂₀ or v̂ back to x̂₀. Guidance, masking and image
-guidance wrap a denoiser into a denoiser.
+`Denoiser` wraps a network F_θ with a preconditioning (`preconditioning.py`, Karras et al. 2022, Eq.
+7): D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x; c_noise(σ)). For the paper's discrete-time
+networks (Sec. 3.2) that is the step from x to z_t = x/√(1 + σ²) at t(σ) and from ε̂, x̂₀ or v̂ back
+to x̂₀. Guidance, masking and image guidance wrap a denoiser into a denoiser.
 """
 
 import torch
@@ -20,63 +21,73 @@ def per_sample_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tens
 
 
 class DenoiserWrapper:
-    """A denoiser built on another: attributes it does not define (precond, prior_std, ...) are the wrapped one's."""
+    """A denoiser built on another: attributes it does not define (precond, prior_std, ...) are the
+    wrapped one's."""
 
-    denoiser = None  # set by each wrapper; the class default keeps __getattr__ from recursing before that
+    # set by each wrapper; the class default keeps __getattr__ from recursing before that
+    denoiser = None
 
     def __getattr__(self, name):
         return getattr(self.denoiser, name)
 
 
 class Denoiser:
-    """D(x; σ, cond) = c_skip·x + c_out·net(c_in·x, c_noise, **cond) for a network `net(x, noise_level, **cond)`."""
+    """D(x; σ, cond) = c_skip·x + c_out·net(c_in·x, c_noise, **cond) for a network
+    `net(x, noise_level, **cond)`."""
 
     def __init__(self, net: nn.Module, precond: Preconditioning):
         self.net, self.precond = net, precond
 
     def network_output(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
-        """F_θ(c_in(σ)·x; c_noise(σ)) for x (B, ...) and sigma (B,): the network's own output (ε̂, x̂₀ or v̂)."""
+        """F_θ(c_in(σ)·x; c_noise(σ)) for x (B, ...) and sigma (B,): the network's own output
+        (ε̂, x̂₀ or v̂)."""
         c_in = append_dims(self.precond.c_in(sigma), x)
         return self.net(c_in * x, self.precond.c_noise(sigma), **(cond or Cond()).network_kwargs())
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Cond | None = None) -> torch.Tensor:
         """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...) in x's dtype."""
         sigma = per_sample_sigma(sigma, x)
-        c_skip, c_out = (append_dims(c(sigma), x) for c in (self.precond.c_skip, self.precond.c_out))
+        c_skip, c_out = (append_dims(c(sigma), x) for c in (self.precond.c_skip,
+                                                            self.precond.c_out))
         return c_skip * x + c_out * self.network_output(x, sigma, cond).to(x.dtype)
 
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
-        """The std of x at σ_max where sampling starts (√(1 + σ_max²) for a VP model: z_T ~ N(0, I))."""
+        """The std of x at σ_max where sampling starts (√(1 + σ_max²) for a VP model: z_T ~
+        N(0, I))."""
         return self.precond.prior_std(sigma_max)
 
     def start(self, noise: torch.Tensor, sigma_max: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
-        """x where a sampler starts at σ_max from standard normal `noise` (B, ...): a draw of the prior, or, from a
-        known latent z₀ (img2img, SDEdit), z₀ + σ_max·noise."""
+        """x where a sampler starts at σ_max from standard normal `noise` (B, ...): a draw of the
+        prior, or, from a known latent z₀ (img2img, SDEdit), z₀ + σ_max·noise."""
         return noise * self.prior_std(sigma_max) if known is None else known + sigma_max * noise
 
     def latent(self, x: torch.Tensor, sigma_end: torch.Tensor) -> torch.Tensor:
-        """The latent the decoder reads for a sample x that stops at σ_end (x/√(1 + σ_end²) for a VP model, what
-        CompVis's DDIM returns there; x itself at σ_end = 0)."""
+        """The latent the decoder reads for a sample x that stops at σ_end (x/√(1 + σ_end²) for a VP
+        model, what CompVis's DDIM returns there; x itself at σ_end = 0)."""
         return self.precond.latent(x, sigma_end)
 
 
 def check_guidance(scale: float, rescale: float = 0.0, interval: tuple[float, float] | None = None) -> None:
     """One-line errors for guidance settings `GuidedDenoiser` cannot use."""
     if scale < 0 or not 0.0 <= rescale <= 1.0:
-        raise UserError(f"guidance scale {scale} must be ≥ 0 and guidance rescale {rescale} in [0, 1]")
+        raise UserError(f"guidance scale {scale} must be ≥ 0 and guidance rescale "
+                        f"{rescale} in [0, 1]")
     if interval is not None and not 0 <= interval[0] < interval[1]:
-        raise UserError(f"guidance interval {list(interval)} must be σ_lo σ_hi with 0 ≤ σ_lo < σ_hi")
+        raise UserError(f"guidance interval {list(interval)} must be σ_lo σ_hi with 0 "
+                        "≤ σ_lo < σ_hi")
 
 
 class GuidedDenoiser(DenoiserWrapper):
-    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser: D̃ = D(x; u) + s·(D(x; c) − D(x; u)).
+    """Classifier-free guidance (Ho & Salimans 2022) as a denoiser:
+    D̃ = D(x; u) + s·(D(x; c) − D(x; u)).
 
-    `uncond` is the null condition (empty prompt, null class) or a negative prompt's; cond and uncond are evaluated
-    in one batched forward pass. `rescale` φ (Lin et al. 2024, Eq. 15–16) pulls the guided ε̂ back towards the
-    standard deviation of the conditional ε̂: ε ← φ·ε·std(ε_c)/std(ε) + (1 − φ)·ε, which tames over-exposure at
-    large s. `interval` (σ_lo, σ_hi) guides only there and is the plain conditional denoiser elsewhere
-    (Kynkäänniemi et al. 2024: guidance at high σ costs diversity, at low σ it does little). s = 1 is the plain
-    conditional denoiser (one pass).
+    `uncond` is the null condition (empty prompt, null class) or a negative prompt's; cond and
+    uncond are evaluated in one batched forward pass. `rescale` φ (Lin et al. 2024, Eq. 15–16) pulls
+    the guided ε̂ back towards the standard deviation of the conditional ε̂: ε ←
+    φ·ε·std(ε_c)/std(ε) + (1 − φ)·ε, which tames over-exposure at large s. `interval` (σ_lo, σ_hi)
+    guides only there and is the plain conditional denoiser elsewhere (Kynkäänniemi et al. 2024:
+    guidance at high σ costs diversity, at low σ it does little). s = 1 is the plain conditional
+    denoiser (one pass).
     """
 
     def __init__(self, denoiser, uncond: Cond, scale: float, rescale: float = 0.0,
@@ -92,7 +103,8 @@ class GuidedDenoiser(DenoiserWrapper):
             active = (sigma >= self.interval[0]) & (sigma <= self.interval[1])
         if self.scale == 1.0 or not active.any():
             return self.denoiser(x, sigma, cond)
-        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), (cond or Cond()).cat(self.uncond))
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                             (cond or Cond()).cat(self.uncond))
         d_cond, d_uncond = both.chunk(2)
         guided = d_uncond + self.scale * (d_cond - d_uncond)
         if self.rescale > 0.0:
@@ -109,9 +121,10 @@ class ImageGuidedDenoiser(DenoiserWrapper):
     D̃(x; σ) = D(x; σ) + σ²·∇_x log p(y | T(dec(D(x; σ)))), with the Gaussian guider
     log p(y | ·) = −scale/2 · Σ (y − T(dec(x̂₀)))² / (number of target pixels per image).
 
-    In ε terms this is the paper's ε̃ = ε̂ − √(1−ᾱ_t)·∇_{z_t} log p (x = z_t/√ᾱ_t, σ = √(1−ᾱ_t)/√ᾱ_t). `decode`
-    maps latents (B, c, h, w) to images in [-1, 1]; T resizes to the target's size (antialiased bicubic), so the
-    target y (B, C, h', w') in [-1, 1] can be a small image whose layout a large sample must follow.
+    In ε terms this is the paper's ε̃ = ε̂ − √(1−ᾱ_t)·∇_{z_t} log p (x = z_t/√ᾱ_t,
+    σ = √(1−ᾱ_t)/√ᾱ_t). `decode` maps latents (B, c, h, w) to images in [-1, 1]; T resizes to the
+    target's size (antialiased bicubic), so the target y (B, C, h', w') in [-1, 1] can be a small
+    image whose layout a large sample must follow.
     """
 
     def __init__(self, denoiser, decode, target: torch.Tensor, scale: float):
@@ -120,7 +133,8 @@ class ImageGuidedDenoiser(DenoiserWrapper):
         self.denoiser, self.decode, self.target, self.scale = denoiser, decode, target, scale
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(images, size=self.target.shape[-2:], mode="bicubic", antialias=True,
+        return torch.nn.functional.interpolate(images, size=self.target.shape[-2:],
+                                               mode="bicubic", antialias=True,
                                                align_corners=False)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
@@ -135,10 +149,11 @@ class ImageGuidedDenoiser(DenoiserWrapper):
 
 
 class MaskedDenoiser(DenoiserWrapper):
-    """Inpainting by masked blending, for any model (no inpainting training needed): where mask = 0 the prediction
-    is the known latent, D̃(x; σ) = m·D(x; σ) + (1 − m)·z_known. Every sampler then keeps the known region on the
-    trajectory of z_known + σ·ε and generates the rest consistently with it (the x̂₀ form of the per-step blending
-    of Stable Diffusion's and RePaint's samplers, without resampling). z_known (B, c, h, w), mask (B, 1, h, w).
+    """Inpainting by masked blending, for any model (no inpainting training needed): where mask = 0
+    the prediction is the known latent, D̃(x; σ) = m·D(x; σ) + (1 − m)·z_known. Every sampler then
+    keeps the known region on the trajectory of z_known + σ·ε and generates the rest consistently
+    with it (the x̂₀ form of the per-step blending of Stable Diffusion's and RePaint's samplers,
+    without resampling). z_known (B, c, h, w), mask (B, 1, h, w).
     """
 
     def __init__(self, denoiser, known: torch.Tensor, mask: torch.Tensor):

@@ -1,9 +1,11 @@
-"""Writing files so that a reader or a crash never sees half of one, and checking output paths before the work.
+"""Writing files so that a reader or a crash never sees half of one, and checking output paths
+before the work.
 
-Every file latentdiff writes goes through `atomic_write` (or `atomic_folder` for a folder): the content is written
-to a temporary name of our own in the destination's folder (`.NAME.PID.latentdiff.tmp`), flushed and fsynced, then
-renamed over the destination, and the folder is fsynced. A crash (even SIGKILL) leaves either the old file or the
-new one; the temporary it may leave behind is removed by `remove_stale_temporaries` on the next write there.
+Every file latentdiff writes goes through `atomic_write` (or `atomic_folder` for a folder): the
+content is written to a temporary name of our own in the destination's folder
+(`.NAME.PID.latentdiff.tmp`), flushed and fsynced, then renamed over the destination, and the folder
+is fsynced. A crash (even SIGKILL) leaves either the old file or the new one; the temporary it may
+leave behind is removed by `remove_stale_temporaries` on the next write there.
 """
 
 import contextlib
@@ -41,12 +43,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: Path, name: str | None = None, everything: bool = False) -> list[Path]:
-    """Remove our temporaries of `name` (all names with None) in `folder` whose writer is gone (all of them with
-    `everything`, e.g. a run folder held under its lock); returns what was removed."""
+    """Remove our temporaries of `name` (all names with None) in `folder` whose writer is gone (all
+    of them with `everything`, e.g. a run folder held under its lock); returns what was removed."""
     removed = []
     for tmp in Path(folder).glob(f".{'*' if name is None else glob.escape(name)}.*{TMP_SUFFIX}"):
         pid = tmp.name[:-len(TMP_SUFFIX)].rsplit(".", 1)[-1]
-        if everything or not pid.isdigit() or (int(pid) != os.getpid() and not _pid_alive(int(pid))):
+        if everything or not pid.isdigit() or (int(pid) != os.getpid()
+                                               and not _pid_alive(int(pid))):
             if tmp.is_dir() and not tmp.is_symlink():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
@@ -65,8 +68,8 @@ def fsync_folder(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """`with atomic_write(path) as f: f.write(...)`: `path` appears whole when the block ends without an error, and
-    is untouched otherwise (the temporary is removed)."""
+    """`with atomic_write(path) as f: f.write(...)`: `path` appears whole when the block ends
+    without an error, and is untouched otherwise (the temporary is removed)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +103,9 @@ def write_text(path: str | Path, text: str) -> Path:
 
 @contextlib.contextmanager
 def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
-    """`with atomic_folder(dst) as tmp:` fill the folder `tmp`; it becomes `dst` when the block ends without an
-    error, and is removed otherwise. `dst` must not exist, or with `replace` an existing one is swapped out (renamed
-    aside, then removed) only once the new one is complete."""
+    """`with atomic_folder(dst) as tmp:` fill the folder `tmp`; it becomes `dst` when the block ends
+    without an error, and is removed otherwise. `dst` must not exist, or with `replace` an existing
+    one is swapped out (renamed aside, then removed) only once the new one is complete."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
@@ -124,16 +127,18 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
         fsync_folder(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
-        raise UserError(f"cannot write the folder {path}: {e.strerror or e}; {path} is unchanged") from None
+        raise UserError(f"cannot write the folder {path}: {e.strerror or e}; {path} "
+                        "is unchanged") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] = (), kind: str = "file") -> Path:
-    """A one-line error, before any work, when `path` cannot be written as `kind` ("file", "new folder", or "folder":
-    new or existing): a folder where a file is wanted (or anything where a new folder is), a missing or unknown
-    extension, a parent that is a file, or a folder that is not writable. Creates nothing."""
+    """A one-line error, before any work, when `path` cannot be written as `kind` ("file", "new
+    folder", or "folder": new or existing): a folder where a file is wanted (or anything where a new
+    folder is), a missing or unknown extension, a parent that is a file, or a folder that is not
+    writable. Creates nothing."""
     path = Path(path)
     if kind == "new folder" and path.exists():
         raise UserError(f"{what} {path} already exists; give a new folder name")
@@ -149,14 +154,15 @@ def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] = (), ki
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{what} {path} lies under {parent}, which is a file, not a folder; choose another path")
+        raise UserError(f"{what} {path} lies under {parent}, which is a file, not a folder; choose "
+                        "another path")
     probe = parent / f".latentdiff-probe.{os.getpid()}{TMP_SUFFIX}"
     try:  # a real write: permission bits do not tell for root, read-only mounts or /proc
         probe.open("x").close()
         probe.unlink()
     except OSError as e:
-        raise UserError(f"{what} {path} cannot be written: {parent} is not writable ({e.strerror}); choose another "
-                        f"folder") from None
+        raise UserError(f"{what} {path} cannot be written: {parent} is not writable "
+                        f"({e.strerror}); choose another folder") from None
     return path
 
 

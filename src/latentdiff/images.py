@@ -11,10 +11,12 @@ from latentdiff.files import atomic_write
 
 
 def image_grid(images: torch.Tensor, ncols: int, padding: int = 2) -> np.ndarray:
-    """uint8 (N, C, H, W), C ∈ {1, 3} → uint8 array (rows·(H+p)+p, ncols·(W+p)+p[, 3]) on a white background."""
+    """uint8 (N, C, H, W), C ∈ {1, 3} → uint8 array (rows·(H+p)+p, ncols·(W+p)+p[, 3]) on a white
+    background."""
     n, c, h, w = images.shape
     nrows = -(-n // ncols)
-    grid = np.full((c, nrows * (h + padding) + padding, ncols * (w + padding) + padding), 255, dtype=np.uint8)
+    grid = np.full((c, nrows * (h + padding) + padding, ncols * (w + padding) + padding), 255,
+                   dtype=np.uint8)
     for i, image in enumerate(images.cpu().numpy()):
         top, left = padding + (i // ncols) * (h + padding), padding + (i % ncols) * (w + padding)
         grid[:, top:top + h, left:left + w] = image
@@ -25,8 +27,8 @@ IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")  # what a grid can be written
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int) -> Path:
-    """Write uint8 images (N, C, H, W) as one grid with `ncols` columns, atomically (PNG, or JPEG/WebP by the
-    file's extension)."""
+    """Write uint8 images (N, C, H, W) as one grid with `ncols` columns, atomically (PNG, or
+    JPEG/WebP by the file's extension)."""
     path = Path(path)
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_OUTPUTS or image_format is None:
@@ -36,12 +38,13 @@ def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int) -> Path:
     return path
 
 
-MAX_PIXELS = 4096 * 4096  # default limit on an input image's width × height (--max-pixels raises it)
+# default limit on an input image's width × height (--max-pixels raises it)
+MAX_PIXELS = 4096 * 4096
 
 
 def _open(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and decode an image file, after checking its declared size against `max_pixels` (a 30000×30000 header
-    would otherwise be decoded into gigabytes, and a model would run on it)."""
+    """Open and decode an image file, after checking its declared size against `max_pixels` (a
+    30000×30000 header would otherwise be decoded into gigabytes, and a model would run on it)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"image {path} is a folder; give an image file")
@@ -49,22 +52,25 @@ def _open(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise UserError(f"image {path} does not exist")
     pil_limit = Image.MAX_IMAGE_PIXELS
     try:
-        Image.MAX_IMAGE_PIXELS = None  # our limit, checked below before any pixel is decoded, replaces PIL's
+        # our limit, checked below before any pixel is decoded, replaces PIL's
+        Image.MAX_IMAGE_PIXELS = None
         image = Image.open(path)
         if image.width * image.height > max_pixels:
-            raise UserError(f"image {path} is {image.width}×{image.height} ({image.width * image.height / 1e6:.1f} "
-                            f"megapixels), above the limit of {max_pixels / 1e6:.1f}; make it smaller or raise "
-                            f"--max-pixels")
+            raise UserError(f"image {path} is {image.width}×{image.height} "
+                            f"({image.width * image.height / 1e6:.1f} megapixels), above the limit "
+                            f"of {max_pixels / 1e6:.1f}; make it smaller or raise --max-pixels")
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise UserError(f"cannot read image {path}: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pil_limit
     return image
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit (and 32-bit integer) images → 8-bit "L" scaled from the 16-bit range (documented conversion)."""
+    """16-bit (and 32-bit integer) images → 8-bit "L" scaled from the 16-bit range
+    (documented conversion)."""
     if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
         return image
     pixels = np.asarray(image).astype(np.float64)
@@ -74,8 +80,9 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 
 
 def load_image(path: str | Path, channels: int = 3, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """An image file → uint8 (channels, H, W). Conversions: an alpha channel is composited on white; 16-bit
-    images are scaled to 8 bits; palette/greyscale/RGB are converted to `channels` (1: luma, 3: RGB)."""
+    """An image file → uint8 (channels, H, W). Conversions: an alpha channel is composited on white;
+    16-bit images are scaled to 8 bits; palette/greyscale/RGB are converted to `channels`
+    (1: luma, 3: RGB)."""
     image = _eight_bit(_open(path, max_pixels))
     if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -86,18 +93,21 @@ def load_image(path: str | Path, channels: int = 3, max_pixels: int = MAX_PIXELS
 
 
 def load_mask(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """A black/white mask file → (H, W) float of 0 (keep) and 1 (generate); grey values are an error."""
+    """A black/white mask file → (H, W) float of 0 (keep) and 1 (generate); grey values are an
+    error."""
     pixels = np.asarray(_eight_bit(_open(path, max_pixels)).convert("L"))
     values = set(np.unique(pixels).tolist())
     if not values <= {0, 255} and not values <= {0, 1}:
-        raise UserError(f"mask {path} is not binary (values {sorted(values)[:6]}…); use black (keep) and white "
-                        f"(generate) only")
+        raise UserError(f"mask {path} is not binary (values {sorted(values)[:6]}…); use black "
+                        f"(keep) and white (generate) only")
     return torch.from_numpy((pixels > 0).astype(np.float32))
 
 
 def load_label_map(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """A semantic map file (greyscale or palette PNG whose pixel values are class ids) → (H, W) int64."""
+    """A semantic map file (greyscale or palette PNG whose pixel values are class ids) → (H, W)
+    int64."""
     image = _open(path, max_pixels)
     if image.mode not in ("L", "P", "I", "I;16"):
-        raise UserError(f"semantic map {path} is {image.mode}; save class ids as a greyscale or palette PNG")
+        raise UserError(f"semantic map {path} is {image.mode}; save class ids as a greyscale "
+                        "or palette PNG")
     return torch.from_numpy(np.asarray(image).astype(np.int64))

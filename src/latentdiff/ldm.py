@@ -1,4 +1,5 @@
-"""The latent diffusion system as one object: codec (E, D, s) + UNet ε_θ + noise schedule + parameterisation."""
+"""The latent diffusion system as one object: codec (E, D, s) + UNet ε_θ + noise
+schedule + parameterisation."""
 
 from dataclasses import dataclass
 
@@ -22,12 +23,15 @@ class LatentDiffusion:
     prediction: str
     image_size: int
     class_names: tuple[str, ...] = ()
-    conditioner: Conditioner | None = None  # text/layout/spatial conditioning (paper Sec. 3.3); None: labels or nothing
-    trained_with_null: bool = False  # condition dropout during training: classifier-free guidance is possible
+    # text/layout/spatial conditioning (paper Sec. 3.3); None: labels or nothing
+    conditioner: Conditioner | None = None
+    # condition dropout during training: classifier-free guidance is possible
+    trained_with_null: bool = False
 
     @property
     def denoiser(self) -> Denoiser:
-        """D(x; σ, cond); cond carries an encoded context (see `pipelines.generate`), so the UNet alone suffices."""
+        """D(x; σ, cond); cond carries an encoded context (see `pipelines.generate`), so the UNet
+        alone suffices."""
         return Denoiser(self.unet, discrete_preconditioning(self.schedule, self.prediction))
 
     @property
@@ -37,8 +41,8 @@ class LatentDiffusion:
 
     @property
     def num_classes(self) -> int | None:
-        """Class count (the null class included) of class-conditional models: a label embedding in the UNet or a
-        class token in the conditioner."""
+        """Class count (the null class included) of class-conditional models: a label embedding in
+        the UNet or a class token in the conditioner."""
         if self.conditioner is not None and self.conditioner.num_classes:
             return self.conditioner.num_classes
         return self.unet.config.num_classes

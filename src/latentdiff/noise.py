@@ -1,8 +1,10 @@
-"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) of the paper's Sec. 3.2: β schedules and their tables.
+"""The forward process q(z_t | z_0) = N(√ᾱ_t z_0, (1 − ᾱ_t) I) of the paper's Sec. 3.2: β schedules
+and their tables.
 
 Pure tensor maths over one `NoiseSchedule`; no modules, loops or losses (the parameterisation is in
 `preconditioning.py`). Besides the discrete ᾱ_t the schedule exposes the variance-exploding view
-σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers work (k-diffusion's convention).
+σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers work (k-diffusion's
+convention).
 """
 
 import math
@@ -17,20 +19,24 @@ def make_betas(cfg: NoiseScheduleConfig) -> torch.Tensor:
     T = cfg.num_timesteps
     if cfg.kind == "linear":  # Ho et al. 2020
         return torch.linspace(cfg.beta_start, cfg.beta_end, T, dtype=torch.float64)
-    if cfg.kind == "scaled_linear":  # linear in √β: LDM / Stable Diffusion ("linear" in the CompVis configs)
+    # linear in √β: LDM / Stable Diffusion ("linear" in the CompVis configs)
+    if cfg.kind == "scaled_linear":
         return torch.linspace(cfg.beta_start ** 0.5, cfg.beta_end ** 0.5, T, dtype=torch.float64) ** 2
-    # cosine (Nichol & Dhariwal 2021, Eq. 17): ᾱ(t) = cos²(((t/T + s)/(1 + s))·π/2), β clipped at 0.999
+    # cosine (Nichol & Dhariwal 2021, Eq. 17): ᾱ(t) = cos²(((t/T + s)/(1 + s))·π/2), β clipped at
+    # 0.999
     s = 0.008
     steps = torch.arange(T + 1, dtype=torch.float64) / T
     alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
 
 
-TERMINAL_ALPHA_BAR = 4.9e-8  # ᾱ_T of a zero-terminal-SNR schedule, instead of 0: σ_T ≈ 4.5e3 stays finite
+# ᾱ_T of a zero-terminal-SNR schedule, instead of 0: σ_T ≈ 4.5e3 stays finite
+TERMINAL_ALPHA_BAR = 4.9e-8
 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Lin et al. 2024, Alg. 1: shift and scale √ᾱ_t so that √ᾱ_T = 0 and √ᾱ_1 is unchanged; β_T becomes 1."""
+    """Lin et al. 2024, Alg. 1: shift and scale √ᾱ_t so that √ᾱ_T = 0 and √ᾱ_1 is unchanged; β_T
+    becomes 1."""
     sqrt_ab = torch.cumprod(1 - betas, dim=0).sqrt()
     first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
     alpha_bar = ((sqrt_ab - last) * first / (first - last)) ** 2
@@ -41,9 +47,9 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 class NoiseSchedule:
     """Discrete schedule tables (float32, shape (T,), index t = 0..T−1 ↔ the paper's t = 1..T).
 
-    betas β_t; alphas_cumprod ᾱ_t = Π_{s≤t}(1 − β_s); sigmas σ_t = √((1 − ᾱ_t)/ᾱ_t), increasing in t. With
-    zero_terminal_snr, ᾱ_T is TERMINAL_ALPHA_BAR rather than 0, so that the VE view x = z/√ᾱ stays finite: the
-    signal left in z_T (√ᾱ_T ≈ 2e-4) is far below anything a network resolves.
+    betas β_t; alphas_cumprod ᾱ_t = Π_{s≤t}(1 − β_s); sigmas σ_t = √((1 − ᾱ_t)/ᾱ_t), increasing in
+    t. With zero_terminal_snr, ᾱ_T is TERMINAL_ALPHA_BAR rather than 0, so that the VE view x = z/√ᾱ
+    stays finite: the signal left in z_T (√ᾱ_T ≈ 2e-4) is far below anything a network resolves.
     """
 
     def __init__(self, cfg: NoiseScheduleConfig):
@@ -68,9 +74,11 @@ class NoiseSchedule:
         return self.alphas_cumprod.to(t.device)[t]
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Continuous timestep for σ by linear interpolation in log σ (exact integers on the discrete grid)."""
+        """Continuous timestep for σ by linear interpolation in log σ (exact integers on the
+        discrete grid)."""
         log_sigmas = self.log_sigmas.to(sigma.device)
-        log_sigma = sigma.float().log().clamp(log_sigmas[0], log_sigmas[-1])  # tensor bounds: no host sync per step
+        # tensor bounds: no host sync per step
+        log_sigma = sigma.float().log().clamp(log_sigmas[0], log_sigmas[-1])
         hi = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(log_sigmas) - 1)
         lo = hi - 1
         w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])

@@ -1,9 +1,11 @@
-"""Training objectives (paper Sec. 3.2) as weighted denoising losses on the same D(x; σ) that sampling uses.
+"""Training objectives (paper Sec. 3.2) as weighted denoising losses on the same D(x; σ) that
+sampling uses.
 
-L = E_{z_0, n ~ N(0, I), σ} λ(σ)·‖D(z_0 + σ·n; σ, y) − z_0‖² (Karras et al. 2022, Eq. 2 and 8). With λ = 1/c_out(σ)²
-this is the network-output MSE ‖F_θ − F_target‖² of the preconditioning: for the paper's ε-prediction
-λ = 1/σ² and the loss is DDPM's L_simple ‖ε̂ − ε‖² (the paper's L_LDM); x0- and v-prediction give ‖x̂₀ − z_0‖² and
-‖v̂ − v‖². Losses are per sample; reduction happens in the training loop; randomness is passed in.
+L = E_{z_0, n ~ N(0, I), σ} λ(σ)·‖D(z_0 + σ·n; σ, y) − z_0‖² (Karras et al. 2022, Eq. 2 and 8). With
+λ = 1/c_out(σ)² this is the network-output MSE ‖F_θ − F_target‖² of the preconditioning: for the
+paper's ε-prediction λ = 1/σ² and the loss is DDPM's L_simple ‖ε̂ − ε‖² (the paper's L_LDM); x0- and
+v-prediction give ‖x̂₀ − z_0‖² and ‖v̂ − v‖². Losses are per sample; reduction happens in the
+training loop; randomness is passed in.
 """
 
 import torch
@@ -15,12 +17,14 @@ from latentdiff.preconditioning import append_dims, effective_target
 
 def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
                    cond: Cond | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """λ(σ)·mean ‖D(x0 + σ·n; σ) − x0‖² per sample; x0, noise: (B, c, h, w), sigma (B,) → (B,) float32.
+    """λ(σ)·mean ‖D(x0 + σ·n; σ) − x0‖² per sample; x0, noise: (B, c, h, w), sigma (B,) → (B,)
+    float32.
 
     `weight` λ (B,); None: λ = 1/c_out², the network-output MSE. Computed in the equal form
-    λ·c_out²·‖F_θ − F_target‖² with F_target = (x0 − c_skip·x)/c_out (Karras et al. 2022, Eq. 8): at large σ the
-    D form subtracts x0 from c_skip·x + c_out·F_θ, both of size σ, and its rounding (a few ulp of σ) would enter
-    the gradient; F_target is fixed per sample, so the network's gradient carries none of it.
+    λ·c_out²·‖F_θ − F_target‖² with F_target = (x0 − c_skip·x)/c_out (Karras et al. 2022, Eq. 8): at
+    large σ the D form subtracts x0 from c_skip·x + c_out·F_θ, both of size σ, and its rounding
+    (a few ulp of σ) would enter the gradient; F_target is fixed per sample, so the network's
+    gradient carries none of it.
     """
     x0 = x0.float()
     x = x0 + append_dims(sigma, x0) * noise.float()
@@ -31,8 +35,9 @@ def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, no
 
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
               cond: Cond | None = None) -> torch.Tensor:
-    """L_LDM (paper Eq. 2 in the latent; DDPM's L_simple for the configured target ε, x0 or v) at integer timesteps
-    t (B,) of the denoiser's discrete schedule: σ = σ_t, λ = 1/c_out². x0, noise: (B, c, h, w) → (B,)."""
+    """L_LDM (paper Eq. 2 in the latent; DDPM's L_simple for the configured target ε, x0 or v) at
+    integer timesteps t (B,) of the denoiser's discrete schedule: σ = σ_t, λ = 1/c_out². x0, noise:
+    (B, c, h, w) → (B,)."""
     sigma = denoiser.precond.schedule.sigmas.to(t.device)[t]
     return denoising_loss(denoiser, x0, sigma, noise, cond)
 

@@ -1,18 +1,19 @@
 """Preconditioning: how a network F_θ becomes the denoiser
 D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x; c_noise(σ)).
 
-Karras et al. 2022 (EDM), Eq. 7 and Table 1: every parameterisation of a diffusion model is a choice of these four
-functions of σ, in the variance-exploding view x = z_0 + σ·n that the samplers use. The paper's LDM (Sec. 3.2)
-trains a discrete-time variance-preserving network on z_t = √ᾱ_t·x with ᾱ = 1/(1 + σ²) at timestep t(σ) (log-σ
-interpolation on the schedule): c_in = 1/√(1 + σ²), c_noise = t(σ) for all three of its prediction types,
+Karras et al. 2022 (EDM), Eq. 7 and Table 1: every parameterisation of a diffusion model is a choice
+of these four functions of σ, in the variance-exploding view x = z_0 + σ·n that the samplers use.
+The paper's LDM (Sec. 3.2) trains a discrete-time variance-preserving network on z_t = √ᾱ_t·x with
+ᾱ = 1/(1 + σ²) at timestep t(σ) (log-σ interpolation on the schedule): c_in = 1/√(1 + σ²),
+c_noise = t(σ) for all three of its prediction types,
 
     ε-prediction:  c_skip = 1,            c_out = −σ                (D = x − σ·ε̂)
     x0-prediction: c_skip = 0,            c_out = 1                 (D = x̂₀)
     v-prediction:  c_skip = 1/(1 + σ²),   c_out = −σ/√(1 + σ²)      (Salimans & Ho 2022: v = √ᾱ·ε − √(1 − ᾱ)·z_0)
 
 and EDM's own preconditioning is one more: c_skip = σ_d²/(σ² + σ_d²), c_out = σ·σ_d/√(σ² + σ_d²),
-c_in = 1/√(σ² + σ_d²), c_noise = ¼·ln σ. A new parameterisation is one class here; networks and samplers stay
-unchanged. σ is always a (B,) float tensor; each function returns (B,).
+c_in = 1/√(σ² + σ_d²), c_noise = ¼·ln σ. A new parameterisation is one class here; networks and
+samplers stay unchanged. σ is always a (B,) float tensor; each function returns (B,).
 """
 
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from latentdiff.noise import NoiseSchedule
 
 @dataclass(frozen=True)
 class DiscreteVP:
-    """The discrete-time VP network's input side, common to ε, x0 and v: z_t = x/√(1 + σ²) at t(σ)."""
+    """The discrete-time VP network's input side, common to ε, x0 and v: z_t = x/√(1 + σ²) at
+    t(σ)."""
 
     schedule: NoiseSchedule
 
@@ -78,7 +80,8 @@ class VPrediction(DiscreteVP):
 
 @dataclass(frozen=True)
 class EDMPreconditioning:
-    """EDM (Karras et al. 2022, Table 1, "Ours"): unit-variance input and effective target for data of std σ_d."""
+    """EDM (Karras et al. 2022, Table 1, "Ours"): unit-variance input and effective target for data
+    of std σ_d."""
 
     sigma_data: float = 0.5
 
@@ -104,22 +107,25 @@ class EDMPreconditioning:
 
 
 Preconditioning = EpsPrediction | X0Prediction | VPrediction | EDMPreconditioning
-PREDICTIONS = {"eps": EpsPrediction, "x0": X0Prediction, "v": VPrediction}  # the config's diffusion.prediction
+# the config's diffusion.prediction
+PREDICTIONS = {"eps": EpsPrediction, "x0": X0Prediction, "v": VPrediction}
 
 
 def discrete_preconditioning(schedule: NoiseSchedule,
                              prediction: str) -> EpsPrediction | X0Prediction | VPrediction:
-    """The preconditioning of a discrete-time network trained to predict `prediction` (eps | x0 | v)."""
+    """The preconditioning of a discrete-time network trained to predict `prediction`
+    (eps | x0 | v)."""
     return PREDICTIONS[prediction](schedule)
 
 
 def effective_target(precond: Preconditioning, x0: torch.Tensor, x: torch.Tensor,
                      sigma: torch.Tensor) -> torch.Tensor:
-    """F_target = (x0 − c_skip·x)/c_out (EDM Eq. 8): what F_θ should output so that D(x; σ) = x0; for the
-    discrete VP types this is ε, x0 or v. x0, x: (B, ...); sigma: (B,) > 0."""
+    """F_target = (x0 − c_skip·x)/c_out (EDM Eq. 8): what F_θ should output so that D(x; σ) = x0;
+    for the discrete VP types this is ε, x0 or v. x0, x: (B, ...); sigma: (B,) > 0."""
     return (x0 - append_dims(precond.c_skip(sigma), x) * x) / append_dims(precond.c_out(sigma), x)
 
 
 def append_dims(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-sample (B,) tensor → (B, 1, …, 1) to broadcast against x (B, ...); floating values in x's dtype."""
+    """A per-sample (B,) tensor → (B, 1, …, 1) to broadcast against x (B, ...); floating values in
+    x's dtype."""
     return (a.to(x.dtype) if a.is_floating_point() else a).reshape(-1, *([1] * (x.ndim - 1)))

@@ -1,5 +1,6 @@
-"""Progress bars: redrawn in place on a terminal; one plain line at most every `LOG_INTERVAL` seconds when stderr
-is a file or a pipe (a training log under nohup, CI), instead of a redraw per step."""
+"""Progress bars: redrawn in place on a terminal; one plain line at most every `LOG_INTERVAL`
+seconds when stderr is a file or a pipe (a training log under nohup, CI), instead of a redraw per
+step."""
 
 import sys
 
@@ -24,7 +25,8 @@ class _Lines:
 
 
 def progress(iterable=None, **options) -> tqdm:
-    """tqdm(iterable, **options), to stderr, with the update interval suited to where stderr goes."""
+    """tqdm(iterable, **options), to stderr, with the update interval suited to where stderr
+    goes."""
     if sys.stderr.isatty():
         return tqdm(iterable, dynamic_ncols=True, **options)
     options.setdefault("mininterval", LOG_INTERVAL)

@@ -1,9 +1,10 @@
 """The time-conditional UNet ε_θ(z_t, t, y) (paper Sec. 3.2; ADM, Dhariwal & Nichol 2021).
 
-Module names mirror the original `openaimodel.UNetModel` so published checkpoints load by name: `time_embed`,
-`label_emb`, `input_blocks.{i}.{j}`, `middle_block.{j}`, `output_blocks.{i}.{j}`, `out`; ResBlocks hold `in_layers`,
-`emb_layers`, `out_layers`, `skip_connection`. The network knows nothing of β, σ or the parameterisation: it maps
-(x_in, t) to a raw output that `denoiser.py` interprets.
+Module names mirror the original `openaimodel.UNetModel` so published checkpoints load by name:
+`time_embed`, `label_emb`, `input_blocks.{i}.{j}`, `middle_block.{j}`, `output_blocks.{i}.{j}`,
+`out`; ResBlocks hold `in_layers`, `emb_layers`, `out_layers`, `skip_connection`. The network knows
+nothing of β, σ or the parameterisation: it maps (x_in, t) to a raw output that `denoiser.py`
+interprets.
 """
 
 import torch
@@ -17,19 +18,26 @@ from latentdiff.nn.transformer import SpatialTransformer
 
 
 class ResBlock(nn.Module):
-    """Residual block with the time embedding: h = in_layers(x) + emb (or GN(h)·(1+scale)+shift), out = skip(x) + h.
+    """Residual block with the time embedding: h = in_layers(x) + emb (or GN(h)·(1+scale)+shift),
+    out = skip(x) + h.
 
-    `resample` "down" / "up" (the original's resblock_updown): h is average-pooled / nearest-upsampled ×2 between
-    in_layers' activation and its conv, and x likewise before the skip connection (no extra weights)."""
+    `resample` "down" / "up" (the original's resblock_updown): h is average-pooled /
+    nearest-upsampled ×2 between in_layers' activation and its conv, and x likewise before the skip
+    connection (no extra weights)."""
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, scale_shift: bool,
+    def __init__(self, channels: int, emb_channels: int, out_channels: int,
+                 dropout: float, scale_shift: bool,
                  resample: str | None = None):
         super().__init__()
         self.scale_shift = scale_shift
-        # parameter-free resampling (as the original's h_upd / x_upd): the UNet's own Downsample / Upsample, no conv
+        # parameter-free resampling (as the original's h_upd / x_upd): the UNet's own Downsample /
+        # Upsample, no conv
         self.resample = {"down": Downsample(channels, False), "up": Upsample(channels, False), None: None}[resample]
-        self.in_layers = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels * (2 if scale_shift else 1)))
+        self.in_layers = nn.Sequential(group_norm(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(),
+                                        nn.Linear(emb_channels,
+                                                  out_channels * (2 if scale_shift else 1)))
         self.out_layers = nn.Sequential(group_norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
                                         zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
@@ -61,7 +69,8 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H, W: nearest-neighbour interpolation, then a 3×3 conv (`conv`) when conv_resample is on."""
+    """Double H, W: nearest-neighbour interpolation, then a 3×3 conv (`conv`) when conv_resample is
+    on."""
 
     def __init__(self, channels: int, use_conv: bool):
         super().__init__()
@@ -74,7 +83,8 @@ class Upsample(nn.Module):
 
 
 class TimestepEmbedSequential(nn.Sequential):
-    """A sequence of layers where ResBlocks also receive the embedding and spatial transformers the context."""
+    """A sequence of layers where ResBlocks also receive the embedding and spatial transformers the
+    context."""
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,13 +99,15 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 def coordinate_maps(x: torch.Tensor) -> torch.Tensor:
-    """(B, 2, h, w): x and y of each latent cell centre in [−1, 1] (CoordConv), for x (B, c, h, w)."""
+    """(B, 2, h, w): x and y of each latent cell centre in [−1, 1] (CoordConv), for x
+    (B, c, h, w)."""
     b, _, h, w = x.shape
     return torch.stack(cell_centres(h, w, x.device, x.dtype)).expand(b, -1, -1, -1)
 
 
 def pooled(context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(B, M, d) context, (B, M) bool mask of real tokens (None: all) → (B, d) mean over the real tokens."""
+    """(B, M, d) context, (B, M) bool mask of real tokens (None: all) → (B, d) mean over the real
+    tokens."""
     if mask is None:
         return context.mean(1)
     weights = mask.to(context.dtype).unsqueeze(-1)
@@ -103,19 +115,22 @@ def pooled(context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class UNetModel(nn.Module):
-    """x (B, in_channels, h, w), t (B,) → (B, out_channels, h, w); h and w divisible by 2^(levels − 1).
+    """x (B, in_channels, h, w), t (B,) → (B, out_channels, h, w); h and w divisible by
+    2^(levels − 1).
 
-    forward(x, timesteps, context=None, class_labels=None, concat=None, context_mask=None): `class_labels` (B,) int
-    for class-conditional models; `context` (B, M, context_dim) the cross-attention input of models with spatial
-    transformers (`context_mask` (B, M) bool marks real tokens); `concat` (B, k, h, w) spatially aligned inputs
-    concatenated to x along channels (the original's "concat" conditioning), so in_channels = c + k.
+    forward(x, timesteps, context=None, class_labels=None, concat=None, context_mask=None):
+    `class_labels` (B,) int for class-conditional models; `context` (B, M, context_dim) the
+    cross-attention input of models with spatial transformers (`context_mask` (B, M) bool marks real
+    tokens); `concat` (B, k, h, w) spatially aligned inputs concatenated to x along channels (the
+    original's "concat" conditioning), so in_channels = c + k.
     """
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.config = cfg
         mc, emb_dim = cfg.model_channels, 4 * cfg.model_channels
-        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(),
+                                        nn.Linear(emb_dim, emb_dim))
         if cfg.num_classes is not None:
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
         if cfg.pooled_context:
@@ -159,26 +174,32 @@ class UNetModel(nn.Module):
                 if ds in cfg.attention_resolutions:
                     layers.append(attn(ch))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(res(ch, ch, "up") if cfg.resblock_updown else Upsample(ch, cfg.conv_resample))
+                    layers.append(res(ch, ch, "up") if cfg.resblock_updown
+                                  else Upsample(ch, cfg.conv_resample))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
+                                 zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None, concat: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         if (context is not None) != (cfg.context_dim is not None):
-            raise ValueError("context must be given exactly when the UNet has cross-attention (unet.context_dim)")
+            raise ValueError("context must be given exactly when the UNet has cross-attention "
+                             "(unet.context_dim)")
         if context is not None and context.shape[-1] != cfg.context_dim:
-            raise ValueError(f"context width {context.shape[-1]} ≠ unet.context_dim={cfg.context_dim}")
+            raise ValueError(f"context width {context.shape[-1]} ≠ "
+                             f"unet.context_dim={cfg.context_dim}")
         if (class_labels is not None) != hasattr(self, "label_emb"):
-            raise ValueError("class_labels must be given exactly when the UNet is class-conditional (num_classes)")
+            raise ValueError("class_labels must be given exactly when the UNet is "
+                             "class-conditional (num_classes)")
         if concat is not None:
             x = torch.cat([x, concat.to(x.dtype)], dim=1)
         if x.shape[1] != cfg.in_channels:
-            raise ValueError(f"the UNet takes {cfg.in_channels} input channels (latent + concat), got {x.shape[1]}")
+            raise ValueError(f"the UNet takes {cfg.in_channels} input channels (latent + concat), "
+                             f"got {x.shape[1]}")
         x = x.to(self.time_embed[0].weight.dtype)  # a half-precision UNet takes fp32 sampler state
         context = None if context is None else context.to(x.dtype)
         if cfg.coordinate_channels:

@@ -1,4 +1,5 @@
-"""Perceptual compression (first stage): encoder/decoder, KL and VQ regularisers, losses, the pixel↔latent codec."""
+"""Perceptual compression (first stage): encoder/decoder, KL and VQ regularisers, losses, the
+pixel↔latent codec."""
 
 from latentdiff.autoencoder.codec import LatentCodec, LatentStats
 from latentdiff.autoencoder.kl import AutoencoderKL, DiagonalGaussian
@@ -16,5 +17,6 @@ def build_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
     return AutoencoderVQ(cfg) if cfg.regularizer == "vq" else AutoencoderKL(cfg)
 
 
-__all__ = ["Autoencoder", "AutoencoderKL", "AutoencoderVQ", "DiagonalGaussian", "LatentCodec", "LatentStats",
+__all__ = ["Autoencoder", "AutoencoderKL", "AutoencoderVQ", "DiagonalGaussian",
+           "LatentCodec", "LatentStats",
            "PixelSpace", "PointPosterior", "Quantized", "VectorQuantizer", "build_autoencoder"]

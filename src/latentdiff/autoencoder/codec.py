@@ -1,8 +1,9 @@
-"""The only converter between pixels and the normalised latents the diffusion model sees (paper Sec. 4.3.2 and App. D.1, latent scaling).
+"""The only converter between pixels and the normalised latents the diffusion model sees (paper Sec.
+4.3.2 and App. D.1, latent scaling).
 
-Diffusion runs on ẑ = (z − shift)·scale, so that the latent has unit variance. The paper's global form is shift = 0,
-scale = s = 1/std(z) over all elements; the per-channel form uses each channel's mean and std. Both are measured on
-training latents and stored in checkpoints.
+Diffusion runs on ẑ = (z − shift)·scale, so that the latent has unit variance. The paper's global
+form is shift = 0, scale = s = 1/std(z) over all elements; the per-channel form uses each channel's
+mean and std. Both are measured on training latents and stored in checkpoints.
 """
 
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class LatentStats:
-    """Normalisation of raw latents: shift and scale per channel (c,), as plain lists (they live in JSON metadata)."""
+    """Normalisation of raw latents: shift and scale per channel (c,), as plain lists (they live in
+    JSON metadata)."""
 
     shift: tuple[float, ...]
     scale: tuple[float, ...]
@@ -29,7 +31,8 @@ class LatentStats:
     @classmethod
     @torch.no_grad()
     def measure(cls, z_raw: torch.Tensor, per_channel: bool = False) -> "LatentStats":
-        """From raw latents (N, c, h, w): global s = 1/std(z) over all elements, or per channel (μ_c, 1/σ_c)."""
+        """From raw latents (N, c, h, w): global s = 1/std(z) over all elements, or per channel
+        (μ_c, 1/σ_c)."""
         z = z_raw.double()
         c = z.shape[1]
         if not per_channel:

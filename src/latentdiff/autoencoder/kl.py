@@ -1,4 +1,5 @@
-"""The KL-regularised autoencoder (paper Sec. 3.1): a diagonal Gaussian posterior q_E(z|x) = N(μ, σ²)."""
+"""The KL-regularised autoencoder (paper Sec. 3.1): a diagonal Gaussian posterior
+q_E(z|x) = N(μ, σ²)."""
 
 import torch
 from torch import nn
@@ -8,7 +9,8 @@ from latentdiff.config import AutoencoderConfig
 
 
 class DiagonalGaussian:
-    """q(z|x) from the `quant_conv` moments (B, 2c, h, w) = [μ, log σ²]; log σ² clamped to [−30, 20] as the original."""
+    """q(z|x) from the `quant_conv` moments (B, 2c, h, w) = [μ, log σ²]; log σ² clamped to [−30, 20]
+    as the original."""
 
     def __init__(self, moments: torch.Tensor):
         self.mean, logvar = moments.chunk(2, dim=1)
@@ -16,7 +18,8 @@ class DiagonalGaussian:
         self.std = torch.exp(0.5 * self.logvar)
 
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """z = μ + σ·n for a given standard normal `noise` (B, c, h, w) (explicit noise: reproducible, rank-safe)."""
+        """z = μ + σ·n for a given standard normal `noise` (B, c, h, w) (explicit noise:
+        reproducible, rank-safe)."""
         return self.mean + self.std * noise
 
     def kl(self) -> torch.Tensor:
@@ -25,7 +28,8 @@ class DiagonalGaussian:
 
 
 class AutoencoderKL(nn.Module):
-    """x (B, C, H, W) in [-1, 1] ⇄ z (B, c, H/f, W/f). Keys: encoder.*, decoder.*, quant_conv, post_quant_conv."""
+    """x (B, C, H, W) in [-1, 1] ⇄ z (B, c, H/f, W/f). Keys: encoder.*, decoder.*, quant_conv,
+    post_quant_conv."""
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -43,7 +47,8 @@ class AutoencoderKL(nn.Module):
         return self.decoder(self.post_quant_conv(z))
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
-        """Reconstruction D(z) with z sampled from the posterior using `noise` (the mean when None)."""
+        """Reconstruction D(z) with z sampled from the posterior using `noise`
+        (the mean when None)."""
         posterior = self.encode(x)
         z = posterior.mean if noise is None else posterior.sample(noise)
         return self.decode(z), posterior

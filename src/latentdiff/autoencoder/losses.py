@@ -2,16 +2,18 @@
 
     L_AE = L_rec(x, x̃) + L_reg + λ·L_adv(x̃),  λ = disc_weight · ‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_adv‖ + 1e-4),
 
-with G_L the decoder's last layer, and the discriminator's hinge loss (+ optional R1) in alternation. Every term is
-a per-pixel mean (the original sums L1 and KL over pixels; dividing both by the pixel count keeps their ratio, so
-kl_weight ≈ 1e-6 means the same). Images are (B, C, H, W) in [-1, 1]; terms are per sample (B,) unless noted.
+with G_L the decoder's last layer, and the discriminator's hinge loss (+ optional R1) in
+alternation. Every term is a per-pixel mean (the original sums L1 and KL over pixels; dividing both
+by the pixel count keeps their ratio, so kl_weight ≈ 1e-6 means the same). Images are (B, C, H, W)
+in [-1, 1]; terms are per sample (B,) unless noted.
 """
 
 from collections.abc import Callable
 
 import torch
 
-from latentdiff.autoencoder.discriminator import (PatchDiscriminator, feature_matching_loss, generator_adv_loss,
+from latentdiff.autoencoder.discriminator import (PatchDiscriminator,
+                                                  feature_matching_loss, generator_adv_loss,
                                                   hinge_d_loss, r1_penalty)
 from latentdiff.autoencoder.kl import DiagonalGaussian
 from latentdiff.autoencoder.perceptual import focal_frequency_loss, load_lpips, ssim
@@ -45,7 +47,8 @@ def reconstruction_terms(x: torch.Tensor, recon: torch.Tensor, cfg: AutoencoderL
 
 def regularization_terms(regularizer: DiagonalGaussian | Quantized, cfg: AutoencoderLossConfig,
                          pixels_per_sample: int) -> dict[str, torch.Tensor]:
-    """KL: kl_weight·KL(q‖N(0, I))/(C·H·W). VQ: codebook_weight·(codebook + commitment_beta·commitment)."""
+    """KL: kl_weight·KL(q‖N(0, I))/(C·H·W). VQ:
+    codebook_weight·(codebook + commitment_beta·commitment)."""
     if isinstance(regularizer, Quantized):
         reg = cfg.codebook_weight * (regularizer.codebook + cfg.commitment_beta * regularizer.commitment)
         return {"codebook": regularizer.codebook, "commitment": regularizer.commitment, "reg": reg}
@@ -54,7 +57,8 @@ def regularization_terms(regularizer: DiagonalGaussian | Quantized, cfg: Autoenc
 
 
 def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_adv‖ + 1e-4), clamped to [0, 1e4] and detached (Esser et al. 2021, Eq. 7)."""
+    """‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_adv‖ + 1e-4), clamped to [0, 1e4] and detached (Esser et al.
+    2021, Eq. 7)."""
     (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     (g_adv,) = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
@@ -64,9 +68,10 @@ def generator_loss(x: torch.Tensor, recon: torch.Tensor, regularizer: DiagonalGa
                    cfg: AutoencoderLossConfig, perceptual: Perceptual | None,
                    discriminator: PatchDiscriminator | None = None,
                    last_layer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """All generator terms; "loss" is the scalar to minimise. Pass `discriminator` (and the decoder's last-layer
-    weight) only once the discriminator is on (step ≥ disc_start)."""
-    terms = {**reconstruction_terms(x, recon, cfg, perceptual), **regularization_terms(regularizer, cfg, x[0].numel())}
+    """All generator terms; "loss" is the scalar to minimise. Pass `discriminator` (and the
+    decoder's last-layer weight) only once the discriminator is on (step ≥ disc_start)."""
+    terms = {**reconstruction_terms(x, recon, cfg, perceptual),
+             **regularization_terms(regularizer, cfg, x[0].numel())}
     loss = terms["rec"].mean() + terms["reg"].mean()
     if discriminator is not None:
         logits, fake_features = discriminator(recon, return_features=True)
@@ -85,10 +90,12 @@ def generator_loss(x: torch.Tensor, recon: torch.Tensor, regularizer: DiagonalGa
 
 def discriminator_loss(discriminator: PatchDiscriminator, x: torch.Tensor, recon: torch.Tensor,
                        cfg: AutoencoderLossConfig) -> dict[str, torch.Tensor]:
-    """Hinge loss on real x and detached x̃ in one forward pass, + r1_weight·R1 on the reals; "loss" is scalar."""
+    """Hinge loss on real x and detached x̃ in one forward pass, + r1_weight·R1 on the reals; "loss"
+    is scalar."""
     real = x.detach().requires_grad_(cfg.r1_weight > 0)
     logits_real, logits_fake = discriminator(torch.cat([real, recon.detach()])).chunk(2)
-    terms = {"d_hinge": hinge_d_loss(logits_real, logits_fake), "logits_real": logits_real.detach().flatten(1).mean(1),
+    terms = {"d_hinge": hinge_d_loss(logits_real, logits_fake),
+             "logits_real": logits_real.detach().flatten(1).mean(1),
              "logits_fake": logits_fake.detach().flatten(1).mean(1)}
     loss = terms["d_hinge"].mean()
     if cfg.r1_weight > 0:

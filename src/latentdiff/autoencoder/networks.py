@@ -1,9 +1,10 @@
-"""Encoder E and decoder D of the first stage (paper Sec. 3.1), shared by the KL and (later) VQ autoencoders.
+"""Encoder E and decoder D of the first stage (paper Sec. 3.1), shared by the KL and (later) VQ
+autoencoders.
 
-Module names mirror the original `ldm.modules.diffusionmodules.model` so published weights load by name:
-`conv_in`, `down.{level}.block.{i}`, `down.{level}.attn.{i}`, `down.{level}.downsample`, `mid.block_1/attn_1/block_2`,
-`norm_out`, `conv_out`; the decoder has `up.{level}` with `num_res_blocks + 1` blocks, indexed by resolution level
-(up.0 is full resolution).
+Module names mirror the original `ldm.modules.diffusionmodules.model` so published weights load by
+name: `conv_in`, `down.{level}.block.{i}`, `down.{level}.attn.{i}`, `down.{level}.downsample`,
+`mid.block_1/attn_1/block_2`, `norm_out`, `conv_out`; the decoder has `up.{level}` with
+`num_res_blocks + 1` blocks, indexed by resolution level (up.0 is full resolution).
 """
 
 import torch
@@ -19,9 +20,11 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    """x ↦ shortcut(x) + conv2(drop(SiLU(GN(conv1(SiLU(GN(x))))))), a 1×1 `nin_shortcut` when channels change."""
+    """x ↦ shortcut(x) + conv2(drop(SiLU(GN(conv1(SiLU(GN(x))))))), a 1×1 `nin_shortcut` when
+    channels change."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, norm_groups: int = 32):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0,
+                 norm_groups: int = 32):
         super().__init__()
         self.norm1 = _norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -37,9 +40,11 @@ class ResnetBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W with a stride-2 3×3 conv after asymmetric (0, 1, 0, 1) padding, as the original.
+    """Halve H and W with a stride-2 3×3 conv after asymmetric (0, 1, 0, 1) padding, as the
+    original.
 
-    With `shortcut`, the 2×2 average of x is added (DC-AE's space-to-channel + channel-averaging shortcut).
+    With `shortcut`, the 2×2 average of x is added (DC-AE's space-to-channel + channel-averaging
+    shortcut).
     """
 
     def __init__(self, channels: int, shortcut: bool = False):
@@ -53,7 +58,8 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour interpolation, then a 3×3 conv (plus the interpolated x with `shortcut`)."""
+    """Double H and W: nearest-neighbour interpolation, then a 3×3 conv (plus the interpolated x
+    with `shortcut`)."""
 
     def __init__(self, channels: int, shortcut: bool = False):
         super().__init__()
@@ -67,10 +73,12 @@ class Upsample(nn.Module):
 
 
 def channel_group_average(wide: int, narrow: int) -> torch.Tensor:
-    """(narrow, wide, 1, 1) 1×1-conv weight averaging `wide` channels in `narrow` consecutive, near-equal groups.
+    """(narrow, wide, 1, 1) 1×1-conv weight averaging `wide` channels in `narrow` consecutive,
+    near-equal groups.
 
-    Its 0/1 transpose duplicates `narrow` channels back to `wide`. These are DC-AE's parameter-free latent shortcuts
-    (Chen et al. 2024, "residual autoencoding"), generalised to channel counts that do not divide.
+    Its 0/1 transpose duplicates `narrow` channels back to `wide`. These are DC-AE's parameter-free
+    latent shortcuts (Chen et al. 2024, "residual autoencoding"), generalised to channel counts that
+    do not divide.
     """
     group = torch.arange(wide) * narrow // wide
     weight = F.one_hot(group, narrow).T.float()
@@ -122,7 +130,8 @@ class Encoder(nn.Module):
         self.mid = _mid_block(channels, cfg)
         self.norm_out = _norm(channels, cfg.norm_groups)
         self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
-        # Shortcut to the first `latent_channels` outputs (the KL mean, or the VQ latents); not a state-dict entry.
+        # Shortcut to the first `latent_channels` outputs (the KL mean, or the VQ latents); not a
+        # state-dict entry.
         shortcut = channel_group_average(channels, cfg.latent_channels) if cfg.residual_shortcuts else None
         self.register_buffer("latent_shortcut", shortcut, persistent=False)
 
@@ -141,7 +150,8 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """D: z (B, latent_channels, h, w) → (B, in_channels, h·f, w·f), unbounded (trained towards [-1, 1])."""
+    """D: z (B, latent_channels, h, w) → (B, in_channels, h·f, w·f), unbounded (trained towards [-1,
+    1])."""
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -155,7 +165,8 @@ class Decoder(nn.Module):
             stage = nn.Module()
             stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
             for _ in range(cfg.num_res_blocks + 1):
-                stage.block.append(ResnetBlock(channels, widths[level], cfg.dropout, cfg.norm_groups))
+                stage.block.append(ResnetBlock(channels, widths[level],
+                                               cfg.dropout, cfg.norm_groups))
                 channels = widths[level]
                 if resolution in cfg.attn_resolutions:
                     stage.attn.append(SpatialSelfAttention(channels, cfg.norm_groups))

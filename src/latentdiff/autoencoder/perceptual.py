@@ -1,10 +1,13 @@
-"""Perceptual terms of the first-stage loss (paper Sec. 3.1, L_rec) and reconstruction metrics that share their code.
+"""Perceptual terms of the first-stage loss (paper Sec. 3.1, L_rec) and reconstruction metrics that
+share their code.
 
-- LPIPS (Zhang et al. 2018) over VGG16 features: needs ImageNet-pretrained weights, which cannot be downloaded here,
-  so it loads user-supplied files (see `load_lpips`). Module names follow taming/CompVis (`net.slice1.0.weight`,
-  `lin0.model.1.weight`), so the `loss.perceptual_loss.*` tensors of an original autoencoder checkpoint load as is.
+- LPIPS (Zhang et al. 2018) over VGG16 features: needs ImageNet-pretrained weights, which cannot be
+  downloaded here, so it loads user-supplied files (see `load_lpips`). Module names follow
+  taming/CompVis (`net.slice1.0.weight`, `lin0.model.1.weight`), so the `loss.perceptual_loss.*`
+  tensors of an original autoencoder checkpoint load as is.
 - SSIM (Wang et al. 2004) with a Gaussian window; 1 − SSIM is an offline perceptual loss.
-- The focal frequency loss (Jiang et al. 2021): squared spectrum error, weighted towards the hardest frequencies.
+- The focal frequency loss (Jiang et al. 2021): squared spectrum error, weighted towards the hardest
+  frequencies.
 All take images (B, C, H, W) in [-1, 1] and return per-sample values (B,).
 """
 
@@ -17,7 +20,8 @@ from torch import nn
 
 from latentdiff.errors import UserError
 
-# VGG16 `features` indices: (slice, conv indices); a ReLU follows every conv, max-pools sit at 4, 9, 16, 23
+# VGG16 `features` indices: (slice, conv indices); a ReLU follows every conv, max-pools sit at 4, 9,
+# 16, 23
 VGG16_SLICES = ((1, (0, 2)), (2, (5, 7)), (3, (10, 12, 14)), (4, (17, 19, 21)), (5, (24, 26, 28)))
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 _POOLS = (4, 9, 16, 23)
@@ -30,9 +34,9 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM per sample (B,) for images in [-1, 1] (data range 2, K1 = 0.01, K2 = 0.03), Gaussian window
-    (size ≤ the image's smaller side, odd), valid positions only, averaged over channels. Always in fp32 (the
-    variances E[x²] − μ² cancel catastrophically in bf16)."""
+    """Mean SSIM per sample (B,) for images in [-1, 1] (data range 2, K1 = 0.01, K2 = 0.03),
+    Gaussian window (size ≤ the image's smaller side, odd), valid positions only, averaged over
+    channels. Always in fp32 (the variances E[x²] − μ² cancel catastrophically in bf16)."""
     with torch.autocast(x.device.type, enabled=False):
         return _ssim_fp32(x.float(), y.float(), window, sigma)
 
@@ -58,7 +62,8 @@ def _ssim_fp32(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float) -> t
 
 
 def focal_frequency_loss(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """FFL = mean_uv w(u,v)·|F_x(u,v) − F_y(u,v)|², w = |F_x − F_y|^α normalised to max 1 per image, no gradient."""
+    """FFL = mean_uv w(u,v)·|F_x(u,v) − F_y(u,v)|², w = |F_x − F_y|^α normalised to max 1 per image,
+    no gradient."""
     distance = (torch.fft.fft2(x.float(), norm="ortho") - torch.fft.fft2(y.float(), norm="ortho")).abs().pow(2)
     weight = distance.sqrt().pow(alpha)
     weight = (weight / weight.flatten(2).amax(2).clamp(min=1e-12)[..., None, None]).detach()
@@ -66,12 +71,16 @@ def focal_frequency_loss(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -
 
 
 class LPIPS(nn.Module):
-    """d(x, y) = Σ_l mean_hw ‖w_l ⊙ (φ̂_l(x) − φ̂_l(y))‖², φ̂ the channel-normalised VGG16 relu{1_2..5_3}."""
+    """d(x, y) = Σ_l mean_hw ‖w_l ⊙ (φ̂_l(x) − φ̂_l(y))‖², φ̂ the channel-normalised VGG16
+    relu{1_2..5_3}."""
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift",
+                             torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("scale",
+                             torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
         self.net = nn.Module()
         channels, start = 3, 0
         for slice_index, convs in VGG16_SLICES:
@@ -120,18 +129,19 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file or a torch pickle read with weights_only=True (a `state_dict` entry is
-    unwrapped); anything unreadable is a UserError."""
+    """Tensors of a .safetensors file or a torch pickle read with weights_only=True (a `state_dict`
+    entry is unwrapped); anything unreadable is a UserError."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"LPIPS weight file {path} does not exist; give the path of a local .safetensors or .pth file")
+        raise UserError(f"LPIPS weight file {path} does not exist; give the path of a local "
+                        ".safetensors or .pth file")
     try:
         if path.suffix == ".safetensors":
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to parse means a corrupt or foreign file
-        raise UserError(f"cannot read weights from {path} ({type(e).__name__}); is it a complete .safetensors or "
-                        f".pth file?") from None
+        raise UserError(f"cannot read weights from {path} ({type(e).__name__}); is it a complete "
+                        f".safetensors or .pth file?") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} does not hold a flat dict of tensors (a state_dict)")
@@ -139,8 +149,9 @@ def _read_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _lpips_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map the layouts in circulation onto ours: an original autoencoder checkpoint (`loss.perceptual_loss.*`),
-    taming/richzhang LPIPS (`lin{k}.model.1.weight`, `net.slice{k}.{i}.*`) and torchvision VGG16 (`features.{i}.*`)."""
+    """Map the layouts in circulation onto ours: an original autoencoder checkpoint
+    (`loss.perceptual_loss.*`), taming/richzhang LPIPS (`lin{k}.model.1.weight`,
+    `net.slice{k}.{i}.*`) and torchvision VGG16 (`features.{i}.*`)."""
     slice_of = {i: s for s, convs in VGG16_SLICES for i in convs}
     out = {}
     for name, tensor in state.items():
@@ -157,9 +168,10 @@ def _lpips_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_lpips(lpips_weights: str | Path, vgg16_weights: str | Path | None = None) -> LPIPS:
-    """LPIPS-VGG from local files: `lpips_weights` holds the linear layers (and possibly the VGG16 too);
-    `vgg16_weights` (torchvision's vgg16 state_dict or an equivalent) supplies the VGG16 when the first does not.
-    A file of another architecture raises UserError naming the first tensor that does not fit."""
+    """LPIPS-VGG from local files: `lpips_weights` holds the linear layers (and possibly the VGG16
+    too); `vgg16_weights` (torchvision's vgg16 state_dict or an equivalent) supplies the VGG16 when
+    the first does not. A file of another architecture raises UserError naming the first tensor that
+    does not fit."""
     model = LPIPS()
     state = _lpips_names(_read_state(lpips_weights))
     if vgg16_weights is not None:
@@ -170,10 +182,12 @@ def load_lpips(lpips_weights: str | Path, vgg16_weights: str | Path | None = Non
         where = f"{lpips_weights}" + (f" + {vgg16_weights}" if vgg16_weights else "")
         hint = "give the torchvision VGG16 weights as loss.vgg16_weights" if missing[0].startswith("net.") else \
             "give the LPIPS linear layers (lin0..lin4) as loss.lpips_weights"
-        raise UserError(f"{where} is not LPIPS-VGG16: {len(missing)} tensors missing (first: {missing[0]}); {hint}")
+        raise UserError(f"{where} is not LPIPS-VGG16: {len(missing)} tensors missing (first: "
+                        f"{missing[0]}); {hint}")
     for key, tensor in expected.items():
         if state[key].shape != tensor.shape:
-            raise UserError(f"{lpips_weights}: {key} has shape {tuple(state[key].shape)}, LPIPS-VGG16 needs "
-                            f"{tuple(tensor.shape)}; these are weights of another network")
+            raise UserError(f"{lpips_weights}: {key} has shape {tuple(state[key].shape)}, "
+                            f"LPIPS-VGG16 needs {tuple(tensor.shape)}; these are weights of "
+                            "another network")
     model.load_state_dict({k: state[k].float() for k in expected})
     return model.requires_grad_(False).eval()

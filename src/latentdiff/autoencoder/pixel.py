@@ -1,8 +1,10 @@
-"""Pixel space as a first stage (f = 1, no compression): the paper's LDM-1, i.e. a plain pixel-space diffusion model.
+"""Pixel space as a first stage (f = 1, no compression): the paper's LDM-1, i.e. a plain pixel-space
+diffusion model.
 
-With `model.regularizer = "none"` the "autoencoder" is the identity: z = x (c = C channels, H × W), no weights, and
-a posterior with zero variance. Everything downstream (training, samplers, checkpoints, `latentdiff eval`) is
-unchanged, which is what makes pixel-space and latent diffusion comparable like for like (paper Sec. 4.1).
+With `model.regularizer = "none"` the "autoencoder" is the identity: z = x (c = C channels, H × W),
+no weights, and a posterior with zero variance. Everything downstream (training, samplers,
+checkpoints, `latentdiff eval`) is unchanged, which is what makes pixel-space and latent diffusion
+comparable like for like (paper Sec. 4.1).
 """
 
 import torch
@@ -12,7 +14,8 @@ from latentdiff.config import AutoencoderConfig
 
 
 class PointPosterior:
-    """A posterior with all its mass at `mean` (B, c, h, w): sampling returns the mean, the KL term is zero."""
+    """A posterior with all its mass at `mean` (B, c, h, w): sampling returns the mean, the KL term
+    is zero."""
 
     def __init__(self, mean: torch.Tensor):
         self.mean = mean
@@ -45,5 +48,6 @@ class PixelSpace(nn.Module):
 
 def pixel_space_config(channels: int) -> AutoencoderConfig:
     """The config a pixel-space first stage is stored with: f = 1 (one level), c = C."""
-    return AutoencoderConfig(in_channels=channels, latent_channels=channels, channel_mult=(1,), regularizer="none",
+    return AutoencoderConfig(in_channels=channels, latent_channels=channels,
+                             channel_mult=(1,), regularizer="none",
                              base_channels=32, norm_groups=1)

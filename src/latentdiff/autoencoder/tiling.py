@@ -1,9 +1,11 @@
-"""Encoding and decoding of images larger than memory allows, in overlapping tiles with blended seams.
+"""Encoding and decoding of images larger than memory allows, in overlapping tiles with blended
+seams.
 
-Both networks are convolutional, so any size divisible by f works untiled (`autoencoder.encode(x)`); tiling bounds
-the memory to one tile at a time. Each tile's output is weighted by a ramp that rises linearly across the overlap
-(flat at the image border) and the weighted outputs are normalised by the summed weights. Outputs differ from the
-untiled ones only near seams and through GroupNorm statistics and attention, which see one tile at a time.
+Both networks are convolutional, so any size divisible by f works untiled (`autoencoder.encode(x)`);
+tiling bounds the memory to one tile at a time. Each tile's output is weighted by a ramp that rises
+linearly across the overlap (flat at the image border) and the weighted outputs are normalised by
+the summed weights. Outputs differ from the untiled ones only near seams and through GroupNorm
+statistics and attention, which see one tile at a time.
 """
 
 from collections.abc import Callable
@@ -14,7 +16,8 @@ from latentdiff.errors import UserError
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size `tile` covering [0, length), neighbours overlapping by ≥ `overlap`."""
+    """Start offsets of tiles of size `tile` covering [0, length), neighbours overlapping
+    by ≥ `overlap`."""
     if length <= tile:
         return [0]
     stride = tile - overlap
@@ -22,8 +25,8 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def _ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """Blend weights (size,): rising 1/(overlap+1) … 1 over the first `overlap` entries unless the tile touches the
-    image's start, mirrored at the end."""
+    """Blend weights (size,): rising 1/(overlap+1) … 1 over the first `overlap` entries unless the
+    tile touches the image's start, mirrored at the end."""
     w = torch.ones(size)
     ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
     if overlap and not at_start:
@@ -35,8 +38,8 @@ def _ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor
 
 def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
               scale: float) -> torch.Tensor:
-    """Apply fn to overlapping tiles of x (B, C, H, W) and blend. fn maps a (B, C, t, t) tile to (B, C', t·scale,
-    t·scale); the result is (B, C', H·scale, W·scale)."""
+    """Apply fn to overlapping tiles of x (B, C, H, W) and blend. fn maps a (B, C, t, t) tile to (B,
+    C', t·scale, t·scale); the result is (B, C', H·scale, W·scale)."""
     if not 0 <= overlap < tile:
         raise UserError(f"tile overlap {overlap} must be ≥ 0 and smaller than the tile size {tile}")
     h, w = x.shape[-2:]
@@ -59,8 +62,8 @@ def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile:
 
 @torch.no_grad()
 def tiled_encode(autoencoder, x: torch.Tensor, tile: int = 256, overlap: int = 64) -> torch.Tensor:
-    """Posterior-mean latents (B, c, H/f, W/f) of x (B, C, H, W) in [-1, 1], encoded `tile` pixels at a time;
-    tile and overlap must be multiples of f."""
+    """Posterior-mean latents (B, c, H/f, W/f) of x (B, C, H, W) in [-1, 1], encoded `tile` pixels
+    at a time; tile and overlap must be multiples of f."""
     f = autoencoder.config.downsampling_factor
     _check_multiple(tile, overlap, f, "pixels")
     return tiled_map(lambda t: autoencoder.encode(t).mean, x, tile, overlap, 1.0 / f)
@@ -68,10 +71,13 @@ def tiled_encode(autoencoder, x: torch.Tensor, tile: int = 256, overlap: int = 6
 
 @torch.no_grad()
 def tiled_decode(autoencoder, z: torch.Tensor, tile: int = 32, overlap: int = 8) -> torch.Tensor:
-    """Images (B, C, h·f, w·f) of raw latents z (B, c, h, w), decoded `tile` latent positions at a time."""
-    return tiled_map(autoencoder.decode, z, tile, overlap, float(autoencoder.config.downsampling_factor))
+    """Images (B, C, h·f, w·f) of raw latents z (B, c, h, w), decoded `tile` latent positions at a
+    time."""
+    return tiled_map(autoencoder.decode, z, tile, overlap,
+                     float(autoencoder.config.downsampling_factor))
 
 
 def _check_multiple(tile: int, overlap: int, f: int, unit: str) -> None:
     if tile % f or overlap % f:
-        raise UserError(f"tile {tile} and overlap {overlap} {unit} must be multiples of the autoencoder's f={f}")
+        raise UserError(f"tile {tile} and overlap {overlap} {unit} must be multiples of the "
+                        f"autoencoder's f={f}")

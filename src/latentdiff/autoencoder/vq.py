@@ -1,8 +1,10 @@
-"""The VQ-regularised autoencoder (paper Sec. 3.1): nearest-code quantisation applied inside the decoder.
+"""The VQ-regularised autoencoder (paper Sec. 3.1): nearest-code quantisation applied inside the
+decoder.
 
-`encode` returns the continuous pre-quantisation latents h = quant_conv(E(x)), the ones the diffusion model sees;
-`decode` quantises h to its nearest codes, then decodes. Keys mirror the original VQModel: encoder.*, quant_conv,
-quantize.embedding.weight [K, c], post_quant_conv, decoder.*.
+`encode` returns the continuous pre-quantisation latents h = quant_conv(E(x)), the ones the
+diffusion model sees; `decode` quantises h to its nearest codes, then decodes. Keys mirror the
+original VQModel: encoder.*, quant_conv, quantize.embedding.weight [K, c], post_quant_conv,
+decoder.*.
 """
 
 from dataclasses import dataclass
@@ -16,9 +18,9 @@ from latentdiff.config import AutoencoderConfig
 
 @dataclass
 class Quantized:
-    """z_q (B, c, h, w) with straight-through gradient, code `indices` (B, h, w), the per-sample (B,) terms
-    codebook = mean‖sg[z] − e‖² and commitment = mean‖z − sg[e]‖² (van den Oord et al. 2017, Eq. 3), and the
-    pre-quantisation `latents` z."""
+    """z_q (B, c, h, w) with straight-through gradient, code `indices` (B, h, w), the per-sample
+    (B,) terms codebook = mean‖sg[z] − e‖² and commitment = mean‖z − sg[e]‖² (van den Oord et al.
+    2017, Eq. 3), and the pre-quantisation `latents` z."""
 
     z_q: torch.Tensor
     indices: torch.Tensor
@@ -28,12 +30,14 @@ class Quantized:
 
 
 class VectorQuantizer(nn.Module):
-    """z (B, c, h, w) → nearest of `codebook_size` codes e_k ∈ R^c (Euclidean), with straight-through gradient."""
+    """z (B, c, h, w) → nearest of `codebook_size` codes e_k ∈ R^c (Euclidean), with
+    straight-through gradient."""
 
     def __init__(self, codebook_size: int, dim: int):
         super().__init__()
         self.embedding = nn.Embedding(codebook_size, dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)  # as the original
+        # as the original
+        nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
 
     @property
     def codebook_size(self) -> int:
@@ -41,12 +45,14 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def nearest(self, z_flat: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """argmin_k ‖z − e_k‖² = argmin_k (‖e_k‖² − 2 z·e_k) for z_flat (N, c) → (N,), in chunks of rows so that
-        a 16,384-code book stays within memory."""
-        with torch.autocast(z_flat.device.type, enabled=False):  # fp32 even under bf16-mixed: ties matter
+        """argmin_k ‖z − e_k‖² = argmin_k (‖e_k‖² − 2 z·e_k) for z_flat (N, c) → (N,), in chunks of
+        rows so that a 16,384-code book stays within memory."""
+        # fp32 even under bf16-mixed: ties matter
+        with torch.autocast(z_flat.device.type, enabled=False):
             codes = self.embedding.weight.float()
             code_norms = codes.pow(2).sum(1)
-            return torch.cat([(code_norms - 2 * rows.float() @ codes.T).argmin(1) for rows in z_flat.split(chunk)])
+            return torch.cat([(code_norms - 2 * rows.float() @ codes.T).argmin(1)
+                              for rows in z_flat.split(chunk)])
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices (B, h, w) → code vectors (B, c, h, w)."""
@@ -62,15 +68,17 @@ class VectorQuantizer(nn.Module):
 
 
 def perplexity(counts: torch.Tensor) -> float:
-    """exp(H(p)) of the code frequencies p = counts / Σ counts: the effective number of codes in use."""
+    """exp(H(p)) of the code frequencies p = counts / Σ counts: the effective number of codes in
+    use."""
     p = counts.double() / counts.sum().clamp(min=1)
     return float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
 
 
 def restart_codes(codes: torch.Tensor, dead: torch.Tensor, candidates: torch.Tensor,
                   generator: torch.Generator) -> torch.Tensor:
-    """Dead-code restart (Dhariwal et al. 2020, Jukebox): each code with `dead` (K,) True becomes a random row of
-    `candidates` (M, c), recent encoder outputs; the others are kept. Returns the new codebook (K, c)."""
+    """Dead-code restart (Dhariwal et al. 2020, Jukebox): each code with `dead` (K,) True becomes a
+    random row of `candidates` (M, c), recent encoder outputs; the others are kept. Returns the new
+    codebook (K, c)."""
     pick = torch.randint(0, len(candidates), (int(dead.sum()),), generator=generator)
     codes = codes.clone()
     codes[dead] = candidates[pick.to(candidates.device)].to(codes)
@@ -78,8 +86,8 @@ def restart_codes(codes: torch.Tensor, dead: torch.Tensor, candidates: torch.Ten
 
 
 class PointPosterior:
-    """The VQ encoder's output seen through the KL posterior's interface: a point mass at h (std 0, KL 0), so the
-    latent cache and codec treat both regularisers alike."""
+    """The VQ encoder's output seen through the KL posterior's interface: a point mass at h
+    (std 0, KL 0), so the latent cache and codec treat both regularisers alike."""
 
     def __init__(self, h: torch.Tensor):
         self.mean = h
@@ -90,7 +98,8 @@ class PointPosterior:
 
 
 class AutoencoderVQ(nn.Module):
-    """x (B, C, H, W) in [-1, 1] ⇄ h (B, c, H/f, W/f) pre-quantisation latents; decoding quantises."""
+    """x (B, C, H, W) in [-1, 1] ⇄ h (B, c, H/f, W/f) pre-quantisation latents; decoding
+    quantises."""
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -113,6 +122,7 @@ class AutoencoderVQ(nn.Module):
         return self.decode_codes(self.quantize(h).z_q)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
-        """Reconstruction D(q(h)) and the quantiser's output (`noise` is ignored: VQ encoding is deterministic)."""
+        """Reconstruction D(q(h)) and the quantiser's output (`noise` is ignored: VQ encoding is
+        deterministic)."""
         quantized = self.quantize(self.encode(x).mean)
         return self.decode_codes(quantized.z_q), quantized

@@ -1,14 +1,17 @@
-"""Checkpoint files: safetensors with JSON metadata and a content checksum, written atomically; no pickle anywhere.
+"""Checkpoint files: safetensors with JSON metadata and a content checksum, written atomically; no
+pickle anywhere.
 
 A latentdiff checkpoint is self-describing: its metadata holds `latentdiff.kind` ("autoencoder" or
-"latent_diffusion"), the configs needed to rebuild every model, and the training state; tensors are grouped by
-prefix (`autoencoder.`, `unet.`, `unet_ema.`, `optimizer.`).
+"latent_diffusion"), the configs needed to rebuild every model, and the training state; tensors are
+grouped by prefix (`autoencoder.`, `unet.`, `unet_ema.`, `optimizer.`).
 
-Files are written by our own streaming writer of the safetensors format (8-byte little-endian header length, the
-JSON header, the tensors' bytes), so that the only temporary file is ours (`files.atomic_write`) and the checksum can
-cover the whole file: `latentdiff.sha256` is the SHA-256 of the header without that entry (canonical JSON) followed by
-every tensor's bytes. Reading a file that carries it verifies it once per process (about 1 s per GB on one core,
-benchmarks/bench_checksum.py); `trusted_files()` (the CLI's --no-verify) skips that for files you trust.
+Files are written by our own streaming writer of the safetensors format (8-byte little-endian header
+length, the JSON header, the tensors' bytes), so that the only temporary file is ours
+(`files.atomic_write`) and the checksum can cover the whole file: `latentdiff.sha256` is the SHA-256
+of the header without that entry (canonical JSON) followed by every tensor's bytes. Reading a file
+that carries it verifies it once per process (about 1 s per GB on one core,
+benchmarks/bench_checksum.py); `trusted_files()` (the CLI's --no-verify) skips that for files you
+trust.
 """
 
 import contextlib
@@ -30,7 +33,8 @@ from latentdiff.files import atomic_write, same_file
 KIND = "latentdiff.kind"
 CHECKSUM = "latentdiff.sha256"
 DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-          torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+          torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",
+          torch.int8: "I8", torch.uint8: "U8",
           torch.uint16: "U16", torch.uint32: "U32", torch.uint64: "U64", torch.bool: "BOOL",
           torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
 CHUNK = 16 * 2 ** 20
@@ -56,24 +60,27 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 def _canonical(header: dict) -> bytes:
     """The header as hashed: its metadata without the checksum entry, keys sorted, no spaces."""
     header = dict(header)
-    header["__metadata__"] = {k: v for k, v in header.get("__metadata__", {}).items() if k != CHECKSUM}
+    header["__metadata__"] = {k: v for k,
+                              v in header.get("__metadata__", {}).items() if k != CHECKSUM}
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Write tensors + JSON-encoded metadata (+ the checksum) to `path` atomically: a crash leaves either the old
-    file or the new one, never a torn one."""
+    """Write tensors + JSON-encoded metadata (+ the checksum) to `path` atomically: a crash leaves
+    either the old file or the new one, never a torn one."""
     return write_safetensors(path, tensors, {k: json.dumps(v) for k, v in metadata.items()})
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """A safetensors file with string `metadata` (+ the checksum), written atomically (`save_checkpoint`)."""
+    """A safetensors file with string `metadata` (+ the checksum), written atomically
+    (`save_checkpoint`)."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     views, offset = [], 0
     for name in sorted(tensors):
         tensor = tensors[name]
         if tensor.dtype not in DTYPES:
-            raise UserError(f"tensor {name} has dtype {tensor.dtype}, which a checkpoint cannot hold")
+            raise UserError(f"tensor {name} has dtype {tensor.dtype}, which a "
+                            "checkpoint cannot hold")
         view = _tensor_bytes(tensor)
         header[name] = {"dtype": DTYPES[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + view.nbytes]}
@@ -104,20 +111,23 @@ def _header(path: Path, size: int) -> dict | None:
 
 
 def check_replaceable(dst: str | Path, src: str | Path | None = None) -> None:
-    """A one-line error when writing `dst` would destroy what cannot be rebuilt: the input `src` itself (the same
-    file under any path), or a training checkpoint (its optimiser state and step)."""
+    """A one-line error when writing `dst` would destroy what cannot be rebuilt: the input `src`
+    itself (the same file under any path), or a training checkpoint (its optimiser state and
+    step)."""
     dst = Path(dst)
     if src is not None and same_file(src, dst):
-        raise UserError(f"{dst} is the input file itself; give another output file (it would be overwritten)")
+        raise UserError(f"{dst} is the input file itself; give another output file (it would be "
+                        "overwritten)")
     if dst.is_file():
         raw = (_header(dst, dst.stat().st_size) or {}).get("__metadata__", {})
         if isinstance(raw, dict) and "train_state" in raw:
-            raise UserError(f"{dst} is a training checkpoint (its run could not be resumed if it were replaced); give "
-                            f"another output file")
+            raise UserError(f"{dst} is a training checkpoint (its run could not be resumed if it "
+                            f"were replaced); give another output file")
 
 
 def _verify_checksum(path: Path) -> None:
-    """Raise when the file's `latentdiff.sha256` does not match its content (files without one pass)."""
+    """Raise when the file's `latentdiff.sha256` does not match its content
+    (files without one pass)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key in _verified:
@@ -125,7 +135,8 @@ def _verify_checksum(path: Path) -> None:
     header = _header(path, stat.st_size)
     metadata = header.get("__metadata__") if header else None
     stored = metadata.get(CHECKSUM) if isinstance(metadata, dict) else None
-    if not isinstance(stored, str):  # not ours, or written before checksums: safetensors' own checks apply
+    # not ours, or written before checksums: safetensors' own checks apply
+    if not isinstance(stored, str):
         return
     with open(path, "rb") as f:
         start = 8 + struct.unpack("<Q", f.read(8))[0]
@@ -134,21 +145,24 @@ def _verify_checksum(path: Path) -> None:
         except (KeyError, IndexError, TypeError, ValueError):
             end = -1
         if end != stat.st_size:
-            raise UserError(f"{path} is truncated or damaged: it holds {stat.st_size} bytes, not the {end} its header "
-                            f"describes; restore it or use an earlier checkpoint")
+            raise UserError(f"{path} is truncated or damaged: it holds {stat.st_size} bytes, not "
+                            f"the {end} its header describes; restore it or use an "
+                            "earlier checkpoint")
         digest = hashlib.sha256(_canonical(header))
         f.seek(start)
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     if digest.hexdigest() != stored:
-        raise UserError(f"{path} is corrupted: its content does not match its checksum (damaged on disk or in a "
-                        f"copy); restore it or use an earlier checkpoint (--no-verify skips the check)")
+        raise UserError(f"{path} is corrupted: its content does not match its checksum (damaged on "
+                        "disk or in a copy); restore it or use an earlier checkpoint (--no-verify "
+                        "skips the check)")
     _verified.add(key)
 
 
 def _open(path: Path):
     if path.is_dir():
-        raise UserError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file; give the .safetensors file")
+        raise UserError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file; give the "
+                        ".safetensors file")
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist; check the path")
     try:
@@ -156,13 +170,13 @@ def _open(path: Path):
             _verify_checksum(path)
         return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable safetensors checkpoint ({e}); it may be truncated or of another "
-                        f"format") from None
+        raise UserError(f"{path} is not a readable safetensors checkpoint ({e}); it may be "
+                        f"truncated or of another format") from None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The decoded metadata of a checkpoint (JSON values decoded; others, e.g. of files from other tools, as they
-    are), without reading its tensors; the checksum entry is left out."""
+    """The decoded metadata of a checkpoint (JSON values decoded; others, e.g. of files from other
+    tools, as they are), without reading its tensors; the checksum entry is left out."""
     with _open(Path(path)) as f:
         raw = f.metadata() or {}
     return {k: _decoded(v) for k, v in raw.items() if k != CHECKSUM}
@@ -176,7 +190,8 @@ def _decoded(value: str) -> Any:
 
 
 def read_tensors(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Tensors whose key starts with `prefix`, with the prefix removed (only those are read from disk)."""
+    """Tensors whose key starts with `prefix`, with the prefix removed (only those are read from
+    disk)."""
     with _open(Path(path)) as f:
         try:
             return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
@@ -195,15 +210,18 @@ def require_kind(path: str | Path, kind: str, hint: str) -> dict[str, Any]:
 
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
-    """load_state_dict that names missing, unexpected and mis-shaped keys in a UserError (`assign`: the tensors
-    become the parameters, e.g. for a module built on the meta device)."""
+    """load_state_dict that names missing, unexpected and mis-shaped keys in a UserError (`assign`:
+    the tensors become the parameters, e.g. for a module built on the meta device)."""
     expected = module.state_dict()
     missing = sorted(expected.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - expected.keys())
-    misshaped = sorted(f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+    misshaped = sorted(f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k,
+                       v in expected.items()
                        if k in tensors and tensors[k].shape != v.shape)
     problems = [f"{label} {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+                for label,
+                keys in (("missing", missing), ("unexpected", unexpected),
+                         ("mis-shaped", misshaped))
                 if keys]
     if problems:
         raise UserError(f"{source} does not fit the model: {'; '.join(problems)}")
@@ -215,7 +233,8 @@ def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """optimizer.state_dict() → (tensors "{param}.{name}", JSON-able rest: param_groups and non-tensor state)."""
+    """optimizer.state_dict() → (tensors "{param}.{name}", JSON-able rest: param_groups and
+    non-tensor state)."""
     tensors, scalars = {}, {}
     for param, entries in state["state"].items():
         for name, value in entries.items():

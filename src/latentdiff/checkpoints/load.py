@@ -1,4 +1,5 @@
-"""`load_model`: a `LatentDiffusion` from a checkpoint of any supported format (ours, diffusers, CompVis)."""
+"""`load_model`: a `LatentDiffusion` from a checkpoint of any supported format (ours, diffusers,
+CompVis)."""
 
 from pathlib import Path
 
@@ -16,21 +17,26 @@ def is_latentdiff_checkpoint(path: Path) -> bool:
     return path.suffix == ".safetensors" and path.is_file() and KIND in read_metadata(path)
 
 
-def load_model(path: str | Path, config: str | Path | None = None, device: torch.device | str = "cpu",
+def load_model(path: str | Path, config: str | Path | None = None,
+               device: torch.device | str = "cpu",
                use_ema: bool | None = None, tokenizer: str | Path | None = None,
                dtype: torch.dtype = torch.float32, variant: str | None = None) -> LatentDiffusion:
-    """A LatentDiffusion from any supported checkpoint: a `latentdiff train`/`export` file, a diffusers pipeline
-    folder (model_index.json), or an original CompVis / Stable Diffusion `.ckpt`/`.safetensors` with its YAML
-    `config` (None: detected from the keys when the architecture is a known published one). use_ema None: the EMA
-    weights when present (an original YAML's use_ema decides for its file); `tokenizer`: a local folder
-    for a text encoder's tokenizer that the checkpoint does not hold; `dtype`: of the UNet and the text encoder
-    (the autoencoder stays fp32); `variant`: a diffusers folder's weight variant (e.g. fp16). An option that the
+    """A LatentDiffusion from any supported checkpoint: a `latentdiff train`/`export` file, a
+    diffusers pipeline folder (model_index.json), or an original CompVis / Stable Diffusion
+    `.ckpt`/`.safetensors` with its YAML `config` (None: detected from the keys when the
+    architecture is a known published one). use_ema None: the EMA weights when present (an original
+    YAML's use_ema decides for its file); `tokenizer`: a local folder for a text encoder's tokenizer
+    that the checkpoint does not hold; `dtype`: of the UNet and the text encoder (the autoencoder
+    stays fp32); `variant`: a diffusers folder's weight variant (e.g. fp16). An option that the
     format does not use is an error, never silently ignored."""
     path = Path(path)
     latentdiff_file, folder = is_latentdiff_checkpoint(path), is_diffusers_folder(path)
-    unused = {"--config": (config is not None and (latentdiff_file or folder), "it carries its own configuration"),
-              "--tokenizer": (tokenizer is not None and latentdiff_file, "it carries its own tokenizer"),
-              "--variant": (variant is not None and path.is_file(), "only diffusers folders have weight variants")}
+    unused = {"--config": (config is not None and (latentdiff_file or folder),
+                           "it carries its own configuration"),
+              "--tokenizer": (tokenizer is not None and latentdiff_file,
+                              "it carries its own tokenizer"),
+              "--variant": (variant is not None and path.is_file(),
+                            "only diffusers folders have weight variants")}
     for option, (ignored, reason) in unused.items():  # an option that would be silently ignored
         if ignored:
             raise UserError(f"{option} does not apply to {path}: {reason}; leave it out")

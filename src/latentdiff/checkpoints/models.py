@@ -1,11 +1,13 @@
-"""Rebuild models from latentdiff checkpoints (config from the metadata, weights from the tensors)."""
+"""Rebuild models from latentdiff checkpoints (config from the metadata, weights from the
+tensors)."""
 
 from pathlib import Path
 
 import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
-from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, prefixed, read_metadata, read_tensors,
+from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, prefixed,
+                                       read_metadata, read_tensors,
                                       require_kind, save_checkpoint)
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
@@ -20,15 +22,17 @@ BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "emoji-text.
 
 
 def bundled_model() -> Path:
-    """The shipped default: the emoji text-to-image model (`configs/ldm-emoji-text.yaml`, exported in fp16)."""
+    """The shipped default: the emoji text-to-image model (`configs/ldm-emoji-text.yaml`, exported
+    in fp16)."""
     if not BUNDLED_MODEL.is_file():
-        raise UserError(f"the bundled model {BUNDLED_MODEL} is missing from this installation; reinstall latentdiff "
-                        f"or pass a checkpoint")
+        raise UserError(f"the bundled model {BUNDLED_MODEL} is missing from this installation; "
+                        f"reinstall latentdiff or pass a checkpoint")
     return BUNDLED_MODEL
 
 
 def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
-    """The first stage of an autoencoder checkpoint, or the one inside a latent-diffusion checkpoint (eval mode)."""
+    """The first stage of an autoencoder checkpoint, or the one inside a latent-diffusion checkpoint
+    (eval mode)."""
     metadata = read_metadata(path)
     if metadata.get(KIND) not in (AUTOENCODER, LATENT_DIFFUSION):
         require_kind(path, AUTOENCODER, "train one with `latentdiff train-autoencoder CONFIG`")
@@ -38,32 +42,39 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Au
 
 
 def trained_network(unet: UNetModel, conditioner: Conditioner | None) -> torch.nn.Module:
-    """What the optimiser trains: the UNet, or the UNet with τ_θ in front when the conditioner has one."""
+    """What the optimiser trains: the UNet, or the UNet with τ_θ in front when the conditioner has
+    one."""
     trained = conditioner is not None and conditioner.context_dim and not conditioner.frozen
     return ConditionedUNet(unet, conditioner) if trained else unet
 
 
 def network_parts(network: torch.nn.Module, suffix: str) -> dict[str, torch.nn.Module]:
-    """{checkpoint prefix: module}: "unet" (+ "conditioner" when τ_θ is trained), with `suffix` (e.g. "_ema")."""
+    """{checkpoint prefix: module}: "unet" (+ "conditioner" when τ_θ is trained), with `suffix`
+    (e.g. "_ema")."""
     if isinstance(network, ConditionedUNet):
         return {f"unet{suffix}": network.unet, f"conditioner{suffix}": network.conditioner}
     return {f"unet{suffix}": network}
 
 
 def load_conditioner(path: str | Path, metadata: dict, use_ema: bool) -> Conditioner | None:
-    """The conditioner stored in a checkpoint's metadata, with its weights (the EMA ones unless use_ema=False)."""
+    """The conditioner stored in a checkpoint's metadata, with its weights (the EMA ones unless
+    use_ema=False)."""
     conditioner = conditioner_from_metadata(metadata, Path(path).parent)
     if conditioner is None:
         return None
     if conditioner.has_weights:
-        load_weights(conditioner, read_tensors(path, "conditioner_ema." if use_ema else "conditioner."), str(path))
+        load_weights(conditioner,
+                     read_tensors(path, "conditioner_ema." if use_ema else "conditioner."),
+                     str(path))
     return conditioner.eval().requires_grad_(False)
 
 
 def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                           use_ema: bool = True) -> LatentDiffusion:
-    """The whole system of a `latentdiff train` checkpoint, with the EMA weights unless use_ema=False."""
-    metadata = require_kind(path, LATENT_DIFFUSION, "`latentdiff sample` needs a checkpoint written by `latentdiff "
+    """The whole system of a `latentdiff train` checkpoint, with the EMA weights unless
+    use_ema=False."""
+    metadata = require_kind(path, LATENT_DIFFUSION,
+                            "`latentdiff sample` needs a checkpoint written by `latentdiff "
                                                     "train`")
     unet = UNetModel(from_dict(UNetConfig, metadata["unet_config"]))
     prefix = "unet_ema." if use_ema else "unet."
@@ -74,15 +85,19 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
     diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
     codec = LatentCodec(load_autoencoder(path), LatentStats(**metadata["latent_stats"]))
     conditioner = load_conditioner(path, metadata, use_ema)
-    return LatentDiffusion(unet=unet.eval().requires_grad_(False).to(device), codec=codec.to(device),
-                           schedule=NoiseSchedule(diffusion.schedule), prediction=diffusion.prediction,
-                           image_size=int(metadata["image_size"]), class_names=tuple(metadata.get("class_names", ())),
+    return LatentDiffusion(unet=unet.eval().requires_grad_(False).to(device),
+                           codec=codec.to(device),
+                           schedule=NoiseSchedule(diffusion.schedule),
+                           prediction=diffusion.prediction,
+                           image_size=int(metadata["image_size"]),
+                           class_names=tuple(metadata.get("class_names", ())),
                            conditioner=None if conditioner is None else conditioner.to(device),
                            trained_with_null=bool(metadata.get("trained_with_null", False)))
 
 
 def system_metadata(system: LatentDiffusion) -> dict:
-    """What rebuilds `system` (configs, latent normalisation, conditioner) as checkpoint metadata."""
+    """What rebuilds `system` (configs, latent normalisation, conditioner) as checkpoint
+    metadata."""
     return {KIND: LATENT_DIFFUSION, "unet_config": to_dict(system.unet.config),
             "diffusion_config": to_dict(DiffusionConfig(system.schedule.config, system.prediction)),
             "autoencoder_config": to_dict(system.codec.autoencoder.config),
@@ -107,15 +122,18 @@ def _cast(tensors: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tenso
 
 
 def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str = "fp32") -> Path:
-    """`system` as a sampling-only latentdiff checkpoint (its weights stored as the EMA set), e.g. a converted
-    published model; `load_latent_diffusion` and `latentdiff sample` read it back. A frozen text encoder loaded
-    from another file (Stable Diffusion's CLIP) is written beside it as a Hugging Face folder `<stem>-text-encoder`."""
+    """`system` as a sampling-only latentdiff checkpoint (its weights stored as the EMA set), e.g. a
+    converted published model; `load_latent_diffusion` and `latentdiff sample` read it back. A
+    frozen text encoder loaded from another file (Stable Diffusion's CLIP) is written beside it as a
+    Hugging Face folder `<stem>-text-encoder`."""
     parts = {"unet_ema.": system.unet, "autoencoder.": system.codec.autoencoder}
     if system.conditioner is not None and system.conditioner.has_weights:
         parts["conditioner_ema."] = system.conditioner
-    tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(prefix, part.state_dict()).items()}
+    tensors = {k: v for prefix, part in parts.items() for k,
+               v in prefixed(prefix, part.state_dict()).items()}
     metadata = system_metadata(system)
-    if system.conditioner is not None and system.conditioner.frozen:  # its folder, or one written beside `path`
+    # its folder, or one written beside `path`
+    if system.conditioner is not None and system.conditioner.frozen:
         encoder = system.conditioner.tokenizer
         folder = encoder.folder or encoder.save(Path(path).with_name(f"{Path(path).stem}-text-encoder")).name
         metadata["conditioning_config"]["text"]["pretrained"] = str(folder)
@@ -127,14 +145,17 @@ TRAIN_STATE_KEYS = ("train_state", "optimizer")
 
 
 def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16") -> Path:
-    """A sampling-only copy of a `latentdiff train` checkpoint: the EMA networks and the autoencoder, floats cast to
-    `dtype` (fp32 | fp16 | bf16; loading casts back to the model's dtype), without the raw weights, the optimizer
-    state or the training state. `latentdiff sample` reads it like any checkpoint."""
+    """A sampling-only copy of a `latentdiff train` checkpoint: the EMA networks and the
+    autoencoder, floats cast to `dtype` (fp32 | fp16 | bf16; loading casts back to the model's
+    dtype), without the raw weights, the optimizer state or the training state. `latentdiff sample`
+    reads it like any checkpoint."""
     torch_dtype(dtype)
     check_replaceable(dst, src)
-    metadata = require_kind(src, LATENT_DIFFUSION, "export takes a checkpoint written by `latentdiff train`")
+    metadata = require_kind(src, LATENT_DIFFUSION,
+                            "export takes a checkpoint written by `latentdiff train`")
     keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
     tensors = _cast({k: v for k, v in read_tensors(src).items() if k.startswith(keep)}, dtype)
     if not any(k.startswith("unet_ema.") for k in tensors):
         raise UserError(f"{src} holds no EMA weights (unet_ema.*) to export")
-    return save_checkpoint(dst, tensors, {k: v for k, v in metadata.items() if k not in TRAIN_STATE_KEYS})
+    return save_checkpoint(dst, tensors,
+                           {k: v for k, v in metadata.items() if k not in TRAIN_STATE_KEYS})

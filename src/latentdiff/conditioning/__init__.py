@@ -1,7 +1,8 @@
 """Conditioning y: everything besides z_t and t that a denoiser is given (paper Sec. 3.3).
 
-All conditioning enters through one door, `Cond`: class labels (added to the time embedding), context tokens for
-cross-attention (already encoded, or as `tokens` that the network's τ_θ encodes), spatially aligned concat inputs.
+All conditioning enters through one door, `Cond`: class labels (added to the time embedding),
+context tokens for cross-attention (already encoded, or as `tokens` that the network's τ_θ encodes),
+spatially aligned concat inputs.
 """
 
 import dataclasses
@@ -13,9 +14,10 @@ import torch
 
 @dataclass(frozen=True)
 class Cond:
-    """class_labels: (B,) int64; context: (B, M, d) cross-attention tokens τ_θ(y) with context_mask (B, M) bool
-    (True = a real token); tokens: `Tokens` (B, M) not yet encoded (a `ConditionedUNet` encodes them); concat:
-    (B, k, h, w) spatially aligned inputs at the latent size. Any may be None."""
+    """class_labels: (B,) int64; context: (B, M, d) cross-attention tokens τ_θ(y) with context_mask
+    (B, M) bool (True = a real token); tokens: `Tokens` (B, M) not yet encoded (a `ConditionedUNet`
+    encodes them); concat: (B, k, h, w) spatially aligned inputs at the latent size. Any may be
+    None."""
 
     class_labels: torch.Tensor | None = None
     context: torch.Tensor | None = None
@@ -31,11 +33,13 @@ class Cond:
         return kwargs
 
     def to(self, device: torch.device | str) -> "Cond":
-        return Cond(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+        return Cond(**{f.name: None if getattr(self, f.name) is None
+                       else getattr(self, f.name).to(device)
                        for f in dataclasses.fields(self)})
 
     def cat(self, other: "Cond") -> "Cond":
-        """[self; other] along the batch (e.g. cond and uncond in one forward pass); both must set the same fields."""
+        """[self; other] along the batch (e.g. cond and uncond in one forward pass); both must set
+        the same fields."""
         def join(a, b):
             if (a is None) != (b is None):
                 raise ValueError("cannot batch a Cond with a field set against one without it")
@@ -43,5 +47,7 @@ class Cond:
                 return None
             if isinstance(a, torch.Tensor):
                 return torch.cat([a, b])
-            return type(a)(*(torch.cat([getattr(a, f.name), getattr(b, f.name)]) for f in dataclasses.fields(a)))
-        return Cond(**{f.name: join(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self)})
+            return type(a)(*(torch.cat([getattr(a, f.name), getattr(b, f.name)])
+                             for f in dataclasses.fields(a)))
+        return Cond(**{f.name: join(getattr(self, f.name), getattr(other, f.name))
+                       for f in dataclasses.fields(self)})

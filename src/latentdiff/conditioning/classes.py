@@ -1,9 +1,11 @@
-"""Class labels as one cross-attention token, `ClassTokenConditioner` (the paper's class-conditional ImageNet LDM,
-`cin256-v2`: the original `ClassEmbedder`), the alternative to adding a label embedding to the time embedding (`unet.num_classes`).
+"""Class labels as one cross-attention token, `ClassTokenConditioner` (the paper's class-conditional
+ImageNet LDM, `cin256-v2`: the original `ClassEmbedder`), the alternative to adding a label
+embedding to the time embedding (`unet.num_classes`).
 
-A label c becomes Tokens of length 1; the conditioner's `embedding` (num_classes, width) — the original's
-`cond_stage_model.embedding` — turns it into the context (B, 1, width). The last class is the null class of
-classifier-free guidance when the model was trained with condition dropout (cin256-v2: 1000 classes + null 1000).
+A label c becomes Tokens of length 1; the conditioner's `embedding` (num_classes, width) — the
+original's `cond_stage_model.embedding` — turns it into the context (B, 1, width). The last class is
+the null class of classifier-free guidance when the model was trained with condition dropout
+(cin256-v2: 1000 classes + null 1000).
 """
 
 from pathlib import Path
@@ -31,26 +33,30 @@ class ClassTokenizer:
     def __call__(self, labels: list[int]) -> Tokens:
         ids = torch.as_tensor([int(c) for c in labels], dtype=torch.long).reshape(-1, 1)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.num_classes):
-            raise UserError(f"class labels {ids.flatten().tolist()[:10]} must be in 0 … {self.num_classes - 1}")
+            raise UserError(f"class labels {ids.flatten().tolist()[:10]} must be in 0 … "
+                            f"{self.num_classes - 1}")
         return Tokens(ids, torch.ones_like(ids, dtype=torch.bool))
 
 
 class ClassTokenConditioner(TokenConditioner):
-    """Labels → context (B, 1, width) through `embedding` (num_classes, width), the original ClassEmbedder's. The
-    null condition is the last class (present when trained with condition dropout)."""
+    """Labels → context (B, 1, width) through `embedding` (num_classes, width), the original
+    ClassEmbedder's. The null condition is the last class (present when trained with condition
+    dropout)."""
 
     kind = "class"
     needs = ("num_classes", "class labels")
     input_name, input_flag = "class_labels", "--class"
 
-    def __init__(self, cfg: ConditioningConfig, tokenizer: ClassTokenizer, semantic_classes: int = 0,
+    def __init__(self, cfg: ConditioningConfig, tokenizer: ClassTokenizer,
+                 semantic_classes: int = 0,
                  image_channels: int = 3):
         super().__init__(cfg, tokenizer, semantic_classes, image_channels)
         self.embedding = nn.Embedding(tokenizer.num_classes, cfg.text.width)
 
     @classmethod
     def from_data(cls, cfg: ConditioningConfig, data: ImageData) -> "ClassTokenConditioner":
-        """The data's classes + the null class of classifier-free guidance, last (when drop_prob > 0)."""
+        """The data's classes + the null class of classifier-free guidance, last
+        (when drop_prob > 0)."""
         return cls(cfg, ClassTokenizer(data.num_classes + (1 if cfg.drop_prob > 0 else 0)))
 
     @classmethod

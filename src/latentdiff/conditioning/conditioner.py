@@ -1,13 +1,16 @@
-"""The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond` (paper Sec. 3.3).
+"""The conditioner: turns y (ground truth while training, user input while sampling) into a `Cond`
+(paper Sec. 3.3).
 
-One class per kind of y, each in its own module, owns everything about it: how y is tokenised or encoded, its null
-condition for classifier-free guidance, how it is drawn from a training batch (with condition dropout) and shown
-in previews, and what of it a checkpoint stores. `Conditioner` is their common interface:
+One class per kind of y, each in its own module, owns everything about it: how y is tokenised or
+encoded, its null condition for classifier-free guidance, how it is drawn from a training batch
+(with condition dropout) and shown in previews, and what of it a checkpoint stores. `Conditioner` is
+their common interface:
 
-- token kinds (`tokens.TokenConditioner`): text (`text.TextConditioner`), layouts (`layout.LayoutConditioner`),
-  class tokens (`classes.ClassTokenConditioner`): y → tokens → context for cross-attention;
-- spatial kinds: semantic maps (`semantic.py`), super-resolution (`superres.py`), inpainting (`inpainting.py`):
-  y → a (B, k, h, w) input concatenated to z_t.
+- token kinds (`tokens.TokenConditioner`): text (`text.TextConditioner`), layouts
+  (`layout.LayoutConditioner`), class tokens (`classes.ClassTokenConditioner`): y → tokens → context
+  for cross-attention;
+- spatial kinds: semantic maps (`semantic.py`), super-resolution (`superres.py`), inpainting
+  (`inpainting.py`): y → a (B, k, h, w) input concatenated to z_t.
 
 `kinds.py` maps `conditioning.kind` to the class; adding a kind is one module and one entry there.
 """
@@ -24,11 +27,12 @@ from latentdiff.errors import UserError
 
 
 class Conditioner(nn.Module):
-    """y → Cond for one kind. `semantic_classes` and `image_channels` describe the training data (stored in
-    checkpoints); the kinds that need them read them."""
+    """y → Cond for one kind. `semantic_classes` and `image_channels` describe the training data
+    (stored in checkpoints); the kinds that need them read them."""
 
     kind: ClassVar[str]
-    needs: ClassVar[tuple[str, str] | None] = None  # (the ImageData field training needs, what it is called)
+    # (the ImageData field training needs, what it is called)
+    needs: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, cfg: ConditioningConfig, semantic_classes: int = 0, image_channels: int = 3):
         super().__init__()
@@ -52,12 +56,14 @@ class Conditioner(nn.Module):
 
     @property
     def inpaints(self) -> bool:
-        """True when the model sees a mask and the masked image's latent (inpainting, or text with masked_image)."""
+        """True when the model sees a mask and the masked image's latent (inpainting, or text with
+        masked_image)."""
         return self.config.masked_image
 
     @property
     def restores(self) -> bool:
-        """True when the model restores a degraded image (super-resolution): it is scored against the original."""
+        """True when the model restores a degraded image (super-resolution): it is scored against
+        the original."""
         return False
 
     def concat_channels(self, latent_channels: int) -> int:
@@ -65,8 +71,8 @@ class Conditioner(nn.Module):
         return latent_channels + 1 if self.inpaints else 0
 
     def spatial(self, latent_size: tuple[int, int], **inputs) -> Cond:
-        """Cond(concat=…) at `latent_size` from the spatial input the kind takes (semantic=, lowres=, or
-        masked_latent= and mask=)."""
+        """Cond(concat=…) at `latent_size` from the spatial input the kind takes (semantic=,
+        lowres=, or masked_latent= and mask=)."""
         raise UserError(f"this model is conditioned on {self.kind}, not on a spatial input")
 
     # --- training
@@ -77,20 +83,24 @@ class Conditioner(nn.Module):
             return
         value = getattr(data, cls.needs[0])
         if value is None or (len(value) == 0 if hasattr(value, "__len__") else not value):
-            raise UserError(f"conditioning.kind={cls.kind} needs {cls.needs[1]}, which data.dataset={dataset} does "
-                            f"not have; use emoji or shapes (text), shapes (layout, semantic)")
+            raise UserError(f"conditioning.kind={cls.kind} needs {cls.needs[1]}, which "
+                            f"data.dataset={dataset} does not have; use emoji or shapes (text), "
+                            "shapes (layout, semantic)")
 
     def resume(self, metadata: dict) -> None:
-        """Take over what a resumed run's checkpoint `metadata` fixed (a learned vocabulary); nothing by default."""
+        """Take over what a resumed run's checkpoint `metadata` fixed (a learned vocabulary);
+        nothing by default."""
 
     def dataset_conditions(self, data: ImageData):
-        """What the training loop computes once per run and passes to every `batch_condition` (or None)."""
+        """What the training loop computes once per run and passes to every `batch_condition`
+        (or None)."""
         return None
 
-    def batch_condition(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+    def batch_condition(self, data: ImageData, index: torch.Tensor,
+                        generator: torch.Generator, codec,
                         latent_size: tuple[int, int], drop: torch.Tensor, cached=None) -> Cond:
-        """Cond for the training images `index` (B,) on the CPU; `drop` (B,) bool marks the rows that get the null
-        condition (condition dropout); `cached`: `dataset_conditions(data)`."""
+        """Cond for the training images `index` (B,) on the CPU; `drop` (B,) bool marks the rows
+        that get the null condition (condition dropout); `cached`: `dataset_conditions(data)`."""
         raise NotImplementedError
 
     def preview_inputs(self, data: ImageData, index: torch.Tensor, codec, latent_size: tuple[int, int]) -> dict:
@@ -99,23 +109,27 @@ class Conditioner(nn.Module):
 
     # --- checkpoints
     def metadata(self) -> dict:
-        """What rebuilds the conditioner without the training data, besides its config (see `kinds.py`)."""
+        """What rebuilds the conditioner without the training data, besides its config
+        (see `kinds.py`)."""
         return {}
 
     @property
     def has_weights(self) -> bool:
-        """Whether the conditioner's own weights belong in checkpoints (τ_θ, a class embedding, a channel mapper)."""
+        """Whether the conditioner's own weights belong in checkpoints (τ_θ, a class embedding, a
+        channel mapper)."""
         return not self.frozen and any(True for _ in self.parameters())
 
 
 def drop_concat(concat: torch.Tensor, drop: torch.Tensor) -> Cond:
-    """Cond(concat) with the dropped rows' inputs zeroed: the null condition of the spatial kinds."""
+    """Cond(concat) with the dropped rows' inputs zeroed: the null condition of the spatial
+    kinds."""
     return Cond(concat=torch.where(drop[:, None, None, None], torch.zeros_like(concat), concat))
 
 
 class ConditionedUNet(nn.Module):
-    """The UNet with τ_θ in front: forward(x, t, tokens=…, **cond) encodes the tokens to a context, then runs the
-    UNet. One module, so that the optimiser, DDP and the EMA see the UNet and τ_θ together."""
+    """The UNet with τ_θ in front: forward(x, t, tokens=…, **cond) encodes the tokens to a context,
+    then runs the UNet. One module, so that the optimiser, DDP and the EMA see the UNet and τ_θ
+    together."""
 
     def __init__(self, unet: nn.Module, conditioner: Conditioner):
         super().__init__()

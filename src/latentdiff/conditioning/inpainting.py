@@ -1,5 +1,5 @@
-"""Inpainting (paper Sec. 4.5): the masked image's latent E(x ⊙ (1 − m)) and the mask m, concatenated to z_t;
-trained on random rectangular holes (`spatial.random_masks`)."""
+"""Inpainting (paper Sec. 4.5): the masked image's latent E(x ⊙ (1 − m)) and the mask m,
+concatenated to z_t; trained on random rectangular holes (`spatial.random_masks`)."""
 
 import torch
 
@@ -20,7 +20,8 @@ class InpaintingConditioner(SpatialConditioner):
     def spatial(self, latent_size: tuple[int, int], *, masked_latent: torch.Tensor, mask: torch.Tensor) -> Cond:
         return Cond(concat=masked_image_concat(self.config, masked_latent, mask))
 
-    def training_spatial(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+    def training_spatial(self, data: ImageData, index: torch.Tensor,
+                         generator: torch.Generator, codec,
                          latent_size: tuple[int, int]) -> Cond:
         images = to_model_range(data.images[index])
         masks = random_masks(len(index), images.shape[-1], generator)

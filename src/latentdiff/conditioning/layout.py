@@ -1,9 +1,10 @@
-"""Layout conditioning (the paper's Sec. 3.3 and 4.3.1): bounding boxes as (l, b, c) tokens for τ_θ; the kind is
-`LayoutConditioner`.
+"""Layout conditioning (the paper's Sec. 3.3 and 4.3.1): bounding boxes as (l, b, c) tokens for τ_θ;
+the kind is `LayoutConditioner`.
 
-A box (x0, y0, x1, y1, class) in [0, 1] (y down) becomes three tokens: its top-left corner l and bottom-right corner
-b, each discretised on a `bins` × `bins` grid, and its class c. A layout is [BOS] (l b c)… [EOS] [PAD]…, the same
-`Tokens` as text, so the same transformer encoder τ_θ embeds it; the empty layout is the unconditional input.
+A box (x0, y0, x1, y1, class) in [0, 1] (y down) becomes three tokens: its top-left corner l and
+bottom-right corner b, each discretised on a `bins` × `bins` grid, and its class c. A layout is
+[BOS] (l b c)… [EOS] [PAD]…, the same `Tokens` as text, so the same transformer encoder τ_θ embeds
+it; the empty layout is the unconditional input.
 """
 
 import dataclasses
@@ -22,7 +23,8 @@ FIRST_POSITION = 3
 
 
 class LayoutTokenizer:
-    """Lists of boxes → Tokens (B, 3·max_boxes + 2). vocab: 3 specials, bins² positions, num_classes classes."""
+    """Lists of boxes → Tokens (B, 3·max_boxes + 2). vocab: 3 specials, bins² positions, num_classes
+    classes."""
 
     def __init__(self, num_classes: int, bins: int = 16, max_boxes: int = 8):
         self.num_classes, self.bins, self.max_boxes = num_classes, bins, max_boxes
@@ -40,7 +42,8 @@ class LayoutTokenizer:
         return FIRST_POSITION + row * self.bins + col
 
     def check(self, boxes: list[tuple]) -> None:
-        """One-line errors for boxes outside [0, 1], empty boxes, unknown classes and too many boxes."""
+        """One-line errors for boxes outside [0, 1], empty boxes, unknown classes and too many
+        boxes."""
         if len(boxes) > self.max_boxes:
             raise UserError(f"{len(boxes)} boxes given; this model takes at most {self.max_boxes}")
         for box in boxes:
@@ -48,11 +51,14 @@ class LayoutTokenizer:
                 raise UserError(f"box {list(box)} must be [x0, y0, x1, y1, class]")
             x0, y0, x1, y1, c = box
             if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
-                raise UserError(f"box {list(box)} has coordinates outside [0, 1]; give fractions of the image side")
+                raise UserError(f"box {list(box)} has coordinates outside [0, 1]; give fractions "
+                                "of the image side")
             if not (x0 < x1 and y0 < y1):
-                raise UserError(f"box {list(box)} is empty; need x0 < x1 and y0 < y1 (y grows downwards)")
+                raise UserError(f"box {list(box)} is empty; need x0 < x1 and y0 < y1 (y "
+                                "grows downwards)")
             if int(c) != c or not 0 <= int(c) < self.num_classes:
-                raise UserError(f"box {list(box)} has class {c}; use an integer in 0 … {self.num_classes - 1}")
+                raise UserError(f"box {list(box)} has class {c}; use an integer in 0 … "
+                                f"{self.num_classes - 1}")
 
     def __call__(self, layouts: list[list[tuple]]) -> Tokens:
         ids = torch.full((len(layouts), self.max_length), PAD_ID, dtype=torch.long)
@@ -69,18 +75,20 @@ class LayoutTokenizer:
 
 
 class LayoutConditioner(TokenConditioner):
-    """Box lists → context through τ_θ (`encoder`, a TextTransformer whose corner tokens also get row and column
-    embeddings). The null condition is the empty layout."""
+    """Box lists → context through τ_θ (`encoder`, a TextTransformer whose corner tokens also get
+    row and column embeddings). The null condition is the empty layout."""
 
     kind = "layout"
     needs = ("boxes", "boxes")
     input_name, input_flag = "layouts", "--boxes"
 
-    def __init__(self, cfg: ConditioningConfig, tokenizer: LayoutTokenizer, semantic_classes: int = 0,
+    def __init__(self, cfg: ConditioningConfig, tokenizer: LayoutTokenizer,
+                 semantic_classes: int = 0,
                  image_channels: int = 3):
         super().__init__(cfg, tokenizer, semantic_classes, image_channels)
         text_cfg = dataclasses.replace(cfg.text, max_length=tokenizer.max_length)
-        self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size, (FIRST_POSITION, tokenizer.bins))
+        self.encoder = TextTransformer(text_cfg, tokenizer.vocab_size,
+                                       (FIRST_POSITION, tokenizer.bins))
 
     @classmethod
     def from_data(cls, cfg: ConditioningConfig, data: ImageData) -> "LayoutConditioner":
@@ -88,7 +96,8 @@ class LayoutConditioner(TokenConditioner):
 
     @classmethod
     def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "LayoutConditioner":
-        return cls(cfg, LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes))
+        return cls(cfg,
+                   LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes))
 
     def metadata(self) -> dict:
         return {"layout_classes": self.tokenizer.num_classes}

@@ -1,5 +1,6 @@
-"""Semantic synthesis (paper Sec. 3.3 and 4.3.2): a label map, one-hot and area-averaged to the latent size,
-concatenated to z_t (optionally projected by a 1×1 convolution, the original SpatialRescaler's `channel_mapper`)."""
+"""Semantic synthesis (paper Sec. 3.3 and 4.3.2): a label map, one-hot and area-averaged to the
+latent size, concatenated to z_t (optionally projected by a 1×1 convolution, the original
+SpatialRescaler's `channel_mapper`)."""
 
 import torch
 from torch import nn
@@ -11,8 +12,8 @@ from latentdiff.data import ImageData
 
 
 class SemanticConditioner(SpatialConditioner):
-    """label maps (B, H, W) in 0..semantic_classes − 1 → Cond(concat (B, k, h, w)), k = semantic_embedding or
-    semantic_classes."""
+    """label maps (B, H, W) in 0..semantic_classes − 1 → Cond(concat (B, k, h, w)),
+    k = semantic_embedding or semantic_classes."""
 
     kind = "semantic"
     needs = ("semantic", "semantic maps")
@@ -32,6 +33,7 @@ class SemanticConditioner(SpatialConditioner):
                 concat = self.channel_mapper(concat.to(self.channel_mapper.weight))
         return Cond(concat=concat)
 
-    def training_spatial(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+    def training_spatial(self, data: ImageData, index: torch.Tensor,
+                         generator: torch.Generator, codec,
                          latent_size: tuple[int, int]) -> Cond:
         return self.spatial(latent_size, semantic=data.semantic[index])

@@ -1,16 +1,18 @@
-"""Super-resolution (paper Sec. 4.4): the low-resolution image, bicubic-resized to the latent size, concatenated to
-z_t; trained on images degraded by bicubic downsampling or a BSR-like chain (`spatial.degrade_realistic`)."""
+"""Super-resolution (paper Sec. 4.4): the low-resolution image, bicubic-resized to the latent size,
+concatenated to z_t; trained on images degraded by bicubic downsampling or a BSR-like chain
+(`spatial.degrade_realistic`)."""
 
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.conditioning.spatial import SpatialConditioner, degrade_realistic, downsample_bicubic, lowres_concat
+from latentdiff.conditioning.spatial import (SpatialConditioner, degrade_realistic,
+                                             downsample_bicubic, lowres_concat)
 from latentdiff.data import ImageData, to_model_range
 
 
 class SuperResConditioner(SpatialConditioner):
-    """low-resolution images (B, C, H/f_sr, W/f_sr) in [-1, 1] → Cond(concat (B, C, h, w)); scored against the
-    originals (`restores`)."""
+    """low-resolution images (B, C, H/f_sr, W/f_sr) in [-1, 1] → Cond(concat (B, C, h, w)); scored
+    against the originals (`restores`)."""
 
     kind = "superres"
 
@@ -30,6 +32,8 @@ class SuperResConditioner(SpatialConditioner):
     def spatial(self, latent_size: tuple[int, int], *, lowres: torch.Tensor) -> Cond:
         return Cond(concat=lowres_concat(lowres, latent_size))
 
-    def training_spatial(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+    def training_spatial(self, data: ImageData, index: torch.Tensor,
+                         generator: torch.Generator, codec,
                          latent_size: tuple[int, int]) -> Cond:
-        return self.spatial(latent_size, lowres=self.degrade(to_model_range(data.images[index]), generator))
+        return self.spatial(latent_size,
+                            lowres=self.degrade(to_model_range(data.images[index]), generator))

@@ -1,10 +1,12 @@
-"""Text conditioning (paper Sec. 3.3): a caption tokenizer and the paper's transformer encoder τ_θ, trained with the
-UNet, or a frozen pretrained text encoder (`pretrained.py`); `TextConditioner` is the kind.
+"""Text conditioning (paper Sec. 3.3): a caption tokenizer and the paper's transformer encoder τ_θ,
+trained with the UNet, or a frozen pretrained text encoder (`pretrained.py`); `TextConditioner` is
+the kind.
 
-The tokenizer is a byte-pair encoding learned on the training captions with HF `tokenizers`; its JSON travels inside
-the checkpoint, so a model needs no vocabulary file. Every prompt becomes [BOS] tokens… [EOS] [PAD]…; the empty
-prompt "" ([BOS][EOS]) is the unconditional input of classifier-free guidance. A BERT WordPiece vocabulary (the
-original text-to-image LDMs' `BERTEmbedder`) works the same way with [CLS] and [SEP] in place of [BOS] and [EOS].
+The tokenizer is a byte-pair encoding learned on the training captions with HF `tokenizers`; its
+JSON travels inside the checkpoint, so a model needs no vocabulary file. Every prompt becomes [BOS]
+tokens… [EOS] [PAD]…; the empty prompt "" ([BOS][EOS]) is the unconditional input of classifier-free
+guidance. A BERT WordPiece vocabulary (the original text-to-image LDMs' `BERTEmbedder`) works the
+same way with [CLS] and [SEP] in place of [BOS] and [EOS].
 """
 
 import dataclasses
@@ -28,10 +30,11 @@ BERT_BOS, BERT_EOS = "[CLS]", "[SEP]"
 
 
 class CaptionTokenizer:
-    """Prompts → `Tokens` of a fixed length `max_length` (the context length M of the cross-attention).
+    """Prompts → `Tokens` of a fixed length `max_length` (the context length M of the
+    cross-attention).
 
-    `attend_to_padding`: the mask marks every position (padding included) as attended, as in the original
-    BERTEmbedder, which passes no mask to its transformer or to the UNet.
+    `attend_to_padding`: the mask marks every position (padding included) as attended, as in the
+    original BERTEmbedder, which passes no mask to its transformer or to the UNet.
     """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, attend_to_padding: bool = False):
@@ -41,29 +44,35 @@ class CaptionTokenizer:
         bos, eos = (BOS, EOS) if tokenizer.token_to_id(BOS) is not None else (BERT_BOS, BERT_EOS)
         self.pad_id, self.bos_id, self.eos_id = (tokenizer.token_to_id(t) for t in (PAD, bos, eos))
         if None in (self.pad_id, self.bos_id, self.eos_id):
-            raise ValueError(f"the vocabulary lacks {PAD} and {BOS}/{EOS} (or {BERT_BOS}/{BERT_EOS})")
+            raise ValueError(f"the vocabulary lacks {PAD} and {BOS}/{EOS} (or "
+                             f"{BERT_BOS}/{BERT_EOS})")
 
     @classmethod
     def train(cls, captions: list[str], vocab_size: int, max_length: int) -> "CaptionTokenizer":
-        """Learn a lower-cased BPE vocabulary of at most `vocab_size` entries (specials included) on `captions`."""
+        """Learn a lower-cased BPE vocabulary of at most `vocab_size` entries (specials included) on
+        `captions`."""
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
         tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits()])
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, BOS, EOS], show_progress=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                           pre_tokenizers.Digits()])
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size,
+                                      special_tokens=[PAD, UNK, BOS, EOS], show_progress=False)
         tokenizer.train_from_iterator(captions, trainer)
         return cls(tokenizer, max_length)
 
     @classmethod
     def from_json(cls, text: str, cfg: TextEncoderConfig) -> "CaptionTokenizer":
-        """The tokenizer stored in a checkpoint, with the context length and padding mask of the text config."""
+        """The tokenizer stored in a checkpoint, with the context length and padding mask of the
+        text config."""
         return cls(Tokenizer.from_str(text), cfg.max_length, cfg.attend_to_padding)
 
     @classmethod
     def bert_wordpiece(cls, vocab_file: str | Path, max_length: int) -> "CaptionTokenizer":
-        """BERT's uncased WordPiece tokenizer from its vocab.txt (bert-base-uncased's is the original BERTEmbedder's);
-        every position attended, as there."""
+        """BERT's uncased WordPiece tokenizer from its vocab.txt (bert-base-uncased's is the
+        original BERTEmbedder's); every position attended, as there."""
         tokenizer = Tokenizer(models.WordPiece.from_file(str(vocab_file), unk_token=UNK))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)  # also strips accents, as BERT uncased
+        # also strips accents, as BERT uncased
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
         return cls(tokenizer, max_length, attend_to_padding=True)
@@ -76,17 +85,21 @@ class CaptionTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def __call__(self, prompts: list[str]) -> Tokens:
-        """Longer prompts are cut to max_length − 2 tokens with a warning naming how many were dropped."""
+        """Longer prompts are cut to max_length − 2 tokens with a warning naming how many were
+        dropped."""
         ids = torch.full((len(prompts), self.max_length), self.pad_id, dtype=torch.long)
         room = self.max_length - 2
         for row, encoding in enumerate(self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)):
             pieces = encoding.ids
             if len(pieces) > room:
-                warnings.warn(f"prompt {prompts[row][:40]!r} has {len(pieces)} tokens; the context holds {room}, "
-                              f"the last {len(pieces) - room} are dropped", stacklevel=2)
+                warnings.warn(f"prompt {prompts[row][:40]!r} has {len(pieces)} tokens; the context "
+                              f"holds {room}, the last {len(pieces) - room} are dropped",
+                              stacklevel=2)
                 pieces = pieces[:room]
             ids[row, : len(pieces) + 2] = torch.tensor([self.bos_id, *pieces, self.eos_id])
-        return Tokens(ids, torch.ones_like(ids, dtype=torch.bool) if self.attend_to_padding else ids != self.pad_id)
+        return Tokens(ids,
+                      torch.ones_like(ids, dtype=torch.bool) if self.attend_to_padding
+                      else ids != self.pad_id)
 
     def decode(self, ids: torch.Tensor) -> str:
         """The text of one row of ids (L,), special tokens dropped."""
@@ -101,7 +114,8 @@ class TextLayer(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = CrossAttention(width, None, num_heads, head_dim)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(),
+                                 nn.Linear(mlp_ratio * width, width))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), context_mask=mask)
@@ -109,14 +123,17 @@ class TextLayer(nn.Module):
 
 
 class TextTransformer(nn.Module):
-    """τ_θ(y): Tokens (B, L) → context (B, L, width); the paper's text encoder, trained jointly with the UNet.
+    """τ_θ(y): Tokens (B, L) → context (B, L, width); the paper's text encoder, trained jointly with
+    the UNet.
 
-    `grid` (first id, bins) marks ids first … first + bins² − 1 as cells of a bins × bins grid (layout corners):
-    their embedding also gets a row and a column embedding, so that what is learned about one cell carries over to
-    its row and column — with 32² cells and a few thousand layouts most cells are seen only a few times.
+    `grid` (first id, bins) marks ids first … first + bins² − 1 as cells of a bins × bins grid
+    (layout corners): their embedding also gets a row and a column embedding, so that what is
+    learned about one cell carries over to its row and column — with 32² cells and a few thousand
+    layouts most cells are seen only a few times.
     """
 
-    def __init__(self, cfg: TextEncoderConfig, vocab_size: int, grid: tuple[int, int] | None = None):
+    def __init__(self, cfg: TextEncoderConfig, vocab_size: int,
+                 grid: tuple[int, int] | None = None):
         super().__init__()
         self.config, self.grid = cfg, grid
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
@@ -153,15 +170,17 @@ class TextTransformer(nn.Module):
 
 
 class TextConditioner(TokenConditioner):
-    """Prompts → context. `tokenizer`: a CaptionTokenizer, with τ_θ (`encoder`, a TextTransformer) trained with the
-    UNet, or a frozen `PretrainedText`, which tokenises and encodes. The null condition is the empty prompt. With
-    `masked_image` (Stable Diffusion inpainting) the model also sees a mask and the masked image's latent."""
+    """Prompts → context. `tokenizer`: a CaptionTokenizer, with τ_θ (`encoder`, a TextTransformer)
+    trained with the UNet, or a frozen `PretrainedText`, which tokenises and encodes. The null
+    condition is the empty prompt. With `masked_image` (Stable Diffusion inpainting) the model also
+    sees a mask and the masked image's latent."""
 
     kind = "text"
     needs = ("captions", "captions")
     input_name, input_flag = "prompts", "--prompt"
 
-    def __init__(self, cfg: ConditioningConfig, tokenizer: CaptionTokenizer | PretrainedText, semantic_classes: int = 0,
+    def __init__(self, cfg: ConditioningConfig, tokenizer: CaptionTokenizer | PretrainedText,
+                 semantic_classes: int = 0,
                  image_channels: int = 3):
         super().__init__(cfg, tokenizer, semantic_classes, image_channels)
         if not self.frozen:
@@ -171,31 +190,37 @@ class TextConditioner(TokenConditioner):
     @classmethod
     def frozen_text(cls, encoder: PretrainedText, masked_image: bool = False,
                     pretrained: str | None = None) -> "TextConditioner":
-        """A text conditioner around a frozen encoder, its config read off the encoder (context length, width,
-        padding mask); `pretrained`: the folder name recorded in the config."""
+        """A text conditioner around a frozen encoder, its config read off the encoder (context
+        length, width, padding mask); `pretrained`: the folder name recorded in the config."""
         text = TextEncoderConfig(max_length=encoder.max_length, width=encoder.width,
                                  attend_to_padding=encoder.attend_to_padding, pretrained=pretrained)
         return cls(ConditioningConfig(kind="text", text=text, masked_image=masked_image), encoder)
 
     @classmethod
     def from_data(cls, cfg: ConditioningConfig, data: ImageData) -> "TextConditioner":
-        """The frozen encoder of cfg.text.pretrained, or a BPE vocabulary learned on the training captions."""
+        """The frozen encoder of cfg.text.pretrained, or a BPE vocabulary learned on the training
+        captions."""
         if cfg.text.pretrained:
             return cls(cfg, PretrainedText.from_folder(cfg.text.pretrained, cfg.text.max_length,
                                                        cfg.text.attend_to_padding))
-        return cls(cfg, CaptionTokenizer.train(list(data.captions), cfg.text.vocab_size, cfg.text.max_length))
+        return cls(cfg,
+                   CaptionTokenizer.train(list(data.captions),
+                                          cfg.text.vocab_size, cfg.text.max_length))
 
     @classmethod
     def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "TextConditioner":
-        """The stored vocabulary, or the frozen encoder's folder (a relative one lies beside the checkpoint)."""
+        """The stored vocabulary, or the frozen encoder's folder (a relative one lies beside the
+        checkpoint)."""
         if cfg.text.pretrained:
             local = folder / cfg.text.pretrained
-            return cls(cfg, PretrainedText.from_folder(local if local.is_dir() else cfg.text.pretrained,
-                                                       cfg.text.max_length, cfg.text.attend_to_padding))
+            return cls(cfg,
+                       PretrainedText.from_folder(local if local.is_dir() else cfg.text.pretrained,
+                                                  cfg.text.max_length, cfg.text.attend_to_padding))
         return cls(cfg, CaptionTokenizer.from_json(metadata["tokenizer"], cfg.text))
 
     def metadata(self) -> dict:
-        return {} if self.frozen else {"tokenizer": self.tokenizer.to_json()}  # a frozen one: its folder, in cfg
+        # a frozen one: its folder, in cfg
+        return {} if self.frozen else {"tokenizer": self.tokenizer.to_json()}
 
     def resume(self, metadata: dict) -> None:
         """Continue a run with the vocabulary it started with."""

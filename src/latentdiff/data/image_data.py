@@ -1,5 +1,6 @@
-"""`ImageData`: a dataset as in-memory uint8 image tensors with optional labels and conditioning ground truth;
-its held-out split, and the conversion between stored pixels and the model range [-1, 1]."""
+"""`ImageData`: a dataset as in-memory uint8 image tensors with optional labels and conditioning
+ground truth; its held-out split, and the conversion between stored pixels and the model range [-1,
+1]."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -11,11 +12,12 @@ from latentdiff.errors import UserError
 
 @dataclass(frozen=True)
 class ImageData:
-    """images: (N, C, H, W) uint8; labels: (N,) int64, −1 when unlabelled; class_names: () when unlabelled.
-    heldout_start: when set, images[heldout_start:] are the dataset's own held-out split (e.g. spatially disjoint
-    photo crops) and `split_holdout` uses it instead of a random one.
-    Ground truth for conditioning, where the dataset has it: captions (one per image), boxes (one (n_i, 5) array of
-    x0, y0, x1, y1, class in [0, 1] per image) and semantic maps (N, H, W) uint8 with `semantic_classes` classes."""
+    """images: (N, C, H, W) uint8; labels: (N,) int64, −1 when unlabelled; class_names: () when
+    unlabelled. heldout_start: when set, images[heldout_start:] are the dataset's own held-out split
+    (e.g. spatially disjoint photo crops) and `split_holdout` uses it instead of a random one.
+    Ground truth for conditioning, where the dataset has it: captions (one per image), boxes (one
+    (n_i, 5) array of x0, y0, x1, y1, class in [0, 1] per image) and semantic maps (N, H, W) uint8
+    with `semantic_classes` classes."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -46,8 +48,8 @@ class ImageData:
             semantic=None if self.semantic is None else self.semantic[index])
 
     def sample(self, n: int, seed: int = 0) -> "ImageData":
-        """min(n, N) images drawn at random without replacement (seeded): a representative part even when the data
-        is ordered (emoji by Unicode group, for example), unlike the first n."""
+        """min(n, N) images drawn at random without replacement (seeded): a representative part even
+        when the data is ordered (emoji by Unicode group, for example), unlike the first n."""
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         return self.subset(order[:min(n, len(self))])
 
@@ -63,13 +65,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def split_holdout(data: ImageData, holdout: int, seed: int) -> tuple[ImageData, ImageData]:
-    """(train, held-out) by a seeded permutation (or the dataset's own split, of which at most `holdout` images are
-    kept); the held-out part is never trained on."""
+    """(train, held-out) by a seeded permutation (or the dataset's own split, of which at most
+    `holdout` images are kept); the held-out part is never trained on."""
     if data.heldout_start is not None:
         n = len(data) - data.heldout_start
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:holdout].sort().values
         return data.subset(torch.arange(data.heldout_start)), data.subset(data.heldout_start + keep)
     if holdout >= len(data):
-        raise UserError(f"data.holdout={holdout} leaves no training images out of {len(data)}; lower it")
+        raise UserError(f"data.holdout={holdout} leaves no training images out of "
+                        f"{len(data)}; lower it")
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data.subset(perm[holdout:].sort().values), data.subset(perm[:holdout].sort().values)

@@ -1,7 +1,7 @@
-"""The bundled photographs: crops of six colour photographs in scikit-image's wheel and scikit-learn's two sample
-images, offline. Each photo is split by rows: crops of its top 3/4 (stride size/2, at full and half scale) train,
-crops of its bottom 1/4 (same stride) are the held-out split, so no held-out pixel is ever trained on. Label = the
-source photo.
+"""The bundled photographs: crops of six colour photographs in scikit-image's wheel and
+scikit-learn's two sample images, offline. Each photo is split by rows: crops of its top 3/4 (stride
+size/2, at full and half scale) train, crops of its bottom 1/4 (same stride) are the held-out split,
+so no held-out pixel is ever trained on. Label = the source photo.
 """
 
 from pathlib import Path
@@ -14,7 +14,8 @@ from latentdiff.data.image_data import ImageData
 from latentdiff.errors import UserError
 
 # files inside the scikit-image wheel (skimage/data)
-SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "ihc.png")
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                  "motorcycle_left.png", "ihc.png")
 HELDOUT_FRACTION = 0.25
 
 
@@ -23,7 +24,8 @@ def photo_sources() -> list[tuple[str, np.ndarray]]:
     try:
         import skimage
     except ImportError:
-        raise UserError("data.dataset=photos needs scikit-image: pip install scikit-image") from None
+        raise UserError("data.dataset=photos needs scikit-image: pip install "
+                        "scikit-image") from None
     from sklearn.datasets import load_sample_images
 
     folder = Path(skimage.__file__).parent / "data"
@@ -62,6 +64,8 @@ def load_photos(image_size: int = 64) -> ImageData:
         heldout += crops
         heldout_labels += [label] * len(crops)
     if not heldout:
-        raise UserError(f"data.image_size={image_size} is too large for the bundled photos; use ≤ 128")
+        raise UserError(f"data.image_size={image_size} is too large for the bundled "
+                        "photos; use ≤ 128")
     images = torch.from_numpy(np.stack(train + heldout)).permute(0, 3, 1, 2).contiguous()
-    return ImageData(images, torch.tensor(train_labels + heldout_labels), tuple(names), heldout_start=len(train))
+    return ImageData(images, torch.tensor(train_labels + heldout_labels), tuple(names),
+                     heldout_start=len(train))

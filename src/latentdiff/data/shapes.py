@@ -1,10 +1,12 @@
-"""shapes: a procedural dataset with exact ground truth for every conditioning modality (paper Sec. 3.3).
+"""shapes: a procedural dataset with exact ground truth for every conditioning modality
+(paper Sec. 3.3).
 
-Each scene holds one or two coloured shapes (circle / square / triangle × red / green / blue / yellow × small /
-large) on white. A scene yields the image, a caption ("a large red circle above a small blue square"), its boxes
-as (x0, y0, x1, y1, category) in [0, 1] with category = 3·colour + kind (the layout-to-image condition), and a
-semantic map (0 = background, 1 + category per pixel). Two-shape scenes place the shapes in opposite halves, so
-the relation in the caption always holds. `metrics/shapes.py` detects the shapes again in generated images.
+Each scene holds one or two coloured shapes (circle / square / triangle × red / green / blue /
+yellow × small / large) on white. A scene yields the image, a caption ("a large red circle above a
+small blue square"), its boxes as (x0, y0, x1, y1, category) in [0, 1] with
+category = 3·colour + kind (the layout-to-image condition), and a semantic map (0 = background,
+1 + category per pixel). Two-shape scenes place the shapes in opposite halves, so the relation in
+the caption always holds. `metrics/shapes.py` detects the shapes again in generated images.
 Rendering is 4× supersampled with Pillow and averaged down; generation is deterministic in the seed.
 """
 
@@ -18,10 +20,12 @@ from PIL import Image, ImageDraw
 from latentdiff.data.image_data import ImageData
 
 KINDS = ("circle", "square", "triangle")
-COLOURS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220), "yellow": (235, 195, 20)}
+COLOURS = {"red": (220, 30, 30), "green": (30, 160, 40), "blue": (30, 60, 220),
+           "yellow": (235, 195, 20)}
 COLOUR_NAMES = tuple(COLOURS)
 SIZES = {"small": 0.28, "large": 0.45}  # side of the shape's box as a fraction of the image side
-RELATIONS = {"above": (0, -1), "below": (0, 1), "left of": (-1, 0), "right of": (1, 0)}  # A relative to B
+# A relative to B
+RELATIONS = {"above": (0, -1), "below": (0, 1), "left of": (-1, 0), "right of": (1, 0)}
 NUM_CATEGORIES = len(KINDS) * len(COLOURS)
 SUPERSAMPLE = 4
 
@@ -63,15 +67,18 @@ class Scene:
 
 
 def scene_of(caption: str, boxes: np.ndarray) -> Scene:
-    """The scene behind one (caption, boxes) record of the dataset: the inverse of Scene.caption and Scene.boxes."""
+    """The scene behind one (caption, boxes) record of the dataset: the inverse of Scene.caption and
+    Scene.boxes."""
     shapes = tuple(Shape(KINDS[int(c) % len(KINDS)], COLOUR_NAMES[int(c) // len(KINDS)],
-                         min(SIZES, key=lambda size: abs(SIZES[size] - (x1 - x0))), (x0, y0, x1, y1))
+                         min(SIZES, key=lambda size: abs(SIZES[size] - (x1 - x0))),
+                         (x0, y0, x1, y1))
                    for x0, y0, x1, y1, c in np.asarray(boxes, dtype=float))
     relation = next((r for r in RELATIONS if f" {r} " in caption), None) if len(shapes) == 2 else None
     return Scene(shapes, relation)
 
 def _place(rng: np.random.Generator, side: float, region: tuple[float, float, float, float]) -> tuple:
-    """A box of `side` uniformly inside region (x0, y0, x1, y1), with a small margin from the image border."""
+    """A box of `side` uniformly inside region (x0, y0, x1, y1), with a small margin from the image
+    border."""
     x0, y0, x1, y1 = region
     margin = 0.03
     lo_x, lo_y = max(x0, margin), max(y0, margin)
@@ -105,7 +112,8 @@ def _polygon(kind: str, box: tuple, scale: float) -> list[tuple[float, float]]:
 
 
 def render(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(size, size, 3) uint8 image and (size, size) uint8 semantic map (0 background, 1 + category)."""
+    """(size, size, 3) uint8 image and (size, size) uint8 semantic map (0 background,
+    1 + category)."""
     big = size * SUPERSAMPLE
     image = Image.new("RGB", (big, big), (255, 255, 255))
     labels = Image.new("L", (size, size), 0)
@@ -122,8 +130,8 @@ def render(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class ShapesData:
-    """images (N, 3, S, S) uint8; semantic (N, S, S) uint8; scenes with captions and boxes; images[heldout_start:]
-    are held out."""
+    """images (N, 3, S, S) uint8; semantic (N, S, S) uint8; scenes with captions and boxes;
+    images[heldout_start:] are held out."""
 
     images: torch.Tensor
     semantic: torch.Tensor
@@ -150,10 +158,12 @@ SHAPES_COUNT = 8000
 
 @functools.lru_cache(maxsize=4)
 def load_shapes(image_size: int = 32, holdout: int = 500) -> ImageData:
-    """The shapes dataset as ImageData: label = the first shape's category, captions, boxes, semantic maps."""
+    """The shapes dataset as ImageData: label = the first shape's category, captions, boxes,
+    semantic maps."""
     data = make_shapes(SHAPES_COUNT, image_size, seed=0, holdout=holdout)
     labels = torch.tensor([scene.shapes[0].category for scene in data.scenes])
     names = tuple(f"{colour} {kind}" for colour in COLOUR_NAMES for kind in KINDS)
-    return ImageData(data.images, labels, names, heldout_start=data.heldout_start, captions=tuple(data.captions),
+    return ImageData(data.images, labels, names, heldout_start=data.heldout_start,
+                     captions=tuple(data.captions),
                      boxes=tuple(scene.boxes() for scene in data.scenes), semantic=data.semantic,
                      semantic_classes=1 + NUM_CATEGORIES)

@@ -1,13 +1,15 @@
-"""Score a text- or layout-conditioned model on the held-out conditions of its dataset, over guidance scales.
+"""Score a text- or layout-conditioned model on the held-out conditions of its dataset, over
+guidance scales.
 
 Alignment: how often a generated image matches its own condition under the dataset's evaluator —
-- shapes: the analytic checker (`metrics/shapes.py`): caption-match accuracy for text models, mean box IoU for
-  layout models;
-- other labelled data (emoji): the classifier evaluator's accuracy at predicting the label of the prompt's image
-  (for emoji, the Unicode subgroup of the emoji the prompt names).
-Each number comes with two baselines under the same evaluator: the real held-out images with their own conditions
-(the ceiling) and the same images shuffled against the conditions (chance for this evaluator and label prior).
-Fréchet distance: in the classifier's features, generated vs the training split, beside held-out vs training.
+- shapes: the analytic checker (`metrics/shapes.py`): caption-match accuracy for text models, mean
+  box IoU for layout models;
+- other labelled data (emoji): the classifier evaluator's accuracy at predicting the label of the
+  prompt's image (for emoji, the Unicode subgroup of the emoji the prompt names).
+Each number comes with two baselines under the same evaluator: the real held-out images with their
+own conditions (the ceiling) and the same images shuffled against the conditions (chance for this
+evaluator and label prior). Fréchet distance: in the classifier's features, generated vs the
+training split, beside held-out vs training.
 """
 
 from collections.abc import Sequence
@@ -34,7 +36,8 @@ class GuidanceRow:
     guidance_scale: float
     alignment: list[float]  # one per sampling seed
     fd: list[float]  # one per sampling seed
-    clip_score: list[float] = field(default_factory=list)  # one per seed, when a CLIP model is given
+    # one per seed, when a CLIP model is given
+    clip_score: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -47,16 +50,19 @@ class AlignmentReport:
     rows: list[GuidanceRow]
 
     def table(self) -> str:
-        header = (f"{self.metric}, n = {self.n} held-out conditions per seed; real images {self.real:.3f}, "
-                  f"shuffled real images (chance) {self.shuffled:.3f}; Fréchet distance real-vs-real "
-                  f"{self.fd_baseline:.2f}")
+        header = (f"{self.metric}, n = {self.n} held-out conditions per seed; real images "
+                  f"{self.real:.3f}, shuffled real images (chance) {self.shuffled:.3f}; Fréchet "
+                  f"distance real-vs-real {self.fd_baseline:.2f}")
         clip = any(row.clip_score for row in self.rows)
-        lines = [header, "| guidance s | alignment (mean ± sd over seeds) | × chance | Fréchet distance |"
-                 + (" CLIP score |" if clip else ""), "|---|---|---|---|" + ("---|" if clip else "")]
+        lines = [header,
+                 "| guidance s | alignment (mean ± sd over seeds) | × chance | Fréchet distance |"
+                 + (" CLIP score |" if clip else ""),
+                 "|---|---|---|---|" + ("---|" if clip else "")]
         for row in self.rows:
             a, fd, c = np.array(row.alignment), np.array(row.fd), np.array(row.clip_score)
             lines.append(f"| {row.guidance_scale:g} | {a.mean():.3f} ± {a.std():.3f} | "
-                         f"{a.mean() / max(self.shuffled, 1e-9):.1f} | {fd.mean():.2f} ± {fd.std():.2f} |"
+                         f"{a.mean() / max(self.shuffled, 1e-9):.1f} | {fd.mean():.2f} ± "
+                         f"{fd.std():.2f} |"
                          + (f" {c.mean():.2f} ± {c.std():.2f} |" if clip else ""))
         return "\n".join(lines)
 
@@ -69,14 +75,16 @@ class AlignmentReport:
 
 
 def _alignment_scorer(text: bool, data_cfg: DataConfig, held: ImageData, classifier):
-    """(metric name, score(images uint8 (N, C, H, W), condition rows) → float) of a text (else layout) model."""
+    """(metric name, score(images uint8 (N, C, H, W), condition rows) → float) of a text
+    (else layout) model."""
     if data_cfg.dataset == "shapes":
         scenes = [scene_of(c, b) for c, b in zip(held.captions, held.boxes)]
         key = "caption_accuracy" if text else "box_iou"
 
         def score(images: torch.Tensor, rows: Sequence[int]) -> float:
             return score_shapes([scenes[i] for i in rows], images)[key]
-        return ("shapes checker: caption-match accuracy" if text else "shapes checker: mean box IoU"), score
+        return ("shapes checker: "
+                "caption-match accuracy" if text else "shapes checker: mean box IoU"), score
 
     def score(images: torch.Tensor, rows: Sequence[int]) -> float:
         predicted, _ = classify(classifier, to_model_range(images))
@@ -84,12 +92,14 @@ def _alignment_scorer(text: bool, data_cfg: DataConfig, held: ImageData, classif
     return f"classifier evaluator: accuracy on the prompt's label ({len(held.class_names)} classes)", score
 
 
-def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_scales: Sequence[float] = (1, 2, 4, 8),
+def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig,
+                       guidance_scales: Sequence[float] = (1, 2, 4, 8),
                        seeds: Sequence[int] = (0,), n: int | None = None, clip=None,
                        **sample_options) -> AlignmentReport:
-    """Generate one image per held-out condition (the first n) for each guidance scale and sampling seed and score
-    them (sample_options → `generate`, e.g. steps, sampler). Guidance 0 is the unconditional model. `clip`: a
-    `ClipScorer`, which adds the mean CLIP score of text models' samples against their prompts."""
+    """Generate one image per held-out condition (the first n) for each guidance scale and sampling
+    seed and score them (sample_options → `generate`, e.g. steps, sampler). Guidance 0 is the
+    unconditional model. `clip`: a `ClipScorer`, which adds the mean CLIP score of text models'
+    samples against their prompts."""
     conditioner = model.conditioner
     if not isinstance(conditioner, (TextConditioner, LayoutConditioner)):
         raise UserError(f"alignment needs a text or layout model; this one is conditioned on "
@@ -104,18 +114,21 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig, guidance_sc
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
 
     def fd(images: torch.Tensor) -> float:
-        return frechet_distance(FeatureStats.of(classify(classifier, to_model_range(images))[1]), reference)
+        return frechet_distance(FeatureStats.of(classify(classifier, to_model_range(images))[1]),
+                                reference)
 
     rows = list(range(len(held)))
     shuffled = torch.randperm(len(held), generator=torch.Generator().manual_seed(0)).tolist()
     conditions = conditioner.training_inputs(held, torch.arange(len(held)))
     option = {conditioner.input_name: conditions}
-    report = AlignmentReport(metric, len(held), score(held.images, rows), score(held.images[shuffled], rows),
+    report = AlignmentReport(metric, len(held), score(held.images, rows),
+                             score(held.images[shuffled], rows),
                              fd(held.images), [])
     for s in guidance_scales:
         row = GuidanceRow(float(s), [], [])
         for seed in seeds:
-            images = to_uint8(generate(model, [seed * len(held) + i for i in rows], guidance_scale=s, **option,
+            images = to_uint8(generate(model, [seed * len(held) + i for i in rows],
+                                       guidance_scale=s, **option,
                                        **sample_options))
             row.alignment.append(score(images, rows))
             row.fd.append(fd(images))

@@ -1,5 +1,6 @@
-"""`latentdiff eval-autoencoder`: the paper's Table 8 for trained first stages on held-out images — PSNR, SSIM,
-rFD in the evaluator's features, LPIPS when weights are given, VQ codebook usage — beside bicubic ↓f↑f rows."""
+"""`latentdiff eval-autoencoder`: the paper's Table 8 for trained first stages on held-out images —
+PSNR, SSIM, rFD in the evaluator's features, LPIPS when weights are given, VQ codebook usage —
+beside bicubic ↓f↑f rows."""
 
 import logging
 from pathlib import Path
@@ -16,7 +17,8 @@ from latentdiff.data import load_dataset, split_holdout, to_model_range, to_uint
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.classifier import load_or_train_classifier
-from latentdiff.metrics.reconstruction import (ReconstructionRow, bicubic_roundtrip, codebook_usage, reconstruct,
+from latentdiff.metrics.reconstruction import (ReconstructionRow, bicubic_roundtrip,
+                                               codebook_usage, reconstruct,
                                                score_reconstructions)
 
 log = logging.getLogger(__name__)
@@ -32,17 +34,19 @@ def evaluate_autoencoders(checkpoints: list[str | Path], data_cfg: DataConfig, d
                           lpips_weights: str | None = None, vgg16_weights: str | None = None,
                           tile: int | None = None, overlap: int = 16,
                           samples: Path | None = None, bicubic: bool = True) -> list[ReconstructionRow]:
-    """One row per checkpoint on the held-out split of `data_cfg`, plus a bicubic row per distinct f.
+    """One row per checkpoint on the held-out split of `data_cfg`, plus a bicubic row per distinct
+    f.
 
-    tile: encode/decode in tiles of this many pixels (latents: tile/f) with `overlap` pixels of overlap.
-    samples: write originals (first row) above each model's reconstructions (one row per model) to this PNG.
+    tile: encode/decode in tiles of this many pixels (latents: tile/f) with `overlap` pixels of
+    overlap. samples: write originals (first row) above each model's reconstructions
+    (one row per model) to this PNG.
     """
     for path in checkpoints:  # before any data is read
         f = 2 ** (len(read_metadata(path).get("autoencoder_config", {}).get("channel_mult", [1])) - 1)
         if data_cfg.image_size % f:
             fixed = max(f, round(data_cfg.image_size / f) * f)
-            raise UserError(f"image size {data_cfg.image_size} is not a multiple of {path}'s downsampling factor "
-                            f"f={f}; use --image-size {fixed}")
+            raise UserError(f"image size {data_cfg.image_size} is not a multiple of {path}'s "
+                            f"downsampling factor f={f}; use --image-size {fixed}")
     train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     if not len(heldout):
         raise UserError("the held-out split is empty; set --holdout to a positive number")
@@ -59,8 +63,8 @@ def evaluate_autoencoders(checkpoints: list[str | Path], data_cfg: DataConfig, d
         autoencoder = load_autoencoder(path, device)
         cfg = autoencoder.config
         if cfg.in_channels != heldout.channels:
-            raise UserError(f"{path} takes {cfg.in_channels}-channel images, the data has {heldout.channels}; "
-                            f"choose matching data")
+            raise UserError(f"{path} takes {cfg.in_channels}-channel images, the data has "
+                            f"{heldout.channels}; choose matching data")
         encode = decode = None
         if tile:
             f = cfg.downsampling_factor
@@ -78,7 +82,8 @@ def evaluate_autoencoders(checkpoints: list[str | Path], data_cfg: DataConfig, d
     if bicubic:
         for f in sorted(set(factors)):
             scores = score_reconstructions(x, bicubic_roundtrip(x, f), features, lpips)
-            rows.append(ReconstructionRow(f"bicubic ↓{f}↑{f}", f, heldout.channels, "—", None, len(x), **scores))
+            rows.append(ReconstructionRow(f"bicubic ↓{f}↑{f}", f, heldout.channels, "—",
+                                          None, len(x), **scores))
     if samples is not None:
         save_image_grid(to_uint8(torch.cat(shown).cpu()), samples, ncols=len(shown[0]))
     return rows

@@ -1,5 +1,6 @@
-"""Score a class-conditional model with the classifier evaluator: per-class accuracy and Fréchet distance, always
-beside the real-vs-real baseline at the same sample count (the held-out split vs the training split)."""
+"""Score a class-conditional model with the classifier evaluator: per-class accuracy and Fréchet
+distance, always beside the real-vs-real baseline at the same sample count (the held-out split vs
+the training split)."""
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,20 +31,23 @@ class ConditionalReport:
         rows = [f"  class {c}: {a:6.1%}" for c, a in enumerate(self.per_class_accuracy)]
         fd = np.array(self.fd)
         return "\n".join([
-            f"evaluator: classifier {self.evaluator} with {self.classifier_heldout_accuracy:.1%} accuracy on real "
-            f"held-out images",
-            f"class accuracy of generated samples: {self.accuracy:.1%} (n = {self.n} × {len(self.fd)} seeds)", *rows,
-            f"Fréchet distance (classifier features, n = {self.n}): generated {fd.mean():.3f} ± {fd.std():.3f} "
-            f"(seeds: {', '.join(f'{v:.3f}' for v in fd)}), real-vs-real baseline {self.fd_baseline:.3f}, "
-            f"ratio {fd.mean() / self.fd_baseline:.2f}"])
+            f"evaluator: classifier {self.evaluator} with {self.classifier_heldout_accuracy:.1%} "
+            f"accuracy on real held-out images",
+            f"class accuracy of generated samples: {self.accuracy:.1%} (n = {self.n} × "
+            f"{len(self.fd)} seeds)", *rows,
+            f"Fréchet distance (classifier features, n = {self.n}): generated {fd.mean():.3f} ± "
+            f"{fd.std():.3f} (seeds: {', '.join(f'{v:.3f}' for v in fd)}), real-vs-real baseline "
+            f"{self.fd_baseline:.3f}, ratio {fd.mean() / self.fd_baseline:.2f}"])
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig, seeds: Sequence[int] = (0, 1, 2),
+def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig,
+                               seeds: Sequence[int] = (0, 1, 2),
                                **sample_options) -> ConditionalReport:
-    """Draw n = |held-out| balanced class-conditional samples per seed and score them (sample_options → generate)."""
+    """Draw n = |held-out| balanced class-conditional samples per seed and score them
+    (sample_options → generate)."""
     train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     classifier, classifier_accuracy = load_or_train_classifier(data_cfg, split=(train, heldout))
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
@@ -52,11 +56,14 @@ def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig, see
     labels = torch.arange(n) % k
     correct, fds = torch.zeros(k), []
     for seed in seeds:
-        images = generate(model, seeds=[seed * n + i for i in range(n)], class_labels=labels.tolist(), **sample_options)
+        images = generate(model, seeds=[seed * n + i for i in range(n)],
+                          class_labels=labels.tolist(), **sample_options)
         predicted, features = classify(classifier, images)
         correct += torch.bincount(labels[predicted == labels], minlength=k).float()
         fds.append(frechet_distance(FeatureStats.of(features), reference))
     per_class = (correct / (torch.bincount(labels, minlength=k).float() * len(seeds))).tolist()
-    return ConditionalReport(n=n, classifier_heldout_accuracy=classifier_accuracy, per_class_accuracy=per_class,
-                             accuracy=float(correct.sum() / (n * len(seeds))), fd=fds, fd_baseline=baseline,
+    return ConditionalReport(n=n, classifier_heldout_accuracy=classifier_accuracy,
+                             per_class_accuracy=per_class,
+                             accuracy=float(correct.sum() / (n * len(seeds))),
+                             fd=fds, fd_baseline=baseline,
                              evaluator=f"classifier-{state_digest(classifier)}")

@@ -1,12 +1,13 @@
-"""`latentdiff eval` on sample quality: FD, KID, precision/recall, density/coverage and the IS analogue of a
-model's samples against a real reference set, in one extractor's features, always beside the real-vs-real baseline.
+"""`latentdiff eval` on sample quality: FD, KID, precision/recall, density/coverage and the IS
+analogue of a model's samples against a real reference set, in one extractor's features, always
+beside the real-vs-real baseline.
 
-Reference: the training split of the model's data (or any image set). Baseline: the held-out split against the
-same reference, at n_b = min(n, |held-out|) images drawn at random (the data may be ordered by class); every seed's
-samples are also scored on their first n_b images so that one FD column compares like with like (FD and KID are
-biased at small n). Reference features are cached on disk under the extractor's identity and a digest of the images,
-written atomically; what the metrics need of the reference alone (Gaussian, kernel sums, k-NN radii) is computed
-once per evaluation.
+Reference: the training split of the model's data (or any image set). Baseline: the held-out split
+against the same reference, at n_b = min(n, |held-out|) images drawn at random (the data may be
+ordered by class); every seed's samples are also scored on their first n_b images so that one FD
+column compares like with like (FD and KID are biased at small n). Reference features are cached on
+disk under the extractor's identity and a digest of the images, written atomically; what the metrics
+need of the reference alone (Gaussian, kernel sums, k-NN radii) is computed once per evaluation.
 """
 
 import hashlib
@@ -47,14 +48,16 @@ class FeatureSet:
 
 def cached_features(extractor: FeatureExtractor, images: torch.Tensor, label: str,
                     cache: Path | None = None) -> FeatureSet:
-    """Features of uint8 images (N, C, H, W), read from / written to the cache (key: extractor + image bytes)."""
+    """Features of uint8 images (N, C, H, W), read from / written to the cache (key:
+    extractor + image bytes)."""
     digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
     path = (cache or cache_dir()) / "features" / f"{label}-{extractor.identity}-{digest}.npz"
     if path.is_file():
         try:
             stored = np.load(path)
             return FeatureSet(stored["features"], stored.get("logits"))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache is rebuilt, not an error
+        # a damaged cache is rebuilt, not an error
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass
     features, logits = extractor(images, progress=f"features of {label} ({len(images)})")
     arrays = {"features": features} if logits is None else {"features": features, "logits": logits}
@@ -80,8 +83,8 @@ class Scores:
 
 @dataclass(frozen=True)
 class Reference:
-    """The real feature set with everything that every comparison against it reuses: its Gaussian, the KID kernel
-    row sums (on features divided by `kid_scale`) and its k-NN radii."""
+    """The real feature set with everything that every comparison against it reuses: its Gaussian,
+    the KID kernel row sums (on features divided by `kid_scale`) and its k-NN radii."""
 
     features: np.ndarray
     stats: FeatureStats
@@ -91,19 +94,23 @@ class Reference:
 
     @classmethod
     def of(cls, features: np.ndarray, standard_kid: bool) -> "Reference":
-        """`standard_kid` False: KID on features divided by their root-mean-square (see `FeatureExtractor`)."""
+        """`standard_kid` False: KID on features divided by their root-mean-square
+        (see `FeatureExtractor`)."""
         kid_scale = 1.0 if standard_kid else float(np.sqrt(np.mean(features.astype(np.float64) ** 2)))
-        return cls(features, FeatureStats.of(features), kid_scale, kernel_row_sums(features / kid_scale),
+        return cls(features, FeatureStats.of(features), kid_scale,
+                   kernel_row_sums(features / kid_scale),
                    tuple(neighbour_radii(features, (3, 5))))
 
     def score(self, candidate: FeatureSet) -> Scores:
         """All metrics of `candidate` against this reference."""
-        kid = kernel_inception_distance(self.features / self.kid_scale, candidate.features / self.kid_scale,
+        kid = kernel_inception_distance(self.features / self.kid_scale,
+                                        candidate.features / self.kid_scale,
                                         self.kid_row_sums)
         manifold = manifold_metrics(self.features, candidate.features, 3, 5, self.radii)
         is_mean = None if candidate.logits is None else inception_score(candidate.logits)[0]
         return Scores(len(candidate.features), self.fd(candidate.features), kid.value, kid.stderr,
-                      manifold.precision, manifold.recall, manifold.density, manifold.coverage, is_mean)
+                      manifold.precision, manifold.recall, manifold.density,
+                      manifold.coverage, is_mean)
 
     def fd(self, features: np.ndarray) -> float:
         return frechet_distance(FeatureStats.of(features), self.stats)
@@ -126,14 +133,16 @@ class QualityReport:
     def table(self) -> str:
         b = self.baseline
         lines = [f"features: {self.extractor}; reference: {self.reference}",
-                 (f"n = {self.rows[0].seeds[0].n} samples per seed × {len(self.rows[0].seeds)} seeds "
-                  f"(mean ± sd over seeds); real-vs-real baseline: held-out images at n_b = {b.n} "
+                 (f"n = {self.rows[0].seeds[0].n} samples per seed × "
+                  f"{len(self.rows[0].seeds)} seeds (mean ± sd over seeds); real-vs-real baseline: "
+                  f"held-out images at n_b = {b.n} "
                   "(KID ± its jackknife standard error)"),
-                 "| set | FD | FD at n_b | KID ×10³ | precision | recall | density | coverage | IS analogue |",
+                 "| set | FD | FD at n_b | KID ×10³ | precision | recall | density | coverage | "
+                 "IS analogue |",
                  "|---|---|---|---|---|---|---|---|---|",
-                 (f"| real held-out (n_b) | – | {b.fd:.3f} | {1e3 * b.kid:.3f} ± {1e3 * b.kid_stderr:.3f} | "
-                  f"{b.precision:.3f} | {b.recall:.3f} | {b.density:.3f} | {b.coverage:.3f} | "
-                  f"{_is(b.inception_score)} |")]
+                 (f"| real held-out (n_b) | – | {b.fd:.3f} | {1e3 * b.kid:.3f} ± "
+                  f"{1e3 * b.kid_stderr:.3f} | {b.precision:.3f} | {b.recall:.3f} | "
+                  f"{b.density:.3f} | {b.coverage:.3f} | {_is(b.inception_score)} |")]
         for row in self.rows:
             cells = [_spread([s.fd for s in row.seeds]), _spread(row.fd_at_baseline_n),
                      _spread([1e3 * s.kid for s in row.seeds]),
@@ -157,8 +166,8 @@ def _is(value: float | None) -> str:
 
 
 def sample_conditions(model: LatentDiffusion, held: ImageData, n: int) -> dict:
-    """`generate` keyword arguments for n samples: balanced class labels, or the held-out captions / layouts
-    cycled; nothing for unconditional models."""
+    """`generate` keyword arguments for n samples: balanced class labels, or the held-out captions /
+    layouts cycled; nothing for unconditional models."""
     conditioner = model.conditioner
     if model.num_classes:
         k = model.num_classes - (1 if model.trained_with_null else 0)  # the null class is not drawn
@@ -167,39 +176,47 @@ def sample_conditions(model: LatentDiffusion, held: ImageData, n: int) -> dict:
         rows = torch.arange(n) % len(held)
         return {conditioner.input_name: conditioner.training_inputs(held, rows)}
     if conditioner is not None:
-        raise UserError(f"sample-quality metrics need an unconditional, class, text or layout model; this one is "
-                        f"conditioned on {conditioner.kind} (run `latentdiff eval` without --quality for its own "
-                        f"report)")
+        raise UserError("sample-quality metrics need an unconditional, class, text or layout "
+                        f"model; this one is conditioned on {conditioner.kind} (run `latentdiff "
+                        f"eval` without --quality for its own report)")
     return {}
 
 
 def draw_samples(model: LatentDiffusion, n: int, seed: int, conditions: dict, guidance_scale: float,
                  batch_size: int = 250, **sample_options) -> torch.Tensor:
-    """n samples as uint8 (n, C, H, W): sample i uses seed seed·n + i and condition i; with a progress bar."""
+    """n samples as uint8 (n, C, H, W): sample i uses seed seed·n + i and condition i; with a
+    progress bar."""
     out = []
-    for start in progress(range(0, n, batch_size), desc=f"sampling (seed {seed}, s = {guidance_scale:g})", leave=False):
+    for start in progress(range(0, n, batch_size),
+                          desc=f"sampling (seed {seed}, s = {guidance_scale:g})", leave=False):
         rows = slice(start, min(n, start + batch_size))
         chunk = {key: value[rows] for key, value in conditions.items()}
-        out.append(to_uint8(generate(model, list(range(seed * n + rows.start, seed * n + rows.stop)),
+        out.append(to_uint8(generate(model,
+                                     list(range(seed * n + rows.start, seed * n + rows.stop)),
                                      guidance_scale=guidance_scale, batch_size=batch_size, **chunk,
                                      **sample_options)).cpu())
     return torch.cat(out)
 
 
-def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, reference: ImageData, held: ImageData,
-                     n: int, seeds: Sequence[int] = (0, 1, 2), guidance_scales: Sequence[float] = (1.0,),
+def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor,
+                     reference: ImageData, held: ImageData,
+                     n: int, seeds: Sequence[int] = (0, 1, 2),
+                     guidance_scales: Sequence[float] = (1.0,),
                      reference_label: str = "train", cache: Path | None = None, **sample_options) -> QualityReport:
-    """Score n samples per seed and guidance scale against `reference`; `held` gives the baseline and the
-    conditions of conditional models."""
+    """Score n samples per seed and guidance scale against `reference`; `held` gives the baseline
+    and the conditions of conditional models."""
     if len(held) < 2 or len(reference) < 2:
         raise UserError("sample-quality metrics need at least 2 reference and 2 held-out images")
-    held = held.sample(len(held))  # a random order: its first n_b images and the cycled conditions are representative
+    # a random order: its first n_b images and the cycled conditions are representative
+    held = held.sample(len(held))
     ref = Reference.of(cached_features(extractor, reference.images, reference_label, cache).features,
                        extractor.standard_kid)
     n_b = min(n, len(held))
-    baseline = ref.score(cached_features(extractor, held.images[:n_b], f"{reference_label}-heldout", cache))
+    baseline = ref.score(cached_features(extractor, held.images[:n_b],
+                                         f"{reference_label}-heldout", cache))
     conditions = sample_conditions(model, held, n)
-    report = QualityReport(f"{extractor.name} `{extractor.identity}`", f"{reference_label} ({len(reference)} images)",
+    report = QualityReport(f"{extractor.name} `{extractor.identity}`",
+                           f"{reference_label} ({len(reference)} images)",
                            baseline, [])
     for s in guidance_scales:
         row = QualityRow(float(s))
@@ -207,8 +224,9 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
             images = draw_samples(model, n, seed, conditions, float(s), **sample_options)
             features, logits = extractor(images, progress=f"features of samples (seed {seed})")
             if features.shape[1] != ref.features.shape[1]:
-                raise UserError(f"the samples give {features.shape[1]} features and the reference images "
-                                f"{ref.features.shape[1]}: give reference images of the model's size and channels")
+                raise UserError(f"the samples give {features.shape[1]} features and the "
+                                f"reference images {ref.features.shape[1]}: give reference images "
+                                "of the model's size and channels")
             row.seeds.append(ref.score(FeatureSet(features, logits)))
             row.fd_at_baseline_n.append(ref.fd(features[:n_b]))
         report.rows.append(row)
@@ -218,9 +236,10 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor, refere
 def checkpoint_reference(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
                          inception_weights: str | Path | None = None, resize: str = "clean",
                          device: torch.device | str = "cpu") -> tuple[FeatureExtractor, ImageData, ImageData, str]:
-    """(extractor, training split, held-out split, label) for a model: the training split of `data_cfg` (its own
-    data, or what `latentdiff eval --data` names); `features` as in `choose_extractor`, by default the data's
-    classifier evaluator when it is labelled, else Inception."""
+    """(extractor, training split, held-out split, label) for a model: the training split of
+    `data_cfg` (its own data, or what `latentdiff eval --data` names); `features` as in
+    `choose_extractor`, by default the data's classifier evaluator when it is labelled, else
+    Inception."""
     data = load_dataset(data_cfg)
     train, held = split_holdout(data, min(data_cfg.holdout, len(data) // 2), data_cfg.split_seed)
     extractor = choose_extractor(features or ("classifier" if train.num_classes else "inception"),
@@ -229,14 +248,17 @@ def checkpoint_reference(model: LatentDiffusion, data_cfg: DataConfig, features:
     return extractor, train, held, f"{data_cfg.dataset}-{data_cfg.image_size}px-train"
 
 
-def evaluate_checkpoint_quality(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
+def evaluate_checkpoint_quality(model: LatentDiffusion, data_cfg: DataConfig,
+                                features: str | None = None,
                                 inception_weights: str | Path | None = None, resize: str = "clean",
                                 device: torch.device | str = "cpu", n: int | None = None,
-                                seeds: Sequence[int] = (0,), guidance_scales: Sequence[float] = (1.0,),
+                                seeds: Sequence[int] = (0,),
+                                guidance_scales: Sequence[float] = (1.0,),
                                 **sample_options) -> QualityReport:
-    """`latentdiff eval --quality` (reference and extractor as in `checkpoint_reference`). Unconditional models
-    sample at guidance 1."""
-    extractor, train, held, label = checkpoint_reference(model, data_cfg, features, inception_weights, resize, device)
+    """`latentdiff eval --quality` (reference and extractor as in `checkpoint_reference`).
+    Unconditional models sample at guidance 1."""
+    extractor, train, held, label = checkpoint_reference(model, data_cfg, features,
+                                                         inception_weights, resize, device)
     unconditional = not model.num_classes and model.conditioner is None
     return evaluate_quality(model, extractor, train, held, n or len(held), seeds,
                             [1.0] if unconditional else guidance_scales, label, **sample_options)

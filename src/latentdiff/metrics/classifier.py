@@ -1,7 +1,8 @@
 """The project's own evaluator for labelled image data (digits, MNIST): a small CNN classifier.
 
-Trained on the training split of the data (never on the held-out split), cached on disk, and used for
-(a) accuracy of class-conditional samples and (b) the Fréchet distance in its penultimate features.
+Trained on the training split of the data (never on the held-out split), cached on disk, and used
+for (a) accuracy of class-conditional samples and (b) the Fréchet distance in its penultimate
+features.
 """
 
 import hashlib
@@ -20,14 +21,17 @@ from latentdiff.data import ImageData, load_dataset, split_holdout, to_model_ran
 from latentdiff.errors import UserError
 
 log = logging.getLogger(__name__)
-# epochs over the training split, at most max_steps batches (MNIST: 2000 steps ≈ 2.3 epochs, 3 min on 2 cores, where
+# epochs over the training split, at most max_steps batches (MNIST: 2000 steps ≈ 2.3 epochs, 3 min
+# on 2 cores, where
 # 15 epochs take 19 min; the smaller bundled sets stay below the cap and train exactly as before)
-RECIPE = {"version": 3, "width": 32, "epochs": 15, "max_steps": 2000, "batch_size": 64, "lr": 2e-3, "feature_dim": 64,
+RECIPE = {"version": 3, "width": 32, "epochs": 15, "max_steps": 2000, "batch_size": 64,
+          "lr": 2e-3, "feature_dim": 64,
           "max_shift": 2, "seed": 0}
 
 
 class DigitClassifier(nn.Module):
-    """x (B, C, H, W) in [-1, 1] → logits (B, classes); `features` gives the (B, feature_dim) penultimate layer."""
+    """x (B, C, H, W) in [-1, 1] → logits (B, classes); `features` gives the (B, feature_dim)
+    penultimate layer."""
 
     def __init__(self, channels: int, num_classes: int, feature_dim: int = 64):
         super().__init__()
@@ -36,13 +40,16 @@ class DigitClassifier(nn.Module):
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
         w = RECIPE["width"]
-        self.body = nn.Sequential(*stage(channels, w), *stage(w, w), nn.MaxPool2d(2), *stage(w, 2 * w), nn.MaxPool2d(2),
-                                  *stage(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3),
+        self.body = nn.Sequential(*stage(channels, w), *stage(w, w), nn.MaxPool2d(2),
+                                  *stage(w, 2 * w), nn.MaxPool2d(2),
+                                  *stage(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Dropout(0.3),
                                   nn.Linear(4 * w, feature_dim))
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(feature_dim, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (B, feature_dim), before the ReLU (full-rank covariance for the FD)."""
+        """Penultimate features (B, feature_dim), before the ReLU (full-rank covariance for the
+        FD)."""
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,18 +57,21 @@ class DigitClassifier(nn.Module):
 
 
 def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ±max_shift pixels (background-padded), the classifier's only augmentation."""
+    """Translate each image by up to ±max_shift pixels (background-padded), the classifier's only
+    augmentation."""
     b, _, h, w = x.shape
     padded = F.pad(x, [max_shift] * 4, value=-1.0)
     dx, dy = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
-@torch.enable_grad()  # also when called under no_grad (an evaluation that finds no cached evaluator)
+# also when called under no_grad (an evaluation that finds no cached evaluator)
+@torch.enable_grad()
 def train_classifier(train: ImageData, recipe: dict = RECIPE) -> DigitClassifier:
-    """The evaluator, a function of the data and the recipe alone: every random draw (initial weights, batches,
-    shifts, dropout masks) comes from the recipe's seed, never from the caller's global RNG state, so a retrained
-    evaluator is the same network bit for bit (on the same thread count; `features.state_digest` tells which)."""
+    """The evaluator, a function of the data and the recipe alone: every random draw (initial
+    weights, batches, shifts, dropout masks) comes from the recipe's seed, never from the caller's
+    global RNG state, so a retrained evaluator is the same network bit for bit (on the same thread
+    count; `features.state_digest` tells which)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe["seed"])
         return _train_classifier(train, recipe)
@@ -72,7 +82,8 @@ def _train_classifier(train: ImageData, recipe: dict) -> DigitClassifier:
     model = DigitClassifier(train.channels, train.num_classes, recipe["feature_dim"])
     steps = min(recipe["max_steps"], recipe["epochs"] * max(1, len(train) // recipe["batch_size"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe["lr"], total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer,
+                                                   max_lr=recipe["lr"], total_steps=steps)
     x_all, y_all = to_model_range(train.images), train.labels
     model.train()
     for _ in range(steps):
@@ -99,13 +110,15 @@ def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500
 
 def load_or_train_classifier(data_cfg: DataConfig, cache: Path | None = None,
                              split: tuple[ImageData, ImageData] | None = None) -> tuple[DigitClassifier, float]:
-    """The evaluator for this data config (trained on its training split, cached) and its held-out accuracy.
+    """The evaluator for this data config (trained on its training split, cached) and its held-out
+    accuracy.
 
     `split`: the (train, held-out) split of `data_cfg` when the caller has already loaded it.
     """
     key = hashlib.sha256(json.dumps([to_dict(data_cfg), RECIPE], sort_keys=True).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / "evaluators" / f"classifier-{data_cfg.dataset}-{key}.safetensors"
-    train, heldout = split or split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
+    train, heldout = split or split_holdout(load_dataset(data_cfg),
+                                            data_cfg.holdout, data_cfg.split_seed)
     if train.num_classes is None:
         raise ValueError("the classifier evaluator needs labelled data")
     model = DigitClassifier(train.channels, train.num_classes, RECIPE["feature_dim"])

@@ -1,9 +1,11 @@
-"""CLIP score (Hessel et al. 2021): text-image alignment of generated images under a CLIP model from local files.
+"""CLIP score (Hessel et al. 2021): text-image alignment of generated images under a CLIP model from
+local files.
 
-score(x, y) = 100 · max(cos(E_I(x), E_T(y)), 0), averaged over the pairs (the torchmetrics convention; CLIPScore's
-w = 2.5 rescales it). Images are brought to CLIP's input as its own image processor does: resized so the short side
-is the model's image size (PIL bicubic), centre-cropped, and normalised with CLIP's mean and std. The model is a
-`transformers` CLIPModel folder (config.json, weights, tokenizer files); nothing is downloaded.
+score(x, y) = 100 · max(cos(E_I(x), E_T(y)), 0), averaged over the pairs (the torchmetrics
+convention; CLIPScore's w = 2.5 rescales it). Images are brought to CLIP's input as its own image
+processor does: resized so the short side is the model's image size (PIL bicubic), centre-cropped,
+and normalised with CLIP's mean and std. The model is a `transformers` CLIPModel folder
+(config.json, weights, tokenizer files); nothing is downloaded.
 """
 
 from collections.abc import Sequence
@@ -33,14 +35,17 @@ class ClipScorer:
             self.model = transformers.CLIPModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
             self.tokenizer = transformers.CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot load a CLIP model from {folder} ({str(e).splitlines()[0]}); it needs "
-                            "config.json, the weights and the tokenizer files of a transformers CLIPModel") from None
+            raise UserError(f"cannot load a CLIP model from {folder} "
+                            f"({str(e).splitlines()[0]}); it needs "
+                            "config.json, the weights and the tokenizer files of a "
+                            "transformers CLIPModel") from None
         self.device = device
         self.size = self.model.config.vision_config.image_size
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) → CLIP's normalised (N, 3, S, S): the short side to S with PIL's bicubic filter, the
-        long side scaled alike (rounded down), the centre S × S crop; as CLIPImageProcessor does."""
+        """uint8 (N, C, H, W) → CLIP's normalised (N, 3, S, S): the short side to S with PIL's
+        bicubic filter, the long side scaled alike (rounded down), the centre S × S crop; as
+        CLIPImageProcessor does."""
         h, w = images.shape[-2:]
         short, long = (h, w) if h <= w else (w, h)
         long = int(self.size * long / short)
@@ -62,7 +67,8 @@ class ClipScorer:
         scores = []
         for start in range(0, len(images), batch_size):
             rows = slice(start, start + batch_size)
-            text = self.tokenizer(list(prompts[rows]), padding=True, truncation=True, return_tensors="pt")
+            text = self.tokenizer(list(prompts[rows]), padding=True,
+                                  truncation=True, return_tensors="pt")
             text_embeds = _embeds(self.model.get_text_features(**{k: v.to(self.device) for k, v in text.items()}))
             image_embeds = _embeds(self.model.get_image_features(pixel_values=self.pixels(images[rows]).to(self.device)))
             scores.append(100.0 * F.cosine_similarity(image_embeds, text_embeds).clamp(min=0).cpu())
@@ -70,5 +76,6 @@ class ClipScorer:
 
 
 def _embeds(output) -> torch.Tensor:
-    """The projected embeddings: a tensor before transformers 5, the output's pooler_output since."""
+    """The projected embeddings: a tensor before transformers 5, the output's pooler_output
+    since."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output

@@ -1,15 +1,18 @@
-"""Sample-quality metrics between a real and a generated feature set (pure functions of (N, d) feature arrays).
+"""Sample-quality metrics between a real and a generated feature set (pure functions of (N, d)
+feature arrays).
 
 - KID (Bińkowski et al. 2018): the unbiased estimate of MMD² with the cubic polynomial kernel
-  k(x, y) = (xᵀy / d + 1)³ over all n·m pairs (not the mean over random subsets that other tools report: the same
-  expectation, less variance), with its jackknife standard error.
-- Precision / recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls around its points with
-  radius the distance to the point's k-th nearest neighbour in the same set; precision is the fraction of generated
-  points inside the real manifold, recall the fraction of real points inside the generated one.
-- Density / coverage (Naeem et al. 2020): density = (1 / kM) Σ_j Σ_i 1[y_j ∈ B(x_i, NND_k(x_i))] (can exceed 1),
-  coverage = (1 / N) Σ_i 1[∃ j: y_j ∈ B(x_i, NND_k(x_i))], with real x_i (N) and generated y_j (M).
-- Inception Score analogue (Salimans et al. 2016): exp(E_x KL(p(y|x) ‖ p(y))) from any classifier's logits, mean
-  and sd over splits; with the project's evaluators it is bounded by the class count.
+  k(x, y) = (xᵀy / d + 1)³ over all n·m pairs (not the mean over random subsets that other tools
+  report: the same expectation, less variance), with its jackknife standard error.
+- Precision / recall (Kynkäänniemi et al. 2019): each set's manifold is the union of balls around
+  its points with radius the distance to the point's k-th nearest neighbour in the same set;
+  precision is the fraction of generated points inside the real manifold, recall the fraction of
+  real points inside the generated one.
+- Density / coverage (Naeem et al. 2020): density = (1 / kM) Σ_j Σ_i 1[y_j ∈ B(x_i, NND_k(x_i))]
+  (can exceed 1), coverage = (1 / N) Σ_i 1[∃ j: y_j ∈ B(x_i, NND_k(x_i))], with real x_i (N) and
+  generated y_j (M).
+- Inception Score analogue (Salimans et al. 2016): exp(E_x KL(p(y|x) ‖ p(y))) from any classifier's
+  logits, mean and sd over splits; with the project's evaluators it is bounded by the class count.
 """
 
 from dataclasses import dataclass
@@ -25,8 +28,8 @@ def _as_tensor(features: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _kernel_sums(a: torch.Tensor, b: torch.Tensor, same: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row sums (len a,) and column sums (len b,) of the kernel matrix k(a_i, b_j), its diagonal left out when
-    `same` (a is b)."""
+    """Row sums (len a,) and column sums (len b,) of the kernel matrix k(a_i, b_j), its diagonal
+    left out when `same` (a is b)."""
     d = a.shape[1]
     rows, cols = [], torch.zeros(len(b), dtype=torch.float64)
     for start in range(0, len(a), CHUNK):
@@ -47,19 +50,22 @@ class KID:
 
 def kernel_row_sums(real: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(N,) row sums of the KID kernel matrix of a set with itself, diagonal left out: the part of
-    `kernel_inception_distance` that depends on the real set alone (compute once, pass to every comparison)."""
+    `kernel_inception_distance` that depends on the real set alone (compute once, pass to every
+    comparison)."""
     x = _as_tensor(real)
     return _kernel_sums(x, x, True)[0]
 
 
 def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
                               real_row_sums: torch.Tensor | None = None) -> KID:
-    """KID of (N, d) and (M, d) feature sets, N, M ≥ 3: the unbiased MMD² (Gretton et al. 2012, Eq. 3)
+    """KID of (N, d) and (M, d) feature sets, N, M ≥ 3: the unbiased MMD² (Gretton et al. 2012, Eq.
+    3)
 
         K_xx / (N(N−1)) + K_yy / (M(M−1)) − 2 K_xy / (NM),   K_·· = Σ over pairs (i ≠ j within a set),
 
-    and its jackknife standard error: every leave-one-out estimate follows from the kernel matrices' row sums, so
-    it costs no more than the estimate (N·M pairs, in blocks). `real_row_sums`: `kernel_row_sums(real)`, if known."""
+    and its jackknife standard error: every leave-one-out estimate follows from the kernel matrices'
+    row sums, so it costs no more than the estimate (N·M pairs, in blocks). `real_row_sums`:
+    `kernel_row_sums(real)`, if known."""
     x, y = _as_tensor(real), _as_tensor(fake)
     n, m = len(x), len(y)
     r_xx = kernel_row_sums(x) if real_row_sums is None else real_row_sums
@@ -78,8 +84,8 @@ def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray 
 
 
 def neighbour_radii(x: np.ndarray | torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
-    """For each k in ks, the (N,) distance of every point of x to its k-th nearest neighbour in x (itself
-    excluded); one pass over the pairwise distances."""
+    """For each k in ks, the (N,) distance of every point of x to its k-th nearest neighbour in x
+    (itself excluded); one pass over the pairwise distances."""
     x = _as_tensor(x)
     radii = []
     for start in range(0, len(x), CHUNK):
@@ -96,12 +102,14 @@ class Manifold:
     coverage: float
 
 
-def manifold_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, k_pr: int = 3,
+def manifold_metrics(real: np.ndarray | torch.Tensor,
+                     fake: np.ndarray | torch.Tensor, k_pr: int = 3,
                      k_dc: int = 5, real_radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> Manifold:
-    """Precision/recall with k = k_pr (Kynkäänniemi: 3) and density/coverage with k = k_dc (Naeem: 5).
+    """Precision/recall with k = k_pr (Kynkäänniemi: 3) and density/coverage with k = k_dc
+    (Naeem: 5).
 
-    `real_radii`: `neighbour_radii(real, (k_pr, k_dc))`, if known (it depends on the real set alone). The
-    generated-vs-real distances are computed once and serve all four metrics."""
+    `real_radii`: `neighbour_radii(real, (k_pr, k_dc))`, if known (it depends on the real set
+    alone). The generated-vs-real distances are computed once and serve all four metrics."""
     x, y = _as_tensor(real), _as_tensor(fake)
     radius_pr, radius_dc = real_radii if real_radii is not None else neighbour_radii(x, (k_pr, k_dc))
     (fake_radius,) = neighbour_radii(y, (k_pr,))
@@ -119,10 +127,10 @@ def manifold_metrics(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
 
 
 def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10, seed: int | None = 0) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) ‖ p(y))) from (N, classes) logits → (mean, sd) over `splits` equal parts of the images in
-    an order shuffled with `seed` (as torch-fidelity does): a set stored in class order would otherwise put a few
-    classes in each part, and its p(y) there, which lowers the score (emoji held-out: 2.68 ordered, 7.79 shuffled).
-    `seed` None: the parts in the given order."""
+    """exp(E_x KL(p(y|x) ‖ p(y))) from (N, classes) logits → (mean, sd) over `splits` equal parts of
+    the images in an order shuffled with `seed` (as torch-fidelity does): a set stored in class
+    order would otherwise put a few classes in each part, and its p(y) there, which lowers the score
+    (emoji held-out: 2.68 ordered, 7.79 shuffled). `seed` None: the parts in the given order."""
     log_p = torch.log_softmax(_as_tensor(logits), dim=1)
     if seed is not None:
         log_p = log_p[torch.randperm(len(log_p), generator=torch.Generator().manual_seed(seed))]

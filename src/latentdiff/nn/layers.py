@@ -1,4 +1,5 @@
-"""Normalization, zero-initialised layers, the sinusoidal timestep embedding and 2-D position features."""
+"""Normalization, zero-initialised layers, the sinusoidal timestep embedding and 2-D position
+features."""
 
 import math
 
@@ -8,8 +9,9 @@ from torch import nn
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back (the original UNet's `GroupNorm32`): low-precision activations
-    and weights keep full-precision statistics. A no-op cast in float32."""
+    """GroupNorm computed in float32 and cast back (the original UNet's `GroupNorm32`):
+    low-precision activations and weights keep full-precision statistics. A no-op cast in
+    float32."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = (None, None) if self.weight is None else (self.weight.float(), self.bias.float())
@@ -22,23 +24,27 @@ def group_norm(channels: int, eps: float = 1e-5, groups: int = 32) -> GroupNorm3
 
 
 def zero_module(module: nn.Module) -> nn.Module:
-    """Zero the parameters of `module` (output layers of residual branches start as the identity)."""
+    """Zero the parameters of `module` (output layers of residual branches start as the
+    identity)."""
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
 
 
 def pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
-    """A 1×1 Conv1d/Conv2d applied as a matrix product on channel-last tokens: (..., C_in) → (..., C_out).
+    """A 1×1 Conv1d/Conv2d applied as a matrix product on channel-last tokens:
+    (..., C_in) → (..., C_out).
 
-    Keeps the original checkpoints' conv weight shapes while running as one GEMM (faster than conv on CPU).
+    Keeps the original checkpoints' conv weight shapes while running as one GEMM (faster than conv
+    on CPU).
     """
     return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
 # Sinusoidal timestep embedding (Vaswani et al. 2017) in the ADM / CompVis ordering [cos, sin].
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """t: (B,) timesteps, integer or fractional → (B, dim) = [cos(t·ω_i), sin(t·ω_i)], ω_i = max_period^(−i/half)."""
+    """t: (B,) timesteps, integer or fractional → (B, dim) = [cos(t·ω_i), sin(t·ω_i)],
+    ω_i = max_period^(−i/half)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
@@ -47,7 +53,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def cell_centres(h: int, w: int, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, w) maps of the x and y of each cell centre of an h × w grid, in [−1, 1] across the grid."""
+    """(h, w) maps of the x and y of each cell centre of an h × w grid, in [−1, 1] across the
+    grid."""
     ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device, dtype=dtype)
     xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device, dtype=dtype)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
@@ -55,8 +62,9 @@ def cell_centres(h: int, w: int, device=None, dtype=None) -> tuple[torch.Tensor,
 
 
 def fourier_positions(h: int, w: int, frequencies: int, device=None, dtype=None) -> torch.Tensor:
-    """(h·w, 4·frequencies) row-major: [sin(πkx), cos(πkx), sin(πky), cos(πky)] for k = 1 … frequencies, with x, y
-    the cell centres in [−1, 1]: where a token lies relative to the whole grid, at any grid size."""
+    """(h·w, 4·frequencies) row-major: [sin(πkx), cos(πkx), sin(πky), cos(πky)] for k = 1 …
+    frequencies, with x, y the cell centres in [−1, 1]: where a token lies relative to the whole
+    grid, at any grid size."""
     grid_x, grid_y = cell_centres(h, w, device, torch.float32)
     k = torch.arange(1, frequencies + 1, device=device, dtype=torch.float32) * math.pi
     args = torch.stack([grid_x, grid_y], dim=-1).reshape(h * w, 2, 1) * k  # (hw, 2, F)

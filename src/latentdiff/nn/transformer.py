@@ -1,9 +1,10 @@
-"""The spatial transformer of conditioned LDMs (paper Sec. 3.3): cross-attention from image features to a context τ_θ(y).
+"""The spatial transformer of conditioned LDMs (paper Sec. 3.3): cross-attention from image features
+to a context τ_θ(y).
 
 Module names mirror the original `ldm.modules.attention` so published checkpoints load by name:
-SpatialTransformer: `norm`, `proj_in`, `transformer_blocks.{i}`, `proj_out`;
-BasicTransformerBlock: `norm1`, `attn1` (self), `norm2`, `attn2` (cross), `norm3`, `ff.net.0.proj` (GEGLU),
-`ff.net.2`; CrossAttention: `to_q`, `to_k`, `to_v` (no bias), `to_out.0`.
+SpatialTransformer: `norm`, `proj_in`, `transformer_blocks.{i}`, `proj_out`; BasicTransformerBlock:
+`norm1`, `attn1` (self), `norm2`, `attn2` (cross), `norm3`, `ff.net.0.proj` (GEGLU), `ff.net.2`;
+CrossAttention: `to_q`, `to_k`, `to_v` (no bias), `to_out.0`.
 """
 
 import torch
@@ -14,12 +15,14 @@ from latentdiff.nn.layers import fourier_positions, group_norm, zero_module
 
 
 class CrossAttention(nn.Module):
-    """softmax(Q Kᵀ/√d) V with Q = x W_q (B, N, query_dim), K, V = c W_k, c W_v (B, M, context_dim); H heads of d.
+    """softmax(Q Kᵀ/√d) V with Q = x W_q (B, N, query_dim), K, V = c W_k, c W_v (B, M, context_dim);
+    H heads of d.
 
     Self-attention when no context is given (c = x). Returns (B, N, query_dim).
     """
 
-    def __init__(self, query_dim: int, context_dim: int | None, num_heads: int, head_dim: int, dropout: float = 0.0):
+    def __init__(self, query_dim: int, context_dim: int | None, num_heads: int,
+                 head_dim: int, dropout: float = 0.0):
         super().__init__()
         inner = num_heads * head_dim
         self.num_heads = num_heads
@@ -53,11 +56,13 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """x ↦ W₂ GEGLU(x), inner width 4·dim (the original `FeedForward(glu=True)`, keys net.0.proj and net.2)."""
+    """x ↦ W₂ GEGLU(x), inner width 4·dim (the original `FeedForward(glu=True)`, keys net.0.proj and
+    net.2)."""
 
     def __init__(self, dim: int, dropout: float = 0.0, mult: int = 4):
         super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, mult * dim), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+        self.net = nn.Sequential(GEGLU(dim, mult * dim), nn.Dropout(dropout),
+                                 nn.Linear(mult * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -66,7 +71,8 @@ class FeedForward(nn.Module):
 class BasicTransformerBlock(nn.Module):
     """x ← x + SelfAttn(LN₁ x); x ← x + CrossAttn(LN₂ x, c); x ← x + FF(LN₃ x). x: (B, N, dim)."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, context_dim: int | None, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, head_dim: int,
+                 context_dim: int | None, dropout: float = 0.0):
         super().__init__()
         self.attn1 = CrossAttention(dim, None, num_heads, head_dim, dropout)
         self.ff = FeedForward(dim, dropout)
@@ -81,18 +87,21 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    """x (B, C, H, W), context (B, M, context_dim) → x + proj_out(T × blocks(proj_in(GN(x)) as HW tokens)).
+    """x (B, C, H, W), context (B, M, context_dim) → x + proj_out(T × blocks(proj_in(GN(x)) as HW
+    tokens)).
 
-    proj_in/proj_out are 1×1 convs (LDM, SD 1.x) or, with `linear_projection`, Linear layers on tokens (SD 2.x);
-    proj_out starts at zero, so a new block begins as the identity. Without context the cross-attention attends to
-    the image tokens themselves (the original's behaviour when `context` is None).
-    `position_frequencies` F > 0 adds W_pos·fourier(x, y) (`fourier_positions`, 4F features of each token's place
-    in the grid) to the tokens after proj_in, so that cross-attention queries know where they are (not in the
-    original; `pos_embed`, absent for its checkpoints).
+    proj_in/proj_out are 1×1 convs (LDM, SD 1.x) or, with `linear_projection`, Linear layers on
+    tokens (SD 2.x); proj_out starts at zero, so a new block begins as the identity. Without context
+    the cross-attention attends to the image tokens themselves (the original's behaviour when
+    `context` is None). `position_frequencies` F > 0 adds W_pos·fourier(x, y) (`fourier_positions`,
+    4F features of each token's place in the grid) to the tokens after proj_in, so that
+    cross-attention queries know where they are (not in the original; `pos_embed`, absent for its
+    checkpoints).
     """
 
     def __init__(self, channels: int, num_heads: int, head_dim: int, depth: int = 1,
-                 context_dim: int | None = None, dropout: float = 0.0, linear_projection: bool = False,
+                 context_dim: int | None = None, dropout: float = 0.0,
+                 linear_projection: bool = False,
                  position_frequencies: int = 0):
         super().__init__()
         inner = num_heads * head_dim
@@ -103,7 +112,8 @@ class SpatialTransformer(nn.Module):
         make = (lambda i, o: nn.Linear(i, o)) if linear_projection else (lambda i, o: nn.Conv2d(i, o, 1))
         self.proj_in = make(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(inner, num_heads, head_dim, context_dim, dropout) for _ in range(depth))
+            BasicTransformerBlock(inner, num_heads, head_dim, context_dim, dropout)
+            for _ in range(depth))
         self.proj_out = zero_module(make(inner, channels))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,

@@ -1,9 +1,10 @@
-"""Conditional tasks on top of `generate` (paper Sec. 3.3): inpainting, img2img, super-resolution, semantic and layout
-synthesis.
+"""Conditional tasks on top of `generate` (paper Sec. 3.3): inpainting, img2img, super-resolution,
+semantic and layout synthesis.
 
-Each function validates its input against the model (UserError on a mismatch), builds the concatenated or token
-condition, samples one image per seed and returns uint8 (N, C, H, W). Spatial conditions set the latent size, so a
-larger input samples a larger image convolutionally (beyond the training size).
+Each function validates its input against the model (UserError on a mismatch), builds the
+concatenated or token condition, samples one image per seed and returns uint8 (N, C, H, W). Spatial
+conditions set the latent size, so a larger input samples a larger image convolutionally (beyond the
+training size).
 """
 
 import logging
@@ -35,7 +36,8 @@ def _require(model: LatentDiffusion, kind: type[Conditioner]) -> None:
 def _latent_size(model: LatentDiffusion, height: int, width: int, what: str) -> tuple[int, int]:
     f = model.codec.downsampling_factor
     if height % f or width % f:
-        raise UserError(f"the {what} is {width}×{height}; both sides must be multiples of {f} (the autoencoder's f)")
+        raise UserError(f"the {what} is {width}×{height}; both sides must be multiples of {f} (the "
+                        "autoencoder's f)")
     return height // f, width // f
 
 
@@ -46,14 +48,16 @@ def _repeat(cond: Cond, n: int) -> Cond:
 @torch.no_grad()
 def inpaint(model: LatentDiffusion, image: torch.Tensor, mask: torch.Tensor, seeds: Sequence[int],
             **options) -> torch.Tensor:
-    """image: uint8 (C, H, W); mask: (H, W) 1 = generate. Every pixel where mask = 0 is the input's, bit for bit.
+    """image: uint8 (C, H, W); mask: (H, W) 1 = generate. Every pixel where mask = 0 is the input's,
+    bit for bit.
 
-    Models trained for it (conditioning.kind=inpaint) see the masked image and the mask by concatenation; any other
-    model inpaints by masked blending (`LatentEdit` with a mask; options such as prompts pass through)."""
+    Models trained for it (conditioning.kind=inpaint) see the masked image and the mask by
+    concatenation; any other model inpaints by masked blending (`LatentEdit` with a mask; options
+    such as prompts pass through)."""
     m = check_mask(mask, image.shape)  # (1, 1, H, W)
     if not m.any():
-        log.warning("warning: the mask is all black, so there is nothing to generate and every output repeats the "
-                    "input; paint the parts to generate white")
+        log.warning("warning: the mask is all black, so there is nothing to generate and every "
+                    "output repeats the input; paint the parts to generate white")
     x = _model_input(model, image)
     latent_size = _latent_size(model, image.shape[1], image.shape[2], "image")
     if model.conditioner is not None and model.conditioner.inpaints:
@@ -61,7 +65,8 @@ def inpaint(model: LatentDiffusion, image: torch.Tensor, mask: torch.Tensor, see
         cond = model.conditioner.spatial(latent_size, masked_latent=masked_latent, mask=m.to(x))
         generated = generate(model, seeds, spatial=_repeat(cond, len(seeds)), **options)
     else:
-        latent_mask = torch.nn.functional.adaptive_max_pool2d(m.to(x), latent_size)  # a latent any masked pixel uses
+        # a latent any masked pixel uses
+        latent_mask = torch.nn.functional.adaptive_max_pool2d(m.to(x), latent_size)
         edit = LatentEdit(model.codec.encode(x).expand(len(seeds), -1, -1, -1), 1.0,
                           latent_mask.expand(len(seeds), -1, -1, -1))
         generated = generate(model, seeds, edit=edit, **options)
@@ -69,18 +74,22 @@ def inpaint(model: LatentDiffusion, image: torch.Tensor, mask: torch.Tensor, see
 
 
 @torch.no_grad()
-def img2img(model: LatentDiffusion, image: torch.Tensor, seeds: Sequence[int], strength: float = 0.6,
+def img2img(model: LatentDiffusion, image: torch.Tensor,
+            seeds: Sequence[int], strength: float = 0.6,
             **options) -> torch.Tensor:
     """SDEdit: noise the image's latent to the grid's level at `strength` and denoise it from there.
-    image: uint8 (C, H, W) → (N, C, H, W); options (prompts, guidance, sampler, ...) go to `generate`."""
+    image: uint8 (C, H, W) → (N, C, H, W); options (prompts, guidance, sampler, ...) go to
+    `generate`."""
     _latent_size(model, image.shape[1], image.shape[2], "image")
     latents = model.codec.encode(_model_input(model, image))
-    return to_uint8(generate(model, seeds, edit=LatentEdit(latents.expand(len(seeds), -1, -1, -1), strength),
+    return to_uint8(generate(model, seeds,
+                             edit=LatentEdit(latents.expand(len(seeds), -1, -1, -1), strength),
                              **options))
 
 
 def _model_input(model: LatentDiffusion, image: torch.Tensor) -> torch.Tensor:
-    """uint8 (C, H, W) → (1, C, H, W) in [-1, 1] on the model's device; one-line error on a channel mismatch."""
+    """uint8 (C, H, W) → (1, C, H, W) in [-1, 1] on the model's device; one-line error on a channel
+    mismatch."""
     if image.shape[0] != model.codec.autoencoder.config.in_channels:
         raise UserError(f"the image has {image.shape[0]} channels; the model takes "
                         f"{model.codec.autoencoder.config.in_channels}")
@@ -92,8 +101,10 @@ def upscale(model: LatentDiffusion, lowres: torch.Tensor, seeds: Sequence[int], 
     """lowres: uint8 (C, h, w) → (N, C, f_sr·h, f_sr·w), f_sr the model's conditioning.sr_factor."""
     _require(model, SuperResConditioner)
     factor = model.conditioner.config.sr_factor
-    latent_size = _latent_size(model, lowres.shape[1] * factor, lowres.shape[2] * factor, "upscaled image")
-    cond = model.conditioner.spatial(latent_size, lowres=to_model_range(lowres)[None].to(model.device))
+    latent_size = _latent_size(model, lowres.shape[1] * factor,
+                               lowres.shape[2] * factor, "upscaled image")
+    cond = model.conditioner.spatial(latent_size,
+                                     lowres=to_model_range(lowres)[None].to(model.device))
     return to_uint8(generate(model, seeds, spatial=_repeat(cond, len(seeds)), **options))
 
 

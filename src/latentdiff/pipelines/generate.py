@@ -1,4 +1,5 @@
-"""Generation: validate the request, draw x_T per seed, run a sampler on the (guided) denoiser, decode with the codec."""
+"""Generation: validate the request, draw x_T per seed, run a sampler on the (guided) denoiser,
+decode with the codec."""
 
 import dataclasses
 from collections.abc import Sequence
@@ -19,9 +20,10 @@ from latentdiff.samplers.randomness import per_sample_generators, randn_like
 class LatentEdit:
     """Start from an image's latent instead of noise.
 
-    img2img (SDEdit, Meng et al. 2022): x starts at z₀ + σ_k·ε with σ_k the grid's noise level at `strength`
-    (1: the first, pure noise; 0.3: only the last 30 % of the steps run). mask (N, 1, h, w), 1 = generate:
-    inpainting by masked blending (`MaskedDenoiser`), where mask = 0 the result keeps z₀.
+    img2img (SDEdit, Meng et al. 2022): x starts at z₀ + σ_k·ε with σ_k the grid's noise level at
+    `strength` (1: the first, pure noise; 0.3: only the last 30 % of the steps run). mask
+    (N, 1, h, w), 1 = generate: inpainting by masked blending (`MaskedDenoiser`), where mask = 0 the
+    result keeps z₀.
     """
 
     latents: torch.Tensor  # (N, c, h, w) scaled latents z₀ of the input images
@@ -35,78 +37,89 @@ def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None, n:
             raise UserError("this model is not class-conditional; drop the class labels (--class)")
         return None
     if class_labels is None:
-        raise UserError(f"this model is class-conditional; give class labels 0..{model.num_classes - 1} (--class)")
+        raise UserError("this model is class-conditional; give class labels "
+                        f"0..{model.num_classes - 1} (--class)")
     labels = torch.as_tensor(list(class_labels), dtype=torch.long)
     if len(labels) != n or labels.min() < 0 or labels.max() >= model.num_classes:
-        raise UserError(f"need {n} class labels in 0..{model.num_classes - 1}, got {labels.tolist()[:10]}")
+        raise UserError(f"need {n} class labels in 0..{model.num_classes - 1}, got "
+                        f"{labels.tolist()[:10]}")
     return labels
 
 
 def _token_inputs(model: LatentDiffusion, given: dict, n: int) -> list | None:
-    """The token inputs (prompts, layouts or class-token labels), one per image, of the model's token kind;
-    `given` maps generate's keywords to what the caller passed. Errors when they do not fit the model."""
+    """The token inputs (prompts, layouts or class-token labels), one per image, of the model's
+    token kind; `given` maps generate's keywords to what the caller passed. Errors when they do not
+    fit the model."""
     conditioner = model.conditioner
     wanted = getattr(conditioner, "input_name", None)
     for name, value in given.items():
         if value is not None and name != wanted:
-            raise UserError(f"this model is conditioned on {conditioner.kind if conditioner else 'none'}; it takes "
-                            f"no {name}")
+            raise UserError("this model is conditioned on "
+                            f"{conditioner.kind if conditioner else 'none'}; it takes no {name}")
     if wanted is None:
         return None
     inputs = given.get(wanted)
     if inputs is None:
-        raise UserError(f"this model is conditioned on {conditioner.kind}; give {conditioner.input_flag}")
+        raise UserError(f"this model is conditioned on {conditioner.kind}; give "
+                        f"{conditioner.input_flag}")
     if len(inputs) != n:
         raise UserError(f"{len(inputs)} {wanted} for {n} images")
     return list(inputs)
 
 
 def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n: int) -> Cond:
-    """The unconditional (or negative-prompt) counterpart of `cond` (a batch of n) for classifier-free guidance."""
+    """The unconditional (or negative-prompt) counterpart of `cond` (a batch of n) for
+    classifier-free guidance."""
     labels = None
     if cond.class_labels is not None:
         labels = torch.full_like(cond.class_labels, model.num_classes - 1)  # the null class, last
     if cond.context is not None:
         conditioner = model.conditioner
         tokens = conditioner.tokens(negative) if negative is not None else conditioner.null_tokens(n)
-        encoded = conditioner.encode(tokens.to(model.device))  # a concatenated input stays (SD inpainting's null)
-        return Cond(class_labels=labels, context=encoded.context, context_mask=encoded.context_mask, concat=cond.concat)
+        # a concatenated input stays (SD inpainting's null)
+        encoded = conditioner.encode(tokens.to(model.device))
+        return Cond(class_labels=labels, context=encoded.context,
+                    context_mask=encoded.context_mask, concat=cond.concat)
     concat = None if cond.concat is None else torch.zeros_like(cond.concat)
     return Cond(class_labels=labels, concat=concat)
 
 
 @torch.no_grad()
-def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequence[int] | None = None, *,
+def generate(model: LatentDiffusion, seeds: Sequence[int],
+             class_labels: Sequence[int] | None = None, *,
              prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
-             layouts: Sequence[list] | None = None, spatial: Cond | None = None, guidance_scale: float = 1.0,
+             layouts: Sequence[list] | None = None, spatial: Cond | None = None,
+             guidance_scale: float = 1.0,
              guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] | None = None,
              latent_size: tuple[int, int] | None = None, sampler: str = "ddim", steps: int = 50,
              spacing: str = "uniform", final: str = "zero", batch_size: int = 250,
              image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
              decode: bool = True, **sampler_options) -> torch.Tensor:
-    """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀ (N, c, h, w) that
-    the decoder would read).
+    """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀
+    (N, c, h, w) that the decoder would read).
 
-    Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i], spatial[i]),
-    not on the batch it was drawn in (one generator per sample). `spatial` holds concatenated inputs at the latent
-    size (see `Conditioner.spatial`); `latent_size` (h, w) samples beyond the training size (default: the training
-    size, or the spatial input's). guidance_scale s ≠ 1 applies classifier-free guidance against the null condition
-    or `negative_prompts`, only for σ in `guidance_interval` (σ_lo, σ_hi) when given. `image_guide` (targets
-    (N, C, h', w') in [-1, 1], scale): post-hoc image guidance, the decoded sample resized to h'×w' is pulled
-    towards target i (`ImageGuidedDenoiser`; e.g. a coherent large sample from an unconditional model). `edit`:
-    img2img and blended inpainting (`LatentEdit`). `final`: the grid's end, σ = 0 or "t0" (`sigma_grid`); a sample
-    that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²), what CompVis's DDIM returns there.
-    sampler_options go to the sampler (e.g. eta).
+    Image i depends only on seeds[i] and its own condition (class_labels[i], prompts[i], layouts[i],
+    spatial[i]), not on the batch it was drawn in (one generator per sample). `spatial` holds
+    concatenated inputs at the latent size (see `Conditioner.spatial`); `latent_size` (h, w) samples
+    beyond the training size (default: the training size, or the spatial input's). guidance_scale s
+    ≠ 1 applies classifier-free guidance against the null condition or `negative_prompts`, only for
+    σ in `guidance_interval` (σ_lo, σ_hi) when given. `image_guide` (targets (N, C, h', w') in [-1,
+    1], scale): post-hoc image guidance, the decoded sample resized to h'×w' is pulled towards
+    target i (`ImageGuidedDenoiser`; e.g. a coherent large sample from an unconditional model).
+    `edit`: img2img and blended inpainting (`LatentEdit`). `final`: the grid's end, σ = 0 or "t0"
+    (`sigma_grid`); a sample that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²),
+    what CompVis's DDIM returns there. sampler_options go to the sampler (e.g. eta).
     """
     check_sampler(sampler)  # both also checked where they are used; here, before any work
     check_guidance(guidance_scale, guidance_rescale, guidance_interval)
     if guidance_scale != 1.0 and not model.trained_with_null:
-        raise UserError("this model was trained without condition dropout (conditioning.drop_prob = 0), so it has no "
-                        "unconditional mode; sample with guidance scale 1")
+        raise UserError("this model was trained without condition dropout (conditioning.drop_prob "
+                        "= 0), so it has no unconditional mode; sample with guidance scale 1")
     n = len(seeds)
     labels = _class_tensor(model, class_labels, n)
     given = {"prompts": prompts, "layouts": layouts}
-    if model.conditioner is not None and model.conditioner.num_classes:  # the label is a cross-attention token
+    # the label is a cross-attention token
+    if model.conditioner is not None and model.conditioner.num_classes:
         given["class_labels"], labels = labels.tolist(), None
     token_inputs = _token_inputs(model, given, n)
     if negative_prompts is not None and (prompts is None or len(negative_prompts) != n):
@@ -128,7 +141,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         x = randn_like(torch.empty(len(generators), *shape, device=model.device), generators)
         row_labels = None if labels is None else labels[rows]
         concat = None if spatial is None else spatial.concat[rows]
-        if token_inputs is not None:  # tokens, and a spatial input too for text models with `masked_image`
+        # tokens, and a spatial input too for text models with `masked_image`
+        if token_inputs is not None:
             cond = dataclasses.replace(model.conditioner.condition(token_inputs[rows], model.device),
                                        class_labels=row_labels, concat=concat)
         else:
@@ -137,19 +151,23 @@ def generate(model: LatentDiffusion, seeds: Sequence[int], class_labels: Sequenc
         denoiser = model.denoiser
         if guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
-            denoiser = GuidedDenoiser(denoiser, null_condition(model, cond, negative, len(x)), guidance_scale,
+            denoiser = GuidedDenoiser(denoiser,
+                                      null_condition(model, cond, negative, len(x)), guidance_scale,
                                       guidance_rescale, guidance_interval)
         if image_guide is not None:
-            denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode, image_guide[0][rows].to(model.device),
+            denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode,
+                                           image_guide[0][rows].to(model.device),
                                            image_guide[1])
         known = None if edit is None else edit.latents[rows].to(model.device)
         x = denoiser.start(x, sigmas[0], known)
         if edit is not None and edit.mask is not None:
             denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
-        z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators, **sampler_options)
+        z = run_sampler(sampler, denoiser, x, sigmas, cond=cond,
+                        generator=generators, **sampler_options)
         if not torch.isfinite(z).all():  # never a silent black image
-            raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} at these options; "
-                            f"try fewer guidance or sampler options, more steps, or --dtype fp32")
+            raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} at "
+                            "these options; try fewer guidance or sampler options, more steps, or "
+                            "--dtype fp32")
         z = denoiser.latent(z, sigmas[-1])
         out.append((model.codec.decode(z) if decode else z).cpu())
     return torch.cat(out)

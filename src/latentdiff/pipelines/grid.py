@@ -1,4 +1,5 @@
-"""The layout of a sample grid: which seed and which condition each cell gets, and how many columns it has."""
+"""The layout of a sample grid: which seed and which condition each cell gets, and how many columns
+it has."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ def class_grid_labels(num_classes: int, per_class: int) -> list[int]:
     return [c for c in range(num_classes) for _ in range(per_class)]
 
 
-def sample_grid(num_classes: int | None, seed: int, n: int | None = None, prompts: Sequence[str] | None = None,
+def sample_grid(num_classes: int | None, seed: int, n: int | None = None,
+                prompts: Sequence[str] | None = None,
                 negative_prompt: str | None = None, class_label: int | None = None) -> GridRequest:
-    """`latentdiff sample`'s grid: one row of n (default 8) images per prompt, the same seeds in every row; for
-    class-conditional models (`num_classes`, the null class included) one row per class (n images in all), or n
-    (default 64) images of `class_label`; otherwise n (default 64) images in a square-ish grid. Seeds count up
-    from `seed`."""
+    """`latentdiff sample`'s grid: one row of n (default 8) images per prompt, the same seeds in
+    every row; for class-conditional models (`num_classes`, the null class included) one row per
+    class (n images in all), or n (default 64) images of `class_label`; otherwise n (default 64)
+    images in a square-ish grid. Seeds count up from `seed`."""
     if prompts:
         ncols = n or 8
         expanded = [p for p in prompts for _ in range(ncols)]

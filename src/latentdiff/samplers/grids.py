@@ -1,9 +1,12 @@
-"""Sampling grids: which noise levels a sampler visits, as decreasing σ values ending in an explicit σ = 0 (or, with
-final="t0", at σ of timestep 0: CompVis's DDIM/PLMS and diffusers' set_alpha_to_one=False stop at ᾱ_0, not ᾱ = 1).
+"""Sampling grids: which noise levels a sampler visits, as decreasing σ values ending in an explicit
+σ = 0 (or, with final="t0", at σ of timestep 0: CompVis's DDIM/PLMS and diffusers'
+set_alpha_to_one=False stop at ᾱ_0, not ᾱ = 1).
 
-Timestep spacings pick integer timesteps of the training schedule (the discrete model is evaluated exactly where it
-was trained); σ spacings pick any σ in [σ_min, σ_max] of the schedule (the denoiser interpolates t in log σ):
-- karras: σ_i = (σ_max^{1/ρ} + i/(n−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (Karras et al. 2022, Eq. 5; ρ = 7);
+Timestep spacings pick integer timesteps of the training schedule (the discrete model is evaluated
+exactly where it was trained); σ spacings pick any σ in [σ_min, σ_max] of the schedule (the denoiser
+interpolates t in log σ):
+- karras: σ_i = (σ_max^{1/ρ} + i/(n−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (Karras et al. 2022, Eq. 5;
+  ρ = 7);
 - exponential: log σ uniform = uniform in log-SNR (log SNR = −2 log σ), DPM-Solver's "logSNR" grid.
 """
 
@@ -26,11 +29,12 @@ def check_steps(steps: int, num_timesteps: int) -> None:
 def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch.Tensor:
     """`steps` integer timesteps in 0..T−1, decreasing.
 
-    uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (diffusers' "leading" without offset);
-    compvis: leading + 1 (the CompVis DDIM/PLMS timesteps 1, 1 + T/steps, ...; diffusers' "leading" with
-    steps_offset=1, as Stable Diffusion's scheduler config and pipeline set it); trailing: T−1, T−1−T/steps, ...
-    (ends far from 0; Lin et al. 2024); linspace: diffusers' "linspace", round(linspace(0, T−1, steps + 1)) without
-    its 0 (the last step jumps from t ≈ T/steps to σ = 0).
+    uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (diffusers' "leading" without
+    offset); compvis: leading + 1 (the CompVis DDIM/PLMS timesteps 1, 1 + T/steps, ...; diffusers'
+    "leading" with steps_offset=1, as Stable Diffusion's scheduler config and pipeline set it);
+    trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers'
+    "linspace", round(linspace(0, T−1, steps + 1)) without its 0 (the last step jumps from
+    t ≈ T/steps to σ = 0).
     """
     check_steps(steps, num_timesteps)
     if spacing == "uniform":
@@ -60,11 +64,12 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, steps: int) -> torch.
 
 def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0,
                final: str = "zero") -> torch.Tensor:
-    """σ at the chosen steps, then the final σ: 0 (final="zero") or σ of timestep 0, σ_min = √((1 − ᾱ_0)/ᾱ_0)
-    (final="t0"; e.g. 0.029 for Stable Diffusion's schedule; not repeated when the last step is already there).
-    (steps + 1,) or (steps,) float32, strictly decreasing."""
+    """σ at the chosen steps, then the final σ: 0 (final="zero") or σ of timestep 0,
+    σ_min = √((1 − ᾱ_0)/ᾱ_0) (final="t0"; e.g. 0.029 for Stable Diffusion's schedule; not repeated
+    when the last step is already there). (steps + 1,) or (steps,) float32, strictly decreasing."""
     if final not in FINALS:
-        raise UserError(f"final={final!r} is unknown; use zero (σ = 0) or t0 (σ of timestep 0, as CompVis's DDIM)")
+        raise UserError(f"final={final!r} is unknown; use zero (σ = 0) or t0 (σ of timestep 0, as "
+                        "CompVis's DDIM)")
     if spacing in SIGMA_SPACINGS:
         check_steps(steps, schedule.num_timesteps)
         lo, hi = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
@@ -82,8 +87,9 @@ def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rh
 
 
 def check_grid(sigmas: torch.Tensor) -> None:
-    """One-line errors for a grid samplers cannot use: it must be 1-D, finite, ≥ 0 and strictly decreasing. It ends
-    at 0 (a clean sample) or above (the sample at that noise level, e.g. final="t0" grids)."""
+    """One-line errors for a grid samplers cannot use: it must be 1-D, finite, ≥ 0 and strictly
+    decreasing. It ends at 0 (a clean sample) or above (the sample at that noise level, e.g.
+    final="t0" grids)."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise UserError(f"a σ grid needs at least 2 values (got shape {tuple(sigmas.shape)})")
     if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
@@ -94,7 +100,8 @@ def check_grid(sigmas: torch.Tensor) -> None:
 
 def img2img_grid(sigmas: torch.Tensor, strength: float, steps: int) -> torch.Tensor:
     """The tail of a `sigma_grid` of `steps` steps that SDEdit runs (Meng et al. 2022): its last
-    max(1, round(strength · steps)) steps, from the grid's noise level at `strength` (1: all of it) to its end."""
+    max(1, round(strength · steps)) steps, from the grid's noise level at `strength` (1: all of it)
+    to its end."""
     if not 0.0 < strength <= 1.0:
         raise UserError(f"img2img strength {strength} must be in (0, 1]")
     return sigmas[max(0, len(sigmas) - 1 - max(1, round(strength * steps))):]

@@ -1,8 +1,9 @@
-"""The σ-space ODE/SDE samplers of Karras et al. 2022 ("EDM") and k-diffusion: Euler, Euler ancestral, Heun (with
-"churn"), and linear multistep (LMS).
+"""The σ-space ODE/SDE samplers of Karras et al. 2022 ("EDM") and k-diffusion: Euler, Euler
+ancestral, Heun (with "churn"), and linear multistep (LMS).
 
-They integrate the probability-flow ODE dx/dσ = (x − D(x; σ))/σ (Karras Eq. 3 with s(t) = 1, σ(t) = t) on a
-decreasing σ grid that ends at 0. Each is a pure function of a denoiser, a start x (B, ...) and the grid.
+They integrate the probability-flow ODE dx/dσ = (x − D(x; σ))/σ (Karras Eq. 3 with s(t) = 1,
+σ(t) = t) on a decreasing σ grid that ends at 0. Each is a pure function of a denoiser, a start x
+(B, ...) and the grid.
 """
 
 from collections.abc import Callable
@@ -21,15 +22,17 @@ def ode_derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor)
 
 
 def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(σ_down, σ_up): a step to σ_next split into a deterministic step to σ_down and fresh noise of std σ_up,
-    σ_down² + σ_up² = σ_next²; σ_up = DDIM's σ_t(η) (η = 1: the DDPM posterior)."""
+    """(σ_down, σ_up): a step to σ_next split into a deterministic step to σ_down and fresh noise of
+    std σ_up, σ_down² + σ_up² = σ_next²; σ_up = DDIM's σ_t(η) (η = 1: the DDPM posterior)."""
     sigma_up = torch.minimum(ddim_noise_std(sigma, sigma_next, eta), sigma_next)
     return (sigma_next ** 2 - sigma_up ** 2).sqrt(), sigma_up
 
 
-# Euler (Karras Alg. 1 without churn): x_next = x + (σ_next − σ)·ε̂ — identical to DDIM(η = 0) in this view
+# Euler (Karras Alg. 1 without churn): x_next = x + (σ_next − σ)·ε̂ — identical to DDIM(η = 0) in
+# this view
 @torch.no_grad()
-def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
+def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 cond: Cond | None = None,
                  generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
     """First order, 1 NFE per step, deterministic."""
     for i in range(len(sigmas) - 1):
@@ -41,7 +44,8 @@ def sample_euler(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, c
 
 # Euler ancestral: Euler to σ_down, then add σ_up·n (σ_down, σ_up from `ancestral_step`)
 @torch.no_grad()
-def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
+def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           cond: Cond | None = None,
                            eta: float = 1.0, s_noise: float = 1.0, generator: Generators = None,
                            callback: Callable | None = None) -> torch.Tensor:
     """First order, 1 NFE per step, stochastic (η = 1: DDPM's posterior noise; η = 0: Euler)."""
@@ -56,13 +60,16 @@ def sample_euler_ancestral(denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
     return x
 
 
-# Heun (Karras Alg. 2): churn σ → σ̂ = σ(1 + γ) with fresh noise, Euler to σ_next, then the trapezoidal correction
+# Heun (Karras Alg. 2): churn σ → σ̂ = σ(1 + γ) with fresh noise, Euler to σ_next, then the
+# trapezoidal correction
 @torch.no_grad()
-def sample_heun(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None,
-                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
+def sample_heun(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
+                cond: Cond | None = None,
+                s_churn: float = 0.0, s_tmin: float = 0.0,
+                s_tmax: float = float("inf"), s_noise: float = 1.0,
                 generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
-    """Second order, 2 NFE per step (1 on the last step to σ = 0); s_churn > 0 adds EDM's stochastic churn
-    γ = min(s_churn/steps, √2 − 1) on s_tmin ≤ σ ≤ s_tmax."""
+    """Second order, 2 NFE per step (1 on the last step to σ = 0); s_churn > 0 adds EDM's stochastic
+    churn γ = min(s_churn/steps, √2 − 1) on s_tmin ≤ σ ≤ s_tmax."""
     if s_churn < 0:
         raise ValueError(f"s_churn={s_churn} must be ≥ 0")
     steps = len(sigmas) - 1
@@ -85,8 +92,8 @@ def sample_heun(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, co
 
 
 def lms_coefficients(sigmas: np.ndarray, i: int, order: int) -> list[float]:
-    """∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ for the Lagrange basis ℓ_j through σ_i, σ_{i−1}, …, σ_{i−order+1} (exact, by
-    integrating the polynomials)."""
+    """∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ for the Lagrange basis ℓ_j through σ_i, σ_{i−1}, …, σ_{i−order+1}
+    (exact, by integrating the polynomials)."""
     nodes = [sigmas[i - k] for k in range(order)]
     coefficients = []
     for j in range(order):
@@ -99,9 +106,11 @@ def lms_coefficients(sigmas: np.ndarray, i: int, order: int) -> list[float]:
     return coefficients
 
 
-# Linear multistep: x_next = x + Σ_j c_j·ε̂_{i−j}, c_j = ∫ ℓ_j dσ over [σ_i, σ_{i+1}] (Adams–Bashforth in σ)
+# Linear multistep: x_next = x + Σ_j c_j·ε̂_{i−j}, c_j = ∫ ℓ_j dσ over [σ_i, σ_{i+1}]
+# (Adams–Bashforth in σ)
 @torch.no_grad()
-def sample_lms(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *, cond: Cond | None = None, order: int = 4,
+def sample_lms(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
+               cond: Cond | None = None, order: int = 4,
                generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
     """Order `order` (default 4, lower for the first steps), 1 NFE per step, deterministic."""
     if order < 1:

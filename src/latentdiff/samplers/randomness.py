@@ -1,4 +1,5 @@
-"""Gaussian noise for samplers with one generator per sample, so a sample does not depend on its batch."""
+"""Gaussian noise for samplers with one generator per sample, so a sample does not depend on its
+batch."""
 
 import torch
 
@@ -10,7 +11,8 @@ def per_sample_generators(seeds: list[int], device: torch.device | str = "cpu") 
 
 
 def randn_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-    """Standard normal noise shaped like x (B, ...); `generator` may be a list with one generator per sample."""
+    """Standard normal noise shaped like x (B, ...); `generator` may be a list with one generator
+    per sample."""
     if isinstance(generator, list):
         if len(generator) != x.shape[0]:
             raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")

@@ -1,8 +1,9 @@
 """Train the first stage: `latentdiff train-autoencoder CONFIG` (paper Sec. 3.1).
 
-Generator step (encoder, decoder, codebook) on L_rec + L_reg + λ·L_adv, then, once step ≥ loss.disc_start, a
-discriminator step on the hinge loss; two AdamW optimisers on the same Fabric engine as the diffusion stage. For
-VQ, codes unused for `loss.restart_unused_after` steps are restarted from encoder outputs of all processes.
+Generator step (encoder, decoder, codebook) on L_rec + L_reg + λ·L_adv, then, once
+step ≥ loss.disc_start, a discriminator step on the hinge loss; two AdamW optimisers on the same
+Fabric engine as the diffusion stage. For VQ, codes unused for `loss.restart_unused_after` steps are
+restarted from encoder outputs of all processes.
 """
 
 import dataclasses
@@ -12,19 +13,23 @@ from pathlib import Path
 import torch
 from lightning_fabric import Fabric
 
-from latentdiff.autoencoder import Autoencoder, AutoencoderVQ, LatentStats, Quantized, build_autoencoder
+from latentdiff.autoencoder import (Autoencoder, AutoencoderVQ, LatentStats,
+                                    Quantized, build_autoencoder)
 from latentdiff.autoencoder.discriminator import PatchDiscriminator
 from latentdiff.autoencoder.losses import build_perceptual, discriminator_loss, generator_loss
 from latentdiff.autoencoder.vq import perplexity, restart_codes
 from latentdiff.checkpoints.io import KIND, prefixed, read_tensors
 from latentdiff.checkpoints.models import AUTOENCODER
 from latentdiff.config import AutoencoderTrainConfig, DataConfig, to_dict
-from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_model_range, to_uint8
+from latentdiff.data import (ImageData, batch_indices, load_dataset, rank_slice, split_holdout,
+                             to_model_range, to_uint8)
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.reconstruction import codebook_usage, reconstruct, score_reconstructions
-from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer,
-                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
+from latentdiff.train.engine import (Run, check_finite, check_same, due,
+                                     make_fabric, make_optimizer,
+                                     mean_over_processes, optimizer_step, resume_state,
+                                     seeded, step_generator,
                                      train_state, training_progress)
 
 log = logging.getLogger(__name__)
@@ -32,23 +37,26 @@ RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes
 
 
 def load_training_data(cfg: DataConfig, factor: int, channels: int) -> tuple[ImageData, ImageData]:
-    """(train, held-out) split of the configured data, checked against the model's factor f and channels."""
+    """(train, held-out) split of the configured data, checked against the model's factor f and
+    channels."""
     if cfg.image_size % factor:
         fixed = max(factor, round(cfg.image_size / factor) * factor)
-        raise UserError(f"data.image_size={cfg.image_size} is not divisible by the autoencoder's f={factor}; "
-                        f"use data.image_size={fixed}")
+        raise UserError(f"data.image_size={cfg.image_size} is not divisible by the autoencoder's "
+                        f"f={factor}; use data.image_size={fixed}")
     data = load_dataset(cfg)
     if data.channels != channels:
-        raise UserError(f"the data has {data.channels} channel(s) but the model takes {channels}; set "
-                        f"data.channels={channels} or model.in_channels={data.channels}")
+        raise UserError(f"the data has {data.channels} channel(s) but the model takes "
+                        f"{channels}; set data.channels={channels} or "
+                        f"model.in_channels={data.channels}")
     return split_holdout(data, cfg.holdout, cfg.split_seed)
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path:
     """Train (or continue with resume=True) and return the path of the final checkpoint."""
     if cfg.model.regularizer == "none":
-        raise UserError("model.regularizer=none is pixel space and has nothing to train; for pixel-space diffusion "
-                        "set `autoencoder: pixels` in the `latentdiff train` config")
+        raise UserError("model.regularizer=none is pixel space and has nothing to train; for "
+                        "pixel-space diffusion set `autoencoder: pixels` in the `latentdiff "
+                        "train` config")
     fabric = make_fabric(cfg.train)
     return fabric.launch(_train, cfg, resume)
 
@@ -57,12 +65,14 @@ def _check_codebook(cfg: AutoencoderTrainConfig, train_data: ImageData) -> None:
     side = cfg.data.image_size // cfg.model.downsampling_factor
     vectors = len(train_data) * side * side
     if cfg.model.regularizer == "vq" and cfg.model.codebook_size > vectors:
-        raise UserError(f"model.codebook_size={cfg.model.codebook_size} exceeds the {vectors} latent vectors of the "
-                        f"training set, so most codes could never be used; set model.codebook_size ≤ {vectors}")
+        raise UserError(f"model.codebook_size={cfg.model.codebook_size} exceeds the {vectors} "
+                        "latent vectors of the training set, so most codes could never be used; "
+                        f"set model.codebook_size ≤ {vectors}")
 
 
 class CodebookMonitor:
-    """Steps since each code was last chosen (by any process); restarts the codes idle for `after` steps."""
+    """Steps since each code was last chosen (by any process); restarts the codes idle for `after`
+    steps."""
 
     def __init__(self, codebook_size: int, after: int):
         self.idle = torch.zeros(codebook_size, dtype=torch.long)
@@ -71,7 +81,8 @@ class CodebookMonitor:
 
     def update(self, fabric: Fabric, quantized: Quantized, autoencoder: AutoencoderVQ,
                optimizer: torch.optim.Optimizer, generator: torch.Generator) -> int:
-        """Count this step's codes across processes, restart idle ones; returns how many were restarted."""
+        """Count this step's codes across processes, restart idle ones; returns how many were
+        restarted."""
         k = len(self.idle)
         counts = torch.bincount(quantized.indices.flatten(), minlength=k)
         counts = fabric.all_reduce(counts, reduce_op="sum").cpu() if fabric.world_size > 1 else counts.cpu()
@@ -94,7 +105,8 @@ class CodebookMonitor:
         return int(dead.sum())
 
     def usage(self) -> float:
-        """Fraction of codes chosen within the last `after` steps (or in this step when restarts are off)."""
+        """Fraction of codes chosen within the last `after` steps (or in this step when restarts are
+        off)."""
         window = self.after if self.after > 0 else 1
         return (self.idle < window).float().mean().item()
 
@@ -103,11 +115,13 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
     tc, lc = cfg.train, cfg.loss
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(resume)
-    train_data, heldout = load_training_data(cfg.data, cfg.model.downsampling_factor, cfg.model.in_channels)
+    train_data, heldout = load_training_data(cfg.data,
+                                             cfg.model.downsampling_factor, cfg.model.in_channels)
     _check_codebook(cfg, train_data)
     autoencoder = seeded(tc.seed, lambda: build_autoencoder(cfg.model))
-    discriminator = seeded(tc.seed + 1, lambda: PatchDiscriminator(cfg.model.in_channels, lc.disc_channels,
-                                                                   lc.disc_layers))
+    discriminator = seeded(tc.seed + 1,
+                           lambda: PatchDiscriminator(cfg.model.in_channels, lc.disc_channels,
+                                                      lc.disc_layers))
     uses_disc = lc.disc_start < tc.max_steps
     if uses_disc:
         discriminator.check_input(cfg.data.image_size)
@@ -121,7 +135,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                if isinstance(autoencoder, AutoencoderVQ) else None)
     start = 0
     if stored is not None:
-        check_same(stored["autoencoder_config"], to_dict(cfg.model), "the model config", run.checkpoint)
+        check_same(stored["autoencoder_config"], to_dict(cfg.model),
+                   "the model config", run.checkpoint)
         start = resume_state(run.checkpoint, stored, AUTOENCODER,
                              {"autoencoder": autoencoder, "discriminator": discriminator},
                              {"optimizer": optimizer, "disc_optimizer": disc_optimizer})
@@ -137,7 +152,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
         if monitor is not None:
             tensors["codebook.idle"] = monitor.idle
         run.save(tensors, {"optimizer": optimizer, "disc_optimizer": disc_optimizer},
-                 {KIND: AUTOENCODER, "autoencoder_config": to_dict(cfg.model), "config": to_dict(cfg),
+                 {KIND: AUTOENCODER, "autoencoder_config": to_dict(cfg.model),
+                  "config": to_dict(cfg),
                   "image_size": cfg.data.image_size, **(extra or {}), **train_state(step, fabric)})
 
     latent_side = cfg.data.image_size // cfg.model.downsampling_factor
@@ -149,12 +165,15 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
         for step in range(start, tc.max_steps):
             generator = step_generator(tc.seed, step)
             index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
-            noise = torch.randn(tc.batch_size, cfg.model.latent_channels, latent_side, latent_side, generator=generator)
-            index, noise = (rank_slice(t, fabric.global_rank, fabric.world_size) for t in (index, noise))
+            noise = torch.randn(tc.batch_size, cfg.model.latent_channels, latent_side,
+                                latent_side, generator=generator)
+            index, noise = (rank_slice(t, fabric.global_rank, fabric.world_size)
+                            for t in (index, noise))
             x = to_model_range(train_data.images[index]).to(fabric.device)
             recon, regularizer = model(x, noise.to(fabric.device))
             disc_on = step >= lc.disc_start
-            terms = generator_loss(x, recon, regularizer, lc, perceptual, disc if disc_on else None, last_layer)
+            terms = generator_loss(x, recon, regularizer, lc, perceptual,
+                                   disc if disc_on else None, last_layer)
             check_finite(terms["loss"], step)
             optimizer_step(fabric, model, optimizer, terms["loss"], tc, step)
             if disc_on:
@@ -171,7 +190,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
             if due(done, tc.log_every, last or stopping):
                 values = {k: mean_over_processes(fabric, v.mean()) for k, v in terms.items()}
                 if monitor is not None:
-                    values.update(codebook_usage=monitor.usage(), perplexity=perplexity(monitor.batch_counts),
+                    values.update(codebook_usage=monitor.usage(),
+                                  perplexity=perplexity(monitor.batch_counts),
                                   codes_restarted=restarted)
                 run.log(done, **values)
                 progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
@@ -203,7 +223,8 @@ def encode_posteriors(autoencoder: Autoencoder, data: ImageData, device: torch.d
 
 
 def _final_metadata(fabric: Fabric, autoencoder: Autoencoder, train_data: ImageData) -> dict:
-    """Latent normalisation measured on the training set (global s and per channel), stored with the weights."""
+    """Latent normalisation measured on the training set (global s and per channel), stored with the
+    weights."""
     if not fabric.is_global_zero:
         return {}
     was_training = autoencoder.training

@@ -1,8 +1,9 @@
 """The conditions y of a training batch (paper Sec. 3.3), with condition dropout.
 
-Dropout (probability conditioning.drop_prob, drawn from the step's generator) replaces y by the null condition,
-which each conditioning kind defines (`conditioning/`): the empty prompt or layout, zeros for concatenated inputs,
-the extra class num_classes − 1 (class labels of the UNet's label embedding, here).
+Dropout (probability conditioning.drop_prob, drawn from the step's generator) replaces y by the null
+condition, which each conditioning kind defines (`conditioning/`): the empty prompt or layout, zeros
+for concatenated inputs, the extra class num_classes − 1 (class labels of the UNet's label
+embedding, here).
 """
 
 import dataclasses
@@ -18,9 +19,9 @@ from latentdiff.data import ImageData
 def batch_condition(conditioner: Conditioner | None, data: ImageData, index: torch.Tensor,
                     generator: torch.Generator, codec: LatentCodec, latent_size: tuple[int, int],
                     num_classes: int | None, drop_prob: float, cached=None) -> Cond:
-    """Cond for the training images `index` (B,), on the CPU. `num_classes`: the UNet's (the last is the null
-    class when drop_prob > 0), or None. `cached`: `conditioner.dataset_conditions(data)`, made once per run (made
-    here when not given)."""
+    """Cond for the training images `index` (B,), on the CPU. `num_classes`: the UNet's (the last is
+    the null class when drop_prob > 0), or None. `cached`: `conditioner.dataset_conditions(data)`,
+    made once per run (made here when not given)."""
     drop = torch.rand(len(index), generator=generator) < drop_prob
     labels = None
     if num_classes is not None:
@@ -32,7 +33,7 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
 
 
 def preview_conditions(system, data: ImageData, index: torch.Tensor) -> dict:
-    """`generate` keyword arguments that condition on the training images `index`: prompts, layouts, class labels
-    (class tokens) or spatial inputs."""
+    """`generate` keyword arguments that condition on the training images `index`: prompts, layouts,
+    class labels (class tokens) or spatial inputs."""
     latent_size = (system.image_size // system.codec.downsampling_factor,) * 2
     return system.conditioner.preview_inputs(data, index, system.codec, latent_size)

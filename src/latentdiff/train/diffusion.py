@@ -1,8 +1,9 @@
-"""Train the diffusion stage on a frozen autoencoder's latents: `latentdiff train CONFIG` (paper Sec. 3.2).
+"""Train the diffusion stage on a frozen autoencoder's latents: `latentdiff train CONFIG`
+(paper Sec. 3.2).
 
-The training images are encoded once into posterior moments (μ, σ) (edm2's latent cache); every step draws
-z = s·(μ + σ·n) afresh, so the cache does not freeze the posterior noise. s = 1/std(z) is measured on these
-latents when the run starts and stored in the checkpoint.
+The training images are encoded once into posterior moments (μ, σ) (edm2's latent cache); every step
+draws z = s·(μ + σ·n) afresh, so the cache does not freeze the posterior noise. s = 1/std(z) is
+measured on these latents when the run starts and stored in the checkpoint.
 """
 
 import logging
@@ -13,12 +14,14 @@ from lightning_fabric import Fabric
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, PixelSpace
 from latentdiff.checkpoints.io import prefixed
-from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder, network_parts, system_metadata,
+from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder,
+                                           network_parts, system_metadata,
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.kinds import build_conditioner
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
-from latentdiff.data import ImageData, batch_indices, load_dataset, rank_slice, split_holdout, to_uint8
+from latentdiff.data import (ImageData, batch_indices, load_dataset, rank_slice,
+                             split_holdout, to_uint8)
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
@@ -30,13 +33,16 @@ from latentdiff.preconditioning import discrete_preconditioning
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer,
-                                     mean_over_processes, optimizer_step, resume_state, seeded, step_generator,
+from latentdiff.train.engine import (Run, check_finite, check_same, due,
+                                     make_fabric, make_optimizer,
+                                     mean_over_processes, optimizer_step, resume_state,
+                                     seeded, step_generator,
                                      train_state, training_progress)
 from latentdiff.unet import UNetModel
 
 log = logging.getLogger(__name__)
-PIXELS = "pixels"  # `autoencoder: pixels`: no first stage, diffusion on the images themselves (the paper's LDM-1)
+# `autoencoder: pixels`: no first stage, diffusion on the images themselves (the paper's LDM-1)
+PIXELS = "pixels"
 
 
 def train_latent_diffusion(cfg: LatentDiffusionTrainConfig, resume: bool = False) -> Path:
@@ -51,8 +57,8 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
     k = conditioner.concat_channels(c) if conditioner else 0
     if cfg.unet.in_channels != c + k or cfg.unet.out_channels != c:
         extra = f" + {k} concatenated {cfg.conditioning.kind} channels" if k else ""
-        raise UserError(f"the autoencoder has {c} latent channels{extra}; set unet.in_channels={c + k} and "
-                        f"unet.out_channels={c}")
+        raise UserError(f"the autoencoder has {c} latent channels{extra}; set "
+                        f"unet.in_channels={c + k} and unet.out_channels={c}")
     context_dim = conditioner.context_dim if conditioner else None
     if cfg.unet.context_dim != context_dim:
         raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs unet.context_dim="
@@ -61,20 +67,22 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
     if cfg.unet.num_classes is not None and cfg.unet.num_classes != (data.num_classes or 0) + null:
         found = f"{data.num_classes} classes" if data.num_classes else "no class labels"
         extra = " + 1 null class (conditioning.drop_prob > 0)" if null else ""
-        raise UserError(f"unet.num_classes={cfg.unet.num_classes} but the data has {found}{extra}; set "
+        raise UserError(f"unet.num_classes={cfg.unet.num_classes} but the data has "
+                        f"{found}{extra}; set "
                         f"unet.num_classes={data.num_classes + null if data.num_classes else 'null'}")
 
 
 def _first_stage_and_data(cfg: LatentDiffusionTrainConfig, device: torch.device) -> tuple[Autoencoder, ImageData]:
-    """The frozen first stage (an autoencoder checkpoint, or the identity for `autoencoder: pixels`) and the
-    training split it is checked against."""
+    """The frozen first stage (an autoencoder checkpoint, or the identity for `autoencoder: pixels`)
+    and the training split it is checked against."""
     if cfg.autoencoder == PIXELS:
         data = load_dataset(cfg.data)
         autoencoder = PixelSpace.of_channels(data.channels)
         train_data, _ = split_holdout(data, cfg.data.holdout, cfg.data.split_seed)
         return autoencoder.to(device), train_data
     autoencoder = load_autoencoder(cfg.autoencoder, device)
-    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor, autoencoder.config.in_channels)
+    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor,
+                                       autoencoder.config.in_channels)
     return autoencoder, train_data
 
 
@@ -84,18 +92,21 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     stored = run.start(resume)
     autoencoder, train_data = _first_stage_and_data(cfg, fabric.device)
     conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg.conditioning, train_data,
-                                                                      cfg.data.dataset))  # τ_θ initialised by the seed
+                                                                      # τ_θ initialised by the seed
+                                                                      cfg.data.dataset))
     _check_compatible(cfg, autoencoder, train_data, conditioner)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     c = autoencoder.config.latent_channels
     if stored is not None:
         stats = LatentStats(**stored["latent_stats"])
-    elif cfg.scale_factor is not None or cfg.autoencoder == PIXELS:  # pixel space: x in [-1, 1] as it is (DDPM)
+    # pixel space: x in [-1, 1] as it is (DDPM)
+    elif cfg.scale_factor is not None or cfg.autoencoder == PIXELS:
         stats = LatentStats.global_scale(cfg.scale_factor or 1.0, c)
     else:
         posterior_noise = torch.randn(means.shape, generator=step_generator(tc.seed, -1))
         stats = LatentStats.measure(means + stds * posterior_noise, cfg.per_channel_normalization)
-        log.info("latent normalisation (measured on %d training images): shift %s, scale %s", len(means),
+        log.info("latent normalisation (measured on %d training images): shift %s, scale %s",
+                 len(means),
                  [round(v, 4) for v in stats.shift], [round(v, 4) for v in stats.scale])
     codec = LatentCodec(autoencoder, stats)
 
@@ -115,18 +126,24 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     ema.model.to(fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
     denoiser = Denoiser(model, discrete_preconditioning(schedule, cfg.diffusion.prediction))
-    ema_parts = network_parts(ema.model, "")  # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
-    ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule, cfg.diffusion.prediction, cfg.data.image_size,
-                                 train_data.class_names if cfg.unet.num_classes or (conditioner and conditioner.num_classes)
+    # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
+    ema_parts = network_parts(ema.model, "")
+    ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule,
+                                 cfg.diffusion.prediction, cfg.data.image_size,
+                                 train_data.class_names if cfg.unet.num_classes
+                                 or (conditioner and conditioner.num_classes)
                                  else (),
-                                 ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
+                                 ema_parts.get("conditioner", conditioner),
+                                 cfg.conditioning.drop_prob > 0)
     latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
     cached_conditions = conditioner.dataset_conditions(train_data) if conditioner else None
 
     def save(step: int) -> None:
         parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
-        tensors = {k: v for prefix, part in parts.items() for k, v in prefixed(f"{prefix}.", part.state_dict()).items()}
-        run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())}, {"optimizer": optimizer},
+        tensors = {k: v for prefix, part in parts.items() for k,
+                   v in prefixed(f"{prefix}.", part.state_dict()).items()}
+        run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())},
+                 {"optimizer": optimizer},
                  {**system_metadata(ema_system), "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
@@ -167,10 +184,12 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     return run.checkpoint
 
 
-def _write_samples(run: Run, system: LatentDiffusion, cfg: LatentDiffusionTrainConfig, data: ImageData,
+def _write_samples(run: Run, system: LatentDiffusion,
+                   cfg: LatentDiffusionTrainConfig, data: ImageData,
                    step: int) -> None:
-    """A preview grid from the EMA weights: one row per class (class-conditional), one row per training condition
-    (the first 8 training images' captions, layouts or spatial inputs), or 8 columns."""
+    """A preview grid from the EMA weights: one row per class (class-conditional), one row per
+    training condition (the first 8 training images' captions, layouts or spatial inputs), or 8
+    columns."""
     if not run.fabric.is_global_zero:
         return
     per_row = cfg.preview.per_class
@@ -180,6 +199,8 @@ def _write_samples(run: Run, system: LatentDiffusion, cfg: LatentDiffusionTrainC
     if system.conditioner is not None and labels is None:  # class tokens come with the labels
         options = preview_conditions(system, data, torch.arange(8).repeat_interleave(per_row))
     guidance = cfg.preview.guidance_scale if system.trained_with_null else 1.0
-    images = generate(system, seeds=list(range(n)), class_labels=labels, sampler=cfg.preview.sampler,
+    images = generate(system, seeds=list(range(n)), class_labels=labels,
+                      sampler=cfg.preview.sampler,
                       steps=cfg.preview.steps, guidance_scale=guidance, **options)
-    save_image_grid(to_uint8(images), run.sample_path(step), ncols=per_row if labels or options else 8)
+    save_image_grid(to_uint8(images), run.sample_path(step),
+                    ncols=per_row if labels or options else 8)

@@ -7,8 +7,8 @@ from torch import nn
 
 
 class EMA:
-    """θ_ema ← d·θ_ema + (1 − d)·θ, d = min(decay, (1 + n)/(10 + n)) after n updates (the original LitEma warm-up,
-    so early averages are not dominated by the random initialisation)."""
+    """θ_ema ← d·θ_ema + (1 − d)·θ, d = min(decay, (1 + n)/(10 + n)) after n updates (the original
+    LitEma warm-up, so early averages are not dominated by the random initialisation)."""
 
     def __init__(self, model: nn.Module, decay: float, num_updates: int = 0):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)

@@ -1,8 +1,9 @@
-"""What both training stages share: the Fabric engine, the run folder, randomness per step, the optimiser step,
-logging and checkpoints.
+"""What both training stages share: the Fabric engine, the run folder, randomness per step, the
+optimiser step, logging and checkpoints.
 
-Engine: Lightning Fabric. It gives DDP/FSDP across GPUs and nodes, mixed precision and launching (including 2+
-processes on CPU with gloo) while the loop stays ours and reads top to bottom (docs/architecture.md says why).
+Engine: Lightning Fabric. It gives DDP/FSDP across GPUs and nodes, mixed precision and launching
+(including 2+ processes on CPU with gloo) while the loop stays ours and reads top to bottom
+(docs/architecture.md says why).
 """
 
 import fcntl
@@ -22,7 +23,8 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
-from latentdiff.checkpoints.io import (KIND, flatten_optimizer, load_weights, prefixed, read_metadata, read_tensors,
+from latentdiff.checkpoints.io import (KIND, flatten_optimizer, load_weights, prefixed,
+                                       read_metadata, read_tensors,
                                        save_checkpoint, unflatten_optimizer)
 from latentdiff.config import TrainConfig, to_yaml
 from latentdiff.errors import Interrupted, UserError
@@ -30,12 +32,14 @@ from latentdiff.files import check_output, remove_stale_temporaries, temporary_n
 from latentdiff.progress import progress
 
 log = logging.getLogger(__name__)
-clock = time.perf_counter  # of the time budget and the log; tests replace it with one that ignores speed
+# of the time budget and the log; tests replace it with one that ignores speed
+clock = time.perf_counter
 _HELD_LOCKS: dict[Path, object] = {}  # run folder → its open, locked .lock file
 
 
 def make_fabric(cfg: TrainConfig) -> Fabric:
-    """Fabric for the configured hardware; precision "auto" = bf16-mixed on GPUs with bf16, else full fp32."""
+    """Fabric for the configured hardware; precision "auto" = bf16-mixed on GPUs with bf16, else
+    full fp32."""
     precision = cfg.precision
     if precision == "auto":
         gpu = cfg.accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
@@ -45,19 +49,21 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
         return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                       strategy=cfg.strategy, precision=precision)
     except (ValueError, RuntimeError, TypeError) as e:
-        raise UserError(f"train.accelerator/devices/strategy/precision: {str(e).splitlines()[0]}") from None
+        raise UserError("train.accelerator/devices/strategy/precision: "
+                        f"{str(e).splitlines()[0]}") from None
 
 
 def seeded(seed: int, build):
-    """build() under a fixed torch seed, without touching the global RNG state: identical initial weights in every
-    process and in every run with the same seed."""
+    """build() under a fixed torch seed, without touching the global RNG state: identical initial
+    weights in every process and in every run with the same seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
-    """The CPU generator of one training step: all randomness of step k is a function of (seed, k) alone."""
+    """The CPU generator of one training step: all randomness of step k is a function of (seed, k)
+    alone."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % 2 ** 63)
 
 
@@ -70,9 +76,11 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
 
 
-def optimizer_step(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+def optimizer_step(fabric: Fabric, model: nn.Module,
+                   optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                    cfg: TrainConfig, step: int) -> None:
-    """Backward (gradients averaged across processes), clip the global norm, AdamW step at the scheduled LR."""
+    """Backward (gradients averaged across processes), clip the global norm, AdamW step at the
+    scheduled LR."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(cfg, step)
     optimizer.zero_grad(set_to_none=True)
@@ -83,9 +91,10 @@ def optimizer_step(fabric: Fabric, model: nn.Module, optimizer: torch.optim.Opti
 
 
 class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM while training: the first asks the loop to stop after the step in progress, which
-    then saves the state after exactly that step; a second one stops at once (the last checkpoint stays intact).
-    Installed only in the main thread (signal handlers live there); `received` is the first signal's number."""
+    """SIGINT (Ctrl-C) and SIGTERM while training: the first asks the loop to stop after the step in
+    progress, which then saves the state after exactly that step; a second one stops at once (the
+    last checkpoint stays intact). Installed only in the main thread (signal handlers live there);
+    `received` is the first signal's number."""
 
     def __init__(self):
         self.received: int | None = None
@@ -93,20 +102,24 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if self.received is not None:
-            raise Interrupted("stopped at once by a second signal; the last checkpoint is intact: continue with "
-                              "--resume", 128 + signum)
+            raise Interrupted("stopped at once by a second signal; the last checkpoint is intact: "
+                              "continue with --resume", 128 + signum)
         self.received = signum
-        message = (f"\nlatentdiff: {signal.Signals(signum).name}: finishing this step and saving a checkpoint (send "
-                   f"it again to stop at once)\n")
-        try:  # unbuffered: the signal may land inside a write to stderr, which a print here would re-enter
+        message = (f"\nlatentdiff: {signal.Signals(signum).name}: finishing this step and saving a "
+                   f"checkpoint (send it again to stop at once)\n")
+        # unbuffered: the signal may land inside a write to stderr, which a print here would
+        # re-enter
+        try:
             os.write(sys.stderr.fileno(), message.encode())
-        except (AttributeError, OSError, ValueError):  # a stream without a descriptor (captured output)
+        # a stream without a descriptor (captured output)
+        except (AttributeError, OSError, ValueError):
             print(message, end="", file=sys.stderr)
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a background job: left ignored
+                # e.g. SIGINT of a background job: left ignored
+                if signal.getsignal(signum) is not signal.SIG_IGN:
                     self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -117,11 +130,13 @@ class StopSignals:
 
 @dataclass
 class Run:
-    """A run folder: checkpoints/last.safetensors (+ step-NNNNNNN.safetensors when `keep_checkpoints`),
-    samples/*.png, metrics.jsonl (time_s: seconds since the training loop started in this process), config.yaml.
+    """A run folder: checkpoints/last.safetensors (+ step-NNNNNNN.safetensors when
+    `keep_checkpoints`), samples/*.png, metrics.jsonl (time_s: seconds since the training loop
+    started in this process), config.yaml.
 
-    Nothing is created until `open` (after every check of the config and data has passed); rank 0 then holds an
-    exclusive lock on `.lock` in the folder, so that two processes never train into the same run."""
+    Nothing is created until `open` (after every check of the config and data has passed); rank 0
+    then holds an exclusive lock on `.lock` in the folder, so that two processes never train into
+    the same run."""
 
     root: Path
     fabric: Fabric
@@ -131,13 +146,13 @@ class Run:
     _lock: object = None
 
     def start_clock(self) -> None:
-        """Called when the training loop starts: time_s and the time budget count from here (data loading and
-        latent caching before it are excluded)."""
+        """Called when the training loop starts: time_s and the time budget count from here (data
+        loading and latent caching before it are excluded)."""
         self.started = clock()
 
     def should_stop(self, max_minutes: float) -> tuple[bool, bool]:
-        """(out of time, stop signal received), agreed across processes: the training loop has used its budget
-        (max_minutes > 0), or any process was asked to stop."""
+        """(out of time, stop signal received), agreed across processes: the training loop has used
+        its budget (max_minutes > 0), or any process was asked to stop."""
         over = max_minutes > 0 and clock() - self.started >= 60.0 * max_minutes
         flags = torch.tensor([float(over), float(self.signals.received is not None)])
         if self.fabric.world_size > 1:
@@ -156,19 +171,20 @@ class Run:
         return self.root / "samples" / f"step-{step:07d}.png"
 
     def start(self, resume: bool) -> dict | None:
-        """Metadata of the checkpoint to resume from (None for a fresh run), after checking that the folder can
-        be written; refuses to overwrite a run. Creates nothing."""
+        """Metadata of the checkpoint to resume from (None for a fresh run), after checking that the
+        folder can be written; refuses to overwrite a run. Creates nothing."""
         check_output(self.root, "train.out_dir", kind="folder")
         if self.checkpoint.exists() and not resume:
-            raise UserError(f"{self.root} already holds a run; pass --resume to continue it or choose another "
-                            f"train.out_dir")
+            raise UserError(f"{self.root} already holds a run; pass --resume to continue it or "
+                            f"choose another train.out_dir")
         if self.root.is_dir() and self.fabric.is_global_zero:
             self._acquire()
         return read_metadata(self.checkpoint) if resume and self.checkpoint.exists() else None
 
     def open(self, config, step: int) -> None:
-        """Create the folder (rank 0; locked), remove temporaries a killed run left, write config.yaml, and cut
-        metrics.jsonl to the steps ≤ `step` that the run continues from (each step is then logged once)."""
+        """Create the folder (rank 0; locked), remove temporaries a killed run left, write
+        config.yaml, and cut metrics.jsonl to the steps ≤ `step` that the run continues from (each
+        step is then logged once)."""
         if self.fabric.is_global_zero:
             self.root.mkdir(parents=True, exist_ok=True)
             self._acquire()
@@ -177,11 +193,13 @@ class Run:
                     remove_stale_temporaries(folder, everything=True)
             write_text(self.root / "config.yaml", to_yaml(config))
             if self.metrics.exists():
-                write_text(self.metrics, "".join(line + "\n" for line in _logged_until(self.metrics, step)))
+                write_text(self.metrics,
+                           "".join(line + "\n" for line in _logged_until(self.metrics, step)))
         self.fabric.barrier()
 
     def _acquire(self) -> None:
-        """The run folder's lock, held until the process ends (reused by later runs of this process in it)."""
+        """The run folder's lock, held until the process ends (reused by later runs of this process
+        in it)."""
         key = self.root.resolve()
         if key in _HELD_LOCKS:
             self._lock = _HELD_LOCKS[key]
@@ -197,8 +215,8 @@ class Run:
             lock.seek(0)
             owner = lock.read().strip() or "?"
             lock.close()
-            raise UserError(f"{self.root} is in use by another latentdiff process (pid {owner}); wait for it to "
-                            f"end or choose another train.out_dir") from None
+            raise UserError(f"{self.root} is in use by another latentdiff process (pid {owner}); "
+                            f"wait for it to end or choose another train.out_dir") from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
@@ -206,20 +224,22 @@ class Run:
         self._lock = _HELD_LOCKS[key] = lock
 
     def log(self, step: int, **values: float) -> None:
-        """One JSON line appended to metrics.jsonl (a line torn by a crash is dropped when the run resumes)."""
+        """One JSON line appended to metrics.jsonl (a line torn by a crash is dropped when the run
+        resumes)."""
         if self.fabric.is_global_zero:
             record = {"step": step, "time_s": round(clock() - self.started, 2), **values}
             try:
                 with open(self.metrics, "a") as f:
                     f.write(json.dumps(record) + "\n")
             except OSError as e:
-                raise UserError(f"cannot write {self.metrics}: {e.strerror or e}; the last checkpoint is intact, "
-                                f"free space and continue with --resume") from None
+                raise UserError(f"cannot write {self.metrics}: {e.strerror or e}; the last "
+                                "checkpoint is intact, free space and continue "
+                                "with --resume") from None
 
     def save(self, tensors: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
              metadata: dict) -> None:
-        """Rank 0 writes the checkpoint (atomically) with the optimiser states ({prefix: optimiser}, e.g.
-        {"optimizer": ...}); all ranks wait for it."""
+        """Rank 0 writes the checkpoint (atomically) with the optimiser states ({prefix: optimiser},
+        e.g. {"optimizer": ...}); all ranks wait for it."""
         if self.fabric.is_global_zero:
             tensors, metadata = dict(tensors), dict(metadata)
             for prefix, optimizer in optimizers.items():
@@ -231,7 +251,8 @@ class Run:
         self.fabric.barrier()
 
     def _keep(self, step: int) -> None:
-        """A step-numbered copy of last.safetensors (a hard link where the file system allows), made atomically."""
+        """A step-numbered copy of last.safetensors (a hard link where the file system allows), made
+        atomically."""
         kept = self.checkpoint.with_name(f"step-{step:07d}.safetensors")
         tmp = temporary_name(kept)
         try:
@@ -243,12 +264,13 @@ class Run:
     def interrupted(self, step: int) -> Interrupted:
         """What the loop raises after saving the state of `step` on a stop signal."""
         signum = self.signals.received or signal.SIGINT
-        return Interrupted(f"{signal.Signals(signum).name} at step {step}: checkpoint saved to {self.checkpoint}; "
-                           f"continue with --resume", 128 + signum)
+        return Interrupted(f"{signal.Signals(signum).name} at step {step}: checkpoint saved to "
+                           f"{self.checkpoint}; continue with --resume", 128 + signum)
 
 
 def _logged_until(path: Path, step: int) -> list[str]:
-    """The lines of a metrics log that record steps ≤ `step` (a torn last line of a killed run is dropped)."""
+    """The lines of a metrics log that record steps ≤ `step` (a torn last line of a killed run is
+    dropped)."""
     kept = []
     for line in path.read_text(errors="replace").splitlines():
         try:
@@ -262,40 +284,43 @@ def _logged_until(path: Path, step: int) -> list[str]:
 
 def resume_state(path: Path, metadata: dict, kind: str, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer]) -> int:
-    """Load module weights ({prefix: module}) and optimiser states ({prefix: optimiser}) from a checkpoint; returns
-    the next step."""
+    """Load module weights ({prefix: module}) and optimiser states ({prefix: optimiser}) from a
+    checkpoint; returns the next step."""
     if metadata.get(KIND) != kind:
         raise UserError(f"{path} is not a {kind} run; choose another train.out_dir")
     for prefix, module in modules.items():
         load_weights(module, read_tensors(path, f"{prefix}."), str(path))
     for prefix, optimizer in optimizers.items():
-        optimizer.load_state_dict(unflatten_optimizer(read_tensors(path, f"{prefix}."), metadata[prefix]))
+        optimizer.load_state_dict(unflatten_optimizer(read_tensors(path, f"{prefix}."),
+                                                      metadata[prefix]))
     return int(metadata["train_state"]["step"])
 
 
 def check_same(stored: dict, current: dict, what: str, path: Path) -> None:
     if stored != current:
         changed = sorted(k for k in current if stored.get(k) != current.get(k))
-        raise UserError(f"cannot resume {path}: {what} changed ({', '.join(changed)}); restore it or use a new "
-                        f"train.out_dir")
+        raise UserError(f"cannot resume {path}: {what} changed ({', '.join(changed)}); restore it "
+                        f"or use a new train.out_dir")
 
 
 def due(done: int, every: int, last: bool) -> bool:
-    """Whether a periodic action (log, sample, checkpoint every `every` steps; 0 = only at the end) runs after step
-    `done`; `last`: the loop ends after this step (max_steps or the time budget reached)."""
+    """Whether a periodic action (log, sample, checkpoint every `every` steps; 0 = only at the end)
+    runs after step `done`; `last`: the loop ends after this step (max_steps or the time budget
+    reached)."""
     return (every > 0 and done % every == 0) or last
 
 
 def training_progress(start: int, max_steps: int, what: str, fabric: Fabric):
-    """The progress bar of steps start … max_steps (rank 0 only), advanced by `update()` after each step."""
+    """The progress bar of steps start … max_steps (rank 0 only), advanced by `update()` after each
+    step."""
     return progress(initial=start, total=max_steps, desc=what,
                     disable=not fabric.is_global_zero)
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
     if not math.isfinite(loss.item()):
-        raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise train.warmup_steps, "
-                        f"then --resume")
+        raise UserError(f"the loss became {loss.item()} at step {step}; lower train.lr or raise "
+                        f"train.warmup_steps, then --resume")
 
 
 def mean_over_processes(fabric: Fabric, value: torch.Tensor) -> float:
