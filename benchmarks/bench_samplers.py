@@ -88,7 +88,8 @@ def bench_condition(model, batch: int) -> Cond:
 def _start(model, batch: int) -> torch.Tensor:
     """The same standard-normal x_T draw on both sides (one generator: per-sample seeds cost more
     than the draw)."""
-    return torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(0)).to(model.device)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, *model.latent_shape, generator=generator).to(model.device)
 
 
 def our_overhead(model, peer: PeerScheduler, steps: int, batch: int) -> float:

@@ -99,7 +99,8 @@ def seconds_per_step(unet: UNetConfig, side: int, batch: int) -> float:
     return float(np.median(times[1:]))
 
 
-def diffusion_config(f: int, autoencoder: str, data: DataConfig, out: Path, minutes: float) -> LatentDiffusionTrainConfig:
+def diffusion_config(f: int, autoencoder: str, data: DataConfig, out: Path,
+                     minutes: float) -> LatentDiffusionTrainConfig:
     unet = unet_config(f)
     every = max(1, round(60 * minutes / seconds_per_step(unet, 32 // f, 64) / SNAPSHOTS))
     schedule = NoiseScheduleConfig(kind="scaled_linear", num_timesteps=1000,
@@ -173,7 +174,8 @@ class Scorer:
         return self.cache[key]
 
 
-def reconstruction_fd(autoencoder_path: Path, held, extractor, reference: FeatureStats, n: int) -> float:
+def reconstruction_fd(autoencoder_path: Path, held, extractor,
+                      reference: FeatureStats, n: int) -> float:
     """FD of the autoencoder's reconstructions of n held-out images: the floor an LDM-f can
     reach."""
     recon = reconstruct(load_autoencoder(autoencoder_path), to_model_range(held.images[:n]))
@@ -288,7 +290,8 @@ def render(results: dict) -> list[str]:
         t = None if target is None else first_time_at_or_below(r["curve"], target)
         first = r["curve"][0][0]
         reach = "never" if t is None else f"{'≤ ' if t == first and f != 1 else ''}{t / 60:.2f} min"
-        speed = "–" if t is None or t_pixel is None else f"{'≥ ' if t == first and f != 1 else ''}{t_pixel / t:.1f}×"
+        bound = "≥ " if t == first and f != 1 else ""
+        speed = "–" if t is None or t_pixel is None else f"{bound}{t_pixel / t:.1f}×"
         ae = ("–", "–") if f == 1 else (f"{r['recon_fd']:.2f}", f"{r['ae_minutes']:.1f} min")
         lines.append(f"| {name_of(f)} | {r['params'] / 1e6:.2f} M | {r['steps']} | "
                      f"{r['curve'][-1][0] / r['steps']:.3f} | {np.mean(r['final_fd']):.2f} ± "

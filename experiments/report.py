@@ -23,8 +23,8 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
 from latentdiff.files import atomic_write, write_text
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
-from latentdiff.evaluation.sample_quality import (cached_features,
-                                                  checkpoint_reference, sample_conditions)
+from latentdiff.evaluation.sample_quality import (cached_features, checkpoint_reference,
+                                                  sample_conditions)
 from latentdiff.evaluation.autoencoder import stored_data_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,9 +57,8 @@ class Provenance:
             "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}",
                                              *sys.argv[1:]]),
             "commit": _git("rev-parse", "HEAD") or "unknown",
-            # changes to tracked files or untracked files (outside the ignored runs/ and the
-            # reports/ that the
-            # experiments write) mean the numbers are not the commit's
+            # changes to tracked files or untracked files (outside the ignored runs/ and the reports/
+            # that the experiments write) mean the numbers are not the commit's
             "clean": _git("status", "--porcelain", "--", ".", ":(exclude)reports") == "",
             "machine": {"cpu": _cpu(), "cores": _cores(), "threads": torch.get_num_threads(),
                         "python": platform.python_version(), "torch": torch.__version__,
@@ -96,7 +95,8 @@ class FDSetup:
     def of(cls, checkpoint: Path | None, n: int, guidance: float) -> "FDSetup":
         checkpoint = checkpoint or bundled_model()
         model = load_latent_diffusion(checkpoint)
-        extractor, train, held, label = checkpoint_reference(model, stored_data_config(checkpoint), "classifier")
+        extractor, train, held, label = checkpoint_reference(model, stored_data_config(checkpoint),
+                                                             "classifier")
         reference = FeatureStats.of(cached_features(extractor, train.images, label).features)
         held = held.sample(len(held))
         n_b = min(n, len(held))
@@ -132,7 +132,8 @@ def markdown(results: dict, body: list[str]) -> str:
     figures."""
     p, title = results["provenance"], results["title"]
     m = p["machine"]
-    tree = "clean tree" if p["clean"] else "**uncommitted changes**: the numbers are not reproducible from the commit"
+    tree = ("clean tree" if p["clean"]
+            else "**uncommitted changes**: the numbers are not reproducible from the commit")
     lines = [f"# {title}", "",
              f"Command: `{p['command']}`  ",
              f"Commit: `{p['commit']}` ({tree})  ",

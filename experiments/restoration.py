@@ -138,7 +138,8 @@ def inpainting_results(checkpoint: Path, args) -> dict:
     masks = random_masks(n, x.shape[-1], torch.Generator().manual_seed(0))
     side = x.shape[-1] // model.codec.downsampling_factor
     edit = LatentEdit(model.codec.encode(x), 1.0, F.adaptive_max_pool2d(masks, side))
-    prompts = model.conditioner.training_inputs(held, torch.arange(n)) if model.conditioner is not None else None
+    conditioner = model.conditioner
+    prompts = None if conditioner is None else conditioner.training_inputs(held, torch.arange(n))
     guidance = args.guidance if model.trained_with_null else 1.0
     seeds, outputs = [], []
     for seed in range(args.seeds):

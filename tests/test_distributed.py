@@ -76,13 +76,10 @@ def test_autoencoder_two_processes_equal_one(tmp_path):
 @pytest.mark.slow
 def test_latent_diffusion_two_processes_equal_one(tmp_path, trained_autoencoder):
     # Two steps: after the first only the zero-initialised output conv has a gradient. 64 channels
-    # give GroupNorm
-    # two channels per group (so biases before it get real gradients); qkv biases hold the
-    # zero-gradient key bias.
-    # Deep layers' gradients pass through output convs that are only ~lr in size after one step, so
-    # they come out
-    # near ε: about a third of the elements (several hundred thousand) have a well-conditioned
-    # update.
+    # give GroupNorm two channels per group (so biases before it get real gradients); qkv biases
+    # hold the zero-gradient key bias. Deep layers' gradients pass through output convs that are
+    # only ~lr in size after one step, so they come out near ε: about a third of the elements
+    # (several hundred thousand) have a well-conditioned update.
     extra = (*ONE_STEP, "train.max_steps=2", "unet.model_channels=64", "unet.head_channels=64")
     cfg = tiny_ldm_config(tmp_path / "one", trained_autoencoder, *extra)
     one = train_latent_diffusion(cfg)

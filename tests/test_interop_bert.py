@@ -13,8 +13,8 @@ from test_interop_compvis import (SD_UNET, diffusers_unet, original_yaml,
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.cli import main
 from latentdiff.checkpoints import load_model
-from latentdiff.checkpoints.interop.compvis import (ORIGINAL_CONFIGS, UNET,
-                                                    detect_original_config, original_config)
+from latentdiff.checkpoints.interop.compvis import (ORIGINAL_CONFIGS, UNET, detect_original_config,
+                                                    original_config)
 from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
 from latentdiff.checkpoints.interop.x_transformer import x_transformer_config, x_transformer_weights
 
@@ -131,8 +131,8 @@ def test_bert_model_converts_to_latentdiff_and_diffusers_layouts_and_back_bit_id
 def test_txt2img_1p4b_is_detected_by_its_keys_and_has_the_published_size():
     """The bundled txt2img-1p4B-eval.yaml is chosen for its key layout (not SD-v1's, though both
     keep the text encoder under cond_stage_model.transformer.); built on the meta device it has the
-    paper's sizes: UNet 872.3 M, BERTEmbedder 582 M of which 39.1 M are the unused LM head
-    (shared/reference/compvis-ldm.md)."""
+    paper's sizes: UNet 872.3 M, BERTEmbedder 582 M of which 39.1 M are the unused LM head (the
+    counts of the published checkpoint)."""
     from latentdiff.unet import UNetModel
 
     cfg = original_config(OmegaConf.to_container(OmegaConf.load(ORIGINAL_CONFIGS / "txt2img-1p4B-eval.yaml")))

@@ -120,7 +120,8 @@ def sd_pipeline(unet, vae, text_encoder, tokenizer, prediction_type: str = "epsi
     return pipe
 
 
-def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float, final: str = "zero") -> None:
+def assert_same_guided_run(model, pipe, seeds: list[int], guidance: float,
+                           final: str = "zero") -> None:
     """10 guided steps from the same x_T and two prompts: the pipeline's pixels and latentdiff's
     generate agree."""
     from latentdiff.pipelines import generate

@@ -251,8 +251,8 @@ def test_ldm_pipeline_folder_written_by_diffusers_samples_the_same_images(tmp_pa
     theirs = ldm_pipeline_run(pipe, [7, 8], 10)
     assert relative(decoded["ours"][0] / 0.5, decoded["theirs"][0]) <= 1e-5
     # decoders: on latents that are codebook vectors (these random-weight latents, |z| ~ 100, lie
-    # within float error
-    # of two codes at some positions, which either side may pick: a tie, not a loader difference)
+    # within float error of two codes at some positions, which either side may pick: a tie, not a
+    # loader difference)
     quantizer = model.codec.autoencoder.quantize
     snapped = quantizer(decoded["theirs"][0]).z_q
     assert relative(model.codec.decode(snapped * 0.5), pipe.vqvae.decode(snapped).sample) <= 1e-5

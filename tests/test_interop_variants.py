@@ -19,7 +19,8 @@ diffusers = pytest.importorskip("diffusers")
 single_file = pytest.importorskip("diffusers.loaders.single_file_utils")
 
 
-def open_clip_state(width: int, blocks: int, vocab: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def open_clip_state(width: int, blocks: int, vocab: int,
+                    generator: torch.Generator) -> dict[str, torch.Tensor]:
     """An OpenCLIP text tower in FrozenOpenCLIPEmbedder's layout (cond_stage_model.model.*), random
     weights."""
     def rand(*shape):

@@ -91,7 +91,8 @@ def interrupt(process: subprocess.Popen, out: Path, how: str, rng: random.Random
     return "mid-write" if found else "running"
 
 
-def run_with_interruptions(config: Path, out: Path, plan: list[str], seed: int) -> list[tuple[str, int, str]]:
+def run_with_interruptions(config: Path, out: Path, plan: list[str],
+                           seed: int) -> list[tuple[str, int, str]]:
     """Start, interrupt as `plan` says (one interruption per start), then resume without
     interruption until the run finishes; returns (how, exit code, last stderr line) per interrupted
     start."""

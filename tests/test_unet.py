@@ -149,8 +149,8 @@ def test_resblock_updown_matches_the_published_layouts_and_resamples_inside():
             model = UNetModel(cfg)
         assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == millions
         names[millions] = model.state_dict().keys()
+    # the resampling ResBlocks of the published LSUN-churches checkpoint
     resampling = [f"input_blocks.{i}.0" for i in (3, 6, 9, 12)] + ["output_blocks.2.1"] + [
-        # churches, as shared/reference/compvis-ldm.md §2b lists them
         f"output_blocks.{i}.2" for i in (5, 8, 11)]
     assert all(f"{r}.in_layers.2.weight" in names[295.0]
                and f"{r}.skip_connection.weight" not in names[295.0]

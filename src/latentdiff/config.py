@@ -145,15 +145,13 @@ class UNetConfig:
     transformer_depth: int = 1
     linear_projection: bool = False  # original: use_linear_in_transformer
     # CoordConv (Liu et al. 2018): two input channels holding x and y in [−1, 1] across the sampled
-    # latent, an
-    # absolute position signal for layout conditioning (not in the original LDM; off for its
-    # checkpoints)
+    # latent, an absolute position signal for layout conditioning (not in the original LDM; off for
+    # its checkpoints)
     coordinate_channels: bool = False
     # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per
-    # axis, through a
-    # learned projection added after proj_in): lets cross-attention queries bind words to places
-    # (not in the original;
-    # with pooled_context it did not improve shapes relations at 3,000 steps: docs/conditioning.md)
+    # axis, through a learned projection added after proj_in): lets cross-attention queries bind
+    # words to places (not in the original; with pooled_context it did not improve shapes relations
+    # at 3,000 steps: docs/conditioning.md)
     position_frequencies: int = 0
     # the context's masked mean over its tokens, projected and added to the time embedding
     # (`context_emb`), a global
@@ -372,14 +370,12 @@ class ConditioningConfig:
     # inpaint: "max" (a latent cell touching a hole is one) or "nearest" (the original)
     mask_downsampling: str = "max"
     # text models that also see the mask and E(masked image) by concatenation, in Stable Diffusion
-    # inpainting's
-    # layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the original's
-    # conditioning_key hybrid)
+    # inpainting's layout: [mask resized (nearest) to the latent size, E(x ⊙ (1 − m))] (the
+    # original's conditioning_key hybrid)
     masked_image: bool = False
     # semantic maps mapped by a learned 1×1 projection (no bias) to this many channels before
-    # concatenation (the
-    # original SpatialRescaler's `channel_mapper`; 0: the one-hot map itself). Loaded models only:
-    # not trained here
+    # concatenation (the original SpatialRescaler's `channel_mapper`; 0: the one-hot map itself).
+    # Loaded models only: not trained here
     semantic_embedding: int = 0
 
     def __post_init__(self):

@@ -35,7 +35,8 @@ def resolve_config_path(name: str | Path) -> Path:
                     f"name ({names})")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple = ()) -> T:
+def load_config(cls: type[T], path: str | Path | None = None,
+                overrides: list[str] | tuple = ()) -> T:
     """YAML file (optional) + dotted overrides → a validated `cls` instance."""
     where = str(path) if path is not None else "overrides"
     try:

@@ -38,13 +38,15 @@ class Denoiser:
     def __init__(self, net: nn.Module, precond: Preconditioning):
         self.net, self.precond = net, precond
 
-    def network_output(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+    def network_output(self, x: torch.Tensor, sigma: torch.Tensor,
+                       cond: Cond | None = None) -> torch.Tensor:
         """F_θ(c_in(σ)·x; c_noise(σ)) for x (B, ...) and sigma (B,): the network's own output
         (ε̂, x̂₀ or v̂)."""
         c_in = append_dims(self.precond.c_in(sigma), x)
         return self.net(c_in * x, self.precond.c_noise(sigma), **(cond or Cond()).network_kwargs())
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Cond | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                 cond: Cond | None = None) -> torch.Tensor:
         """x (B, ...) in VE scale, sigma scalar or (B,) → x̂_0 (B, ...) in x's dtype."""
         sigma = per_sample_sigma(sigma, x)
         c_skip, c_out = (append_dims(c(sigma), x) for c in (self.precond.c_skip,
@@ -56,7 +58,8 @@ class Denoiser:
         N(0, I))."""
         return self.precond.prior_std(sigma_max)
 
-    def start(self, noise: torch.Tensor, sigma_max: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    def start(self, noise: torch.Tensor, sigma_max: torch.Tensor,
+              known: torch.Tensor | None = None) -> torch.Tensor:
         """x where a sampler starts at σ_max from standard normal `noise` (B, ...): a draw of the
         prior, or, from a known latent z₀ (img2img, SDEdit), z₀ + σ_max·noise."""
         return noise * self.prior_std(sigma_max) if known is None else known + sigma_max * noise
@@ -67,7 +70,8 @@ class Denoiser:
         return self.precond.latent(x, sigma_end)
 
 
-def check_guidance(scale: float, rescale: float = 0.0, interval: tuple[float, float] | None = None) -> None:
+def check_guidance(scale: float, rescale: float = 0.0,
+                   interval: tuple[float, float] | None = None) -> None:
     """One-line errors for guidance settings `GuidedDenoiser` cannot use."""
     if scale < 0 or not 0.0 <= rescale <= 1.0:
         raise UserError(f"guidance scale {scale} must be ≥ 0 and guidance rescale "
@@ -96,7 +100,8 @@ class GuidedDenoiser(DenoiserWrapper):
         self.denoiser, self.uncond, self.scale, self.rescale = denoiser, uncond, scale, rescale
         self.interval = interval
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
+                 cond: Cond | None = None) -> torch.Tensor:
         sigma = per_sample_sigma(sigma, x)
         active = torch.ones_like(sigma, dtype=torch.bool)
         if self.interval is not None:
@@ -137,7 +142,8 @@ class ImageGuidedDenoiser(DenoiserWrapper):
                                                mode="bicubic", antialias=True,
                                                align_corners=False)
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
+                 cond: Cond | None = None) -> torch.Tensor:
         sigma = per_sample_sigma(sigma, x)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -159,5 +165,6 @@ class MaskedDenoiser(DenoiserWrapper):
     def __init__(self, denoiser, known: torch.Tensor, mask: torch.Tensor):
         self.denoiser, self.known, self.mask = denoiser, known, mask
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
+                 cond: Cond | None = None) -> torch.Tensor:
         return self.mask * self.denoiser(x, sigma, cond) + (1 - self.mask) * self.known

@@ -42,7 +42,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: Path, name: str | None = None, everything: bool = False) -> list[Path]:
+def remove_stale_temporaries(folder: Path, name: str | None = None,
+                             everything: bool = False) -> list[Path]:
     """Remove our temporaries of `name` (all names with None) in `folder` whose writer is gone (all
     of them with `everything`, e.g. a run folder held under its lock); returns what was removed."""
     removed = []
@@ -134,7 +135,8 @@ def atomic_folder(path: str | Path, replace: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] = (), kind: str = "file") -> Path:
+def check_output(path: str | Path, what: str, suffixes: tuple[str, ...] = (),
+                 kind: str = "file") -> Path:
     """A one-line error, before any work, when `path` cannot be written as `kind` ("file", "new
     folder", or "folder": new or existing): a folder where a file is wanted (or anything where a new
     folder is), a missing or unknown extension, a parent that is a file, or a folder that is not

@@ -32,7 +32,8 @@ class ResBlock(nn.Module):
         self.scale_shift = scale_shift
         # parameter-free resampling (as the original's h_upd / x_upd): the UNet's own Downsample /
         # Upsample, no conv
-        self.resample = {"down": Downsample(channels, False), "up": Upsample(channels, False), None: None}[resample]
+        self.resample = {"down": Downsample(channels, False), "up": Upsample(channels, False),
+                         None: None}[resample]
         self.in_layers = nn.Sequential(group_norm(channels), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(),
@@ -40,7 +41,8 @@ class ResBlock(nn.Module):
                                                   out_channels * (2 if scale_shift else 1)))
         self.out_layers = nn.Sequential(group_norm(out_channels), nn.SiLU(), nn.Dropout(dropout),
                                         zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
-        self.skip_connection = nn.Identity() if channels == out_channels else nn.Conv2d(channels, out_channels, 1)
+        self.skip_connection = (nn.Identity() if channels == out_channels
+                                else nn.Conv2d(channels, out_channels, 1))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.resample is None:

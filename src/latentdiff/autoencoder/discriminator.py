@@ -77,7 +77,8 @@ def r1_penalty(logits_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     return 0.5 * grad.pow(2).flatten(1).sum(1)
 
 
-def feature_matching_loss(features_real: list[torch.Tensor], features_fake: list[torch.Tensor]) -> torch.Tensor:
+def feature_matching_loss(features_real: list[torch.Tensor],
+                          features_fake: list[torch.Tensor]) -> torch.Tensor:
     """Mean over layers of mean |φ_l(x) − φ_l(x̃)| per sample (B,), real features as fixed
     targets."""
     terms = [(r.detach() - f).abs().flatten(1).mean(1) for r,

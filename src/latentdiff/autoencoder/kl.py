@@ -46,7 +46,8 @@ class AutoencoderKL(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
+    def forward(self, x: torch.Tensor,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
         """Reconstruction D(z) with z sampled from the posterior using `noise`
         (the mean when None)."""
         posterior = self.encode(x)

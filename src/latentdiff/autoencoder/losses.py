@@ -56,7 +56,8 @@ def regularization_terms(regularizer: DiagonalGaussian | Quantized, cfg: Autoenc
     return {"kl": kl, "reg": cfg.kl_weight * kl}
 
 
-def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor,
+                    last_layer: torch.Tensor) -> torch.Tensor:
     """‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_adv‖ + 1e-4), clamped to [0, 1e4] and detached (Esser et al.
     2021, Eq. 7)."""
     (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)

@@ -64,7 +64,8 @@ def _ssim_fp32(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float) -> t
 def focal_frequency_loss(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """FFL = mean_uv w(u,v)·|F_x(u,v) − F_y(u,v)|², w = |F_x − F_y|^α normalised to max 1 per image,
     no gradient."""
-    distance = (torch.fft.fft2(x.float(), norm="ortho") - torch.fft.fft2(y.float(), norm="ortho")).abs().pow(2)
+    spectrum_x, spectrum_y = (torch.fft.fft2(v.float(), norm="ortho") for v in (x, y))
+    distance = (spectrum_x - spectrum_y).abs().pow(2)
     weight = distance.sqrt().pow(alpha)
     weight = (weight / weight.flatten(2).amax(2).clamp(min=1e-12)[..., None, None]).detach()
     return (weight * distance).flatten(1).mean(1)
@@ -180,8 +181,8 @@ def load_lpips(lpips_weights: str | Path, vgg16_weights: str | Path | None = Non
     missing = [k for k in expected if k not in state]
     if missing:
         where = f"{lpips_weights}" + (f" + {vgg16_weights}" if vgg16_weights else "")
-        hint = "give the torchvision VGG16 weights as loss.vgg16_weights" if missing[0].startswith("net.") else \
-            "give the LPIPS linear layers (lin0..lin4) as loss.lpips_weights"
+        hint = ("give the torchvision VGG16 weights as loss.vgg16_weights" if missing[0].startswith("net.")
+                else "give the LPIPS linear layers (lin0..lin4) as loss.lpips_weights")
         raise UserError(f"{where} is not LPIPS-VGG16: {len(missing)} tensors missing (first: "
                         f"{missing[0]}); {hint}")
     for key, tensor in expected.items():

@@ -121,7 +121,8 @@ class AutoencoderVQ(nn.Module):
         """Quantise the latents h (B, c, h, w) to their nearest codes, then D(·) → (B, C, H, W)."""
         return self.decode_codes(self.quantize(h).z_q)
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
+    def forward(self, x: torch.Tensor,
+                noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
         """Reconstruction D(q(h)) and the quantiser's output (`noise` is ignored: VQ encoding is
         deterministic)."""
         quantized = self.quantize(self.encode(x).mean)

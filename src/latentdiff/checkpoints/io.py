@@ -65,13 +65,15 @@ def _canonical(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor],
+                    metadata: dict[str, Any]) -> Path:
     """Write tensors + JSON-encoded metadata (+ the checksum) to `path` atomically: a crash leaves
     either the old file or the new one, never a torn one."""
     return write_safetensors(path, tensors, {k: json.dumps(v) for k, v in metadata.items()})
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str]) -> Path:
     """A safetensors file with string `metadata` (+ the checksum), written atomically
     (`save_checkpoint`)."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
@@ -141,7 +143,8 @@ def _verify_checksum(path: Path) -> None:
     with open(path, "rb") as f:
         start = 8 + struct.unpack("<Q", f.read(8))[0]
         try:
-            end = start + max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            ends = (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__")
+            end = start + max(ends, default=0)
         except (KeyError, IndexError, TypeError, ValueError):
             end = -1
         if end != stat.st_size:
@@ -209,7 +212,8 @@ def require_kind(path: str | Path, kind: str, hint: str) -> dict[str, Any]:
     return metadata
 
 
-def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: str,
+                 assign: bool = False) -> None:
     """load_state_dict that names missing, unexpected and mis-shaped keys in a UserError (`assign`:
     the tensors become the parameters, e.g. for a module built on the meta device)."""
     expected = module.state_dict()

@@ -60,7 +60,8 @@ class ClassTokenConditioner(TokenConditioner):
         return cls(cfg, ClassTokenizer(data.num_classes + (1 if cfg.drop_prob > 0 else 0)))
 
     @classmethod
-    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "ClassTokenConditioner":
+    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict,
+                      folder: Path) -> "ClassTokenConditioner":
         return cls(cfg, ClassTokenizer(int(metadata["token_classes"])))
 
     def metadata(self) -> dict:

@@ -103,7 +103,8 @@ class Conditioner(nn.Module):
         that get the null condition (condition dropout); `cached`: `dataset_conditions(data)`."""
         raise NotImplementedError
 
-    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec, latent_size: tuple[int, int]) -> dict:
+    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec,
+                       latent_size: tuple[int, int]) -> dict:
         """`generate` keyword arguments that condition on the training images `index`."""
         raise NotImplementedError
 
@@ -139,7 +140,8 @@ class ConditionedUNet(nn.Module):
     def config(self):
         return self.unet.config
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens=None, **cond) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens=None,
+                **cond) -> torch.Tensor:
         if tokens is not None:
             encoded = self.conditioner.encode(tokens)
             cond.update(context=encoded.context, context_mask=encoded.context_mask)

@@ -17,7 +17,8 @@ class InpaintingConditioner(SpatialConditioner):
     def inpaints(self) -> bool:
         return True
 
-    def spatial(self, latent_size: tuple[int, int], *, masked_latent: torch.Tensor, mask: torch.Tensor) -> Cond:
+    def spatial(self, latent_size: tuple[int, int], *, masked_latent: torch.Tensor,
+                mask: torch.Tensor) -> Cond:
         return Cond(concat=masked_image_concat(self.config, masked_latent, mask))
 
     def training_spatial(self, data: ImageData, index: torch.Tensor,

@@ -95,7 +95,8 @@ class LayoutConditioner(TokenConditioner):
         return cls(cfg, LayoutTokenizer(len(data.class_names), cfg.layout_bins, cfg.max_boxes))
 
     @classmethod
-    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "LayoutConditioner":
+    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict,
+                      folder: Path) -> "LayoutConditioner":
         return cls(cfg,
                    LayoutTokenizer(int(metadata["layout_classes"]), cfg.layout_bins, cfg.max_boxes))
 

@@ -52,7 +52,8 @@ class PretrainedText:
         self.width = int(self.model.config.hidden_size)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, max_length: int, attend_to_padding: bool = False) -> "PretrainedText":
+    def from_folder(cls, folder: str | Path, max_length: int,
+                    attend_to_padding: bool = False) -> "PretrainedText":
         """The tokenizer and text model of a local Hugging Face folder."""
         folder = Path(folder).expanduser()
         if not (folder / "config.json").is_file():

@@ -48,7 +48,8 @@ class SpatialConditioner(Conditioner):
         concat = self.training_spatial(data, index, generator, codec, latent_size).concat
         return Cond(concat=torch.where(drop[:, None, None, None], torch.zeros_like(concat), concat))
 
-    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec, latent_size: tuple[int, int]) -> dict:
+    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec,
+                       latent_size: tuple[int, int]) -> dict:
         """{"spatial": …} of the images `index`, random parts drawn as a training batch's from seed
         0."""
         generator = torch.Generator().manual_seed(0)
@@ -56,7 +57,8 @@ class SpatialConditioner(Conditioner):
         return {"spatial": self.training_spatial(data, index, generator, codec, latent_size)}
 
 
-def semantic_concat(labels: torch.Tensor, num_classes: int, latent_size: tuple[int, int]) -> torch.Tensor:
+def semantic_concat(labels: torch.Tensor, num_classes: int,
+                    latent_size: tuple[int, int]) -> torch.Tensor:
     """labels (B, H, W) int in 0..num_classes−1 → (B, num_classes, h, w) one-hot, area-averaged to
     the latent size."""
     if labels.min() < 0 or labels.max() >= num_classes:
@@ -77,7 +79,8 @@ def lowres_concat(lowres: torch.Tensor, latent_size: tuple[int, int]) -> torch.T
 def downsample_bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
     """The classic SR degradation: bicubic (antialiased) ×1/factor. x (B, C, H, W) → (B, C,
     H/factor, W/factor)."""
-    return F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    return F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True,
+                         align_corners=False).clamp(-1, 1)
 
 
 def degrade_realistic(x: torch.Tensor, factor: int, generator: torch.Generator) -> torch.Tensor:
@@ -98,7 +101,8 @@ def degrade_realistic(x: torch.Tensor, factor: int, generator: torch.Generator) 
                            taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
         small = downsample_bicubic(blurred, factor)
         noise_std = 0.1 * torch.rand((), generator=generator).item()
-        small = (small + noise_std * torch.randn(small.shape, generator=generator, dtype=x.dtype)).clamp(-1, 1)
+        noise = torch.randn(small.shape, generator=generator, dtype=x.dtype)
+        small = (small + noise_std * noise).clamp(-1, 1)
         quality = int(30 + 65 * torch.rand((), generator=generator).item())
         out.append(_jpeg(small[0], quality))
     return torch.stack(out)
@@ -147,13 +151,15 @@ def inpainting_concat(masked_latent: torch.Tensor, mask: torch.Tensor, mask_firs
                      dim=1)
 
 
-def paste_unmasked(original: torch.Tensor, generated: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def paste_unmasked(original: torch.Tensor, generated: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
     """Pixels where mask = 0 are copied from `original` bit for bit (any dtype, e.g. uint8
     (B, C, H, W))."""
     return torch.where(mask.bool().expand_as(original), generated.to(original.dtype), original)
 
 
-def masked_image_concat(cfg: ConditioningConfig, masked_latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_image_concat(cfg: ConditioningConfig, masked_latent: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
     """The inpainting input of a model with config `cfg`: latentdiff's [E(x ⊙ (1 − m)), m] (m
     max-pooled, or nearest for the original inpainting model), or Stable Diffusion inpainting's [m,
     E(x ⊙ (1 − m))] (masked_image)."""

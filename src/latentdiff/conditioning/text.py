@@ -208,7 +208,8 @@ class TextConditioner(TokenConditioner):
                                           cfg.text.vocab_size, cfg.text.max_length))
 
     @classmethod
-    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict, folder: Path) -> "TextConditioner":
+    def from_metadata(cls, cfg: ConditioningConfig, metadata: dict,
+                      folder: Path) -> "TextConditioner":
         """The stored vocabulary, or the frozen encoder's folder (a relative one lies beside the
         checkpoint)."""
         if cfg.text.pretrained:

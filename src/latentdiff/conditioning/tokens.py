@@ -89,7 +89,8 @@ class TokenConditioner(Conditioner):
             return Cond(context=cached.context[rows], context_mask=cached.context_mask[rows])
         return Cond(tokens=cached[rows])
 
-    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec, latent_size: tuple[int, int]) -> dict:
+    def preview_inputs(self, data: ImageData, index: torch.Tensor, codec,
+                       latent_size: tuple[int, int]) -> dict:
         return {self.input_name: self.training_inputs(data, index)}
 
     def condition(self, inputs: list, device: torch.device | str) -> Cond:

@@ -76,7 +76,8 @@ def scene_of(caption: str, boxes: np.ndarray) -> Scene:
     relation = next((r for r in RELATIONS if f" {r} " in caption), None) if len(shapes) == 2 else None
     return Scene(shapes, relation)
 
-def _place(rng: np.random.Generator, side: float, region: tuple[float, float, float, float]) -> tuple:
+def _place(rng: np.random.Generator, side: float,
+           region: tuple[float, float, float, float]) -> tuple:
     """A box of `side` uniformly inside region (x0, y0, x1, y1), with a small margin from the image
     border."""
     x0, y0, x1, y1 = region
@@ -89,7 +90,8 @@ def _place(rng: np.random.Generator, side: float, region: tuple[float, float, fl
 
 def random_scene(rng: np.random.Generator, two_shape_fraction: float = 0.7) -> Scene:
     def shape(region: tuple) -> Shape:
-        kind, colour, size = KINDS[rng.integers(3)], COLOUR_NAMES[rng.integers(4)], ("small", "large")[rng.integers(2)]
+        kind, colour = KINDS[rng.integers(3)], COLOUR_NAMES[rng.integers(4)]
+        size = ("small", "large")[rng.integers(2)]
         return Shape(kind, colour, size, _place(rng, SIZES[size], region))
 
     if rng.random() >= two_shape_fraction:
@@ -143,7 +145,8 @@ class ShapesData:
         return [s.caption() for s in self.scenes]
 
 
-def make_shapes(count: int = 6000, image_size: int = 32, seed: int = 0, holdout: int = 500) -> ShapesData:
+def make_shapes(count: int = 6000, image_size: int = 32, seed: int = 0,
+                holdout: int = 500) -> ShapesData:
     """`count` scenes drawn from `seed`; the last `holdout` are the held-out split."""
     rng = np.random.default_rng(seed)
     scenes = tuple(random_scene(rng) for _ in range(count))

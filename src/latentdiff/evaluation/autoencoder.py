@@ -33,7 +33,8 @@ def stored_data_config(checkpoint: str | Path) -> DataConfig:
 def evaluate_autoencoders(checkpoints: list[str | Path], data_cfg: DataConfig, device: str = "cpu",
                           lpips_weights: str | None = None, vgg16_weights: str | None = None,
                           tile: int | None = None, overlap: int = 16,
-                          samples: Path | None = None, bicubic: bool = True) -> list[ReconstructionRow]:
+                          samples: Path | None = None,
+                          bicubic: bool = True) -> list[ReconstructionRow]:
     """One row per checkpoint on the held-out split of `data_cfg`, plus a bicubic row per distinct
     f.
 

@@ -51,7 +51,8 @@ def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig,
     train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)
     classifier, classifier_accuracy = load_or_train_classifier(data_cfg, split=(train, heldout))
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
-    baseline = frechet_distance(FeatureStats.of(classify(classifier, to_model_range(heldout.images))[1]), reference)
+    held_features = classify(classifier, to_model_range(heldout.images))[1]
+    baseline = frechet_distance(FeatureStats.of(held_features), reference)
     n, k = len(heldout), model.num_classes
     labels = torch.arange(n) % k
     correct, fds = torch.zeros(k), []

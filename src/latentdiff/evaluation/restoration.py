@@ -27,8 +27,8 @@ class SuperresReport:
         self.rows, self.factor = rows, factor
 
     def table(self) -> str:
-        return f"×{self.factor} super-resolution of held-out images (rFD: originals vs outputs)\n" + format_table(
-            self.rows)
+        title = f"×{self.factor} super-resolution of held-out images (rFD: originals vs outputs)"
+        return title + "\n" + format_table(self.rows)
 
     def to_dict(self) -> dict:
         return {"factor": self.factor, "rows": [vars(r) for r in self.rows]}

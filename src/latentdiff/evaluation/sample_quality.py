@@ -202,7 +202,8 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor,
                      reference: ImageData, held: ImageData,
                      n: int, seeds: Sequence[int] = (0, 1, 2),
                      guidance_scales: Sequence[float] = (1.0,),
-                     reference_label: str = "train", cache: Path | None = None, **sample_options) -> QualityReport:
+                     reference_label: str = "train", cache: Path | None = None,
+                     **sample_options) -> QualityReport:
     """Score n samples per seed and guidance scale against `reference`; `held` gives the baseline
     and the conditions of conditional models."""
     if len(held) < 2 or len(reference) < 2:
@@ -235,7 +236,8 @@ def evaluate_quality(model: LatentDiffusion, extractor: FeatureExtractor,
 
 def checkpoint_reference(model: LatentDiffusion, data_cfg: DataConfig, features: str | None = None,
                          inception_weights: str | Path | None = None, resize: str = "clean",
-                         device: torch.device | str = "cpu") -> tuple[FeatureExtractor, ImageData, ImageData, str]:
+                         device: torch.device | str = "cpu",
+                         ) -> tuple[FeatureExtractor, ImageData, ImageData, str]:
     """(extractor, training split, held-out split, label) for a model: the training split of
     `data_cfg` (its own data, or what `latentdiff eval --data` names); `features` as in
     `choose_extractor`, by default the data's classifier evaluator when it is labelled, else

@@ -22,8 +22,8 @@ from latentdiff.errors import UserError
 
 log = logging.getLogger(__name__)
 # epochs over the training split, at most max_steps batches (MNIST: 2000 steps ≈ 2.3 epochs, 3 min
-# on 2 cores, where
-# 15 epochs take 19 min; the smaller bundled sets stay below the cap and train exactly as before)
+# on 2 cores, where 15 epochs take 19 min; the smaller bundled sets stay below the cap and train
+# exactly as before)
 RECIPE = {"version": 3, "width": 32, "epochs": 15, "max_steps": 2000, "batch_size": 64,
           "lr": 2e-3, "feature_dim": 64,
           "max_shift": 2, "seed": 0}
@@ -98,7 +98,8 @@ def _train_classifier(train: ImageData, recipe: dict) -> DigitClassifier:
 
 
 @torch.no_grad()
-def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def classify(model: DigitClassifier, images: torch.Tensor,
+             batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """float images (N, C, H, W) in [-1, 1] → (predicted labels (N,), features (N, d))."""
     labels, features = [], []
     for start in range(0, len(images), batch_size):
@@ -109,7 +110,8 @@ def classify(model: DigitClassifier, images: torch.Tensor, batch_size: int = 500
 
 
 def load_or_train_classifier(data_cfg: DataConfig, cache: Path | None = None,
-                             split: tuple[ImageData, ImageData] | None = None) -> tuple[DigitClassifier, float]:
+                             split: tuple[ImageData, ImageData] | None = None,
+                             ) -> tuple[DigitClassifier, float]:
     """The evaluator for this data config (trained on its training split, cached) and its held-out
     accuracy.
 

@@ -32,7 +32,8 @@ class ClipScorer:
         if not Path(folder).is_dir():
             raise UserError(f"CLIP model folder {folder} does not exist")
         try:
-            self.model = transformers.CLIPModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+            model = transformers.CLIPModel.from_pretrained(str(folder), local_files_only=True)
+            self.model = model.to(device).eval()
             self.tokenizer = transformers.CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot load a CLIP model from {folder} "
@@ -61,7 +62,8 @@ class ClipScorer:
         return (x - mean) / std
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str],
+                 batch_size: int = 64) -> torch.Tensor:
         if len(images) != len(prompts):
             raise UserError(f"{len(images)} images for {len(prompts)} prompts")
         scores = []
@@ -69,8 +71,10 @@ class ClipScorer:
             rows = slice(start, start + batch_size)
             text = self.tokenizer(list(prompts[rows]), padding=True,
                                   truncation=True, return_tensors="pt")
-            text_embeds = _embeds(self.model.get_text_features(**{k: v.to(self.device) for k, v in text.items()}))
-            image_embeds = _embeds(self.model.get_image_features(pixel_values=self.pixels(images[rows]).to(self.device)))
+            text = {k: v.to(self.device) for k, v in text.items()}
+            text_embeds = _embeds(self.model.get_text_features(**text))
+            pixels = self.pixels(images[rows]).to(self.device)
+            image_embeds = _embeds(self.model.get_image_features(pixel_values=pixels))
             scores.append(100.0 * F.cosine_similarity(image_embeds, text_embeds).clamp(min=0).cpu())
         return torch.cat(scores)
 

@@ -104,7 +104,8 @@ class Manifold:
 
 def manifold_metrics(real: np.ndarray | torch.Tensor,
                      fake: np.ndarray | torch.Tensor, k_pr: int = 3,
-                     k_dc: int = 5, real_radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> Manifold:
+                     k_dc: int = 5,
+                     real_radii: tuple[torch.Tensor, torch.Tensor] | None = None) -> Manifold:
     """Precision/recall with k = k_pr (Kynkäänniemi: 3) and density/coverage with k = k_dc
     (Naeem: 5).
 
@@ -126,7 +127,8 @@ def manifold_metrics(real: np.ndarray | torch.Tensor,
                     density=inside_dc / (k_dc * len(y)), coverage=float(covered.double().mean()))
 
 
-def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10, seed: int | None = 0) -> tuple[float, float]:
+def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10,
+                    seed: int | None = 0) -> tuple[float, float]:
     """exp(E_x KL(p(y|x) ‖ p(y))) from (N, classes) logits → (mean, sd) over `splits` equal parts of
     the images in an order shuffled with `seed` (as torch-fidelity does): a set stored in class
     order would otherwise put a few classes in each part, and its p(y) there, which lowers the score

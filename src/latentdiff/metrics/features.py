@@ -48,12 +48,13 @@ class FeatureExtractor:
     features: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     batch_size: int = 256
     # KID's kernel (xᵀy/d + 1)³ assumes features of order 1 (Inception's pool3). False: KID is
-    # computed on features
-    # divided by the reference set's root-mean-square value (other networks' scales are arbitrary).
+    # computed on features divided by the reference set's root-mean-square value (other networks'
+    # scales are arbitrary).
     standard_kid: bool = False
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, progress: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(self, images: torch.Tensor,
+                 progress: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (N, C, H, W) → float32 features (N, d) and logits (N, k) or None; a progress bar
         when named."""
         features, logits = [], []

@@ -57,7 +57,8 @@ def bicubic_roundtrip(x: torch.Tensor, f: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def codebook_usage(autoencoder: AutoencoderVQ, x: torch.Tensor, batch_size: int = 64) -> tuple[float, float]:
+def codebook_usage(autoencoder: AutoencoderVQ, x: torch.Tensor,
+                   batch_size: int = 64) -> tuple[float, float]:
     """(fraction of the codebook used, perplexity) over the codes of all images x."""
     k = autoencoder.quantize.codebook_size
     counts = torch.zeros(k, dtype=torch.long)

@@ -64,7 +64,8 @@ def detect_shapes(image: np.ndarray) -> list[Detection]:
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
             fill = len(ys) / ((y1 - y0) * (x1 - x0))
             top_share = (ys < (y0 + y1) / 2).mean()
-            kind = "triangle" if top_share < TRIANGLE_TOP_SHARE else "square" if fill > SQUARE_FILL else "circle"
+            kind = ("triangle" if top_share < TRIANGLE_TOP_SHARE
+                    else "square" if fill > SQUARE_FILL else "circle")
             size = "large" if max(y1 - y0, x1 - x0) / side > sum(SIZES.values()) / 2 else "small"
             found.append((len(ys),
                           Detection(kind, colour, size,

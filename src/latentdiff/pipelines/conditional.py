@@ -97,7 +97,8 @@ def _model_input(model: LatentDiffusion, image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def upscale(model: LatentDiffusion, lowres: torch.Tensor, seeds: Sequence[int], **options) -> torch.Tensor:
+def upscale(model: LatentDiffusion, lowres: torch.Tensor, seeds: Sequence[int],
+            **options) -> torch.Tensor:
     """lowres: uint8 (C, h, w) → (N, C, f_sr·h, f_sr·w), f_sr the model's conditioning.sr_factor."""
     _require(model, SuperResConditioner)
     factor = model.conditioner.config.sr_factor

@@ -31,7 +31,8 @@ class LatentEdit:
     mask: torch.Tensor | None = None
 
 
-def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None, n: int) -> torch.Tensor | None:
+def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None,
+                  n: int) -> torch.Tensor | None:
     if model.num_classes is None:
         if class_labels is not None:
             raise UserError("this model is not class-conditional; drop the class labels (--class)")

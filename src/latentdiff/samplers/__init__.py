@@ -81,7 +81,8 @@ def sampler_options(name: str) -> list[str]:
             if v.kind == v.KEYWORD_ONLY and p not in ("cond", "generator", "callback", *fixed)]
 
 
-def run_sampler(name: str, denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, **kwargs) -> torch.Tensor:
+def run_sampler(name: str, denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor,
+                **kwargs) -> torch.Tensor:
     """SAMPLERS[name] with one-line errors for an unknown name, a bad grid and unknown or invalid
     options."""
     check_sampler(name)

@@ -37,7 +37,8 @@ def ddim_noise_std(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) ->
 @torch.no_grad()
 def sample_ddim(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
                 cond: Cond | None = None,
-                eta: float = 0.0, generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
+                eta: float = 0.0, generator: Generators = None,
+                callback: Callable | None = None) -> torch.Tensor:
     """Deterministic for η = 0 (1 NFE per step, first order); η = 1 is DDPM's posterior (β̃) on this
     grid; η > 1 would add more noise than a step removes (√(σ_next² − s²) of a negative number)."""
     check_eta(eta)

@@ -56,8 +56,7 @@ PEERS = {
                           {"skip_prk_steps": True, "set_alpha_to_one": True,
                            "steps_offset": 0, "timestep_spacing": "leading"}),
     # CompVis's own DDIM/PLMS: timesteps 1, 1 + T/n, …, the last step to ᾱ_0 (final="t0"); the
-    # second is the
-    # scheduler config Stable Diffusion's published folders ship
+    # second is the scheduler config Stable Diffusion's published folders ship
     "ddim_compvis": PeerScheduler("ddim", "compvis", "DDIMScheduler",
                                   {"set_alpha_to_one": False,
                                    "steps_offset": 1, "clip_sample": False,

@@ -23,10 +23,9 @@ def _lam(sigma: torch.Tensor) -> torch.Tensor:
 
 
 # DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): x_t = (σ_t/σ_s)x − (e^{−h} − 1)·[(1 + 1/2r)·D_s −
-# 1/2r·D_prev];
-# (3M) adds the second divided difference (App. B); eta > 0: the SDE variants (Eq. 18, midpoint),
-# whose step is
-# x_t = (σ_t/σ_s)·e^{−ηh}·x − (e^{−(1+η)h} − 1)·D + … + σ_t·√(1 − e^{−2ηh})·n
+# 1/2r·D_prev]; (3M) adds the second divided difference (App. B); eta > 0: the SDE variants (Eq. 18,
+# midpoint), whose step is x_t = (σ_t/σ_s)·e^{−ηh}·x − (e^{−(1+η)h} − 1)·D + … + σ_t·√(1 −
+# e^{−2ηh})·n
 @torch.no_grad()
 def sample_dpmpp_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
                            cond: Cond | None = None,
@@ -79,8 +78,8 @@ def sample_dpmpp_multistep(denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
 
 
 # DPM-Solver++(2S) (Lu et al. 2022, Alg. 1, r = 1/2): a first-order step to the midpoint in λ, then
-# the full step
-# with the midpoint's D; eta > 0: ancestral (the step goes to σ_down, then adds σ_up·n)
+# the full step with the midpoint's D; eta > 0: ancestral (the step goes to σ_down, then adds
+# σ_up·n)
 @torch.no_grad()
 def sample_dpmpp_2s(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
                     cond: Cond | None = None,

@@ -21,7 +21,8 @@ def ode_derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor)
     return (x - denoised) / sigma
 
 
-def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor,
+                   eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(σ_down, σ_up): a step to σ_next split into a deterministic step to σ_down and fresh noise of
     std σ_up, σ_down² + σ_up² = σ_next²; σ_up = DDIM's σ_t(η) (η = 1: the DDPM posterior)."""
     sigma_up = torch.minimum(ddim_noise_std(sigma, sigma_next, eta), sigma_next)

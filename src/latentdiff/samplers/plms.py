@@ -37,7 +37,8 @@ def sample_plms(denoiser: Callable, x: torch.Tensor, sigmas: torch.Tensor, *,
             eps_prime = eps
             if len(sigmas) > 2:  # pseudo improved Euler: average with ε̂ at the Euler prediction
                 x_euler = x + (sigma_next - sigma) * eps
-                eps_prime = (eps + ode_derivative(x_euler, denoiser(x_euler, sigma_next, cond), sigma_next)) / 2
+                d_next = denoiser(x_euler, sigma_next, cond)
+                eps_prime = (eps + ode_derivative(x_euler, d_next, sigma_next)) / 2
         else:
             weights = ADAMS_BASHFORTH[min(len(history) + 1, 4)]
             eps_prime = sum(w * e for w, e in zip(weights, [eps] + history))

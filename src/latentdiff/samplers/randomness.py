@@ -6,7 +6,8 @@ import torch
 Generators = torch.Generator | list[torch.Generator] | None
 
 
-def per_sample_generators(seeds: list[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+def per_sample_generators(seeds: list[int],
+                          device: torch.device | str = "cpu") -> list[torch.Generator]:
     return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
 
 

@@ -182,7 +182,8 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                 optimizer_step(fabric, disc, disc_optimizer, d_terms["loss"], disc_tc, step)
                 terms["d_loss"] = d_terms.pop("loss")
                 terms.update(d_terms)
-            restarted = monitor.update(fabric, regularizer, autoencoder, optimizer, generator) if monitor else 0
+            restarted = (monitor.update(fabric, regularizer, autoencoder, optimizer, generator)
+                         if monitor else 0)
             done = step + 1
             progress.update()
             out_of_time, stopping = run.should_stop(tc.max_minutes)

@@ -25,7 +25,9 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
     drop = torch.rand(len(index), generator=generator) < drop_prob
     labels = None
     if num_classes is not None:
-        labels = torch.where(drop, num_classes - 1, data.labels[index]) if drop_prob > 0 else data.labels[index]
+        labels = data.labels[index]
+        if drop_prob > 0:
+            labels = torch.where(drop, num_classes - 1, labels)
     if conditioner is None:
         return Cond(class_labels=labels)
     cond = conditioner.batch_condition(data, index, generator, codec, latent_size, drop, cached)

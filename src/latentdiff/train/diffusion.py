@@ -72,7 +72,8 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
                         f"unet.num_classes={data.num_classes + null if data.num_classes else 'null'}")
 
 
-def _first_stage_and_data(cfg: LatentDiffusionTrainConfig, device: torch.device) -> tuple[Autoencoder, ImageData]:
+def _first_stage_and_data(cfg: LatentDiffusionTrainConfig,
+                          device: torch.device) -> tuple[Autoencoder, ImageData]:
     """The frozen first stage (an autoencoder checkpoint, or the identity for `autoencoder: pixels`)
     and the training split it is checked against."""
     if cfg.autoencoder == PIXELS:
@@ -91,9 +92,9 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(resume)
     autoencoder, train_data = _first_stage_and_data(cfg, fabric.device)
-    conditioner = seeded(tc.seed + 1, lambda: build_conditioner(cfg.conditioning, train_data,
-                                                                      # τ_θ initialised by the seed
-                                                                      cfg.data.dataset))
+    # τ_θ initialised by the seed
+    conditioner = seeded(tc.seed + 1,
+                         lambda: build_conditioner(cfg.conditioning, train_data, cfg.data.dataset))
     _check_compatible(cfg, autoencoder, train_data, conditioner)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     c = autoencoder.config.latent_channels
@@ -160,7 +161,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                                 for v in (index, posterior_noise, t, noise))
             z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
             cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
-                                   cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions).to(fabric.device)
+                                   cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions)
+            cond = cond.to(fabric.device)
             loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), cond).mean()
             check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)

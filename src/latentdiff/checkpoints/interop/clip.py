@@ -80,7 +80,8 @@ def open_clip_weights(state: dict[str, torch.Tensor], skip_last: int) -> dict[st
 
 def frozen_clip_text(state: dict[str, torch.Tensor], max_length: int,
                      version: str = DEFAULT_VERSION,
-                     tokenizer_folder: str | Path | None = None, open_clip_layer: str | None = None) -> PretrainedText:
+                     tokenizer_folder: str | Path | None = None,
+                     open_clip_layer: str | None = None) -> PretrainedText:
     """The checkpoint's CLIP text encoder as a frozen PretrainedText that attends to every one of
     its `max_length` positions (no padding mask, as FrozenCLIPEmbedder); `open_clip_layer`
     ("last" | "penultimate"): SD 2's OpenCLIP tower instead, read up to that layer."""

@@ -25,6 +25,10 @@ from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
 from latentdiff.autoencoder import LatentCodec, LatentStats, build_autoencoder
+from latentdiff.checkpoints.interop.clip import DEFAULT_VERSION, frozen_clip_text
+from latentdiff.checkpoints.interop.files import read_state_dict
+from latentdiff.checkpoints.interop.x_transformer import (
+    PREFIX, bert_tokenizer, x_transformer_config, x_transformer_weights)
 from latentdiff.checkpoints.io import load_weights
 from latentdiff.conditioning.classes import ClassTokenConditioner, ClassTokenizer
 from latentdiff.conditioning.conditioner import Conditioner
@@ -35,11 +39,6 @@ from latentdiff.conditioning.text import TextConditioner
 from latentdiff.config import (AutoencoderConfig, ConditioningConfig, NoiseScheduleConfig,
                                TextEncoderConfig, UNetConfig)
 from latentdiff.errors import UserError
-from latentdiff.checkpoints.interop.clip import DEFAULT_VERSION, frozen_clip_text
-from latentdiff.checkpoints.interop.files import read_state_dict
-from latentdiff.checkpoints.interop.x_transformer import (PREFIX, bert_tokenizer,
-                                                          x_transformer_config,
-                                                          x_transformer_weights)
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
@@ -122,8 +121,10 @@ def unet_config(p: dict) -> UNetConfig:
     unknown = sorted(set(p) - KNOWN_UNET_OPTIONS - set(UNSUPPORTED_UNET_OPTIONS))
     if unknown:
         raise UserError(f"unet_config has options latentdiff does not know: {', '.join(unknown)}")
-    unsupported = [k for k in UNSUPPORTED_UNET_OPTIONS if p.get(k)] + (["dims"] if p.get("dims", 2) != 2 else [])
-    if p.get("num_heads_upsample", -1) not in (-1, p.get("num_heads", -1)) and p.get("num_head_channels", -1) == -1:
+    unsupported = [k for k in UNSUPPORTED_UNET_OPTIONS if p.get(k)]
+    unsupported += ["dims"] if p.get("dims", 2) != 2 else []
+    if (p.get("num_heads_upsample", -1) not in (-1, p.get("num_heads", -1))
+            and p.get("num_head_channels", -1) == -1):
         unsupported.append("num_heads_upsample ≠ num_heads")
     if not isinstance(p.get("num_classes", 0) or 0, int):
         unsupported.append(f"num_classes={p['num_classes']!r}")
@@ -212,7 +213,8 @@ def detect_original_config(state: dict[str, torch.Tensor]) -> Path:
     320-wide UNet with 1×1-conv projections and, under cond_stage_model.transformer, either a CLIP
     text encoder: Stable Diffusion v1, 4 input channels, or 9 for SD inpainting; or a 1280-wide
     BERTEmbedder: txt2img-1p4B), or a one-line error asking for --config."""
-    conv_in, proj_in = state.get(UNET + "input_blocks.0.0.weight"), state.get(UNET + "input_blocks.1.1.proj_in.weight")
+    conv_in = state.get(UNET + "input_blocks.0.0.weight")
+    proj_in = state.get(UNET + "input_blocks.1.1.proj_in.weight")
     sd_unet = conv_in is not None and conv_in.shape[0] == 320 and proj_in is not None and proj_in.ndim == 4
     # BERTEmbedder's x-transformer, also under .transformer.
     bert = state.get(PREFIX + "token_emb.weight")
@@ -236,7 +238,8 @@ def ema_name(unet_parameter: str) -> str:
     return EMA + ("diffusion_model." + unet_parameter).replace(".", "")
 
 
-def unet_weights(state: dict[str, torch.Tensor], unet: UNetModel, use_ema: bool | None) -> dict[str, torch.Tensor]:
+def unet_weights(state: dict[str, torch.Tensor], unet: UNetModel,
+                 use_ema: bool | None) -> dict[str, torch.Tensor]:
     """`unet`'s tensors: the EMA shadows when use_ema (None: when the file has all of them), else
     the raw ones."""
     names = list(unet.state_dict())
@@ -249,7 +252,8 @@ def unet_weights(state: dict[str, torch.Tensor], unet: UNetModel, use_ema: bool 
     return _with_prefix(state, UNET)
 
 
-def _with_prefix(state: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+def _with_prefix(state: dict[str, torch.Tensor], prefix: str,
+                 skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k,
             v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith(skip)}
 
@@ -291,7 +295,8 @@ def _conditioner(cfg: OriginalConfig, state: dict[str, torch.Tensor],
         conditioner = ClassTokenConditioner(ConditioningConfig(kind="class", text=text),
                                             ClassTokenizer(table.shape[0]))
         load_weights(conditioner, {"embedding.weight": table.float()}, "cond_stage_model")
-        return conditioner.eval().requires_grad_(False), _class_table_has_null(cfg.cond_stage_params, table.shape[0])
+        null = _class_table_has_null(cfg.cond_stage_params, table.shape[0])
+        return conditioner.eval().requires_grad_(False), null
     # inpainting_big: [E(masked image), nearest mask]
     if kind == "concat" and stage == "__is_first_stage__":
         config = ConditioningConfig(kind="inpaint", mask_downsampling="nearest")
@@ -331,7 +336,8 @@ def _spatial_rescaler(cfg: OriginalConfig, state: dict[str, torch.Tensor]) -> Co
     `channel_mapper` (1×1, no bias)."""
     p = cfg.cond_stage_params
     stages, multiplier = int(p.get("n_stages", 1)), float(p.get("multiplier", 0.5))
-    if p.get("method", "bilinear") != "bilinear" or multiplier != 0.5 or 2 ** stages != cfg.autoencoder.downsampling_factor:
+    if (p.get("method", "bilinear") != "bilinear" or multiplier != 0.5
+            or 2 ** stages != cfg.autoencoder.downsampling_factor):
         raise UserError(f"SpatialRescaler with method {p.get('method')}, multiplier {multiplier}, "
                         f"n_stages {stages} (not halving to the latent size) is not supported")
     weight = state.get("cond_stage_model.channel_mapper.weight")

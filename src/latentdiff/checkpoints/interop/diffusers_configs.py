@@ -81,7 +81,8 @@ def unet_to_diffusers(cfg: UNetConfig, sample_size: int) -> dict:
     if cfg.context_dim is None:
         # one head size for every attention block, the middle one (at the last level's width)
         # included
-        sizes = {c // h for c, h, a in zip(channels, _heads(cfg), attention) if a} | {channels[-1] // _heads(cfg)[-1]}
+        sizes = ({c // h for c, h, a in zip(channels, _heads(cfg), attention) if a}
+                 | {channels[-1] // _heads(cfg)[-1]})
         if len(sizes) != 1:
             raise UserError(f"this UNet's attention heads have {sorted(sizes)} channels at "
                             "different levels; diffusers' UNet2DModel has one head size (set "
@@ -136,7 +137,8 @@ def unet_from_diffusers(c: dict) -> UNetConfig:
         raise UserError("unet/config.json: up_block_types do not mirror down_block_types")
     if plain:  # attention_head_dim: channels per head (null: one head of all channels)
         size = c.get("attention_head_dim", 8)
-        heads = {"num_heads": 1, "head_channels": -1} if size is None else {"num_heads": -1, "head_channels": int(size)}
+        heads = ({"num_heads": 1, "head_channels": -1} if size is None
+                 else {"num_heads": -1, "head_channels": int(size)})
     else:  # attention_head_dim: the head count (diffusers' naming in this class)
         counts = c.get("attention_head_dim", 8)
         counts = [int(counts)] * len(channels) if isinstance(counts, int) else [int(h) for h in counts]

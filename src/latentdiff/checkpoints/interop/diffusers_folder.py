@@ -22,22 +22,21 @@ import torch
 
 from latentdiff.autoencoder import LatentCodec, build_autoencoder
 from latentdiff.autoencoder.pixel import PixelSpace
+from latentdiff.checkpoints.interop.compvis import assign_weights
+from latentdiff.checkpoints.interop.diffusers_configs import (
+    autoencoder_from_diffusers, autoencoder_to_diffusers, read_json, scheduler_from_diffusers,
+    scheduler_to_diffusers, unet_from_diffusers, unet_to_diffusers)
+from latentdiff.checkpoints.interop.diffusers_names import (
+    autoencoder_blocks, convert_names, fuse_qkv, self_attention_heads, split_qkv, unet_blocks)
+from latentdiff.checkpoints.interop.files import read_state_dict
 from latentdiff.checkpoints.io import prefixed, save_checkpoint, write_safetensors
 from latentdiff.checkpoints.models import load_conditioner, torch_dtype
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.kinds import conditioner_metadata
-from latentdiff.conditioning.text import TextConditioner
 from latentdiff.conditioning.pretrained import PretrainedText, import_transformers
+from latentdiff.conditioning.text import TextConditioner
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_folder
-from latentdiff.checkpoints.interop.compvis import assign_weights
-from latentdiff.checkpoints.interop.diffusers_configs import (autoencoder_from_diffusers, autoencoder_to_diffusers, read_json,
-                                                  scheduler_from_diffusers, scheduler_to_diffusers, unet_from_diffusers,
-                                                  unet_to_diffusers)
-from latentdiff.checkpoints.interop.diffusers_names import (autoencoder_blocks, convert_names,
-                                                            fuse_qkv, self_attention_heads,
-                                                split_qkv, unet_blocks)
-from latentdiff.checkpoints.interop.files import read_state_dict
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
@@ -51,7 +50,8 @@ def is_diffusers_folder(path: Path) -> bool:
     return path.is_dir() and (path / "model_index.json").is_file()
 
 
-def _write_component(folder: Path, config: dict, state: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+def _write_component(folder: Path, config: dict, state: dict[str, torch.Tensor],
+                     dtype: torch.dtype) -> None:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k,
@@ -59,7 +59,8 @@ def _write_component(folder: Path, config: dict, state: dict[str, torch.Tensor],
     write_safetensors(folder / f"{WEIGHTS}.safetensors", tensors, {"format": "pt"})
 
 
-def _renamed(state: dict[str, torch.Tensor], blocks, to_diffusers: bool, what: str) -> dict[str, torch.Tensor]:
+def _renamed(state: dict[str, torch.Tensor], blocks, to_diffusers: bool,
+             what: str) -> dict[str, torch.Tensor]:
     out, unclaimed = convert_names(state, blocks, to_diffusers)
     if unclaimed:
         raise UserError(f"{what}: {len(unclaimed)} weights have no counterpart "
@@ -228,7 +229,8 @@ def load_diffusers_unet(folder: str | Path, variant: str | None = None,
 
 def load_diffusers(folder: str | Path, device: torch.device | str = "cpu",
                    tokenizer: str | Path | None = None,
-                   dtype: torch.dtype = torch.float32, variant: str | None = None) -> LatentDiffusion:
+                   dtype: torch.dtype = torch.float32,
+                   variant: str | None = None) -> LatentDiffusion:
     """A diffusers pipeline folder → LatentDiffusion in eval mode: the UNet in `dtype`, the
     autoencoder in fp32. `tokenizer`: a local tokenizer folder when the pipeline's tokenizer/ is
     missing; `variant`: the weight files to read (e.g. "fp16"; None: the plain ones, or the only

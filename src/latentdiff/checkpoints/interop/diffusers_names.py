@@ -151,7 +151,8 @@ def autoencoder_blocks(cfg: AutoencoderConfig) -> list[tuple[str, str, dict[str,
     return blocks
 
 
-def _rename(name: str, blocks: list[tuple[str, str, dict[str, str]]], to_diffusers: bool) -> str | None:
+def _rename(name: str, blocks: list[tuple[str, str, dict[str, str]]],
+            to_diffusers: bool) -> str | None:
     for ours, theirs, inner in blocks:
         source, target = (ours, theirs) if to_diffusers else (theirs, ours)
         if name.startswith(source):

@@ -98,7 +98,8 @@ def bert_tokenizer(folder: str | Path | None, cfg: TextEncoderConfig) -> Caption
     cache."""
     vocab = Path(folder).expanduser() / "vocab.txt" if folder is not None else _cached_vocab()
     if vocab is None or not vocab.is_file():
-        where = f"{vocab} does not exist" if vocab is not None else "it is not in the local Hugging Face cache"
+        where = (f"{vocab} does not exist" if vocab is not None
+                 else "it is not in the local Hugging Face cache")
         raise UserError(f"BERTEmbedder needs bert-base-uncased's vocab.txt and {where}; pass "
                         f"--tokenizer FOLDER (a folder holding vocab.txt)")
     tokenizer = CaptionTokenizer.bert_wordpiece(vocab, cfg.max_length)
