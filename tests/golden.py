@@ -75,8 +75,10 @@ def golden_loss(model) -> torch.Tensor:
 if __name__ == "__main__":
     from safetensors.torch import save_file
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    clean = not subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    commit, clean = git("rev-parse", "HEAD"), not git("status", "--porcelain")
     torch.set_num_threads(2)
     GOLDEN.parent.mkdir(exist_ok=True)
     save_file({k: v.contiguous() for k, v in golden_outputs().items()}, GOLDEN,

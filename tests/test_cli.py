@@ -64,11 +64,13 @@ def test_sample_command_writes_a_grid(tmp_path, trained_autoencoder):
     checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path,
                                                         trained_autoencoder, "train.max_steps=1"))
     out = tmp_path / "grid.png"
-    assert main(["sample", str(checkpoint), "--class", "3", "--n", "4", "--steps", "2", "--out", str(out)]) == 0
+    assert main(["sample", str(checkpoint), "--class", "3", "--n", "4", "--steps", "2",
+                 "--out", str(out)]) == 0
     from PIL import Image
 
     assert Image.open(out).size == (4 * 18 + 2, 18 + 2)
-    assert main(["sample", str(checkpoint), "--n", "20", "--steps", "2", "--sampler", "ddpm", "--out", str(out)]) == 0
+    assert main(["sample", str(checkpoint), "--n", "20", "--steps", "2", "--sampler", "ddpm",
+                 "--out", str(out)]) == 0
     assert Image.open(out).size == (2 * 18 + 2, 10 * 18 + 2)  # one row per class, 2 per class
     assert main(["sample", str(checkpoint), "--class", "12", "--steps", "2", "--out", str(out)]) == 2
 

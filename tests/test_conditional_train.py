@@ -217,7 +217,8 @@ def test_export_is_a_small_fp16_copy_that_samples_the_same(tmp_path, trained_kin
         export_latent_diffusion(source, tmp_path / "x.safetensors", "int8")
 
 
-def test_cli_eval_scores_alignment_against_real_and_shuffled_baselines(tmp_path, trained_kinds, capsys, monkeypatch):
+def test_cli_eval_scores_alignment_against_real_and_shuffled_baselines(tmp_path, trained_kinds, capsys,
+                                                                        monkeypatch):
     import json
 
     from latentdiff.cli import main
@@ -270,3 +271,11 @@ def test_cli_eval_adds_the_clip_score_of_text_models(tmp_path,
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert lines[0].endswith("CLIP score |") and len(lines) == 4
     assert all(0 <= float(line.split("|")[-2].split("±")[0]) <= 100 for line in lines[2:])
+
+
+def test_every_configurable_kind_has_one_class():
+    from latentdiff.conditioning.kinds import KINDS
+    from latentdiff.config import CONDITIONING_KINDS
+
+    assert set(KINDS) | {"none"} == set(CONDITIONING_KINDS)
+    assert all(cls.kind == name for name, cls in KINDS.items())

@@ -26,7 +26,8 @@ def test_adversarial_training_is_finite_and_shows_the_switch(tmp_path):
                                               "train.sample_every=0"))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
-    assert "adv" not in steps[1] and {"adv", "adv_weight", "d_hinge", "r1", "feature_matching"} <= steps[2].keys()
+    assert "adv" not in steps[1]
+    assert {"adv", "adv_weight", "d_hinge", "r1", "feature_matching"} <= steps[2].keys()
     assert all(torch.isfinite(torch.tensor(v)) for r in steps for v in r.values())
     assert (tmp_path / "samples" / "step-0000002.png").is_file()  # the grid just before D starts
 
@@ -37,7 +38,8 @@ def test_vq_with_discriminator_resumes_exactly(tmp_path):
     straight = train_autoencoder(tiny_autoencoder_config(tmp_path / "a",
                                                          *extra, "train.max_steps=4"))
     train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *extra, "train.max_steps=2"))
-    resumed = train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *extra, "train.max_steps=4"), resume=True)
+    resumed = train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *extra, "train.max_steps=4"),
+                                resume=True)
     a, b = read_tensors(straight), read_tensors(resumed)
     assert a.keys() == b.keys() and any(k.startswith("disc_optimizer.") for k in a)
     for key in a:
@@ -46,7 +48,8 @@ def test_vq_with_discriminator_resumes_exactly(tmp_path):
 
 def test_eval_autoencoder_prints_the_table(capsys, tmp_path, trained_autoencoder):
     samples = tmp_path / "recon.png"
-    assert main(["eval-autoencoder", str(trained_autoencoder), "--holdout", "100", "--samples", str(samples)]) == 0
+    assert main(["eval-autoencoder", str(trained_autoencoder), "--holdout", "100",
+                 "--samples", str(samples)]) == 0
     out = capsys.readouterr().out
     assert "PSNR" in out and "rFD" in out and "bicubic ↓2↑2" in out and samples.is_file()
     model_row = next(line for line in out.splitlines() if line.startswith("ae"))

@@ -21,7 +21,8 @@ class CountingDenoiser:
 def test_guidance_combines_cond_and_uncond_in_one_pass():
     base = CountingDenoiser()
     x, sigma = torch.randn(3, 4), torch.tensor(2.0)
-    cond, uncond = Cond(class_labels=torch.tensor([1, 2, 3])), Cond(class_labels=torch.zeros(3, dtype=torch.long))
+    cond = Cond(class_labels=torch.tensor([1, 2, 3]))
+    uncond = Cond(class_labels=torch.zeros(3, dtype=torch.long))
     guided = GuidedDenoiser(base, uncond, scale=5.0)
     out = guided(x, sigma, cond)
     assert base.calls == 1
@@ -33,7 +34,8 @@ def test_guidance_combines_cond_and_uncond_in_one_pass():
 def test_guidance_interval_guides_only_inside_and_skips_the_uncond_pass_outside():
     base = CountingDenoiser()
     x = torch.randn(2, 4)
-    cond, uncond = Cond(class_labels=torch.tensor([1, 2])), Cond(class_labels=torch.zeros(2, dtype=torch.long))
+    cond = Cond(class_labels=torch.tensor([1, 2]))
+    uncond = Cond(class_labels=torch.zeros(2, dtype=torch.long))
     guided = GuidedDenoiser(base, uncond, scale=4.0, interval=(0.5, 3.0))
     for sigma, inside in ((0.2, False), (0.5, True), (2.0, True), (3.0, True), (5.0, False)):
         d_c, d_u = base(x, sigma, cond), base(x, sigma, uncond)
@@ -51,7 +53,8 @@ def test_guidance_interval_guides_only_inside_and_skips_the_uncond_pass_outside(
 def test_guidance_rescale_matches_the_conditional_eps_std():
     base = CountingDenoiser()
     x, sigma = torch.randn(2, 64), torch.tensor(1.5)
-    cond, uncond = Cond(class_labels=torch.tensor([3, 4])), Cond(class_labels=torch.zeros(2, dtype=torch.long))
+    cond = Cond(class_labels=torch.tensor([3, 4]))
+    uncond = Cond(class_labels=torch.zeros(2, dtype=torch.long))
     full = GuidedDenoiser(base, uncond, scale=7.0, rescale=1.0)(x, sigma, cond)
     eps_full, eps_cond = (x - full) / sigma, (x - base(x, sigma, cond)) / sigma
     torch.testing.assert_close(eps_full.std(1), eps_cond.std(1))

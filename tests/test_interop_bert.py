@@ -64,7 +64,8 @@ def their_context(encoder, folder, prompts: list[str]) -> torch.Tensor:
     mask."""
     # as BERTTokenizer: from_pretrained
     tokenizer = transformers.BertTokenizerFast.from_pretrained(str(folder))
-    ids = tokenizer(prompts, truncation=True, max_length=77, padding="max_length", return_tensors="pt")["input_ids"]
+    ids = tokenizer(prompts, truncation=True, max_length=77, padding="max_length",
+                    return_tensors="pt")["input_ids"]
     return ids, encoder(ids, return_embeddings=True)
 
 
@@ -157,7 +158,8 @@ def their_full_size_encoder():
                                              attn_layers=x_transformers.Encoder(dim=1280, depth=32))
 
 
-def test_bert_models_without_their_vocabulary_or_with_bbox_tokens_are_refused_in_one_line(bert_file, tmp_path, capsys):
+def test_bert_models_without_their_vocabulary_or_with_bbox_tokens_are_refused_in_one_line(bert_file, tmp_path,
+                                                                                          capsys):
     path, yaml, _, folder, _ = bert_file
     assert main(["sample", str(path), "--config", str(yaml), "--tokenizer",
                  str(tmp_path), "--prompt", "a cat",

@@ -78,7 +78,8 @@ def test_stable_diffusion_layout_round_trips_and_runs_in_diffusers(tmp_path):
     assert main(["convert", str(path), str(folder), "--config", str(yaml), "--tokenizer",
                  str(tmp_path / "tokenizer")]) == 0
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["_class_name"] == "StableDiffusionPipeline" and index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
 
     back = load_model(folder)
     assert_same_weights(back.unet, model.unet)
@@ -157,11 +158,14 @@ def test_folder_written_by_diffusers_loads_with_the_same_numbers(tmp_path):
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
 
     model = load_model(folder)
-    assert model.prediction == "v" and model.unet.config.linear_projection and model.unet.config.head_channels == 16
+    assert model.prediction == "v" and model.unet.config.linear_projection
+    assert model.unet.config.head_channels == 16
     assert model.image_size == 64 and model.conditioner is None
     g = torch.Generator().manual_seed(1)
-    x, context, t = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 5, 24, generator=g), torch.tensor([3, 800])
-    assert relative(model.unet(x, t, context=context), unet(x, t, encoder_hidden_states=context).sample) <= 1e-5
+    x, context = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 5, 24, generator=g)
+    t = torch.tensor([3, 800])
+    theirs = unet(x, t, encoder_hidden_states=context).sample
+    assert relative(model.unet(x, t, context=context), theirs) <= 1e-5
     images = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
     ours, theirs = model.codec.autoencoder.encode(images).mean, vae.encode(images).latent_dist.mean
     assert relative(ours, theirs) <= 1e-5
@@ -170,7 +174,8 @@ def test_folder_written_by_diffusers_loads_with_the_same_numbers(tmp_path):
     scheduler.set_timesteps(20)
     theirs = x.clone()
     for step in scheduler.timesteps:
-        theirs = scheduler.step(unet(theirs, step, encoder_hidden_states=context).sample, step, theirs).prev_sample
+        output = unet(theirs, step, encoder_hidden_states=context).sample
+        theirs = scheduler.step(output, step, theirs).prev_sample
     sigmas = sigma_grid(model.schedule, 20, "leading")
     ours = run_sampler("ddim", model.denoiser,
                        x * (1 + sigmas[0] ** 2).sqrt(), sigmas, cond=Cond(context=context))
@@ -198,9 +203,11 @@ def test_jointly_trained_text_model_round_trips_bit_identical(tmp_path, regulari
     cond = model.conditioner.encode(model.conditioner.tokens(["a blue square above "
                                                               "a red circle", "a red circle"]))
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([20, 600])
-    theirs = their_unet(x, t, encoder_hidden_states=cond.context, encoder_attention_mask=cond.context_mask).sample
+    theirs = their_unet(x, t, encoder_hidden_states=cond.context,
+                        encoder_attention_mask=cond.context_mask).sample
     assert relative(model.unet(x, t, context=cond.context, context_mask=cond.context_mask), theirs) <= 1e-5
-    vae_class, name = (diffusers.VQModel, "vqvae") if regularizer == "vq" else (diffusers.AutoencoderKL, "vae")
+    vae_class, name = ((diffusers.VQModel, "vqvae") if regularizer == "vq"
+                       else (diffusers.AutoencoderKL, "vae"))
     their_vae = vae_class.from_pretrained(folder / name).eval()
     z = torch.randn(1, 4, 8, 8)
     assert relative(model.codec.autoencoder.decode(z), their_vae.decode(z).sample) <= 1e-5

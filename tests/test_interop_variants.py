@@ -202,7 +202,8 @@ def test_class_token_model_cin256_v2_layout_matches_a_guided_diffusers_run(tmp_p
                             "transformer_depth": 1},
                            first_stage="VQModelInterface",
                            cond_stage="ClassEmbedder", scale_factor=1.0)
-    config["model"]["params"]["cond_stage_config"]["params"] = {"embed_dim": 24, "n_classes": 10, "key": "class_label"}
+    config["model"]["params"]["cond_stage_config"]["params"] = {"embed_dim": 24, "n_classes": 10,
+                                                                "key": "class_label"}
     path, yaml, state = random_original_file(tmp_path, config)
     # 10 classes + the null class 10
     table = torch.randn(11, 24, generator=torch.Generator().manual_seed(5))
@@ -247,7 +248,8 @@ def test_class_embedder_null_class_is_found_as_the_original_configs_declare_it(t
         params["ucg_rate"] = ucg_rate
     config["model"]["params"]["cond_stage_config"]["params"] = params
     path, yaml, state = random_original_file(tmp_path, config)
-    state["cond_stage_model.embedding.weight"] = torch.randn(rows, 8, generator=torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    state["cond_stage_model.embedding.weight"] = torch.randn(rows, 8, generator=generator)
     torch.save({"state_dict": state}, path)
     model = load_model(path, yaml)
     assert model.num_classes == rows and model.trained_with_null == guided
@@ -276,7 +278,8 @@ def test_semantic_synthesis_spatial_rescaler_layout_loads_converts_and_samples(t
     config["model"]["params"]["cond_stage_config"]["params"] = {"n_stages": 2, "in_channels": 6, "out_channels": 3,
                                                                 "multiplier": 0.5, "method": "bilinear"}
     path, yaml, state = random_original_file(tmp_path, config)
-    state["cond_stage_model.channel_mapper.weight"] = torch.randn(3, 6, 1, 1, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(2)
+    state["cond_stage_model.channel_mapper.weight"] = torch.randn(3, 6, 1, 1, generator=generator)
     torch.save({"state_dict": state}, path)
     model = load_model(path, yaml)
     labels = torch.randint(0, 6, (1, 32, 32), generator=torch.Generator().manual_seed(3))
@@ -324,7 +327,8 @@ def test_inpainting_big_layout_first_stage_condition_resblock_updown_and_no_atte
     # VQModelInterface.encode
     h = model.codec.autoencoder.quant_conv(model.codec.autoencoder.encoder(masked))
     expected = torch.cat([h, F.interpolate(mask[None, None], size=h.shape[-2:])], dim=1)
-    concat = model.conditioner.spatial((8, 8), masked_latent=model.codec.encode(masked), mask=mask[None, None]).concat
+    concat = model.conditioner.spatial((8, 8), masked_latent=model.codec.encode(masked),
+                                       mask=mask[None, None]).concat
     assert relative(concat, expected) <= 1e-6
     out = conditional.inpaint(model, image, mask, [0, 1], steps=3)
     keep = (mask == 0).expand(3, -1, -1)

@@ -36,7 +36,8 @@ def test_preconditioning_recovers_x0_from_the_vp_targets(kind):
     x0, eps = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
     alpha_bar = torch.rand(5) * 0.98 + 0.01
     sigma = ((1 - alpha_bar) / alpha_bar).sqrt()
-    x, precond, target = x0 + append_dims(sigma, x0) * eps, kind(SCHEDULE), vp_targets(x0, eps, alpha_bar)[kind]
+    x, precond = x0 + append_dims(sigma, x0) * eps, kind(SCHEDULE)
+    target = vp_targets(x0, eps, alpha_bar)[kind]
     c_skip, c_out, c_in = (append_dims(c(sigma), x)
                            for c in (precond.c_skip, precond.c_out, precond.c_in))
     torch.testing.assert_close(c_in * x,
@@ -63,7 +64,8 @@ def test_vp_input_is_the_forward_marginal():
     sigma = torch.full((200_000,), 4 / 3)  # ᾱ = 1/(1 + σ²) = 0.36
     x = 2.0 + sigma * torch.randn(200_000, generator=torch.Generator().manual_seed(0))
     z = EpsPrediction(SCHEDULE).c_in(sigma) * x
-    assert z.mean().item() == pytest.approx(0.6 * 2.0, abs=0.01) and z.var().item() == pytest.approx(0.64, rel=0.01)
+    assert z.mean().item() == pytest.approx(0.6 * 2.0, abs=0.01)
+    assert z.var().item() == pytest.approx(0.64, rel=0.01)
 
 
 def test_sigma_to_t_is_exact_on_the_grid_and_monotone_between():

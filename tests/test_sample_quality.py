@@ -98,7 +98,8 @@ def test_feature_cache_round_trips_and_keys_on_the_images(tmp_path):
     extractor.features = lambda x: (calls.append(len(x)), original(x))[1]
     first = cached_features(extractor, images, "set", tmp_path)
     second = cached_features(extractor, images, "set", tmp_path)
-    assert calls == [10] and np.array_equal(first.features, second.features) and first.features.shape == (10, 4)
+    assert calls == [10] and first.features.shape == (10, 4)
+    assert np.array_equal(first.features, second.features)
     cached_features(extractor, images.flip(0), "set", tmp_path)
     assert calls == [10, 10]  # other images: another cache entry
     assert not list(tmp_path.rglob("*.tmp*"))
@@ -145,7 +146,8 @@ def test_bundled_inception_is_the_fid_network():
     scale (γ) and ε = 0.001."""
     path = bundled_inception_weights()
     layers = torch.jit.load(str(path)).net.layers
-    assert "_max_pool2d" in layers.mixed_10.tower_2_pool.code and "avg_pool2d" in layers.mixed_9.tower_2_pool.code
+    assert "_max_pool2d" in layers.mixed_10.tower_2_pool.code
+    assert "avg_pool2d" in layers.mixed_9.tower_2_pool.code
     # count_include_pad
     assert "avg_pool2d(input, [3, 3], [1, 1], [1, 1], False" in layers.mixed.tower_2.pool.code
     keys = list(layers.state_dict())
@@ -210,9 +212,11 @@ def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsy
                                                         "unet.num_classes=null",
                                                         "train.max_steps=2"))
     out = tmp_path / "report.json"
-    assert main(["eval", str(checkpoint), "--n", "12", "--seeds", "2", "--steps", "2", "--json", str(out)]) == 0
+    assert main(["eval", str(checkpoint), "--n", "12", "--seeds", "2", "--steps", "2",
+                 "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "classifier evaluator" in table and "| real held-out (n_b) |" in table and "| samples, guidance 1 |" in table
+    assert "classifier evaluator" in table and "| real held-out (n_b) |" in table
+    assert "| samples, guidance 1 |" in table
     report = json.loads(out.read_text())
     assert report["baseline"]["n"] == 12 and len(report["rows"]) == 1 and len(report["rows"][0]["seeds"]) == 2
     seed0, seed1 = report["rows"][0]["seeds"]
@@ -223,7 +227,8 @@ def test_cli_eval_of_an_unconditional_model(tmp_path, trained_autoencoder, capsy
     folder = tmp_path / "real"
     folder.mkdir()
     for i in range(16):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 256, (16, 16), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
     assert main(["eval", str(checkpoint), "--n", "6", "--steps", "2", "--features",
                  str(tmp_path / "net.pt"),
                  "--data", str(folder)]) == 0

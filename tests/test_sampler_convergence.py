@@ -63,7 +63,8 @@ def test_ddim_euler_and_first_order_dpm_solver_are_one_method():
                                rtol=1e-12, atol=1e-12)
     # DPM-Solver-1 (DPM-Solver++ of order 1): x_t = (σ_t/σ_s)·x − (e^{−h} − 1)·D, h = log(σ_s/σ_t)
     for sigma, sigma_next in itertools.pairwise(grid):
-        x = (sigma_next / sigma) * x - torch.expm1(-(sigma.log() - sigma_next.log())) * mixture_denoiser(x, sigma)
+        h = sigma.log() - sigma_next.log()
+        x = (sigma_next / sigma) * x - torch.expm1(-h) * mixture_denoiser(x, sigma)
     torch.testing.assert_close(x, ddim, rtol=1e-12, atol=1e-12)
 
 
@@ -85,7 +86,8 @@ def test_stochastic_samplers_match_the_data_distribution(name, options):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_every_sampler_is_batch_independent_and_reproducible(name):
-    x, grid = torch.randn(6, 2, 3, dtype=torch.float64), torch.cat([log_grid(6, 20.0), torch.zeros(1)]).double()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    grid = torch.cat([log_grid(6, 20.0), torch.zeros(1)]).double()
     full = SAMPLERS[name].function(mixture_denoiser, x, grid,
                                    generator=per_sample_generators(range(6)))
     part = SAMPLERS[name].function(mixture_denoiser, x[2:4], grid,

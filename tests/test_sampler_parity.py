@@ -50,7 +50,8 @@ def diffusers_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[t
         eps = net(scheduler.scale_model_input(sample, t), t)
         kwargs = {"generator": generator} if "generator" in scheduler.step.__code__.co_varnames else {}
         sample = scheduler.step(eps, t, sample, **kwargs).prev_sample
-        if cls == "HeunDiscreteScheduler" and not scheduler.state_in_first_order and k < len(scheduler.timesteps) - 1:
+        if (cls == "HeunDiscreteScheduler" and not scheduler.state_in_first_order
+                and k < len(scheduler.timesteps) - 1):
             continue  # the Euler stage of a Heun step
         if cls == "PNDMScheduler" and k == 0:
             continue  # PLMS' first call is the Euler stage of its improved-Euler start

@@ -55,7 +55,8 @@ def test_each_kind_is_detected_with_its_box(kind):
 
 
 def test_relation_and_extra_shapes_are_checked():
-    a, b = Shape("circle", "red", "small", (0.1, 0.1, 0.38, 0.38)), Shape("square", "green", "large", (.5, .5, .95, .95))
+    a = Shape("circle", "red", "small", (0.1, 0.1, 0.38, 0.38))
+    b = Shape("square", "green", "large", (.5, .5, .95, .95))
     image, _ = render(Scene((a, b), "above"), 64)
     found = detect_shapes(image)
     assert matches_caption(Scene((a, b), "above"), found)

@@ -109,7 +109,8 @@ def test_pixel_space_diffusion_is_ldm_1(tmp_path):
     images = generate(model, seeds=[0, 1], class_labels=[3, 4], steps=2)
     assert images.shape == (2, 1, 16, 16)
     exported = export_latent_diffusion(checkpoint, tmp_path / "export.safetensors", "fp32")
-    assert torch.equal(generate(load_latent_diffusion(exported), seeds=[0, 1], class_labels=[3, 4], steps=2), images)
+    again = generate(load_latent_diffusion(exported), seeds=[0, 1], class_labels=[3, 4], steps=2)
+    assert torch.equal(again, images)
     with pytest.raises(UserError, match="pixel-space model .* convert it to a .safetensors file"):
         save_diffusers(model, tmp_path / "diffusers")
     assert not (tmp_path / "diffusers").exists()
@@ -135,7 +136,8 @@ class SteppingClock:
         return self.now
 
 
-def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, trained_autoencoder, monkeypatch):
+def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, trained_autoencoder,
+                                                                    monkeypatch):
     """train.max_minutes stops the loop early (final checkpoint, log line, preview written);
     keep_checkpoints keeps each periodic checkpoint under its step number, each with its own
     weights."""
@@ -151,7 +153,8 @@ def test_time_budget_ends_training_with_a_checkpoint_and_kept_steps(tmp_path, tr
     assert len(kept) == step // 2 + step % 2
     first, last = (read_tensors(checkpoint.parent / name, "unet.") for name in (kept[0], kept[-1]))
     assert not torch.equal(first["out.2.weight"], last["out.2.weight"])
-    assert losses(tmp_path) and json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert losses(tmp_path) and last["step"] == step
     assert (tmp_path / "samples" / f"step-{step:07d}.png").exists()
     resumed = train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder,
                                                      f"train.max_steps={step + 1}",

@@ -161,7 +161,8 @@ def test_resblock_updown_matches_the_published_layouts_and_resamples_inside():
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.1)
     x, emb = torch.randn(2, 32, 8, 8), torch.randn(2, 16)
-    h = block.in_layers[2](F.avg_pool2d(F.silu(block.in_layers[0](x)), 2)) + block.emb_layers(emb)[..., None, None]
+    h = block.in_layers[2](F.avg_pool2d(F.silu(block.in_layers[0](x)), 2))
+    h = h + block.emb_layers(emb)[..., None, None]
     torch.testing.assert_close(block(x, emb), F.avg_pool2d(x, 2) + block.out_layers(h))
     up = ResBlock(32, 16, 32, 0.0, False, "up")
     assert up(x, emb).shape == (2, 32, 16, 16)
