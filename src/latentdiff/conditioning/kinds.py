@@ -19,8 +19,7 @@ from latentdiff.data import ImageData
 from latentdiff.errors import UserError
 
 KINDS: dict[str, type[Conditioner]] = {c.kind: c for c in (
-    TextConditioner, LayoutConditioner, ClassTokenConditioner,
-    SemanticConditioner, SuperResConditioner,
+    TextConditioner, LayoutConditioner, ClassTokenConditioner, SemanticConditioner, SuperResConditioner,
     InpaintingConditioner)}
 
 
