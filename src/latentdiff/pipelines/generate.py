@@ -74,13 +74,11 @@ def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n:
     labels = None
     if cond.class_labels is not None:
         labels = torch.full_like(cond.class_labels, model.num_classes - 1)  # the null class, last
-    if cond.context is not None:
+    if cond.context is not None:  # a concatenated input stays (SD inpainting's null)
         conditioner = model.conditioner
-        tokens = conditioner.tokens(negative) if negative is not None else conditioner.null_tokens(n)
-        # a concatenated input stays (SD inpainting's null)
-        encoded = conditioner.encode(tokens.to(model.device))
-        return Cond(class_labels=labels, context=encoded.context,
-                    context_mask=encoded.context_mask, concat=cond.concat)
+        inputs = negative if negative is not None else [conditioner.null_input()] * n
+        encoded = conditioner.condition(inputs, model.device)
+        return dataclasses.replace(encoded, class_labels=labels, concat=cond.concat)
     concat = None if cond.concat is None else torch.zeros_like(cond.concat)
     return Cond(class_labels=labels, concat=concat)
 
