@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from latentdiff.noise import NoiseSchedule
-from latentdiff.preconditioning import discrete_preconditioning, effective_target
+from latentdiff.preconditioning import make_preconditioning, effective_target
 
 MU, S = 0.5, 0.3
 
@@ -32,7 +32,7 @@ class ExactDiscreteNet(nn.Module):
     def forward(self, z_t, t, class_labels=None, context=None):
         sigma = self.schedule.sigmas[t.round().long()]
         x = z_t * (1 + sigma ** 2).sqrt().reshape(-1, *[1] * (z_t.ndim - 1))
-        precond = discrete_preconditioning(self.schedule, self.prediction)
+        precond = make_preconditioning(self.schedule, self.prediction)
         return effective_target(precond,
                                 exact_denoiser(x, sigma.reshape(-1, *[1] * (z_t.ndim - 1))), x,
                                 sigma)

@@ -75,3 +75,35 @@ def test_sigma_to_t_is_exact_on_the_grid_and_monotone_between():
                                t.float(), rtol=0, atol=1e-3)
     between = schedule.sigma_to_t(torch.linspace(schedule.sigmas[0], schedule.sigmas[-1], 100))
     assert (between.diff() > 0).all()
+
+
+def test_continuous_time_tables():
+    """karras: σ_min … σ_max as Karras et al. 2022, Eq. 5; flow: σ = t/(1 − t) at t = i/T, the last
+    one pure noise; shift α multiplies σ (log-SNR − 2 ln α); ᾱ = 1/(1 + σ²) throughout."""
+    karras = NoiseSchedule(NoiseScheduleConfig(kind="karras", num_timesteps=50))
+    assert karras.sigmas[0].item() == pytest.approx(0.002) and karras.sigmas[-1].item() == pytest.approx(80.0)
+    steps = karras.sigmas.double() ** (1 / 7)
+    torch.testing.assert_close(steps.diff(), steps.diff()[0].expand(49), rtol=1e-4, atol=0)
+    flow = NoiseSchedule(NoiseScheduleConfig(kind="flow", num_timesteps=10))
+    t = torch.arange(1, 10) / 10
+    torch.testing.assert_close(flow.sigmas[:-1], t / (1 - t))
+    assert flow.sigmas[-1] > 4000
+    shifted = NoiseSchedule(NoiseScheduleConfig(kind="flow", num_timesteps=10, shift=3.0))
+    torch.testing.assert_close(shifted.sigmas, 3 * flow.sigmas)
+    for schedule in (karras, flow, shifted):
+        torch.testing.assert_close(schedule.alphas_cumprod, 1 / (1 + schedule.sigmas ** 2))
+        assert (schedule.sigmas.diff() > 0).all()
+
+
+def test_beta_tables_are_unchanged_by_the_sigma_route():
+    """A β schedule's table is ᾱ_t = Π(1 − β_s) whether built from β or through σ."""
+    for cfg in (NoiseScheduleConfig(), NoiseScheduleConfig("cosine"),
+                NoiseScheduleConfig("linear", zero_terminal_snr=True)):
+        betas = make_betas(cfg)
+        schedule = NoiseSchedule(cfg)
+        if not cfg.zero_terminal_snr:
+            torch.testing.assert_close(schedule.alphas_cumprod,
+                                       torch.cumprod(1 - betas, 0).float(), rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(schedule.betas, betas.float(), rtol=1e-5, atol=1e-9)
+        else:
+            assert schedule.alphas_cumprod[-1].item() == pytest.approx(4.9e-8)

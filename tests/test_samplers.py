@@ -6,7 +6,7 @@ from latentdiff.config import NoiseScheduleConfig
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
-from latentdiff.preconditioning import discrete_preconditioning
+from latentdiff.preconditioning import make_preconditioning
 from latentdiff.samplers import sample_ddim, sample_ddpm, sigma_grid, timesteps
 from latentdiff.samplers.randomness import per_sample_generators
 
@@ -64,7 +64,7 @@ def test_samples_do_not_depend_on_the_batch():
 def test_denoiser_adapts_a_discrete_vp_network_exactly(prediction):
     schedule = NoiseSchedule(NoiseScheduleConfig())
     denoiser = Denoiser(ExactDiscreteNet(schedule, prediction),
-                        discrete_preconditioning(schedule, prediction))
+                        make_preconditioning(schedule, prediction))
     x = torch.randn(8, 3)
     for t in (0, 100, 500, 999):
         sigma = schedule.sigmas[t]

@@ -9,7 +9,7 @@ from latentdiff.autoencoder.codec import LatentCodec
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
-from latentdiff.preconditioning import discrete_preconditioning
+from latentdiff.preconditioning import make_preconditioning
 from latentdiff.unet import UNetModel
 
 
@@ -27,12 +27,14 @@ class LatentDiffusion:
     conditioner: Conditioner | None = None
     # condition dropout during training: classifier-free guidance is possible
     trained_with_null: bool = False
+    sigma_data: float = 1.0  # of prediction "edm"
 
     @property
     def denoiser(self) -> Denoiser:
         """D(x; σ, cond); cond carries an encoded context (see `pipelines.generate`), so the UNet
         alone suffices."""
-        return Denoiser(self.unet, discrete_preconditioning(self.schedule, self.prediction))
+        return Denoiser(self.unet, make_preconditioning(self.schedule, self.prediction,
+                                                        self.sigma_data))
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -4,7 +4,11 @@ and their tables.
 Pure tensor maths over one `NoiseSchedule`; no modules, loops or losses (the parameterisation is in
 `preconditioning.py`). Besides the discrete ᾱ_t the schedule exposes the variance-exploding view
 σ_t = √((1 − ᾱ_t)/ᾱ_t), in which x = z_t/√ᾱ_t = z_0 + σ_t·ε and all samplers work (k-diffusion's
-convention).
+convention). Continuous-time models have a table too, defined by σ rather than β (it sets their
+sampling grids and σ range): "karras" spaces σ between σ_min and σ_max as Karras et al. 2022, Eq. 5
+(EDM), "flow" takes the rectified flow's t = 1/T … 1 with σ = t/(1 − t) (x_t = (1 − t)·z_0 + t·ε is
+x/(1 + σ)). A resolution shift α multiplies every σ (log-SNR − 2 ln α: Hoogeboom et al. 2023,
+Esser et al. 2024 Eq. 23).
 """
 
 import math
@@ -15,7 +19,7 @@ from latentdiff.config import NoiseScheduleConfig
 
 
 def make_betas(cfg: NoiseScheduleConfig) -> torch.Tensor:
-    """β_1..β_T (float64, shape (T,)) for the configured kind."""
+    """β_1..β_T (float64, shape (T,)) for a β kind (linear, scaled_linear, cosine)."""
     T = cfg.num_timesteps
     if cfg.kind == "linear":  # Ho et al. 2020
         return torch.linspace(cfg.beta_start, cfg.beta_end, T, dtype=torch.float64)
@@ -32,6 +36,26 @@ def make_betas(cfg: NoiseScheduleConfig) -> torch.Tensor:
 
 # ᾱ_T of a zero-terminal-SNR schedule, instead of 0: σ_T ≈ 4.5e3 stays finite
 TERMINAL_ALPHA_BAR = 4.9e-8
+TERMINAL_SIGMA = ((1 - TERMINAL_ALPHA_BAR) / TERMINAL_ALPHA_BAR) ** 0.5
+
+
+def make_sigmas(cfg: NoiseScheduleConfig) -> torch.Tensor:
+    """σ_1..σ_T (float64, (T,), increasing) of the configured kind, before the resolution shift."""
+    T = cfg.num_timesteps
+    if cfg.kind == "karras":
+        ramp = torch.linspace(0, 1, T, dtype=torch.float64)
+        lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
+        return (lo + ramp * (hi - lo)) ** cfg.rho
+    if cfg.kind == "flow":  # t = 1/T … 1; t = 1 (pure noise) is the zero-terminal-SNR σ_T
+        t = torch.arange(1, T + 1, dtype=torch.float64) / T
+        return torch.cat([t[:-1] / (1 - t[:-1]), t.new_tensor([TERMINAL_SIGMA])])
+    betas = make_betas(cfg)
+    if cfg.zero_terminal_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    if cfg.zero_terminal_snr:
+        alphas_cumprod[-1] = TERMINAL_ALPHA_BAR
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
@@ -54,15 +78,12 @@ class NoiseSchedule:
 
     def __init__(self, cfg: NoiseScheduleConfig):
         self.config = cfg
-        betas = make_betas(cfg)
-        if cfg.zero_terminal_snr:
-            betas = rescale_zero_terminal_snr(betas)
-        alphas_cumprod = torch.cumprod(1 - betas, dim=0)
-        if cfg.zero_terminal_snr:
-            alphas_cumprod[-1] = TERMINAL_ALPHA_BAR
-        self.betas = betas.float()
+        sigmas = make_sigmas(cfg) * cfg.shift
+        alphas_cumprod = 1 / (1 + sigmas ** 2)
+        self.betas = (1 - alphas_cumprod / torch.cat([alphas_cumprod.new_ones(1),
+                                                      alphas_cumprod[:-1]])).float()
         self.alphas_cumprod = alphas_cumprod.float()
-        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
+        self.sigmas = sigmas.float()
         self.log_sigmas = self.sigmas.log()
 
     @property

@@ -4,14 +4,18 @@ sampling uses.
 L = E_{z_0, n ~ N(0, I), σ} λ(σ)·‖D(z_0 + σ·n; σ, y) − z_0‖² (Karras et al. 2022, Eq. 2 and 8). With
 λ = 1/c_out(σ)² this is the network-output MSE ‖F_θ − F_target‖² of the preconditioning: for the
 paper's ε-prediction λ = 1/σ² and the loss is DDPM's L_simple ‖ε̂ − ε‖² (the paper's L_LDM); x0- and
-v-prediction give ‖x̂₀ − z_0‖² and ‖v̂ − v‖². Losses are per sample; reduction happens in the
-training loop; randomness is passed in.
+v-prediction give ‖x̂₀ − z_0‖² and ‖v̂ − v‖². The weightings λ are in `weighting.py`; how σ is drawn
+is here. Losses are per sample; reduction happens in the training loop; randomness is passed in.
 """
+
+import math
 
 import torch
 
 from latentdiff.conditioning import Cond
+from latentdiff.config import ObjectiveConfig
 from latentdiff.denoiser import Denoiser
+from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import append_dims, effective_target
 
 
@@ -45,3 +49,27 @@ def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torc
 def draw_timesteps(batch_size: int, num_timesteps: int, generator: torch.Generator) -> torch.Tensor:
     """t ~ U{0..T−1} (the paper's U{1..T}), (B,) int64 on the CPU."""
     return torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+
+
+def normal_parameters(cfg: ObjectiveConfig, sigma_data: float) -> tuple[float, float]:
+    """(mean, std) of ln σ for the continuous σ samplers: the config's, else the published
+    defaults (EDM2's latent setting −0.4, 1.0 for σ_d = 0.5, moved by ln(σ_d/0.5); SD3's 0, 1)."""
+    if cfg.sigma_sampler == "lognormal":
+        default = (-0.4 + math.log(sigma_data / 0.5), 1.0)
+    else:
+        default = (0.0, 1.0)
+    return (default[0] if cfg.mean is None else cfg.mean,
+            default[1] if cfg.std is None else cfg.std)
+
+
+def draw_sigmas(cfg: ObjectiveConfig, schedule: NoiseSchedule, sigma_data: float, batch_size: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """Training noise levels σ (B,) float32 on the CPU: σ_t of the schedule at t ~ U{0..T−1}
+    ("uniform"), or α·exp(mean + std·n), n ~ N(0, 1), with the schedule's shift α ("lognormal":
+    Karras et al. 2022, Sec. 5; "logit_normal": t = sigmoid(mean + std·n) of Esser et al. 2024,
+    Eq. 19, whose σ = t/(1 − t) is exactly this, drawn without rounding t near 1)."""
+    if cfg.sigma_sampler == "uniform":
+        return schedule.sigmas[draw_timesteps(batch_size, schedule.num_timesteps, generator)]
+    mean, std = normal_parameters(cfg, sigma_data)
+    n = torch.randn(batch_size, generator=generator)
+    return schedule.config.shift * (mean + std * n).exp()

@@ -12,8 +12,11 @@ c_noise = t(σ) for all three of its prediction types,
     v-prediction:  c_skip = 1/(1 + σ²),   c_out = −σ/√(1 + σ²)      (Salimans & Ho 2022: v = √ᾱ·ε − √(1 − ᾱ)·z_0)
 
 and EDM's own preconditioning is one more: c_skip = σ_d²/(σ² + σ_d²), c_out = σ·σ_d/√(σ² + σ_d²),
-c_in = 1/√(σ² + σ_d²), c_noise = ¼·ln σ. A new parameterisation is one class here; networks and
-samplers stay unchanged. σ is always a (B,) float tensor; each function returns (B,).
+c_in = 1/√(σ² + σ_d²), c_noise = ¼·ln σ. A rectified flow (Liu et al. 2023; Esser et al. 2024)
+x_t = (1 − t)·z_0 + t·ε is x/(1 + σ) at σ = t/(1 − t); its network predicts the velocity
+v = ε − z_0, so z_0 = x_t − t·v: c_in = c_skip = 1/(1 + σ), c_out = −σ/(1 + σ), c_noise = 1000·t.
+A new parameterisation is one class here; networks and samplers stay unchanged. σ is always a (B,)
+float tensor; each function returns (B,).
 """
 
 from dataclasses import dataclass
@@ -106,16 +109,49 @@ class EDMPreconditioning:
         return x
 
 
-Preconditioning = EpsPrediction | X0Prediction | VPrediction | EDMPreconditioning
-# the config's diffusion.prediction
-PREDICTIONS = {"eps": EpsPrediction, "x0": X0Prediction, "v": VPrediction}
+# the flow network's time input: t ∈ [0, 1] on the scale of the discrete networks' timesteps
+FLOW_TIME_SCALE = 1000.0
 
 
-def discrete_preconditioning(schedule: NoiseSchedule,
-                             prediction: str) -> EpsPrediction | X0Prediction | VPrediction:
-    """The preconditioning of a discrete-time network trained to predict `prediction`
-    (eps | x0 | v)."""
-    return PREDICTIONS[prediction](schedule)
+@dataclass(frozen=True)
+class FlowPrediction:
+    """F_θ = v̂ ≈ ε − z_0 at x_t = (1 − t)·z_0 + t·ε: D = x_t − t·v̂ with x_t = x/(1 + σ),
+    t = σ/(1 + σ)."""
+
+    def c_skip(self, sigma: torch.Tensor) -> torch.Tensor:
+        return 1 / (1 + sigma)
+
+    def c_out(self, sigma: torch.Tensor) -> torch.Tensor:
+        return -sigma / (1 + sigma)
+
+    def c_in(self, sigma: torch.Tensor) -> torch.Tensor:
+        return 1 / (1 + sigma)
+
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        return FLOW_TIME_SCALE * sigma / (1 + sigma)
+
+    def prior_std(self, sigma_max: torch.Tensor | float) -> float:
+        """x_T = x_t·(1 + σ) with x_t ~ N(0, (1 − t)² + t²) for unit data: √(1 + σ_max²), as for
+        the VP models."""
+        return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+
+    def latent(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x_t = x/(1 + σ)."""
+        return x / (1 + sigma)
+
+
+Preconditioning = EpsPrediction | X0Prediction | VPrediction | EDMPreconditioning | FlowPrediction
+
+
+def make_preconditioning(schedule: NoiseSchedule, prediction: str,
+                         sigma_data: float = 1.0) -> Preconditioning:
+    """The preconditioning of a network trained to predict `prediction` (the config's
+    diffusion.prediction: eps | x0 | v on `schedule`, edm for data of std `sigma_data`, flow)."""
+    if prediction == "edm":
+        return EDMPreconditioning(sigma_data)
+    if prediction == "flow":
+        return FlowPrediction()
+    return {"eps": EpsPrediction, "x0": X0Prediction, "v": VPrediction}[prediction](schedule)
 
 
 def effective_target(precond: Preconditioning, x0: torch.Tensor, x: torch.Tensor,

@@ -92,14 +92,16 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            image_size=int(metadata["image_size"]),
                            class_names=tuple(metadata.get("class_names", ())),
                            conditioner=None if conditioner is None else conditioner.to(device),
-                           trained_with_null=bool(metadata.get("trained_with_null", False)))
+                           trained_with_null=bool(metadata.get("trained_with_null", False)),
+                           sigma_data=diffusion.sigma_data)
 
 
 def system_metadata(system: LatentDiffusion) -> dict:
     """What rebuilds `system` (configs, latent normalisation, conditioner) as checkpoint
     metadata."""
     return {KIND: LATENT_DIFFUSION, "unet_config": to_dict(system.unet.config),
-            "diffusion_config": to_dict(DiffusionConfig(system.schedule.config, system.prediction)),
+            "diffusion_config": to_dict(DiffusionConfig(system.schedule.config, system.prediction,
+                                                        system.sigma_data)),
             "autoencoder_config": to_dict(system.codec.autoencoder.config),
             "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size,
             "class_names": list(system.class_names), **conditioner_metadata(system.conditioner),
@@ -144,18 +146,27 @@ def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str 
 TRAIN_STATE_KEYS = ("train_state", "optimizer")
 
 
-def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16") -> Path:
+def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16",
+                            ema: dict[str, torch.Tensor] | None = None,
+                            extra: dict | None = None) -> Path:
     """A sampling-only copy of a `latentdiff train` checkpoint: the EMA networks and the
     autoencoder, floats cast to `dtype` (fp32 | fp16 | bf16; loading casts back to the model's
     dtype), without the raw weights, the optimizer state or the training state. `latentdiff sample`
-    reads it like any checkpoint."""
+    reads it like any checkpoint. `ema` replaces EMA tensors ("unet_ema.<name>", …; e.g. a post-hoc
+    EMA); `extra` is added to the metadata."""
     torch_dtype(dtype)
     check_replaceable(dst, src)
     metadata = require_kind(src, LATENT_DIFFUSION,
                             "export takes a checkpoint written by `latentdiff train`")
     keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
-    tensors = _cast({k: v for k, v in read_tensors(src).items() if k.startswith(keep)}, dtype)
+    tensors = {k: v for k, v in read_tensors(src).items() if k.startswith(keep)}
+    for key, value in (ema or {}).items():
+        if key not in tensors or tensors[key].shape != value.shape:
+            raise UserError(f"{src} has no {key} of shape {tuple(value.shape)}: the replacement "
+                            "weights belong to another model")
+        tensors[key] = value
+    tensors = _cast(tensors, dtype)
     if not any(k.startswith("unet_ema.") for k in tensors):
         raise UserError(f"{src} holds no EMA weights (unet_ema.*) to export")
-    return save_checkpoint(dst, tensors,
-                           {k: v for k, v in metadata.items() if k not in TRAIN_STATE_KEYS})
+    return save_checkpoint(dst, tensors, {**{k: v for k, v in metadata.items()
+                                             if k not in TRAIN_STATE_KEYS}, **(extra or {})})

@@ -205,6 +205,21 @@ def _add_files(commands_: argparse._SubParsersAction) -> None:
     add_no_verify(p)
     p.set_defaults(func=commands.export)
 
+    p = commands_.add_parser("ema", help="reconstruct the EMA of any length after training",
+                             description=(
+        "Post-hoc EMA (Karras et al. 2024): from the power-EMA snapshots a run saved "
+        "(posthoc_ema.snapshot_every > 0), reconstruct the EMA of relative width --sigma-rel at "
+        "the checkpoint's step and write a copy of the checkpoint with it as the sampling "
+        "weights."))
+    p.add_argument("checkpoint", type=Path, help="a checkpoint written by `latentdiff train`")
+    p.add_argument("--sigma-rel", type=finite, required=True,
+                   help="relative EMA width in (0, 0.28), e.g. 0.05 or 0.10")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output .safetensors (default: ema-<sigma-rel>.safetensors beside the "
+                        "checkpoint)")
+    add_no_verify(p)
+    p.set_defaults(func=commands.posthoc_ema)
+
     p = commands_.add_parser("convert", help="convert between checkpoint formats", description=(
         "Convert a latentdiff .safetensors, an original CompVis / Stable Diffusion checkpoint (+ "
         "its YAML) or a diffusers folder into a latentdiff .safetensors file or a new diffusers "

@@ -288,6 +288,18 @@ def export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
+def posthoc_ema(args: argparse.Namespace) -> None:
+    from latentdiff.checkpoints.io import check_replaceable
+    from latentdiff.train.posthoc_ema import write_posthoc_checkpoint
+
+    _input_file(args.checkpoint, "checkpoint")
+    out = args.out or args.checkpoint.with_name(f"ema-{args.sigma_rel:g}.safetensors")
+    check_output(out, "--out", (".safetensors",))
+    check_replaceable(out, args.checkpoint)
+    path = write_posthoc_checkpoint(args.checkpoint, args.sigma_rel, out)
+    print(f"wrote {path}: EMA σ_rel = {args.sigma_rel:g} at the checkpoint's step")
+
+
 def convert(args: argparse.Namespace) -> None:
     from latentdiff.checkpoints.io import check_replaceable
     from latentdiff.checkpoints.models import save_latent_diffusion, torch_dtype

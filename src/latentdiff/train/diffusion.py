@@ -27,18 +27,20 @@ from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
-from latentdiff.objectives import ddpm_loss, draw_timesteps
+from latentdiff.objectives import denoising_loss, draw_sigmas
 from latentdiff.pipelines import class_grid_labels, generate
-from latentdiff.preconditioning import discrete_preconditioning
+from latentdiff.preconditioning import make_preconditioning
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
+from latentdiff.train.posthoc_ema import PostHocEMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due,
                                      make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state,
                                      seeded, step_generator,
                                      train_state, training_progress)
 from latentdiff.unet import UNetModel
+from latentdiff.weighting import LearnedLogVariance, loss_weight, with_learned_variance
 
 log = logging.getLogger(__name__)
 # `autoencoder: pixels`: no first stage, diffusion on the images themselves (the paper's LDM-1)
@@ -115,18 +117,29 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     if stored is not None and conditioner is not None:
         conditioner.resume(stored)
     ema = EMA(network, cfg.ema_decay)
-    optimizer = make_optimizer(network.parameters(), tc)
+    posthoc = (PostHocEMA(network, cfg.posthoc_ema, run.root)
+               if cfg.posthoc_ema.snapshot_every else None)
+    # u(σ) of the learned weighting (Karras et al. 2024), trained alongside
+    log_variance = LearnedLogVariance(seed=tc.seed) if cfg.objective.learned_weighting else None
+    optimizer = make_optimizer([*network.parameters(), *(log_variance.parameters()
+                                                         if log_variance else ())], tc)
     start = 0
     if stored is not None:
         check_same(stored["unet_config"], to_dict(cfg.unet), "the UNet config", run.checkpoint)
         start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION,
-                             {**network_parts(network, ""), **network_parts(ema.model, "_ema")},
+                             _saved_parts(network, ema, posthoc, log_variance),
                              {"optimizer": optimizer})
         ema.num_updates = int(stored["train_state"]["ema_updates"])
+        for power_ema in posthoc.emas if posthoc else ():
+            power_ema.num_updates = start
     model, optimizer = fabric.setup(network, optimizer)
+    u = None if log_variance is None else fabric.setup_module(log_variance)
     ema.model.to(fabric.device)
+    for power_ema in posthoc.emas if posthoc else ():
+        power_ema.model.to(fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
-    denoiser = Denoiser(model, discrete_preconditioning(schedule, cfg.diffusion.prediction))
+    sigma_data = cfg.diffusion.sigma_data
+    denoiser = Denoiser(model, make_preconditioning(schedule, cfg.diffusion.prediction, sigma_data))
     # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
     ema_parts = network_parts(ema.model, "")
     ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule,
@@ -135,12 +148,12 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                  or (conditioner and conditioner.num_classes)
                                  else (),
                                  ema_parts.get("conditioner", conditioner),
-                                 cfg.conditioning.drop_prob > 0)
+                                 cfg.conditioning.drop_prob > 0, sigma_data)
     latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
     cached_conditions = conditioner.dataset_conditions(train_data) if conditioner else None
 
     def save(step: int) -> None:
-        parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
+        parts = _saved_parts(network, ema, posthoc, log_variance)
         tensors = {k: v for prefix, part in parts.items() for k,
                    v in prefixed(f"{prefix}.", part.state_dict()).items()}
         run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())},
@@ -155,18 +168,26 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
             generator = step_generator(tc.seed, step)
             index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
             posterior_noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
-            t = draw_timesteps(tc.batch_size, schedule.num_timesteps, generator)
+            sigma = draw_sigmas(cfg.objective, schedule, sigma_data, tc.batch_size, generator)
             noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
-            index, posterior_noise, t, noise = (rank_slice(v, fabric.global_rank, fabric.world_size)
-                                                for v in (index, posterior_noise, t, noise))
+            index, posterior_noise, sigma, noise = (
+                rank_slice(v, fabric.global_rank, fabric.world_size)
+                for v in (index, posterior_noise, sigma, noise))
             z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
             cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
                                    cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions)
             cond = cond.to(fabric.device)
-            loss = ddpm_loss(denoiser, z0, t.to(fabric.device), noise.to(fabric.device), cond).mean()
+            sigma = sigma.to(fabric.device)
+            loss = denoising_loss(denoiser, z0, sigma, noise.to(fabric.device), cond,
+                                  loss_weight(cfg.objective, sigma, sigma_data))
+            if u is not None:
+                loss = with_learned_variance(loss, u(sigma))
+            loss = loss.mean()
             check_finite(loss, step)
             optimizer_step(fabric, model, optimizer, loss, tc, step)
             ema.update(network)
+            if posthoc is not None:
+                posthoc.update(network)
             done = step + 1
             progress.update()
             out_of_time, stopping = run.should_stop(tc.max_minutes)
@@ -177,6 +198,9 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                 progress.set_postfix(loss=f"{value:.4f}", refresh=False)
             if due(done, tc.sample_every, last):
                 _write_samples(run, ema_system, cfg, train_data, done)
+            if posthoc is not None and fabric.is_global_zero and due(
+                    done, cfg.posthoc_ema.snapshot_every, last or stopping):
+                posthoc.snapshot(done)
             if due(done, tc.checkpoint_every, last or stopping):
                 save(done)
             if stopping and not last:
@@ -184,6 +208,18 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
             if last:
                 break
     return run.checkpoint
+
+
+def _saved_parts(network: torch.nn.Module, ema: EMA, posthoc: PostHocEMA | None,
+                 log_variance: torch.nn.Module | None) -> dict[str, torch.nn.Module]:
+    """{checkpoint prefix: module} of everything a run saves and resumes: the network, its EMA, the
+    post-hoc EMA profiles and the learned weighting."""
+    parts = {**network_parts(network, ""), **network_parts(ema.model, "_ema")}
+    if posthoc is not None:
+        parts.update(posthoc.parts())
+    if log_variance is not None:
+        parts["loss_weighting"] = log_variance
+    return parts
 
 
 def _write_samples(run: Run, system: LatentDiffusion,

@@ -226,7 +226,13 @@ def autoencoder_from_diffusers(c: dict) -> tuple[AutoencoderConfig, LatentStats]
 def scheduler_to_diffusers(schedule: NoiseScheduleConfig, prediction: str) -> dict:
     """The noise schedule as a DDIMScheduler config: Stable Diffusion's timesteps (steps_offset 1),
     and the last step to ᾱ = 1 (set_alpha_to_one) as latentdiff's grids end at σ = 0, so that
-    diffusers samples what latentdiff does."""
+    diffusers samples what latentdiff does. Continuous-time models (EDM, flow, karras or shifted
+    schedules) have no such scheduler: a one-line error."""
+    if schedule.kind not in BETAS or prediction not in PREDICTIONS or schedule.shift != 1.0:
+        raise UserError(f"a diffusers DDIMScheduler cannot describe prediction={prediction} on "
+                        f"schedule kind={schedule.kind}, shift={schedule.shift:g}; export models "
+                        "with a β schedule and eps, x0 or v prediction, or keep the latentdiff "
+                        "checkpoint")
     return {"_class_name": "DDIMScheduler", "_diffusers_version": DIFFUSERS_VERSION,
             "num_train_timesteps": schedule.num_timesteps, "beta_start": schedule.beta_start,
             "beta_end": schedule.beta_end, "beta_schedule": BETAS[schedule.kind],

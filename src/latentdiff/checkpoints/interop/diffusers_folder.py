@@ -100,6 +100,7 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
              "scheduler": ["diffusers", "DDIMScheduler"]}
     extras = {"image_size": model.image_size, "class_names": list(model.class_names),
               "trained_with_null": model.trained_with_null, **conditioner_metadata(conditioner)}
+    scheduler = scheduler_to_diffusers(model.schedule.config, model.prediction)
     with atomic_folder(folder) as tmp:
         unet_weights = split_qkv(model.unet.state_dict(), self_attention_heads(model.unet))
         _write_component(tmp / "unet", unet_config,
@@ -110,7 +111,7 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
                                                               "autoencoder"), torch.float32)
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(
-            json.dumps(scheduler_to_diffusers(model.schedule.config, model.prediction), indent=2) + "\n")
+            json.dumps(scheduler, indent=2) + "\n")
         if frozen:
             encoder = conditioner.tokenizer
             copy.deepcopy(encoder.source).to(target).save_pretrained(tmp / "text_encoder")
