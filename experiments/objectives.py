@@ -160,8 +160,7 @@ def main() -> None:
                "evaluator_accuracy": accuracy, "baseline": baseline, "today": TODAY,
                "best": best, "recipes": recipes, "posthoc": posthoc,
                "configs": {r: {"diffusion": to_dict(RECIPES[r][1]), "objective": to_dict(RECIPES[r][2])}
-                           for r in args.recipes},
-               "provenance": provenance.finish()}
+                           for r in args.recipes}}
     print(write_report("objectives", TITLE, results, render, provenance, plot))
 
 

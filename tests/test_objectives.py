@@ -11,6 +11,7 @@ from latentdiff.config import NoiseScheduleConfig, ObjectiveConfig
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import ddpm_loss, denoising_loss, draw_sigmas, normal_parameters
+from latentdiff.samplers.karras import sample_euler
 from latentdiff.preconditioning import (EDMPreconditioning, FlowPrediction, append_dims,
                                         effective_target, make_preconditioning)
 from latentdiff.weighting import (LearnedLogVariance, edm_weight, loss_weight, min_snr_weight,
@@ -143,3 +144,20 @@ def test_learned_log_variance_starts_at_zero_and_learns_the_loss_level():
         with_learned_variance(level, u(sigma)).mean().backward()
         optimizer.step()
     torch.testing.assert_close(u(sigma).exp(), level, rtol=0.05, atol=0.0)
+
+
+def test_euler_in_sigma_is_the_flows_euler_on_the_velocity():
+    """For a rectified flow, Euler on dx/dσ = (x − D)/σ over σ_i = t_i/(1 − t_i) visits x = x_t/(1 −
+    t) for the x_t of the plain velocity Euler x_t ← x_t + (t' − t)·v̂(x_t, t) (SD3's sampler):
+    both are exact for a locally linear flow, so the existing samplers sample flow models."""
+    torch.manual_seed(0)
+    net, precond = Net(), FlowPrediction()
+    denoiser = Denoiser(net, precond)
+    t_grid = torch.tensor([0.999, 0.8, 0.55, 0.3, 0.1, 0.0])
+    sigmas = t_grid / (1 - t_grid)
+    x_t = torch.randn(2, 3, 5, 5)
+    x = sample_euler(denoiser, x_t.clone() * (1 + sigmas[0]), sigmas)
+    for t, t_next in zip(t_grid[:-1], t_grid[1:]):
+        v = net(x_t, torch.full((2,), 1000 * float(t)))
+        x_t = x_t + (t_next - t) * v
+    torch.testing.assert_close(x, x_t, rtol=1e-4, atol=1e-4)

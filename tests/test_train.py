@@ -24,8 +24,10 @@ def losses(run_dir) -> list[float]:
 
 
 def test_autoencoder_loss_falls(tmp_path):
-    train_autoencoder(tiny_autoencoder_config(tmp_path, "train.max_steps=40",
-                                              "train.checkpoint_every=40"))
+    # 60 steps: at 40 the curve is still noisy enough that rounding (the fused AdamW kernel against
+    # the multi-tensor one) moves the ratio between 0.48 and 0.61; at 60 both give 0.33–0.36
+    train_autoencoder(tiny_autoencoder_config(tmp_path, "train.max_steps=60",
+                                              "train.checkpoint_every=60"))
     curve = losses(tmp_path)
     assert sum(curve[-5:]) / 5 < 0.6 * sum(curve[:5]) / 5, curve
 

@@ -10,6 +10,7 @@ interprets.
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from latentdiff.config import UNetConfig
 from latentdiff.nn.attention import AttentionBlock
@@ -86,10 +87,19 @@ class Upsample(nn.Module):
 
 class TimestepEmbedSequential(nn.Sequential):
     """A sequence of layers where ResBlocks also receive the embedding and spatial transformers the
-    context."""
+    context. With `checkpointing` (set by `UNetModel.gradient_checkpointing`), training recomputes
+    the block's activations in the backward pass instead of storing them."""
+
+    checkpointing = False
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._layers, x, emb, context, context_mask, use_reentrant=False)
+        return self._layers(x, emb, context, context_mask)
+
+    def _layers(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None,
+                context_mask: torch.Tensor | None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
@@ -183,6 +193,14 @@ class UNetModel(nn.Module):
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, cfg.out_channels, 3, padding=1)))
+
+    def gradient_checkpointing(self, enabled: bool = True) -> "UNetModel":
+        """Recompute each block's activations in the backward pass (less memory for large models
+        and batches, about one more forward of time)."""
+        for block in self.modules():
+            if isinstance(block, TimestepEmbedSequential):
+                block.checkpointing = enabled
+        return self
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None, concat: torch.Tensor | None = None,

@@ -269,11 +269,18 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, threads: bool = False) -> int:
+    """Run one command; `threads`: first size torch's thread pool to the CPUs no other process
+    keeps busy (`threads.configure_threads`; the console script does, a caller in a process of its
+    own choosing does not)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or an argument error (already printed on one line)
         return e.code if isinstance(e.code, int) else 2
+    if threads:
+        from latentdiff.threads import configure_threads
+
+        configure_threads()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("lightning_fabric", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -326,7 +333,7 @@ def entry() -> None:
     death by signal (the command's work is done and written; only the interpreter's teardown is
     left)."""
     try:
-        code = main()
+        code = main(threads=True)
     except KeyboardInterrupt:  # between the end of the command and this line
         code = 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -104,6 +104,9 @@ def add_sampler(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sampler option, e.g. s_churn=40 (heun), variant=bh1 (unipc), "
                         "order=3; repeatable")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet (pays off for many samples; runs eagerly, with a "
+                        "note, where the compiler is missing)")
 
 
 def add_model(p: argparse.ArgumentParser, dtype: bool = True) -> None:

@@ -95,9 +95,14 @@ def _load(args: argparse.Namespace, checkpoint, dev: str):
     from latentdiff.checkpoints.models import torch_dtype
 
     dtype = torch_dtype(getattr(args, "dtype", "fp32"))
-    return load_model(checkpoint, args.config, dev, use_ema=args.use_ema,
-                      tokenizer=args.tokenizer, dtype=dtype,
-                      variant=args.variant)
+    model = load_model(checkpoint, args.config, dev, use_ema=args.use_ema,
+                       tokenizer=args.tokenizer, dtype=dtype,
+                       variant=args.variant)
+    if getattr(args, "compile", False):
+        from latentdiff.acceleration import compiled
+
+        model.unet = compiled(model.unet, True, model.device, "--compile")
+    return model
 
 
 def train(args: argparse.Namespace) -> None:

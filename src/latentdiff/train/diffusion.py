@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from lightning_fabric import Fabric
 
+from latentdiff.acceleration import compiled
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, PixelSpace
 from latentdiff.checkpoints.io import prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder,
@@ -113,7 +114,11 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  [round(v, 4) for v in stats.shift], [round(v, 4) for v in stats.scale])
     codec = LatentCodec(autoencoder, stats)
 
-    network = seeded(tc.seed, lambda: trained_network(UNetModel(cfg.unet), conditioner))
+    unet = seeded(tc.seed, lambda: UNetModel(cfg.unet).gradient_checkpointing(
+        tc.gradient_checkpointing))
+    network = trained_network(unet, conditioner)
+    if tc.channels_last:
+        network = network.to(memory_format=torch.channels_last)
     if stored is not None and conditioner is not None:
         conditioner.resume(stored)
     ema = EMA(network, cfg.ema_decay)
@@ -139,7 +144,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
         power_ema.model.to(fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
     sigma_data = cfg.diffusion.sigma_data
-    denoiser = Denoiser(model, make_preconditioning(schedule, cfg.diffusion.prediction, sigma_data))
+    denoiser = Denoiser(compiled(model, tc.compile, fabric.device, "train.compile"),
+                        make_preconditioning(schedule, cfg.diffusion.prediction, sigma_data))
     # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
     ema_parts = network_parts(ema.model, "")
     ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule,

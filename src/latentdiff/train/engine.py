@@ -73,7 +73,10 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    """AdamW; with train.fused_optimizer its fused kernel (one kernel for all parameters) instead of
+    the multi-tensor one."""
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay,
+                             fused=cfg.fused_optimizer or None)
 
 
 def optimizer_step(fabric: Fabric, model: nn.Module,
