@@ -96,7 +96,7 @@ def main() -> None:
                 for name, (threads, openmp) in SETTINGS.items():
                     out = run_job(threads, openmp)
                     times[load, name].append(out["seconds"])
-                    used[name] = out["threads"]
+                    used[f"{load} | {name}"] = out["threads"]
                     print(f"round {r}, {load:<15} {name:<20} {out['seconds']:7.2f} s", flush=True)
             finally:
                 if neighbour is not None:
@@ -120,13 +120,14 @@ def render(results: dict) -> list[str]:
               "idle, beside one busy process (a pure-Python loop), or beside a torch process "
               "(512² matrix products on torch's default threads and OpenMP settings); median of "
               f"{results['reps']} interleaved rounds (all times in results.json)."), "",
-             "| setting | torch threads | " + " | ".join(loads) + " |",
-             "|---|---|" + "---|" * len(loads)]
+             "Each cell: median time (slow-down against the same setting idle), and the torch "
+             "threads the job ran with in the last round.", "",
+             "| setting | " + " | ".join(loads) + " |", "|---|" + "---|" * len(loads)]
     for name in idle:
         cells = [f"{results['seconds'][load][name]:.1f} s"
                  + ("" if load == "idle" else f" ({results['seconds'][load][name] / idle[name]:.1f}×)")
-                 for load in loads]
-        lines.append(f"| {name} | {results['threads_used'][name]} | " + " | ".join(cells) + " |")
+                 + f", {results['threads_used'][f'{load} | {name}']} thr." for load in loads]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
