@@ -53,9 +53,9 @@ class Provenance:
     def __init__(self):
         self.started = time.time()
         self.record = {
-            "script": Path(sys.argv[0]).name,
-            "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}",
-                                             *sys.argv[1:]]),
+            # experiments/ or benchmarks/ script, as a path in the repository
+            "script": script_path(),
+            "command": "python " + " ".join([script_path(), *sys.argv[1:]]),
             "commit": _git("rev-parse", "HEAD") or "unknown",
             # changes to tracked files or untracked files (outside the ignored runs/ and the reports/
             # that the experiments write) mean the numbers are not the commit's
@@ -68,6 +68,12 @@ class Provenance:
 
     def finish(self) -> dict:
         return {**self.record, "duration_s": round(time.time() - self.started, 1)}
+
+
+def script_path() -> str:
+    """The running script as a path relative to the repository (e.g. experiments/cfg_sweep.py)."""
+    path = Path(sys.argv[0]).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
 
 
 def _cores() -> int:

@@ -14,12 +14,18 @@ REPO = Path(__file__).resolve().parent.parent
 REPORTS = sorted(p for p in (REPO / "reports").iterdir() if p.is_dir())
 
 
+def script_path(script: str) -> str:
+    """A report's script in the repository: older reports name experiments/ scripts by file name."""
+    return script if "/" in script else f"experiments/{script}"
+
+
 def experiment(script: str):
-    """An experiments/ script as a module (its folder on sys.path, as when it runs)."""
+    """An experiments/ or benchmarks/ script as a module (experiments/ on sys.path, as when it
+    runs)."""
     sys.path.insert(0, str(REPO / "experiments"))
     try:
         spec = importlib.util.spec_from_file_location(f"experiment_{Path(script).stem}",
-                                                      REPO / "experiments" / script)
+                                                      REPO / script_path(script))
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
@@ -36,7 +42,7 @@ def test_report_is_rendered_from_its_raw_results(folder):
     results = json.loads((folder / "results.json").read_text())
     provenance = results["provenance"]
     assert provenance["clean"], f"{folder.name} was measured on a tree with uncommitted changes"
-    assert provenance["command"].startswith(f"python experiments/{provenance['script']}")
+    assert provenance["command"].startswith(f"python {script_path(provenance['script'])}")
     assert provenance["duration_s"] > 0 and provenance["machine"]["cpu"]
     module = experiment(provenance["script"])
     report = experiment("report.py")
@@ -52,6 +58,7 @@ def test_report_names_a_commit_that_holds_its_script(folder):
         pytest.skip("not a git checkout")
     if in_git("cat-file", "-e", provenance["commit"]).returncode != 0:
         pytest.skip("a shallow clone without the report's commit")
-    shown = in_git("show", f"{provenance['commit']}:experiments/{provenance['script']}")
-    assert shown.returncode == 0, f"commit {provenance['commit']} has no experiments/{provenance['script']}"
+    script = script_path(provenance["script"])
+    shown = in_git("show", f"{provenance['commit']}:{script}")
+    assert shown.returncode == 0, f"commit {provenance['commit']} has no {script}"
     assert in_git("merge-base", "--is-ancestor", provenance["commit"], "HEAD").returncode == 0

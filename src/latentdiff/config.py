@@ -300,7 +300,7 @@ class TrainConfig:
     # keep every periodic checkpoint as checkpoints/step-NNNNNNN.safetensors too
     keep_checkpoints: bool = False
     # throughput (docs/training.md): torch.compile the network (eager, with a one-line note, where
-    # the compiler is missing), channels_last memory format, AdamW's fused kernel (6–13 % off a
+    # the compiler is missing), channels_last memory format, AdamW's fused kernel (3–8 % off a
     # CPU step here), activations recomputed in the backward pass (less memory, more time)
     compile: bool = False
     channels_last: bool = False
