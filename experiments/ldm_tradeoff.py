@@ -218,6 +218,20 @@ def plot(plt, results: dict):
     return figure
 
 
+def mnist_fd_setup(path: Path, n: int):
+    """MNIST at 32 px with 5,000 held out, and what FD scoring needs: (data config, training split,
+    held-out split (shuffled), the classifier evaluator's held-out accuracy, its feature extractor,
+    the training split's feature statistics, the real-vs-real FD of n held-out images)."""
+    data = DataConfig(dataset="mnist", path=str(path), image_size=32, holdout=5000)
+    train, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
+    classifier, accuracy = load_or_train_classifier(data, split=(train, held))
+    extractor = classifier_features(classifier, "trained on the training split")
+    reference = FeatureStats.of(cached_features(extractor, train.images, "mnist-32px-train").features)
+    held = held.sample(len(held))
+    baseline = frechet_distance(FeatureStats.of(extractor(held.images[:n])[0]), reference)
+    return data, train, held, accuracy, extractor, reference, baseline
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path,
@@ -235,13 +249,7 @@ def main() -> None:
         print(f"skipped: no MNIST folder at {args.data} (give --data)")
         return
     provenance = Provenance()
-    data = DataConfig(dataset="mnist", path=str(args.data), image_size=32, holdout=5000)
-    train, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
-    classifier, accuracy = load_or_train_classifier(data, split=(train, held))
-    extractor = classifier_features(classifier, "trained on the training split")
-    reference = FeatureStats.of(cached_features(extractor, train.images, "mnist-32px-train").features)
-    held = held.sample(len(held))
-    baseline = frechet_distance(FeatureStats.of(extractor(held.images[:args.n])[0]), reference)
+    data, train, held, accuracy, extractor, reference, baseline = mnist_fd_setup(args.data, args.n)
     runs = train_all(args, data)
     torch.set_grad_enabled(False)
     score = Scorer(args, extractor, reference)

@@ -27,16 +27,12 @@ import torch
 from latentdiff.config import (DataConfig, DiffusionConfig, LatentDiffusionTrainConfig,
                                NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig,
                                PreviewConfig, TrainConfig, to_dict)
-from latentdiff.data import load_dataset, split_holdout
-from latentdiff.evaluation.sample_quality import cached_features
-from latentdiff.metrics.classifier import load_or_train_classifier
-from latentdiff.metrics.features import classifier_features
-from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
 from latentdiff.train.posthoc_ema import write_posthoc_checkpoint
 # experiments/ (the script's folder is on sys.path)
-from ldm_tradeoff import Scorer, autoencoder_config, finished, log_times, unet_config
+from ldm_tradeoff import (Scorer, autoencoder_config, finished, log_times, mnist_fd_setup,
+                          unet_config)
 from report import Provenance, write_report
 
 TITLE = "Training objectives and loss weightings at equal compute (MNIST LDM-4)"
@@ -128,13 +124,7 @@ def main() -> None:
         print(f"skipped: no MNIST folder at {args.data} (give --data)")
         return
     provenance = Provenance()
-    data = DataConfig(dataset="mnist", path=str(args.data), image_size=32, holdout=5000)
-    train, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
-    classifier, accuracy = load_or_train_classifier(data, split=(train, held))
-    extractor = classifier_features(classifier, "trained on the training split")
-    reference = FeatureStats.of(cached_features(extractor, train.images, "mnist-32px-train").features)
-    held = held.sample(len(held))
-    baseline = frechet_distance(FeatureStats.of(extractor(held.images[:args.n])[0]), reference)
+    data, train, _, accuracy, extractor, reference, baseline = mnist_fd_setup(args.data, args.n)
     runs = train_all(args, data)
     torch.set_grad_enabled(False)
     score = Scorer(argparse.Namespace(runs=args.runs, n=args.n, steps=args.sample_steps),
