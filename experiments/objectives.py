@@ -7,8 +7,9 @@ batch 64, AdamW 1e-3 with 100 warm-up steps, classic EMA 0.999) for --steps step
 checkpoint every --steps/10 steps and post-hoc EMA snapshots every --steps/20. Each kept checkpoint
 is scored by the FD of --n unconditional DDIM samples (each model's own σ table, uniform timestep
 spacing) in the MNIST classifier's features against the training split, sampling seed 0. The
-report asks: how much sooner does each recipe reach the final FD of today's recipe, and how much
-lower is its FD at the same training time? Then, on today's recipe and the best one, which
+report asks: how many times fewer steps (= less training time: a step costs the same in every
+recipe) does each recipe need to reach the final FD of today's recipe, and how much lower is its FD
+at the same step? Then, on today's recipe and the best one, which
 post-hoc EMA length (σ_rel) is best, against the classic EMA.
 
     python experiments/objectives.py [--data ../shared/data/mnist] [--steps 2000] [--seeds 0 1 2]
@@ -99,12 +100,14 @@ def posthoc_checkpoint(run: Path, sigma_rel: float) -> Path:
     return out
 
 
-def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    """The training time at which a (time, FD) curve first reaches `target`, linearly interpolated
-    between kept checkpoints (None: never)."""
-    for (t0, f0), (t1, f1) in zip([(0.0, float("inf"))] + curve[:-1], curve):
+def steps_to_reach(curve: list[tuple[float, float]], steps: int, target: float) -> float | None:
+    """The training step at which an FD curve (kept checkpoints at steps/KEPT, 2·steps/KEPT, …)
+    first reaches `target`, linearly interpolated between kept checkpoints (None: never)."""
+    every = steps // len(curve)
+    points = [(every * (i + 1), fd) for i, (_, fd) in enumerate(curve)]
+    for (s0, f0), (s1, f1) in zip([(0, float("inf"))] + points[:-1], points):
         if f1 <= target:
-            return t1 if not np.isfinite(f0) else t0 + (t1 - t0) * (f0 - target) / (f0 - f1)
+            return s1 if not np.isfinite(f0) else s0 + (s1 - s0) * (f0 - target) / (f0 - f1)
     return None
 
 
@@ -155,19 +158,20 @@ def main() -> None:
 
 
 def summary(results: dict) -> dict[str, dict]:
-    """Per recipe: final FDs over seeds, mean s/step, time to reach today's mean final FD per seed
-    and the speed-up over today's own time to it."""
+    """Per recipe: final FDs over seeds, mean s/step, the step at which each seed reaches today's
+    mean final FD, and the speed-up: today's steps over those steps. Counted in steps, as every
+    recipe costs the same per step (s/step in the table) and step counts do not depend on what
+    else the machine ran meanwhile."""
     today = results["recipes"][results["today"]]["seeds"]
     target = float(np.mean([s["curve"][-1][1] for s in today.values()]))
-    t_today = float(np.mean([s["curve"][-1][0] for s in today.values()]))
     out = {}
     for recipe, r in results["recipes"].items():
         finals = [s["curve"][-1][1] for s in r["seeds"].values()]
-        reach = [time_to_reach(s["curve"], target) for s in r["seeds"].values()]
+        reach = [steps_to_reach(s["curve"], s["steps"], target) for s in r["seeds"].values()]
         per_step = [s["curve"][-1][0] / s["steps"] for s in r["seeds"].values()]
         out[recipe] = {"finals": finals, "reach": reach, "s_per_step": float(np.mean(per_step)),
-                       "speedup": [None if t is None else t_today / t for t in reach]}
-    return {"target": target, "t_today": t_today, "recipes": out}
+                       "speedup": [None if n is None else results["steps"] / n for n in reach]}
+    return {"target": target, "recipes": out}
 
 
 def render(results: dict) -> list[str]:
@@ -183,26 +187,30 @@ def render(results: dict) -> list[str]:
               f"accuracy {results['evaluator_accuracy']:.4f}), at every kept checkpoint "
               f"({len(next(iter(results['recipes'].values()))['seeds']['0']['curve'])} per run)."),
              f"Real-vs-real baseline (held-out vs training, n = {results['n']}): FD "
-             f"{results['baseline']:.2f}. Target: today's mean final FD {s['target']:.2f}, "
-             f"reached by today's recipe after {s['t_today'] / 60:.2f} min of training on "
-             "average.", "",
+             f"{results['baseline']:.2f}. Target: today's mean final FD {s['target']:.2f} (at step "
+             f"{results['steps']}).", "",
              "| recipe | final FD (mean ± sd over seeds) | vs today | s/step | reaches today's "
-             "final FD after (per seed) | speed-up (mean) |",
+             "final FD at step (per seed) | speed-up (mean) |",
              "|---|---|---|---|---|---|"]
     for recipe, r in s["recipes"].items():
         change = (np.mean(r["finals"]) / np.mean(today["finals"]) - 1) * 100
-        reach = ", ".join("never" if t is None else f"{t / 60:.2f}" for t in r["reach"])
+        first = results["steps"] // KEPT  # reached there: at most that many steps
+        reach = ", ".join("never" if n is None else f"{'≤ ' * (n <= first)}{n:.0f}"
+                          for n in r["reach"])
         speed = [v for v in r["speedup"] if v is not None]
-        speed_text = (f"{np.mean(speed):.2f}×" if len(speed) == len(r["speedup"])
+        bound = "≥ " if any(n is not None and n <= first for n in r["reach"]) else ""
+        speed_text = (f"{bound}{np.mean(speed):.2f}×" if len(speed) == len(r["speedup"])
                       else f"{len(speed)}/{len(r['speedup'])} seeds reach it")
         lines.append(f"| {results['recipes'][recipe]['what']} (`{recipe}`) | "
                      f"{np.mean(r['finals']):.2f} ± {np.std(r['finals']):.2f} | {change:+.0f} % | "
-                     f"{r['s_per_step']:.3f} | {reach} min | {speed_text} |")
-    lines += ["", ("Speed-up: today's mean training time to its final step over the recipe's time "
-                   "to reach today's mean final FD (linear interpolation between kept "
-                   "checkpoints), per seed, averaged. \"vs today\": change of the mean final FD "
-                   "at the same number of steps (and the same time: s/step agree within the "
-                   "noise of this shared machine)."), "",
+                     f"{r['s_per_step']:.3f} | {reach} | {speed_text} |")
+    lines += ["", ("Speed-up: today's steps over the steps the recipe needs to reach today's mean "
+                   "final FD (linear interpolation between kept checkpoints), per seed, averaged; "
+                   "in training time the same, as a step costs the same in every recipe (s/step, "
+                   "measured in the runs, moves with whatever else ran on this shared machine). "
+                   "\"≤\": reached at the first kept checkpoint already, so the speed-up is a lower "
+                   "bound. "
+                   "\"vs today\": change of the mean final FD at the same number of steps."), "",
               "Post-hoc EMA at the last step (FD, mean ± sd over seeds; classic EMA 0.999 for "
               "comparison):", "",
               "| recipe | classic EMA 0.999 | " + " | ".join(
@@ -216,13 +224,14 @@ def render(results: dict) -> list[str]:
 
 
 def plot(plt, results: dict):
-    """FD over training time per recipe (mean over seeds at each kept checkpoint), and the
+    """FD over training steps per recipe (mean ± sd over seeds at each kept checkpoint), and the
     post-hoc EMA sweep."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for recipe, r in results["recipes"].items():
-        curves = np.array([s["curve"] for s in r["seeds"].values()])  # (seeds, kept, 2)
-        left.errorbar(curves[:, :, 0].mean(0) / 60, curves[:, :, 1].mean(0), curves[:, :, 1].std(0),
-                      marker="o", markersize=3, capsize=2, label=recipe)
+        fds = np.array([[fd for _, fd in s["curve"]] for s in r["seeds"].values()])  # (seeds, kept)
+        steps = results["steps"] // fds.shape[1] * np.arange(1, fds.shape[1] + 1)
+        left.errorbar(steps, fds.mean(0), fds.std(0), marker="o", markersize=3, capsize=2,
+                      label=recipe)
     for recipe, sweep in results["posthoc"].items():
         x = [float(v) for v in sweep]
         right.errorbar(x, [np.mean(v) for v in sweep.values()], [np.std(v) for v in sweep.values()],
@@ -232,7 +241,7 @@ def plot(plt, results: dict):
         axis.set_yscale("log")
         axis.set_ylabel("FD (classifier features)")
         axis.legend(fontsize=8)
-    left.set_xlabel("training time, minutes (this machine)")
+    left.set_xlabel("training steps (batch 64)")
     right.set_xlabel("post-hoc EMA σ_rel at the last step")
     return figure
 

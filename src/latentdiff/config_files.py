@@ -110,3 +110,9 @@ def from_dict(cls: type[T], data: dict) -> T:
 
 def to_yaml(config: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def check(condition: bool, message: str) -> None:
+    """A config check: `message` as a one-line `UserError` unless `condition`."""
+    if not condition:
+        raise UserError(message)
