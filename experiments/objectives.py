@@ -138,7 +138,9 @@ def main() -> None:
         for seed in args.seeds:
             run = runs[recipe, seed]
             times = log_times(run)
-            kept = sorted((run / "checkpoints").glob("step-*.safetensors"))
+            # the regular checkpoints (a run stopped by a signal also keeps the step it stopped at)
+            kept = [c for c in sorted((run / "checkpoints").glob("step-*.safetensors"))
+                    if int(c.stem[5:]) % (args.steps // KEPT) == 0]
             seeds[str(seed)] = {"curve": [(times[int(c.stem[5:])], score(c, 0)["fd"]) for c in kept],
                                 "steps": int(kept[-1].stem[5:])}
         recipes[recipe] = {"what": RECIPES[recipe][0], "seeds": seeds}
@@ -157,6 +159,13 @@ def main() -> None:
     print(write_report("objectives", TITLE, results, render, provenance, plot))
 
 
+def seconds_per_step(curve: list[tuple[float, float]], steps: int) -> float:
+    """Median training seconds per step between consecutive kept checkpoints (a resumed run's clock
+    restarts: intervals across a restart are left out)."""
+    every, times = steps // len(curve), [t for t, _ in curve]
+    return float(np.median([(b - a) / every for a, b in zip(times, times[1:]) if b > a]))
+
+
 def summary(results: dict) -> dict[str, dict]:
     """Per recipe: final FDs over seeds, mean s/step, the step at which each seed reaches today's
     mean final FD, and the speed-up: today's steps over those steps. Counted in steps, as every
@@ -168,7 +177,7 @@ def summary(results: dict) -> dict[str, dict]:
     for recipe, r in results["recipes"].items():
         finals = [s["curve"][-1][1] for s in r["seeds"].values()]
         reach = [steps_to_reach(s["curve"], s["steps"], target) for s in r["seeds"].values()]
-        per_step = [s["curve"][-1][0] / s["steps"] for s in r["seeds"].values()]
+        per_step = [seconds_per_step(s["curve"], s["steps"]) for s in r["seeds"].values()]
         out[recipe] = {"finals": finals, "reach": reach, "s_per_step": float(np.mean(per_step)),
                        "speedup": [None if n is None else results["steps"] / n for n in reach]}
     return {"target": target, "recipes": out}
