@@ -26,6 +26,11 @@ import torch
 from latentdiff.noise import NoiseSchedule
 
 
+def unit_data_prior_std(sigma_max: torch.Tensor | float) -> float:
+    """√(1 + σ_max²): the std of x = z_0 + σ_max·n for unit-variance data."""
+    return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+
+
 @dataclass(frozen=True)
 class DiscreteVP:
     """The discrete-time VP network's input side, common to ε, x0 and v: z_t = x/√(1 + σ²) at
@@ -41,7 +46,7 @@ class DiscreteVP:
 
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
         """Std of x_T in VE scale when z_T ~ N(0, I): x_T = z_T·√(1 + σ_max²)."""
-        return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+        return unit_data_prior_std(sigma_max)
 
     def latent(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The VP latent z = x/√(1 + σ²) that x at noise level σ (a scalar tensor) stands for."""
@@ -133,7 +138,7 @@ class FlowPrediction:
     def prior_std(self, sigma_max: torch.Tensor | float) -> float:
         """x_T = x_t·(1 + σ) with x_t ~ N(0, (1 − t)² + t²) for unit data: √(1 + σ_max²), as for
         the VP models."""
-        return float((1.0 + torch.as_tensor(sigma_max, dtype=torch.float64) ** 2).sqrt())
+        return unit_data_prior_std(sigma_max)
 
     def latent(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x_t = x/(1 + σ)."""

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from latentdiff.config import ObjectiveConfig
+from latentdiff.preconditioning import EDMPreconditioning
 
 
 def min_snr_weight(sigma: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -34,8 +35,8 @@ def soft_min_snr_weight(sigma: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
-    """λ = (σ² + σ_d²)/(σ·σ_d)²; sigma (B,) → (B,)."""
-    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+    """λ = (σ² + σ_d²)/(σ·σ_d)² = 1/c_out² of EDM's preconditioning; sigma (B,) → (B,)."""
+    return EDMPreconditioning(sigma_data).c_out(sigma).pow(-2)
 
 
 def loss_weight(cfg: ObjectiveConfig, sigma: torch.Tensor, sigma_data: float) -> torch.Tensor | None:

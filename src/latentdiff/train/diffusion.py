@@ -135,13 +135,11 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                              _saved_parts(network, ema, posthoc, log_variance),
                              {"optimizer": optimizer})
         ema.num_updates = int(stored["train_state"]["ema_updates"])
-        for power_ema in posthoc.emas if posthoc else ():
-            power_ema.num_updates = start
     model, optimizer = fabric.setup(network, optimizer)
     u = None if log_variance is None else fabric.setup_module(log_variance)
     ema.model.to(fabric.device)
-    for power_ema in posthoc.emas if posthoc else ():
-        power_ema.model.to(fabric.device)
+    if posthoc is not None:
+        posthoc.continue_at(start, fabric.device)
     schedule = NoiseSchedule(cfg.diffusion.schedule)
     sigma_data = cfg.diffusion.sigma_data
     denoiser = Denoiser(compiled(model, tc.compile, fabric.device, "train.compile"),

@@ -34,10 +34,15 @@ class PostHocEMA:
     """The two power EMAs of a training run and their snapshots; `parts` are the checkpoint
     prefixes ("unet_phema0", …) that let a resumed run continue them exactly."""
 
-    def __init__(self, network: nn.Module, cfg: PostHocEMAConfig, run_dir: Path,
-                 num_updates: int = 0):
+    def __init__(self, network: nn.Module, cfg: PostHocEMAConfig, run_dir: Path):
         self.cfg, self.folder = cfg, run_dir / SNAPSHOTS
-        self.emas = [PowerEMA(network, s, num_updates) for s in cfg.sigma_rels]
+        self.emas = [PowerEMA(network, s) for s in cfg.sigma_rels]
+
+    def continue_at(self, step: int, device: torch.device) -> None:
+        """Both EMAs on `device`, counting `step` updates so far (a resumed run's start)."""
+        for ema in self.emas:
+            ema.num_updates = step
+            ema.model.to(device)
 
     def update(self, network: nn.Module) -> None:
         for ema in self.emas:
@@ -81,11 +86,10 @@ def solve_coefficients(steps: np.ndarray, gammas: np.ndarray, step: int,
     return np.linalg.lstsq(gram, target, rcond=1e-12)[0]
 
 
-def snapshot_files(run_dir: Path, until: int) -> list[tuple[int, Path]]:
-    """(step, path) of the snapshots saved up to step `until`, in step order."""
-    files = sorted((run_dir / SNAPSHOTS).glob("step-*.safetensors"))
-    found = [(int(read_metadata(p)["step"]), p) for p in files]
-    return [(s, p) for s, p in found if s <= until]
+def snapshot_files(run_dir: Path, until: int) -> list[tuple[dict, Path]]:
+    """(metadata, path) of the snapshots saved up to step `until`, in step order."""
+    found = [(read_metadata(p), p) for p in sorted((run_dir / SNAPSHOTS).glob("step-*.safetensors"))]
+    return [(m, p) for m, p in found if int(m["step"]) <= until]
 
 
 def reconstruct(run_dir: Path, sigma_rel: float, step: int) -> tuple[dict[str, torch.Tensor], dict]:
@@ -97,21 +101,19 @@ def reconstruct(run_dir: Path, sigma_rel: float, step: int) -> tuple[dict[str, t
     if not snapshots:
         raise UserError(f"{run_dir / SNAPSHOTS} holds no post-hoc EMA snapshots up to step {step}; "
                         "train with posthoc_ema.snapshot_every > 0")
-    sigma_rels = read_metadata(snapshots[0][1])["sigma_rels"]
-    steps = np.array([s for s, _ in snapshots for _ in sigma_rels], dtype=np.float64)
+    sigma_rels = snapshots[0][0]["sigma_rels"]
+    steps = np.array([int(m["step"]) for m, _ in snapshots for _ in sigma_rels], dtype=np.float64)
     gammas = np.array([sigma_rel_to_gamma(r) for _ in snapshots for r in sigma_rels])
     x = solve_coefficients(steps, gammas, step, sigma_rel_to_gamma(sigma_rel))
     weights: dict[str, torch.Tensor] = {}
     for j, (_, path) in enumerate(snapshots):
-        tensors = read_tensors(path)
-        for i in range(len(sigma_rels)):
-            coefficient = float(x[j * len(sigma_rels) + i])
-            for name, v in tensors.items():
-                index, key = name.split(".", 1)
-                if int(index) == i and v.is_floating_point():
-                    weights[key] = weights.get(key, 0) + coefficient * v.double()
-                elif int(index) == i:  # integer buffers: the latest
-                    weights[key] = v
+        for name, v in read_tensors(path).items():  # "<i>.<prefix>.<name>": EMA i of snapshot j
+            index, key = name.split(".", 1)
+            if v.is_floating_point():
+                coefficient = float(x[j * len(sigma_rels) + int(index)])
+                weights[key] = weights.get(key, 0) + coefficient * v.double()
+            else:  # integer buffers: the latest
+                weights[key] = v
     info = {"sigma_rel": sigma_rel, "step": step, "snapshots": len(snapshots),
             "stored_sigma_rels": sigma_rels, "coefficients": [round(float(c), 6) for c in x]}
     return weights, info
@@ -125,6 +127,8 @@ def write_posthoc_checkpoint(checkpoint: Path, sigma_rel: float, out: Path) -> P
                             "`latentdiff ema` needs a checkpoint written by `latentdiff train`")
     weights, info = reconstruct(checkpoint.parent.parent, sigma_rel,
                                 int(metadata["train_state"]["step"]))
-    ema = {f"{key.split('.', 1)[0]}_ema.{key.split('.', 1)[1]}":
-           v.float() if v.is_floating_point() else v for key, v in weights.items()}
+    ema = {}
+    for key, v in weights.items():
+        prefix, name = key.split(".", 1)
+        ema[f"{prefix}_ema.{name}"] = v.float() if v.is_floating_point() else v
     return export_latent_diffusion(checkpoint, out, "fp32", ema, {"posthoc_ema": info})
