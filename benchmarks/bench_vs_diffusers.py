@@ -6,12 +6,18 @@ interleaved A/B repetitions after warm-up, and reported as medians and the ratio
 latentdiff is faster). The machines here are shared and noisy: read the ratios, not the absolute
 times.
 
-    python benchmarks/bench_vs_diffusers.py [--reps 9] [--device cpu|cuda]
+Each setting runs on both sides: eager fp32, bf16 autocast, channels_last.
+
+    python benchmarks/bench_vs_diffusers.py [--reps 9] [--device cpu|cuda] [--report]
+
+--report writes reports/vs-diffusers/ (results.json with the provenance, README.md).
 """
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL as DiffusersAutoencoderKL
@@ -20,6 +26,8 @@ from diffusers import UNet2DModel
 from latentdiff.autoencoder import AutoencoderKL
 from latentdiff.config import AutoencoderConfig, UNetConfig
 from latentdiff.unet import UNetModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 
 
 def unet_pair(model_channels, channel_mult, num_res_blocks, attention, num_classes=None):
@@ -52,40 +60,42 @@ def autoencoder_pair(in_channels, base_channels, channel_mult, num_res_blocks, l
     return ours, theirs
 
 
-def unet_calls(model, ours: bool, x, t, y):
+def unet_calls(model, ours: bool, x, t, y, bf16: bool = False):
+    def run():
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+            return model(x, t, class_labels=y) if ours else model(x, t, class_labels=y).sample
+
+    return calls(model, run, x)
+
+
+def autoencoder_calls(model, ours: bool, x, bf16: bool = False):
+    def run():  # encode, a posterior sample, decode; the KL term of the training loss
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
+            if ours:
+                posterior = model.encode(x)
+                return (model.decode(posterior.sample(torch.randn_like(posterior.mean))),
+                        posterior.kl())
+            posterior = model.encode(x).latent_dist
+            return model.decode(posterior.sample()).sample, posterior.kl()
+
+    return calls(model, run, x, kl=True)
+
+
+def calls(model, run, x, kl: bool = False):
+    """(forward without gradients, AdamW training step) of `run`, with the MSE to x as the loss
+    (L1 + 1e-6·KL for an autoencoder)."""
     def forward():
         with torch.no_grad():
-            return model(x, t, class_labels=y) if ours else model(x, t, class_labels=y).sample
+            return run()
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_step():
-        out = model(x, t, class_labels=y) if ours else model(x, t, class_labels=y).sample
-        loss = (out - x).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return forward, train_step
-
-
-def autoencoder_calls(model, ours: bool, x):
-    def forward():  # encode (posterior mean) + decode
-        with torch.no_grad():
-            if ours:
-                return model.decode(model.encode(x).mean)
-            return model.decode(model.encode(x).latent_dist.mean).sample
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step():  # L1 + 1e-6·KL on a posterior sample
-        if ours:
-            posterior = model.encode(x)
-            recon, kl = model.decode(posterior.sample(torch.randn_like(posterior.mean))), posterior.kl()
+        if kl:
+            recon, divergence = run()
+            loss = (recon.float() - x).abs().mean() + 1e-6 * divergence.float().mean()
         else:
-            posterior = model.encode(x).latent_dist
-            recon, kl = model.decode(posterior.sample()).sample, posterior.kl()
-        loss = (recon - x).abs().mean() + 1e-6 * kl.mean()
+            loss = (run().float() - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,45 +126,84 @@ def count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+CASES = {
+    "UNet LDM-like (64,128,256)×2, attn 64/128+mid, 4×16×16, b16": (
+        lambda: unet_pair(64, (1, 2, 4), 2, (1, 2)),
+        lambda: (torch.randn(16, 4, 16, 16), torch.randint(0, 1000, (16,)), None)),
+    "UNet digits demo (64,128,128)×1, attn 4×4/2×2, classes, 4×8×8, b64": (
+        lambda: unet_pair(64, (1, 2, 2), 1, (2, 4), num_classes=10),
+        lambda: (torch.randn(64, 4, 8, 8), torch.randint(0, 1000, (64,)),
+                 torch.randint(0, 10, (64,)))),
+    "AE KL LDM-like (64,128,256)×2, f4, 3×64×64, b8": (
+        lambda: autoencoder_pair(3, 64, (1, 2, 4), 2, 4),
+        lambda: (torch.rand(8, 3, 64, 64) * 2 - 1,)),
+    "AE KL digits demo (32,32,64)×1, f4, 1×32×32, b32": (
+        lambda: autoencoder_pair(1, 32, (1, 1, 2), 1, 3),
+        lambda: (torch.rand(32, 1, 32, 32) * 2 - 1,)),
+}
+# the same setting on both sides; channels_last last (it converts the models in place)
+MODES = ("eager fp32", "bf16 autocast", "channels_last")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--report", action="store_true", help="write reports/vs-diffusers/")
     args = parser.parse_args()
+    from report import Provenance, write_report
+
+    provenance = Provenance()
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    cases = [
-        ("UNet LDM-like (64,128,256)×2, attn 64/128+mid, 4×16×16, b16",
-         unet_pair(64, (1, 2, 4), 2, (1, 2)),
-         lambda: (torch.randn(16, 4, 16, 16), torch.randint(0, 1000, (16,)), None)),
-        ("UNet digits demo (64,128,128)×1, attn 4×4/2×2, classes, 4×8×8, b64",
-         unet_pair(64, (1, 2, 2), 1, (2, 4), num_classes=10),
-         lambda: (torch.randn(64, 4, 8, 8), torch.randint(0, 1000, (64,)),
-                  torch.randint(0, 10, (64,)))),
-        ("AE KL LDM-like (64,128,256)×2, f4, 3×64×64, b8", autoencoder_pair(3, 64, (1, 2, 4), 2, 4),
-         lambda: (torch.rand(8, 3, 64, 64) * 2 - 1,)),
-        ("AE KL digits demo (32,32,64)×1, f4, 1×32×32, b32",
-         autoencoder_pair(1, 32, (1, 1, 2), 1, 3),
-         lambda: (torch.rand(32, 1, 32, 32) * 2 - 1,)),
-    ]
+    results = {"device": str(device), "reps": args.reps, "cases": {}}
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.reps} interleaved reps")
-    print(f"{'configuration':<68} {'params ours/theirs':>22} {'what':>10} {'ours ms':>9} "
-          f"{'theirs ms':>10} {'ratio':>6}")
-    for name, (ours, theirs), make_inputs in cases:
+    for name, (make_pair, make_inputs) in CASES.items():
+        torch.manual_seed(0)
+        ours, theirs = make_pair()
         p_ours, p_theirs = count(ours), count(theirs)
         assert abs(p_ours - p_theirs) <= 0.01 * p_theirs, (name, p_ours, p_theirs)
         inputs = [v.to(device) if v is not None else None for v in make_inputs()]
         ours.to(device).train()
         theirs.to(device).train()
-        calls = unet_calls if "UNet" in name else autoencoder_calls
-        ours_fwd, ours_step = calls(ours, True, *inputs)
-        theirs_fwd, theirs_step = calls(theirs, False, *inputs)
-        for what, a, b in (("forward", ours_fwd, theirs_fwd),
-                           ("train step", ours_step, theirs_step)):
-            t_ours, t_theirs = interleaved_medians(a, b, args.reps, device)
-            print(f"{name:<68} {p_ours:>10,}/{p_theirs:<11,} {what:>10} {1e3 * t_ours:9.1f} "
-                  f"{1e3 * t_theirs:10.1f} {t_ours / t_theirs:6.2f}")
+        make_calls = unet_calls if name.startswith("UNet") else autoencoder_calls
+        rows = results["cases"][name] = {"params": [p_ours, p_theirs], "ms": {}}
+        for mode in MODES:
+            if mode == "channels_last":
+                for model in (ours, theirs):
+                    model.to(memory_format=torch.channels_last)
+                inputs[0] = inputs[0].contiguous(memory_format=torch.channels_last)
+            bf16 = mode == "bf16 autocast"
+            ours_fwd, ours_step = make_calls(ours, True, *inputs, bf16=bf16)
+            theirs_fwd, theirs_step = make_calls(theirs, False, *inputs, bf16=bf16)
+            for what, a, b in (("forward", ours_fwd, theirs_fwd),
+                               ("train step", ours_step, theirs_step)):
+                t_ours, t_theirs = interleaved_medians(a, b, args.reps, device)
+                rows["ms"][f"{mode}|{what}"] = [1e3 * t_ours, 1e3 * t_theirs]
+                print(f"{name:<68} {mode:>14} {what:>10} {1e3 * t_ours:9.1f} ms "
+                      f"{1e3 * t_theirs:9.1f} ms {t_ours / t_theirs:6.2f}", flush=True)
+    if args.report:
+        print(write_report("vs-diffusers", "latentdiff against diffusers at identical architectures",
+                           results, render, provenance))
+
+
+def render(results: dict) -> list[str]:
+    lines = [f"Device {results['device']}; median of {results['reps']} interleaved repetitions "
+             "after warm-up, both models in one process; each setting applied to both sides. "
+             "Ratio = latentdiff's time over diffusers' (< 1: latentdiff faster). Training step: "
+             "AdamW (torch's default implementation on both sides), MSE to the input (autoencoders: "
+             "L1 + 1e-6·KL of a posterior sample).", "",
+             "| configuration | params ours / diffusers | setting | forward ms (ours / theirs) | "
+             "ratio | train step ms (ours / theirs) | ratio |", "|---|---|---|---|---|---|---|"]
+    for name, case in results["cases"].items():
+        for mode in MODES:
+            cells = []
+            for what in ("forward", "train step"):
+                ours, theirs = case["ms"][f"{mode}|{what}"]
+                cells += [f"{ours:.1f} / {theirs:.1f}", f"{ours / theirs:.2f}"]
+            lines.append(f"| {name} | {case['params'][0]:,} / {case['params'][1]:,} | {mode} | "
+                         + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

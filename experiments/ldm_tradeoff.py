@@ -152,7 +152,7 @@ def log_times(run: Path) -> dict[int, float]:
 
 class Scorer:
     """FD of n samples of a checkpoint (seed, DDIM steps), cached in a JSON file next to the
-    runs."""
+    runs (several processes may score into one folder)."""
 
     def __init__(self, args, extractor, reference: FeatureStats):
         self.args, self.extractor, self.reference = args, extractor, reference
@@ -169,6 +169,9 @@ class Scorer:
             rate = self.args.n / (time.perf_counter() - start)
             fd = frechet_distance(FeatureStats.of(self.extractor(images)[0]), self.reference)
             self.cache[key] = {"fd": fd, "samples_per_s": rate}
+            # merged with what other processes scoring into the same folder wrote meanwhile
+            stored = json.loads(self.path.read_text()) if self.path.exists() else {}
+            self.cache = {**stored, **self.cache}
             write_text(self.path, json.dumps(self.cache, indent=1))
             print(f"{checkpoint}: seed {seed} FD {fd:.2f}, {rate:.1f} samples/s", flush=True)
         return self.cache[key]

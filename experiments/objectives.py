@@ -4,17 +4,18 @@ rectified flow, each over several training seeds, then post-hoc EMA lengths.
 
 Every recipe trains the ldm-tradeoff's LDM-4 (its f = 4 autoencoder and 1.16 M-parameter UNet,
 batch 64, AdamW 1e-3 with 100 warm-up steps, classic EMA 0.999) for --steps steps, keeping a
-checkpoint every --steps/10 steps and post-hoc EMA snapshots every --steps/20. Each kept checkpoint
-is scored by the FD of --n unconditional DDIM samples (each model's own σ table, uniform timestep
+checkpoint every --steps/10 steps and post-hoc EMA snapshots every --steps/20. The checkpoints at
+10, 20, 30, 50, 70 and 100 % of the run (denser early, where the fast recipes cross) are scored,
+right after each run, by the FD of --n unconditional DDIM samples (each model's own σ table, uniform timestep
 spacing) in the MNIST classifier's features against the training split, sampling seed 0. The
 report asks: how many times fewer steps (= less training time: a step costs the same in every
 recipe) does each recipe need to reach the final FD of today's recipe, and how much lower is its FD
-at the same step? Then, on today's recipe and the best one, which
-post-hoc EMA length (σ_rel) is best, against the classic EMA.
+at the same step? Then, on the best recipe, which post-hoc EMA length (σ_rel) is best, against the
+classic EMA.
 
     python experiments/objectives.py [--data ../shared/data/mnist] [--steps 2000] [--seeds 0 1 2]
                                      [--recipes ...] [--n 500] [--sample-steps 20]
-                                     [--runs runs/objectives]
+                                     [--runs runs/objectives] [--no-report]
 
 Skips (exit 0) when the MNIST folder is absent. Finished runs and scores are reused when run again.
 """
@@ -58,7 +59,8 @@ RECIPES = {
 }
 TODAY = "eps"
 SIGMA_RELS = (0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.25)
-KEPT = 10
+KEPT = 10  # checkpoints kept per run, every steps/KEPT
+SCORED = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # … of which these fractions of the run are scored
 
 
 def run_config(recipe: str, seed: int, autoencoder: str, data: DataConfig, out: Path,
@@ -74,23 +76,34 @@ def run_config(recipe: str, seed: int, autoencoder: str, data: DataConfig, out: 
         preview=PreviewConfig(sampler="ddim", steps=50, per_class=8))
 
 
-def train_all(args, data: DataConfig) -> dict[tuple[str, int], Path]:
+def train_autoencoder_once(args, data: DataConfig) -> Path:
     ae_run = args.runs / f"ae-f{F}"
     checkpoint = ae_run / "checkpoints" / "last.safetensors"
     if not finished(ae_run):
         print("training the f=4 autoencoder", flush=True)
         train_autoencoder(autoencoder_config(F, data, ae_run, args.ae_steps),
                           resume=checkpoint.exists())
-    runs = {}
-    for recipe in args.recipes:
-        for seed in args.seeds:
-            run = args.runs / f"{recipe}-seed{seed}"
-            if not finished(run):  # a step budget: an interrupted run resumes exactly
-                print(f"training {recipe}, seed {seed}", flush=True)
-                cfg = run_config(recipe, seed, str(checkpoint), data, run, args.steps)
-                train_latent_diffusion(cfg, resume=(run / "checkpoints" / "last.safetensors").exists())
-            runs[recipe, seed] = run
-    return runs
+    return checkpoint
+
+
+def train_and_score(args, recipe: str, seed: int, autoencoder: Path, data: DataConfig,
+                    score) -> tuple[Path, dict]:
+    """Train one run (a step budget: an interrupted run resumes exactly) and score its checkpoints
+    at SCORED · steps: (run folder, {"curve": [(seconds, FD, step), …], "steps": last step})."""
+    run = args.runs / f"{recipe}-seed{seed}"
+    if not finished(run):
+        print(f"training {recipe}, seed {seed}", flush=True)
+        cfg = run_config(recipe, seed, str(autoencoder), data, run, args.steps)
+        train_latent_diffusion(cfg, resume=(run / "checkpoints" / "last.safetensors").exists())
+    times = log_times(run)
+    wanted = {round(f * args.steps) for f in SCORED}
+    # the scored regular checkpoints (a run stopped by a signal also keeps the step it stopped at)
+    kept = sorted(step for step in (int(c.stem[5:]) for c in (run / "checkpoints").glob("step-*"))
+                  if step in wanted)
+    with torch.no_grad():
+        curve = [(times[step], score(run / "checkpoints" / f"step-{step:07d}.safetensors", 0)["fd"],
+                  step) for step in kept]
+    return run, {"curve": curve, "steps": kept[-1]}
 
 
 def posthoc_checkpoint(run: Path, sigma_rel: float) -> Path:
@@ -100,14 +113,18 @@ def posthoc_checkpoint(run: Path, sigma_rel: float) -> Path:
     return out
 
 
-def steps_to_reach(curve: list[tuple[float, float]], steps: int, target: float) -> float | None:
-    """The training step at which an FD curve (kept checkpoints at steps/KEPT, 2·steps/KEPT, …)
-    first reaches `target`, linearly interpolated between kept checkpoints (None: never)."""
-    every = steps // len(curve)
-    points = [(every * (i + 1), fd) for i, (_, fd) in enumerate(curve)]
-    for (s0, f0), (s1, f1) in zip([(0, float("inf"))] + points[:-1], points):
-        if f1 <= target:
-            return s1 if not np.isfinite(f0) else s0 + (s1 - s0) * (f0 - target) / (f0 - f1)
+def steps_to_reach(curve: list[list[float]], target: float) -> float | None:
+    """The training step at which an FD curve [(seconds, FD, step), …] first reaches `target`,
+    linearly interpolated between scored checkpoints (the first one if reached there; None:
+    never)."""
+    previous = None
+    for _, fd, step in curve:
+        if fd <= target:
+            if previous is None:
+                return step
+            step0, fd0 = previous
+            return step0 + (step - step0) * (fd0 - target) / (fd0 - fd)
+        previous = (step, fd)
     return None
 
 
@@ -122,35 +139,33 @@ def main() -> None:
     p.add_argument("--n", type=int, default=500, help="samples per FD")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps")
     p.add_argument("--runs", type=Path, default=Path("runs/objectives"))
+    p.add_argument("--no-report", action="store_true",
+                   help="train and score only (e.g. several processes, a share of the runs each)")
     args = p.parse_args()
     if not args.data.is_dir():
         print(f"skipped: no MNIST folder at {args.data} (give --data)")
         return
     provenance = Provenance()
     data, train, _, accuracy, extractor, reference, baseline = mnist_fd_setup(args.data, args.n)
-    runs = train_all(args, data)
-    torch.set_grad_enabled(False)
+    autoencoder = train_autoencoder_once(args, data)
     score = Scorer(argparse.Namespace(runs=args.runs, n=args.n, steps=args.sample_steps),
                    extractor, reference)
-    recipes = {}
+    runs, recipes = {}, {}
     for recipe in args.recipes:
         seeds = {}
         for seed in args.seeds:
-            run = runs[recipe, seed]
-            times = log_times(run)
-            # the regular checkpoints (a run stopped by a signal also keeps the step it stopped at)
-            kept = [c for c in sorted((run / "checkpoints").glob("step-*.safetensors"))
-                    if int(c.stem[5:]) % (args.steps // KEPT) == 0]
-            seeds[str(seed)] = {"curve": [(times[int(c.stem[5:])], score(c, 0)["fd"]) for c in kept],
-                                "steps": int(kept[-1].stem[5:])}
+            runs[recipe, seed], seeds[str(seed)] = train_and_score(args, recipe, seed, autoencoder,
+                                                                   data, score)
         recipes[recipe] = {"what": RECIPES[recipe][0], "seeds": seeds}
+    if args.no_report:
+        return
     best = min(recipes, key=lambda r: np.mean([s["curve"][-1][1]
                                                for s in recipes[r]["seeds"].values()]))
-    posthoc = {}
-    for recipe in dict.fromkeys([TODAY, best]):
-        posthoc[recipe] = {f"{s:g}": [score(posthoc_checkpoint(runs[recipe, seed], s), 0)["fd"]
-                                      for seed in args.seeds] for s in SIGMA_RELS}
-    results = {"steps": args.steps, "n": args.n, "sample_steps": args.sample_steps,
+    with torch.no_grad():
+        posthoc = {best: {f"{s:g}": [score(posthoc_checkpoint(runs[best, seed], s), 0)["fd"]
+                                     for seed in args.seeds] for s in SIGMA_RELS}}
+    results = {"steps": args.steps, "scored_steps": [round(f * args.steps) for f in SCORED],
+               "n": args.n, "sample_steps": args.sample_steps,
                "seeds": args.seeds, "n_train": len(train), "evaluator": extractor.identity,
                "evaluator_accuracy": accuracy, "baseline": baseline, "today": TODAY,
                "best": best, "recipes": recipes, "posthoc": posthoc,
@@ -159,11 +174,11 @@ def main() -> None:
     print(write_report("objectives", TITLE, results, render, provenance, plot))
 
 
-def seconds_per_step(curve: list[tuple[float, float]], steps: int) -> float:
-    """Median training seconds per step between consecutive kept checkpoints (a resumed run's clock
-    restarts: intervals across a restart are left out)."""
-    every, times = steps // len(curve), [t for t, _ in curve]
-    return float(np.median([(b - a) / every for a, b in zip(times, times[1:]) if b > a]))
+def seconds_per_step(curve: list[list[float]]) -> float:
+    """Median training seconds per step between consecutive scored checkpoints (a resumed run's
+    clock restarts: intervals across a restart are left out)."""
+    return float(np.median([(t1 - t0) / (s1 - s0) for (t0, _, s0), (t1, _, s1)
+                            in zip(curve, curve[1:]) if t1 > t0]))
 
 
 def summary(results: dict) -> dict[str, dict]:
@@ -176,8 +191,8 @@ def summary(results: dict) -> dict[str, dict]:
     out = {}
     for recipe, r in results["recipes"].items():
         finals = [s["curve"][-1][1] for s in r["seeds"].values()]
-        reach = [steps_to_reach(s["curve"], s["steps"], target) for s in r["seeds"].values()]
-        per_step = [seconds_per_step(s["curve"], s["steps"]) for s in r["seeds"].values()]
+        reach = [steps_to_reach(s["curve"], target) for s in r["seeds"].values()]
+        per_step = [seconds_per_step(s["curve"]) for s in r["seeds"].values()]
         out[recipe] = {"finals": finals, "reach": reach, "s_per_step": float(np.mean(per_step)),
                        "speedup": [None if n is None else results["steps"] / n for n in reach]}
     return {"target": target, "recipes": out}
@@ -193,8 +208,8 @@ def render(results: dict) -> list[str]:
               f"{results['n']} DDIM-{results['sample_steps']} samples (sampling seed 0; each "
               "model's own σ table, uniform timestep spacing) against the training split in the "
               f"features of the MNIST classifier evaluator `{results['evaluator']}` (held-out "
-              f"accuracy {results['evaluator_accuracy']:.4f}), at every kept checkpoint "
-              f"({len(next(iter(results['recipes'].values()))['seeds']['0']['curve'])} per run)."),
+              f"accuracy {results['evaluator_accuracy']:.4f}), at the checkpoints of "
+              f"steps {', '.join(map(str, results['scored_steps']))}."),
              f"Real-vs-real baseline (held-out vs training, n = {results['n']}): FD "
              f"{results['baseline']:.2f}. Target: today's mean final FD {s['target']:.2f} (at step "
              f"{results['steps']}).", "",
@@ -203,7 +218,7 @@ def render(results: dict) -> list[str]:
              "|---|---|---|---|---|---|"]
     for recipe, r in s["recipes"].items():
         change = (np.mean(r["finals"]) / np.mean(today["finals"]) - 1) * 100
-        first = results["steps"] // KEPT  # reached there: at most that many steps
+        first = results["scored_steps"][0]  # reached there: at most that many steps
         reach = ", ".join("never" if n is None else f"{'≤ ' * (n <= first)}{n:.0f}"
                           for n in r["reach"])
         speed = [v for v in r["speedup"] if v is not None]
@@ -214,10 +229,10 @@ def render(results: dict) -> list[str]:
                      f"{np.mean(r['finals']):.2f} ± {np.std(r['finals']):.2f} | {change:+.0f} % | "
                      f"{r['s_per_step']:.3f} | {reach} | {speed_text} |")
     lines += ["", ("Speed-up: today's steps over the steps the recipe needs to reach today's mean "
-                   "final FD (linear interpolation between kept checkpoints), per seed, averaged; "
+                   "final FD (linear interpolation between scored checkpoints), per seed, averaged; "
                    "in training time the same, as a step costs the same in every recipe (s/step, "
                    "measured in the runs, moves with whatever else ran on this shared machine). "
-                   "\"≤\": reached at the first kept checkpoint already, so the speed-up is a lower "
+                   "\"≤\": reached at the first scored checkpoint already, so the speed-up is a lower "
                    "bound. "
                    "\"vs today\": change of the mean final FD at the same number of steps."), "",
               "Post-hoc EMA at the last step (FD, mean ± sd over seeds; classic EMA 0.999 for "
@@ -233,12 +248,12 @@ def render(results: dict) -> list[str]:
 
 
 def plot(plt, results: dict):
-    """FD over training steps per recipe (mean ± sd over seeds at each kept checkpoint), and the
+    """FD over training steps per recipe (mean ± sd over seeds at each scored checkpoint), and the
     post-hoc EMA sweep."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for recipe, r in results["recipes"].items():
-        fds = np.array([[fd for _, fd in s["curve"]] for s in r["seeds"].values()])  # (seeds, kept)
-        steps = results["steps"] // fds.shape[1] * np.arange(1, fds.shape[1] + 1)
+        fds = np.array([[fd for _, fd, _ in s["curve"]] for s in r["seeds"].values()])  # (seeds, n)
+        steps = results["scored_steps"]
         left.errorbar(steps, fds.mean(0), fds.std(0), marker="o", markersize=3, capsize=2,
                       label=recipe)
     for recipe, sweep in results["posthoc"].items():
