@@ -6,7 +6,8 @@ interleaved A/B repetitions after warm-up, and reported as medians and the ratio
 latentdiff is faster). The machines here are shared and noisy: read the ratios, not the absolute
 times.
 
-Each setting runs on both sides: eager fp32, bf16 autocast, channels_last.
+Each setting runs on both sides: eager fp32, bf16 autocast (not on a CPU unless --modes asks),
+channels_last.
 
     python benchmarks/bench_vs_diffusers.py [--reps 9] [--device cpu|cuda] [--report]
 
@@ -150,12 +151,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--report", action="store_true", help="write reports/vs-diffusers/")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=None,
+                        help="default: all on GPUs; on a CPU without bf16 (bf16 ran 10–20× slower "
+                             "than fp32 on both sides on the 2-core EPYC)")
     args = parser.parse_args()
+    modes = args.modes or [m for m in MODES if args.device != "cpu" or m != "bf16 autocast"]
     from report import Provenance, write_report
 
     provenance = Provenance()
     device = torch.device(args.device)
-    results = {"device": str(device), "reps": args.reps, "cases": {}}
+    results = {"device": str(device), "reps": args.reps, "modes": modes, "cases": {}}
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.reps} interleaved reps")
     for name, (make_pair, make_inputs) in CASES.items():
@@ -168,7 +173,7 @@ def main() -> None:
         theirs.to(device).train()
         make_calls = unet_calls if name.startswith("UNet") else autoencoder_calls
         rows = results["cases"][name] = {"params": [p_ours, p_theirs], "ms": {}}
-        for mode in MODES:
+        for mode in modes:
             if mode == "channels_last":
                 for model in (ours, theirs):
                     model.to(memory_format=torch.channels_last)
@@ -196,7 +201,7 @@ def render(results: dict) -> list[str]:
              "| configuration | params ours / diffusers | setting | forward ms (ours / theirs) | "
              "ratio | train step ms (ours / theirs) | ratio |", "|---|---|---|---|---|---|---|"]
     for name, case in results["cases"].items():
-        for mode in MODES:
+        for mode in results["modes"]:
             cells = []
             for what in ("forward", "train step"):
                 ours, theirs = case["ms"][f"{mode}|{what}"]
