@@ -40,10 +40,10 @@ def hex_colour(rgb) -> str:
     return "#" + "".join(f"{round(255 * float(v)):02x}" for v in rgb)
 
 
-def score_prompt(model, prompt: str, glyphs: torch.Tensor, names: list[str], subgroup: list[int],
-                 n: int) -> tuple[dict, torch.Tensor]:
-    """(the prompt's scores, its first SHOWN samples) against glyph `names.index(prompt)`."""
-    real = names.index(prompt)
+def score_prompt(model, prompt: str, glyphs: torch.Tensor, names: list[str], real: int,
+                 subgroup: list[int], n: int) -> tuple[dict, torch.Tensor]:
+    """(the prompt's scores, its first SHOWN samples) against glyph `real`, among the glyphs of its
+    `subgroup` (indices, `real` among them)."""
     with torch.no_grad():
         samples = generate(model, seeds=list(range(n)), prompts=[prompt] * n,
                            guidance_scale=GUIDANCE, sampler="ddim", steps=STEPS)
@@ -87,7 +87,8 @@ def main() -> None:
         for prompt in prompts:
             real = names.index(prompt)
             subgroup = (data.labels == data.labels[real]).nonzero()[:, 0].tolist()
-            scores[prompt], samples = score_prompt(model, prompt, glyphs, names, subgroup, args.n)
+            scores[prompt], samples = score_prompt(model, prompt, glyphs, names, real, subgroup,
+                                                       args.n)
             shown += [glyphs[real][None], samples]
             print(prompt, scores[prompt], flush=True)
         figure = f"samples-{i}.png"

@@ -89,21 +89,26 @@ def train_autoencoder_once(args, data: DataConfig) -> Path:
 def train_and_score(args, recipe: str, seed: int, autoencoder: Path, data: DataConfig,
                     score) -> tuple[Path, dict]:
     """Train one run (a step budget: an interrupted run resumes exactly) and score its checkpoints
-    at SCORED · steps: (run folder, {"curve": [(seconds, FD, step), …], "steps": last step})."""
+    at `scored_steps`: (run folder, {"curve": [(seconds, FD, step), …]})."""
     run = args.runs / f"{recipe}-seed{seed}"
     if not finished(run):
         print(f"training {recipe}, seed {seed}", flush=True)
         cfg = run_config(recipe, seed, str(autoencoder), data, run, args.steps)
         train_latent_diffusion(cfg, resume=(run / "checkpoints" / "last.safetensors").exists())
     times = log_times(run)
-    wanted = {round(f * args.steps) for f in SCORED}
+    wanted = set(scored_steps(args.steps))
     # the scored regular checkpoints (a run stopped by a signal also keeps the step it stopped at)
     kept = sorted(step for step in (int(c.stem[5:]) for c in (run / "checkpoints").glob("step-*"))
                   if step in wanted)
     with torch.no_grad():
         curve = [(times[step], score(run / "checkpoints" / f"step-{step:07d}.safetensors", 0)["fd"],
                   step) for step in kept]
-    return run, {"curve": curve, "steps": kept[-1]}
+    return run, {"curve": curve}
+
+
+def scored_steps(steps: int) -> list[int]:
+    """The steps of a `steps`-step run whose checkpoints are scored (SCORED)."""
+    return [round(f * steps) for f in SCORED]
 
 
 def posthoc_checkpoint(run: Path, sigma_rel: float) -> Path:
@@ -164,7 +169,7 @@ def main() -> None:
     with torch.no_grad():
         posthoc = {best: {f"{s:g}": [score(posthoc_checkpoint(runs[best, seed], s), 0)["fd"]
                                      for seed in args.seeds] for s in SIGMA_RELS}}
-    results = {"steps": args.steps, "scored_steps": [round(f * args.steps) for f in SCORED],
+    results = {"steps": args.steps, "scored_steps": scored_steps(args.steps),
                "n": args.n, "sample_steps": args.sample_steps,
                "seeds": args.seeds, "n_train": len(train), "evaluator": extractor.identity,
                "evaluator_accuracy": accuracy, "baseline": baseline, "today": TODAY,
