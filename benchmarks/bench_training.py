@@ -38,7 +38,8 @@ CASES = {
         UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2, 2),
                    num_res_blocks=1, attention_resolutions=(2, 4), head_channels=32),
         64, 8, None),
-    # the bundled text-to-image model's UNet (configs/ldm-emoji-text.yaml), 24 context tokens
+    # the 32-px bundled text-to-image model's UNet (configs/ldm-emoji-text.yaml before the 64-px model: 4 latent
+    # channels; the 64-px one has 8, which changes only its first and last convolution), 24 context tokens
     "emoji text UNet, 4×8×8, b64, context 24×192": (
         UNetConfig(in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 2, 2),
                    num_res_blocks=1, attention_resolutions=(1, 2, 4), head_channels=32,

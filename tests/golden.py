@@ -24,7 +24,7 @@ SEEDS = [0, 1, 2, 3]
 
 
 def golden_outputs() -> dict[str, torch.Tensor]:
-    """name → tensor: scaled latents z₀ (4, 4, 8, 8) of each sampling case, and the per-sample loss
+    """name → tensor: scaled latents z₀ (4, c, 8, 8) of each sampling case, and the per-sample loss
     (4,)."""
     from latentdiff.pipelines import generate
 

@@ -84,12 +84,12 @@ def test_the_bundled_model_samples_from_prompts_without_a_checkpoint(tmp_path, c
 
     assert BUNDLED_MODEL.is_file() and BUNDLED_MODEL.stat().st_size <= 30 * 2**20
     model = load_latent_diffusion(BUNDLED_MODEL)
-    assert model.conditioner.kind == "text" and model.trained_with_null and model.image_size == 32
+    assert model.conditioner.kind == "text" and model.trained_with_null and model.image_size == 64
     out = tmp_path / "emoji.png"
     assert main(["sample", "--prompt", "grinning face", "--prompt", "red heart",
                  "--n", "2", "--steps", "3",
                  "--guidance", "3", "--out", str(out)]) == 0
-    assert Image.open(out).size[0] > 2 * 32 and "4 images" in capsys.readouterr().out
+    assert Image.open(out).size[0] > 2 * 64 and "4 images" in capsys.readouterr().out
     # beyond the training size, with post-hoc image guidance towards a small image
     Image.new("RGB", (16, 16), (220, 30, 30)).save(tmp_path / "red.png")
     assert main(["sample", "--prompt", "", "--n", "1", "--steps", "3",

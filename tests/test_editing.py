@@ -57,5 +57,5 @@ def test_img2img_runs_the_strength_share_of_the_steps_and_stays_near_the_input(m
     assert distance["light"] < distance["full"], distance
     with pytest.raises(UserError, match="strength"):
         conditional.img2img(model, heart(), seeds=[0], strength=0.0, prompts=["x"])
-    with pytest.raises(UserError, match="multiples of 4"):
+    with pytest.raises(UserError, match="multiples of 8"):
         conditional.img2img(model, heart()[:, :30, :30], seeds=[0], prompts=["x"])
