@@ -59,17 +59,17 @@ def golden_outputs() -> dict[str, torch.Tensor]:
 
 
 def golden_loss(model) -> torch.Tensor:
-    """The training loss (paper Sec. 3.2) of the bundled model's UNet at fixed z₀, t, ε and prompts:
-    (4,)."""
-    from latentdiff.objectives import ddpm_loss
+    """The training loss (paper Sec. 3.2; the network-output MSE of the model's own objective) of the
+    bundled model's UNet at fixed z₀, σ, ε and prompts: (4,)."""
+    from latentdiff.objectives import denoising_loss
 
     generator = torch.Generator().manual_seed(7)
     z0 = torch.randn(4, *model.latent_shape, generator=generator)
     noise = torch.randn(4, *model.latent_shape, generator=generator)
-    t = torch.tensor([0, 250, 600, 999])
+    sigma = torch.tensor([0.05, 0.5, 2.0, 20.0])
     cond = model.conditioner.encode(model.conditioner.tokens(PROMPTS))
     with torch.no_grad():
-        return ddpm_loss(model.denoiser, z0, t, noise, cond)
+        return denoising_loss(model.denoiser, z0, sigma, noise, cond)
 
 
 if __name__ == "__main__":
