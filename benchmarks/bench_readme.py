@@ -24,17 +24,18 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 
 def readme_prompts() -> list[str]:
-    """The Makefile's PROMPTS (the README's `make emoji`), as a list of `--prompt TEXT` arguments."""
+    """The prompts of the Makefile's PROMPTS (the README's `make emoji`)."""
     text = (ROOT / "Makefile").read_text()
     block = re.search(r"^PROMPTS := (.*?)(?<!\\)\n", text, re.S | re.M)
     if block is None:
         raise SystemExit("no PROMPTS in the Makefile")
-    return shlex.split(block.group(1).replace("\\\n", " "))
+    return shlex.split(block.group(1).replace("\\\n", " "))[1::2]  # --prompt TEXT pairs
 
 
 def run_job(checkpoint: str | None, prompts: list[str], out: Path) -> float:
+    flags = [arg for prompt in prompts for arg in ("--prompt", prompt)]
     command = [sys.executable, "-m", "latentdiff", "sample", *([checkpoint] if checkpoint else []),
-               *prompts, "--n", "8", "--guidance", "3", "--out", str(out)]
+               *flags, "--n", "8", "--guidance", "3", "--out", str(out)]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     return time.perf_counter() - start
@@ -57,7 +58,7 @@ def main() -> None:
             for checkpoint, name in names.items():
                 times[name].append(run_job(checkpoint, prompts, Path(tmp) / "emoji.png"))
                 print(f"round {r}, {name}: {times[name][-1]:.1f} s", flush=True)
-    results = {"reps": args.reps, "cpus": os.cpu_count(), "prompts": prompts[1::2],
+    results = {"reps": args.reps, "cpus": os.cpu_count(), "prompts": prompts,
                "median_seconds": {n: statistics.median(t) for n, t in times.items()},
                "all_seconds": times}
     print(results["median_seconds"])
