@@ -10,6 +10,10 @@ name's Unicode subgroup, FD in its features against the training emoji.
 
     python experiments/objectives_emoji.py [--steps 1250] [--seeds 0 1] [--recipes eps v-minsnr5 flow]
                                            [--n 200] [--sample-seeds 2] [--runs runs/objectives-emoji]
+                                           [--override KEY=VALUE ...]
+
+--override changes the config of every run (e.g. `conditioning.text.vocab_size=1024`, the bundled config's
+vocabulary when the first runs were made).
 
 Finished runs are reused when run again; an interrupted one resumes.
 """
@@ -38,9 +42,10 @@ TITLE = "Training objectives on the text-to-image emoji model at a fixed budget"
 GUIDANCE = (1.0, 3.0)
 
 
-def run_config(recipe: str, seed: int, out: Path, steps: int) -> LatentDiffusionTrainConfig:
+def run_config(recipe: str, seed: int, out: Path, steps: int,
+               overrides: list[str] = ()) -> LatentDiffusionTrainConfig:
     base = load_config(LatentDiffusionTrainConfig, "ldm-emoji-text",
-                       [f"autoencoder={bundled_model()}"])
+                       [f"autoencoder={bundled_model()}", *overrides])
     _, diffusion, objective = RECIPES[recipe]
     every = max(1, steps // 5)
     return dataclasses.replace(
@@ -59,13 +64,15 @@ def main() -> None:
     p.add_argument("--sample-seeds", type=int, default=2)
     p.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--runs", type=Path, default=Path("runs/objectives-emoji"))
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run; repeatable")
     args = p.parse_args()
     provenance = Provenance()
     scores_path = args.runs / "scores.json"
     scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
     results = {"steps": args.steps, "seeds": args.seeds, "n": args.n,
                "sample_seeds": args.sample_seeds, "sample_steps": args.sample_steps,
-               "guidance": list(GUIDANCE), "recipes": {}}
+               "guidance": list(GUIDANCE), "overrides": args.override, "recipes": {}}
     for recipe in args.recipes:
         runs = {}
         for seed in args.seeds:
@@ -73,7 +80,7 @@ def main() -> None:
             checkpoint = run / "checkpoints" / "last.safetensors"
             if not finished(run):
                 print(f"training {recipe}, seed {seed}", flush=True)
-                train_latent_diffusion(run_config(recipe, seed, run, args.steps),
+                train_latent_diffusion(run_config(recipe, seed, run, args.steps, args.override),
                                        resume=checkpoint.exists())
             key = f"{checkpoint}|{args.n}|{args.sample_seeds}|{args.sample_steps}"
             if key not in scores:
@@ -94,7 +101,9 @@ def main() -> None:
 def render(results: dict) -> list[str]:
     first = next(iter(results["recipes"].values()))["runs"]
     report = AlignmentReport.from_dict(next(iter(first.values()))["report"])
-    lines = [(f"The bundled model's config (`configs/ldm-emoji-text.yaml`) and autoencoder, "
+    overrides = " ".join(f"`{o}`" for o in results.get("overrides", []))
+    lines = [(f"The bundled model's config (`configs/ldm-emoji-text.yaml`"
+              f"{' with ' + overrides if overrides else ''}) and autoencoder, "
               f"{results['steps']} training steps per run, training seeds "
               f"{', '.join(map(str, results['seeds']))}; scored on the first {results['n']} "
               f"held-out names, DDIM-{results['sample_steps']}, sampling seeds 0–"
