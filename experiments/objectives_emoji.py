@@ -43,7 +43,7 @@ GUIDANCE = (1.0, 3.0)
 
 
 def run_config(recipe: str, seed: int, out: Path, steps: int,
-               overrides: list[str] = ()) -> LatentDiffusionTrainConfig:
+               overrides: tuple[str, ...] | list[str] = ()) -> LatentDiffusionTrainConfig:
     base = load_config(LatentDiffusionTrainConfig, "ldm-emoji-text",
                        [f"autoencoder={bundled_model()}", *overrides])
     _, diffusion, objective = RECIPES[recipe]
