@@ -21,6 +21,7 @@ Finished runs are reused when run again; an interrupted one resumes.
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ GUIDANCE = (1.0, 3.0)
 
 
 def run_config(recipe: str, seed: int, out: Path, steps: int,
-               overrides: tuple[str, ...] | list[str] = ()) -> LatentDiffusionTrainConfig:
+               overrides: Sequence[str] = ()) -> LatentDiffusionTrainConfig:
     base = load_config(LatentDiffusionTrainConfig, "ldm-emoji-text",
                        [f"autoencoder={bundled_model()}", *overrides])
     _, diffusion, objective = RECIPES[recipe]
@@ -101,7 +102,7 @@ def main() -> None:
 def render(results: dict) -> list[str]:
     first = next(iter(results["recipes"].values()))["runs"]
     report = AlignmentReport.from_dict(next(iter(first.values()))["report"])
-    overrides = " ".join(f"`{o}`" for o in results.get("overrides", []))
+    overrides = " ".join(f"`{o}`" for o in results["overrides"])
     lines = [(f"The bundled model's config (`configs/ldm-emoji-text.yaml`"
               f"{' with ' + overrides if overrides else ''}) and autoencoder, "
               f"{results['steps']} training steps per run, training seeds "
