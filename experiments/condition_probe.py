@@ -6,8 +6,9 @@ carries almost nothing of z_0, so the best denoiser D(x_T; σ_max) is E[z_0 | co
 regression of the image on the layout or caption. Each variant (the config plus overrides, e.g.
 `unet.position_frequencies=4`) trains its UNet and τ_θ for --steps steps at σ_max only (ln σ drawn
 from N(ln σ_max, 0.001²)) to predict z_0 itself (x0-prediction: an ε-prediction's z_0 = x − σ_max·ε̂
-multiplies its error by σ_max ≈ 15, which buries the regression; with it both variants scored 0.07), then decodes D(x_T; σ_max) for --n held-out conditions (one DDIM step)
-and scores it with the shapes checker: mean box IoU for layout models, caption match for text ones.
+multiplies its error by σ_max ≈ 15, which buries the regression; with it both variants scored
+0.07), then decodes D(x_T; σ_max) for --n held-out conditions (one DDIM step) and scores it with
+the shapes checker: mean box IoU for layout models, caption match for text ones.
 A variant whose condition does not reach the right places scores near the empty condition's level.
 
     python experiments/condition_probe.py [--config ldm-shapes-layout]

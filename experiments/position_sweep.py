@@ -94,6 +94,17 @@ def text_sweep(model, seeds: int, guidance: float, steps: int) -> tuple[dict, to
     return {"relations": rows}, samples
 
 
+def sweep_score(model, seeds: int, guidance: float, steps: int) -> float:
+    """One number per model: layouts, the mean of the x and y correlations (0 where undefined); text,
+    the share of all samples with both shapes found and the relation holding."""
+    if model.conditioner.kind == "layout":
+        scores, _ = layout_sweep(model, seeds, guidance, steps)
+        return float(np.mean([scores["corr_x"] or 0.0, scores["corr_y"] or 0.0]))
+    scores, _ = text_sweep(model, seeds, guidance, steps)
+    rows = scores["relations"].values()
+    return float(sum(r["holds"] for r in rows) / sum(r["n"] for r in rows))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoints", nargs="+", type=Path)

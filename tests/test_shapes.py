@@ -4,7 +4,7 @@ import torch
 
 from latentdiff.data.shapes import (KINDS, NUM_CATEGORIES, RELATIONS, Scene, Shape,
                                     make_shapes, render, scene_of)
-from latentdiff.metrics.shapes import (box_iou, detect_shapes, layout_iou,
+from latentdiff.metrics.shapes import (box_iou, caption_failure, detect_shapes, layout_iou,
                                        matches_caption, score_shapes)
 
 
@@ -62,4 +62,11 @@ def test_relation_and_extra_shapes_are_checked():
     assert matches_caption(Scene((a, b), "above"), found)
     assert not matches_caption(Scene((a, b), "below"), found)
     assert not matches_caption(Scene((a,)), found)  # the green square is an extra shape
+    assert caption_failure(Scene((a, b), "above"), found) == "match"
+    assert caption_failure(Scene((a, b), "below"), found) == "relation"
+    assert caption_failure(Scene((a,)), found) == "count"
+    wrong_kind = Shape("triangle", "red", "small", a.box)
+    assert caption_failure(Scene((wrong_kind, b), "above"), found) == "kind"
+    wrong_colour = Shape("circle", "blue", "small", a.box)
+    assert caption_failure(Scene((wrong_colour, b), "above"), found) == "colour or size"
     assert layout_iou(Scene((a,)), found) > 0.8

@@ -81,23 +81,35 @@ def box_iou(a: tuple, b: tuple) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def matches_caption(scene: Scene, detections: list[Detection]) -> bool:
-    """Every shape of the scene is detected with its kind, colour and size, nothing else is, the
-    relation holds."""
+CAPTION_FAILURES = ("match", "count", "kind", "colour or size", "relation")
+
+
+def caption_failure(scene: Scene, detections: list[Detection]) -> str:
+    """Why the detections miss the caption, the first that applies of CAPTION_FAILURES: "count"
+    (more or fewer shapes than the caption), "kind" (a shape of the right colour and size drawn as
+    another kind), "colour or size", "relation" (the right shapes, placed against the relation) —
+    or "match"."""
     if len(detections) != len(scene.shapes):
-        return False
+        return "count"
     matched = []
     for shape in scene.shapes:
         hits = [d for d in detections
                 if (d.kind, d.colour, d.size) == (shape.kind, shape.colour, shape.size)]
         if not hits:
-            return False
+            near = any((d.colour, d.size) == (shape.colour, shape.size) for d in detections)
+            return "kind" if near else "colour or size"
         matched.append(hits[0])
     if scene.relation is None:
-        return True
+        return "match"
     dx, dy = RELATIONS[scene.relation]
     (ax, ay), (bx, by) = matched[0].centre, matched[1].centre
-    return (ax - bx) * dx + (ay - by) * dy > 0
+    return "match" if (ax - bx) * dx + (ay - by) * dy > 0 else "relation"
+
+
+def matches_caption(scene: Scene, detections: list[Detection]) -> bool:
+    """Every shape of the scene is detected with its kind, colour and size, nothing else is, the
+    relation holds."""
+    return caption_failure(scene, detections) == "match"
 
 
 def layout_iou(scene: Scene, detections: list[Detection]) -> float:
