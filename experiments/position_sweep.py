@@ -23,7 +23,7 @@ import torch
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.data import to_uint8
 from latentdiff.data.shapes import COLOUR_NAMES, KINDS, RELATIONS, SIZES
-from latentdiff.images import save_image_grid
+from latentdiff.images import draw_boxes, save_image_grid
 from latentdiff.metrics.shapes import box_iou, detect_shapes
 from latentdiff.pipelines.generate import generate
 # experiments/ (the script's folder is on sys.path)
@@ -51,12 +51,15 @@ def correlation(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def layout_sweep(model, seeds: int, guidance: float, steps: int) -> tuple[dict, torch.Tensor]:
+def square_boxes() -> list[tuple]:
+    """The small yellow square's box at each of the 3 × 3 centres, row by row."""
     half = SIZES["small"] / 2
-    centres = [(x, y) for y in CENTRES for x in CENTRES]
-    layouts = [[(x - half, y - half, x + half, y + half, SQUARE)]
-               for x, y in centres for _ in range(seeds)]
-    samples = generate(model, seeds=list(range(seeds)) * len(centres), layouts=layouts,
+    return [(x - half, y - half, x + half, y + half, SQUARE) for y in CENTRES for x in CENTRES]
+
+
+def layout_sweep(model, seeds: int, guidance: float, steps: int) -> tuple[dict, torch.Tensor]:
+    layouts = [[box] for box in square_boxes() for _ in range(seeds)]
+    samples = generate(model, seeds=list(range(seeds)) * len(CENTRES) ** 2, layouts=layouts,
                        guidance_scale=guidance, sampler="ddim", steps=steps)
     asked, found, ious = [], [], []
     for boxes, detections in zip(layouts, detections_of(samples)):
@@ -128,7 +131,11 @@ def main() -> None:
             scores, samples = sweep(model, args.seeds, args.guidance, args.steps)
         print(checkpoint, scores, flush=True)
         figure = f"samples-{i}.png"
-        save_image_grid(to_uint8(samples), REPORTS / args.name / figure, ncols=args.seeds)
+        grid = to_uint8(samples)
+        if kind == "layout":  # each position's requested box drawn over its row
+            grid = torch.cat([draw_boxes(row, [box]) for row, box in
+                              zip(grid.split(args.seeds), square_boxes())])
+        save_image_grid(grid, REPORTS / args.name / figure, ncols=args.seeds)
         images.append(figure)
         results["checkpoints"][shown_path(checkpoint)] = {"kind": kind, "figure": figure, **scores}
     print(write_report(args.name, TITLE, results, render, provenance, images=tuple(images)))

@@ -200,6 +200,30 @@ def test_cli_task_input_errors_are_one_line(tmp_path, trained_kinds, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_cli_layout_draws_its_boxes_over_the_samples(tmp_path, trained_kinds):
+    import numpy as np
+    from PIL import Image
+
+    from latentdiff.cli import main
+
+    out = tmp_path / "l.png"
+    assert main(["layout", str(trained_kinds["layout"]), "--steps", "2", "--n", "1", "--out", str(out),
+                 "--boxes", "[[0.25, 0.25, 0.75, 0.75, 0]]", "--draw-boxes"]) == 0
+    drawn = np.asarray(Image.open(out))[2:-2, 2:-2]  # the grid's padding cut
+    edge = drawn.shape[0] // 4
+    assert (drawn[edge, edge:-edge] == 0).all() and (drawn[edge:-edge, edge] == 0).all()
+
+
+def test_draw_boxes_outlines_each_box_and_leaves_the_rest():
+    from latentdiff.images import draw_boxes
+    images = torch.full((2, 3, 16, 16), 200, dtype=torch.uint8)
+    out = draw_boxes(images, [[0.25, 0.25, 0.75, 0.75, 1], [0.0, 0.0, 1.0, 1.0, 2]])
+    assert (out[:, :, 4, 4:12] == 0).all() and (out[:, :, 4:12, 11] == 0).all()  # pixels 4 … 11
+    assert (out[:, :, 0, :] == 0).all() and (out[:, :, :, 15] == 0).all()  # the whole-image box
+    assert (out[:, :, 5:11, 5:11] == 200).all() and (out[:, :, 2, 2] == 200).all()
+    assert (images == 200).all()  # the input is not changed
+
+
 def test_export_is_a_small_fp16_copy_that_samples_the_same(tmp_path, trained_kinds):
     from latentdiff.checkpoints.models import export_latent_diffusion
 

@@ -23,6 +23,19 @@ def image_grid(images: torch.Tensor, ncols: int, padding: int = 2) -> np.ndarray
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 
+def draw_boxes(images: torch.Tensor, boxes) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) with the outline of every box [x0, y0, x1, y1, …] (in [0, 1], y
+    down) drawn over each, 1 px, in black (a layout model's condition shown over its samples)."""
+    out = images.clone()
+    n, _, h, w = images.shape
+    for box in boxes:
+        left, top = min(int(box[0] * w), w - 1), min(int(box[1] * h), h - 1)
+        right, bottom = min(max(int(box[2] * w) - 1, left), w - 1), min(max(int(box[3] * h) - 1, top), h - 1)
+        out[:, :, top:bottom + 1, [left, right]] = 0
+        out[:, :, [top, bottom], left:right + 1] = 0
+    return out
+
+
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")  # what a grid can be written as (PNG: lossless)
 
 

@@ -123,6 +123,9 @@ def _add_tasks(commands_: argparse._SubParsersAction) -> None:
         add_seed_and_out(p, f"{name}.png")
         if name != "layout":
             add_max_pixels(p)
+        else:
+            p.add_argument("--draw-boxes", action="store_true",
+                           help="draw the boxes' outlines over the samples")
         add_model(p)
         add_device(p)
         p.set_defaults(func=commands.conditional_task)

@@ -155,7 +155,7 @@ def sample(args: argparse.Namespace) -> None:
 def conditional_task(args: argparse.Namespace) -> None:
     """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one
     image grid."""
-    from latentdiff.images import load_image, load_label_map, load_mask, save_image_grid
+    from latentdiff.images import draw_boxes, load_image, load_label_map, load_mask, save_image_grid
     from latentdiff.pipelines import conditional
 
     check_output(args.out, "--out", IMAGE_OUTPUTS)
@@ -192,6 +192,8 @@ def conditional_task(args: argparse.Namespace) -> None:
                                                 load_label_map(args.map, limit), seeds, **options)
     else:
         images = conditional.layout_to_image(model, boxes, seeds, **options)
+        if args.draw_boxes:
+            images = draw_boxes(images, boxes)
     print(f"wrote {save_image_grid(images, args.out, min(args.n, 8))} ({args.n} images)")
 
 
