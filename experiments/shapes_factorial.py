@@ -121,7 +121,10 @@ def main() -> None:
         overrides = [o for f, level in zip(factors, cell) for o in FACTORS[f][level]()]
         seeds = []
         for seed in args.seeds:
-            run = runs / f"{'-'.join(cell)}-seed{seed}"
+            # levels that change nothing (encoder=joint) stay out of the name: such cells are shared
+            # between designs
+            named = [level for f, level in zip(factors, cell) if FACTORS[f][level]()] or ["config"]
+            run = runs / f"{'-'.join(named)}-seed{seed}"
             checkpoint = run / "checkpoints" / "last.safetensors"
             if not finished(run):
                 print(f"training {cell}, seed {seed}", flush=True)
