@@ -7,7 +7,9 @@ first --n held-out conditions, one sampling seed, DDIM --sample-steps, each --gu
 IoU for layout models, caption match for text ones, FD in the shapes classifier's features. At
 --breakdown-guidance it adds the position sweep's score (`position_sweep.py`) and, for text models,
 the checker's reason for each sample's miss (`metrics.shapes.caption_failure`: count, kind, colour
-or size, relation), on the same samples the alignment scores (same seeds).
+or size, relation), on the same samples the alignment scores (same seeds), for one-shape and
+two-shape captions apart; relation accuracy = the share of two-shape samples with both shapes right
+whose relation holds.
 
     python experiments/shapes_curve.py RUN [RUN ...] [--at 500 1000 2000] [--guidance 1 2 4]
                                        [--breakdown-guidance 2] [--n 200] [--sample-steps 20]
@@ -44,17 +46,20 @@ def kept(run: Path, at: list[int] | None) -> dict[int, Path]:
     return {s: p for s, p in sorted(found.items()) if at is None or s in at}
 
 
-def failures(model, checkpoint: Path, n: int, guidance: float, steps: int) -> dict[str, int]:
+def failures(model, checkpoint: Path, n: int, guidance: float, steps: int) -> dict[str, dict[str, int]]:
     """The checker's reasons over the held-out captions' samples, seeded as `evaluate_alignment`'s
-    first sampling seed."""
+    first sampling seed, for one-shape and two-shape captions apart."""
     data = stored_data_config(checkpoint)
     _, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
     held = held.sample(n)
     images = generate(model, list(range(len(held))), prompts=list(held.captions), guidance_scale=guidance,
                       sampler="ddim", steps=steps)
-    reasons = Counter(caption_failure(scene_of(c, b), d)
-                      for c, b, d in zip(held.captions, held.boxes, detections_of(images)))
-    return {reason: reasons[reason] for reason in CAPTION_FAILURES}
+    scenes = [scene_of(c, b) for c, b in zip(held.captions, held.boxes)]
+    reasons = {1: Counter(), 2: Counter()}
+    for scene, found in zip(scenes, detections_of(images)):
+        reasons[len(scene.shapes)][caption_failure(scene, found)] += 1
+    return {f"{k} shape{'s' * (k > 1)}": {reason: reasons[k][reason] for reason in CAPTION_FAILURES}
+            for k in (1, 2)}
 
 
 def main() -> None:
@@ -103,14 +108,19 @@ def render(results: dict) -> list[str]:
                   f"{first.shuffled:.3f}; FD real-vs-real {first.fd_baseline:.2f}.", "",
                   "| step | " + " | ".join(f"alignment s = {s:g}" for s in g) + " | "
                   + " | ".join(f"FD s = {s:g}" for s in g) + " | sweep |"
-                  + (" " + " | ".join(CAPTION_FAILURES) + " |" if text else ""),
-                  "|---|" + "---|" * (2 * len(g) + 1) + ("---|" * len(CAPTION_FAILURES) if text else "")]
+                  + (" one shape: match | two shapes: " + " | ".join(CAPTION_FAILURES)
+                     + " | relation accuracy |" if text else ""),
+                  "|---|" + "---|" * (2 * len(g) + 1 + (len(CAPTION_FAILURES) + 2) * text)]
         for point in r["points"]:
             rows = AlignmentReport.from_dict(point["report"]).rows
             cells = [f"{row.alignment[0]:.3f}" for row in rows] + [f"{row.fd[0]:.1f}" for row in rows]
             cells.append(f"{point['sweep']:.2f}")
             if text:
-                cells += [str(point["failures"][reason]) for reason in CAPTION_FAILURES]
+                one, two = point["failures"]["1 shape"], point["failures"]["2 shapes"]
+                cells.append(f"{one['match']}/{sum(one.values())}")
+                cells += [str(two[reason]) for reason in CAPTION_FAILURES]
+                placed = two["match"] + two["relation"]  # both shapes right: is the relation?
+                cells.append(f"{two['match'] / placed:.2f}" if placed else "–")
             lines.append(f"| {point['step']} | " + " | ".join(cells) + " |")
     return lines
 
