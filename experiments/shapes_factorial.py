@@ -10,8 +10,8 @@ follow the condition: for layouts the correlation of detected with requested cen
 y), for captions the share of "a large red circle REL a small blue square" samples whose relation
 holds (both shapes found and placed as the relation says). With two levels per factor the report
 gives each main effect (mean of the cells at the second level − mean at the first) and each
-two-factor interaction (half the difference between one factor's effect at the other's two
-levels), from the cell means over seeds.
+interaction (the same contrast with the product of the factors' ±1 codes; for two factors, half the
+difference between one factor's effect at the other's two levels), from the cell means over seeds.
 
     python experiments/shapes_factorial.py [--config ldm-shapes-layout]
                                            [--factor objective=eps,v --factor position=off,on ...]
@@ -79,7 +79,8 @@ def parse_factor(text: str) -> tuple[str, list[str]]:
 
 
 def effects(cells: dict[tuple, float], factors: dict[str, list[str]]) -> dict[str, float]:
-    """Main effects and two-factor interactions of a two-level design from its cell means."""
+    """Main effects and interactions of a two-level design from its cell means: mean of the cells
+    whose ±1 codes multiply to +1 − mean of those that multiply to −1."""
     names = [f for f, levels in factors.items() if len(levels) == 2]
     index = {f: list(factors).index(f) for f in names}
 
@@ -90,11 +91,10 @@ def effects(cells: dict[tuple, float], factors: dict[str, list[str]]) -> dict[st
         signs = {cell: np.prod([sign(cell, f) for f in fs]) for cell in cells}
         high = [y for cell, y in cells.items() if signs[cell] > 0]
         low = [y for cell, y in cells.items() if signs[cell] < 0]
-        return float(np.mean(high) - np.mean(low)) / (1 if len(fs) == 1 else 2)
+        return float(np.mean(high) - np.mean(low))
 
-    out = {f: contrast((f,)) for f in names}
-    out.update({f"{a} × {b}": contrast((a, b)) for a, b in itertools.combinations(names, 2)})
-    return out
+    return {" × ".join(fs): contrast(fs)
+            for k in range(1, len(names) + 1) for fs in itertools.combinations(names, k)}
 
 
 def main() -> None:
@@ -178,8 +178,8 @@ def render(results: dict) -> list[str]:
         cells.append(f"{np.mean([r['minutes'] for r in c['runs']]):.1f}")
         lines.append("| " + " | ".join(c["levels"]) + " | " + " | ".join(cells) + " |")
     if any(results["effects"]["alignment"]):
-        lines += ["", "Effects (second level − first; interactions: half the change of one effect across "
-                  "the other factor's levels), from the cell means:", "",
+        lines += ["", "Effects (second level − first; a two-factor interaction is half the change of one "
+                  "effect across the other factor's levels), from the cell means:", "",
                   "| effect | alignment | FD | sweep |", "|---|---|---|---|"]
         lines += [f"| {name} | {results['effects']['alignment'][name]:+.3f} | "
                   f"{results['effects']['fd'][name]:+.1f} | {results['effects']['sweep'][name]:+.2f} |"
