@@ -90,7 +90,7 @@ def text_sweep(model, seeds: int, guidance: float, steps: int) -> tuple[dict, to
             red, blue = largest(found, "red"), largest(found, "blue")
             if red and blue:
                 offsets.append((red.centre[0] - blue.centre[0], red.centre[1] - blue.centre[1]))
-        holds = sum(ox * dx + oy * dy > 0 for ox, oy in offsets)
+        holds = int(sum(ox * dx + oy * dy > 0 for ox, oy in offsets))
         rows[relation] = {"both_found": len(offsets), "n": seeds, "holds": holds,
                           "dx": float(np.mean([o[0] for o in offsets])) if offsets else None,
                           "dy": float(np.mean([o[1] for o in offsets])) if offsets else None}
