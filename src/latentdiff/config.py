@@ -153,8 +153,8 @@ class UNetConfig:
     coordinate_channels: bool = False
     # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per
     # axis, through a learned projection added after proj_in): lets cross-attention queries bind
-    # words to places (not in the original; with pooled_context it did not improve shapes relations
-    # at 3,000 steps: docs/conditioning.md)
+    # words and boxes to places (not in the original; with v-prediction the shapes models follow
+    # boxes and relations, with ε-prediction hardly: docs/conditioning.md)
     position_frequencies: int = 0
     # the context's masked mean over its tokens, projected and added to the time embedding
     # (`context_emb`), a global
