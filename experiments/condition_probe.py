@@ -16,7 +16,8 @@ A variant whose condition does not reach the right places scores near the empty 
                                           [--seeds 0] [--n 200] [--runs runs/condition-probe]
                                           [--name condition-probe]
 
-Without --variant: the config as it is, and with `unet.position_frequencies=4`. Needs the config's
+Without --variant: the config without and with position features (`unet.position_frequencies=0` /
+`=4`; reports/condition-probe was made when the config had none, its "as configured"). Needs the config's
 autoencoder (e.g. `latentdiff train-autoencoder ae-kl-f4-shapes`). Finished runs are reused.
 """
 
@@ -38,7 +39,8 @@ from ldm_tradeoff import finished
 from report import Provenance, write_report
 
 TITLE = "Condition probe: the image regressed on its condition at the largest noise level"
-DEFAULT_VARIANTS = {"as configured": [], "position features": ["unet.position_frequencies=4"]}
+DEFAULT_VARIANTS = {"no position features": ["unet.position_frequencies=0"],
+                    "position features": ["unet.position_frequencies=4"]}
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
