@@ -15,14 +15,16 @@ dy < 0, "left of" dx < 0) and the share of samples in which the relation holds a
 """
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from latentdiff.checkpoints import load_latent_diffusion
-from latentdiff.data import to_uint8
-from latentdiff.data.shapes import COLOUR_NAMES, KINDS, RELATIONS, SIZES
+from latentdiff.config import DataConfig
+from latentdiff.data import load_dataset, split_holdout, to_uint8
+from latentdiff.data.shapes import COLOUR_NAMES, KINDS, RELATIONS, SIZES, Scene, scene_of
 from latentdiff.images import draw_boxes, save_image_grid
 from latentdiff.metrics.shapes import box_iou, detect_shapes
 from latentdiff.pipelines.generate import generate
@@ -38,6 +40,15 @@ CAPTION = "a large red circle {} a small blue square"
 def largest(detections, colour: str):
     """The largest detected shape of `colour` (detections come largest first), or None."""
     return next((d for d in detections if d.colour == colour), None)
+
+
+@functools.lru_cache(maxsize=2)
+def held_out_scenes(data: DataConfig, n: int) -> list[Scene]:
+    """The scenes of the first n held-out images of a shapes data config, in the order the evaluation
+    (`evaluation.alignment`) takes them; built once per config and n."""
+    _, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
+    held = held.sample(n)
+    return [scene_of(c, b) for c, b in zip(held.captions, held.boxes)]
 
 
 def detections_of(samples: torch.Tensor) -> list:

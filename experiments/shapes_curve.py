@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 
 from latentdiff.checkpoints import load_latent_diffusion
-from latentdiff.data import load_dataset, split_holdout
-from latentdiff.data.shapes import scene_of
 from latentdiff.evaluation.alignment import AlignmentReport, evaluate_alignment
 from latentdiff.evaluation.autoencoder import stored_data_config
 from latentdiff.metrics.shapes import CAPTION_FAILURES, caption_failure
 from latentdiff.pipelines.generate import generate
 # experiments/ (the script's folder is on sys.path)
-from position_sweep import detections_of, sweep_score
+from position_sweep import detections_of, held_out_scenes, sweep_score
 from report import Provenance, shown_path, write_report
 
 TITLE = "Learning curves of the shapes models"
@@ -49,12 +47,9 @@ def kept(run: Path, at: list[int] | None) -> dict[int, Path]:
 def failures(model, checkpoint: Path, n: int, guidance: float, steps: int) -> dict[str, dict[str, int]]:
     """The checker's reasons over the held-out captions' samples, seeded as `evaluate_alignment`'s
     first sampling seed, for one-shape and two-shape captions apart."""
-    data = stored_data_config(checkpoint)
-    _, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
-    held = held.sample(n)
-    images = generate(model, list(range(len(held))), prompts=list(held.captions), guidance_scale=guidance,
-                      sampler="ddim", steps=steps)
-    scenes = [scene_of(c, b) for c, b in zip(held.captions, held.boxes)]
+    scenes = held_out_scenes(stored_data_config(checkpoint), n)
+    images = generate(model, list(range(len(scenes))), prompts=[s.caption() for s in scenes],
+                      guidance_scale=guidance, sampler="ddim", steps=steps)
     reasons = {1: Counter(), 2: Counter()}
     for scene, found in zip(scenes, detections_of(images)):
         reasons[len(scene.shapes)][caption_failure(scene, found)] += 1

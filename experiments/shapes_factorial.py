@@ -118,12 +118,13 @@ def main() -> None:
                "guidance": args.guidance, "sample_steps": args.sample_steps, "factors": factors,
                "cells": []}
     for cell in itertools.product(*factors.values()):
-        overrides = [o for f, level in zip(factors, cell) for o in FACTORS[f][level]()]
+        parts = [FACTORS[f][level]() for f, level in zip(factors, cell)]
+        overrides = [o for part in parts for o in part]
+        # levels that change nothing (encoder=joint) stay out of the name: such cells are shared
+        # between designs
+        named = [level for level, part in zip(cell, parts) if part] or ["config"]
         seeds = []
         for seed in args.seeds:
-            # levels that change nothing (encoder=joint) stay out of the name: such cells are shared
-            # between designs
-            named = [level for f, level in zip(factors, cell) if FACTORS[f][level]()] or ["config"]
             run = runs / f"{'-'.join(named)}-seed{seed}"
             checkpoint = run / "checkpoints" / "last.safetensors"
             if not finished(run):

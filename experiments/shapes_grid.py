@@ -14,14 +14,13 @@ import argparse
 import torch
 
 from latentdiff.checkpoints import load_latent_diffusion
-from latentdiff.data import load_dataset, split_holdout, to_uint8
-from latentdiff.data.shapes import scene_of
+from latentdiff.data import to_uint8
 from latentdiff.evaluation.autoencoder import stored_data_config
 from latentdiff.images import draw_boxes, save_image_grid
 from latentdiff.metrics.shapes import layout_iou, matches_caption
 from latentdiff.pipelines.generate import generate
 # experiments/ (the script's folder is on sys.path)
-from position_sweep import detections_of
+from position_sweep import detections_of, held_out_scenes
 from report import REPORTS, Provenance, shown_path, write_report
 
 TITLE = "Samples of a shapes model on held-out conditions"
@@ -40,10 +39,7 @@ def main() -> None:
     provenance = Provenance()
     model = load_latent_diffusion(args.checkpoint)
     layout = model.conditioner.kind == "layout"
-    data = stored_data_config(args.checkpoint)
-    _, held = split_holdout(load_dataset(data), data.holdout, data.split_seed)
-    held = held.sample(args.rows)
-    scenes = [scene_of(c, b) for c, b in zip(held.captions, held.boxes)]
+    scenes = held_out_scenes(stored_data_config(args.checkpoint), args.rows)
     rows, grid = [], []
     for i, scene in enumerate(scenes):
         condition = ({"layouts": [[tuple(map(float, b)) for b in scene.boxes()]] * args.seeds} if layout

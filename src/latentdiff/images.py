@@ -27,7 +27,7 @@ def draw_boxes(images: torch.Tensor, boxes) -> torch.Tensor:
     """uint8 images (N, 3, H, W) with the outline of every box [x0, y0, x1, y1, …] (in [0, 1], y
     down) drawn over each, 1 px, in black (a layout model's condition shown over its samples)."""
     out = images.clone()
-    n, _, h, w = images.shape
+    h, w = images.shape[-2:]
     for box in boxes:
         left, top = min(int(box[0] * w), w - 1), min(int(box[1] * h), h - 1)
         right, bottom = min(max(int(box[2] * w) - 1, left), w - 1), min(max(int(box[3] * h) - 1, top), h - 1)
