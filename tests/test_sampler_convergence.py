@@ -68,7 +68,9 @@ def test_ddim_euler_and_first_order_dpm_solver_are_one_method():
     torch.testing.assert_close(x, ddim, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,options", [(n, {}) for n, s in SAMPLERS.items() if s.stochastic]
+# consistency sampling draws the data only with a consistency function (tests/test_consistency.py)
+@pytest.mark.parametrize("name,options", [(n, {}) for n, s in SAMPLERS.items()
+                                          if s.stochastic and n != "consistency"]
                          + [("heun", {"s_churn": 40.0}), ("dpmpp_2s", {"eta": 1.0}),
                             ("ddim", {"eta": 1.0})])
 def test_stochastic_samplers_match_the_data_distribution(name, options):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from latentdiff.config import NoiseScheduleConfig
+from latentdiff.consistency import ConsistencyDenoiser, LCMBoundary
 from latentdiff.denoiser import Denoiser
 from latentdiff.samplers.diffusers_peers import PEERS
 from latentdiff.noise import NoiseSchedule
@@ -65,6 +66,8 @@ def our_run(name: str, steps: int, z_T: torch.Tensor, seed: int) -> list[torch.T
     schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear",
                                                  beta_start=0.00085, beta_end=0.012))
     denoiser = Denoiser(Net(), EpsPrediction(schedule))
+    if case.consistency:
+        denoiser = ConsistencyDenoiser(denoiser, LCMBoundary(schedule))
     sigmas = sigma_grid(schedule, steps, case.spacing, final=case.final)
     trajectory = []
 
@@ -120,3 +123,22 @@ def test_zero_terminal_snr_ddim_matches_diffusers():
     ours = SAMPLERS["ddim"].function(Denoiser(Net(), VPrediction(schedule)),
                                      z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas)
     assert ((ours - theirs).abs().max() / theirs.abs().max()).item() < 1e-3
+
+
+def test_lcm_boundary_matches_diffusers_near_timestep_zero():
+    """LCM's boundary acts only near t = 0 (c_skip = 0.25/((10t)² + 0.25)); custom timesteps down
+    to t = 1 make its scalings visible beyond the tolerance (t = 1: c_skip ≈ 2.5e-3)."""
+    ts = [999, 259, 19, 4, 1]
+    z_T = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    scheduler = diffusers.LCMScheduler(**SCHEDULE, **PEERS["lcm"].scheduler_options)
+    scheduler.set_timesteps(timesteps=ts)
+    generator, theirs = torch.Generator().manual_seed(3), z_T.clone()
+    for t in scheduler.timesteps:
+        theirs = scheduler.step(net(theirs, t), t, theirs, generator=generator).prev_sample
+    schedule = NoiseSchedule(NoiseScheduleConfig(kind="scaled_linear",
+                                                 beta_start=0.00085, beta_end=0.012))
+    sigmas = torch.cat([schedule.sigmas[ts], torch.zeros(1)])
+    ours = SAMPLERS["consistency"].function(
+        ConsistencyDenoiser(Denoiser(Net(), EpsPrediction(schedule)), LCMBoundary(schedule)),
+        z_T * (1 + sigmas[0] ** 2).sqrt(), sigmas, generator=torch.Generator().manual_seed(3))
+    assert ((ours - theirs).abs().max() / theirs.abs().max()).item() <= 1e-5

@@ -7,6 +7,8 @@ import torch
 
 from latentdiff.autoencoder.codec import LatentCodec
 from latentdiff.conditioning.conditioner import Conditioner
+from latentdiff.config import ConsistencyConfig
+from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import make_preconditioning
@@ -28,13 +30,30 @@ class LatentDiffusion:
     # condition dropout during training: classifier-free guidance is possible
     trained_with_null: bool = False
     sigma_data: float = 1.0  # of prediction "edm"
+    # a consistency model (a distilled student): its boundary and sampling defaults
+    consistency: ConsistencyConfig | None = None
 
     @property
-    def denoiser(self) -> Denoiser:
-        """D(x; σ, cond); cond carries an encoded context (see `pipelines.generate`), so the UNet
-        alone suffices."""
-        return Denoiser(self.unet, make_preconditioning(self.schedule, self.prediction,
-                                                        self.sigma_data))
+    def denoiser(self) -> Denoiser | ConsistencyDenoiser:
+        """D(x; σ, cond), or the consistency function f(x, σ, cond) of a consistency model; cond
+        carries an encoded context (see `pipelines.generate`), so the UNet alone suffices."""
+        denoiser = Denoiser(self.unet, make_preconditioning(self.schedule, self.prediction,
+                                                            self.sigma_data))
+        if self.consistency is None:
+            return denoiser
+        return ConsistencyDenoiser(denoiser, Boundary.of(self.consistency))
+
+    @property
+    def sampling_defaults(self) -> dict:
+        """`generate`'s sampler, steps, spacing, guidance scale and lcm grid when the caller gives
+        none: DDIM, 50 steps, uniform, no guidance; a consistency model's own (its steps on the
+        grid it was distilled on, its guidance scale)."""
+        c = self.consistency
+        if c is None:
+            return {"sampler": "ddim", "steps": 50, "spacing": "uniform", "guidance_scale": 1.0,
+                    "original_steps": 50}
+        return {"sampler": "consistency", "steps": c.steps, "spacing": "lcm",
+                "guidance_scale": c.guidance_scale, "original_steps": c.original_steps}
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

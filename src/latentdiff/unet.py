@@ -134,7 +134,8 @@ class UNetModel(nn.Module):
     `class_labels` (B,) int for class-conditional models; `context` (B, M, context_dim) the
     cross-attention input of models with spatial transformers (`context_mask` (B, M) bool marks real
     tokens); `concat` (B, k, h, w) spatially aligned inputs concatenated to x along channels (the
-    original's "concat" conditioning), so in_channels = c + k.
+    original's "concat" conditioning), so in_channels = c + k; `guidance` (B,) the guidance scale of
+    a guidance-embedded student (unet.guidance_embedding).
     """
 
     def __init__(self, cfg: UNetConfig):
@@ -147,6 +148,8 @@ class UNetModel(nn.Module):
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
         if cfg.pooled_context:
             self.context_emb = nn.Linear(cfg.context_dim, emb_dim)
+        if cfg.guidance_embedding:
+            self.guidance_proj = zero_module(nn.Linear(mc, mc, bias=False))
 
         def res(c_in: int, c_out: int, resample: str | None = None) -> ResBlock:
             return ResBlock(c_in, emb_dim, c_out, cfg.dropout, cfg.use_scale_shift_norm, resample)
@@ -204,7 +207,8 @@ class UNetModel(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None, concat: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                context_mask: torch.Tensor | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         if (context is not None) != (cfg.context_dim is not None):
             raise ValueError("context must be given exactly when the UNet has cross-attention "
@@ -215,6 +219,9 @@ class UNetModel(nn.Module):
         if (class_labels is not None) != hasattr(self, "label_emb"):
             raise ValueError("class_labels must be given exactly when the UNet is "
                              "class-conditional (num_classes)")
+        if (guidance is not None) != cfg.guidance_embedding:
+            raise ValueError("guidance must be given exactly when the UNet embeds the guidance "
+                             "scale (unet.guidance_embedding)")
         if concat is not None:
             x = torch.cat([x, concat.to(x.dtype)], dim=1)
         if x.shape[1] != cfg.in_channels:
@@ -224,7 +231,12 @@ class UNetModel(nn.Module):
         context = None if context is None else context.to(x.dtype)
         if cfg.coordinate_channels:
             x = torch.cat([x, coordinate_maps(x)], dim=1)
-        emb = self.time_embed(timestep_embedding(timesteps, cfg.model_channels).to(x.dtype))
+        features = timestep_embedding(timesteps, cfg.model_channels).to(x.dtype)
+        if guidance is not None:
+            scale = torch.as_tensor(guidance, device=x.device).expand(len(x))
+            features = features + self.guidance_proj(
+                timestep_embedding(1000 * scale, cfg.model_channels).to(x.dtype))
+        emb = self.time_embed(features)
         if class_labels is not None:
             emb = emb + self.label_emb(class_labels)
         if cfg.pooled_context:

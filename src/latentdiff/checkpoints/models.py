@@ -11,7 +11,8 @@ from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, pr
                                       require_kind, save_checkpoint)
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
-from latentdiff.config import AutoencoderConfig, DiffusionConfig, UNetConfig, from_dict, to_dict
+from latentdiff.config import (AutoencoderConfig, ConsistencyConfig, DiffusionConfig, UNetConfig,
+                               from_dict, to_dict)
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.noise import NoiseSchedule
@@ -93,7 +94,14 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            class_names=tuple(metadata.get("class_names", ())),
                            conditioner=None if conditioner is None else conditioner.to(device),
                            trained_with_null=bool(metadata.get("trained_with_null", False)),
-                           sigma_data=diffusion.sigma_data)
+                           sigma_data=diffusion.sigma_data,
+                           consistency=consistency_config(metadata))
+
+
+def consistency_config(metadata: dict) -> ConsistencyConfig | None:
+    """The consistency model config a student's checkpoint stores, None for a diffusion model."""
+    stored = metadata.get("consistency_config")
+    return None if stored is None else from_dict(ConsistencyConfig, stored)
 
 
 def system_metadata(system: LatentDiffusion) -> dict:
@@ -105,7 +113,9 @@ def system_metadata(system: LatentDiffusion) -> dict:
             "autoencoder_config": to_dict(system.codec.autoencoder.config),
             "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size,
             "class_names": list(system.class_names), **conditioner_metadata(system.conditioner),
-            "trained_with_null": system.trained_with_null}
+            "trained_with_null": system.trained_with_null,
+            **({} if system.consistency is None
+               else {"consistency_config": to_dict(system.consistency)})}
 
 
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

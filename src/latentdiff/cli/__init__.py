@@ -72,6 +72,29 @@ def _add_training(commands_: argparse._SubParsersAction) -> None:
         p.set_defaults(func=commands.train)
 
 
+def _add_distill(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser("distill", help="a few-step student of a trained model",
+                             description=(
+        "Distil a few-step student from a trained teacher (docs/few-step.md). lcd: latent "
+        "consistency distillation (LCM) with the guidance scale as a student input "
+        "(guidance_min/guidance_max; teachers trained with condition dropout). The run folder "
+        "(train.out_dir, default runs/distill) is like `train`'s; Ctrl-C saves and --resume "
+        "continues bit for bit. Sample the student with `latentdiff sample "
+        "runs/distill/checkpoints/last.safetensors --prompt ...`: 4 steps, its guidance scale."))
+    p.add_argument("method", choices=["lcd"], help="lcd: latent consistency distillation")
+    p.add_argument("teacher", type=Path,
+                   help="the teacher: a latentdiff checkpoint (train or export); `bundled`: the "
+                        "bundled emoji model")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. guidance_max=6 train.max_steps=2000 "
+                        "(`--dry-run` lists the keys)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from train.out_dir/checkpoints/last.safetensors")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    add_no_verify(p)
+    p.set_defaults(func=commands.distill)
+
+
 def _add_sample(commands_: argparse._SubParsersAction) -> None:
     p = commands_.add_parser("sample", help="draw samples into an image grid", description=(
         "Draw samples into an image grid: from the bundled emoji text-to-image model, a latentdiff "
@@ -111,8 +134,9 @@ def _add_tasks(commands_: argparse._SubParsersAction) -> None:
         if name in ("inpaint", "img2img"):
             add_conditions(p)
         else:
-            p.add_argument("--guidance", type=finite, default=1.0,
-                           help="classifier-free guidance scale (default: 1)")
+            p.add_argument("--guidance", type=finite, default=None,
+                           help="classifier-free guidance scale (default: 1; a guided student: "
+                                "its own)")
             p.set_defaults(guidance_rescale=0.0, guidance_interval=None)
         if name == "img2img":
             p.add_argument("--strength", type=finite, default=0.6,
@@ -163,9 +187,9 @@ def _add_evaluation(commands_: argparse._SubParsersAction) -> None:
         "accuracy, caption/layout alignment over guidance scales, or super-resolution against "
         "bicubic for conditioned ones; each beside the real-vs-real baseline."))
     p.add_argument("checkpoint", type=Path, help="a latentdiff checkpoint (train or export)")
-    p.add_argument("--guidance", type=finite, nargs="+", default=[0, 1, 2, 4, 8],
+    p.add_argument("--guidance", type=finite, nargs="+", default=None,
                    help="guidance scales for text/layout models (0: unconditional; "
-                        "default: 0 1 2 4 8)")
+                        "default: 0 1 2 4 8; a guided student: the scale it was distilled for)")
     p.add_argument("--n", type=positive_int, default=None,
                    help="held-out conditions to use, or samples per seed for --quality (default: "
                         "the held-out size)")
@@ -247,6 +271,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"latentdiff {version()}")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_training(commands_)
+    _add_distill(commands_)
     _add_sample(commands_)
     _add_tasks(commands_)
     _add_evaluation(commands_)

@@ -90,12 +90,14 @@ def add_lpips(p: argparse.ArgumentParser, what: str = "") -> None:
 
 
 def add_sampler(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", default="ddim",
-                   help="sampler name (default: ddim); `latentdiff samplers` lists them")
-    p.add_argument("--steps", type=positive_int, default=50, help="sampler steps (default: 50)")
-    p.add_argument("--spacing", default="uniform",
-                   help="σ grid: uniform | leading | compvis | trailing | linspace | karras | "
-                        "exponential (default: uniform)")
+    p.add_argument("--sampler", default=None,
+                   help="sampler name (default: ddim; a consistency student: consistency); "
+                        "`latentdiff samplers` lists them")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="sampler steps (default: 50; a student: the steps it was distilled for)")
+    p.add_argument("--spacing", default=None,
+                   help="σ grid: uniform | leading | compvis | trailing | linspace | lcm | karras "
+                        "| exponential (default: uniform; a consistency student: lcm)")
     p.add_argument("--final", default="zero", choices=("zero", "t0"),
                    help="where the grid ends: σ = 0 (default) or t0, the noise level of timestep "
                         "0, as CompVis's DDIM/PLMS and diffusers' set_alpha_to_one=false")
@@ -147,9 +149,9 @@ def add_conditions(p: argparse.ArgumentParser, prompts: str = "single") -> None:
         p.add_argument("--prompt", default=None, help="the prompt (text-to-image models)")
     p.add_argument("--negative-prompt", default=None,
                    help="what guidance steers away from, instead of the empty prompt (text models)")
-    p.add_argument("--guidance", type=non_negative, default=1.0,
-                   help="classifier-free guidance scale s (1: none; models trained with "
-                        "condition dropout)")
+    p.add_argument("--guidance", type=non_negative, default=None,
+                   help="classifier-free guidance scale s (default: 1, none; models trained with "
+                        "condition dropout; a guided student: the scale it was distilled for)")
     p.add_argument("--guidance-rescale", type=non_negative, default=0.0,
                    help="guidance rescale φ in [0, 1] (default: 0)")
     p.add_argument("--guidance-interval", type=non_negative, nargs=2, default=None,

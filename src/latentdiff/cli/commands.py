@@ -123,6 +123,21 @@ def train(args: argparse.Namespace) -> None:
     print(f"checkpoint: {run(cfg, resume=args.resume)}")
 
 
+def distill(args: argparse.Namespace) -> None:
+    """`latentdiff distill METHOD TEACHER [KEY=VALUE ...]`."""
+    from latentdiff.checkpoints.models import bundled_model
+    from latentdiff.config import DistillConfig, load_config, to_yaml
+    from latentdiff.train.distill import distill as run_distill
+
+    teacher = bundled_model() if str(args.teacher) == "bundled" else args.teacher
+    _input_file(teacher, "teacher")
+    cfg = load_config(DistillConfig, None, [f"teacher={teacher}", *args.overrides])
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return
+    print(f"checkpoint: {run_distill(cfg, args.method, resume=args.resume)}")
+
+
 def sample(args: argparse.Namespace) -> None:
     from latentdiff.checkpoints.models import bundled_model
     from latentdiff.data import to_model_range, to_uint8
@@ -275,7 +290,8 @@ def evaluate(args: argparse.Namespace) -> None:
                            model.codec.autoencoder.config.in_channels)
     report = evaluate_model(model, data_cfg, quality=args.quality,
                             seeds=tuple(range(args.seeds)), n=args.n,
-                            guidance_scales=args.guidance, features=args.features,
+                            guidance_scales=args.guidance or _default_guidances(model),
+                            features=args.features,
                             inception_weights=args.inception_weights,
                             resize=args.resize, device=dev,
                             lpips_weights=args.lpips_weights,
@@ -285,6 +301,11 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.json:
         write_text(args.json, json.dumps(report.to_dict(), indent=1))
         print(f"wrote {args.json}")
+
+
+def _default_guidances(model) -> list[float]:
+    """`eval`'s guidance scales when none are given: 0 1 2 4 8, or a student's own scale."""
+    return [0, 1, 2, 4, 8] if model.consistency is None else [model.consistency.guidance_scale]
 
 
 def export(args: argparse.Namespace) -> None:

@@ -24,10 +24,11 @@ class Cond:
     context_mask: torch.Tensor | None = None
     concat: torch.Tensor | None = None
     tokens: Any = None
+    guidance: torch.Tensor | None = None
 
     def network_kwargs(self) -> dict:
         kwargs = {"class_labels": self.class_labels, "context": self.context}
-        for name in ("concat", "context_mask", "tokens"):
+        for name in ("concat", "context_mask", "tokens", "guidance"):
             if getattr(self, name) is not None:
                 kwargs[name] = getattr(self, name)
         return kwargs

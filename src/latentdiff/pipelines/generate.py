@@ -83,15 +83,30 @@ def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n:
     return Cond(class_labels=labels, concat=concat)
 
 
+def _check_embedded_guidance(model: LatentDiffusion, scale: float, rescale: float,
+                             interval: tuple[float, float] | None, negative: list | None) -> None:
+    """A student with the guidance scale as an input: s within the scales it was distilled for,
+    and no option that needs separate conditional and unconditional passes."""
+    c = model.consistency
+    low, high = (c.guidance_min, c.guidance_max) if c is not None else (0.0, float("inf"))
+    if not low <= scale <= high:
+        raise UserError(f"guidance scale {scale:g} is outside the scales {low:g} … {high:g} this "
+                        "student was distilled for; choose one in that range")
+    if rescale or interval is not None or negative is not None:
+        raise UserError("this student takes the guidance scale as an input (one pass per step): "
+                        "guidance rescale, interval and negative prompts need the teacher")
+
+
 @torch.no_grad()
 def generate(model: LatentDiffusion, seeds: Sequence[int],
              class_labels: Sequence[int] | None = None, *,
              prompts: Sequence[str] | None = None, negative_prompts: Sequence[str] | None = None,
              layouts: Sequence[list] | None = None, spatial: Cond | None = None,
-             guidance_scale: float = 1.0,
+             guidance_scale: float | None = None,
              guidance_rescale: float = 0.0, guidance_interval: tuple[float, float] | None = None,
-             latent_size: tuple[int, int] | None = None, sampler: str = "ddim", steps: int = 50,
-             spacing: str = "uniform", final: str = "zero", batch_size: int = 250,
+             latent_size: tuple[int, int] | None = None, sampler: str | None = None,
+             steps: int | None = None, spacing: str | None = None, final: str = "zero",
+             original_steps: int | None = None, batch_size: int = 250,
              image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
              decode: bool = True, **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀
@@ -107,11 +122,23 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     target i (`ImageGuidedDenoiser`; e.g. a coherent large sample from an unconditional model).
     `edit`: img2img and blended inpainting (`LatentEdit`). `final`: the grid's end, σ = 0 or "t0"
     (`sigma_grid`); a sample that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²),
-    what CompVis's DDIM returns there. sampler_options go to the sampler (e.g. eta).
+    what CompVis's DDIM returns there. sampler_options go to the sampler (e.g. eta). sampler, steps,
+    spacing, guidance_scale and original_steps (the lcm grid's) left None are the model's
+    (`LatentDiffusion.sampling_defaults`: DDIM, 50 steps, no guidance; a consistency model's own).
+    A student that embeds the guidance scale takes s as an input: one network evaluation per step.
     """
+    given = {"sampler": sampler, "steps": steps, "spacing": spacing,
+             "guidance_scale": guidance_scale, "original_steps": original_steps}
+    chosen = {k: model.sampling_defaults[k] if v is None else v for k, v in given.items()}
+    sampler, steps, spacing = chosen["sampler"], chosen["steps"], chosen["spacing"]
+    guidance_scale = chosen["guidance_scale"]
     check_sampler(sampler)  # both also checked where they are used; here, before any work
     check_guidance(guidance_scale, guidance_rescale, guidance_interval)
-    if guidance_scale != 1.0 and not model.trained_with_null:
+    embedded = model.unet.config.guidance_embedding
+    if embedded:
+        _check_embedded_guidance(model, guidance_scale, guidance_rescale, guidance_interval,
+                                 negative_prompts)
+    elif guidance_scale != 1.0 and not model.trained_with_null:
         raise UserError("this model was trained without condition dropout (conditioning.drop_prob "
                         "= 0), so it has no unconditional mode; sample with guidance scale 1")
     n = len(seeds)
@@ -126,7 +153,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     if spatial is not None:
         latent_size = tuple(spatial.concat.shape[-2:])
     c, *trained_size = model.latent_shape
-    sigmas = sigma_grid(model.schedule, steps, spacing, final=final).to(model.device)
+    sigmas = sigma_grid(model.schedule, steps, spacing, final=final,
+                        original_steps=chosen["original_steps"]).to(model.device)
     if edit is not None:
         if len(edit.latents) != n:
             raise UserError(f"{len(edit.latents)} input latents for {n} images")
@@ -148,7 +176,10 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
             cond = Cond(class_labels=row_labels, concat=concat)
         cond = cond.to(model.device)
         denoiser = model.denoiser
-        if guidance_scale != 1.0:
+        if embedded:
+            cond = dataclasses.replace(cond, guidance=torch.full((len(x),), float(guidance_scale),
+                                                                 device=model.device))
+        elif guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
             denoiser = GuidedDenoiser(denoiser,
                                       null_condition(model, cond, negative, len(x)), guidance_scale,

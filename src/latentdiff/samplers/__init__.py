@@ -15,6 +15,7 @@ import torch
 
 from latentdiff.errors import UserError
 from latentdiff.samplers.ancestral import sample_ddim, sample_ddpm
+from latentdiff.samplers.consistency import sample_consistency
 from latentdiff.samplers.dpm_solver import sample_dpmpp_2s, sample_dpmpp_multistep
 from latentdiff.samplers.grids import SPACINGS, check_grid, sigma_grid, timesteps
 from latentdiff.samplers.karras import sample_euler, sample_euler_ancestral, sample_heun, sample_lms
@@ -63,6 +64,9 @@ SAMPLERS: dict[str, Sampler] = {
                      "variant bh1 | bh2"),
     "unipc_bh1": Sampler(functools.partial(sample_unipc, variant="bh1"), 3, "1",
                          False, "UniPC-2, B(h) = h"),
+    "consistency": Sampler(sample_consistency, 1, "1", True,
+                           "multistep consistency sampling (Song et al. 2023, Alg. 1; diffusers' "
+                           "LCMScheduler): for consistency models and students, spacing lcm"),
 }
 
 

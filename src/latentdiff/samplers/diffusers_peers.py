@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class PeerScheduler:
     """`sampler` with `options` on the `spacing` grid (ending at `final`) ≡ diffusers' `scheduler`
     class with `scheduler_options`; `vp`: the peer works on VP-scaled samples z (else on
-    x = z·√(1 + σ²), σ-space)."""
+    x = z·√(1 + σ²), σ-space); `consistency`: the network is a latent consistency model, its
+    denoiser wrapped in LCM's boundary (`consistency.LCMBoundary`)."""
 
     sampler: str
     spacing: str
@@ -18,6 +19,7 @@ class PeerScheduler:
     vp: bool = True
     options: dict = field(default_factory=dict)
     final: str = "zero"
+    consistency: bool = False
 
 
 PEERS = {
@@ -55,6 +57,12 @@ PEERS = {
     "plms": PeerScheduler("plms", "leading", "PNDMScheduler",
                           {"skip_prk_steps": True, "set_alpha_to_one": True,
                            "steps_offset": 0, "timestep_spacing": "leading"}),
+    # latent consistency models: LCM's skipping-step timesteps of 50, its boundary (timestep
+    # scaling 10, σ_data 0.5)
+    "lcm": PeerScheduler("consistency", "lcm", "LCMScheduler",
+                         {"original_inference_steps": 50, "timestep_scaling": 10.0,
+                          "set_alpha_to_one": True, "clip_sample": False},
+                         consistency=True),
     # CompVis's own DDIM/PLMS: timesteps 1, 1 + T/n, …, the last step to ᾱ_0 (final="t0"); the
     # second is the scheduler config Stable Diffusion's published folders ship
     "ddim_compvis": PeerScheduler("ddim", "compvis", "DDIMScheduler",

@@ -15,7 +15,7 @@ import torch
 from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
 
-TIMESTEP_SPACINGS = ("uniform", "leading", "compvis", "trailing", "linspace")
+TIMESTEP_SPACINGS = ("uniform", "leading", "compvis", "trailing", "linspace", "lcm")
 SIGMA_SPACINGS = ("karras", "exponential")
 SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
 FINALS = ("zero", "t0")
@@ -26,7 +26,8 @@ def check_steps(steps: int, num_timesteps: int) -> None:
         raise UserError(f"steps={steps} must be between 1 and the schedule length {num_timesteps}")
 
 
-def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch.Tensor:
+def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform",
+              original_steps: int = 50) -> torch.Tensor:
     """`steps` integer timesteps in 0..T−1, decreasing.
 
     uniform: round(linspace(T−1, 0, steps)); leading: 0, T/steps, ... (diffusers' "leading" without
@@ -34,7 +35,9 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch
     "leading" with steps_offset=1, as Stable Diffusion's scheduler config and pipeline set it);
     trailing: T−1, T−1−T/steps, ... (ends far from 0; Lin et al. 2024); linspace: diffusers'
     "linspace", round(linspace(0, T−1, steps + 1)) without its 0 (the last step jumps from
-    t ≈ T/steps to σ = 0).
+    t ≈ T/steps to σ = 0); lcm: the latent consistency model's, `steps` of the `original_steps`
+    skipping-step timesteps k·i − 1 (k = T // original_steps, i = 1 … original_steps) a student was
+    distilled on, at the indices ⌊j·original_steps/steps⌋ from the top (diffusers' LCMScheduler).
     """
     check_steps(steps, num_timesteps)
     if spacing == "uniform":
@@ -43,6 +46,12 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform") -> torch
         ts = (torch.arange(steps) * (num_timesteps // steps) + (spacing == "compvis")).flip(0).float()
     elif spacing == "linspace":
         ts = torch.linspace(0, num_timesteps - 1, steps + 1, dtype=torch.float64).round().flip(0)[:-1]
+    elif spacing == "lcm":
+        if not 1 <= steps <= original_steps <= num_timesteps:
+            raise UserError(f"steps={steps} must be between 1 and the {original_steps} timesteps "
+                            "the consistency model was distilled on (spacing lcm)")
+        origin = (torch.arange(original_steps, 0, -1) * (num_timesteps // original_steps) - 1)
+        ts = origin[torch.arange(steps) * original_steps // steps].float()
     elif spacing == "trailing":
         ts = (torch.arange(num_timesteps, 0, -num_timesteps / steps).round() - 1)[:steps]
     else:
@@ -63,10 +72,11 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, steps: int) -> torch.
 
 
 def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0,
-               final: str = "zero") -> torch.Tensor:
+               final: str = "zero", original_steps: int = 50) -> torch.Tensor:
     """σ at the chosen steps, then the final σ: 0 (final="zero") or σ of timestep 0,
     σ_min = √((1 − ᾱ_0)/ᾱ_0) (final="t0"; e.g. 0.029 for Stable Diffusion's schedule; not repeated
-    when the last step is already there). (steps + 1,) or (steps,) float32, strictly decreasing."""
+    when the last step is already there). (steps + 1,) or (steps,) float32, strictly decreasing.
+    `original_steps`: the lcm spacing's distillation grid."""
     if final not in FINALS:
         raise UserError(f"final={final!r} is unknown; use zero (σ = 0) or t0 (σ of timestep 0, as "
                         "CompVis's DDIM)")
@@ -81,7 +91,7 @@ def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rh
             sigmas = exponential_sigmas(lo, hi, steps)
         sigmas = sigmas.float()
     else:
-        sigmas = schedule.sigmas[timesteps(schedule.num_timesteps, steps, spacing)]
+        sigmas = schedule.sigmas[timesteps(schedule.num_timesteps, steps, spacing, original_steps)]
     end = sigmas.new_zeros(1) if final == "zero" else schedule.sigmas[:1].to(sigmas)
     return sigmas if end >= sigmas[-1] * (1 - 1e-6) else torch.cat([sigmas, end])
 

@@ -1,0 +1,52 @@
+"""Typed configuration of few-step distillation (re-exported by `config`): `latentdiff distill
+METHOD TEACHER`."""
+
+from dataclasses import dataclass, field
+
+from latentdiff.config_files import check as _check
+from latentdiff.config_train import DataConfig, TrainConfig
+
+
+def _train_defaults() -> TrainConfig:
+    """Distillation's loop defaults: its own run folder, a smaller batch and learning rate."""
+    return TrainConfig(out_dir="runs/distill", max_steps=2000, batch_size=32, lr=1e-4,
+                       sample_every=500, checkpoint_every=250, log_every=25)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A consistency student distilled from a trained teacher (docs/few-step.md).
+
+    The student starts as a copy of the teacher's UNet (plus a zero-initialised guidance embedding
+    when the teacher has an unconditional mode) and shares its autoencoder and frozen conditioner.
+    `num_intervals` N: the teacher's ODE is solved between the N skipping-step levels of the lcm
+    grid (timesteps k·i − 1, k = T // N) and timestep 0; guidance scales s ~ U[guidance_min,
+    guidance_max] (LCM: 3 … 15 on SD's w + 1; only for teachers trained with condition dropout);
+    `guidance_scale`: the student's default at sampling. `huber_c`: the pseudo-Huber metric's c
+    (null: squared error). `target_decay`: θ⁻ = EMA of θ (LCM: 0.95; 0: the online weights, as
+    iCT). `ema_decay`: the sampling EMA (`unet_ema`). `steps`: the student's default sampling steps
+    (and its previews). data: null = the teacher's training data (its checkpoint's config).
+    """
+
+    teacher: str = "???"
+    num_intervals: int = 50
+    guidance_min: float = 1.0
+    guidance_max: float = 1.0
+    guidance_scale: float = 1.0
+    huber_c: float | None = 0.001
+    target_decay: float = 0.95
+    ema_decay: float = 0.999
+    boundary_width: float = 1e-3
+    steps: int = 4
+    data: DataConfig | None = None
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+    def __post_init__(self):
+        _check(2 <= self.num_intervals, "num_intervals must be ≥ 2")
+        _check(0 <= self.guidance_min <= self.guidance_scale <= self.guidance_max,
+               "need 0 ≤ guidance_min ≤ guidance_scale ≤ guidance_max")
+        _check(self.huber_c is None or self.huber_c >= 0, "huber_c must be ≥ 0 (or null)")
+        _check(0 <= self.target_decay < 1 and 0 <= self.ema_decay <= 1,
+               "target_decay must be in [0, 1) and ema_decay in [0, 1]")
+        _check(1 <= self.steps <= self.num_intervals,
+               f"steps={self.steps} must be in 1 … num_intervals={self.num_intervals}")

@@ -1,0 +1,67 @@
+"""Latent consistency distillation (Song et al. 2023, Alg. 2; Luo et al. 2023, LCM Alg. 1) as pure
+functions of denoisers: the teacher's guided one-step ODE solve and the consistency loss.
+
+The student f_θ (a `consistency.ConsistencyDenoiser`) learns to give the same origin for two
+adjacent points of one probability-flow ODE trajectory of the guided teacher D̃_s (classifier-free
+guidance folded into the ODE, LCM's augmented PF-ODE):
+
+    x_{n+1} = z_0 + σ_{n+1}·ε,                                 (a training latent, noised)
+    x̂_n = D̃_s + (σ_n/σ_{n+1})·(x_{n+1} − D̃_s),  D̃_s = D_u + s·(D_c − D_u) at (x_{n+1}, σ_{n+1})
+                                                              (one DDIM = Euler step of the teacher)
+    L = d(f_θ(x_{n+1}, σ_{n+1}, s), sg[f_θ⁻(x̂_n, σ_n, s)])
+
+with θ⁻ an EMA of θ and d the pseudo-Huber metric √(Δ² + c²) − c per element (Song & Dhariwal 2024,
+Sec. 3.3; LCM's c = 0.001), or the squared error. The student sees s as an input (`Cond.guidance`),
+so it costs one network evaluation per step at any scale. At σ_n = σ_min the boundary makes the
+target x̂_n itself, which anchors the chain.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from latentdiff.conditioning import Cond
+from latentdiff.preconditioning import append_dims
+
+
+def guided_teacher(teacher: Callable, x: torch.Tensor, sigma: torch.Tensor, cond: Cond,
+                   uncond: Cond | None, scale: torch.Tensor) -> torch.Tensor:
+    """D̃_s = D_u + s·(D_c − D_u) with a scale per sample, s (B,); one batched pass of cond and
+    uncond (uncond None: the conditional denoiser D_c alone, s unused)."""
+    if uncond is None:
+        return teacher(x, sigma, cond)
+    d_cond, d_uncond = teacher(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                               cond.cat(uncond)).chunk(2)
+    return d_uncond + append_dims(scale, x) * (d_cond - d_uncond)
+
+
+def ddim_step(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor,
+              sigma_next: torch.Tensor) -> torch.Tensor:
+    """One DDIM (Euler) step of the probability-flow ODE from σ to σ_next (B,):
+    x̂ = D + (σ_next/σ)·(x − D)."""
+    return denoised + append_dims(sigma_next / sigma, x) * (x - denoised)
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    """√((a − b)² + c²) − c, averaged per sample: (B, ...) → (B,); c = 0: the mean |a − b|."""
+    return (((a.float() - b.float()) ** 2 + c ** 2).sqrt() - c).flatten(1).mean(1)
+
+
+def consistency_distillation_loss(student: Callable, target: Callable, teacher: Callable,
+                                  z0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor,
+                                  sigma_next: torch.Tensor, cond: Cond, uncond: Cond | None,
+                                  scale: torch.Tensor, huber_c: float | None) -> torch.Tensor:
+    """L per sample (B,) for latents z0 and noise (B, c, h, w), adjacent grid levels σ > σ_next
+    (B,) and guidance scales s (B,); `cond` carries s as `guidance` for the student and target.
+    huber_c None: the squared error."""
+    x = z0 + append_dims(sigma, z0) * noise
+    with torch.no_grad():
+        teacher_cond = dataclasses.replace(cond, guidance=None)
+        x_next = ddim_step(x, guided_teacher(teacher, x, sigma, teacher_cond, uncond, scale),
+                           sigma, sigma_next)
+        aim = target(x_next, sigma_next, cond)
+    prediction = student(x, sigma, cond)
+    if huber_c is None:
+        return (prediction.float() - aim.float()).pow(2).flatten(1).mean(1)
+    return pseudo_huber(prediction, aim, huber_c)
