@@ -3,7 +3,9 @@ multistep consistency sampling draws the data with an exact consistency function
 as its teacher, a short distillation run moves it towards the teacher's ODE solutions, and a resumed
 run is bit-identical to an uninterrupted one."""
 
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +16,19 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.io import read_tensors
 from latentdiff.cli import main
 from latentdiff.conditioning import Cond
-from latentdiff.config import ConsistencyConfig, DistillConfig, NoiseScheduleConfig, load_config
+from latentdiff.config import (ConsistencyConfig, DistillConfig, NoiseScheduleConfig, UNetConfig,
+                               load_config)
 from latentdiff.consistency import Boundary, ConsistencyDenoiser, LCMBoundary
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
+from latentdiff.nn.lora import adaptable_layers, adapter_state, add_lora, merged_state
 from latentdiff.noise import NoiseSchedule
 from latentdiff.pipelines import generate
-from latentdiff.preconditioning import EpsPrediction
 from latentdiff.samplers import SAMPLERS, sigma_grid
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
 from latentdiff.train.distill import distill
+from latentdiff.unet import UNetModel
 
 SHAPES = ["data.dataset=shapes", "data.holdout=100"]
 TEXT = ["unet.context_dim=32", "conditioning.text.width=32", "conditioning.text.depth=1",
@@ -155,15 +159,76 @@ def test_short_distillation_moves_the_student_towards_the_teachers_ode_solutions
     assert distance(60) < 0.85 * start
 
 
-def test_resumed_distillation_is_bit_identical(teacher, tmp_path):
-    straight = distill(student_config(teacher, tmp_path / "a", "train.max_steps=4"))
-    distill(student_config(teacher, tmp_path / "b", "train.max_steps=2"))
-    resumed = distill(student_config(teacher, tmp_path / "b", "train.max_steps=4"), resume=True)
+@pytest.mark.parametrize("method", ["lcd", "lcd-lora"])
+def test_resumed_distillation_is_bit_identical(teacher, tmp_path, method):
+    options = ("lora_rank=2",)
+    straight = distill(student_config(teacher, tmp_path / "a", "train.max_steps=4", *options),
+                       method)
+    distill(student_config(teacher, tmp_path / "b", "train.max_steps=2", *options), method)
+    resumed = distill(student_config(teacher, tmp_path / "b", "train.max_steps=4", *options),
+                      method, resume=True)
     a, b = read_tensors(straight), read_tensors(resumed)
     assert a.keys() == b.keys() and {k.split(".")[0] for k in a} >= {"unet", "unet_ema",
                                                                        "unet_target", "optimizer"}
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    with pytest.raises(UserError, match="not a lcd"):
+        other = "lcd" if method == "lcd-lora" else "lcd-lora"
+        distill(student_config(teacher, tmp_path / "b", "train.max_steps=5", *options), other,
+                resume=True)
+
+
+def test_low_rank_adapters_start_at_zero_and_merge_exactly():
+    unet = UNetModel(UNetConfig(in_channels=2, out_channels=2, model_channels=32,
+                                channel_mult=(1, 1), num_res_blocks=1, attention_resolutions=(2,)))
+    torch.manual_seed(0)
+    with torch.no_grad():  # the zero-initialised output layers would hide every change
+        for parameter in unet.parameters():
+            parameter.normal_(0, 0.1)
+    x, t = torch.randn(2, 2, 8, 8), torch.tensor([10.0, 500.0])
+    before = unet(x, t)
+    adapted = add_lora(copy.deepcopy(unet), adaptable_layers(unet, ("input_blocks", "output_blocks")),
+                       rank=3, alpha=6.0)
+    torch.testing.assert_close(adapted(x, t), before, rtol=0, atol=0)
+    for key, value in adapter_state(adapted).items():
+        if key.endswith("up"):
+            value.normal_()
+    merged = copy.deepcopy(unet)
+    merged.load_state_dict(merged_state(adapted))
+    assert not torch.allclose(merged(x, t), before, atol=1e-3)
+    torch.testing.assert_close(merged(x, t), adapted(x, t), rtol=1e-5, atol=1e-5)
+
+
+def test_an_adapter_student_is_small_names_its_teacher_and_samples(teacher, tmp_path):
+    checkpoint = distill(student_config(teacher, tmp_path / "s", "train.max_steps=2",
+                                        "lora_rank=2"), "lcd-lora")
+    tensors = read_tensors(checkpoint, "unet_ema.")
+    assert tensors and all("parametrizations.weight.0." in k or k.startswith("guidance_proj")
+                           for k in tensors)
+    assert not read_tensors(checkpoint, "autoencoder.")
+    exported = tmp_path / "adapter.safetensors"
+    assert main(["export", str(checkpoint), str(exported)]) == 0
+    assert exported.stat().st_size < Path(teacher).stat().st_size / 4
+    student = load_latent_diffusion(exported)
+    full = load_latent_diffusion(teacher)
+    assert student.consistency.guidance_scale == 2 and not any(
+        "parametrizations" in k for k in student.unet.state_dict())
+    images = generate(student, [0, 1], prompts=PROMPTS[:2])
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    # the adapters moved the weights (2 steps at lr 1e-3), the rest is the teacher's
+    changed = [k for k, v in full.unet.state_dict().items()
+               if not torch.equal(v, student.unet.state_dict()[k])]
+    assert changed and all(k.startswith(("input_blocks", "middle_block", "output_blocks"))
+                           for k in changed)
+    moved = tmp_path / "elsewhere" / "adapter.safetensors"
+    moved.parent.mkdir()
+    exported.rename(moved)
+    Path(teacher).rename(Path(teacher).with_suffix(".moved"))
+    try:
+        with pytest.raises(UserError, match="put the teacher there"):
+            load_latent_diffusion(moved)
+    finally:
+        Path(teacher).with_suffix(".moved").rename(teacher)
 
 
 def test_student_samples_in_its_own_steps_with_one_pass_per_step(teacher, tmp_path, capsys):

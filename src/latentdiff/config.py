@@ -12,7 +12,7 @@ from latentdiff.config_diffusion import (  # noqa: F401 (the diffusion process a
     PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, ConsistencyConfig, DiffusionConfig,
     NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig)
 from latentdiff.config_files import check as _check
-from latentdiff.config_distill import DistillConfig  # noqa: F401 (few-step distillation)
+from latentdiff.config_distill import DistillConfig, LoRAConfig  # noqa: F401 (few-step students)
 from latentdiff.config_files import (  # noqa: F401 (the config API: classes here, file handling there)
     BUNDLED_CONFIGS, from_dict, load_config, resolve_config_path, to_dict, to_yaml)
 from latentdiff.config_train import DATASETS, DataConfig, TrainConfig  # noqa: F401 (data and loop)

@@ -14,6 +14,19 @@ def _train_defaults() -> TrainConfig:
 
 
 @dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (α/r)·B·A on every Linear and Conv2d under the module-name `prefixes` of a
+    UNet (`nn/lora.py`); what an adapter student's checkpoint stores to rebuild it."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    prefixes: tuple[str, ...] = ("input_blocks", "middle_block", "output_blocks")
+
+    def __post_init__(self):
+        _check(self.rank >= 1 and self.alpha > 0, "lora: rank must be ≥ 1 and alpha > 0")
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """A consistency student distilled from a trained teacher (docs/few-step.md).
 
@@ -26,6 +39,9 @@ class DistillConfig:
     (null: squared error). `target_decay`: θ⁻ = EMA of θ (LCM: 0.95; 0: the online weights, as
     iCT). `ema_decay`: the sampling EMA (`unet_ema`). `steps`: the student's default sampling steps
     (and its previews). data: null = the teacher's training data (its checkpoint's config).
+    lora_rank r, lora_alpha α (null: r) for the method lcd-lora: the student is the teacher plus
+    low-rank adapters (α/r)·B·A on every Linear and Conv2d of the UNet's blocks (`nn/lora.py`), and
+    its checkpoint holds only those and the guidance embedding (LCM-LoRA, Luo et al. 2023).
     """
 
     teacher: str = "???"
@@ -38,6 +54,8 @@ class DistillConfig:
     ema_decay: float = 0.999
     boundary_width: float = 1e-3
     steps: int = 4
+    lora_rank: int = 16
+    lora_alpha: float | None = None
     data: DataConfig | None = None
     train: TrainConfig = field(default_factory=_train_defaults)
 
@@ -48,5 +66,7 @@ class DistillConfig:
         _check(self.huber_c is None or self.huber_c >= 0, "huber_c must be ≥ 0 (or null)")
         _check(0 <= self.target_decay < 1 and 0 <= self.ema_decay <= 1,
                "target_decay must be in [0, 1) and ema_decay in [0, 1]")
+        _check(self.lora_rank >= 1 and (self.lora_alpha is None or self.lora_alpha > 0),
+               "lora_rank must be ≥ 1 and lora_alpha > 0 (or null: the rank)")
         _check(1 <= self.steps <= self.num_intervals,
                f"steps={self.steps} must be in 1 … num_intervals={self.num_intervals}")

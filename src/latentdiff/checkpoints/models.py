@@ -3,6 +3,8 @@ tensors)."""
 
 from pathlib import Path
 
+import dataclasses
+
 import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, build_autoencoder
@@ -11,10 +13,11 @@ from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, pr
                                       require_kind, save_checkpoint)
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
-from latentdiff.config import (AutoencoderConfig, ConsistencyConfig, DiffusionConfig, UNetConfig,
-                               from_dict, to_dict)
+from latentdiff.config import (AutoencoderConfig, ConsistencyConfig, DiffusionConfig, LoRAConfig,
+                               UNetConfig, from_dict, to_dict)
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
+from latentdiff.nn.lora import ADAPTER_KEY, AdapterView, adaptable_layers, add_lora, merged_state
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
 
@@ -77,6 +80,8 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
     metadata = require_kind(path, LATENT_DIFFUSION,
                             "`latentdiff sample` needs a checkpoint written by `latentdiff "
                                                     "train`")
+    if metadata.get("lora_config") is not None:
+        return _load_adapter_student(path, metadata, device, use_ema)
     unet = UNetModel(from_dict(UNetConfig, metadata["unet_config"]))
     prefix = "unet_ema." if use_ema else "unet."
     tensors = read_tensors(path, prefix)
@@ -96,6 +101,54 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            trained_with_null=bool(metadata.get("trained_with_null", False)),
                            sigma_data=diffusion.sigma_data,
                            consistency=consistency_config(metadata))
+
+
+# what an adapter student trains in full besides its adapters: the new guidance embedding
+STUDENT_KEPT = ("guidance_proj.",)
+
+
+def student_unet(teacher: UNetModel, guided: bool, lora: LoRAConfig | None = None) -> UNetModel:
+    """A copy of the teacher's UNet (float32) with a zero-initialised guidance embedding when
+    `guided`, and low-rank adapters on its blocks when `lora` is given (the rest then frozen)."""
+    unet = UNetModel(dataclasses.replace(teacher.config, guidance_embedding=guided))
+    missing, unexpected = unet.load_state_dict(teacher.float().state_dict(), strict=False)
+    if unexpected or any(not k.startswith(STUDENT_KEPT) for k in missing):
+        raise UserError(f"the teacher's UNet does not fit its own config ({missing or unexpected})")
+    if lora is not None:
+        unet.requires_grad_(False)
+        add_lora(unet, adaptable_layers(unet, lora.prefixes), lora.rank, lora.alpha)
+        for name, parameter in unet.named_parameters():
+            parameter.requires_grad_(name.startswith(STUDENT_KEPT) or ADAPTER_KEY in name)
+    return unet
+
+
+def teacher_path(reference: str, student: str | Path) -> Path:
+    """Where an adapter student's teacher is: "bundled", an absolute path, or a path relative to
+    the student's folder (then to the working directory)."""
+    if reference == "bundled":
+        return bundled_model()
+    beside = Path(student).parent / reference
+    return beside if not Path(reference).is_absolute() and beside.is_file() else Path(reference)
+
+
+def _load_adapter_student(path: str | Path, metadata: dict, device,
+                          use_ema: bool) -> LatentDiffusion:
+    """An adapter student (`latentdiff distill lcd-lora`): its teacher, the adapters merged into a
+    copy of the teacher's UNet."""
+    where = teacher_path(metadata["teacher"], path)
+    if not where.is_file():
+        raise UserError(f"{path} adapts the teacher {metadata['teacher']}, which is not at {where}; "
+                        "put the teacher there")
+    teacher = load_latent_diffusion(where, device, use_ema)
+    config = from_dict(UNetConfig, metadata["unet_config"])
+    unet = student_unet(teacher.unet.cpu(), config.guidance_embedding,
+                        from_dict(LoRAConfig, metadata["lora_config"]))
+    load_weights(AdapterView(unet, STUDENT_KEPT),
+                 read_tensors(path, "unet_ema." if use_ema else "unet."), str(path))
+    merged = UNetModel(config)
+    merged.load_state_dict(merged_state(unet))
+    return dataclasses.replace(teacher, unet=merged.eval().requires_grad_(False).to(device),
+                               consistency=consistency_config(metadata))
 
 
 def consistency_config(metadata: dict) -> ConsistencyConfig | None:

@@ -18,9 +18,11 @@ import torch
 from lightning_fabric import Fabric
 
 from latentdiff.checkpoints.io import prefixed, read_metadata
-from latentdiff.checkpoints.models import LATENT_DIFFUSION, load_latent_diffusion, system_metadata
+from latentdiff.checkpoints.models import (BUNDLED_MODEL, LATENT_DIFFUSION, STUDENT_KEPT,
+                                           load_latent_diffusion, student_unet, system_metadata)
 from latentdiff.conditioning import Cond
-from latentdiff.config import ConsistencyConfig, DataConfig, DistillConfig, UNetConfig, from_dict, to_dict
+from latentdiff.config import (ConsistencyConfig, DataConfig, DistillConfig, LoRAConfig, from_dict,
+                               to_dict)
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
 from latentdiff.denoiser import Denoiser
@@ -38,10 +40,11 @@ from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_finite, check_same, due, make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state, seeded,
                                      step_generator, train_state, training_progress)
-from latentdiff.unet import UNetModel
+from latentdiff.nn.lora import AdapterView
 
 log = logging.getLogger(__name__)
-METHODS = {"lcd": "latent consistency distillation, the guidance scale as an input (LCM)"}
+METHODS = {"lcd": "latent consistency distillation, the guidance scale as an input (LCM)",
+           "lcd-lora": "the same with low-rank adapters on the teacher's weights (LCM-LoRA)"}
 
 
 def distill(cfg: DistillConfig, method: str = "lcd", resume: bool = False) -> Path:
@@ -52,9 +55,13 @@ def distill(cfg: DistillConfig, method: str = "lcd", resume: bool = False) -> Pa
     teacher_metadata = read_metadata(cfg.teacher)
     if teacher_metadata.get("consistency_config") is not None:
         raise UserError(f"{cfg.teacher} is a consistency student; distil from a diffusion model")
-    data_cfg = cfg.data or _teacher_data(cfg.teacher, teacher_metadata)
+    # the student's checkpoint names its data (eval reads it there)
+    cfg = dataclasses.replace(cfg, data=cfg.data or _teacher_data(cfg.teacher, teacher_metadata))
     fabric = make_fabric(cfg.train)
-    return fabric.launch(_distill, cfg, data_cfg, resume)
+    lora = None
+    if method == "lcd-lora":
+        lora = LoRAConfig(cfg.lora_rank, cfg.lora_alpha or float(cfg.lora_rank))
+    return fabric.launch(_distill, cfg, lora, resume)
 
 
 def _teacher_data(path: str, metadata: dict) -> DataConfig:
@@ -65,25 +72,10 @@ def _teacher_data(path: str, metadata: dict) -> DataConfig:
     return from_dict(DataConfig, stored)
 
 
-def student_unet_config(teacher: UNetConfig, guided: bool) -> UNetConfig:
-    """The teacher's UNet, with the guidance embedding of a guided student."""
-    return dataclasses.replace(teacher, guidance_embedding=guided)
-
-
 def _fixed(config: dict) -> dict:
     """What a resumed run must keep: everything but the loop's settings (train.max_steps may
     grow)."""
     return {k: v for k, v in config.items() if k != "train"}
-
-
-def _student_unet(teacher: LatentDiffusion, guided: bool) -> UNetModel:
-    """A copy of the teacher's UNet (float32, trainable); the guidance embedding starts at zero, so
-    the student's denoiser starts as the teacher's at every scale."""
-    unet = UNetModel(student_unet_config(teacher.unet.config, guided))
-    missing, unexpected = unet.load_state_dict(teacher.unet.float().state_dict(), strict=False)
-    if unexpected or any(not k.startswith("guidance_proj") for k in missing):
-        raise UserError(f"the teacher's UNet does not fit its own config ({missing or unexpected})")
-    return unet.train().requires_grad_(True)
 
 
 def _encoded(model: LatentDiffusion, cond: Cond) -> Cond:
@@ -95,8 +87,15 @@ def _encoded(model: LatentDiffusion, cond: Cond) -> Cond:
                                context_mask=encoded.context_mask)
 
 
-def _distill(fabric: Fabric, cfg: DistillConfig, data_cfg: DataConfig, resume: bool) -> Path:
+def _teacher_reference(path: str) -> str:
+    """How a student names its teacher: "bundled" for the bundled model, else the absolute path."""
+    resolved = Path(path).resolve()
+    return "bundled" if resolved == BUNDLED_MODEL.resolve() else str(resolved)
+
+
+def _distill(fabric: Fabric, cfg: DistillConfig, lora: LoRAConfig | None, resume: bool) -> Path:
     tc = cfg.train
+    method_name = "lcd" if lora is None else "lcd-lora"
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(resume)
     teacher = load_latent_diffusion(cfg.teacher, fabric.device)
@@ -106,7 +105,7 @@ def _distill(fabric: Fabric, cfg: DistillConfig, data_cfg: DataConfig, resume: b
     if cfg.guidance_max > 1.0 and not teacher.trained_with_null:
         raise UserError("the teacher was trained without condition dropout, so it has no "
                         "unconditional mode to guide with; keep guidance_max=1")
-    train_data, _ = load_training_data(data_cfg, autoencoder.config.downsampling_factor,
+    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor,
                                        autoencoder.config.in_channels)
     means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     schedule = teacher.schedule
@@ -119,15 +118,17 @@ def _distill(fabric: Fabric, cfg: DistillConfig, data_cfg: DataConfig, resume: b
                                     guidance_scale=cfg.guidance_scale if guided else 1.0,
                                     guidance_min=cfg.guidance_min if guided else 1.0,
                                     guidance_max=cfg.guidance_max if guided else 1.0)
-    unet = seeded(tc.seed, lambda: _student_unet(teacher, guided))
+    unet = seeded(tc.seed, lambda: student_unet(teacher.unet, guided, lora).train())
     ema, target = EMA(unet, cfg.ema_decay), EMA(unet, cfg.target_decay)
-    optimizer = make_optimizer(unet.parameters(), tc)
+    optimizer = make_optimizer([p for p in unet.parameters() if p.requires_grad], tc)
     parts = {"unet": unet, "unet_ema": ema.model, "unet_target": target.model}
+    if lora is not None:  # an adapter student stores its adapters, the rest is the teacher's
+        parts = {k: AdapterView(v, STUDENT_KEPT) for k, v in parts.items()}
     start = 0
     if stored is not None:
-        if stored.get("consistency_config") is None:
-            raise UserError(f"{run.checkpoint} is not a distillation run; choose another "
-                            "train.out_dir")
+        if stored.get("consistency_config") is None or stored.get("method") != method_name:
+            raise UserError(f"{run.checkpoint} is not a {method_name} distillation run; choose "
+                            "another train.out_dir")
         check_same(_fixed(stored["config"]), _fixed(to_dict(cfg)), "the distillation config",
                    run.checkpoint)
         start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION, parts,
@@ -144,18 +145,19 @@ def _distill(fabric: Fabric, cfg: DistillConfig, data_cfg: DataConfig, resume: b
     latent_size = (teacher.image_size // codec.downsampling_factor,) * 2
     conditioner = teacher.conditioner
     cached = conditioner.dataset_conditions(train_data) if conditioner else None
-    conditioner_tensors = ({} if conditioner is None or not conditioner.has_weights else
-                           {k: v for p in ("conditioner.", "conditioner_ema.")
-                            for k, v in prefixed(p, conditioner.state_dict()).items()})
+    # a full student is a complete checkpoint; an adapter student names its teacher instead
+    shared = {} if lora is not None else prefixed("autoencoder.", autoencoder.state_dict())
+    if lora is None and conditioner is not None and conditioner.has_weights:
+        shared.update({k: v for p in ("conditioner.", "conditioner_ema.")
+                       for k, v in prefixed(p, conditioner.state_dict()).items()})
+    extra = {"method": method_name, "teacher": _teacher_reference(cfg.teacher),
+             **({} if lora is None else {"lora_config": to_dict(lora)})}
 
     def save(step: int) -> None:
         tensors = {k: v for prefix, part in parts.items()
                    for k, v in prefixed(f"{prefix}.", part.state_dict()).items()}
-        run.save({**tensors, **conditioner_tensors,
-                  **prefixed("autoencoder.", autoencoder.state_dict())},
-                 {"optimizer": optimizer},
-                 {**system_metadata(student_system), "config": to_dict(cfg),
-                  "teacher": str(cfg.teacher),
+        run.save({**tensors, **shared}, {"optimizer": optimizer},
+                 {**system_metadata(student_system), "config": to_dict(cfg), **extra,
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
     run.open(cfg, start)

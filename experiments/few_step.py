@@ -1,0 +1,198 @@
+"""Few-step generation: a teacher's alignment and FD against network evaluations (NFE) for several
+samplers, beside its distilled students at 1, 2, 4 and 8 steps, with sampling time per image and
+the distillation cost.
+
+For each configuration, one sample per held-out condition (the first n) and sampling seed of the
+teacher's dataset, scored by `evaluation/alignment.py` (emoji: the classifier evaluator's accuracy
+on the prompt's subgroup; FD in its features against the training split; real and shuffled
+baselines). A guided teacher (s ≠ 1) costs 2 NFE per step (conditional and unconditional in one
+batched pass of twice the rows), so its steps are NFE/2; a student that embeds s costs 1 NFE per
+step. Scores are cached per model, sampler, steps, n, seeds and s (--cache). Time per image:
+`generate` on 64 held-out prompts, best of 2 rounds over all configurations (interleaved, warm;
+decoding included), measured afresh in every run. Distillation cost: each student's run log (metrics.jsonl,
+time_s of its last step). Usage:
+
+    python experiments/few_step.py --student lcd=runs/distill/checkpoints/last.safetensors \\
+        [--teacher CKPT] [--n 400] [--seeds 2] [--guidance 3] [--samplers ddim dpmpp_2m unipc] \\
+        [--nfe 4 8 16 32 50 100] [--student-steps 1 2 4 8] [--teacher-minutes 76.1]
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentdiff.checkpoints import load_latent_diffusion
+from latentdiff.checkpoints.models import bundled_model
+from latentdiff.files import write_text
+from latentdiff.data import load_dataset, split_holdout
+from latentdiff.evaluation.alignment import AlignmentReport, evaluate_alignment
+from latentdiff.evaluation.autoencoder import stored_data_config
+from latentdiff.pipelines import generate
+from latentdiff.samplers import SAMPLERS
+# experiments/report.py (the script's folder)
+from report import Provenance, shown_path, write_report
+
+TITLE = "Few-step students against the teacher's samplers"
+
+
+def seconds_per_image(model, prompts: list[str], warm: bool, **options) -> float:
+    """One timed `generate` call on the prompts (after a 4-image warm-up call when `warm`), per
+    image."""
+    seeds = list(range(len(prompts)))
+    if warm:
+        generate(model, seeds[:4], prompts=prompts[:4], **options)
+    start = time.perf_counter()
+    generate(model, seeds, prompts=prompts, **options)
+    return (time.perf_counter() - start) / len(prompts)
+
+
+def cached(folder: Path, key: str, compute) -> dict:
+    """compute() once per key: scores are kept in folder/scores.json between runs (times are
+    not)."""
+    path = folder / "scores.json"
+    store = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in store:
+        store[key] = compute()
+        write_text(path, json.dumps(store, indent=1))
+    return store[key]
+
+
+def distillation_minutes(checkpoint: Path) -> float | None:
+    """The training-loop minutes of a student's run (its metrics.jsonl beside checkpoints/)."""
+    log = Path(checkpoint).parent.parent / "metrics.jsonl"
+    if not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return round(records[-1]["time_s"] / 60, 2) if records else None
+
+
+def row_of(report, name: str, sampler: str, steps: int, nfe: int) -> dict:
+    r = report.rows[0]
+    return {"model": name, "sampler": sampler, "steps": steps, "nfe": nfe,
+            "alignment": r.alignment, "fd": r.fd}
+
+
+def render(results: dict) -> list[str]:
+    b = results["baselines"]
+    lines = [(f"Teacher: `{results['teacher']}` ({results['teacher_minutes']} min of training), "
+              f"guidance s = {results['guidance']}; students: "
+              + ", ".join(f"`{k}` = `{v['checkpoint']}` ({v['minutes']} min of distillation)"
+                          for k, v in results["students"].items()) + "."), "",
+             (f"{b['metric']}; n = {b['n']} held-out conditions per seed, {results['seeds']} "
+              f"seeds (mean ± sd over seeds). Real images {b['real']:.3f}, shuffled real images "
+              f"(chance) {b['shuffled']:.3f}; FD real-vs-real {b['fd_baseline']:.2f}."), "",
+             "| model | sampler | steps | NFE | alignment | FD | ms per image |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['nfe']} | "
+                     f"{np.mean(r['alignment']):.3f} ± {np.std(r['alignment']):.3f} | "
+                     f"{np.mean(r['fd']):.2f} ± {np.std(r['fd']):.2f} | "
+                     f"{1000 * r['seconds_per_image']:.1f} |")
+    reference = next((r for r in results["rows"] if r["model"] == "teacher"
+                      and r["sampler"] == "ddim" and r["nfe"] == 100), None)
+    if reference is not None:
+        a0, f0, t0 = (np.mean(reference["alignment"]), np.mean(reference["fd"]),
+                      reference["seconds_per_image"])
+        lines += ["", (f"Against the teacher's reference (DDIM, 50 guided steps, 100 NFE: alignment "
+                       f"{a0:.3f}, FD {f0:.2f}):"), "",
+                  "| student | steps | alignment / teacher's | FD / teacher's | speed-up |",
+                  "|---|---|---|---|---|"]
+        for r in results["rows"]:
+            if r["model"] != "teacher":
+                lines.append(f"| {r['model']} | {r['steps']} | "
+                             f"{np.mean(r['alignment']) / a0:.3f} | {np.mean(r['fd']) / f0:.2f} | "
+                             f"{t0 / r['seconds_per_image']:.1f}× |")
+    return lines
+
+
+def plot(plt, results: dict):
+    """Alignment and FD against NFE: a line per teacher sampler, a line per student."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = {}
+    for r in results["rows"]:
+        groups.setdefault(f"{r['model']}" if r["model"] != "teacher" else f"teacher, {r['sampler']}",
+                          []).append(r)
+    for label, rows in groups.items():
+        nfe = [r["nfe"] for r in rows]
+        style = "o--" if label.startswith("teacher") else "s-"
+        for axis, key in zip(axes, ("alignment", "fd")):
+            axis.errorbar(nfe, [np.mean(r[key]) for r in rows], [np.std(r[key]) for r in rows],
+                          fmt=style, label=label, capsize=2)
+    b = results["baselines"]
+    axes[0].axhline(b["real"], color="black", linestyle=":", label="real held-out images")
+    axes[1].axhline(b["fd_baseline"], color="black", linestyle=":", label="real-vs-real")
+    for axis, name in zip(axes, ("alignment (classifier accuracy)", "FD (classifier features)")):
+        axis.set_xscale("log")
+        axis.set_xlabel("network evaluations per image (NFE)")
+        axis.set_ylabel(name)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    return figure
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", type=Path, default=None, help="default: the bundled emoji model")
+    p.add_argument("--student", action="append", default=[], metavar="NAME=CHECKPOINT")
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp_2m", "unipc"])
+    p.add_argument("--nfe", type=int, nargs="+", default=[4, 8, 16, 32, 50, 100])
+    p.add_argument("--student-steps", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--teacher-minutes", type=float, default=76.1,
+                   help="the teacher's training time (docs/conditioning.md: the bundled model)")
+    p.add_argument("--name", default="few-step", help="report folder under reports/")
+    p.add_argument("--cache", type=Path, default=Path("runs/few-step-cache"),
+                   help="scores kept between runs (times are always measured afresh)")
+    args = p.parse_args()
+    provenance = Provenance()
+    checkpoint = args.teacher or bundled_model()
+    teacher = load_latent_diffusion(checkpoint)
+    data_cfg = stored_data_config(checkpoint)
+    students = {}
+    for item in args.student:
+        name, _, path = item.partition("=")
+        students[name] = (Path(path), load_latent_diffusion(path))
+    seeds, s = range(args.seeds), args.guidance
+    configs = [("teacher", teacher, sampler, nfe // 2 if s != 1 else nfe, nfe)
+               for sampler in args.samplers for nfe in args.nfe]
+    configs += [(name, model, "consistency", steps, steps)
+                for name, (_, model) in students.items() for steps in args.student_steps]
+    rows, baselines = [], None
+    for name, model, sampler, steps, nfe in configs:
+        path = checkpoint if name == "teacher" else students[name][0]
+        key = f"{shown_path(path)}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|s{s:g}"
+        scored = cached(args.cache, key, lambda: evaluate_alignment(
+            model, data_cfg, [s], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict())
+        report = AlignmentReport.from_dict(scored)
+        rows.append(row_of(report, name, sampler, steps, nfe))
+        print(f"{name} {sampler} {steps} steps ({nfe} NFE): alignment "
+              f"{np.mean(rows[-1]['alignment']):.3f}, FD {np.mean(rows[-1]['fd']):.2f}", flush=True)
+        baselines = {"metric": report.metric, "n": report.n, "real": report.real,
+                     "shuffled": report.shuffled, "fd_baseline": report.fd_baseline}
+    # times are never cached: measured here for every configuration, interleaved, warm
+    held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)[1]
+    prompts = list(held.captions[:64])
+    for repeat in range(2):
+        for row, (_, model, sampler, steps, _) in zip(rows, configs):
+            seconds = seconds_per_image(model, prompts, warm=repeat == 0, guidance_scale=s,
+                                        sampler=sampler, steps=steps)
+            row["seconds_per_image"] = min(row.get("seconds_per_image", seconds), seconds)
+    results = {"teacher": shown_path(checkpoint), "teacher_minutes": args.teacher_minutes,
+               "guidance": s, "seeds": args.seeds,
+               "samplers_nfe_per_step": {k: SAMPLERS[k].nfe_per_step for k in args.samplers},
+               "students": {k: {"checkpoint": shown_path(v[0]),
+                                "minutes": distillation_minutes(v[0])}
+                            for k, v in students.items()},
+               "baselines": baselines, "rows": rows}
+    print(write_report(args.name, TITLE, results, render, provenance, plot))
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
