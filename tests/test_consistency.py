@@ -16,7 +16,7 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.io import read_tensors
 from latentdiff.cli import main
 from latentdiff.conditioning import Cond
-from latentdiff.config import (ConsistencyConfig, DistillConfig, NoiseScheduleConfig, UNetConfig,
+from latentdiff.config import (DistillConfig, NoiseScheduleConfig, StudentConfig, UNetConfig,
                                load_config)
 from latentdiff.consistency import Boundary, ConsistencyDenoiser, LCMBoundary
 from latentdiff.denoiser import Denoiser
@@ -129,7 +129,7 @@ def test_a_student_starts_as_its_teacher_at_every_guidance_scale(teacher, tmp_pa
     model = load_latent_diffusion(teacher)
     student = load_latent_diffusion(distill(student_config(teacher, tmp_path, "train.max_steps=1",
                                                            "train.lr=1e-12")))
-    assert student.unet.config.guidance_embedding and student.consistency.guidance_max == 4
+    assert student.unet.config.guidance_embedding and student.student.guidance_max == 4
     x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
     cond = model.conditioner.condition(PROMPTS[:2], "cpu")
     sigma = torch.tensor(3.0)
@@ -211,7 +211,7 @@ def test_an_adapter_student_is_small_names_its_teacher_and_samples(teacher, tmp_
     assert exported.stat().st_size < Path(teacher).stat().st_size / 4
     student = load_latent_diffusion(exported)
     full = load_latent_diffusion(teacher)
-    assert student.consistency.guidance_scale == 2 and not any(
+    assert student.student.guidance_scale == 2 and not any(
         "parametrizations" in k for k in student.unet.state_dict())
     images = generate(student, [0, 1], prompts=PROMPTS[:2])
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
@@ -234,9 +234,10 @@ def test_an_adapter_student_is_small_names_its_teacher_and_samples(teacher, tmp_
 def test_student_samples_in_its_own_steps_with_one_pass_per_step(teacher, tmp_path, capsys):
     checkpoint = distill(student_config(teacher, tmp_path / "s", "train.max_steps=1"))
     student = load_latent_diffusion(checkpoint)
-    assert student.consistency == ConsistencyConfig(
-        sigma_min=float(student.schedule.sigmas[0]), boundary_width=1e-3, original_steps=50,
-        steps=4, guidance_scale=2.0, guidance_min=1.0, guidance_max=4.0)
+    assert student.student == StudentConfig(
+        consistency=True, sigma_min=float(student.schedule.sigmas[0]), boundary_width=1e-3,
+        sampler="consistency", steps=4, spacing="lcm", original_steps=50, guidance_scale=2.0,
+        guidance_min=1.0, guidance_max=4.0)
     calls = []
     forward = student.unet.forward
     student.unet.forward = lambda x, *a, **k: calls.append(len(x)) or forward(x, *a, **k)
@@ -250,7 +251,7 @@ def test_student_samples_in_its_own_steps_with_one_pass_per_step(teacher, tmp_pa
     assert main(["sample", str(checkpoint), "--prompt", "a red circle", "--out", str(out)]) == 0
     assert out.is_file()
     assert main(["distill", "lcd", str(checkpoint), f"train.out_dir={tmp_path / 'x'}"]) == 2
-    assert "consistency student" in capsys.readouterr().err
+    assert "distilled student" in capsys.readouterr().err
 
 
 def test_guided_distillation_needs_a_teacher_with_an_unconditional_mode(tmp_path,

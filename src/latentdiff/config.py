@@ -9,8 +9,8 @@ A YAML file maps onto a dataclass field by field; unknown keys, wrong types and 
 from dataclasses import dataclass, field
 
 from latentdiff.config_diffusion import (  # noqa: F401 (the diffusion process and its training loss)
-    PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, ConsistencyConfig, DiffusionConfig,
-    NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig)
+    PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, DiffusionConfig,
+    NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig, StudentConfig)
 from latentdiff.config_files import check as _check
 from latentdiff.config_distill import DistillConfig, LoRAConfig  # noqa: F401 (few-step students)
 from latentdiff.config_files import (  # noqa: F401 (the config API: classes here, file handling there)

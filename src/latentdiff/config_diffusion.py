@@ -69,31 +69,40 @@ PREDICTIONS = ("eps", "x0", "v", "edm", "flow")
 
 
 @dataclass(frozen=True)
-class ConsistencyConfig:
-    """What makes a network a consistency model f(x, σ) (Song et al. 2023, Sec. 3 and App. C) on a
+class StudentConfig:
+    """What a distilled student is and how it samples when the caller says nothing
+    (docs/few-step.md).
+
+    consistency: a consistency model f(x, σ) (Song et al. 2023, Sec. 3 and App. C) on the network's
     denoiser D: f = c_skip(σ)·x + c_out(σ)·D(x; σ) with c_skip = b²/(Δ² + b²), c_out = Δ/√(Δ² + b²),
-    Δ = σ − σ_min, so that f(x, σ_min) = x exactly and f ≈ D once Δ ≫ b (`boundary_width` b: LCM's
-    boundary is 0.05 timesteps wide, Luo et al. 2023). How it samples by default: `steps` steps of
-    multistep consistency sampling on the grid of `original_steps` σ it was distilled on (LCM's
-    skipping-step timesteps, spacing "lcm"), with the guidance scale `guidance_scale` fed to its
-    guidance embedding (distilled for scales in [guidance_min, guidance_max]).
+    Δ = σ − σ_min, so that f(x, σ_min) = x exactly and f ≈ D once Δ ≫ b (`boundary_width` b; LCM's
+    boundary is 0.05 timesteps wide, Luo et al. 2023); false: a plain denoiser (a progressive or
+    guided-distillation student). Sampling defaults: `sampler` for `steps` steps on `spacing` (lcm:
+    `steps` of the `original_steps` skipping-step timesteps it was distilled on), with the guidance
+    scale `guidance_scale`; a student that embeds the scale takes any in [guidance_min,
+    guidance_max] in one network evaluation per step.
     """
 
+    consistency: bool = True
     sigma_min: float = 0.002
     boundary_width: float = 1e-3
-    original_steps: int = 50
+    sampler: str = "consistency"
     steps: int = 4
+    spacing: str = "lcm"
+    original_steps: int = 50
     guidance_scale: float = 1.0
     guidance_min: float = 1.0
     guidance_max: float = 1.0
 
     def __post_init__(self):
         _check(self.sigma_min >= 0 and self.boundary_width > 0,
-               "consistency: sigma_min must be ≥ 0 and boundary_width > 0")
+               "student: sigma_min must be ≥ 0 and boundary_width > 0")
         _check(1 <= self.steps <= self.original_steps,
-               f"consistency: steps={self.steps} must be in 1 … original_steps={self.original_steps}")
+               f"student: steps={self.steps} must be in 1 … original_steps={self.original_steps}")
         _check(0 <= self.guidance_min <= self.guidance_scale <= self.guidance_max,
-               "consistency: need 0 ≤ guidance_min ≤ guidance_scale ≤ guidance_max")
+               "student: need 0 ≤ guidance_min ≤ guidance_scale ≤ guidance_max")
+
+
 SIGMA_SAMPLERS = ("uniform", "lognormal", "logit_normal")
 WEIGHTINGS = ("uniform", "min_snr", "soft_min_snr", "edm")
 

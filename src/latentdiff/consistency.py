@@ -7,7 +7,7 @@ D with a boundary parameterisation (App. C, Eq. 5):
 
     f(x, σ) = c_skip(σ)·x + c_out(σ)·D(x; σ),   c_skip(σ_min) = 1, c_out(σ_min) = 0.
 
-`Boundary` is this project's form in σ (`config.ConsistencyConfig`); `LCMBoundary` is the latent
+`Boundary` is this project's form in σ (`config.StudentConfig`); `LCMBoundary` is the latent
 consistency model's (Luo et al. 2023), which scales the timestep rather than σ and keeps the VP
 latent z_t = x/√(1 + σ²) at the boundary: diffusers' `LCMScheduler` (sampling parity in
 tests/test_sampler_parity.py). Multistep consistency sampling (Song et al. 2023, Alg. 1) is the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.config import ConsistencyConfig
+from latentdiff.config import StudentConfig
 from latentdiff.denoiser import DenoiserWrapper, per_sample_sigma
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import append_dims
@@ -34,7 +34,7 @@ class Boundary:
     width: float
 
     @classmethod
-    def of(cls, cfg: ConsistencyConfig) -> "Boundary":
+    def of(cls, cfg: StudentConfig) -> "Boundary":
         return cls(cfg.sigma_min, cfg.boundary_width)
 
     def _delta(self, sigma: torch.Tensor) -> torch.Tensor:

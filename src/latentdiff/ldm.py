@@ -7,7 +7,7 @@ import torch
 
 from latentdiff.autoencoder.codec import LatentCodec
 from latentdiff.conditioning.conditioner import Conditioner
-from latentdiff.config import ConsistencyConfig
+from latentdiff.config import StudentConfig
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
@@ -30,29 +30,29 @@ class LatentDiffusion:
     # condition dropout during training: classifier-free guidance is possible
     trained_with_null: bool = False
     sigma_data: float = 1.0  # of prediction "edm"
-    # a consistency model (a distilled student): its boundary and sampling defaults
-    consistency: ConsistencyConfig | None = None
+    # a distilled student: consistency model or not, its sampling defaults
+    student: StudentConfig | None = None
 
     @property
     def denoiser(self) -> Denoiser | ConsistencyDenoiser:
-        """D(x; σ, cond), or the consistency function f(x, σ, cond) of a consistency model; cond
+        """D(x; σ, cond), or the consistency function f(x, σ, cond) of a consistency student; cond
         carries an encoded context (see `pipelines.generate`), so the UNet alone suffices."""
         denoiser = Denoiser(self.unet, make_preconditioning(self.schedule, self.prediction,
                                                             self.sigma_data))
-        if self.consistency is None:
+        if self.student is None or not self.student.consistency:
             return denoiser
-        return ConsistencyDenoiser(denoiser, Boundary.of(self.consistency))
+        return ConsistencyDenoiser(denoiser, Boundary.of(self.student))
 
     @property
     def sampling_defaults(self) -> dict:
         """`generate`'s sampler, steps, spacing, guidance scale and lcm grid when the caller gives
-        none: DDIM, 50 steps, uniform, no guidance; a consistency model's own (its steps on the
+        none: DDIM, 50 steps, uniform, no guidance; a student's own (its sampler and steps on the
         grid it was distilled on, its guidance scale)."""
-        c = self.consistency
+        c = self.student
         if c is None:
             return {"sampler": "ddim", "steps": 50, "spacing": "uniform", "guidance_scale": 1.0,
                     "original_steps": 50}
-        return {"sampler": "consistency", "steps": c.steps, "spacing": "lcm",
+        return {"sampler": c.sampler, "steps": c.steps, "spacing": c.spacing,
                 "guidance_scale": c.guidance_scale, "original_steps": c.original_steps}
 
     @property

@@ -13,7 +13,7 @@ from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, pr
                                       require_kind, save_checkpoint)
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
-from latentdiff.config import (AutoencoderConfig, ConsistencyConfig, DiffusionConfig, LoRAConfig,
+from latentdiff.config import (AutoencoderConfig, DiffusionConfig, LoRAConfig, StudentConfig,
                                UNetConfig, from_dict, to_dict)
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
@@ -100,7 +100,7 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            conditioner=None if conditioner is None else conditioner.to(device),
                            trained_with_null=bool(metadata.get("trained_with_null", False)),
                            sigma_data=diffusion.sigma_data,
-                           consistency=consistency_config(metadata))
+                           student=student_config(metadata))
 
 
 # what an adapter student trains in full besides its adapters: the new guidance embedding
@@ -148,13 +148,13 @@ def _load_adapter_student(path: str | Path, metadata: dict, device,
     merged = UNetModel(config)
     merged.load_state_dict(merged_state(unet))
     return dataclasses.replace(teacher, unet=merged.eval().requires_grad_(False).to(device),
-                               consistency=consistency_config(metadata))
+                               student=student_config(metadata))
 
 
-def consistency_config(metadata: dict) -> ConsistencyConfig | None:
-    """The consistency model config a student's checkpoint stores, None for a diffusion model."""
-    stored = metadata.get("consistency_config")
-    return None if stored is None else from_dict(ConsistencyConfig, stored)
+def student_config(metadata: dict) -> StudentConfig | None:
+    """What a student's checkpoint stores of it, None for a diffusion model."""
+    stored = metadata.get("student_config")
+    return None if stored is None else from_dict(StudentConfig, stored)
 
 
 def system_metadata(system: LatentDiffusion) -> dict:
@@ -167,8 +167,7 @@ def system_metadata(system: LatentDiffusion) -> dict:
             "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size,
             "class_names": list(system.class_names), **conditioner_metadata(system.conditioner),
             "trained_with_null": system.trained_with_null,
-            **({} if system.consistency is None
-               else {"consistency_config": to_dict(system.consistency)})}
+            **({} if system.student is None else {"student_config": to_dict(system.student)})}
 
 
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

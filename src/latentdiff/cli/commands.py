@@ -305,7 +305,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def _default_guidances(model) -> list[float]:
     """`eval`'s guidance scales when none are given: 0 1 2 4 8, or a student's own scale."""
-    return [0, 1, 2, 4, 8] if model.consistency is None else [model.consistency.guidance_scale]
+    return [0, 1, 2, 4, 8] if model.student is None else [model.student.guidance_scale]
 
 
 def export(args: argparse.Namespace) -> None:

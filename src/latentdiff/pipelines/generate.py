@@ -87,7 +87,7 @@ def _check_embedded_guidance(model: LatentDiffusion, scale: float, rescale: floa
                              interval: tuple[float, float] | None, negative: list | None) -> None:
     """A student with the guidance scale as an input: s within the scales it was distilled for,
     and no option that needs separate conditional and unconditional passes."""
-    c = model.consistency
+    c = model.student
     low, high = (c.guidance_min, c.guidance_max) if c is not None else (0.0, float("inf"))
     if not low <= scale <= high:
         raise UserError(f"guidance scale {scale:g} is outside the scales {low:g} … {high:g} this "

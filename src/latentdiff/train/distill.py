@@ -6,7 +6,7 @@ of its UNet, with a zero-initialised guidance embedding when the teacher has an 
 and shares the teacher's autoencoder and conditioner (τ_θ frozen). Training latents come from the
 teacher's own training data, encoded once as in `train`. The run folder, checkpoints, resume, stop
 signals, logs and previews are the engine's (`engine.py`); the student's checkpoint is a complete
-latent-diffusion checkpoint with a `consistency_config`, so `latentdiff sample STUDENT` and `eval`
+latent-diffusion checkpoint with a `student_config`, so `latentdiff sample STUDENT` and `eval`
 use it directly (multistep consistency sampling, `steps` steps).
 """
 
@@ -21,7 +21,7 @@ from latentdiff.checkpoints.io import prefixed, read_metadata
 from latentdiff.checkpoints.models import (BUNDLED_MODEL, LATENT_DIFFUSION, STUDENT_KEPT,
                                            load_latent_diffusion, student_unet, system_metadata)
 from latentdiff.conditioning import Cond
-from latentdiff.config import (ConsistencyConfig, DataConfig, DistillConfig, LoRAConfig, from_dict,
+from latentdiff.config import (DataConfig, DistillConfig, LoRAConfig, StudentConfig, from_dict,
                                to_dict)
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
@@ -53,8 +53,8 @@ def distill(cfg: DistillConfig, method: str = "lcd", resume: bool = False) -> Pa
         raise UserError(f"unknown distillation method {method!r}; choose one of "
                         f"{', '.join(METHODS)}")
     teacher_metadata = read_metadata(cfg.teacher)
-    if teacher_metadata.get("consistency_config") is not None:
-        raise UserError(f"{cfg.teacher} is a consistency student; distil from a diffusion model")
+    if teacher_metadata.get("student_config") is not None:
+        raise UserError(f"{cfg.teacher} is a distilled student; distil from a diffusion model")
     # the student's checkpoint names its data (eval reads it there)
     cfg = dataclasses.replace(cfg, data=cfg.data or _teacher_data(cfg.teacher, teacher_metadata))
     fabric = make_fabric(cfg.train)
@@ -112,12 +112,12 @@ def _distill(fabric: Fabric, cfg: DistillConfig, lora: LoRAConfig | None, resume
     # the teacher's ODE grid: the lcm spacing's N levels, then σ_min (timestep 0)
     grid = torch.cat([sigma_grid(schedule, cfg.num_intervals, "lcm",
                                  original_steps=cfg.num_intervals)[:-1], schedule.sigmas[:1]])
-    consistency = ConsistencyConfig(sigma_min=float(schedule.sigmas[0]),
-                                    boundary_width=cfg.boundary_width,
-                                    original_steps=cfg.num_intervals, steps=cfg.steps,
-                                    guidance_scale=cfg.guidance_scale if guided else 1.0,
-                                    guidance_min=cfg.guidance_min if guided else 1.0,
-                                    guidance_max=cfg.guidance_max if guided else 1.0)
+    student_cfg = StudentConfig(sigma_min=float(schedule.sigmas[0]),
+                                boundary_width=cfg.boundary_width,
+                                original_steps=cfg.num_intervals, steps=cfg.steps,
+                                guidance_scale=cfg.guidance_scale if guided else 1.0,
+                                guidance_min=cfg.guidance_min if guided else 1.0,
+                                guidance_max=cfg.guidance_max if guided else 1.0)
     unet = seeded(tc.seed, lambda: student_unet(teacher.unet, guided, lora).train())
     ema, target = EMA(unet, cfg.ema_decay), EMA(unet, cfg.target_decay)
     optimizer = make_optimizer([p for p in unet.parameters() if p.requires_grad], tc)
@@ -126,7 +126,7 @@ def _distill(fabric: Fabric, cfg: DistillConfig, lora: LoRAConfig | None, resume
         parts = {k: AdapterView(v, STUDENT_KEPT) for k, v in parts.items()}
     start = 0
     if stored is not None:
-        if stored.get("consistency_config") is None or stored.get("method") != method_name:
+        if stored.get("student_config") is None or stored.get("method") != method_name:
             raise UserError(f"{run.checkpoint} is not a {method_name} distillation run; choose "
                             "another train.out_dir")
         check_same(_fixed(stored["config"]), _fixed(to_dict(cfg)), "the distillation config",
@@ -138,10 +138,10 @@ def _distill(fabric: Fabric, cfg: DistillConfig, lora: LoRAConfig | None, resume
     ema.model.to(fabric.device)
     target.model.to(fabric.device)
     precond = make_preconditioning(schedule, teacher.prediction, teacher.sigma_data)
-    boundary = Boundary.of(consistency)
+    boundary = Boundary.of(student_cfg)
     student = ConsistencyDenoiser(Denoiser(model, precond), boundary)
     target_f = ConsistencyDenoiser(Denoiser(target.model, precond), boundary)
-    student_system = dataclasses.replace(teacher, unet=ema.model, consistency=consistency)
+    student_system = dataclasses.replace(teacher, unet=ema.model, student=student_cfg)
     latent_size = (teacher.image_size // codec.downsampling_factor,) * 2
     conditioner = teacher.conditioner
     cached = conditioner.dataset_conditions(train_data) if conditioner else None
