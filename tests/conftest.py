@@ -51,6 +51,28 @@ def trained_autoencoder(tmp_path_factory):
                                                      "train.checkpoint_every=3"))
 
 
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory):
+    """A tiny text-to-image teacher on 16×16 shapes with condition dropout (guidance works), for the
+    distillation tests."""
+    from latentdiff.train.autoencoder import train_autoencoder
+    from latentdiff.train.diffusion import train_latent_diffusion
+
+    shapes = ["data.dataset=shapes", "data.holdout=100"]
+    text = ["unet.context_dim=32", "conditioning.text.width=32", "conditioning.text.depth=1",
+            "conditioning.text.num_heads=2", "conditioning.text.max_length=16",
+            "conditioning.text.vocab_size=64"]
+    out = tmp_path_factory.mktemp("teacher")
+    ae = train_autoencoder(tiny_autoencoder_config(out / "ae", *shapes, "model.in_channels=3",
+                                                   "train.max_steps=2",
+                                                   "train.checkpoint_every=2"))
+    return train_latent_diffusion(tiny_ldm_config(out / "ldm", ae, *shapes,
+                                                  "unet.num_classes=null",
+                                                  "conditioning.kind=text",
+                                                  "conditioning.drop_prob=0.2", *text,
+                                                  "train.max_steps=20"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Evaluator caches go to one temporary folder per session, never to the user's ~/.cache."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_autoencoder_config, tiny_ldm_config
+from conftest import tiny_ldm_config
 from mixture import MEANS, WEIGHTS, mixture_denoiser, moments, ode_reference, sample_marginal
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.io import read_tensors
@@ -25,15 +25,10 @@ from latentdiff.nn.lora import adaptable_layers, adapter_state, add_lora, merged
 from latentdiff.noise import NoiseSchedule
 from latentdiff.pipelines import generate
 from latentdiff.samplers import SAMPLERS, sigma_grid
-from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
 from latentdiff.train.distill import distill
 from latentdiff.unet import UNetModel
 
-SHAPES = ["data.dataset=shapes", "data.holdout=100"]
-TEXT = ["unet.context_dim=32", "conditioning.text.width=32", "conditioning.text.depth=1",
-        "conditioning.text.num_heads=2", "conditioning.text.max_length=16",
-        "conditioning.text.vocab_size=64"]
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a small red square"] * 2
 
 
@@ -101,20 +96,6 @@ def test_the_lcm_grid_is_a_subset_of_the_distillation_grid():
         assert all(s in full for s in grid[:-1]) and grid[0] == schedule.sigmas[-1]
     with pytest.raises(UserError, match="distilled on"):
         sigma_grid(schedule, 8, "lcm", original_steps=4)
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    """A tiny text-to-image teacher on 16×16 shapes with condition dropout (guidance works)."""
-    out = tmp_path_factory.mktemp("teacher")
-    ae = train_autoencoder(tiny_autoencoder_config(out / "ae", *SHAPES, "model.in_channels=3",
-                                                   "train.max_steps=2",
-                                                   "train.checkpoint_every=2"))
-    return train_latent_diffusion(tiny_ldm_config(out / "ldm", ae, *SHAPES,
-                                                  "unet.num_classes=null",
-                                                  "conditioning.kind=text",
-                                                  "conditioning.drop_prob=0.2", *TEXT,
-                                                  "train.max_steps=20"))
 
 
 def student_config(teacher, out, *extra):

@@ -39,7 +39,10 @@ class DistillConfig:
     (null: squared error). `target_decay`: θ⁻ = EMA of θ (LCM: 0.95; 0: the online weights, as
     iCT). `ema_decay`: the sampling EMA (`unet_ema`). `steps`: the student's default sampling steps
     (and its previews). data: null = the teacher's training data (its checkpoint's config).
-    lora_rank r, lora_alpha α (null: r) for the method lcd-lora: the student is the teacher plus
+    progressive and guided: `halvings` H stages each halve a DDIM student's steps, from
+    `num_intervals` N (trailing spacing) to N/2^H; guided starts with one more stage that distils
+    the guided teacher into an N-step student taking s as an input; each stage is
+    train.max_steps / stages steps. lora_rank r, lora_alpha α (null: r) for the method lcd-lora: the student is the teacher plus
     low-rank adapters (α/r)·B·A on every Linear and Conv2d of the UNet's blocks (`nn/lora.py`), and
     its checkpoint holds only those and the guidance embedding (LCM-LoRA, Luo et al. 2023).
     """
@@ -54,6 +57,7 @@ class DistillConfig:
     ema_decay: float = 0.999
     boundary_width: float = 1e-3
     steps: int = 4
+    halvings: int = 4
     lora_rank: int = 16
     lora_alpha: float | None = None
     data: DataConfig | None = None
@@ -66,6 +70,7 @@ class DistillConfig:
         _check(self.huber_c is None or self.huber_c >= 0, "huber_c must be ≥ 0 (or null)")
         _check(0 <= self.target_decay < 1 and 0 <= self.ema_decay <= 1,
                "target_decay must be in [0, 1) and ema_decay in [0, 1]")
+        _check(self.halvings >= 1, "halvings must be ≥ 1")
         _check(self.lora_rank >= 1 and (self.lora_alpha is None or self.lora_alpha > 0),
                "lora_rank must be ≥ 1 and lora_alpha > 0 (or null: the rank)")
         _check(1 <= self.steps <= self.num_intervals,

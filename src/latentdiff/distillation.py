@@ -1,5 +1,6 @@
-"""Latent consistency distillation (Song et al. 2023, Alg. 2; Luo et al. 2023, LCM Alg. 1) as pure
-functions of denoisers: the teacher's guided one-step ODE solve and the consistency loss.
+"""Distillation losses as pure functions of denoisers: latent consistency distillation (Song et al.
+2023, Alg. 2; Luo et al. 2023, LCM Alg. 1), guided distillation's first stage (Meng et al. 2023) and
+progressive distillation (Salimans & Ho 2022; guided distillation's second stage).
 
 The student f_θ (a `consistency.ConsistencyDenoiser`) learns to give the same origin for two
 adjacent points of one probability-flow ODE trajectory of the guided teacher D̃_s (classifier-free
@@ -13,7 +14,7 @@ guidance folded into the ODE, LCM's augmented PF-ODE):
 with θ⁻ an EMA of θ and d the pseudo-Huber metric √(Δ² + c²) − c per element (Song & Dhariwal 2024,
 Sec. 3.3; LCM's c = 0.001), or the squared error. The student sees s as an input (`Cond.guidance`),
 so it costs one network evaluation per step at any scale. At σ_n = σ_min the boundary makes the
-target x̂_n itself, which anchors the chain.
+target x̂_n itself, which anchors the chain. The other two losses are below with their equations.
 """
 
 import dataclasses
@@ -65,3 +66,41 @@ def consistency_distillation_loss(student: Callable, target: Callable, teacher: 
     if huber_c is None:
         return (prediction.float() - aim.float()).pow(2).flatten(1).mean(1)
     return pseudo_huber(prediction, aim, huber_c)
+
+
+def truncated_snr(sigma: torch.Tensor) -> torch.Tensor:
+    """λ = max(SNR, 1) = max(1/σ², 1) on the x̂₀ error (Salimans & Ho 2022, Sec. 4): the x̂₀ loss
+    at low noise, the v-like loss at high noise. (B,) → (B,)."""
+    return sigma.float().pow(-2).clamp_min(1.0)
+
+
+def guidance_distillation_loss(student: Callable, teacher: Callable, z0: torch.Tensor,
+                               noise: torch.Tensor, sigma: torch.Tensor, cond: Cond,
+                               uncond: Cond, scale: torch.Tensor) -> torch.Tensor:
+    """Stage one of guided distillation (Meng et al. 2023, Eq. 6): the student D_S(x, σ, s) (s in
+    `cond.guidance`) regresses the guided teacher D̃_s = D_u + s·(D_c − D_u) at x = z0 + σ·ε, with
+    λ = max(SNR, 1). Per sample (B,)."""
+    x = z0 + append_dims(sigma, z0) * noise
+    with torch.no_grad():
+        aim = guided_teacher(teacher, x, sigma, dataclasses.replace(cond, guidance=None), uncond,
+                             scale)
+    error = (student(x, sigma, cond).float() - aim.float()).pow(2).flatten(1).mean(1)
+    return truncated_snr(sigma) * error
+
+
+def progressive_distillation_loss(student: Callable, teacher: Callable, z0: torch.Tensor,
+                                  noise: torch.Tensor, sigma: torch.Tensor,
+                                  sigma_mid: torch.Tensor, sigma_next: torch.Tensor,
+                                  cond: Cond) -> torch.Tensor:
+    """Progressive distillation (Salimans & Ho 2022, Alg. 2): two DDIM steps of the teacher,
+    σ → σ_mid → σ_next, give x''; the student's one DDIM step σ → σ_next lands there when its
+    x̂₀ = (x'' − (σ_next/σ)·x)/(1 − σ_next/σ), its target, with λ = max(SNR, 1). Per sample
+    (B,)."""
+    x = z0 + append_dims(sigma, z0) * noise
+    with torch.no_grad():
+        x_mid = ddim_step(x, teacher(x, sigma, cond), sigma, sigma_mid)
+        x_next = ddim_step(x_mid, teacher(x_mid, sigma_mid, cond), sigma_mid, sigma_next)
+        ratio = append_dims(sigma_next / sigma, x)
+        aim = (x_next - ratio * x) / (1 - ratio)
+    error = (student(x, sigma, cond).float() - aim.float()).pow(2).flatten(1).mean(1)
+    return truncated_snr(sigma) * error

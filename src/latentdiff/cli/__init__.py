@@ -78,13 +78,16 @@ def _add_distill(commands_: argparse._SubParsersAction) -> None:
         "Distil a few-step student from a trained teacher (docs/few-step.md). lcd: latent "
         "consistency distillation (LCM) with the guidance scale as a student input "
         "(guidance_min/guidance_max; teachers trained with condition dropout); lcd-lora: the same "
-        "as low-rank adapters on the teacher (lora_rank), a small file that names its teacher. "
+        "as low-rank adapters on the teacher (lora_rank), a small file that names its teacher; "
+        "progressive: DDIM steps halved `halvings` times from num_intervals (any teacher); "
+        "guided: the guided teacher into a student taking s, then halved likewise. "
         "The run folder "
         "(train.out_dir, default runs/distill) is like `train`'s; Ctrl-C saves and --resume "
         "continues bit for bit. Sample the student with `latentdiff sample "
         "runs/distill/checkpoints/last.safetensors --prompt ...`: 4 steps, its guidance scale."))
-    p.add_argument("method", choices=["lcd", "lcd-lora"],
-                   help="lcd: latent consistency distillation; lcd-lora: as adapters")
+    p.add_argument("method", choices=["lcd", "lcd-lora", "progressive", "guided"],
+                   help="lcd: latent consistency distillation; lcd-lora: as adapters; "
+                        "progressive: halve DDIM steps stage by stage; guided: guided distillation")
     p.add_argument("teacher", type=Path,
                    help="the teacher: a latentdiff checkpoint (train or export); `bundled`: the "
                         "bundled emoji model")
