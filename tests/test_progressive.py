@@ -1,6 +1,8 @@
-"""Progressive and guided distillation: the target makes one student step land where two teacher
-steps do, a guided student takes the scale as an input and samples in N/2^H DDIM steps with one pass
-per step, and a run stopped inside a stage resumes bit-identically (the stage's teacher is saved)."""
+"""Progressive and guided distillation, consistency training: the progressive target makes one
+student step land where two teacher steps do, a guided student takes the scale as an input and
+samples in N/2^H DDIM steps with one pass per step, the curricula of ECT and iCT are as published,
+and a run of each method stopped inside a stage resumes bit-identically (a stage's teacher is
+saved)."""
 
 import pytest
 import torch
@@ -8,7 +10,8 @@ import torch
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.io import read_tensors
 from latentdiff.config import DistillConfig, load_config
-from latentdiff.distillation import ddim_step, progressive_distillation_loss
+from latentdiff.distillation import (ddim_step, ect_next_sigma, ict_grid, lognormal_index,
+                                     progressive_distillation_loss)
 from latentdiff.errors import Interrupted, UserError
 from latentdiff.pipelines import generate
 from latentdiff.train.distill import distill
@@ -72,7 +75,8 @@ def test_progressive_refuses_guidance_and_grids_it_cannot_halve(teacher, tmp_pat
 
 
 @pytest.mark.parametrize("method,extra", [("progressive", ()),
-                                          ("guided", ("guidance_max=4", "guidance_scale=2"))])
+                                          ("guided", ("guidance_max=4", "guidance_scale=2")),
+                                          ("ect", ("ct_stages=2",)), ("ict", ())])
 def test_a_run_stopped_inside_a_stage_resumes_bit_identically(teacher, tmp_path, monkeypatch,
                                                               method, extra):
     steps = 6 if method == "guided" else 4
@@ -95,3 +99,26 @@ def test_a_run_stopped_inside_a_stage_resumes_bit_identically(teacher, tmp_path,
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_consistency_training_curricula():
+    sigma = torch.tensor([0.01, 0.5, 3.0, 80.0])
+    assert torch.equal(ect_next_sigma(sigma, 0, 0.002), torch.full((4,), 0.002))
+    gaps = [(sigma - ect_next_sigma(sigma, a, 0.002)) / sigma for a in (3, 4, 5)]
+    torch.testing.assert_close(gaps[0] / gaps[1], torch.full((4,), 2.0))  # halves per stage
+    torch.testing.assert_close(gaps[1] / gaps[2], torch.full((4,), 2.0))
+    first, last = ict_grid(0.002, 80.0, 0, 1000), ict_grid(0.002, 80.0, 999, 1000)
+    assert len(first) == 11 and len(last) == 1281
+    assert first[0] == pytest.approx(0.002) and first[-1] == pytest.approx(80.0)
+    assert (last[1:] > last[:-1]).all()
+    u = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
+    i = lognormal_index(first, u)
+    edges = torch.erf((first.log() + 1.1) / (2 ** 0.5 * 2.0))
+    expected = (edges[1:] - edges[:-1]) / (edges[-1] - edges[0])
+    observed = torch.bincount(i, minlength=10).double() / len(u)
+    torch.testing.assert_close(observed, expected, atol=3e-3, rtol=0)
+
+
+def test_consistency_training_refuses_guidance(teacher, tmp_path):
+    with pytest.raises(UserError, match="cannot fold in guidance"):
+        distill(config(teacher, tmp_path, "guidance_max=4", "train.max_steps=2"), "ect")

@@ -42,7 +42,8 @@ class DistillConfig:
     progressive and guided: `halvings` H stages each halve a DDIM student's steps, from
     `num_intervals` N (trailing spacing) to N/2^H; guided starts with one more stage that distils
     the guided teacher into an N-step student taking s as an input; each stage is
-    train.max_steps / stages steps. lora_rank r, lora_alpha α (null: r) for the method lcd-lora: the student is the teacher plus
+    train.max_steps / stages steps. ect: the pair's gap halves at each of `ct_stages` stages
+    of the run (Geng et al. 2025). lora_rank r, lora_alpha α (null: r) for the method lcd-lora: the student is the teacher plus
     low-rank adapters (α/r)·B·A on every Linear and Conv2d of the UNet's blocks (`nn/lora.py`), and
     its checkpoint holds only those and the guidance embedding (LCM-LoRA, Luo et al. 2023).
     """
@@ -58,6 +59,7 @@ class DistillConfig:
     boundary_width: float = 1e-3
     steps: int = 4
     halvings: int = 4
+    ct_stages: int = 8
     lora_rank: int = 16
     lora_alpha: float | None = None
     data: DataConfig | None = None
@@ -70,7 +72,7 @@ class DistillConfig:
         _check(self.huber_c is None or self.huber_c >= 0, "huber_c must be ≥ 0 (or null)")
         _check(0 <= self.target_decay < 1 and 0 <= self.ema_decay <= 1,
                "target_decay must be in [0, 1) and ema_decay in [0, 1]")
-        _check(self.halvings >= 1, "halvings must be ≥ 1")
+        _check(self.halvings >= 1 and self.ct_stages >= 1, "halvings and ct_stages must be ≥ 1")
         _check(self.lora_rank >= 1 and (self.lora_alpha is None or self.lora_alpha > 0),
                "lora_rank must be ≥ 1 and lora_alpha > 0 (or null: the rank)")
         _check(1 <= self.steps <= self.num_intervals,

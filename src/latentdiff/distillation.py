@@ -104,3 +104,50 @@ def progressive_distillation_loss(student: Callable, teacher: Callable, z0: torc
         aim = (x_next - ratio * x) / (1 - ratio)
     error = (student(x, sigma, cond).float() - aim.float()).pow(2).flatten(1).mean(1)
     return truncated_snr(sigma) * error
+
+
+def consistency_training_loss(student: Callable, target: Callable, z0: torch.Tensor,
+                              noise: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+                              cond: Cond, huber_c: float | None) -> torch.Tensor:
+    """Consistency training (Song et al. 2023, Alg. 3; Song & Dhariwal 2024; Geng et al. 2025):
+    without a teacher, the two points of one trajectory are the same data and noise at two levels,
+    x = z0 + σ·ε and x' = z0 + σ'·ε (σ' < σ), and L = λ·d(f_θ(x, σ), sg[f_θ⁻(x', σ')]) with
+    λ = 1/(σ − σ') (iCT's and ECT's weighting). Per sample (B,); huber_c None: squared error."""
+    with torch.no_grad():
+        aim = target(z0 + append_dims(sigma_next, z0) * noise, sigma_next, cond)
+    prediction = student(z0 + append_dims(sigma, z0) * noise, sigma, cond)
+    if huber_c is None:
+        distance = (prediction.float() - aim.float()).pow(2).flatten(1).mean(1)
+    else:
+        distance = pseudo_huber(prediction, aim, huber_c)
+    return distance / (sigma - sigma_next).float()
+
+
+def ect_next_sigma(sigma: torch.Tensor, stage: int, sigma_min: float, q: float = 2.0,
+                   k: float = 8.0, b: float = 1.0) -> torch.Tensor:
+    """ECT's pair (Geng et al. 2025, Sec. 3): σ' = σ·(1 − n(σ)/q^stage), n(σ) = 1 + k·sigmoid(−b·σ),
+    so the gap shrinks by q at every stage of the curriculum (stage 0: σ' = σ_min, the diffusion
+    loss); never below σ_min. (B,) → (B,)."""
+    ratio = 1 - (1 + k * torch.sigmoid(-b * sigma)) / q ** stage
+    return (sigma * ratio).clamp_min(sigma_min)
+
+
+def ict_grid(sigma_min: float, sigma_max: float, step: int, total: int, s0: int = 10,
+             s1: int = 1280, rho: float = 7.0) -> torch.Tensor:
+    """iCT's discretisation curriculum (Song & Dhariwal 2024, Sec. 3.4): N(k) = min(s0·2^⌊k/K'⌋, s1)
+    + 1 levels, K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋, spaced as Karras et al. (ρ = 7) from σ_min to σ_max;
+    increasing, float64 (N,)."""
+    doublings = int(torch.log2(torch.tensor(s1 // s0, dtype=torch.float64))) + 1
+    n = min(s0 * 2 ** (step // max(1, total // doublings)), s1) + 1
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    return (sigma_min ** (1 / rho) + ramp * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+
+
+def lognormal_index(grid: torch.Tensor, u: torch.Tensor, mean: float = -1.1,
+                    std: float = 2.0) -> torch.Tensor:
+    """i ∈ {0 … N − 2} drawn with p(i) ∝ erf((ln σ_{i+1} − m)/(√2 s)) − erf((ln σ_i − m)/(√2 s))
+    (iCT's discrete lognormal) by inverting the CDF at uniform draws u (B,) → (B,) int64."""
+    edges = torch.erf((grid.log() - mean) / (2 ** 0.5 * std))
+    weights = (edges[1:] - edges[:-1]).clamp_min(0)
+    cdf = torch.cumsum(weights, 0) / weights.sum()
+    return torch.searchsorted(cdf.to(u.device), u.double()).clamp(max=len(weights) - 1)

@@ -80,14 +80,18 @@ def _add_distill(commands_: argparse._SubParsersAction) -> None:
         "(guidance_min/guidance_max; teachers trained with condition dropout); lcd-lora: the same "
         "as low-rank adapters on the teacher (lora_rank), a small file that names its teacher; "
         "progressive: DDIM steps halved `halvings` times from num_intervals (any teacher); "
-        "guided: the guided teacher into a student taking s, then halved likewise. "
+        "guided: the guided teacher into a student taking s, then halved likewise; ect: "
+        "consistency training started from the teacher (Geng et al. 2025); ict: from random "
+        "weights (Song & Dhariwal 2024), the teacher giving only its first stage and data. "
         "The run folder "
         "(train.out_dir, default runs/distill) is like `train`'s; Ctrl-C saves and --resume "
         "continues bit for bit. Sample the student with `latentdiff sample "
         "runs/distill/checkpoints/last.safetensors --prompt ...`: 4 steps, its guidance scale."))
-    p.add_argument("method", choices=["lcd", "lcd-lora", "progressive", "guided"],
+    p.add_argument("method", choices=["lcd", "lcd-lora", "progressive", "guided", "ect", "ict"],
                    help="lcd: latent consistency distillation; lcd-lora: as adapters; "
-                        "progressive: halve DDIM steps stage by stage; guided: guided distillation")
+                        "progressive: halve DDIM steps stage by stage; guided: guided "
+                        "distillation; ect / ict: consistency training from the teacher's "
+                        "weights / from scratch")
     p.add_argument("teacher", type=Path,
                    help="the teacher: a latentdiff checkpoint (train or export); `bundled`: the "
                         "bundled emoji model")

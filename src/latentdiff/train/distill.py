@@ -2,7 +2,8 @@
 
 lcd: latent consistency distillation (`distillation.py`; Luo et al. 2023), the student a copy of
 the teacher's UNet; lcd-lora: the same with low-rank adapters (`nn/lora.py`), the checkpoint then
-holds only the adapters and names its teacher; progressive and guided: `progressive.py`. The run
+holds only the adapters and names its teacher; progressive and guided: `progressive.py`; ect and
+ict (consistency training): `consistency_training.py`. The run
 folder, checkpoints, resume, stop signals, logs and previews are the engine's (`engine.py`); a
 student's checkpoint is a latent-diffusion checkpoint with a `student_config`, so `latentdiff sample
 STUDENT` and `eval` use it directly (multistep consistency sampling, `steps` steps).
@@ -36,7 +37,10 @@ METHODS = {"lcd": "latent consistency distillation, the guidance scale as an inp
            "progressive": "progressive distillation: halve the DDIM steps, stage by stage "
                           "(Salimans & Ho 2022)",
            "guided": "guided distillation: the guided teacher into one student with s as an "
-                     "input, then progressive halving (Meng et al. 2023)"}
+                     "input, then progressive halving (Meng et al. 2023)",
+           "ect": "easy consistency tuning: consistency training started from the teacher "
+                  "(Geng et al. 2025)",
+           "ict": "improved consistency training from random weights (Song & Dhariwal 2024)"}
 
 
 def distill(cfg: DistillConfig, method: str = "lcd", resume: bool = False) -> Path:
@@ -50,6 +54,10 @@ def distill(cfg: DistillConfig, method: str = "lcd", resume: bool = False) -> Pa
         from latentdiff.train.progressive import distill_progressive
 
         return fabric.launch(distill_progressive, cfg, method == "guided", resume)
+    if method in ("ect", "ict"):
+        from latentdiff.train.consistency_training import train_consistency
+
+        return fabric.launch(train_consistency, cfg, method == "ict", resume)
     lora = None
     if method == "lcd-lora":
         lora = LoRAConfig(cfg.lora_rank, cfg.lora_alpha or float(cfg.lora_rank))

@@ -1,0 +1,100 @@
+"""Consistency training without a teacher in the loss: `latentdiff distill ect|ict TEACHER`.
+
+ect (easy consistency tuning, Geng et al. 2025): the student starts from the diffusion model and
+the pair of levels tightens along a curriculum: σ ~ lognormal(−1.1, 2.0), σ' = σ·(1 − n(σ)/2^a) at
+stage a of `ct_stages` (stage 0 is the diffusion loss itself), λ = 1/(σ − σ'). ict (improved
+consistency training, Song & Dhariwal 2024): the student starts from random weights of the
+teacher's architecture; adjacent levels of a Karras grid whose size doubles along the run (10 …
+1280 intervals), drawn by a discrete lognormal. Both use the online weights as the target
+(θ⁻ = sg[θ]), the pseudo-Huber metric and the consistency boundary at the schedule's σ_min; the
+"teacher" checkpoint gives the first stage, the conditioner and the data (its UNet only ect's
+start). The students are unguided (no teacher, so no guidance to fold in): sample them at s = 1.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from lightning_fabric import Fabric
+
+from latentdiff.checkpoints.io import prefixed
+from latentdiff.checkpoints.models import LATENT_DIFFUSION, student_unet, system_metadata
+from latentdiff.config import DistillConfig, StudentConfig, to_dict
+from latentdiff.consistency import Boundary, ConsistencyDenoiser
+from latentdiff.denoiser import Denoiser
+from latentdiff.distillation import (consistency_training_loss, ect_next_sigma, ict_grid,
+                                     lognormal_index)
+from latentdiff.errors import UserError
+from latentdiff.preconditioning import make_preconditioning
+from latentdiff.train.distill import check_resumable
+from latentdiff.train.ema import EMA
+from latentdiff.train.engine import Run, make_optimizer, resume_state, seeded, train_state
+from latentdiff.train.students import TeacherData, teacher_reference, training_loop, write_preview
+from latentdiff.unet import UNetModel
+
+P_MEAN, P_STD = -1.1, 2.0  # ECT's and iCT's lognormal noise distribution
+
+
+def train_consistency(fabric: Fabric, cfg: DistillConfig, from_scratch: bool, resume: bool) -> Path:
+    tc = cfg.train
+    method = "ict" if from_scratch else "ect"
+    if cfg.guidance_max > 1.0:
+        raise UserError(f"{method} trains without a teacher, so it cannot fold in guidance; keep "
+                        "guidance_max=1 (lcd or guided distil a guided teacher)")
+    run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
+    stored = run.start(resume)
+    source = TeacherData.of(cfg, fabric.device)
+    teacher = source.teacher
+    schedule = teacher.schedule
+    sigma_min, sigma_max = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
+    student_cfg = StudentConfig(sigma_min=sigma_min, boundary_width=cfg.boundary_width,
+                                original_steps=cfg.num_intervals, steps=cfg.steps)
+    unet = seeded(tc.seed, lambda: (UNetModel(teacher.unet.config) if from_scratch
+                                    else student_unet(teacher.unet, False)).train())
+    ema = EMA(unet, cfg.ema_decay)
+    optimizer = make_optimizer(unet.parameters(), tc)
+    start = 0
+    if stored is not None:
+        check_resumable(run, stored, cfg, method, keep_steps=True)
+        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION,
+                             {"unet": unet, "unet_ema": ema.model}, {"optimizer": optimizer})
+        ema.num_updates = int(stored["train_state"]["ema_updates"])
+    model, optimizer = fabric.setup(unet, optimizer)
+    ema.model.to(fabric.device)
+    precond = make_preconditioning(schedule, teacher.prediction, teacher.sigma_data)
+    boundary = Boundary.of(student_cfg)
+    student = ConsistencyDenoiser(Denoiser(model, precond), boundary)
+    target = ConsistencyDenoiser(Denoiser(unet, precond), boundary)  # θ⁻ = sg[θ]: no_grad there
+    system = dataclasses.replace(teacher, unet=ema.model, student=student_cfg)
+    shared = source.shared_tensors(None)
+
+    def save(step: int) -> None:
+        tensors = {**prefixed("unet.", unet.state_dict()),
+                   **prefixed("unet_ema.", ema.model.state_dict())}
+        run.save({**tensors, **shared}, {"optimizer": optimizer},
+                 {**system_metadata(system), "config": to_dict(cfg), "method": method,
+                  "teacher": teacher_reference(cfg.teacher),
+                  **train_state(step, fabric, ema_updates=ema.num_updates)})
+
+    def levels(step: int, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(σ, σ') (B,) of this step's pairs."""
+        if from_scratch:
+            grid = ict_grid(sigma_min, sigma_max, step, tc.max_steps).to(u.device)
+            i = lognormal_index(grid, u, P_MEAN, P_STD)
+            return grid[i + 1].float(), grid[i].float()
+        normal = 2 ** 0.5 * torch.erfinv((2 * u - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+        sigma = (P_MEAN + P_STD * normal).exp().clamp(sigma_min * 1.01, sigma_max)
+        stage = step * cfg.ct_stages // tc.max_steps
+        return sigma, ect_next_sigma(sigma, stage, sigma_min)
+
+    def loss_of(step: int) -> torch.Tensor:
+        b = source.batch(cfg, step, fabric)
+        sigma, sigma_next = levels(step, b.u)
+        return consistency_training_loss(student, target, b.z0, b.noise, sigma, sigma_next,
+                                         b.cond, cfg.huber_c).mean()
+
+    run.open(cfg, start)
+    training_loop(run, fabric, cfg, start, tc.max_steps, loss_of, model, optimizer,
+                  lambda step: ema.update(unet), save,
+                  lambda done: write_preview(run, system, source.data, done))
+    return run.checkpoint
