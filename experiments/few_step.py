@@ -61,9 +61,9 @@ def cached(folder: Path, key: str, compute) -> dict:
     return store[key]
 
 
-def distillation_minutes(checkpoint: Path) -> float | None:
-    """The training-loop minutes of a student's run (its metrics.jsonl beside checkpoints/)."""
-    log = Path(checkpoint).parent.parent / "metrics.jsonl"
+def distillation_minutes(run: Path) -> float | None:
+    """The training-loop minutes of a student's run folder (its metrics.jsonl)."""
+    log = Path(run) / "metrics.jsonl"
     if not log.is_file():
         return None
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -138,6 +138,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", type=Path, default=None, help="default: the bundled emoji model")
     p.add_argument("--student", action="append", default=[], metavar="NAME=CHECKPOINT")
+    p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_FOLDER",
+                   help="where a student's distillation log is, when not beside its checkpoint "
+                        "(an exported student)")
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--guidance", type=float, default=3.0)
@@ -158,6 +161,7 @@ def main() -> None:
     for item in args.student:
         name, _, path = item.partition("=")
         students[name] = (Path(path), load_latent_diffusion(path))
+    runs = {k: Path(v) for k, _, v in (item.partition("=") for item in args.run)}
     seeds, s = range(args.seeds), args.guidance
     configs = [("teacher", teacher, sampler, nfe // 2 if s != 1 else nfe, nfe)
                for sampler in args.samplers for nfe in args.nfe]
@@ -187,7 +191,7 @@ def main() -> None:
                "guidance": s, "seeds": args.seeds,
                "samplers_nfe_per_step": {k: SAMPLERS[k].nfe_per_step for k in args.samplers},
                "students": {k: {"checkpoint": shown_path(v[0]),
-                                "minutes": distillation_minutes(v[0])}
+                                "minutes": distillation_minutes(runs.get(k, v[0].parent.parent))}
                             for k, v in students.items()},
                "baselines": baselines, "rows": rows}
     print(write_report(args.name, TITLE, results, render, provenance, plot))
