@@ -124,7 +124,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     (`sigma_grid`); a sample that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²),
     what CompVis's DDIM returns there. sampler_options go to the sampler (e.g. eta). sampler, steps,
     spacing, guidance_scale and original_steps (the lcm grid's) left None are the model's
-    (`LatentDiffusion.sampling_defaults`: DDIM, 50 steps, no guidance; a consistency model's own).
+    (`LatentDiffusion.sampling_defaults`: DDIM, 50 steps, no guidance; a student's own).
     A student that embeds the guidance scale takes s as an input: one network evaluation per step.
     """
     given = {"sampler": sampler, "steps": steps, "spacing": spacing,

@@ -28,8 +28,9 @@ from latentdiff.errors import UserError
 from latentdiff.preconditioning import make_preconditioning
 from latentdiff.train.distill import check_resumable
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import Run, make_optimizer, resume_state, seeded, train_state
-from latentdiff.train.students import TeacherData, teacher_reference, training_loop, write_preview
+from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, train_state,
+                                     training_loop)
+from latentdiff.train.students import TeacherData, teacher_reference, write_preview
 from latentdiff.unet import UNetModel
 
 P_MEAN, P_STD = -1.1, 2.0  # ECT's and iCT's lognormal noise distribution
@@ -94,7 +95,7 @@ def train_consistency(fabric: Fabric, cfg: DistillConfig, from_scratch: bool, re
                                          b.cond, cfg.huber_c).mean()
 
     run.open(cfg, start)
-    training_loop(run, fabric, cfg, start, tc.max_steps, loss_of, model, optimizer,
+    training_loop(run, fabric, tc, start, "distill", loss_of, model, optimizer,
                   lambda step: ema.update(unet), save,
                   lambda done: write_preview(run, system, source.data, done))
     return run.checkpoint

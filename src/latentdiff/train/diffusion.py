@@ -35,11 +35,9 @@ from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.posthoc_ema import PostHocEMA
-from latentdiff.train.engine import (Run, check_finite, check_same, due,
-                                     make_fabric, make_optimizer,
-                                     mean_over_processes, optimizer_step, resume_state,
-                                     seeded, step_generator,
-                                     train_state, training_progress)
+from latentdiff.train.engine import (Run, check_same, due, make_fabric, make_optimizer,
+                                     resume_state, seeded, step_generator, train_state,
+                                     training_loop)
 from latentdiff.unet import UNetModel
 from latentdiff.weighting import LearnedLogVariance, loss_weight, with_learned_variance
 
@@ -165,52 +163,39 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  {**system_metadata(ema_system), "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
+    def loss_of(step: int) -> torch.Tensor:
+        generator = step_generator(tc.seed, step)
+        index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
+        posterior_noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
+        sigma = draw_sigmas(cfg.objective, schedule, sigma_data, tc.batch_size, generator)
+        noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
+        index, posterior_noise, sigma, noise = (
+            rank_slice(v, fabric.global_rank, fabric.world_size)
+            for v in (index, posterior_noise, sigma, noise))
+        z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
+        cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
+                               cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions)
+        cond = cond.to(fabric.device)
+        sigma = sigma.to(fabric.device)
+        loss = denoising_loss(denoiser, z0, sigma, noise.to(fabric.device), cond,
+                              loss_weight(cfg.objective, sigma, sigma_data))
+        if u is not None:
+            loss = with_learned_variance(loss, u(sigma))
+        return loss.mean()
+
+    def after_step(step: int) -> None:
+        ema.update(network)
+        if posthoc is not None:
+            posthoc.update(network)
+
+    def snapshot(done: int, last: bool, stopping: bool) -> None:
+        if posthoc is not None and fabric.is_global_zero and due(
+                done, cfg.posthoc_ema.snapshot_every, last or stopping):
+            posthoc.snapshot(done)
+
     run.open(cfg, start)
-    with run.signals, training_progress(start, tc.max_steps, "diffusion", fabric) as progress:
-        run.start_clock()
-        for step in range(start, tc.max_steps):
-            generator = step_generator(tc.seed, step)
-            index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
-            posterior_noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
-            sigma = draw_sigmas(cfg.objective, schedule, sigma_data, tc.batch_size, generator)
-            noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
-            index, posterior_noise, sigma, noise = (
-                rank_slice(v, fabric.global_rank, fabric.world_size)
-                for v in (index, posterior_noise, sigma, noise))
-            z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
-            cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
-                                   cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions)
-            cond = cond.to(fabric.device)
-            sigma = sigma.to(fabric.device)
-            loss = denoising_loss(denoiser, z0, sigma, noise.to(fabric.device), cond,
-                                  loss_weight(cfg.objective, sigma, sigma_data))
-            if u is not None:
-                loss = with_learned_variance(loss, u(sigma))
-            loss = loss.mean()
-            check_finite(loss, step)
-            optimizer_step(fabric, model, optimizer, loss, tc, step)
-            ema.update(network)
-            if posthoc is not None:
-                posthoc.update(network)
-            done = step + 1
-            progress.update()
-            out_of_time, stopping = run.should_stop(tc.max_minutes)
-            last = done == tc.max_steps or out_of_time
-            if due(done, tc.log_every, last or stopping):
-                value = mean_over_processes(fabric, loss)
-                run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
-                progress.set_postfix(loss=f"{value:.4f}", refresh=False)
-            if due(done, tc.sample_every, last):
-                _write_samples(run, ema_system, cfg, train_data, done)
-            if posthoc is not None and fabric.is_global_zero and due(
-                    done, cfg.posthoc_ema.snapshot_every, last or stopping):
-                posthoc.snapshot(done)
-            if due(done, tc.checkpoint_every, last or stopping):
-                save(done)
-            if stopping and not last:
-                raise run.interrupted(done)
-            if last:
-                break
+    training_loop(run, fabric, tc, start, "diffusion", loss_of, model, optimizer, after_step, save,
+                  lambda done: _write_samples(run, ema_system, cfg, train_data, done), snapshot)
     return run.checkpoint
 
 

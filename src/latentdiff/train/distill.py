@@ -28,9 +28,9 @@ from latentdiff.preconditioning import make_preconditioning
 from latentdiff.samplers import sigma_grid
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, resume_state,
-                                     seeded, train_state)
+                                     seeded, train_state, training_loop)
 from latentdiff.train.students import (TeacherData, fixed, resolved, teacher_reference,
-                                       training_loop, write_preview)
+                                       write_preview)
 
 METHODS = {"lcd": "latent consistency distillation, the guidance scale as an input (LCM)",
            "lcd-lora": "the same with low-rank adapters on the teacher's weights (LCM-LoRA)",
@@ -125,7 +125,7 @@ def _distill(fabric: Fabric, cfg: DistillConfig, lora: LoRAConfig | None, resume
         target.update(unet)
 
     run.open(cfg, start)
-    training_loop(run, fabric, cfg, start, tc.max_steps, loss_of, model, optimizer, after_step,
+    training_loop(run, fabric, tc, start, "distill", loss_of, model, optimizer, after_step,
                   save, lambda done: write_preview(run, student_system, source.data, done))
     return run.checkpoint
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -332,3 +333,39 @@ def mean_over_processes(fabric: Fabric, value: torch.Tensor) -> float:
 
 def train_state(step: int, fabric: Fabric, **extra) -> dict:
     return {"train_state": {"step": step, "world_size": fabric.world_size, **extra}}
+
+
+def training_loop(run: Run, fabric: Fabric, cfg: TrainConfig, start: int, what: str,
+                  loss_of: Callable[[int], torch.Tensor], model: nn.Module,
+                  optimizer: torch.optim.Optimizer, after_step: Callable[[int], None],
+                  save: Callable[[int], None], preview: Callable[[int], None],
+                  periodic: Callable[[int, bool, bool], None] | None = None) -> None:
+    """Steps start … cfg.max_steps − 1 of a training run: loss_of(step), the optimiser step,
+    after_step(step) (EMA updates), then, after step `done`: the log, the preview grid (rank 0),
+    periodic(done, last, stopping) (e.g. post-hoc EMA snapshots), the checkpoint; the time budget
+    and stop signals end the loop after a saved step (a stop signal raises `Interrupted`)."""
+    with run.signals, training_progress(start, cfg.max_steps, what, fabric) as progress:
+        run.start_clock()
+        for step in range(start, cfg.max_steps):
+            loss = loss_of(step)
+            check_finite(loss, step)
+            optimizer_step(fabric, model, optimizer, loss, cfg, step)
+            after_step(step)
+            done = step + 1
+            progress.update()
+            out_of_time, stopping = run.should_stop(cfg.max_minutes)
+            last = done == cfg.max_steps or out_of_time
+            if due(done, cfg.log_every, last or stopping):
+                value = mean_over_processes(fabric, loss)
+                run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
+                progress.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if due(done, cfg.sample_every, last) and fabric.is_global_zero:
+                preview(done)
+            if periodic is not None:
+                periodic(done, last, stopping)
+            if due(done, cfg.checkpoint_every, last or stopping):
+                save(done)
+            if stopping and not last:
+                raise run.interrupted(done)
+            if last:
+                break

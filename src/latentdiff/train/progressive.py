@@ -31,8 +31,9 @@ from latentdiff.preconditioning import make_preconditioning
 from latentdiff.samplers import sigma_grid
 from latentdiff.train.distill import check_resumable
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import Run, make_optimizer, resume_state, seeded, train_state
-from latentdiff.train.students import TeacherData, teacher_reference, training_loop, write_preview
+from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, train_state,
+                                     training_loop)
+from latentdiff.train.students import TeacherData, teacher_reference, write_preview
 from latentdiff.unet import UNetModel
 
 
@@ -130,7 +131,7 @@ def distill_progressive(fabric: Fabric, cfg: DistillConfig, guided_method: bool,
                                              fine[2 * j + 1], fine[2 * j + 2], b.cond).mean()
 
     run.open(cfg, start)
-    training_loop(run, fabric, cfg, start, tc.max_steps, loss_of, model, optimizer,
+    training_loop(run, fabric, tc, start, "distill", loss_of, model, optimizer,
                   lambda step: ema.update(unet), save,
                   lambda done: write_preview(run, system, source.data, done))
     return run.checkpoint

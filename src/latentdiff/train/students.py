@@ -1,7 +1,7 @@
 """What every distillation method shares (`distill.py`: consistency distillation; `progressive.py`:
 progressive and guided distillation): the frozen teacher with its training latents and conditions,
-the batch of a step, the student's checkpoint contents, the training loop's bookkeeping and the
-preview grid.
+the batch of a step, the student's checkpoint contents and the preview grid (the loop's
+bookkeeping is the engine's `training_loop`).
 
 A student starts from the teacher's UNet (plus a zero-initialised guidance embedding when it is
 guided: the teacher was trained with condition dropout and guidance_max > 1) and shares the
@@ -10,7 +10,6 @@ training data (its checkpoint's config, or `data`), encoded once as in `train`.
 """
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,7 @@ from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.pipelines.generate import null_condition
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, preview_conditions
-from latentdiff.train.engine import (Run, check_finite, due, mean_over_processes, optimizer_step,
-                                     step_generator, training_progress)
+from latentdiff.train.engine import Run, step_generator
 
 
 def resolved(cfg: DistillConfig) -> DistillConfig:
@@ -141,39 +139,6 @@ class TeacherData:
             shared.update({k: v for p in ("conditioner.", "conditioner_ema.")
                            for k, v in prefixed(p, conditioner.state_dict()).items()})
         return shared
-
-
-def training_loop(run: Run, fabric: Fabric, cfg: DistillConfig, start: int, total: int,
-                  loss_of: Callable[[int], torch.Tensor], model, optimizer,
-                  after_step: Callable[[int], None], save: Callable[[int], None],
-                  preview: Callable[[int], None]) -> None:
-    """Steps start … total − 1: loss_of(step), the optimiser step, after_step(step) (EMA
-    updates), then logging, previews, checkpoints, the time budget and stop signals as in
-    `train`."""
-    tc = cfg.train
-    with run.signals, training_progress(start, total, "distill", fabric) as progress:
-        run.start_clock()
-        for step in range(start, total):
-            loss = loss_of(step)
-            check_finite(loss, step)
-            optimizer_step(fabric, model, optimizer, loss, tc, step)
-            after_step(step)
-            done = step + 1
-            progress.update()
-            out_of_time, stopping = run.should_stop(tc.max_minutes)
-            last = done == total or out_of_time
-            if due(done, tc.log_every, last or stopping):
-                value = mean_over_processes(fabric, loss)
-                run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
-                progress.set_postfix(loss=f"{value:.4f}", refresh=False)
-            if due(done, tc.sample_every, last) and fabric.is_global_zero:
-                preview(done)
-            if due(done, tc.checkpoint_every, last or stopping):
-                save(done)
-            if stopping and not last:
-                raise run.interrupted(done)
-            if last:
-                break
 
 
 def write_preview(run: Run, system: LatentDiffusion, data: ImageData, step: int) -> None:
