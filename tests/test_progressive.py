@@ -11,7 +11,7 @@ from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.io import read_tensors
 from latentdiff.config import DistillConfig, load_config
 from latentdiff.distillation import (ddim_step, ect_next_sigma, ict_grid, lognormal_index,
-                                     progressive_distillation_loss)
+                                     progressive_distillation_loss, truncated_lognormal)
 from latentdiff.errors import Interrupted, UserError
 from latentdiff.pipelines import generate
 from latentdiff.train.distill import distill
@@ -117,6 +117,11 @@ def test_consistency_training_curricula():
     expected = (edges[1:] - edges[:-1]) / (edges[-1] - edges[0])
     observed = torch.bincount(i, minlength=10).double() / len(u)
     torch.testing.assert_close(observed, expected, atol=3e-3, rtol=0)
+    sigma = truncated_lognormal(u, 0.1, 14.6)
+    assert sigma.min() >= 0.1 and sigma.max() <= 14.6
+    inside = torch.special.ndtr((torch.tensor([0.1, 1.0, 14.6]).log() + 1.1) / 2.0)
+    share_below_1 = (inside[1] - inside[0]) / (inside[2] - inside[0])
+    assert (sigma < 1.0).double().mean().item() == pytest.approx(share_below_1.item(), abs=3e-3)
 
 
 def test_consistency_training_refuses_guidance(teacher, tmp_path):

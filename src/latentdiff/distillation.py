@@ -18,6 +18,7 @@ target x̂_n itself, which anchors the chain. The other two losses are below wit
 """
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
@@ -130,6 +131,16 @@ def ect_next_sigma(sigma: torch.Tensor, stage: int, sigma_min: float, q: float =
     loss); never below σ_min. (B,) → (B,)."""
     ratio = 1 - (1 + k * torch.sigmoid(-b * sigma)) / q ** stage
     return (sigma * ratio).clamp_min(sigma_min)
+
+
+def truncated_lognormal(u: torch.Tensor, low: float, high: float, mean: float = -1.1,
+                        std: float = 2.0) -> torch.Tensor:
+    """σ with ln σ ~ N(mean, std²) truncated to [low, high], by inverting its CDF at uniform draws
+    u (B,) → (B,) float32 (ECT's and iCT's noise distribution, P_mean = −1.1, P_std = 2.0)."""
+    a, b = (torch.special.ndtr(torch.tensor((math.log(v) - mean) / std, dtype=torch.float64))
+            for v in (low, high))
+    p = (a + u.double() * (b - a)).clamp(1e-12, 1 - 1e-12)
+    return (mean + std * torch.special.ndtri(p)).exp().clamp(low, high).float()
 
 
 def ict_grid(sigma_min: float, sigma_max: float, step: int, total: int, s0: int = 10,

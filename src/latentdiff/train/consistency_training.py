@@ -1,7 +1,8 @@
 """Consistency training without a teacher in the loss: `latentdiff distill ect|ict TEACHER`.
 
 ect (easy consistency tuning, Geng et al. 2025): the student starts from the diffusion model and
-the pair of levels tightens along a curriculum: σ ~ lognormal(−1.1, 2.0), σ' = σ·(1 − n(σ)/2^a) at
+the pair of levels tightens along a curriculum: σ ~ lognormal(−1.1, 2.0) truncated to the levels the
+student samples at (from the lcm grid's lowest to σ_max), σ' = σ·(1 − n(σ)/2^a) at
 stage a of `ct_stages` (stage 0 is the diffusion loss itself), λ = 1/(σ − σ'). ict (improved
 consistency training, Song & Dhariwal 2024): the student starts from random weights of the
 teacher's architecture; adjacent levels of a Karras grid whose size doubles along the run (10 …
@@ -23,9 +24,10 @@ from latentdiff.config import DistillConfig, StudentConfig, to_dict
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.distillation import (consistency_training_loss, ect_next_sigma, ict_grid,
-                                     lognormal_index)
+                                     lognormal_index, truncated_lognormal)
 from latentdiff.errors import UserError
 from latentdiff.preconditioning import make_preconditioning
+from latentdiff.samplers import sigma_grid
 from latentdiff.train.distill import check_resumable
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, train_state,
@@ -48,6 +50,10 @@ def train_consistency(fabric: Fabric, cfg: DistillConfig, from_scratch: bool, re
     teacher = source.teacher
     schedule = teacher.schedule
     sigma_min, sigma_max = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
+    # ect's σ: not below the lowest level the student samples at (the lcm grid's last), where
+    # the sharp boundary's c_out ≈ 1; nearer σ_min, c_out/(σ − σ') → 1/b would swamp the gradient
+    sigma_lo = float(sigma_grid(schedule, cfg.num_intervals, "lcm",
+                                original_steps=cfg.num_intervals)[-2])
     student_cfg = StudentConfig(sigma_min=sigma_min, boundary_width=cfg.boundary_width,
                                 original_steps=cfg.num_intervals, steps=cfg.steps)
     unet = seeded(tc.seed, lambda: (UNetModel(teacher.unet.config) if from_scratch
@@ -83,8 +89,7 @@ def train_consistency(fabric: Fabric, cfg: DistillConfig, from_scratch: bool, re
             grid = ict_grid(sigma_min, sigma_max, step, tc.max_steps).to(u.device)
             i = lognormal_index(grid, u, P_MEAN, P_STD)
             return grid[i + 1].float(), grid[i].float()
-        normal = 2 ** 0.5 * torch.erfinv((2 * u - 1).clamp(-1 + 1e-6, 1 - 1e-6))
-        sigma = (P_MEAN + P_STD * normal).exp().clamp(sigma_min * 1.01, sigma_max)
+        sigma = truncated_lognormal(u, sigma_lo, sigma_max)
         stage = step * cfg.ct_stages // tc.max_steps
         return sigma, ect_next_sigma(sigma, stage, sigma_min)
 
