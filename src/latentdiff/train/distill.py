@@ -18,7 +18,7 @@ from lightning_fabric import Fabric
 from latentdiff.checkpoints.io import prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, STUDENT_KEPT, student_unet,
                                            system_metadata)
-from latentdiff.config import DistillConfig, LoRAConfig, StudentConfig, to_dict
+from latentdiff.config import DistillConfig, LoRAConfig, StudentConfig, from_dict, to_dict
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.distillation import consistency_distillation_loss
@@ -137,8 +137,9 @@ def check_resumable(run: Run, stored: dict, cfg: DistillConfig, method: str,
     if stored.get("student_config") is None or stored.get("method") != method:
         raise UserError(f"{run.checkpoint} is not a {method} distillation run; choose another "
                         "train.out_dir")
+    # through the dataclass: keys a later version added compare at their defaults
+    before = to_dict(from_dict(DistillConfig, stored["config"]))
     if keep_steps:
-        check_same(stored["config"], to_dict(cfg), "the distillation config", run.checkpoint)
+        check_same(before, to_dict(cfg), "the distillation config", run.checkpoint)
     else:
-        check_same(fixed(stored["config"]), fixed(to_dict(cfg)), "the distillation config",
-                   run.checkpoint)
+        check_same(fixed(before), fixed(to_dict(cfg)), "the distillation config", run.checkpoint)
