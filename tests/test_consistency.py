@@ -249,3 +249,20 @@ def test_guided_distillation_needs_a_teacher_with_an_unconditional_mode(tmp_path
     assert (tmp_path / "c" / "samples" / "step-0000001.png").is_file()
     images = generate(student, [0, 1], class_labels=[3, 4], steps=2)
     assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["distill", "lcd", "{teacher}", "guidance_max=0.5"], "guidance_max=0.5 must hold"),
+    (["distill", "lcd", "{missing}"], "does not exist"),
+    (["distill", "lcm", "{teacher}"], "invalid choice"),
+    (["distill", "progressive", "{teacher}", "num_intervals=50"], "cannot be halved"),
+    (["distill", "lcd", "{teacher}", "steps=80"], "num_intervals=50"),
+    (["distill", "lcd", "{teacher}", "lora_rank=0"], "lora_rank must be"),
+])
+def test_distill_bad_input_is_one_line_before_any_work(teacher, tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    argv = [a.format(teacher=teacher, missing=tmp_path / "none.safetensors") for a in argv]
+    assert main([*argv, f"train.out_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

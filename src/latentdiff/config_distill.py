@@ -68,7 +68,9 @@ class DistillConfig:
     def __post_init__(self):
         _check(2 <= self.num_intervals, "num_intervals must be ≥ 2")
         _check(0 <= self.guidance_min <= self.guidance_scale <= self.guidance_max,
-               "need 0 ≤ guidance_min ≤ guidance_scale ≤ guidance_max")
+               f"guidance_min={self.guidance_min:g} ≤ guidance_scale={self.guidance_scale:g} ≤ "
+               f"guidance_max={self.guidance_max:g} must hold (all ≥ 0); e.g. guidance_min=1 "
+               "guidance_scale=3 guidance_max=6")
         _check(self.huber_c is None or self.huber_c >= 0, "huber_c must be ≥ 0 (or null)")
         _check(0 <= self.target_decay < 1 and 0 <= self.ema_decay <= 1,
                "target_decay must be in [0, 1) and ema_decay in [0, 1]")
