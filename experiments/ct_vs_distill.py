@@ -15,7 +15,6 @@ in the classifier's features (MNIST is labelled). Real-vs-real baselines at the 
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,8 @@ from latentdiff.evaluation.sample_quality import evaluate_checkpoint_quality
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
 from latentdiff.train.distill import distill
-# experiments/report.py (the script's folder)
+# experiments/ (the script's folder)
+from few_step import distillation_minutes
 from report import Provenance, shown_path, write_report
 
 TITLE = "Consistency training against distillation at 1 and 2 steps"
@@ -40,12 +40,6 @@ METHODS = {
     "ect": ([], {1: "last", 2: "last"}),
     "ict": ([], {1: "last", 2: "last"}),
 }
-
-
-def minutes(run: Path) -> float:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-               if line.strip()]
-    return round(records[-1]["time_s"] / 60, 2)
 
 
 def teacher(root: Path, data: list[str], unconditional: bool) -> Path:
@@ -110,7 +104,7 @@ def main() -> None:
     seeds = tuple(range(args.seeds))
     rows = []
     for steps in (50, 2, 1):
-        rows.append({"model": "teacher (DDIM)", "steps": steps, "minutes": minutes(root / "ldm"),
+        rows.append({"model": "teacher (DDIM)", "steps": steps, "minutes": distillation_minutes(root / "ldm"),
                      **score(teacher_model, data_cfg, seeds, not unconditional, sampler="ddim",
                              steps=steps)})
         print(rows[-1], flush=True)
@@ -128,13 +122,13 @@ def main() -> None:
             path = checkpoint if which == "last" else (
                 checkpoint.parent / f"step-{5 * (total // 6):07d}.safetensors")
             model = load_latent_diffusion(path)
-            rows.append({"model": method, "steps": steps, "minutes": minutes(out),
+            rows.append({"model": method, "steps": steps, "minutes": distillation_minutes(out),
                          "checkpoint": shown_path(path),
                          **score(model, data_cfg, seeds, not unconditional, steps=steps)})
             print(rows[-1], flush=True)
     results = {"dataset": args.dataset, "conditional": not unconditional,
                "teacher": shown_path(teacher_checkpoint), "teacher_minutes":
-               round(minutes(root / "ldm") + minutes(root / "autoencoder"), 2),
+               round(distillation_minutes(root / "ldm") + distillation_minutes(root / "autoencoder"), 2),
                "student_steps": args.student_steps, "batch_size": args.batch_size,
                "seeds": args.seeds, "rows": rows}
     print(write_report(args.name or f"ct-vs-distill-{args.dataset}", TITLE, results, render,

@@ -62,12 +62,14 @@ def cached(folder: Path, key: str, compute) -> dict:
 
 
 def distillation_minutes(run: Path) -> float | None:
-    """The training-loop minutes of a student's run folder (its metrics.jsonl)."""
+    """The training-loop minutes of a student's run folder (its metrics.jsonl), over all of its
+    sessions: time_s restarts at 0 when a run is resumed, so each session's last time is added."""
     log = Path(run) / "metrics.jsonl"
     if not log.is_file():
         return None
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return round(records[-1]["time_s"] / 60, 2) if records else None
+    times = [json.loads(line)["time_s"] for line in log.read_text().splitlines() if line.strip()]
+    total = sum(t for t, after in zip(times, times[1:]) if after < t) + (times[-1] if times else 0)
+    return round(total / 60, 2) if times else None
 
 
 def row_of(report, name: str, sampler: str, steps: int, nfe: int) -> dict:
