@@ -104,7 +104,8 @@ def main() -> None:
     seeds = tuple(range(args.seeds))
     rows = []
     for steps in (50, 2, 1):
-        rows.append({"model": "teacher (DDIM)", "steps": steps, "minutes": distillation_minutes(root / "ldm"),
+        rows.append({"model": "teacher (DDIM)", "steps": steps,
+                     "minutes": distillation_minutes(root / "ldm"),
                      **score(teacher_model, data_cfg, seeds, not unconditional, sampler="ddim",
                              steps=steps)})
         print(rows[-1], flush=True)
@@ -127,8 +128,9 @@ def main() -> None:
                          **score(model, data_cfg, seeds, not unconditional, steps=steps)})
             print(rows[-1], flush=True)
     results = {"dataset": args.dataset, "conditional": not unconditional,
-               "teacher": shown_path(teacher_checkpoint), "teacher_minutes":
-               round(distillation_minutes(root / "ldm") + distillation_minutes(root / "autoencoder"), 2),
+               "teacher": shown_path(teacher_checkpoint),
+               "teacher_minutes": round(distillation_minutes(root / "ldm")
+                                        + distillation_minutes(root / "autoencoder"), 2),
                "student_steps": args.student_steps, "batch_size": args.batch_size,
                "seeds": args.seeds, "rows": rows}
     print(write_report(args.name or f"ct-vs-distill-{args.dataset}", TITLE, results, render,
