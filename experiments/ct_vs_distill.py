@@ -65,7 +65,8 @@ def score(model, data_cfg, seeds, conditional: bool, **options) -> dict:
 def render(results: dict) -> list[str]:
     rows = results["rows"]
     first = rows[0]
-    lines = [(f"Dataset: {results['dataset']} ({'class-conditional' if results['conditional'] else 'unconditional'}); "
+    kind = "class-conditional" if results["conditional"] else "unconditional"
+    lines = [(f"Dataset: {results['dataset']} ({kind}); "
               f"teacher `{results['teacher']}` ({results['teacher_minutes']} min of training); each "
               f"student {results['student_steps']} steps of batch {results['batch_size']}. n = "
               f"{first['n']} samples per seed, {results['seeds']} seeds (mean ± sd); FD in the "

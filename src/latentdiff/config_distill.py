@@ -43,9 +43,10 @@ class DistillConfig:
     `num_intervals` N (trailing spacing) to N/2^H; guided starts with one more stage that distils
     the guided teacher into an N-step student taking s as an input; each stage is
     train.max_steps / stages steps. ect: the pair's gap halves at each of `ct_stages` stages
-    of the run (Geng et al. 2025). lora_rank r, lora_alpha α (null: r) for the method lcd-lora: the student is the teacher plus
-    low-rank adapters (α/r)·B·A on every Linear and Conv2d of the UNet's blocks (`nn/lora.py`), and
-    its checkpoint holds only those and the guidance embedding (LCM-LoRA, Luo et al. 2023).
+    of the run (Geng et al. 2025). lora_rank r, lora_alpha α (null: r) for the method lcd-lora:
+    the student is the teacher plus low-rank adapters (α/r)·B·A on every Linear and Conv2d of the
+    UNet's blocks (`nn/lora.py`), and its checkpoint holds only those and the guidance embedding
+    (LCM-LoRA, Luo et al. 2023).
     """
 
     teacher: str = "???"
