@@ -111,7 +111,7 @@ def student_unet(teacher: UNetModel, guided: bool, lora: LoRAConfig | None = Non
     """A copy of the teacher's UNet (float32) with a zero-initialised guidance embedding when
     `guided`, and low-rank adapters on its blocks when `lora` is given (the rest then frozen)."""
     unet = UNetModel(dataclasses.replace(teacher.config, guidance_embedding=guided))
-    missing, unexpected = unet.load_state_dict(teacher.float().state_dict(), strict=False)
+    missing, unexpected = unet.load_state_dict(teacher.state_dict(), strict=False)  # cast to fp32
     if unexpected or any(not k.startswith(STUDENT_KEPT) for k in missing):
         raise UserError(f"the teacher's UNet does not fit its own config ({missing or unexpected})")
     if lora is not None:

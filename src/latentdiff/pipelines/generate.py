@@ -129,7 +129,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     """
     given = {"sampler": sampler, "steps": steps, "spacing": spacing,
              "guidance_scale": guidance_scale, "original_steps": original_steps}
-    chosen = {k: model.sampling_defaults[k] if v is None else v for k, v in given.items()}
+    defaults = model.sampling_defaults
+    chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
     sampler, steps, spacing = chosen["sampler"], chosen["steps"], chosen["spacing"]
     guidance_scale = chosen["guidance_scale"]
     check_sampler(sampler)  # both also checked where they are used; here, before any work

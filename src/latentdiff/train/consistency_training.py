@@ -28,11 +28,11 @@ from latentdiff.distillation import (consistency_training_loss, ect_next_sigma, 
 from latentdiff.errors import UserError
 from latentdiff.preconditioning import make_preconditioning
 from latentdiff.samplers import sigma_grid
-from latentdiff.train.distill import check_resumable
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, train_state,
                                      training_loop)
-from latentdiff.train.students import TeacherData, teacher_reference, write_preview
+from latentdiff.train.students import (TeacherData, check_resumable, teacher_reference,
+                                       write_preview)
 from latentdiff.unet import UNetModel
 
 P_MEAN, P_STD = -1.1, 2.0  # ECT's and iCT's lognormal noise distribution

@@ -18,7 +18,7 @@ from lightning_fabric import Fabric
 from latentdiff.checkpoints.io import prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, STUDENT_KEPT, student_unet,
                                            system_metadata)
-from latentdiff.config import DistillConfig, LoRAConfig, StudentConfig, from_dict, to_dict
+from latentdiff.config import DistillConfig, LoRAConfig, StudentConfig, to_dict
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.distillation import consistency_distillation_loss
@@ -27,9 +27,9 @@ from latentdiff.nn.lora import AdapterView
 from latentdiff.preconditioning import make_preconditioning
 from latentdiff.samplers import sigma_grid
 from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, resume_state,
-                                     seeded, train_state, training_loop)
-from latentdiff.train.students import (TeacherData, fixed, resolved, teacher_reference,
+from latentdiff.train.engine import (Run, make_fabric, make_optimizer, resume_state, seeded,
+                                     train_state, training_loop)
+from latentdiff.train.students import (TeacherData, check_resumable, resolved, teacher_reference,
                                        write_preview)
 
 METHODS = {"lcd": "latent consistency distillation, the guidance scale as an input (LCM)",
@@ -128,18 +128,3 @@ def _distill(fabric: Fabric, cfg: DistillConfig, lora: LoRAConfig | None, resume
     training_loop(run, fabric, tc, start, "distill", loss_of, model, optimizer, after_step,
                   save, lambda done: write_preview(run, student_system, source.data, done))
     return run.checkpoint
-
-
-def check_resumable(run: Run, stored: dict, cfg: DistillConfig, method: str,
-                    keep_steps: bool = False) -> None:
-    """A one-line error unless the run folder holds a run of this method with this config
-    (`keep_steps`: train.max_steps too, where it fixes the stages)."""
-    if stored.get("student_config") is None or stored.get("method") != method:
-        raise UserError(f"{run.checkpoint} is not a {method} distillation run; choose another "
-                        "train.out_dir")
-    # through the dataclass: keys a later version added compare at their defaults
-    before = to_dict(from_dict(DistillConfig, stored["config"]))
-    if keep_steps:
-        check_same(before, to_dict(cfg), "the distillation config", run.checkpoint)
-    else:
-        check_same(fixed(before), fixed(to_dict(cfg)), "the distillation config", run.checkpoint)

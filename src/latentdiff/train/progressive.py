@@ -29,11 +29,11 @@ from latentdiff.distillation import guidance_distillation_loss, progressive_dist
 from latentdiff.errors import UserError
 from latentdiff.preconditioning import make_preconditioning
 from latentdiff.samplers import sigma_grid
-from latentdiff.train.distill import check_resumable
 from latentdiff.train.ema import EMA
 from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, train_state,
                                      training_loop)
-from latentdiff.train.students import TeacherData, teacher_reference, write_preview
+from latentdiff.train.students import (TeacherData, check_resumable, teacher_reference,
+                                       write_preview)
 from latentdiff.unet import UNetModel
 
 
@@ -96,6 +96,9 @@ def distill_progressive(fabric: Fabric, cfg: DistillConfig, guided_method: bool,
     system = dataclasses.replace(teacher, unet=ema.model,
                                  student=student_config(min(start // per_stage, stages - 1)))
     shared = source.shared_tensors(None)
+    # the trailing grids of every stage, made once: σ levels of N (guidance stage) and 2·steps
+    grids = {n: sigma_grid(teacher.schedule, n, "trailing").to(fabric.device)
+             for n in {cfg.num_intervals, *(2 * student_steps(k) for k in range(stages))}}
 
     def save(step: int) -> None:
         system.student = student_config(min(max(step - 1, 0) // per_stage, stages - 1))
@@ -116,12 +119,12 @@ def distill_progressive(fabric: Fabric, cfg: DistillConfig, guided_method: bool,
         system.student = student_config(stage)
         b = source.batch(cfg, step, fabric)
         if stage < first_halving:  # the guided teacher into an N-step student that takes s
-            grid = sigma_grid(teacher.schedule, cfg.num_intervals, "trailing")[:-1]
-            sigma = grid.to(b.u.device)[(b.u * len(grid)).long().clamp(max=len(grid) - 1)]
+            grid = grids[cfg.num_intervals][:-1]
+            sigma = grid[(b.u * len(grid)).long().clamp(max=len(grid) - 1)]
             return guidance_distillation_loss(student, teacher.denoiser, b.z0, b.noise, sigma,
                                               b.cond, b.uncond, b.scale).mean()
         steps = student_steps(stage)
-        fine = sigma_grid(teacher.schedule, 2 * steps, "trailing").to(b.u.device)
+        fine = grids[2 * steps]
         j = (b.u * steps).long().clamp(max=steps - 1)
         if stage_teacher is None:  # the first halving of progressive: the teacher itself
             teach = teacher.denoiser

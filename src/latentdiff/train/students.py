@@ -19,7 +19,7 @@ from lightning_fabric import Fabric
 from latentdiff.checkpoints.io import prefixed, read_metadata
 from latentdiff.checkpoints.models import BUNDLED_MODEL, load_latent_diffusion
 from latentdiff.conditioning import Cond
-from latentdiff.config import DataConfig, DistillConfig, LoRAConfig, from_dict
+from latentdiff.config import DataConfig, DistillConfig, LoRAConfig, from_dict, to_dict
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
@@ -28,7 +28,7 @@ from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.pipelines.generate import null_condition
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
 from latentdiff.train.conditions import batch_condition, preview_conditions
-from latentdiff.train.engine import Run, step_generator
+from latentdiff.train.engine import Run, check_same, step_generator
 
 
 def resolved(cfg: DistillConfig) -> DistillConfig:
@@ -50,6 +50,21 @@ def fixed(config: dict) -> dict:
     """What a resumed run must keep: everything but the loop's settings (train.max_steps may
     grow)."""
     return {k: v for k, v in config.items() if k != "train"}
+
+
+def check_resumable(run: Run, stored: dict, cfg: DistillConfig, method: str,
+                    keep_steps: bool = False) -> None:
+    """A one-line error unless the run folder holds a run of this method with this config
+    (`keep_steps`: train.max_steps too, where it fixes the stages)."""
+    if stored.get("student_config") is None or stored.get("method") != method:
+        raise UserError(f"{run.checkpoint} is not a {method} distillation run; choose another "
+                        "train.out_dir")
+    # through the dataclass: keys a later version added compare at their defaults
+    before = to_dict(from_dict(DistillConfig, stored["config"]))
+    if keep_steps:
+        check_same(before, to_dict(cfg), "the distillation config", run.checkpoint)
+    else:
+        check_same(fixed(before), fixed(to_dict(cfg)), "the distillation config", run.checkpoint)
 
 
 def teacher_reference(path: str) -> str:
