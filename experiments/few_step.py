@@ -7,12 +7,16 @@ teacher's dataset, scored by `evaluation/alignment.py` (emoji: the classifier ev
 on the prompt's subgroup; FD in its features against the training split; real and shuffled
 baselines). A guided teacher (s ≠ 1) costs 2 NFE per step (conditional and unconditional in one
 batched pass of twice the rows), so its steps are NFE/2; a student that embeds s costs 1 NFE per
-step. Scores are cached per model, sampler, steps, n, seeds and s (--cache). Time per image:
-`generate` on 64 held-out prompts, best of 2 rounds over all configurations (interleaved, warm;
-decoding included), measured afresh in every run. Distillation cost: each student's run log (metrics.jsonl,
-time_s of its last step). Usage:
+step. Each student samples with its own sampler and s: a consistency student at every
+--student-steps, a DDIM student (progressive or guided; give one --student per stage checkpoint,
+under the same name) at the steps it was trained for; when a student is unguided (s = 1), the
+teacher's DDIM-50 at s = 1 is scored too. Scores are cached per model, sampler, steps, n, seeds
+and s (--cache). Time per image: `generate` on 64 held-out prompts, best of 2 rounds over all
+configurations (interleaved, warm; decoding included), measured afresh in every run. Distillation
+cost: each student's run log (metrics.jsonl, the time of the last step of each session). Usage:
 
     python experiments/few_step.py --student lcd=runs/distill/checkpoints/last.safetensors \\
+        [--student guided=runs/guided/checkpoints/stage-3.safetensors ...] \\
         [--teacher CKPT] [--n 400] [--seeds 2] [--guidance 3] [--samplers ddim dpmpp_2m unipc] \\
         [--nfe 4 8 16 32 50 100] [--student-steps 1 2 4 8] [--teacher-minutes 76.1]
 """
@@ -72,40 +76,41 @@ def distillation_minutes(run: Path) -> float | None:
     return round(total / 60, 2) if times else None
 
 
-def row_of(report, name: str, sampler: str, steps: int, nfe: int) -> dict:
+def row_of(report, name: str, sampler: str, steps: int, nfe: int, scale: float) -> dict:
     r = report.rows[0]
-    return {"model": name, "sampler": sampler, "steps": steps, "nfe": nfe,
+    return {"model": name, "sampler": sampler, "steps": steps, "nfe": nfe, "guidance": scale,
             "alignment": r.alignment, "fd": r.fd}
 
 
 def render(results: dict) -> list[str]:
-    b = results["baselines"]
+    b, s = results["baselines"], results["guidance"]
     lines = [(f"Teacher: `{results['teacher']}` ({results['teacher_minutes']} min of training), "
-              f"guidance s = {results['guidance']}; students: "
-              + ", ".join(f"`{k}` = `{v['checkpoint']}` ({v['minutes']} min of distillation)"
-                          for k, v in results["students"].items()) + "."), "",
+              f"guidance s = {s}; students (minutes of distillation: the whole run, all its "
+              "stages): " + ", ".join(f"`{k}` = " + ", ".join(f"`{c}`" for c in v["checkpoints"])
+                                      + f" ({v['minutes']} min)"
+                                      for k, v in results["students"].items()) + "."), "",
              (f"{b['metric']}; n = {b['n']} held-out conditions per seed, {results['seeds']} "
               f"seeds (mean ± sd over seeds). Real images {b['real']:.3f}, shuffled real images "
               f"(chance) {b['shuffled']:.3f}; FD real-vs-real {b['fd_baseline']:.2f}."), "",
-             "| model | sampler | steps | NFE | alignment | FD | ms per image |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | sampler | s | steps | NFE | alignment | FD | ms per image |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
-        lines.append(f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['nfe']} | "
-                     f"{np.mean(r['alignment']):.3f} ± {np.std(r['alignment']):.3f} | "
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['guidance']:g} | {r['steps']} | "
+                     f"{r['nfe']} | {np.mean(r['alignment']):.3f} ± {np.std(r['alignment']):.3f} | "
                      f"{np.mean(r['fd']):.2f} ± {np.std(r['fd']):.2f} | "
                      f"{1000 * r['seconds_per_image']:.1f} |")
-    reference = next((r for r in results["rows"] if r["model"] == "teacher"
+    reference = next((r for r in results["rows"] if r["model"] == "teacher" and r["guidance"] == s
                       and r["sampler"] == "ddim" and r["nfe"] == 100), None)
     if reference is not None:
         a0, f0, t0 = (np.mean(reference["alignment"]), np.mean(reference["fd"]),
                       reference["seconds_per_image"])
         lines += ["", (f"Against the teacher's reference (DDIM, 50 guided steps, 100 NFE: alignment "
                        f"{a0:.3f}, FD {f0:.2f}):"), "",
-                  "| student | steps | alignment / teacher's | FD / teacher's | speed-up |",
-                  "|---|---|---|---|---|"]
+                  "| student | s | steps | alignment / teacher's | FD / teacher's | speed-up |",
+                  "|---|---|---|---|---|---|"]
         for r in results["rows"]:
             if r["model"] != "teacher":
-                lines.append(f"| {r['model']} | {r['steps']} | "
+                lines.append(f"| {r['model']} | {r['guidance']:g} | {r['steps']} | "
                              f"{np.mean(r['alignment']) / a0:.3f} | {np.mean(r['fd']) / f0:.2f} | "
                              f"{t0 / r['seconds_per_image']:.1f}× |")
     return lines
@@ -116,8 +121,9 @@ def plot(plt, results: dict):
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     groups = {}
     for r in results["rows"]:
-        groups.setdefault(f"{r['model']}" if r["model"] != "teacher" else f"teacher, {r['sampler']}",
-                          []).append(r)
+        label = (r["model"] if r["model"] != "teacher"
+                 else f"teacher, {r['sampler']}, s = {r['guidance']:g}")
+        groups.setdefault(label, []).append(r)
     for label, rows in groups.items():
         nfe = [r["nfe"] for r in rows]
         style = "o--" if label.startswith("teacher") else "s-"
@@ -159,25 +165,30 @@ def main() -> None:
     checkpoint = args.teacher or bundled_model()
     teacher = load_latent_diffusion(checkpoint)
     data_cfg = stored_data_config(checkpoint)
-    students = {}
+    students = []  # (name, checkpoint, model); a progressive run's stages share its name
     for item in args.student:
         name, _, path = item.partition("=")
-        students[name] = (Path(path), load_latent_diffusion(path))
+        students.append((name, Path(path), load_latent_diffusion(path)))
     runs = {k: Path(v) for k, _, v in (item.partition("=") for item in args.run)}
     seeds, s = range(args.seeds), args.guidance
-    configs = [("teacher", teacher, sampler, nfe // 2 if s != 1 else nfe, nfe)
+    # (name, checkpoint, model, sampler, steps, NFE, s): a student samples with its own sampler and
+    # s (1 NFE per step); a DDIM student (progressive, guided) only at the steps it was trained for
+    configs = [("teacher", checkpoint, teacher, sampler, nfe // 2 if s != 1 else nfe, nfe, s)
                for sampler in args.samplers for nfe in args.nfe]
-    configs += [(name, model, "consistency", steps, steps)
-                for name, (_, model) in students.items() for steps in args.student_steps]
+    for name, path, model in students:
+        own = model.sampling_defaults
+        steps = args.student_steps if own["sampler"] == "consistency" else [own["steps"]]
+        configs += [(name, path, model, own["sampler"], k, k, own["guidance_scale"]) for k in steps]
+    if s != 1 and any(c[6] == 1 for c in configs):  # unguided students: the unguided teacher too
+        configs.append(("teacher", checkpoint, teacher, "ddim", 50, 50, 1.0))
     rows, baselines = [], None
-    for name, model, sampler, steps, nfe in configs:
-        path = checkpoint if name == "teacher" else students[name][0]
-        key = f"{shown_path(path)}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|s{s:g}"
+    for name, path, model, sampler, steps, nfe, scale in configs:
+        key = f"{shown_path(path)}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|s{scale:g}"
         scored = cached(args.cache, key, lambda: evaluate_alignment(
-            model, data_cfg, [s], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict())
+            model, data_cfg, [scale], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict())
         report = AlignmentReport.from_dict(scored)
-        rows.append(row_of(report, name, sampler, steps, nfe))
-        print(f"{name} {sampler} {steps} steps ({nfe} NFE): alignment "
+        rows.append(row_of(report, name, sampler, steps, nfe, scale))
+        print(f"{name} {sampler} {steps} steps ({nfe} NFE, s = {scale:g}): alignment "
               f"{np.mean(rows[-1]['alignment']):.3f}, FD {np.mean(rows[-1]['fd']):.2f}", flush=True)
         baselines = {"metric": report.metric, "n": report.n, "real": report.real,
                      "shuffled": report.shuffled, "fd_baseline": report.fd_baseline}
@@ -185,16 +196,20 @@ def main() -> None:
     held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)[1]
     prompts = list(held.captions[:64])
     for repeat in range(2):
-        for row, (_, model, sampler, steps, _) in zip(rows, configs):
-            seconds = seconds_per_image(model, prompts, warm=repeat == 0, guidance_scale=s,
+        for row, (_, _, model, sampler, steps, _, scale) in zip(rows, configs):
+            seconds = seconds_per_image(model, prompts, warm=repeat == 0, guidance_scale=scale,
                                         sampler=sampler, steps=steps)
             row["seconds_per_image"] = min(row.get("seconds_per_image", seconds), seconds)
+    checkpoints = {}
+    for name, path, _ in students:
+        checkpoints.setdefault(name, []).append(path)
     results = {"teacher": shown_path(checkpoint), "teacher_minutes": args.teacher_minutes,
                "guidance": s, "seeds": args.seeds,
                "samplers_nfe_per_step": {k: SAMPLERS[k].nfe_per_step for k in args.samplers},
-               "students": {k: {"checkpoint": shown_path(v[0]),
-                                "minutes": distillation_minutes(runs.get(k, v[0].parent.parent))}
-                            for k, v in students.items()},
+               "students": {name: {"checkpoints": [shown_path(p) for p in paths],
+                                   "minutes": distillation_minutes(runs.get(name,
+                                                                            paths[0].parent.parent))}
+                            for name, paths in checkpoints.items()},
                "baselines": baselines, "rows": rows}
     print(write_report(args.name, TITLE, results, render, provenance, plot))
 

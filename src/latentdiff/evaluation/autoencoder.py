@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def stored_data_config(checkpoint: str | Path) -> DataConfig:
     """The data config a checkpoint was trained with."""
     config = read_metadata(checkpoint).get("config", {})
-    return from_dict(DataConfig, config.get("data", {}))
+    return from_dict(DataConfig, config.get("data") or {})
 
 
 def evaluate_autoencoders(checkpoints: list[str | Path], data_cfg: DataConfig, device: str = "cpu",
