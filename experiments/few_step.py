@@ -13,12 +13,14 @@ under the same name) at the steps it was trained for; when a student is unguided
 teacher's DDIM-50 at s = 1 is scored too. Scores are cached per model, sampler, steps, n, seeds
 and s (--cache). Time per image: `generate` on 64 held-out prompts, best of 2 rounds over all
 configurations (interleaved, warm; decoding included), measured afresh in every run. Distillation
-cost: each student's run log (metrics.jsonl, the time of the last step of each session). Usage:
+cost: each student's run log (metrics.jsonl, the time of the last step of each session). --curve:
+every kept checkpoint of a run scored at --curve-steps, quality against distillation steps. Usage:
 
     python experiments/few_step.py --student lcd=runs/distill/checkpoints/last.safetensors \\
-        [--student guided=runs/guided/checkpoints/stage-3.safetensors ...] \\
+        [--student guided=runs/guided/checkpoints/step-0001600.safetensors ...] \\
         [--teacher CKPT] [--n 400] [--seeds 2] [--guidance 3] [--samplers ddim dpmpp_2m unipc] \\
-        [--nfe 4 8 16 32 50 100] [--student-steps 1 2 4 8] [--teacher-minutes 76.1]
+        [--nfe 4 8 16 32 50 100] [--student-steps 1 2 4 8] [--teacher-minutes 76.1] \\
+        [--curve lcd=runs/distill [--curve-steps 4]]
 """
 
 import argparse
@@ -82,6 +84,12 @@ def row_of(report, name: str, sampler: str, steps: int, nfe: int, scale: float) 
             "alignment": r.alignment, "fd": r.fd}
 
 
+def reference_row(results: dict) -> dict | None:
+    """The teacher's DDIM, 50 steps at the report's guidance scale: the targets' reference."""
+    return next((r for r in results["rows"] if r["model"] == "teacher" and r["sampler"] == "ddim"
+                 and r["guidance"] == results["guidance"] and r["steps"] == 50), None)
+
+
 def render(results: dict) -> list[str]:
     b, s = results["baselines"], results["guidance"]
     lines = [(f"Teacher: `{results['teacher']}` ({results['teacher_minutes']} min of training), "
@@ -99,8 +107,7 @@ def render(results: dict) -> list[str]:
                      f"{r['nfe']} | {np.mean(r['alignment']):.3f} ± {np.std(r['alignment']):.3f} | "
                      f"{np.mean(r['fd']):.2f} ± {np.std(r['fd']):.2f} | "
                      f"{1000 * r['seconds_per_image']:.1f} |")
-    reference = next((r for r in results["rows"] if r["model"] == "teacher" and r["guidance"] == s
-                      and r["sampler"] == "ddim" and r["nfe"] == 100), None)
+    reference = reference_row(results)
     if reference is not None:
         a0, f0, t0 = (np.mean(reference["alignment"]), np.mean(reference["fd"]),
                       reference["seconds_per_image"])
@@ -113,12 +120,19 @@ def render(results: dict) -> list[str]:
                 lines.append(f"| {r['model']} | {r['guidance']:g} | {r['steps']} | "
                              f"{np.mean(r['alignment']) / a0:.3f} | {np.mean(r['fd']) / f0:.2f} | "
                              f"{t0 / r['seconds_per_image']:.1f}× |")
+    if results.get("curves"):
+        lines += ["", "Quality against distillation steps (every kept checkpoint of a run):", "",
+                  "| run | distillation steps | sampling steps | alignment | FD |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['distillation_steps']} | {r['steps']} | "
+                  f"{np.mean(r['alignment']):.3f} ± {np.std(r['alignment']):.3f} | "
+                  f"{np.mean(r['fd']):.2f} ± {np.std(r['fd']):.2f} |" for r in results["curves"]]
     return lines
 
 
 def plot(plt, results: dict):
     """Alignment and FD against NFE: a line per teacher sampler, a line per student."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    curves = results.get("curves") or []
+    figure, axes = plt.subplots(1, 3 if curves else 2, figsize=(16.5 if curves else 11, 4.2))
     groups = {}
     for r in results["rows"]:
         label = (r["model"] if r["model"] != "teacher"
@@ -139,6 +153,18 @@ def plot(plt, results: dict):
         axis.set_ylabel(name)
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=7)
+    for name in dict.fromkeys(r["model"] for r in curves):
+        run = [r for r in curves if r["model"] == name]
+        axes[2].errorbar([r["distillation_steps"] for r in run], [np.mean(r["fd"]) for r in run],
+                         [np.std(r["fd"]) for r in run], fmt="s-", capsize=2,
+                         label=f"{name}, {run[0]['steps']} sampling steps")
+    if curves and reference_row(results) is not None:
+        axes[2].axhline(1.25 * np.mean(reference_row(results)["fd"]), color="black", linestyle=":",
+                        label="1.25 × the teacher's DDIM-50 FD")
+    if curves:
+        axes[2].set_xlabel("distillation steps")
+        axes[2].set_ylabel("FD (classifier features)")
+        axes[2].legend(fontsize=7)
     return figure
 
 
@@ -149,6 +175,10 @@ def main() -> None:
     p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_FOLDER",
                    help="where a student's distillation log is, when not beside its checkpoint "
                         "(an exported student)")
+    p.add_argument("--curve", action="append", default=[], metavar="NAME=RUN_FOLDER",
+                   help="score every kept checkpoint of a distillation run (train.keep_checkpoints)"
+                        " at --curve-steps: quality against distillation steps")
+    p.add_argument("--curve-steps", type=int, default=4)
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--guidance", type=float, default=3.0)
@@ -182,16 +212,31 @@ def main() -> None:
     if s != 1 and any(c[6] == 1 for c in configs):  # unguided students: the unguided teacher too
         configs.append(("teacher", checkpoint, teacher, "ddim", 50, 50, 1.0))
     rows, baselines = [], None
-    for name, path, model, sampler, steps, nfe, scale in configs:
+
+    def scored(path: Path, model, sampler: str, steps: int, scale: float) -> AlignmentReport:
         key = f"{shown_path(path)}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|s{scale:g}"
-        scored = cached(args.cache, key, lambda: evaluate_alignment(
-            model, data_cfg, [scale], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict())
-        report = AlignmentReport.from_dict(scored)
+        return AlignmentReport.from_dict(cached(args.cache, key, lambda: evaluate_alignment(
+            model, data_cfg, [scale], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict()))
+
+    for name, path, model, sampler, steps, nfe, scale in configs:
+        report = scored(path, model, sampler, steps, scale)
         rows.append(row_of(report, name, sampler, steps, nfe, scale))
         print(f"{name} {sampler} {steps} steps ({nfe} NFE, s = {scale:g}): alignment "
               f"{np.mean(rows[-1]['alignment']):.3f}, FD {np.mean(rows[-1]['fd']):.2f}", flush=True)
         baselines = {"metric": report.metric, "n": report.n, "real": report.real,
                      "shuffled": report.shuffled, "fd_baseline": report.fd_baseline}
+    curves = []
+    for name, _, folder in (item.partition("=") for item in args.curve):
+        for path in sorted(Path(folder, "checkpoints").glob("step-*.safetensors")):
+            model = load_latent_diffusion(path)
+            own = model.sampling_defaults
+            row = row_of(scored(path, model, own["sampler"], args.curve_steps, own["guidance_scale"]),
+                         name, own["sampler"], args.curve_steps, args.curve_steps,
+                         own["guidance_scale"])
+            curves.append({**row, "checkpoint": shown_path(path),
+                           "distillation_steps": int(path.stem.removeprefix("step-"))})
+            print(f"{name} after {curves[-1]['distillation_steps']} steps: FD "
+                  f"{np.mean(row['fd']):.2f}", flush=True)
     # times are never cached: measured here for every configuration, interleaved, warm
     held = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)[1]
     prompts = list(held.captions[:64])
@@ -210,7 +255,7 @@ def main() -> None:
                                    "minutes": distillation_minutes(runs.get(name,
                                                                             paths[0].parent.parent))}
                             for name, paths in checkpoints.items()},
-               "baselines": baselines, "rows": rows}
+               "baselines": baselines, "rows": rows, "curves": curves}
     print(write_report(args.name, TITLE, results, render, provenance, plot))
 
 
