@@ -67,15 +67,26 @@ def cached(folder: Path, key: str, compute) -> dict:
     return store[key]
 
 
-def distillation_minutes(run: Path) -> float | None:
+def distillation_minutes(run: Path, until: int | None = None) -> float | None:
     """The training-loop minutes of a student's run folder (its metrics.jsonl), over all of its
-    sessions: time_s restarts at 0 when a run is resumed, so each session's last time is added."""
+    sessions: time_s restarts at 0 when a run is resumed, so each session's last time is added.
+    `until`: only the log lines up to that step (a kept step-N checkpoint's cost)."""
     log = Path(run) / "metrics.jsonl"
     if not log.is_file():
         return None
-    times = [json.loads(line)["time_s"] for line in log.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    times = [r["time_s"] for r in lines if until is None or r["step"] <= until]
     total = sum(t for t, after in zip(times, times[1:]) if after < t) + (times[-1] if times else 0)
     return round(total / 60, 2) if times else None
+
+
+def checkpoint_minutes(path: Path) -> float | None:
+    """Distillation minutes to a student checkpoint: to step N for a kept step-N checkpoint, else
+    the whole run of its folder; `path` may be a run folder (the whole run)."""
+    if path.is_dir():
+        return distillation_minutes(path)
+    step = int(path.stem.removeprefix("step-")) if path.stem.startswith("step-") else None
+    return distillation_minutes(path.parent.parent, step)
 
 
 def row_of(report, name: str, sampler: str, steps: int, nfe: int, scale: float) -> dict:
@@ -93,10 +104,10 @@ def reference_row(results: dict) -> dict | None:
 def render(results: dict) -> list[str]:
     b, s = results["baselines"], results["guidance"]
     lines = [(f"Teacher: `{results['teacher']}` ({results['teacher_minutes']} min of training), "
-              f"guidance s = {s}; students (minutes of distillation: the whole run, all its "
-              "stages): " + ", ".join(f"`{k}` = " + ", ".join(f"`{c}`" for c in v["checkpoints"])
-                                      + f" ({v['minutes']} min)"
-                                      for k, v in results["students"].items()) + "."), "",
+              f"guidance s = {s}; students (minutes of distillation to the checkpoint): "
+              + "; ".join(f"`{k}` = " + ", ".join(f"`{c['checkpoint']}` ({c['minutes']} min)"
+                                                  for c in v)
+                          for k, v in results["students"].items()) + "."), "",
              (f"{b['metric']}; n = {b['n']} held-out conditions per seed, {results['seeds']} "
               f"seeds (mean ± sd over seeds). Real images {b['real']:.3f}, shuffled real images "
               f"(chance) {b['shuffled']:.3f}; FD real-vs-real {b['fd_baseline']:.2f}."), "",
@@ -172,9 +183,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", type=Path, default=None, help="default: the bundled emoji model")
     p.add_argument("--student", action="append", default=[], metavar="NAME=CHECKPOINT")
-    p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_FOLDER",
-                   help="where a student's distillation log is, when not beside its checkpoint "
-                        "(an exported student)")
+    p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_OR_CHECKPOINT",
+                   help="where an exported student came from: its run folder, or the kept "
+                        "step-N checkpoint it was exported from (its cost: the run to step N)")
     p.add_argument("--curve", action="append", default=[], metavar="NAME=RUN_FOLDER",
                    help="score every kept checkpoint of a distillation run (train.keep_checkpoints)"
                         " at --curve-steps: quality against distillation steps")
@@ -245,16 +256,14 @@ def main() -> None:
             seconds = seconds_per_image(model, prompts, warm=repeat == 0, guidance_scale=scale,
                                         sampler=sampler, steps=steps)
             row["seconds_per_image"] = min(row.get("seconds_per_image", seconds), seconds)
-    checkpoints = {}
+    listed = {}
     for name, path, _ in students:
-        checkpoints.setdefault(name, []).append(path)
+        listed.setdefault(name, []).append({"checkpoint": shown_path(path),
+                                            "minutes": checkpoint_minutes(runs.get(name, path))})
     results = {"teacher": shown_path(checkpoint), "teacher_minutes": args.teacher_minutes,
                "guidance": s, "seeds": args.seeds,
                "samplers_nfe_per_step": {k: SAMPLERS[k].nfe_per_step for k in args.samplers},
-               "students": {name: {"checkpoints": [shown_path(p) for p in paths],
-                                   "minutes": distillation_minutes(runs.get(name,
-                                                                            paths[0].parent.parent))}
-                            for name, paths in checkpoints.items()},
+               "students": listed,
                "baselines": baselines, "rows": rows, "curves": curves}
     print(write_report(args.name, TITLE, results, render, provenance, plot))
 
