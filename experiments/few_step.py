@@ -10,8 +10,8 @@ batched pass of twice the rows), so its steps are NFE/2; a student that embeds s
 step. Each student samples with its own sampler and s: a consistency student at every
 --student-steps, a DDIM student (progressive or guided; give one --student per stage checkpoint,
 under the same name) at the steps it was trained for; when a student is unguided (s = 1), the
-teacher's DDIM-50 at s = 1 is scored too. Scores are cached per model, sampler, steps, n, seeds
-and s (--cache). Time per image: `generate` on 64 held-out prompts, best of 2 rounds over all
+teacher's DDIM-50 at s = 1 is scored too. Scores are cached per model (path and content checksum), sampler,
+steps, n, seeds and s (--cache). Time per image: `generate` on 64 held-out prompts, best of 2 rounds over all
 configurations (interleaved, warm; decoding included), measured afresh in every run. Distillation
 cost: each student's run log (metrics.jsonl, the time of the last step of each session). --curve:
 every kept checkpoint of a run scored at --curve-steps, quality against distillation steps. Usage:
@@ -24,6 +24,7 @@ every kept checkpoint of a run scored at --curve-steps, quality against distilla
 """
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -225,7 +226,10 @@ def main() -> None:
     rows, baselines = [], None
 
     def scored(path: Path, model, sampler: str, steps: int, scale: float) -> AlignmentReport:
-        key = f"{shown_path(path)}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|s{scale:g}"
+        # the checkpoint's content checksum: a file replaced under the same name is scored afresh
+        checksum = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        key = (f"{shown_path(path)}|{checksum}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|"
+               f"s{scale:g}")
         return AlignmentReport.from_dict(cached(args.cache, key, lambda: evaluate_alignment(
             model, data_cfg, [scale], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict()))
 
