@@ -28,7 +28,7 @@ from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
 from latentdiff.train.distill import distill
 # experiments/ (the script's folder)
-from few_step import distillation_minutes
+from few_step import run_minutes
 from report import Provenance, shown_path, write_report
 
 TITLE = "Consistency training against distillation at 1 and 2 steps"
@@ -106,7 +106,7 @@ def main() -> None:
     rows = []
     for steps in (50, 2, 1):
         rows.append({"model": "teacher (DDIM)", "steps": steps,
-                     "minutes": distillation_minutes(root / "ldm"),
+                     "minutes": run_minutes(root / "ldm"),
                      **score(teacher_model, data_cfg, seeds, not unconditional, sampler="ddim",
                              steps=steps)})
         print(rows[-1], flush=True)
@@ -124,14 +124,14 @@ def main() -> None:
             path = checkpoint if which == "last" else (
                 checkpoint.parent / f"step-{5 * (total // 6):07d}.safetensors")
             model = load_latent_diffusion(path)
-            rows.append({"model": method, "steps": steps, "minutes": distillation_minutes(out),
+            rows.append({"model": method, "steps": steps, "minutes": run_minutes(out),
                          "checkpoint": shown_path(path),
                          **score(model, data_cfg, seeds, not unconditional, steps=steps)})
             print(rows[-1], flush=True)
     results = {"dataset": args.dataset, "conditional": not unconditional,
                "teacher": shown_path(teacher_checkpoint),
-               "teacher_minutes": round(distillation_minutes(root / "ldm")
-                                        + distillation_minutes(root / "autoencoder"), 2),
+               "teacher_minutes": round(run_minutes(root / "ldm")
+                                        + run_minutes(root / "autoencoder"), 2),
                "student_steps": args.student_steps, "batch_size": args.batch_size,
                "seeds": args.seeds, "rows": rows}
     print(write_report(args.name or f"ct-vs-distill-{args.dataset}", TITLE, results, render,

@@ -24,6 +24,7 @@ every kept checkpoint of a run scored at --curve-steps, quality against distilla
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import time
@@ -68,9 +69,9 @@ def cached(folder: Path, key: str, compute) -> dict:
     return store[key]
 
 
-def distillation_minutes(run: Path, until: int | None = None) -> float | None:
-    """The training-loop minutes of a student's run folder (its metrics.jsonl), over all of its
-    sessions: time_s restarts at 0 when a run is resumed, so each session's last time is added.
+def run_minutes(run: Path, until: int | None = None) -> float | None:
+    """The training-loop minutes of a run folder, a student's or a teacher's (its metrics.jsonl), over
+    all of its sessions: time_s restarts at 0 when a run is resumed, so each session's last time is added.
     `until`: only the log lines up to that step (a kept step-N checkpoint's cost)."""
     log = Path(run) / "metrics.jsonl"
     if not log.is_file():
@@ -85,9 +86,16 @@ def checkpoint_minutes(path: Path) -> float | None:
     """Distillation minutes to a student checkpoint: to step N for a kept step-N checkpoint, else
     the whole run of its folder; `path` may be a run folder (the whole run)."""
     if path.is_dir():
-        return distillation_minutes(path)
+        return run_minutes(path)
     step = int(path.stem.removeprefix("step-")) if path.stem.startswith("step-") else None
-    return distillation_minutes(path.parent.parent, step)
+    return run_minutes(path.parent.parent, step)
+
+
+@functools.cache
+def content_hash(path: Path) -> str:
+    """A checkpoint's content checksum, read once per file: in the cache keys, so that a file replaced
+    under the same name is scored afresh."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def row_of(report, name: str, sampler: str, steps: int, nfe: int, scale: float) -> dict:
@@ -226,9 +234,7 @@ def main() -> None:
     rows, baselines = [], None
 
     def scored(path: Path, model, sampler: str, steps: int, scale: float) -> AlignmentReport:
-        # the checkpoint's content checksum: a file replaced under the same name is scored afresh
-        checksum = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-        key = (f"{shown_path(path)}|{checksum}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|"
+        key = (f"{shown_path(path)}|{content_hash(path)}|{sampler}|{steps}|n{args.n}|seeds{args.seeds}|"
                f"s{scale:g}")
         return AlignmentReport.from_dict(cached(args.cache, key, lambda: evaluate_alignment(
             model, data_cfg, [scale], seeds=seeds, n=args.n, sampler=sampler, steps=steps).to_dict()))

@@ -89,7 +89,7 @@ def train_consistency(fabric: Fabric, cfg: DistillConfig, from_scratch: bool, re
             grid = ict_grid(sigma_min, sigma_max, step, tc.max_steps).to(u.device)
             i = lognormal_index(grid, u, P_MEAN, P_STD)
             return grid[i + 1].float(), grid[i].float()
-        sigma = truncated_lognormal(u, sigma_lo, sigma_max)
+        sigma = truncated_lognormal(u, sigma_lo, sigma_max, P_MEAN, P_STD)
         stage = step * cfg.ct_stages // tc.max_steps
         return sigma, ect_next_sigma(sigma, stage, sigma_min)
 
