@@ -95,7 +95,7 @@ def test_the_bundled_model_samples_from_prompts_without_a_checkpoint(tmp_path, c
     assert main(["sample", "--prompt", "", "--n", "1", "--steps", "3",
                  "--size", "64", "--guide-image",
                  str(tmp_path / "red.png"), "--out", str(out)]) == 0
-    assert Image.open(out).size == (64 + 4, 64 + 4)
+    assert Image.open(out).size == (64, 64)  # one image: the image itself, no grid border
     assert main(["sample", "--prompt", "x", "--size", "30", "--out", str(out)]) == 2
     assert "multiple of" in capsys.readouterr().err
     monkeypatch.setattr("latentdiff.checkpoints.models.BUNDLED_MODEL",

@@ -8,6 +8,7 @@ from PIL import Image
 
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_write
+from latentdiff.parameters import Parameters, png_info
 
 
 def image_grid(images: torch.Tensor, ncols: int, padding: int = 2) -> np.ndarray:
@@ -39,15 +40,21 @@ def draw_boxes(images: torch.Tensor, boxes) -> torch.Tensor:
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")  # what a grid can be written as (PNG: lossless)
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int) -> Path:
+def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int,
+                    parameters: Parameters | None = None) -> Path:
     """Write uint8 images (N, C, H, W) as one grid with `ncols` columns, atomically (PNG, or
-    JPEG/WebP by the file's extension)."""
+    JPEG/WebP by the file's extension); a PNG carries `parameters` in its text chunks. One image
+    (ncols 1) is written without the grid's border."""
     path = Path(path)
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_OUTPUTS or image_format is None:
         raise UserError(f"{path}: write images as {' or '.join(IMAGE_OUTPUTS)}")
+    options = {}
+    if parameters is not None and image_format == "PNG":
+        options["pnginfo"] = png_info(parameters)
     with atomic_write(path) as f:
-        Image.fromarray(image_grid(images, ncols)).save(f, format=image_format)
+        pixels = image_grid(images, ncols, padding=0 if len(images) == 1 else 2)
+        Image.fromarray(pixels).save(f, format=image_format, **options)
     return path
 
 
@@ -71,7 +78,7 @@ def _open(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         if image.width * image.height > max_pixels:
             raise UserError(f"image {path} is {image.width}×{image.height} "
                             f"({image.width * image.height / 1e6:.1f} megapixels), above the limit "
-                            f"of {max_pixels / 1e6:.1f}; make it smaller or raise --max-pixels")
+                            f"of {max_pixels / 1e6:.1f} megapixels; make it smaller or raise --max-pixels")
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UserError(f"cannot read image {path}: "

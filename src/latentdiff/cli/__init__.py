@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from latentdiff.cli import commands
+from latentdiff.cli.serve import add_serve
 from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device,
                                       add_lpips, add_max_pixels,
                                       add_model, add_no_verify, add_sampler,
@@ -304,6 +305,7 @@ def build_parser() -> Parser:
                    help="overrides of the ldm-digits config")
     add_no_verify(p)
     p.set_defaults(func=commands.demo)
+    add_serve(commands_)
     return parser
 
 
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None, threads: bool = False) -> int:
 
         configure_threads()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("lightning_fabric", "lightning.fabric"):
+    for noisy in ("lightning_fabric", "lightning.fabric", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if getattr(args, "no_verify", False):

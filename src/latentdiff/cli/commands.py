@@ -144,12 +144,14 @@ def sample(args: argparse.Namespace) -> None:
     from latentdiff.images import load_image, save_image_grid
     from latentdiff.pipelines import generate
     from latentdiff.pipelines.grid import sample_grid
+    from latentdiff.pipelines.record import record
 
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     _input_file(args.guide_image, "--guide-image")
     _negative_needs_prompt(args)
     options = _sampling(args)
-    model = _load(args, args.checkpoint or bundled_model(), device(args))
+    checkpoint = args.checkpoint or bundled_model()
+    model = _load(args, checkpoint, device(args))
     grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt,
                        args.negative_prompt, args.class_label)
     seeds = grid.seeds
@@ -161,23 +163,27 @@ def sample(args: argparse.Namespace) -> None:
                            model.codec.autoencoder.config.in_channels, args.max_pixels)
         options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1),
                                   args.guide_scale)
-    images = generate(model, seeds=seeds, guidance_scale=args.guidance,
-                      guidance_rescale=args.guidance_rescale,
-                      guidance_interval=args.guidance_interval, **grid.conditions, **options)
-    print(f"wrote {save_image_grid(to_uint8(images), args.out, grid.ncols)} ({len(seeds)} images)")
+    options.update(guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
+                   guidance_interval=args.guidance_interval, **grid.conditions)
+    images = generate(model, seeds=seeds, **options)
+    parameters = record(model, checkpoint, "txt2img", seeds, images.shape[-2:], **options)
+    path = save_image_grid(to_uint8(images), args.out, grid.ncols, parameters)
+    print(f"wrote {path} ({len(seeds)} images)")
 
 
 def conditional_task(args: argparse.Namespace) -> None:
     """inpaint / img2img / upscale / layout / semantic: read the input, run the pipeline, write one
     image grid."""
+    from latentdiff.conditioning.layout import parse_boxes
     from latentdiff.images import draw_boxes, load_image, load_label_map, load_mask, save_image_grid
     from latentdiff.pipelines import conditional
+    from latentdiff.pipelines.record import record
 
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     for name in ("image", "mask", "map"):
         _input_file(getattr(args, name, None), f"--{name}")
     _negative_needs_prompt(args)
-    boxes = _boxes(args.boxes) if args.command == "layout" else None
+    boxes = parse_boxes(args.boxes) if args.command == "layout" else None
     options = {**_sampling(args), "guidance_scale": args.guidance,
                "guidance_rescale": args.guidance_rescale,
                "guidance_interval": args.guidance_interval}
@@ -209,20 +215,9 @@ def conditional_task(args: argparse.Namespace) -> None:
         images = conditional.layout_to_image(model, boxes, seeds, **options)
         if args.draw_boxes:
             images = draw_boxes(images, boxes)
-    print(f"wrote {save_image_grid(images, args.out, min(args.n, 8))} ({args.n} images)")
-
-
-def _boxes(text: str) -> list:
-    try:
-        boxes = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--boxes is not JSON ({e.msg}); give e.g. '[[0.1, 0.1, "
-                        "0.5, 0.5, 3]]'") from None
-    if not isinstance(boxes, list) or not all(isinstance(b, list) for b in boxes):
-        raise UserError("--boxes must be a JSON list of [x0, y0, x1, y1, class] lists")
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for b in boxes for v in b):
-        raise UserError("--boxes: every value must be a finite number")
-    return boxes
+    parameters = record(model, args.checkpoint, args.command, seeds, images.shape[-2:],
+                        strength=getattr(args, "strength", None), boxes=boxes, **options)
+    print(f"wrote {save_image_grid(images, args.out, min(args.n, 8), parameters)} ({args.n} images)")
 
 
 def data_config(stored, data: str | None, image_size: int | None = None,

@@ -8,6 +8,8 @@ it; the empty layout is the unconditional input.
 """
 
 import dataclasses
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -109,3 +111,19 @@ class LayoutConditioner(TokenConditioner):
     def training_inputs(self, data: ImageData, index: torch.Tensor) -> list[list[tuple]]:
         """The boxes of each image, at most max_boxes."""
         return [[tuple(b) for b in data.boxes[i][: self.config.max_boxes]] for i in index.tolist()]
+
+
+def parse_boxes(text: str, what: str = "--boxes") -> list:
+    """JSON boxes [[x0, y0, x1, y1, class], ...] (as typed on the command line or in the web UI) →
+    a list of lists of finite numbers; a one-line error naming `what` otherwise (ranges and classes
+    are checked by the layout tokenizer)."""
+    try:
+        boxes = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} is not JSON ({e.msg}); give e.g. '[[0.1, 0.1, "
+                        "0.5, 0.5, 3]]'") from None
+    if not isinstance(boxes, list) or not all(isinstance(b, list) for b in boxes):
+        raise UserError(f"{what} must be a JSON list of [x0, y0, x1, y1, class] lists")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for b in boxes for v in b):
+        raise UserError(f"{what}: every value must be a finite number")
+    return boxes

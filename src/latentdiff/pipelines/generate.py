@@ -2,7 +2,7 @@
 decode with the codec."""
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +97,13 @@ def _check_embedded_guidance(model: LatentDiffusion, scale: float, rescale: floa
                         "guidance rescale, interval and negative prompts need the teacher")
 
 
+def _batch_callback(callback: Callable[[dict], None] | None, steps: int,
+                    batch: int) -> Callable[[dict], None] | None:
+    if callback is None:
+        return None
+    return lambda info: callback({**info, "steps": steps, "batch": batch})
+
+
 @torch.no_grad()
 def generate(model: LatentDiffusion, seeds: Sequence[int],
              class_labels: Sequence[int] | None = None, *,
@@ -108,7 +115,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
              steps: int | None = None, spacing: str | None = None, final: str = "zero",
              original_steps: int | None = None, batch_size: int = 250,
              image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
-             decode: bool = True, **sampler_options) -> torch.Tensor:
+             decode: bool = True, callback: Callable[[dict], None] | None = None,
+             **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀
     (N, c, h, w) that the decoder would read).
 
@@ -126,6 +134,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     spacing, guidance_scale and original_steps (the lcm grid's) left None are the model's
     (`LatentDiffusion.sampling_defaults`: DDIM, 50 steps, no guidance; a student's own).
     A student that embeds the guidance scale takes s as an input: one network evaluation per step.
+    `callback(info)` after every step of every batch: the sampler's {"i", "x", "sigma",
+    "denoised"} with "steps" (the steps of a batch) and "batch" (its first row) added; it may raise
+    to stop the work (a cancel button).
     """
     given = {"sampler": sampler, "steps": steps, "spacing": spacing,
              "guidance_scale": guidance_scale, "original_steps": original_steps}
@@ -194,7 +205,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         if edit is not None and edit.mask is not None:
             denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
         z = run_sampler(sampler, denoiser, x, sigmas, cond=cond,
-                        generator=generators, **sampler_options)
+                        generator=generators, **sampler_options,
+                        callback=_batch_callback(callback, len(sigmas) - 1, start))
         if not torch.isfinite(z).all():  # never a silent black image
             raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} at "
                             "these options; try fewer guidance or sampler options, more steps, or "
