@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
-from ui_support import ServeProcess, tiny_models
+from ui_support import tiny_models
 
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.checkpoints.models import bundled_model
@@ -18,6 +18,7 @@ from latentdiff.errors import UserError
 from latentdiff.parameters import Parameters, model_hash, png_info, read_parameters
 from latentdiff.ui.catalog import ModelEntry, ModelPool, discover, tasks
 from latentdiff.ui.jobs import Cancelled, Request, run
+from latentdiff.ui.load import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_twenty_concurrent_requests_through_the_queue_all_complete(tmp_path):
     pytest.importorskip("gradio_client", reason="needs the ui extra: pip install 'latentdiff[ui]'")
     from latentdiff.ui.load import run_load
 
-    server = ServeProcess(log=tmp_path / "serve.log")
+    server = ServerProcess(log=tmp_path / "serve.log")
     try:
         run_load(server.url, users=1, steps=2)
         before = server.rss_mib()

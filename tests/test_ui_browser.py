@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from ui_support import ServeProcess, tiny_models
+from ui_support import tiny_models
 
 from latentdiff.checkpoints.models import bundled_model
 from latentdiff.parameters import Parameters, png_info
+from latentdiff.ui.load import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get "
@@ -37,8 +38,9 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
     tiny_models(folder / "tiny")
     bundled = bundled_model()
-    process = ServeProcess(str(bundled), str(bundled.with_name("emoji-text-lcm-lora.safetensors")),
-                           "--models", str(folder / "tiny"), log=folder / "serve.log")
+    process = ServerProcess(str(bundled), str(bundled.with_name("emoji-text-lcm-lora.safetensors")),
+                           "--models", str(folder / "tiny"), "--max-upload-mb", "1",
+                           log=folder / "serve.log")
     yield process
     process.stop()
 
@@ -76,16 +78,17 @@ def _set_number(page, elem_id: str, value) -> None:
     field.press("Tab")  # a slider's box takes its value when it loses the focus
 
 
+SOURCES = "[...new Set([...document.querySelectorAll('#gallery img')].map(x => x.src))]"
+
+
 def _generate(page, count: int = 1) -> list:
-    """Click Generate, wait until the gallery shows `count` images; their PNGs as (pixels, text
-    chunks), newest first, fetched from the server as a download would."""
+    """Click Generate, wait until the gallery holds `count` distinct images; their PNGs as (pixels,
+    text chunks), fetched from the server as a download would."""
     page.click("#generate")
-    page.wait_for_function(f"document.querySelectorAll('#gallery .thumbnail-item img, "
-                           f"#gallery img').length >= {count}")
+    page.wait_for_function(f"{SOURCES}.length >= {count}")
     images = []
-    for src in page.eval_on_selector_all("#gallery img", "xs => xs.map(x => x.src)"):
-        data = page.request.get(src).body()
-        image = Image.open(io.BytesIO(data))
+    for src in page.evaluate(SOURCES):
+        image = Image.open(io.BytesIO(page.request.get(src).body()))
         images.append((np.asarray(image.convert("RGB")), dict(image.text)))
     return images
 
@@ -108,12 +111,14 @@ def test_text_to_image_gives_a_png_with_its_parameters(page, shots):
     page.fill("#prompt textarea", "red heart")
     _set_number(page, "steps", 10)
     _set_number(page, "seed", 42)
-    (pixels, text), = _generate(page)
-    assert pixels.shape == (64, 64, 3) and pixels.std() > 10
-    assert (text["prompt"], text["steps"], text["seed"], text["sampler"]) == ("red heart", "10",
-                                                                              "42", "ddim")
-    assert text["model"] == "emoji-text" and len(text["model_hash"]) == 12
-    assert json.loads(text["guidance"]) == 3.0
+    _set_number(page, "batch", 4)
+    images = _generate(page, 4)
+    assert sorted(text["seed"] for _, text in images) == ["42", "43", "44", "45"]
+    for pixels, text in images:
+        assert pixels.shape == (64, 64, 3) and pixels.std() > 10
+        assert (text["prompt"], text["steps"], text["sampler"]) == ("red heart", "10", "ddim")
+        assert text["model"] == "emoji-text" and len(text["model_hash"]) == 12
+        assert json.loads(text["guidance"]) == 3.0
     page.screenshot(path=shots / "txt2img.png", full_page=True)
 
 
@@ -146,9 +151,14 @@ def test_painted_mask_inpaints_and_keeps_the_rest_exactly(page, shots, tmp_path)
 
 
 def test_bad_input_shows_a_message_in_the_page(page, tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.png")  # over the server's --max-upload-mb 1
+    assert (tmp_path / "big.png").stat().st_size > 2**20
+    _tab(page, "Image to image")
+    page.set_input_files("#img2img-image input[type=file]", str(tmp_path / "big.png"))
+    page.get_by_text(re.compile("exceed the maximum allowed size of 1.0 Mb")).first.wait_for()
     Image.new("L", (6000, 6000)).save(tmp_path / "bomb.png")  # 36 megapixels in a few kilobytes
     assert (tmp_path / "bomb.png").stat().st_size < 200_000
-    _tab(page, "Image to image")
     page.set_input_files("#img2img-image input[type=file]", str(tmp_path / "bomb.png"))
     page.get_by_text(re.compile("6000×6000 .* above the limit")).first.wait_for()
     _tab(page, "Inpaint")
@@ -192,6 +202,8 @@ def test_reuse_parameters_from_a_result_and_from_a_dropped_png(page, tmp_path):
                            ".startsWith('emoji-text-lcm-lora')")
     assert page.locator("#seed input").input_value() == "1234"
     assert page.locator("#steps input[type=number]").input_value() == "4"
+    made = [(t["model"], t["sampler"], t["steps"], t["seed"]) for _, t in _generate(page, 2)]
+    assert ("emoji-text-lcm-lora", "consistency", "4", "1234") in made  # the reused settings
 
 
 def test_sessions_do_not_see_each_other(browser, server, page):

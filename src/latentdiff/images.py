@@ -88,6 +88,12 @@ def _open(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return image
 
 
+def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> None:
+    """A one-line UserError when the file is not a readable image within `max_pixels` (what
+    `load_image` would refuse), without converting it."""
+    _open(path, max_pixels).close()
+
+
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit (and 32-bit integer) images → 8-bit "L" scaled from the 16-bit range
     (documented conversion)."""

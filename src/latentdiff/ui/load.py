@@ -2,15 +2,75 @@
 text-to-image request at the same moment through the server's queue; every result is checked.
 
     python -m latentdiff.ui.load http://127.0.0.1:7860/ --users 20 --steps 4
+
+`ServerProcess` starts a server on a free local port for the tests and the load-test report.
 """
 
 import argparse
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`latentdiff serve ARGS` in a child process on a free local port, waited for until the page
+    answers (its output goes to `log`); `stop()` ends it."""
+
+    def __init__(self, *args: str, log: Path, timeout: float = 300, threads: int | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        env = dict(os.environ)
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
+        self.log = open(log, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "latentdiff", "serve", *args,
+                                         "--port", str(self.port)],
+                                        stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"latentdiff serve did not start: "
+                                   f"{Path(log).read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def rss_mib(self) -> float:
+        """The server's resident memory in MiB (Linux's /proc)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS in /proc")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
 
 
 def run_load(url: str, users: int = 20, steps: int = 4, prompt: str = "red heart",
