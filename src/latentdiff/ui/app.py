@@ -169,10 +169,10 @@ def model_view(server: Server, name: str) -> dict:
     classes = class_choices(model) if model.num_classes is not None else []
     student = model.student is not None and model.unet.config.guidance_embedding
     step = size_step(model)
-    info = (f"{name}: {kind or 'unconditional'}{' (class-conditional)' if classes else ''}, "
+    what = kind or ("class-conditional" if classes else "unconditional")
+    info = (f"{name}: {what}, "
             f"{model.image_size} px; tasks: {', '.join(TAB_NAMES[t] for t in supported)}"
             f"{'; a few-step student' if model.student is not None else ''}")
-    size = gr.update(value=model.image_size, step=step, minimum=step)
     # "hidden", not False: Gradio 6 does not hide a tab that was rendered visible on False
     return {**{f"tab-{t}": gr.update(visible=True if t in supported else "hidden") for t in TASKS},
             "tabs": gr.update(selected=supported[0]), "task": supported[0], "info": info,
@@ -182,7 +182,9 @@ def model_view(server: Server, name: str) -> dict:
                                visible=bool(classes)),
             "sampler": defaults["sampler"], "steps": defaults["steps"],
             "guidance": default_guidance(model), "rescale": gr.update(value=0.0, visible=not student),
-            "width": size, "height": size}
+            # one update each: Gradio consumes an update's dict
+            **{side: gr.update(value=model.image_size, step=step, minimum=step)
+               for side in ("width", "height")}}
 
 
 def default_guidance(model) -> float:

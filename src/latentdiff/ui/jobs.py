@@ -123,7 +123,8 @@ def class_choices(model: LatentDiffusion) -> list[tuple[str, int]]:
     """(name, label) of the classes a class-conditional model draws (not the null class)."""
     count = model.num_classes - (1 if model.trained_with_null else 0)
     names = list(model.class_names)
-    return [(f"{c}: {names[c]}" if c < len(names) else str(c), c) for c in range(count)]
+    shown = [names[c] if c < len(names) else str(c) for c in range(count)]
+    return [(name if name == str(c) else f"{c}: {name}", c) for c, name in enumerate(shown)]
 
 
 def _require_file(path: str | None, what: str) -> str:
