@@ -62,8 +62,11 @@ def test_catalog_finds_models_and_skips_the_rest(tmp_path, models):
     (folder / "pipe").mkdir()
     (folder / "pipe" / "model_index.json").write_text("{}")
     (folder / "pipe" / "unet.safetensors").write_bytes(b"not a checkpoint")
+    (folder / "sd.ckpt").write_bytes(b"an original checkpoint")
+    (folder / "sd.yaml").write_text("model: {}")
     entries = discover([models["text"]], folder)
-    assert [e.name for e in entries] == ["text", "pipe", "sub/a"]
+    assert [e.name for e in entries] == ["text", "pipe", "sd", "sub/a"]
+    assert entries[2].config == folder / "sd.yaml" and entries[3].config is None
     assert discover([], None, [models["text"], models["text"]])[1].name == "text (2)"
     with pytest.raises(UserError, match="does not exist"):
         discover([tmp_path / "missing.safetensors"])

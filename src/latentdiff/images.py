@@ -43,8 +43,8 @@ IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".webp")  # what a grid can be written
 def save_image_grid(images: torch.Tensor, path: str | Path, ncols: int,
                     parameters: Parameters | None = None) -> Path:
     """Write uint8 images (N, C, H, W) as one grid with `ncols` columns, atomically (PNG, or
-    JPEG/WebP by the file's extension); a PNG carries `parameters` in its text chunks. One image
-    (ncols 1) is written without the grid's border."""
+    JPEG/WebP by the file's extension); a PNG carries `parameters` in its text chunks. A single
+    image is written as itself, without the grid's border."""
     path = Path(path)
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if path.suffix.lower() not in IMAGE_OUTPUTS or image_format is None:
