@@ -27,6 +27,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--repeats", type=int, default=2, help="rounds per case (the spread)")
+    p.add_argument("--max-sessions", type=int, default=50,
+                   help="the session cap of the memory probe's server")
     p.add_argument("--name", default="ui-load", help="report folder under reports/")
     args = p.parse_args()
     provenance = Provenance()
@@ -58,8 +60,9 @@ def main() -> None:
             peak = max(r["rss_mib"] for r in rows)
         finally:
             server.stop()
+        sessions = _session_memory(args.max_sessions, Path(folder) / "sessions.log")
     results = {"users": args.users, "repeats": args.repeats, "rss_idle_mib": idle,
-               "rss_peak_mib": peak, "rows": rows}
+               "rss_peak_mib": peak, "rows": rows, "sessions": sessions}
     print(write_report(args.name, TITLE, results, render, provenance))
 
 
@@ -84,6 +87,23 @@ def _direct(name: str, steps: int, n: int, out: Path) -> dict:
 def _loaded(name: str):
     path = bundled_model().with_name(f"{name}.safetensors")
     return load_latent_diffusion(path), ModelEntry(name, path)
+
+
+def _session_memory(max_sessions: int, log: Path, blocks: int = 3, per_block: int = 100) -> dict:
+    """The server's memory as new client sessions arrive (one 2-step request each), `per_block`
+    at a time, on a server that keeps `max_sessions` sessions."""
+    server = ServerProcess("--max-sessions", str(max_sessions), log=log)
+    try:
+        run_load(server.url, users=1, steps=2)
+        rss = [server.rss_mib()]
+        for _ in range(blocks):
+            for seed in range(per_block):
+                run_load(server.url, users=1, steps=2)
+            rss.append(server.rss_mib())
+            print("sessions", rss, flush=True)
+    finally:
+        server.stop()
+    return {"max_sessions": max_sessions, "per_block": per_block, "rss_mib": rss}
 
 
 def _sequential(parts: list[dict]) -> dict:
@@ -120,6 +140,11 @@ def render(results: dict) -> list[str]:
                      f"{r['rss_mib']:.0f} |")
     lines += ["", f"Server memory: {results['rss_idle_mib']:.0f} MiB with both models loaded "
               f"and warm, {results['rss_peak_mib']:.0f} MiB at most after any case."]
+    m = results["sessions"]
+    steps = ", ".join(f"{m['per_block'] * i}: {rss:.0f}" for i, rss in enumerate(m["rss_mib"]))
+    lines += ["", "Memory as sessions arrive, on a server started with `--max-sessions "
+              f"{m['max_sessions']}` (each new client session sends one 2-step request; sessions "
+              f"seen: server RSS in MiB): {steps}."]
     return lines
 
 

@@ -222,3 +222,13 @@ def test_serve_refuses_bad_arguments_on_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # not installed
     assert main(["serve"]) == 2
     assert "pip install 'latentdiff[ui]'" in capsys.readouterr().err
+
+
+def test_the_server_keeps_the_stop_flags_of_recent_sessions_only(models, tmp_path):
+    pytest.importorskip("gradio", reason="needs the ui extra: pip install 'latentdiff[ui]'")
+    from latentdiff.ui.server import Server
+
+    server = Server(ModelPool([ModelEntry("text", models["text"])]), tmp_path, max_sessions=2)
+    a = server.stop_flag("a")
+    server.stop_flag("b"), server.stop_flag("a"), server.stop_flag("c")  # b is the least recent
+    assert server.stop_flag("a") is a and list(server._stops) == ["c", "a"]

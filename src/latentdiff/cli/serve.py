@@ -38,6 +38,9 @@ def add_serve(commands_: argparse._SubParsersAction) -> None:
     p.add_argument("--queue-size", type=positive_int, default=64,
                    help="jobs that may wait in the queue; more are refused with a message "
                         "(default: 64)")
+    p.add_argument("--max-sessions", type=positive_int, default=1000,
+                   help="browser sessions whose state (gallery, settings) the server keeps; the "
+                        "least recent beyond this are forgotten (default: 1000)")
     p.add_argument("--keep-models", type=positive_int, default=2,
                    help="models kept loaded at once (default: 2)")
     add_device(p)
@@ -66,7 +69,7 @@ def serve(args: argparse.Namespace) -> None:
     outputs = args.outputs or Path(tempfile.mkdtemp(prefix="latentdiff-serve-"))
     try:
         launch(pool, outputs, args.host, args.port, args.max_pixels, args.max_upload_mb,
-               args.queue_size)
+               args.queue_size, args.max_sessions)
     finally:
         if args.outputs is None:
             shutil.rmtree(outputs, ignore_errors=True)

@@ -280,7 +280,8 @@ def _painted(value: dict | None) -> np.ndarray | None:
 
 
 def launch(pool: ModelPool, outputs: Path, host: str = "127.0.0.1", port: int = 7860,
-           max_pixels: int = MAX_PIXELS, max_upload_mb: int = 16, queue_size: int = 64) -> None:
+           max_pixels: int = MAX_PIXELS, max_upload_mb: int = 16, queue_size: int = 64,
+           max_sessions: int = 1000) -> None:
     """Load the first model (a bad checkpoint fails here, on one line), then serve until Ctrl-C:
     one job at a time on the pool, at most `queue_size` waiting, uploads up to `max_upload_mb`."""
     from PIL import Image
@@ -288,7 +289,7 @@ def launch(pool: ModelPool, outputs: Path, host: str = "127.0.0.1", port: int = 
     # uploads are checked against max_pixels by our loader before they are decoded; PIL's own
     # check would raise first, in Gradio's code, with no message for the page
     Image.MAX_IMAGE_PIXELS = None
-    server = Server(pool, outputs, max_pixels)
+    server = Server(pool, outputs, max_pixels, max_sessions)
     server.model(pool.names[0])
     page = build(server)
     page.queue(default_concurrency_limit=1, max_size=queue_size)
@@ -296,4 +297,4 @@ def launch(pool: ModelPool, outputs: Path, host: str = "127.0.0.1", port: int = 
           flush=True)
     page.launch(server_name=host, server_port=port, share=False, max_file_size=f"{max_upload_mb}mb",
                 show_error=False, ssr_mode=False, mcp_server=False, quiet=True,
-                allowed_paths=[str(outputs)])
+                allowed_paths=[str(outputs)], state_session_capacity=max_sessions)

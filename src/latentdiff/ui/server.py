@@ -5,6 +5,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -31,9 +32,12 @@ class Server:
     a torch operator starts an OpenMP team of its own, and next to an idle one it ran the bundled
     model 3× slower (measured: 2.7 s instead of 0.9 s for 50 guided steps on 2 cores)."""
 
-    def __init__(self, pool: ModelPool, outputs: Path, max_pixels: int = MAX_PIXELS):
+    def __init__(self, pool: ModelPool, outputs: Path, max_pixels: int = MAX_PIXELS,
+                 max_sessions: int = 1000):
         self.pool, self.outputs, self.max_pixels = pool, Path(outputs), max_pixels
-        self._stops: dict[str, threading.Event] = {}
+        self.max_sessions = max_sessions
+        self._stops: OrderedDict[str, threading.Event] = OrderedDict()  # the recent sessions'
+        self._lock = threading.Lock()
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="latentdiff-model")
 
     def on_model_thread(self, function, *args):
@@ -44,7 +48,13 @@ class Server:
         return self.on_model_thread(self.pool.get, name)
 
     def stop_flag(self, session: str) -> threading.Event:
-        return self._stops.setdefault(session, threading.Event())
+        """The session's cancel flag (the `max_sessions` most recent sessions keep theirs)."""
+        with self._lock:
+            flag = self._stops.setdefault(session, threading.Event())
+            self._stops.move_to_end(session)
+            while len(self._stops) > self.max_sessions:
+                self._stops.popitem(last=False)
+            return flag
 
     def cancel(self, request: gr.Request) -> None:
         """Stop the session's job at its next step, or before its first when it still waits."""
