@@ -28,9 +28,9 @@ class Server:
     """What the page's events share: the model pool, the output folder, each session's stop flag,
     and the one thread that runs every model call.
 
-    One thread for all model work, not Gradio's pool of worker threads: each new thread that runs
-    a torch operator starts an OpenMP team of its own, and next to an idle one it ran the bundled
-    model 3× slower (measured: 2.7 s instead of 0.9 s for 50 guided steps on 2 cores)."""
+    One thread for all model work, not Gradio's pool of worker threads, and none on the main
+    thread: each thread that runs a torch operator starts an OpenMP team of its own, and a second
+    team ran the bundled model 3.4× slower (reports/model-thread)."""
 
     def __init__(self, pool: ModelPool, outputs: Path, max_pixels: int = MAX_PIXELS,
                  max_sessions: int = 1000):
