@@ -160,7 +160,9 @@ def test_bad_requests_are_one_line_errors_before_any_work(tmp_path, models):
     Image.new("L", (3000, 3000)).save(bomb)  # 9 megapixels in a few kilobytes
     cases = {"unknown sampler": Request("txt2img", sampler="nope"),
              "batch size 9": Request("txt2img", batch=9),
-             "not a multiple of 4": Request("txt2img", width=18, height=16),
+             "size is 18×16, not a multiple of 4": Request("txt2img", width=18, height=16),
+             "image is 18×18, not a multiple of 4 .*; crop or resize": Request(
+                 "img2img", image=_png(tmp_path / "c.png", 18)),
              "above the server's limit": Request("txt2img", width=4096, height=4096),
              "no image uploaded": Request("img2img"),
              "no mask painted": Request("inpaint", image=_png(tmp_path / "a.png"),

@@ -81,15 +81,23 @@ def size_step(model: LatentDiffusion) -> int:
     return model.codec.downsampling_factor * 2 ** (len(model.unet.config.channel_mult) - 1)
 
 
+def _check_sides(model: LatentDiffusion, height: int, width: int, what: str, fix: str,
+                 factor: int = 1) -> None:
+    """A one-line error unless both sides, times `factor` (an upscaler's), are multiples of
+    `size_step`."""
+    step = size_step(model)
+    if (width * factor) % step or (height * factor) % step:
+        need = step // factor if step % factor == 0 else step
+        raise UserError(f"{what} is {width}×{height}, not a multiple of {need} (the autoencoder's "
+                        f"f times the UNet's downsampling); {fix} multiples of {need}")
+
+
 def _latent_size(model: LatentDiffusion, r: Request, max_pixels: int) -> tuple[int, int] | None:
     if r.width is None and r.height is None:
         return None
     width = _number(r.width, "width", 1, 1 << 15, integer=True)
     height = _number(r.height, "height", 1, 1 << 15, integer=True)
-    step = size_step(model)
-    if width % step or height % step:
-        raise UserError(f"the size {width}×{height} is not a multiple of {step} (the autoencoder's "
-                        f"f times the UNet's downsampling); choose multiples of {step}")
+    _check_sides(model, height, width, "the size", "choose")
     if width * height > max_pixels:
         raise UserError(f"{width}×{height} is above the server's limit of {max_pixels:,} pixels; "
                         "choose a smaller size")
@@ -155,6 +163,7 @@ def run(model: LatentDiffusion, entry: ModelEntry, r: Request, out: Path,
             options["latent_size"] = latent_size
     elif r.task in ("img2img", "inpaint"):
         inputs["image"] = load_image(_require_file(r.image, "image"), channels, max_pixels)
+        _check_sides(model, *inputs["image"].shape[-2:], "the image", "crop or resize it to")
         if r.task == "img2img":
             extra["strength"] = _number(r.strength, "strength", 0.01, 1)
         else:
@@ -163,10 +172,13 @@ def run(model: LatentDiffusion, entry: ModelEntry, r: Request, out: Path,
         factor = model.conditioner.config.sr_factor
         inputs["image"] = load_image(_require_file(r.image, "low-resolution image"), channels,
                                      max_pixels // factor ** 2)
+        _check_sides(model, *inputs["image"].shape[-2:], "the low-resolution image",
+                     "crop or resize it to", factor)
     elif r.task == "layout":
         extra["boxes"] = parse_boxes(r.boxes, "the boxes")
     elif r.task == "semantic":
         inputs["map"] = load_label_map(_require_file(r.label_map, "semantic map"), max_pixels)
+        _check_sides(model, *inputs["map"].shape, "the semantic map", "crop it to")
 
     def step(info: dict) -> None:
         if should_stop is not None and should_stop():
