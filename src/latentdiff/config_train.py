@@ -17,8 +17,9 @@ class DataConfig:
     bundled with scikit-image/scikit-learn, with a spatially disjoint held-out split), "emoji" (Noto
     Color Emoji glyphs with their names as captions; `path` may name the font file), "shapes"
     (procedural coloured shapes with captions, boxes and semantic maps), "mnist" (IDX or .npz files
-    at `path`), or "folder" (PNG/JPEG files under `path`; sub-folders become classes). Images are
-    resized (photos: cropped) to `image_size`.
+    at `path`), or "folder" (PNG/JPEG files under `path`; sub-folders become classes; captions from
+    metadata.jsonl / metadata.csv or sidecar .txt files). Images are resized (photos: cropped) to
+    `image_size`.
     """
 
     dataset: str = "digits"
@@ -27,6 +28,8 @@ class DataConfig:
     channels: int | None = None  # None: the dataset's own (digits/mnist 1, folder 3)
     holdout: int = 400  # images held out from training, used by evaluation
     split_seed: int = 0
+    # folder: the caption column of metadata.jsonl / metadata.csv (sidecar .txt files need none)
+    caption_field: str = "text"
 
     def __post_init__(self):
         _check(self.dataset in DATASETS,

@@ -84,8 +84,9 @@ class Conditioner(nn.Module):
         value = getattr(data, cls.needs[0])
         if value is None or (len(value) == 0 if hasattr(value, "__len__") else not value):
             raise UserError(f"conditioning.kind={cls.kind} needs {cls.needs[1]}, which "
-                            f"data.dataset={dataset} does not have; use emoji or shapes (text), "
-                            "shapes (layout, semantic)")
+                            f"data.dataset={dataset} does not have; use emoji, shapes or a "
+                            "folder with metadata.jsonl / .txt captions (text), shapes (layout, "
+                            "semantic)")
 
     def resume(self, metadata: dict) -> None:
         """Take over what a resumed run's checkpoint `metadata` fixed (a learned vocabulary);

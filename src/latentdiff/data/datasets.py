@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from latentdiff.config import DataConfig
+from latentdiff.data.captions import read_captions
 from latentdiff.data.emoji import load_emoji
 from latentdiff.data.image_data import ImageData
 from latentdiff.data.photos import load_photos
@@ -44,7 +45,8 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     elif cfg.dataset == "mnist":
         data = load_mnist(Path(cfg.path), cfg.image_size)
     else:
-        data = load_image_folder(Path(cfg.path), cfg.image_size, cfg.channels or 3)
+        data = load_image_folder(Path(cfg.path), cfg.image_size, cfg.channels or 3,
+                                 cfg.caption_field)
     if cfg.channels is not None and cfg.channels != data.channels:
         data = dataclasses.replace(data, images=_convert_channels(data.images, cfg.channels))
     return data
@@ -163,10 +165,13 @@ def _load_image(path: Path, image_size: int, mode: str) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def load_image_folder(root: Path, image_size: int, channels: int = 3) -> ImageData:
+def load_image_folder(root: Path, image_size: int, channels: int = 3,
+                      caption_field: str = "text") -> ImageData:
     """All images under `root` (recursive). When every image sits in a first-level sub-folder, the
-    sub-folders are the classes (sorted by name); otherwise the set is unlabelled. Unreadable or
-    truncated files are skipped, counted and reported in one warning."""
+    sub-folders are the classes (sorted by name); otherwise the set is unlabelled. When the folder
+    has captions (metadata.jsonl / metadata.csv, or sidecar .txt files: `captions.py`), every image
+    gets its caption and images without one are skipped. Unreadable or truncated files are skipped,
+    counted and reported in one warning."""
     if not root.is_dir():
         raise UserError(f"data.path {str(root)!r} is not a folder; point it at a folder of "
                         "PNG/JPEG images")
@@ -174,9 +179,19 @@ def load_image_folder(root: Path, image_size: int, channels: int = 3) -> ImageDa
     if not files:
         kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise UserError(f"no images ({kinds}) found under {root}; add some or fix data.path")
+    captions = read_captions(root, files, caption_field)
+    if captions is not None:
+        uncaptioned = [p for p in files if p not in captions]
+        files = [p for p in files if p in captions]
+        if uncaptioned:
+            log.warning("skipped %d image(s) without a caption of %d under %s (first: %s)",
+                        len(uncaptioned), len(files) + len(uncaptioned), root, uncaptioned[0])
+        if not files:
+            raise UserError(f"no image under {root} has a caption; check file_name in the "
+                            "metadata or the .txt files")
     labelled = all(len(p.relative_to(root).parts) >= 2 for p in files)
     class_names = tuple(sorted({p.relative_to(root).parts[0] for p in files})) if labelled else ()
-    images, labels, bad = [], [], []
+    images, labels, kept, bad = [], [], [], []
     for path in progress(files, desc=f"reading {root.name}", disable=len(files) < 500, leave=False):
         try:
             images.append(_load_image(path, image_size, "L" if channels == 1 else "RGB"))
@@ -184,10 +199,12 @@ def load_image_folder(root: Path, image_size: int, channels: int = 3) -> ImageDa
             bad.append((path, e))
             continue
         labels.append(class_names.index(path.relative_to(root).parts[0]) if labelled else -1)
+        kept.append(path)
     if bad:
         log.warning("skipped %d unreadable image(s) of %d under %s (first: %s: %s)",
                     len(bad), len(files), root, bad[0][0].name, bad[0][1])
     if not images:
         raise UserError(f"none of the {len(files)} image files under {root} could be read; "
                         "check the files")
-    return ImageData(torch.stack(images), torch.tensor(labels, dtype=torch.long), class_names)
+    return ImageData(torch.stack(images), torch.tensor(labels, dtype=torch.long), class_names,
+                     captions=() if captions is None else tuple(captions[p] for p in kept))
