@@ -117,7 +117,8 @@ def build(server: Server, title: str = "latentdiff") -> gr.Blocks:
 
     def tab_of(task: str) -> gr.Tab:
         return gr.Tab(TAB_NAMES[task], id=task, elem_id=f"tab-{task}", **start(f"tab-{task}"))
-    with gr.Blocks(title=title, analytics_enabled=False) as page:
+    # Gradio's copies of the results older than a day are deleted every hour (disk stays bounded)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as page:
         history = gr.State([])
         selected = gr.State(None)  # the gallery's selected image
         current_tab = gr.State(view["task"])
