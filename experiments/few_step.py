@@ -24,8 +24,6 @@ every kept checkpoint of a run scored at --curve-steps, quality against distilla
 """
 
 import argparse
-import functools
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ from latentdiff.files import write_text
 from latentdiff.data import load_dataset, split_holdout
 from latentdiff.evaluation.alignment import AlignmentReport, evaluate_alignment
 from latentdiff.evaluation.autoencoder import stored_data_config
+from latentdiff.parameters import file_sha256
 from latentdiff.pipelines import generate
 from latentdiff.samplers import SAMPLERS
 # experiments/report.py (the script's folder)
@@ -91,11 +90,10 @@ def checkpoint_minutes(path: Path) -> float | None:
     return run_minutes(path.parent.parent, step)
 
 
-@functools.cache
 def content_hash(path: Path) -> str:
-    """A checkpoint's content checksum, read once per file: in the cache keys, so that a file replaced
-    under the same name is scored afresh."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """A checkpoint's content checksum (read once per file version): in the cache keys, so that a
+    file replaced under the same name is scored afresh."""
+    return file_sha256(path)[:16]
 
 
 def row_of(report, name: str, sampler: str, steps: int, nfe: int, scale: float) -> dict:

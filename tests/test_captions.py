@@ -58,18 +58,15 @@ def test_images_without_a_caption_are_skipped_and_counted(tmp_path, caplog):
 
 def test_bad_metadata_is_a_one_line_error(tmp_path):
     _images(tmp_path, ["1.png"])
-    (tmp_path / "metadata.jsonl").write_text('{"file_name": "1.png", "text": "one"}\n{oops\n')
-    with pytest.raises(UserError, match="metadata.jsonl line 2 is not JSON"):
-        _load(tmp_path)
-    (tmp_path / "metadata.jsonl").write_text('{"file_name": "1.png", "caption": "one"}\n')
-    with pytest.raises(UserError, match="data.caption_field=text is not a column .*caption"):
-        _load(tmp_path)
-    (tmp_path / "metadata.jsonl").write_text('{"image": "1.png", "text": "one"}\n')
-    with pytest.raises(UserError, match="no file_name column"):
-        _load(tmp_path)
-    (tmp_path / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "one"}\n')
-    with pytest.raises(UserError, match="no image under .* has a caption"):
-        _load(tmp_path)
+    cases = {'{"file_name": "1.png", "text": "one"}\n{oops\n': "metadata.jsonl line 2 is not JSON",
+             '{"file_name": "1.png", "caption": "one"}\n':
+                 "data.caption_field=text is not a column .*caption",
+             '{"image": "1.png", "text": "one"}\n': "no file_name column",
+             '{"file_name": "missing.png", "text": "one"}\n': "no image under .* has a caption"}
+    for metadata, message in cases.items():
+        (tmp_path / "metadata.jsonl").write_text(metadata)
+        with pytest.raises(UserError, match=message):
+            _load(tmp_path)
 
 
 def test_a_text_model_trains_on_a_captioned_folder(tmp_path):

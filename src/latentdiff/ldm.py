@@ -61,6 +61,12 @@ class LatentDiffusion:
         return self.codec.latent_channels, side, side
 
     @property
+    def size_multiple(self) -> int:
+        """Sides of a sample (or of an input image) in pixels must be multiples of this: the
+        autoencoder's f times the UNet's downsampling 2^(levels − 1)."""
+        return self.codec.downsampling_factor * 2 ** (len(self.unet.config.channel_mult) - 1)
+
+    @property
     def num_classes(self) -> int | None:
         """Class count (the null class included) of class-conditional models: a label embedding in
         the UNet or a class token in the conditioner."""

@@ -91,6 +91,14 @@ def read_parameters(path: str | Path) -> Parameters:
     return Parameters.from_text_chunks(chunks)
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in blocks; computed once per file version (path,
+    size and modification time)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _file_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
 @cache
 def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
@@ -106,11 +114,8 @@ def model_hash(path: str | Path) -> str:
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if len(files) == 1:
-        stat = files[0].stat()
-        return _file_digest(files[0].resolve(), stat.st_size, stat.st_mtime_ns)[:12]
+        return file_sha256(files[0])[:12]
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}:".encode())
-        digest.update(_file_digest(file.resolve(), stat.st_size, stat.st_mtime_ns).encode())
+        digest.update(f"{file.relative_to(path)}:{file_sha256(file)}".encode())
     return digest.hexdigest()[:12]

@@ -21,7 +21,7 @@ from latentdiff.conditioning.superres import SuperResConditioner
 from latentdiff.data import to_model_range, to_uint8
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
-from latentdiff.pipelines.generate import LatentEdit, generate
+from latentdiff.pipelines.generate import LatentEdit, check_sides, generate
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def _latent_size(model: LatentDiffusion, height: int, width: int, what: str) -> 
     if height % f or width % f:
         raise UserError(f"the {what} is {width}×{height}; both sides must be multiples of {f} (the "
                         "autoencoder's f)")
+    check_sides(model, height, width, what, "crop or resize it to")
     return height // f, width // f
 
 

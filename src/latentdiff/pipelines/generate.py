@@ -31,6 +31,16 @@ class LatentEdit:
     mask: torch.Tensor | None = None
 
 
+def check_sides(model: LatentDiffusion, height: int, width: int, what: str = "size",
+                fix: str = "choose") -> None:
+    """A one-line error unless both pixel sides are multiples of `model.size_multiple` (else the
+    UNet's skip connections would not line up)."""
+    n = model.size_multiple
+    if width % n or height % n:
+        raise UserError(f"the {what} is {width}×{height}, not a multiple of {n} (the autoencoder's f "
+                        f"times the UNet's downsampling); {fix} multiples of {n}")
+
+
 def _class_tensor(model: LatentDiffusion, class_labels: Sequence[int] | None,
                   n: int) -> torch.Tensor | None:
     if model.num_classes is None:
@@ -97,6 +107,13 @@ def _check_embedded_guidance(model: LatentDiffusion, scale: float, rescale: floa
                         "guidance rescale, interval and negative prompts need the teacher")
 
 
+def sampling_choices(model: LatentDiffusion, **given) -> dict:
+    """The given sampling options (sampler, steps, spacing, guidance_scale, original_steps) with
+    those left None taken from `model.sampling_defaults`."""
+    defaults = model.sampling_defaults
+    return {k: defaults[k] if v is None else v for k, v in given.items()}
+
+
 def _batch_callback(callback: Callable[[dict], None] | None, steps: int,
                     batch: int) -> Callable[[dict], None] | None:
     if callback is None:
@@ -138,10 +155,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     "denoised"} with "steps" (the steps of a batch) and "batch" (its first row) added; it may raise
     to stop the work (a cancel button).
     """
-    given = {"sampler": sampler, "steps": steps, "spacing": spacing,
-             "guidance_scale": guidance_scale, "original_steps": original_steps}
-    defaults = model.sampling_defaults
-    chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
+    chosen = sampling_choices(model, sampler=sampler, steps=steps, spacing=spacing,
+                              guidance_scale=guidance_scale, original_steps=original_steps)
     sampler, steps, spacing = chosen["sampler"], chosen["steps"], chosen["spacing"]
     guidance_scale = chosen["guidance_scale"]
     check_sampler(sampler)  # both also checked where they are used; here, before any work
@@ -173,6 +188,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         latent_size = tuple(edit.latents.shape[-2:])
         sigmas = img2img_grid(sigmas, edit.strength, steps)
     shape = (c, *(latent_size or trained_size))
+    f = model.codec.downsampling_factor
+    check_sides(model, shape[1] * f, shape[2] * f)
     out = []
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size)

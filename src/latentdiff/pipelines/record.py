@@ -7,6 +7,7 @@ from pathlib import Path
 
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.parameters import Parameters, model_hash
+from latentdiff.pipelines.generate import sampling_choices
 
 # generate's keyword arguments that carry inputs, not settings of the method
 _INPUTS = ("latent_size", "spatial", "edit", "image_guide", "layouts", "callback", "batch_size",
@@ -31,10 +32,8 @@ def record(model: LatentDiffusion, checkpoint: str | Path, task: str, seeds: Seq
     One seed: that image's; several: the first image's, with `seeds` and `prompts` listing all.
     Options with plain values (a sampler's eta, `final`) are kept as `sampler_options`; those that
     describe the input rather than the method (latent_size, spatial, edit, callback) are not."""
-    defaults = model.sampling_defaults
-    chosen = {"sampler": sampler, "steps": steps, "spacing": spacing,
-              "guidance_scale": guidance_scale}
-    chosen = {k: defaults[k] if v is None else v for k, v in chosen.items()}
+    chosen = sampling_choices(model, sampler=sampler, steps=steps, spacing=spacing,
+                              guidance_scale=guidance_scale)
     grid = len(seeds) > 1
     return Parameters(
         task=task, model=model_name(checkpoint), model_hash=model_hash(checkpoint),

@@ -21,7 +21,7 @@ from latentdiff.images import MAX_PIXELS, check_image
 from latentdiff.parameters import Parameters, read_parameters
 from latentdiff.samplers import SAMPLERS
 from latentdiff.ui.catalog import TASKS, ModelPool, tasks
-from latentdiff.ui.jobs import MAX_BATCH, class_choices, parameters_json, size_step
+from latentdiff.ui.jobs import MAX_BATCH, class_choices, parameters_json
 from latentdiff.ui.server import Server, default_guidance
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def model_view(server: Server, name: str) -> dict:
     kind = model.conditioner.kind if model.conditioner is not None else None
     classes = class_choices(model) if model.num_classes is not None else []
     student = model.student is not None and model.unet.config.guidance_embedding
-    step = size_step(model)
+    step = model.size_multiple
     what = kind or ("class-conditional" if classes else "unconditional")
     info = (f"{name}: {what}, "
             f"{model.image_size} px; tasks: {', '.join(TAB_NAMES[t] for t in supported)}"
@@ -251,18 +251,20 @@ def build(server: Server, title: str = "latentdiff") -> gr.Blocks:
         reused = {**shown_for_model, "model": model, "seed": seed, "strength": strength,
                   "boxes": boxes}
 
+        def apply(parameters: Parameters, model_name: str) -> list:
+            view = reuse_view(server, parameters, model_name)
+            return [view.get(k, gr.skip()) for k in reused]
+
         def reuse_selected(index, history_value, model_name):
             if index is None or index >= len(history_value):
                 raise gr.Error("select an image in the gallery first", print_exception=False)
-            view = reuse_view(server, Parameters(**history_value[index]["parameters"]), model_name)
-            return [view.get(k, gr.skip()) for k in reused]
+            return apply(Parameters(**history_value[index]["parameters"]), model_name)
 
         def reuse_dropped(path, model_name):
             try:
-                view = reuse_view(server, read_parameters(path), model_name)
+                return apply(read_parameters(path), model_name)
             except UserError as e:
                 raise gr.Error(str(e), print_exception=False) from None
-            return [view.get(k, gr.skip()) for k in reused]
 
         outputs = list(reused.values())
         reuse.click(reuse_selected, [selected, history, model], outputs, concurrency_id=QUEUE,

@@ -70,8 +70,7 @@ def discover(checkpoints: Sequence[str | Path] = (), folder: str | Path | None =
         root = Path(folder)
         if not root.is_dir():
             raise UserError(f"--models {root} is not a folder; give a folder of checkpoints")
-        diffusers = [p for p in sorted(root.rglob("model_index.json"))]
-        inside = {p.parent for p in diffusers}
+        inside = {p.parent for p in root.rglob("model_index.json")}  # diffusers folders
         for path in sorted(root.rglob("*")):
             if any(parent in inside for parent in path.parents) or not _is_model(path):
                 continue

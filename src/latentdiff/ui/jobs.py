@@ -22,6 +22,7 @@ from latentdiff.images import MAX_PIXELS, draw_boxes, load_image, load_label_map
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.parameters import Parameters
 from latentdiff.pipelines import conditional, generate
+from latentdiff.pipelines.generate import check_sides
 from latentdiff.pipelines.record import cell, record
 from latentdiff.samplers import SAMPLERS
 from latentdiff.ui.catalog import ModelEntry, tasks
@@ -75,29 +76,12 @@ def _number(value, what: str, low: float, high: float, integer: bool = False):
     return int(value) if integer else float(value)
 
 
-def size_step(model: LatentDiffusion) -> int:
-    """Sides of a sample must be multiples of this: the autoencoder's f times the UNet's total
-    downsampling."""
-    return model.codec.downsampling_factor * 2 ** (len(model.unet.config.channel_mult) - 1)
-
-
-def _check_sides(model: LatentDiffusion, height: int, width: int, what: str, fix: str,
-                 factor: int = 1) -> None:
-    """A one-line error unless both sides, times `factor` (an upscaler's), are multiples of
-    `size_step`."""
-    step = size_step(model)
-    if (width * factor) % step or (height * factor) % step:
-        need = step // factor if step % factor == 0 else step
-        raise UserError(f"{what} is {width}×{height}, not a multiple of {need} (the autoencoder's "
-                        f"f times the UNet's downsampling); {fix} multiples of {need}")
-
-
 def _latent_size(model: LatentDiffusion, r: Request, max_pixels: int) -> tuple[int, int] | None:
     if r.width is None and r.height is None:
         return None
     width = _number(r.width, "width", 1, 1 << 15, integer=True)
     height = _number(r.height, "height", 1, 1 << 15, integer=True)
-    _check_sides(model, height, width, "the size", "choose")
+    check_sides(model, height, width)
     if width * height > max_pixels:
         raise UserError(f"{width}×{height} is above the server's limit of {max_pixels:,} pixels; "
                         "choose a smaller size")
@@ -105,15 +89,15 @@ def _latent_size(model: LatentDiffusion, r: Request, max_pixels: int) -> tuple[i
     return height // f, width // f
 
 
-def _options(model: LatentDiffusion, r: Request) -> dict:
-    """generate's keyword arguments for the request's sampling settings and condition."""
+def _options(model: LatentDiffusion, r: Request, batch: int) -> dict:
+    """generate's keyword arguments for the request's sampling settings and the condition of its
+    `batch` images."""
     if r.sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {r.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     options = {"sampler": r.sampler,
                "steps": _number(r.steps, "steps", 1, MAX_STEPS, integer=True),
                "guidance_scale": _number(r.guidance, "guidance", 0, 100),
                "guidance_rescale": _number(r.guidance_rescale, "guidance rescale", 0, 1)}
-    batch = _number(r.batch, "batch size", 1, MAX_BATCH, integer=True)
     kind = model.conditioner.kind if model.conditioner is not None else None
     if kind == "text":
         options["prompts"] = [r.prompt] * batch
@@ -150,8 +134,8 @@ def run(model: LatentDiffusion, entry: ModelEntry, r: Request, out: Path,
     True stops the job (`Cancelled`)."""
     if r.task not in tasks(model):
         raise UserError(f"{entry.name} does not do {r.task}; it does {', '.join(tasks(model))}")
-    options = _options(model, r)
     batch = _number(r.batch, "batch size", 1, MAX_BATCH, integer=True)
+    options = _options(model, r, batch)
     seed = _number(r.seed, "seed", 0, 2 ** 63 - 1, integer=True)
     seeds = [seed + i for i in range(batch)]
     channels = model.codec.autoencoder.config.in_channels
@@ -163,7 +147,6 @@ def run(model: LatentDiffusion, entry: ModelEntry, r: Request, out: Path,
             options["latent_size"] = latent_size
     elif r.task in ("img2img", "inpaint"):
         inputs["image"] = load_image(_require_file(r.image, "image"), channels, max_pixels)
-        _check_sides(model, *inputs["image"].shape[-2:], "the image", "crop or resize it to")
         if r.task == "img2img":
             extra["strength"] = _number(r.strength, "strength", 0.01, 1)
         else:
@@ -172,13 +155,10 @@ def run(model: LatentDiffusion, entry: ModelEntry, r: Request, out: Path,
         factor = model.conditioner.config.sr_factor
         inputs["image"] = load_image(_require_file(r.image, "low-resolution image"), channels,
                                      max_pixels // factor ** 2)
-        _check_sides(model, *inputs["image"].shape[-2:], "the low-resolution image",
-                     "crop or resize it to", factor)
     elif r.task == "layout":
         extra["boxes"] = parse_boxes(r.boxes, "the boxes")
     elif r.task == "semantic":
         inputs["map"] = load_label_map(_require_file(r.label_map, "semantic map"), max_pixels)
-        _check_sides(model, *inputs["map"].shape, "the semantic map", "crop it to")
 
     def step(info: dict) -> None:
         if should_stop is not None and should_stop():

@@ -88,7 +88,6 @@ class Server:
         new = [{"path": str(x.path), "parameters": asdict(x.parameters)} for x in results]
         return (new + history)[:HISTORY]
 
-
     def txt2img(self, prompt: str = "", negative_prompt: str = "", model: str = "",
                 sampler: str = "", steps: int = 0, guidance: float = -1.0,
                 guidance_rescale: float = 0.0, seed: int = 0, batch: int = 1, width: int = 0,
@@ -98,7 +97,7 @@ class Server:
         Empty or zero arguments take the model's defaults (the first model, its sampler, steps
         and guidance, its training size)."""
         name = model or self.pool.names[0]
-        loaded = self.model(self.pool.entry(name).name)
+        loaded = self.model(name)
         defaults = loaded.sampling_defaults
         values = {"prompt": prompt, "negative_prompt": negative_prompt,
                   "sampler": sampler or defaults["sampler"], "steps": steps or defaults["steps"],
