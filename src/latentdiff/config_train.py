@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from latentdiff.config_files import check as _check
 
 
-DATASETS = ("digits", "photos", "emoji", "shapes", "mnist", "folder")
+# read record by record in DataLoader workers (`data/stream.py`), never held in memory
+STREAMED = ("webdataset", "hf")
+DATASETS = ("digits", "photos", "emoji", "shapes", "mnist", "folder", *STREAMED)
 
 
 @dataclass(frozen=True)
@@ -18,8 +20,10 @@ class DataConfig:
     Color Emoji glyphs with their names as captions; `path` may name the font file), "shapes"
     (procedural coloured shapes with captions, boxes and semantic maps), "mnist" (IDX or .npz files
     at `path`), or "folder" (PNG/JPEG files under `path`; sub-folders become classes; captions from
-    metadata.jsonl / metadata.csv or sidecar .txt files). Images are resized (photos: cropped) to
-    `image_size`.
+    metadata.jsonl / metadata.csv or sidecar .txt files), "webdataset" (tar shards at `path`: a brace
+    pattern, glob, folder or URL) or "hf" (a Hugging Face `datasets` folder or parquet files at
+    `path`). Images are resized (photos: cropped) to `image_size`. The last two, and a folder with
+    `stream: true`, are streamed (docs/data.md).
     """
 
     dataset: str = "digits"
@@ -28,15 +32,37 @@ class DataConfig:
     channels: int | None = None  # None: the dataset's own (digits/mnist 1, folder 3)
     holdout: int = 400  # images held out from training, used by evaluation
     split_seed: int = 0
-    # folder: the caption column of metadata.jsonl / metadata.csv (sidecar .txt files need none)
+    # folder: the caption column of metadata.jsonl / metadata.csv (sidecar .txt files need none);
+    # webdataset: the key of the .json member when a sample has no .txt; hf: the caption column
     caption_field: str = "text"
+    # hf: the image column (default "image"); webdataset: the image extensions (default
+    # "jpg;jpeg;png;webp")
+    image_field: str | None = None
+    # decode images in DataLoader workers instead of holding them in memory (always on for
+    # webdataset and hf; `data/stream.py`)
+    stream: bool = False
+    workers: int = 2  # streamed: DataLoader worker processes per training process (0: none)
+    crop: str = "centre"  # streamed: "centre" or "random" crop after the shorter-side resize
+    flip: bool = False  # streamed: random horizontal flips (never for captions with left/right)
+    buckets: bool = False  # streamed: aspect-ratio buckets of about image_size² pixels
+
+    @property
+    def streamed(self) -> bool:
+        """Whether images are decoded per batch (`data/stream.py`) rather than held in memory."""
+        return self.dataset in STREAMED or (self.dataset == "folder" and self.stream)
 
     def __post_init__(self):
         _check(self.dataset in DATASETS,
                f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, shapes, "
-               "mnist or folder")
-        _check(self.dataset not in ("mnist", "folder") or self.path,
+               "mnist, folder, webdataset or hf")
+        _check(self.dataset not in ("mnist", "folder", *STREAMED) or self.path,
                f"data.dataset={self.dataset} needs data.path")
+        _check(self.crop in ("centre", "random"), f"data.crop={self.crop!r}: use centre or random")
+        _check(self.workers >= 0, "data.workers must be ≥ 0")
+        _check(not (self.stream or self.buckets or self.flip or self.crop != "centre")
+               or self.streamed,
+               "data.stream, data.buckets, data.flip and data.crop=random need a streamed dataset: "
+               "data.dataset folder (with data.stream: true), webdataset or hf")
         _check(self.image_size >= 1 and self.holdout >= 0,
                "data.image_size must be ≥ 1 and data.holdout ≥ 0")
 

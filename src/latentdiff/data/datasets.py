@@ -16,19 +16,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from latentdiff.config import DataConfig
-from latentdiff.data.captions import read_captions
 from latentdiff.data.emoji import load_emoji
 from latentdiff.data.image_data import ImageData
 from latentdiff.data.photos import load_photos
+from latentdiff.data.records import DECODE_ERRORS, decode, folder_files
+from latentdiff.data.stream import resize_crop
 from latentdiff.data.shapes import load_shapes
 from latentdiff.errors import UserError
 from latentdiff.progress import progress
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 def load_dataset(cfg: DataConfig) -> ImageData:
@@ -145,26 +144,6 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     "x_train/y_train")
 
 
-def _image_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                  and p.is_file())
-
-
-def _load_image(path: Path, image_size: int, mode: str) -> torch.Tensor:
-    """Decode fully (truncation raises here), resize the shorter side to image_size,
-    centre-crop → (C, S, S) uint8."""
-    with Image.open(path) as image:
-        image.load()
-        image = image.convert(mode)
-    scale = image_size / min(image.size)
-    w, h = max(image_size, round(image.width * scale)), max(image_size, round(image.height * scale))
-    image = image.resize((w, h), Image.Resampling.BICUBIC)
-    left, top = (w - image_size) // 2, (h - image_size) // 2
-    image = image.crop((left, top, left + image_size, top + image_size))
-    array = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, -1)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
 def load_image_folder(root: Path, image_size: int, channels: int = 3,
                       caption_field: str = "text") -> ImageData:
     """All images under `root` (recursive). When every image sits in a first-level sub-folder, the
@@ -172,30 +151,14 @@ def load_image_folder(root: Path, image_size: int, channels: int = 3,
     has captions (metadata.jsonl / metadata.csv, or sidecar .txt files: `captions.py`), every image
     gets its caption and images without one are skipped. Unreadable or truncated files are skipped,
     counted and reported in one warning."""
-    if not root.is_dir():
-        raise UserError(f"data.path {str(root)!r} is not a folder; point it at a folder of "
-                        "PNG/JPEG images")
-    files = _image_files(root)
-    if not files:
-        kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise UserError(f"no images ({kinds}) found under {root}; add some or fix data.path")
-    captions = read_captions(root, files, caption_field)
-    if captions is not None:
-        uncaptioned = [p for p in files if p not in captions]
-        files = [p for p in files if p in captions]
-        if uncaptioned:
-            log.warning("skipped %d image(s) without a caption of %d under %s (first: %s)",
-                        len(uncaptioned), len(files) + len(uncaptioned), root, uncaptioned[0])
-        if not files:
-            raise UserError(f"no image under {root} has a caption; check file_name in the "
-                            "metadata or the .txt files")
-    labelled = all(len(p.relative_to(root).parts) >= 2 for p in files)
-    class_names = tuple(sorted({p.relative_to(root).parts[0] for p in files})) if labelled else ()
+    files, captions, class_names = folder_files(root, caption_field)
+    labelled = bool(class_names)
     images, labels, kept, bad = [], [], [], []
     for path in progress(files, desc=f"reading {root.name}", disable=len(files) < 500, leave=False):
         try:
-            images.append(_load_image(path, image_size, "L" if channels == 1 else "RGB"))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            images.append(resize_crop(decode(path.read_bytes(), "L" if channels == 1 else "RGB"),
+                                      image_size, image_size))
+        except DECODE_ERRORS as e:
             bad.append((path, e))
             continue
         labels.append(class_names.index(path.relative_to(root).parts[0]) if labelled else -1)

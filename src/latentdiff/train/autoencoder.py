@@ -36,13 +36,17 @@ log = logging.getLogger(__name__)
 RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes
 
 
-def load_training_data(cfg: DataConfig, factor: int, channels: int) -> tuple[ImageData, ImageData]:
-    """(train, held-out) split of the configured data, checked against the model's factor f and
-    channels."""
+def check_image_size(cfg: DataConfig, factor: int) -> None:
     if cfg.image_size % factor:
         fixed = max(factor, round(cfg.image_size / factor) * factor)
         raise UserError(f"data.image_size={cfg.image_size} is not divisible by the autoencoder's "
                         f"f={factor}; use data.image_size={fixed}")
+
+
+def load_training_data(cfg: DataConfig, factor: int, channels: int) -> tuple[ImageData, ImageData]:
+    """(train, held-out) split of the configured data, checked against the model's factor f and
+    channels."""
+    check_image_size(cfg, factor)
     data = load_dataset(cfg)
     if data.channels != channels:
         raise UserError(f"the data has {data.channels} channel(s) but the model takes "

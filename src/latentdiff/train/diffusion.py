@@ -6,6 +6,7 @@ draws z = s·(μ + σ·n) afresh, so the cache does not freeze the posterior noi
 measured on these latents when the run starts and stored in the checkpoint.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder,
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.kinds import build_conditioner
 from latentdiff.config import LatentDiffusionTrainConfig, to_dict
-from latentdiff.data import (ImageData, batch_indices, load_dataset, rank_slice,
-                             split_holdout, to_uint8)
+from latentdiff.data import ImageData, load_dataset, rank_slice, split_holdout, to_uint8
+from latentdiff.data.stream import open_stream
 from latentdiff.denoiser import Denoiser
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
@@ -31,7 +32,8 @@ from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import denoising_loss, draw_sigmas
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.preconditioning import make_preconditioning
-from latentdiff.train.autoencoder import encode_posteriors, load_training_data
+from latentdiff.train.autoencoder import check_image_size, load_training_data
+from latentdiff.train.latent_batches import CachedLatents, StreamedLatents
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.posthoc_ema import PostHocEMA
@@ -73,31 +75,41 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
                         f"unet.num_classes={data.num_classes + null if data.num_classes else 'null'}")
 
 
-def _first_stage_and_data(cfg: LatentDiffusionTrainConfig,
-                          device: torch.device) -> tuple[Autoencoder, ImageData]:
+def _first_stage_and_latents(cfg: LatentDiffusionTrainConfig, fabric: Fabric
+                             ) -> tuple[Autoencoder, CachedLatents | StreamedLatents]:
     """The frozen first stage (an autoencoder checkpoint, or the identity for `autoencoder: pixels`)
-    and the training split it is checked against."""
+    and the latents of the training split it is checked against, cached or streamed."""
+    tc, device = cfg.train, fabric.device
     if cfg.autoencoder == PIXELS:
-        data = load_dataset(cfg.data)
-        autoencoder = PixelSpace.of_channels(data.channels)
-        train_data, _ = split_holdout(data, cfg.data.holdout, cfg.data.split_seed)
-        return autoencoder.to(device), train_data
-    autoencoder = load_autoencoder(cfg.autoencoder, device)
-    train_data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor,
-                                       autoencoder.config.in_channels)
-    return autoencoder, train_data
+        autoencoder = PixelSpace.of_channels(cfg.data.channels or 3 if cfg.data.streamed
+                                             else load_dataset(cfg.data).channels).to(device)
+    else:
+        autoencoder = load_autoencoder(cfg.autoencoder, device)
+    factor, channels = autoencoder.config.downsampling_factor, autoencoder.config.in_channels
+    if cfg.data.streamed:
+        check_image_size(cfg.data, factor)
+        multiple = factor * 2 ** (len(cfg.unet.channel_mult) - 1)
+        stream = open_stream(dataclasses.replace(cfg.data, channels=channels), tc.batch_size,
+                             tc.seed, multiple, fabric.global_rank, fabric.world_size)
+        return autoencoder, StreamedLatents(autoencoder, stream, device)
+    if cfg.autoencoder == PIXELS:
+        train_data, _ = split_holdout(load_dataset(cfg.data), cfg.data.holdout, cfg.data.split_seed)
+    else:
+        train_data, _ = load_training_data(cfg.data, factor, channels)
+    return autoencoder, CachedLatents(autoencoder, train_data, tc.batch_size, tc.seed, device,
+                                      fabric.global_rank, fabric.world_size)
 
 
 def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Path:
     tc = cfg.train
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(resume)
-    autoencoder, train_data = _first_stage_and_data(cfg, fabric.device)
-    # τ_θ initialised by the seed
-    conditioner = seeded(tc.seed + 1,
-                         lambda: build_conditioner(cfg.conditioning, train_data, cfg.data.dataset))
+    autoencoder, latents = _first_stage_and_latents(cfg, fabric)
+    train_data = latents.data  # streamed: the first training images (previews, checks)
+    # τ_θ initialised by the seed; a tokenizer learns from every caption
+    conditioner = seeded(tc.seed + 1, lambda: build_conditioner(
+        cfg.conditioning, latents.vocabulary(), cfg.data.dataset))
     _check_compatible(cfg, autoencoder, train_data, conditioner)
-    means, stds = encode_posteriors(autoencoder, train_data, fabric.device)
     c = autoencoder.config.latent_channels
     if stored is not None:
         stats = LatentStats(**stored["latent_stats"])
@@ -105,6 +117,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     elif cfg.scale_factor is not None or cfg.autoencoder == PIXELS:
         stats = LatentStats.global_scale(cfg.scale_factor or 1.0, c)
     else:
+        means, stds = latents.stats_sample()
         posterior_noise = torch.randn(means.shape, generator=step_generator(tc.seed, -1))
         stats = LatentStats.measure(means + stds * posterior_noise, cfg.per_channel_normalization)
         log.info("latent normalisation (measured on %d training images): shift %s, scale %s",
@@ -151,8 +164,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                  else (),
                                  ema_parts.get("conditioner", conditioner),
                                  cfg.conditioning.drop_prob > 0, sigma_data)
-    latent_size = (cfg.data.image_size // codec.downsampling_factor,) * 2
-    cached_conditions = conditioner.dataset_conditions(train_data) if conditioner else None
+    cached_conditions = (conditioner.dataset_conditions(train_data)
+                         if conditioner and not cfg.data.streamed else None)
 
     def save(step: int) -> None:
         parts = _saved_parts(network, ema, posthoc, log_variance)
@@ -165,15 +178,15 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
 
     def loss_of(step: int) -> torch.Tensor:
         generator = step_generator(tc.seed, step)
-        index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
-        posterior_noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
+        mean, std, data, index = latents.step(step)
+        shape = mean.shape[1:]  # streamed with buckets: this step's bucket
+        posterior_noise = torch.randn((tc.batch_size, *shape), generator=generator)
         sigma = draw_sigmas(cfg.objective, schedule, sigma_data, tc.batch_size, generator)
-        noise = torch.randn((tc.batch_size, *means.shape[1:]), generator=generator)
-        index, posterior_noise, sigma, noise = (
-            rank_slice(v, fabric.global_rank, fabric.world_size)
-            for v in (index, posterior_noise, sigma, noise))
-        z0 = codec.normalize(means[index] + stds[index] * posterior_noise).to(fabric.device)
-        cond = batch_condition(conditioner, train_data, index, generator, codec, latent_size,
+        noise = torch.randn((tc.batch_size, *shape), generator=generator)
+        posterior_noise, sigma, noise = (rank_slice(v, fabric.global_rank, fabric.world_size)
+                                         for v in (posterior_noise, sigma, noise))
+        z0 = codec.normalize(mean + std * posterior_noise).to(fabric.device)
+        cond = batch_condition(conditioner, data, index, generator, codec, shape[1:],
                                cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions)
         cond = cond.to(fabric.device)
         sigma = sigma.to(fabric.device)
@@ -194,8 +207,10 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
             posthoc.snapshot(done)
 
     run.open(cfg, start)
+    latents.start(start, tc.max_steps)
     training_loop(run, fabric, tc, start, "diffusion", loss_of, model, optimizer, after_step, save,
-                  lambda done: _write_samples(run, ema_system, cfg, train_data, done), snapshot)
+                  lambda done: _write_samples(run, ema_system, cfg, train_data, done), snapshot,
+                  latents.log_values)
     return run.checkpoint
 
 

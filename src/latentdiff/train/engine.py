@@ -339,10 +339,12 @@ def training_loop(run: Run, fabric: Fabric, cfg: TrainConfig, start: int, what: 
                   loss_of: Callable[[int], torch.Tensor], model: nn.Module,
                   optimizer: torch.optim.Optimizer, after_step: Callable[[int], None],
                   save: Callable[[int], None], preview: Callable[[int], None],
-                  periodic: Callable[[int, bool, bool], None] | None = None) -> None:
+                  periodic: Callable[[int, bool, bool], None] | None = None,
+                  log_values: Callable[[], dict] | None = None) -> None:
     """Steps start … cfg.max_steps − 1 of a training run: loss_of(step), the optimiser step,
     after_step(step) (EMA updates), then, after step `done`: the log, the preview grid (rank 0),
-    periodic(done, last, stopping) (e.g. post-hoc EMA snapshots), the checkpoint; the time budget
+    periodic(done, last, stopping) (e.g. post-hoc EMA snapshots), the checkpoint; log_values() adds
+    to each log line (e.g. the data loader's wait); the time budget
     and stop signals end the loop after a saved step (a stop signal raises `Interrupted`)."""
     with run.signals, training_progress(start, cfg.max_steps, what, fabric) as progress:
         run.start_clock()
@@ -357,7 +359,8 @@ def training_loop(run: Run, fabric: Fabric, cfg: TrainConfig, start: int, what: 
             last = done == cfg.max_steps or out_of_time
             if due(done, cfg.log_every, last or stopping):
                 value = mean_over_processes(fabric, loss)
-                run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"])
+                run.log(done, loss=value, lr=optimizer.param_groups[0]["lr"],
+                        **(log_values() if log_values else {}))
                 progress.set_postfix(loss=f"{value:.4f}", refresh=False)
             if due(done, cfg.sample_every, last) and fabric.is_global_zero:
                 preview(done)

@@ -1,0 +1,259 @@
+"""Streamed training batches: images decoded and augmented in DataLoader worker processes from an
+index of records (`records.py`), in an order that is a pure function of (seed, step).
+
+- **Order.** The global batch of step k is a slice of a seeded per-epoch permutation of the training
+  records (`batches.batch_indices`), or with aspect-ratio buckets, one batch of a seeded per-epoch
+  shuffle of same-bucket batches (`bucket_batch`). Rank r of R reads its contiguous 1/R of it, so
+  ranks read disjoint samples and the global batch equals the one-process run's; `--resume` at
+  step k continues with exactly the batches an uninterrupted run sees.
+- **Augmentation** (`data.crop`, `data.flip`): the shorter side is resized to cover the target
+  shape, then a centre or random crop; an optional horizontal flip, never for a caption that says
+  left or right. All draws come from a generator seeded by (seed, step, record).
+- **Buckets** (`data.buckets`): shapes of about image_size² pixels with sides a multiple of the
+  model's (aspect 1:2 … 2:1); each image goes to the bucket nearest its aspect ratio, and every
+  batch is one shape.
+- **Bad files** are never fatal: a record that does not decode is replaced by the next one that
+  does, and counted.
+"""
+
+import math
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from latentdiff.data.batches import batch_indices, rank_slice
+from latentdiff.data.image_data import ImageData
+from latentdiff.config import DataConfig
+from latentdiff.data.records import DECODE_ERRORS, Records, decode, image_size_of, read_records
+from latentdiff.errors import UserError
+
+MAX_ASPECT = 2.0
+_SIDES = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def resize_crop(image: Image.Image, height: int, width: int,
+                position: tuple[float, float] = (0.5, 0.5)) -> torch.Tensor:
+    """Resize (bicubic) so that the image covers height × width with its aspect ratio kept, then
+    crop at `position` ((0, 0) top left … (1, 1) bottom right; centre by default) → (C, H, W)
+    uint8."""
+    scale = max(width / image.width, height / image.height)
+    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    image = image.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = round((w - width) * position[0]), round((h - height) * position[1])
+    image = image.crop((left, top, left + width, top + height))
+    array = np.asarray(image, dtype=np.uint8).reshape(height, width, -1)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def bucket_shapes(image_size: int, multiple: int) -> list[tuple[int, int]]:
+    """(height, width) shapes of about image_size² pixels, sides multiples of `multiple`, aspect
+    ratio within 1:2 … 2:1, the square included; sorted by width."""
+    area, shapes = image_size * image_size, {(image_size, image_size)}
+    for width in range(multiple, 2 * image_size + 1, multiple):
+        height = max(multiple, round(area / width / multiple) * multiple)
+        if 1 / MAX_ASPECT <= width / height <= MAX_ASPECT:
+            shapes.add((height, width))
+    return sorted(shapes, key=lambda s: s[1])
+
+
+def nearest_bucket(sizes: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
+    """Bucket number of each (width, height) in `sizes` (N, 2): the nearest aspect ratio in log."""
+    ratios = np.log(np.array([w / h for h, w in shapes]))
+    aspect = np.log(sizes[:, 0] / np.maximum(sizes[:, 1], 1))
+    return np.abs(aspect[:, None] - ratios[None, :]).argmin(1)
+
+
+class BucketSchedule:
+    """The batches of an epoch with buckets: each bucket's records in the epoch's permutation order,
+    cut into full global batches (the rest wait for a later epoch's permutation), all batches in a
+    seeded random order. A pure function of (seed, epoch); the last epoch's list is kept."""
+
+    def __init__(self, bucket_of: np.ndarray, batch_size: int, seed: int):
+        self.bucket_of, self.batch_size, self.seed = bucket_of, batch_size, seed
+        counts = np.bincount(bucket_of)
+        self.per_epoch = int((counts // batch_size).sum())
+        if self.per_epoch == 0:
+            raise UserError(f"no aspect-ratio bucket holds a full batch of {batch_size} images "
+                            f"(largest: {counts.max()}); lower train.batch_size or turn off "
+                            "data.buckets")
+        self._epoch: tuple[int, list[np.ndarray]] | None = None
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.bucket_of))
+            batches = []
+            for bucket in np.unique(self.bucket_of):
+                members = order[self.bucket_of[order] == bucket]
+                full = len(members) // self.batch_size * self.batch_size
+                batches.extend(members[:full].reshape(-1, self.batch_size))
+            self._epoch = epoch, [batches[i] for i in rng.permutation(len(batches))]
+        return self._epoch[1]
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, k = divmod(step, self.per_epoch)
+        return torch.from_numpy(self.batches(epoch)[k].copy())
+
+
+@dataclass(frozen=True)
+class Augment:
+    """crop: "centre" or "random"; flip: a horizontal flip with probability ½ (not for captions that
+    say left or right); mode: PIL's "RGB" or "L"."""
+
+    crop: str = "centre"
+    flip: bool = False
+    mode: str = "RGB"
+
+
+class StreamedImages(Dataset):
+    """Item (record, step, (H, W)) → {"image": (C, H, W) uint8, "caption", "label", "skipped"}:
+    record decoded, resized and cropped to H × W, augmented from the generator of (seed, step,
+    record); a record that does not decode is replaced by the next that does ("skipped" counts
+    them)."""
+
+    def __init__(self, records: Records, augment: Augment, seed: int):
+        self.records, self.augment, self.seed = records, augment, seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: tuple[int, int, tuple[int, int]]) -> dict:
+        record, step, (height, width) = key
+        for skipped in range(len(self.records)):
+            i = (record + skipped) % len(self.records)
+            try:
+                image = decode(self.records.read(i), self.augment.mode)
+            except DECODE_ERRORS:
+                continue
+            return self._sample(i, step, image, height, width, skipped)
+        raise UserError("no record of the dataset decodes as an image; check the data")
+
+    def _sample(self, i: int, step: int, image: Image.Image, height: int, width: int,
+                skipped: int) -> dict:
+        state = np.random.SeedSequence([self.seed, step, i]).generate_state(2, np.uint32)
+        generator = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+        draws = torch.rand(3, generator=generator).tolist()
+        position = (draws[0], draws[1]) if self.augment.crop == "random" else (0.5, 0.5)
+        tensor = resize_crop(image, height, width, position)
+        caption = self.records.captions[i] if self.records.captions else ""
+        if self.augment.flip and draws[2] < 0.5 and not _SIDES.search(caption):
+            tensor = tensor.flip(-1)
+        return {"image": tensor, "caption": caption, "label": self.records.label(i),
+                "skipped": skipped}
+
+
+def collate(samples: list[dict]) -> dict:
+    return {"images": torch.stack([s["image"] for s in samples]),
+            "captions": tuple(s["caption"] for s in samples),
+            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long),
+            "skipped": sum(s["skipped"] for s in samples)}
+
+
+class ImageStream:
+    """The rank's share of each step's global batch, as `ImageData`, for steps start … stop − 1,
+    decoded by `workers` DataLoader processes (0: in this process).
+
+    records: the dataset's index; train: the record numbers trained on (the held-out ones left
+    out); shapes: the bucket shapes (one: no buckets); bucket_of: each training record's bucket."""
+
+    def __init__(self, records: Records, train: np.ndarray, batch_size: int, seed: int,
+                 augment: Augment, shapes: list[tuple[int, int]], bucket_of: np.ndarray | None,
+                 workers: int, rank: int = 0, world_size: int = 1):
+        self.records, self.train, self.batch_size, self.seed = records, train, batch_size, seed
+        self.shapes, self.workers, self.rank, self.world_size = shapes, workers, rank, world_size
+        self.dataset = StreamedImages(records, augment, seed)
+        self.schedule = BucketSchedule(bucket_of, batch_size, seed) if bucket_of is not None else None
+        self.skipped = 0
+        self.waited = 0.0  # seconds spent waiting for batches
+
+    def global_batch(self, step: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(record numbers (B,), (H, W)) of step `step`'s global batch."""
+        if self.schedule is None:
+            positions = batch_indices(len(self.train), self.batch_size, step, self.seed)
+            return torch.from_numpy(self.train[positions.numpy()]), self.shapes[0]
+        positions = self.schedule(step)
+        bucket = int(self.schedule.bucket_of[positions[0]])
+        return torch.from_numpy(self.train[positions.numpy()]), self.shapes[bucket]
+
+    def keys(self, start: int, stop: int) -> Iterator[list[tuple[int, int, tuple[int, int]]]]:
+        for step in range(start, stop):
+            records, shape = self.global_batch(step)
+            share = rank_slice(records, self.rank, self.world_size)
+            yield [(int(r), step, shape) for r in share]
+
+    def batches(self, start: int, stop: int) -> Iterator[ImageData]:
+        """This rank's batches of steps start … stop − 1, in order."""
+        loader = DataLoader(self.dataset, batch_sampler=_Keys(self, start, stop),
+                            num_workers=self.workers, collate_fn=collate,
+                            prefetch_factor=4 if self.workers else None)
+        iterator = iter(loader)
+        while True:
+            began = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - began
+            self.skipped += batch["skipped"]
+            yield ImageData(batch["images"], batch["labels"], self.records.class_names,
+                            captions=batch["captions"] if self.records.captions else ())
+
+    def examples(self, n: int) -> ImageData:
+        """The first n training records, centre-cropped to the first shape, unaugmented: preview
+        conditions and checks."""
+        plain = StreamedImages(self.records, Augment(mode=self.dataset.augment.mode), self.seed)
+        square = min(self.shapes, key=lambda s: abs(math.log(s[1] / s[0])))
+        samples = [plain[(int(r), 0, square)] for r in self.train[:n]]
+        batch = collate(samples)
+        return ImageData(batch["images"], batch["labels"], self.records.class_names,
+                         captions=batch["captions"] if self.records.captions else ())
+
+
+class _Keys:
+    """The DataLoader's batch sampler: one list of item keys per step."""
+
+    def __init__(self, stream: ImageStream, start: int, stop: int):
+        self.stream, self.start, self.stop = stream, start, stop
+
+    def __iter__(self):
+        return self.stream.keys(self.start, self.stop)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def record_sizes(records: Records, ids: np.ndarray) -> np.ndarray:
+    """(width, height) of records `ids` (N, 2) from their headers; (1, 1) for one that does not
+    open (it is replaced when read)."""
+    sizes = np.ones((len(ids), 2), dtype=np.int64)
+    for row, i in enumerate(ids):
+        try:
+            sizes[row] = image_size_of(records.read(int(i)))
+        except DECODE_ERRORS:
+            pass
+    return sizes
+
+
+def open_stream(cfg: DataConfig, batch_size: int, seed: int, multiple: int, rank: int = 0,
+                world_size: int = 1) -> ImageStream:
+    """The configured dataset streamed (data.dataset folder with data.stream, webdataset, hf):
+    its index, the seeded held-out split (`data.holdout` records never trained on), the buckets."""
+    records = read_records(cfg)
+    if cfg.holdout >= len(records):
+        raise UserError(f"data.holdout={cfg.holdout} leaves no training images out of "
+                        f"{len(records)}; lower it")
+    order = np.random.default_rng(cfg.split_seed).permutation(len(records))
+    train = np.sort(order[cfg.holdout:])
+    shapes, bucket_of = [(cfg.image_size, cfg.image_size)], None
+    if cfg.buckets:
+        shapes = bucket_shapes(cfg.image_size, multiple)
+        bucket_of = nearest_bucket(record_sizes(records, train), shapes)
+    augment = Augment(cfg.crop, cfg.flip, "L" if cfg.channels == 1 else "RGB")
+    return ImageStream(records, train, batch_size, seed, augment, shapes, bucket_of, cfg.workers,
+                       rank, world_size)
