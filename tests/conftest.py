@@ -52,6 +52,17 @@ def trained_autoencoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def rgb_autoencoder(tmp_path_factory):
+    """A tiny RGB autoencoder checkpoint (f = 2, 16×16 → 2×8×8) after one step on shapes."""
+    from latentdiff.train.autoencoder import train_autoencoder
+
+    out = tmp_path_factory.mktemp("rgb")
+    return train_autoencoder(tiny_autoencoder_config(out, "data.dataset=shapes", "data.holdout=50",
+                                                     "model.in_channels=3", "train.max_steps=1",
+                                                     "train.checkpoint_every=1"))
+
+
+@pytest.fixture(scope="session")
 def teacher(tmp_path_factory):
     """A tiny text-to-image teacher on 16×16 shapes with condition dropout (guidance works), for the
     distillation tests."""

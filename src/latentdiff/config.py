@@ -15,7 +15,8 @@ from latentdiff.config_files import check as _check
 from latentdiff.config_distill import DistillConfig, LoRAConfig  # noqa: F401 (few-step students)
 from latentdiff.config_files import (  # noqa: F401 (the config API: classes here, file handling there)
     BUNDLED_CONFIGS, from_dict, load_config, resolve_config_path, to_dict, to_yaml)
-from latentdiff.config_train import DATASETS, DataConfig, TrainConfig  # noqa: F401 (data and loop)
+from latentdiff.config_train import (DATASETS, DataConfig, EncodeLatentsConfig,  # noqa: F401
+                                     TrainConfig)
 
 
 @dataclass(frozen=True)

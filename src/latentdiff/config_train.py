@@ -1,13 +1,13 @@
 """Typed configuration of the data and the optimisation loop that every training command shares
 (re-exported by `config`)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from latentdiff.config_files import check as _check
 
 
 # read record by record in DataLoader workers (`data/stream.py`), never held in memory
-STREAMED = ("webdataset", "hf")
+STREAMED = ("webdataset", "hf", "latents")
 DATASETS = ("digits", "photos", "emoji", "shapes", "mnist", "folder", *STREAMED)
 
 
@@ -22,8 +22,9 @@ class DataConfig:
     at `path`), or "folder" (PNG/JPEG files under `path`; sub-folders become classes; captions from
     metadata.jsonl / metadata.csv or sidecar .txt files), "webdataset" (tar shards at `path`: a brace
     pattern, glob, folder or URL) or "hf" (a Hugging Face `datasets` folder or parquet files at
-    `path`). Images are resized (photos: cropped) to `image_size`. The last two, and a folder with
-    `stream: true`, are streamed (docs/data.md).
+    `path`) or "latents" (the folder `latentdiff encode-latents` wrote). Images are resized
+    (photos: cropped) to `image_size`. The last three, and a folder with `stream: true`, are
+    streamed (docs/data.md).
     """
 
     dataset: str = "digits"
@@ -54,7 +55,7 @@ class DataConfig:
     def __post_init__(self):
         _check(self.dataset in DATASETS,
                f"data.dataset={self.dataset!r} is unknown; use digits, photos, emoji, shapes, "
-               "mnist, folder, webdataset or hf")
+               "mnist, folder, webdataset, hf or latents")
         _check(self.dataset not in ("mnist", "folder", *STREAMED) or self.path,
                f"data.dataset={self.dataset} needs data.path")
         _check(self.crop in ("centre", "random"), f"data.crop={self.crop!r}: use centre or random")
@@ -118,3 +119,27 @@ class TrainConfig:
         _check(self.batch_size % (self.devices * self.num_nodes) == 0,
                f"train.batch_size={self.batch_size} must be divisible by devices×num_nodes="
                f"{self.devices * self.num_nodes}")
+
+
+@dataclass(frozen=True)
+class EncodeLatentsConfig:
+    """`latentdiff encode-latents DATA AUTOENCODER OUT`: the first stage's posterior moments of every
+    image of `data` (centre crops at data.image_size; with data.flip, of the mirrored image too),
+    written to shards of `shard_size` images in the folder `out` (`data/latent_shards.py`), in
+    batches of `batch_size`, shards shared among the processes of accelerator/devices/num_nodes."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: str = "???"
+    out: str = "???"
+    batch_size: int = 64
+    shard_size: int = 1000
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1 and self.shard_size >= 1,
+               "batch_size and shard_size must be ≥ 1")
+        _check(self.data.dataset in ("folder", "webdataset", "hf"),
+               "encode-latents reads images: data.dataset folder, webdataset or hf")

@@ -73,6 +73,29 @@ def _add_training(commands_: argparse._SubParsersAction) -> None:
         p.set_defaults(func=commands.train)
 
 
+def _add_encode_latents(commands_: argparse._SubParsersAction) -> None:
+    p = commands_.add_parser("encode-latents", help="pre-encode a dataset's latents into shards",
+                             description=(
+        "Encode every image of DATA with the first stage of AUTOENCODER once, into shards of "
+        "posterior moments in the folder OUT; `latentdiff train` then reads them with "
+        "data.dataset=latents data.path=OUT instead of decoding and encoding images every step "
+        "(docs/data.md). Centre crops at data.image_size; data.flip=true also stores the mirrored "
+        "images' moments. Shards are shared among devices (devices=N, num_nodes=M); run the same "
+        "command again to complete an interrupted folder."))
+    p.add_argument("data", help="the images: a folder (captions from metadata.jsonl / .csv / "
+                                ".txt), WebDataset shards (a brace pattern, glob, folder of .tar "
+                                "or URL) or a Hugging Face dataset folder / parquet files")
+    p.add_argument("autoencoder", type=Path,
+                   help="an autoencoder checkpoint, or a latent-diffusion checkpoint (its first "
+                        "stage)")
+    p.add_argument("out", type=Path, help="the latents folder to write")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. data.image_size=256 data.caption_field=caption data.flip=true "
+                        "batch_size=64 shard_size=1000 devices=2 (`--dry-run` lists the keys)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=commands.encode_latents)
+
+
 def _add_distill(commands_: argparse._SubParsersAction) -> None:
     p = commands_.add_parser("distill", help="a few-step student of a trained model",
                              description=(
@@ -282,6 +305,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"latentdiff {version()}")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_training(commands_)
+    _add_encode_latents(commands_)
     _add_distill(commands_)
     _add_sample(commands_)
     _add_tasks(commands_)

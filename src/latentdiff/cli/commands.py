@@ -123,6 +123,42 @@ def train(args: argparse.Namespace) -> None:
     print(f"checkpoint: {run(cfg, resume=args.resume)}")
 
 
+def infer_dataset(data: str) -> str:
+    """The kind of a dataset path: webdataset (tar shards: a pattern, URL or folder of .tar), hf (a
+    `datasets` folder or parquet files) or folder (image files)."""
+    path = Path(data)
+    if "{" in data or ".tar" in data or "://" in data or data.startswith("pipe:"):
+        return "webdataset"
+    if not path.exists():
+        raise UserError(f"{data}: no such file or folder; give a folder of images, WebDataset "
+                        "shards or a Hugging Face dataset")
+    hf_markers = ("dataset_info.json", "dataset_dict.json", "state.json")
+    if path.suffix == ".parquet" or any((path / m).exists() for m in hf_markers) or (
+            path.is_dir() and any(path.glob("*.parquet"))):
+        return "hf"
+    if path.is_dir() and any(path.glob("*.tar")):
+        return "webdataset"
+    return "folder"
+
+
+def encode_latents(args: argparse.Namespace) -> None:
+    """`latentdiff encode-latents DATA AUTOENCODER OUT [KEY=VALUE ...]`."""
+    from latentdiff.config import EncodeLatentsConfig, load_config, to_yaml
+    from latentdiff.train.encode_latents import encode_latents as run_encode
+
+    _input_file(args.autoencoder, "autoencoder")
+    kind = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("data.dataset=")),
+                None) or infer_dataset(args.data)
+    cfg = load_config(EncodeLatentsConfig, None, [
+        f"data.dataset={kind}", f"data.path={args.data}", "data.holdout=0",
+        *(["data.stream=true"] if kind == "folder" else []),
+        f"autoencoder={args.autoencoder}", f"out={args.out}", *args.overrides])
+    if args.dry_run:
+        print(to_yaml(cfg), end="")
+        return
+    print(f"latents: {run_encode(cfg).parent}")
+
+
 def distill(args: argparse.Namespace) -> None:
     """`latentdiff distill METHOD TEACHER [KEY=VALUE ...]`."""
     from latentdiff.checkpoints.models import bundled_model

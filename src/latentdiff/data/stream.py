@@ -112,7 +112,7 @@ class Augment:
 
 
 class StreamedImages(Dataset):
-    """Item (record, step, (H, W)) → {"image": (C, H, W) uint8, "caption", "label", "skipped"}:
+    """Item (record, step, (H, W)) → {"images": (C, H, W) uint8, "captions", "labels", "skipped"}:
     record decoded, resized and cropped to H × W, augmented from the generator of (seed, step,
     record); a record that does not decode is replaced by the next that does ("skipped" counts
     them)."""
@@ -134,40 +134,67 @@ class StreamedImages(Dataset):
             return self._sample(i, step, image, height, width, skipped)
         raise UserError("no record of the dataset decodes as an image; check the data")
 
+    def unaugmented(self) -> "StreamedImages":
+        return StreamedImages(self.records, Augment(mode=self.augment.mode), self.seed)
+
     def _sample(self, i: int, step: int, image: Image.Image, height: int, width: int,
                 skipped: int) -> dict:
-        state = np.random.SeedSequence([self.seed, step, i]).generate_state(2, np.uint32)
-        generator = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-        draws = torch.rand(3, generator=generator).tolist()
+        draws = torch.rand(3, generator=sample_generator(self.seed, step, i)).tolist()
         position = (draws[0], draws[1]) if self.augment.crop == "random" else (0.5, 0.5)
         tensor = resize_crop(image, height, width, position)
         caption = self.records.captions[i] if self.records.captions else ""
-        if self.augment.flip and draws[2] < 0.5 and not _SIDES.search(caption):
+        if self.augment.flip and draws[2] < 0.5 and flippable(caption):
             tensor = tensor.flip(-1)
-        return {"image": tensor, "caption": caption, "label": self.records.label(i),
+        return {"images": tensor, "captions": caption, "labels": self.records.label(i),
                 "skipped": skipped}
 
 
+def sample_generator(seed: int, step: int, record: int) -> torch.Generator:
+    """The generator of one sample's augmentation at one step."""
+    state = np.random.SeedSequence([seed, step, record]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def flippable(caption: str) -> bool:
+    """Whether a horizontal flip keeps the caption true (it names neither left nor right)."""
+    return not _SIDES.search(caption)
+
+
 def collate(samples: list[dict]) -> dict:
-    return {"images": torch.stack([s["image"] for s in samples]),
-            "captions": tuple(s["caption"] for s in samples),
-            "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long),
-            "skipped": sum(s["skipped"] for s in samples)}
+    """Items → a batch: tensors stacked, strings as a tuple, numbers as a tensor, `skipped`
+    summed."""
+    batch = {}
+    for key, value in samples[0].items():
+        values = [s[key] for s in samples]
+        if key == "skipped":
+            batch[key] = sum(values)
+        elif isinstance(value, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(value, str):
+            batch[key] = tuple(values)
+        else:
+            batch[key] = torch.tensor(values)
+    return batch
 
 
-class ImageStream:
-    """The rank's share of each step's global batch, as `ImageData`, for steps start … stop − 1,
-    decoded by `workers` DataLoader processes (0: in this process).
+def as_image_data(batch: dict, records: Records) -> ImageData:
+    return ImageData(batch["images"], batch["labels"], records.class_names,
+                     captions=batch["captions"] if records.captions else ())
+
+
+class Stream:
+    """The rank's share of each step's global batch for steps start … stop − 1, read by `workers`
+    DataLoader processes (0: in this process) from `dataset` (items keyed (record, step, shape)).
 
     records: the dataset's index; train: the record numbers trained on (the held-out ones left
     out); shapes: the bucket shapes (one: no buckets); bucket_of: each training record's bucket."""
 
-    def __init__(self, records: Records, train: np.ndarray, batch_size: int, seed: int,
-                 augment: Augment, shapes: list[tuple[int, int]], bucket_of: np.ndarray | None,
-                 workers: int, rank: int = 0, world_size: int = 1):
-        self.records, self.train, self.batch_size, self.seed = records, train, batch_size, seed
-        self.shapes, self.workers, self.rank, self.world_size = shapes, workers, rank, world_size
-        self.dataset = StreamedImages(records, augment, seed)
+    def __init__(self, dataset: Dataset, records, train: np.ndarray, batch_size: int, seed: int,
+                 shapes: list[tuple[int, int]], bucket_of: np.ndarray | None, workers: int,
+                 rank: int = 0, world_size: int = 1):
+        self.dataset, self.records, self.train = dataset, records, train
+        self.batch_size, self.seed, self.shapes = batch_size, seed, shapes
+        self.workers, self.rank, self.world_size = workers, rank, world_size
         self.schedule = BucketSchedule(bucket_of, batch_size, seed) if bucket_of is not None else None
         self.skipped = 0
         self.waited = 0.0  # seconds spent waiting for batches
@@ -187,8 +214,8 @@ class ImageStream:
             share = rank_slice(records, self.rank, self.world_size)
             yield [(int(r), step, shape) for r in share]
 
-    def batches(self, start: int, stop: int) -> Iterator[ImageData]:
-        """This rank's batches of steps start … stop − 1, in order."""
+    def batches(self, start: int, stop: int) -> Iterator[dict]:
+        """This rank's batches of steps start … stop − 1, in order (`collate`'s dicts)."""
         loader = DataLoader(self.dataset, batch_sampler=_Keys(self, start, stop),
                             num_workers=self.workers, collate_fn=collate,
                             prefetch_factor=4 if self.workers else None)
@@ -201,24 +228,20 @@ class ImageStream:
                 return
             self.waited += time.perf_counter() - began
             self.skipped += batch["skipped"]
-            yield ImageData(batch["images"], batch["labels"], self.records.class_names,
-                            captions=batch["captions"] if self.records.captions else ())
+            yield batch
 
-    def examples(self, n: int) -> ImageData:
-        """The first n training records, centre-cropped to the first shape, unaugmented: preview
-        conditions and checks."""
-        plain = StreamedImages(self.records, Augment(mode=self.dataset.augment.mode), self.seed)
+    def examples(self, n: int) -> dict:
+        """The first n training records, unaugmented, at the squarest shape: preview conditions
+        and checks."""
+        plain = self.dataset.unaugmented()
         square = min(self.shapes, key=lambda s: abs(math.log(s[1] / s[0])))
-        samples = [plain[(int(r), 0, square)] for r in self.train[:n]]
-        batch = collate(samples)
-        return ImageData(batch["images"], batch["labels"], self.records.class_names,
-                         captions=batch["captions"] if self.records.captions else ())
+        return collate([plain[(int(r), 0, square)] for r in self.train[:n]])
 
 
 class _Keys:
     """The DataLoader's batch sampler: one list of item keys per step."""
 
-    def __init__(self, stream: ImageStream, start: int, stop: int):
+    def __init__(self, stream: Stream, start: int, stop: int):
         self.stream, self.start, self.stop = stream, start, stop
 
     def __iter__(self):
@@ -240,20 +263,25 @@ def record_sizes(records: Records, ids: np.ndarray) -> np.ndarray:
     return sizes
 
 
+def training_records(n: int, cfg: DataConfig) -> np.ndarray:
+    """The record numbers trained on: all but `data.holdout` drawn by `data.split_seed`, sorted."""
+    if cfg.holdout >= n:
+        raise UserError(f"data.holdout={cfg.holdout} leaves no training images out of {n}; "
+                        "lower it")
+    return np.sort(np.random.default_rng(cfg.split_seed).permutation(n)[cfg.holdout:])
+
+
 def open_stream(cfg: DataConfig, batch_size: int, seed: int, multiple: int, rank: int = 0,
-                world_size: int = 1) -> ImageStream:
+                world_size: int = 1) -> Stream:
     """The configured dataset streamed (data.dataset folder with data.stream, webdataset, hf):
     its index, the seeded held-out split (`data.holdout` records never trained on), the buckets."""
     records = read_records(cfg)
-    if cfg.holdout >= len(records):
-        raise UserError(f"data.holdout={cfg.holdout} leaves no training images out of "
-                        f"{len(records)}; lower it")
-    order = np.random.default_rng(cfg.split_seed).permutation(len(records))
-    train = np.sort(order[cfg.holdout:])
+    train = training_records(len(records), cfg)
     shapes, bucket_of = [(cfg.image_size, cfg.image_size)], None
     if cfg.buckets:
         shapes = bucket_shapes(cfg.image_size, multiple)
         bucket_of = nearest_bucket(record_sizes(records, train), shapes)
-    augment = Augment(cfg.crop, cfg.flip, "L" if cfg.channels == 1 else "RGB")
-    return ImageStream(records, train, batch_size, seed, augment, shapes, bucket_of, cfg.workers,
-                       rank, world_size)
+    dataset = StreamedImages(records, Augment(cfg.crop, cfg.flip, "L" if cfg.channels == 1 else "RGB"),
+                             seed)
+    return Stream(dataset, records, train, batch_size, seed, shapes, bucket_of, cfg.workers, rank,
+                  world_size)

@@ -13,16 +13,21 @@ import torch
 from latentdiff.autoencoder import LatentCodec
 from latentdiff.conditioning import Cond
 from latentdiff.conditioning.conditioner import Conditioner
-from latentdiff.data import ImageData
+from latentdiff.data import ImageData, rank_slice
 
 
 def batch_condition(conditioner: Conditioner | None, data: ImageData, index: torch.Tensor,
                     generator: torch.Generator, codec: LatentCodec, latent_size: tuple[int, int],
-                    num_classes: int | None, drop_prob: float, cached=None) -> Cond:
-    """Cond for the training images `index` (B,), on the CPU. `num_classes`: the UNet's (the last is
-    the null class when drop_prob > 0), or None. `cached`: `conditioner.dataset_conditions(data)`,
-    made once per run (made here when not given)."""
-    drop = torch.rand(len(index), generator=generator) < drop_prob
+                    num_classes: int | None, drop_prob: float, cached=None,
+                    rank: int = 0, world_size: int = 1) -> Cond:
+    """Cond for the training images `index` (B,), this process's share (rank of world_size) of the
+    global batch, on the CPU. `num_classes`: the UNet's (the last is the null class when
+    drop_prob > 0), or None. `cached`: `conditioner.dataset_conditions(data)`, made once per run
+    (made here when not given). The dropout is drawn for the global batch, so every process drops
+    the rows one process would; the random degradations and masks of spatial conditioning are
+    drawn per process."""
+    drop = rank_slice(torch.rand(len(index) * world_size, generator=generator), rank,
+                      world_size) < drop_prob
     labels = None
     if num_classes is not None:
         labels = data.labels[index]

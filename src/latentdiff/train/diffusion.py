@@ -33,7 +33,7 @@ from latentdiff.objectives import denoising_loss, draw_sigmas
 from latentdiff.pipelines import class_grid_labels, generate
 from latentdiff.preconditioning import make_preconditioning
 from latentdiff.train.autoencoder import check_image_size, load_training_data
-from latentdiff.train.latent_batches import CachedLatents, StreamedLatents
+from latentdiff.train.latent_batches import CachedLatents, StreamedLatents, open_latents
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.posthoc_ema import PostHocEMA
@@ -86,6 +86,13 @@ def _first_stage_and_latents(cfg: LatentDiffusionTrainConfig, fabric: Fabric
     else:
         autoencoder = load_autoencoder(cfg.autoencoder, device)
     factor, channels = autoencoder.config.downsampling_factor, autoencoder.config.in_channels
+    if cfg.data.dataset == "latents":
+        if cfg.conditioning.kind in ("superres", "inpaint"):
+            raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs the images; train on "
+                            "them (data.dataset folder, webdataset or hf), not on latents")
+        stream = open_latents(cfg.data, autoencoder, tc.batch_size, tc.seed, fabric.global_rank,
+                              fabric.world_size)
+        return autoencoder, StreamedLatents(autoencoder, stream, device)
     if cfg.data.streamed:
         check_image_size(cfg.data, factor)
         multiple = factor * 2 ** (len(cfg.unet.channel_mult) - 1)
@@ -187,7 +194,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                          for v in (posterior_noise, sigma, noise))
         z0 = codec.normalize(mean + std * posterior_noise).to(fabric.device)
         cond = batch_condition(conditioner, data, index, generator, codec, shape[1:],
-                               cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions)
+                               cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions,
+                               fabric.global_rank, fabric.world_size)
         cond = cond.to(fabric.device)
         sigma = sigma.to(fabric.device)
         loss = denoising_loss(denoiser, z0, sigma, noise.to(fabric.device), cond,

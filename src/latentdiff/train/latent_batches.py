@@ -13,13 +13,18 @@ row numbers into it): z = s·(μ + σ·n) is drawn by the training step from the
 import dataclasses
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from latentdiff.autoencoder import Autoencoder
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_model_range
-from latentdiff.data.stream import ImageStream
+from latentdiff.config import DataConfig
+from latentdiff.data import to_uint8
+from latentdiff.data.latent_shards import LatentItems, read_latent_records, weights_digest
+from latentdiff.data.stream import Stream, as_image_data, training_records
+from latentdiff.errors import UserError
 from latentdiff.train.autoencoder import encode_posteriors
 
 MAX_CAPTIONS = 200_000  # streamed: captions a tokenizer learns from
@@ -57,12 +62,38 @@ class CachedLatents:
         return self.means[index], self.stds[index], self.data, index
 
 
-class StreamedLatents:
-    """Each step's images from an `ImageStream`, encoded by the frozen first stage on `device`."""
+def open_latents(cfg: DataConfig, autoencoder: Autoencoder, batch_size: int, seed: int, rank: int,
+                 world_size: int) -> Stream:
+    """The stream of a latents folder (`latentdiff encode-latents`), checked against the run: the
+    same first stage (weights), image size and, for flips, stored mirrored moments."""
+    records = read_latent_records(Path(cfg.path))
+    manifest = records.manifest
+    if manifest["autoencoder_digest"] != weights_digest(autoencoder):
+        raise UserError(f"the latents in {cfg.path} were encoded by another first stage "
+                        f"({manifest['autoencoder']}); set `autoencoder` to it or encode again")
+    if manifest["image_size"] != cfg.image_size:
+        raise UserError(f"the latents in {cfg.path} are of {manifest['image_size']}-pixel images; "
+                        f"set data.image_size={manifest['image_size']}")
+    if cfg.flip and not manifest["flipped"]:
+        raise UserError(f"the latents in {cfg.path} have no mirrored images; encode with "
+                        "data.flip=true or set data.flip=false")
+    if cfg.buckets or cfg.crop != "centre":
+        raise UserError("latents are centre crops of one size: set data.buckets=false and "
+                        "data.crop=centre")
+    train = training_records(len(records), cfg)
+    size = manifest["image_size"]
+    return Stream(LatentItems(records, cfg.flip, seed), records, train, batch_size, seed,
+                  [(size, size)], None, cfg.workers, rank, world_size)
 
-    def __init__(self, autoencoder: Autoencoder, stream: ImageStream, device: torch.device):
+
+class StreamedLatents:
+    """Each step's batch from a `Stream`: images encoded by the frozen first stage on `device`, or
+    pre-encoded moments."""
+
+    def __init__(self, autoencoder: Autoencoder, stream: Stream, device: torch.device):
         self.autoencoder, self.stream, self.device = autoencoder, stream, device
-        self.data = stream.examples(PREVIEW_IMAGES)  # the first training images: previews, checks
+        # the first training images (decoded from their latents when pre-encoded): previews, checks
+        self.data = self._image_data(stream.examples(PREVIEW_IMAGES))
         self._batches: Iterator[ImageData] | None = None
         self._next_step = 0
         self._logged = (0.0, time.perf_counter())  # (data wait, clock) at the last log
@@ -85,15 +116,28 @@ class StreamedLatents:
         self._logged = waited, now
         return {"data_wait": round(fraction, 4), "skipped_files": self.stream.skipped}
 
-    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _image_data(self, batch: dict) -> ImageData:
+        """A batch as ImageData; pre-encoded latents carry no pixels: their posterior means decoded
+        (for previews), or (B, C, 0, 0) during training (the conditioning kinds that train on
+        latents read only captions and labels)."""
+        if "images" not in batch:
+            with torch.no_grad():
+                pixels = self.autoencoder.decode(batch["means"].to(self.device)).clamp(-1, 1)
+            batch = {**batch, "images": to_uint8(pixels.cpu())}
+        return as_image_data(batch, self.stream.records)
+
+    def _moments(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if "means" in batch:
+            return batch["means"], batch["stds"]
         with torch.no_grad():
-            posterior = self.autoencoder.encode(to_model_range(images).to(self.device))
+            posterior = self.autoencoder.encode(to_model_range(batch["images"]).to(self.device))
         return posterior.mean.float().cpu(), posterior.std.float().cpu()
 
     def stats_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of up to STATS_IMAGES training images (centre crops, unaugmented)."""
-        images = self.stream.examples(STATS_IMAGES).images
-        moments = [self._encode(images[i:i + 64]) for i in range(0, len(images), 64)]
+        batch = self.stream.examples(STATS_IMAGES)
+        moments = [self._moments({k: v[i:i + 64] for k, v in batch.items() if k != "skipped"})
+                   for i in range(0, len(batch["captions"]), 64)]
         return torch.cat([m for m, _ in moments]), torch.cat([s for _, s in moments])
 
     def start(self, start: int, stop: int) -> None:
@@ -104,7 +148,9 @@ class StreamedLatents:
         if step != self._next_step:
             raise RuntimeError(f"streamed batches are read in order: step {step} asked, "
                                f"{self._next_step} next")
-        data = next(self._batches)
+        batch = next(self._batches)
         self._next_step += 1
-        mean, std = self._encode(data.images)
-        return mean, std, data, torch.arange(len(data))
+        mean, std = self._moments(batch)
+        if "images" not in batch:
+            batch = {**batch, "images": torch.zeros((len(mean), 0, 0, 0), dtype=torch.uint8)}
+        return mean, std, as_image_data(batch, self.stream.records), torch.arange(len(mean))
