@@ -107,8 +107,10 @@ def test_streamed_two_processes_equal_one(tmp_path, rgb_autoencoder, source):
     extra = (*ONE_STEP, "train.max_steps=2", "unet.model_channels=64", "unet.head_channels=64")
     cfg = _streamed_text(tmp_path / "one", rgb_autoencoder, data, *extra)
     one = train_latent_diffusion(cfg)
-    two = run_two_processes("train", _streamed_text(tmp_path / "two", rgb_autoencoder, data, *extra),
-                            tmp_path)
+    # the folder's two processes also accumulate gradients over 2 micro-batches each
+    accumulate = ["train.accumulate=2"] if source == "folder" else []
+    two = run_two_processes("train", _streamed_text(tmp_path / "two", rgb_autoencoder, data, *extra,
+                                                    *accumulate), tmp_path)
     initial = seeded(cfg.train.seed, lambda: UNetModel(cfg.unet)).state_dict()
     # the text model's cross-attention leaves fewer well-conditioned elements (29.8 % measured)
     assert_same_steps(initial, one, two, "unet.", threshold=0.2 * cfg.train.lr,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_autoencoder_config, tiny_ldm_config
+from test_distributed import ONE_STEP, assert_same_steps
 from latentdiff.checkpoints import (load_autoencoder, load_latent_diffusion,
                                     read_metadata, read_tensors)
 from latentdiff.checkpoints.models import export_latent_diffusion
@@ -15,6 +16,8 @@ from latentdiff.checkpoints.interop.diffusers_folder import save_diffusers
 from latentdiff.pipelines import generate
 from latentdiff.train.autoencoder import train_autoencoder
 from latentdiff.train.diffusion import train_latent_diffusion
+from latentdiff.train.engine import seeded
+from latentdiff.unet import UNetModel
 
 
 def losses(run_dir) -> list[float]:
@@ -61,6 +64,22 @@ def test_ldm_resume_is_exact_including_ema(tmp_path, trained_autoencoder):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     metadata = read_metadata(resumed)
     assert metadata["train_state"]["ema_updates"] == 4 and min(metadata["latent_stats"]["scale"]) > 0
+
+
+def test_gradient_accumulation_takes_the_same_step(tmp_path, trained_autoencoder):
+    """train.accumulate=4 runs each step's batch as 4 micro-batches with one backward each and ends
+    at the weights of one backward over the batch."""
+    extra = (*ONE_STEP, "train.max_steps=2", "unet.model_channels=64", "unet.head_channels=64")
+    runs = {parts: train_latent_diffusion(tiny_ldm_config(tmp_path / str(parts), trained_autoencoder,
+                                                          *extra, f"train.accumulate={parts}"))
+            for parts in (1, 4)}
+    cfg = tiny_ldm_config(tmp_path / "x", trained_autoencoder, *extra)
+    initial = seeded(cfg.train.seed, lambda: UNetModel(cfg.unet)).state_dict()
+    assert_same_steps(initial, runs[1], runs[4], "unet.", threshold=0.2 * cfg.train.lr,
+                      coverage=0.3, skip=("qkv.bias",))
+    assert losses(tmp_path / "4") == pytest.approx(losses(tmp_path / "1"), rel=1e-5)
+    with pytest.raises(UserError, match="train.accumulate=16 must be"):
+        tiny_ldm_config(tmp_path / "y", trained_autoencoder, "train.accumulate=16")
 
 
 def test_ldm_checkpoint_samples_deterministically(tmp_path, trained_autoencoder):

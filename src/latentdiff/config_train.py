@@ -102,6 +102,9 @@ class TrainConfig:
     channels_last: bool = False
     fused_optimizer: bool = True
     gradient_checkpointing: bool = False
+    # gradient accumulation: each process's share of batch_size in this many micro-batches, one
+    # backward each (gradients synchronised with the last): the same step in less memory
+    accumulate: int = 1
 
     def __post_init__(self):
         _check(self.max_steps >= 1 and self.batch_size >= 1,
@@ -116,6 +119,9 @@ class TrainConfig:
         _check(all(0 <= b < 1 for b in self.adam_betas),
                f"train.adam_betas={list(self.adam_betas)} must be in [0, 1)")
         _check(self.num_nodes >= 1, "train.num_nodes must be ≥ 1")
+        _check(1 <= self.accumulate <= self.batch_size // (self.devices * self.num_nodes),
+               f"train.accumulate={self.accumulate} must be ≥ 1 and at most each process's batch "
+               f"({self.batch_size // (self.devices * self.num_nodes)})")
         _check(self.batch_size % (self.devices * self.num_nodes) == 0,
                f"train.batch_size={self.batch_size} must be divisible by devices×num_nodes="
                f"{self.devices * self.num_nodes}")

@@ -38,6 +38,14 @@ class Cond:
                        else getattr(self, f.name).to(device)
                        for f in dataclasses.fields(self)})
 
+    def rows(self, rows: slice) -> "Cond":
+        """The rows `rows` of the batch (e.g. one micro-batch of gradient accumulation)."""
+        def pick(value):
+            if value is None or isinstance(value, torch.Tensor):
+                return None if value is None else value[rows]
+            return type(value)(*(getattr(value, f.name)[rows] for f in dataclasses.fields(value)))
+        return Cond(**{f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
     def cat(self, other: "Cond") -> "Cond":
         """[self; other] along the batch (e.g. cond and uncond in one forward pass); both must set
         the same fields."""

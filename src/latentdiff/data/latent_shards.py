@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
+from latentdiff.data.records import Strings
 from latentdiff.data.stream import flippable, sample_generator
 from latentdiff.errors import UserError
 
@@ -52,7 +53,7 @@ class LatentRecords:
     files: tuple[str, ...]
     file: np.ndarray
     row: np.ndarray
-    captions: tuple[str, ...]
+    captions: Strings
     labels: np.ndarray | None
     class_names: tuple[str, ...]
     manifest: dict
@@ -91,7 +92,7 @@ def read_latent_records(folder: Path) -> LatentRecords:
     labelled = bool(manifest.get("class_names"))
     return LatentRecords(tuple(files), np.asarray(file, dtype=np.int64),
                          np.asarray(row, dtype=np.int64),
-                         tuple(captions) if manifest.get("captions") else (),
+                         Strings(captions) if manifest.get("captions") else Strings(),
                          np.asarray(labels, dtype=np.int64) if labelled else None,
                          tuple(manifest.get("class_names", ())), manifest)
 

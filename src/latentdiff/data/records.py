@@ -16,6 +16,7 @@ Three sources, in the formats text-to-image data already comes in (`data.dataset
 
 import io
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,17 +35,47 @@ HF_IMAGES = "image"
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+class Strings(Sequence):
+    """An immutable sequence of strings kept in one UTF-8 buffer with offsets. Reading one touches no
+    Python object of the others, so DataLoader workers forked from the training process keep
+    sharing its pages (a tuple of N strings would be copied into each worker page by page, as
+    reference counts are written): an index of millions of captions costs each worker nothing."""
+
+    def __init__(self, values: Iterable[str] = ()):
+        encoded = [v.encode("utf-8") for v in values]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        self._buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return self._buffer[self._offsets[i]:self._offsets[i + 1]].tobytes().decode("utf-8")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+
 @dataclass(frozen=True)
 class Records:
     """N images stored as byte ranges of files: record i is `length[i]` bytes at `offset[i]` of
-    `files[file[i]]` (offset −1: the whole file). captions: one per record, or () when the data has
-    none; labels (N,) int64, −1 when unlabelled; class_names: () when unlabelled."""
+    `files[file[i]]` (offset −1: the whole file). captions: one per record, or none when the data
+    has none; labels (N,) int64, −1 when unlabelled; class_names: () when unlabelled."""
 
-    files: tuple[str, ...]
+    files: Strings
     file: np.ndarray
     offset: np.ndarray
     length: np.ndarray
-    captions: tuple[str, ...] = ()
+    captions: Strings = field(default_factory=Strings)
     labels: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
     table: object = field(default=None, compare=False)  # hf: the Arrow-backed dataset
@@ -137,9 +168,9 @@ def folder_records(root: Path, caption_field: str = "text") -> Records:
     labels = None
     if class_names:
         labels = np.array([class_names.index(p.relative_to(root).parts[0]) for p in files])
-    return Records(tuple(str(p) for p in files), np.arange(n, dtype=np.int64),
+    return Records(Strings(str(p) for p in files), np.arange(n, dtype=np.int64),
                    np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64),
-                   tuple(captions[p] for p in files) if captions is not None else (),
+                   Strings(captions[p] for p in files) if captions is not None else Strings(),
                    labels, class_names)
 
 
@@ -176,13 +207,13 @@ def hf_records(path: Path, image_field: str, caption_field: str) -> Records:
                         f"{', '.join(columns)}); set data.image_field")
     table = table.cast_column(image_field, datasets.Image(decode=False))
     n = len(table)
-    captions = ()
+    captions = Strings()
     if caption_field in columns:
-        captions = tuple("" if c is None else str(c).strip() for c in table[caption_field])
+        captions = Strings("" if c is None else str(c).strip() for c in table[caption_field])
     labels, class_names = None, ()
     feature = table.features.get("label")
     if isinstance(feature, datasets.ClassLabel):
         labels, class_names = np.asarray(table["label"], dtype=np.int64), tuple(feature.names)
     zeros = np.zeros(n, dtype=np.int64)
-    return Records((image_field,), zeros, zeros - 1, zeros, captions, labels, class_names,
+    return Records(Strings([image_field]), zeros, zeros - 1, zeros, captions, labels, class_names,
                    table=table)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from latentdiff.cache import cache_dir
-from latentdiff.data.records import Records
+from latentdiff.data.records import Records, Strings
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_write
 
@@ -113,7 +113,7 @@ def webdataset_records(pattern: str, image_field: str, caption_field: str) -> Re
         raise UserError(f"no sample with an image ({image_field}) in the shards of {pattern}; "
                         "check data.path and data.image_field")
     n = len(file)
-    text = tuple(c or "" for c in captions) if has_caption == n else ()
+    text = Strings(c or "" for c in captions) if has_caption == n else Strings()
     if 0 < has_caption < n:
         log.warning("%d of %d samples have no caption in %s; training without captions",
                     n - has_caption, n, pattern)
@@ -125,7 +125,7 @@ def webdataset_records(pattern: str, image_field: str, caption_field: str) -> Re
             raise UserError(f"a .cls member in {pattern} is not a class number; write one "
                             "integer per .cls member") from None
         class_names = tuple(str(c) for c in range(int(label_array.max()) + 1))
-    return Records(tuple(paths), np.asarray(file, dtype=np.int64),
+    return Records(Strings(paths), np.asarray(file, dtype=np.int64),
                    np.asarray(offset, dtype=np.int64), np.asarray(length, dtype=np.int64),
                    text, label_array, class_names)
 

@@ -198,6 +198,7 @@ class Stream:
         self.schedule = BucketSchedule(bucket_of, batch_size, seed) if bucket_of is not None else None
         self.skipped = 0
         self.waited = 0.0  # seconds spent waiting for batches
+        self._logged = (0.0, time.perf_counter())  # (waited, clock) at the last log_values
 
     def global_batch(self, step: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """(record numbers (B,), (H, W)) of step `step`'s global batch."""
@@ -220,6 +221,7 @@ class Stream:
                             num_workers=self.workers, collate_fn=collate,
                             prefetch_factor=4 if self.workers else None)
         iterator = iter(loader)
+        self._logged = self.waited, time.perf_counter()
         while True:
             began = time.perf_counter()
             try:
@@ -230,12 +232,24 @@ class Stream:
             self.skipped += batch["skipped"]
             yield batch
 
-    def examples(self, n: int) -> dict:
-        """The first n training records, unaugmented, at the squarest shape: preview conditions
-        and checks."""
+    def log_values(self) -> dict:
+        """data_wait: the fraction of the time since the last call (or since `batches` began) spent
+        waiting for batches; skipped_files: records that did not decode so far."""
+        now = time.perf_counter()
+        fraction = (self.waited - self._logged[0]) / max(now - self._logged[1], 1e-9)
+        self._logged = self.waited, now
+        return {"data_wait": round(fraction, 4), "skipped_files": self.skipped}
+
+    def examples(self, records: np.ndarray) -> dict:
+        """The records `records`, unaugmented, at the squarest shape: previews, held-out images,
+        statistics."""
         plain = self.dataset.unaugmented()
         square = min(self.shapes, key=lambda s: abs(math.log(s[1] / s[0])))
-        return collate([plain[(int(r), 0, square)] for r in self.train[:n]])
+        return collate([plain[(int(r), 0, square)] for r in records])
+
+    def heldout(self) -> np.ndarray:
+        """The record numbers held out of training."""
+        return np.setdiff1d(np.arange(len(self.records)), self.train)
 
 
 class _Keys:

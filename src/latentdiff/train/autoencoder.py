@@ -23,17 +23,19 @@ from latentdiff.checkpoints.models import AUTOENCODER
 from latentdiff.config import AutoencoderTrainConfig, DataConfig, to_dict
 from latentdiff.data import (ImageData, batch_indices, load_dataset, rank_slice, split_holdout,
                              to_model_range, to_uint8)
+from latentdiff.data.stream import as_image_data, open_stream
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.metrics.reconstruction import codebook_usage, reconstruct, score_reconstructions
-from latentdiff.train.engine import (Run, check_finite, check_same, due,
+from latentdiff.train.engine import (Run, check_same, due,
                                      make_fabric, make_optimizer,
                                      mean_over_processes, optimizer_step, resume_state,
                                      seeded, step_generator,
                                      train_state, training_progress)
 
 log = logging.getLogger(__name__)
-RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes
+RESTART_CANDIDATES = 256
+STATS_IMAGES = 1024  # streamed: training images the latent statistics are measured on  # encoder outputs per process offered to dead codes
 
 
 def check_image_size(cfg: DataConfig, factor: int) -> None:
@@ -65,9 +67,47 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     return fabric.launch(_train, cfg, resume)
 
 
-def _check_codebook(cfg: AutoencoderTrainConfig, train_data: ImageData) -> None:
+class TrainingImages:
+    """The first stage's training images, step by step: held in memory (a slice of a seeded
+    permutation per step), or streamed (`data/stream.py`). `sample`: the training images the latent
+    statistics are measured on (streamed: the first STATS_IMAGES); `heldout`: the held-out split;
+    `count`: the training images."""
+
+    def __init__(self, cfg: AutoencoderTrainConfig, fabric: Fabric):
+        self.batch_size, self.seed = cfg.train.batch_size, cfg.train.seed
+        self.rank, self.world_size = fabric.global_rank, fabric.world_size
+        factor, channels = cfg.model.downsampling_factor, cfg.model.in_channels
+        self.stream = None
+        if not cfg.data.streamed:
+            self.sample, self.heldout = load_training_data(cfg.data, factor, channels)
+            self.count = len(self.sample)
+            return
+        check_image_size(cfg.data, factor)
+        self.stream = open_stream(dataclasses.replace(cfg.data, channels=channels),
+                                  self.batch_size, self.seed, factor, self.rank, self.world_size)
+        records, train = self.stream.records, self.stream.train
+        self.count = len(train)
+        self.sample = as_image_data(self.stream.examples(train[:STATS_IMAGES]), records)
+        self.heldout = as_image_data(self.stream.examples(self.stream.heldout()), records)
+
+    def start(self, start: int, stop: int) -> None:
+        if self.stream is not None:
+            self._batches = self.stream.batches(start, stop)
+
+    def step(self, step: int) -> torch.Tensor:
+        """This process's images (B/world_size, C, H, W) uint8 of step `step`."""
+        if self.stream is not None:
+            return next(self._batches)["images"]
+        index = batch_indices(len(self.sample), self.batch_size, step, self.seed)
+        return self.sample.images[rank_slice(index, self.rank, self.world_size)]
+
+    def log_values(self) -> dict:
+        return self.stream.log_values() if self.stream is not None else {}
+
+
+def _check_codebook(cfg: AutoencoderTrainConfig, images: int) -> None:
     side = cfg.data.image_size // cfg.model.downsampling_factor
-    vectors = len(train_data) * side * side
+    vectors = images * side * side
     if cfg.model.regularizer == "vq" and cfg.model.codebook_size > vectors:
         raise UserError(f"model.codebook_size={cfg.model.codebook_size} exceeds the {vectors} "
                         "latent vectors of the training set, so most codes could never be used; "
@@ -119,9 +159,9 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
     tc, lc = cfg.train, cfg.loss
     run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
     stored = run.start(resume)
-    train_data, heldout = load_training_data(cfg.data,
-                                             cfg.model.downsampling_factor, cfg.model.in_channels)
-    _check_codebook(cfg, train_data)
+    images = TrainingImages(cfg, fabric)
+    train_data, heldout = images.sample, images.heldout  # streamed: a sample of the training split
+    _check_codebook(cfg, images.count)
     autoencoder = seeded(tc.seed, lambda: build_autoencoder(cfg.model))
     discriminator = seeded(tc.seed + 1,
                            lambda: PatchDiscriminator(cfg.model.in_channels, lc.disc_channels,
@@ -160,29 +200,26 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                   "config": to_dict(cfg),
                   "image_size": cfg.data.image_size, **(extra or {}), **train_state(step, fabric)})
 
-    latent_side = cfg.data.image_size // cfg.model.downsampling_factor
+    factor = cfg.model.downsampling_factor
     preview = to_model_range(heldout.images[:8] if len(heldout) else train_data.images[:8]).to(fabric.device)
     run.open(cfg, start)
+    images.start(start, tc.max_steps)
     done = start
     with run.signals, training_progress(start, tc.max_steps, "autoencoder", fabric) as progress:
         run.start_clock()
         for step in range(start, tc.max_steps):
             generator = step_generator(tc.seed, step)
-            index = batch_indices(len(train_data), tc.batch_size, step, tc.seed)
-            noise = torch.randn(tc.batch_size, cfg.model.latent_channels, latent_side,
-                                latent_side, generator=generator)
-            index, noise = (rank_slice(t, fabric.global_rank, fabric.world_size)
-                            for t in (index, noise))
-            x = to_model_range(train_data.images[index]).to(fabric.device)
+            x = to_model_range(images.step(step)).to(fabric.device)
+            noise = torch.randn(tc.batch_size, cfg.model.latent_channels, x.shape[-2] // factor,
+                                x.shape[-1] // factor, generator=generator)
+            noise = rank_slice(noise, fabric.global_rank, fabric.world_size)
             recon, regularizer = model(x, noise.to(fabric.device))
             disc_on = step >= lc.disc_start
             terms = generator_loss(x, recon, regularizer, lc, perceptual,
                                    disc if disc_on else None, last_layer)
-            check_finite(terms["loss"], step)
             optimizer_step(fabric, model, optimizer, terms["loss"], tc, step)
             if disc_on:
                 d_terms = discriminator_loss(disc, x, recon, lc)
-                check_finite(d_terms["loss"], step)
                 optimizer_step(fabric, disc, disc_optimizer, d_terms["loss"], disc_tc, step)
                 terms["d_loss"] = d_terms.pop("loss")
                 terms.update(d_terms)
@@ -198,7 +235,7 @@ def _train(fabric: Fabric, cfg: AutoencoderTrainConfig, resume: bool) -> Path:
                     values.update(codebook_usage=monitor.usage(),
                                   perplexity=perplexity(monitor.batch_counts),
                                   codes_restarted=restarted)
-                run.log(done, **values)
+                run.log(done, **values, **images.log_values())
                 progress.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
             if due(done, tc.sample_every, last) or (uses_disc and done == lc.disc_start):
                 _write_reconstructions(run, autoencoder, preview, done)
@@ -228,8 +265,8 @@ def encode_posteriors(autoencoder: Autoencoder, data: ImageData, device: torch.d
 
 
 def _final_metadata(fabric: Fabric, autoencoder: Autoencoder, train_data: ImageData) -> dict:
-    """Latent normalisation measured on the training set (global s and per channel), stored with the
-    weights."""
+    """Latent normalisation measured on the training set (streamed: its first STATS_IMAGES images;
+    global s and per channel), stored with the weights."""
     if not fabric.is_global_zero:
         return {}
     was_training = autoencoder.training

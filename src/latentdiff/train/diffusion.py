@@ -37,7 +37,7 @@ from latentdiff.train.latent_batches import CachedLatents, StreamedLatents, open
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.posthoc_ema import PostHocEMA
-from latentdiff.train.engine import (Run, check_same, due, make_fabric, make_optimizer,
+from latentdiff.train.engine import (MicroBatches, Run, check_same, due, make_fabric, make_optimizer,
                                      resume_state, seeded, step_generator, train_state,
                                      training_loop)
 from latentdiff.unet import UNetModel
@@ -183,7 +183,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  {**system_metadata(ema_system), "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
-    def loss_of(step: int) -> torch.Tensor:
+    def loss_of(step: int) -> MicroBatches:
         generator = step_generator(tc.seed, step)
         mean, std, data, index = latents.step(step)
         shape = mean.shape[1:]  # streamed with buckets: this step's bucket
@@ -196,13 +196,14 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
         cond = batch_condition(conditioner, data, index, generator, codec, shape[1:],
                                cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions,
                                fabric.global_rank, fabric.world_size)
-        cond = cond.to(fabric.device)
-        sigma = sigma.to(fabric.device)
-        loss = denoising_loss(denoiser, z0, sigma, noise.to(fabric.device), cond,
-                              loss_weight(cfg.objective, sigma, sigma_data))
-        if u is not None:
-            loss = with_learned_variance(loss, u(sigma))
-        return loss.mean()
+        cond, sigma, noise = cond.to(fabric.device), sigma.to(fabric.device), noise.to(fabric.device)
+        weight = loss_weight(cfg.objective, sigma, sigma_data)
+
+        def loss_on(rows: slice) -> torch.Tensor:
+            loss = denoising_loss(denoiser, z0[rows], sigma[rows], noise[rows], cond.rows(rows),
+                                  None if weight is None else weight[rows])
+            return (loss if u is None else with_learned_variance(loss, u(sigma[rows]))).mean()
+        return MicroBatches(loss_on, len(z0), tc.accumulate)
 
     def after_step(step: int) -> None:
         ema.update(network)

@@ -80,18 +80,49 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.AdamW:
                              fused=cfg.fused_optimizer or None)
 
 
+@dataclass(frozen=True)
+class MicroBatches:
+    """A step's loss over this process's `rows` rows, computed in `parts` micro-batches (gradient
+    accumulation): loss_on(rows slice) → the mean loss over those rows."""
+
+    loss_on: Callable[[slice], torch.Tensor]
+    rows: int
+    parts: int = 1
+
+    def backward(self, fabric: Fabric, model: nn.Module) -> torch.Tensor:
+        """Backward of the mean over all rows, one micro-batch at a time (each weighted by its share
+        of the rows; gradients synchronised across processes only with the last); returns that mean,
+        detached."""
+        bounds = [round(i * self.rows / self.parts) for i in range(self.parts + 1)]
+        total = torch.zeros(())
+        for i, (begin, end) in enumerate(zip(bounds, bounds[1:])):
+            with fabric.no_backward_sync(model, enabled=i < self.parts - 1):
+                loss = self.loss_on(slice(begin, end)) * ((end - begin) / self.rows)
+                fabric.backward(loss)
+            total = total.to(loss.device) + loss.detach()
+        return total
+
+
 def optimizer_step(fabric: Fabric, model: nn.Module,
-                   optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   cfg: TrainConfig, step: int) -> None:
-    """Backward (gradients averaged across processes), clip the global norm, AdamW step at the
-    scheduled LR."""
+                   optimizer: torch.optim.Optimizer, loss: torch.Tensor | MicroBatches,
+                   cfg: TrainConfig, step: int) -> torch.Tensor:
+    """Backward (gradients averaged across processes; in micro-batches for `MicroBatches`), a
+    one-line error for a non-finite loss, clip the global norm, AdamW step at the scheduled LR.
+    Returns the loss (detached)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(cfg, step)
     optimizer.zero_grad(set_to_none=True)
-    fabric.backward(loss)
+    if isinstance(loss, MicroBatches):
+        loss = loss.backward(fabric, model)
+        check_finite(loss, step)
+    else:
+        check_finite(loss, step)
+        fabric.backward(loss)
+        loss = loss.detach()
     if cfg.grad_clip > 0:
         fabric.clip_gradients(model, optimizer, max_norm=cfg.grad_clip)
     optimizer.step()
+    return loss
 
 
 class StopSignals:
@@ -336,22 +367,20 @@ def train_state(step: int, fabric: Fabric, **extra) -> dict:
 
 
 def training_loop(run: Run, fabric: Fabric, cfg: TrainConfig, start: int, what: str,
-                  loss_of: Callable[[int], torch.Tensor], model: nn.Module,
+                  loss_of: Callable[[int], "torch.Tensor | MicroBatches"], model: nn.Module,
                   optimizer: torch.optim.Optimizer, after_step: Callable[[int], None],
                   save: Callable[[int], None], preview: Callable[[int], None],
                   periodic: Callable[[int, bool, bool], None] | None = None,
                   log_values: Callable[[], dict] | None = None) -> None:
-    """Steps start … cfg.max_steps − 1 of a training run: loss_of(step), the optimiser step,
-    after_step(step) (EMA updates), then, after step `done`: the log, the preview grid (rank 0),
-    periodic(done, last, stopping) (e.g. post-hoc EMA snapshots), the checkpoint; log_values() adds
-    to each log line (e.g. the data loader's wait); the time budget
-    and stop signals end the loop after a saved step (a stop signal raises `Interrupted`)."""
+    """Steps start … cfg.max_steps − 1 of a training run: loss_of(step) (a loss, or `MicroBatches`),
+    the optimiser step, after_step(step) (EMA updates), then, after step `done`: the log (with
+    log_values(), e.g. the data loader's wait), the preview grid (rank 0), periodic(done, last,
+    stopping) (e.g. post-hoc EMA snapshots), the checkpoint; the time budget and stop signals end
+    the loop after a saved step (a stop signal raises `Interrupted`)."""
     with run.signals, training_progress(start, cfg.max_steps, what, fabric) as progress:
         run.start_clock()
         for step in range(start, cfg.max_steps):
-            loss = loss_of(step)
-            check_finite(loss, step)
-            optimizer_step(fabric, model, optimizer, loss, cfg, step)
+            loss = optimizer_step(fabric, model, optimizer, loss_of(step), cfg, step)
             after_step(step)
             done = step + 1
             progress.update()

@@ -11,7 +11,6 @@ row numbers into it): z = s·(μ + σ·n) is drawn by the training step from the
 """
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,10 +92,9 @@ class StreamedLatents:
     def __init__(self, autoencoder: Autoencoder, stream: Stream, device: torch.device):
         self.autoencoder, self.stream, self.device = autoencoder, stream, device
         # the first training images (decoded from their latents when pre-encoded): previews, checks
-        self.data = self._image_data(stream.examples(PREVIEW_IMAGES))
+        self.data = self._image_data(stream.examples(stream.train[:PREVIEW_IMAGES]))
         self._batches: Iterator[ImageData] | None = None
         self._next_step = 0
-        self._logged = (0.0, time.perf_counter())  # (data wait, clock) at the last log
 
     def vocabulary(self) -> ImageData:
         """The preview images with every caption of the training records (up to MAX_CAPTIONS, a
@@ -109,12 +107,7 @@ class StreamedLatents:
         return dataclasses.replace(self.data, captions=tuple(records.captions[i] for i in train))
 
     def log_values(self) -> dict:
-        """data_wait: the fraction of the time since the last log spent waiting for batches;
-        skipped_files: records that did not decode so far."""
-        waited, now = self.stream.waited, time.perf_counter()
-        fraction = (waited - self._logged[0]) / max(now - self._logged[1], 1e-9)
-        self._logged = waited, now
-        return {"data_wait": round(fraction, 4), "skipped_files": self.stream.skipped}
+        return self.stream.log_values()
 
     def _image_data(self, batch: dict) -> ImageData:
         """A batch as ImageData; pre-encoded latents carry no pixels: their posterior means decoded
@@ -135,14 +128,13 @@ class StreamedLatents:
 
     def stats_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of up to STATS_IMAGES training images (centre crops, unaugmented)."""
-        batch = self.stream.examples(STATS_IMAGES)
+        batch = self.stream.examples(self.stream.train[:STATS_IMAGES])
         moments = [self._moments({k: v[i:i + 64] for k, v in batch.items() if k != "skipped"})
                    for i in range(0, len(batch["captions"]), 64)]
         return torch.cat([m for m, _ in moments]), torch.cat([s for _, s in moments])
 
     def start(self, start: int, stop: int) -> None:
         self._batches, self._next_step = self.stream.batches(start, stop), start
-        self._logged = (self.stream.waited, time.perf_counter())
 
     def step(self, step: int) -> tuple[torch.Tensor, torch.Tensor, ImageData, torch.Tensor]:
         if step != self._next_step:
