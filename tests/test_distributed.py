@@ -11,6 +11,7 @@ elements, so the test fails.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -135,3 +136,48 @@ def test_two_processes_encode_latents_of_one(tmp_path, rgb_autoencoder):
     for a, b in zip(one.files, two.files):
         with safe_open(a, "pt") as f, safe_open(b, "pt") as g:
             assert all(torch.equal(f.get_tensor(k), g.get_tensor(k)) for k in f.keys())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_and_slurm_launches_equal_one_process(tmp_path, rgb_autoencoder):
+    """The documented multi-node launches: torchrun starting the processes itself, and srun (its
+    environment emulated: 2 tasks on one node); Fabric joins them instead of starting its own."""
+    data = ["data.dataset=webdataset", f"data.path={make_shards(tmp_path / 'data')}"]
+    extra = (*ONE_STEP, "train.max_steps=2", "unet.model_channels=64", "unet.head_channels=64")
+    cfg = _streamed_text(tmp_path / "one", rgb_autoencoder, data, *extra)
+    one = train_latent_diffusion(cfg)
+    initial = seeded(cfg.train.seed, lambda: UNetModel(cfg.unet)).state_dict()
+    for launcher in ("torchrun", "slurm"):
+        out = tmp_path / launcher
+        config = tmp_path / f"{launcher}.yaml"
+        config.write_text(to_yaml(_streamed_text(out, rgb_autoencoder, data, *extra)))
+        command = ["-m", "latentdiff", "train", str(config), *TWO_PROCESSES]
+        if launcher == "torchrun":
+            runs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                      "--nproc-per-node=2", *command], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)]
+        else:
+            port = _free_port()
+            runs = [subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+                                          "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+                                          "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+                                          "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "1234",
+                                          "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(port)})
+                    for rank in range(2)]
+        for run in runs:
+            _, stderr = run.communicate(timeout=300)
+            assert run.returncode == 0, f"{launcher}: {stderr[-3000:]}"
+        checkpoint = out / "checkpoints" / "last.safetensors"
+        assert read_metadata(checkpoint)["train_state"]["world_size"] == 2
+        assert_same_steps(initial, one, checkpoint, "unet.", threshold=0.2 * cfg.train.lr,
+                          coverage=0.25, skip=("qkv.bias",))

@@ -218,3 +218,21 @@ def test_bad_webdataset_input_is_a_one_line_error(tmp_path, caplog):
     with caplog.at_level(logging.WARNING), pytest.raises(UserError, match="no sample with an image"):
         read_records(DataConfig(dataset="webdataset", path=str(tmp_path)))
     assert "skipped the unreadable shard" in caplog.text
+
+
+def test_the_first_stage_trains_on_streamed_shards_and_resumes_exactly(tmp_path):
+    from conftest import tiny_autoencoder_config
+    from latentdiff.train.autoencoder import train_autoencoder
+
+    data = ["data.dataset=webdataset", f"data.path={make_shards(tmp_path / 'wds', n=24)}",
+            "data.holdout=4", "model.in_channels=3", "data.flip=true", "data.crop=random",
+            "train.batch_size=4"]
+    straight = train_autoencoder(tiny_autoencoder_config(tmp_path / "a", *data, "train.max_steps=3"))
+    train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *data, "train.max_steps=1"))
+    resumed = train_autoencoder(tiny_autoencoder_config(tmp_path / "b", *data, "train.max_steps=3"),
+                                resume=True)
+    a, b = read_tensors(straight), read_tensors(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    logged = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert "heldout_psnr" in logged[-1] and all("data_wait" in r for r in logged[:-1])
