@@ -88,7 +88,7 @@ class TrainConfig:
     accelerator: str = "auto"  # auto | cpu | cuda | mps
     devices: int = 1
     num_nodes: int = 1
-    strategy: str = "auto"  # Fabric strategy: auto | ddp | ddp_spawn | fsdp ...
+    strategy: str = "auto"  # Fabric strategy: auto | ddp | ddp_spawn (fsdp: not yet)
     seed: int = 0
     log_every: int = 50
     sample_every: int = 500  # write a sample grid PNG every N steps (0: only at the end)
@@ -119,6 +119,11 @@ class TrainConfig:
         _check(all(0 <= b < 1 for b in self.adam_betas),
                f"train.adam_betas={list(self.adam_betas)} must be in [0, 1)")
         _check(self.num_nodes >= 1, "train.num_nodes must be ≥ 1")
+        # FSDP shards the weights: the EMA copies and rank 0's checkpoint would see only its shard
+        _check("fsdp" not in self.strategy,
+               f"train.strategy={self.strategy} is not supported yet (the EMA and the checkpoints "
+               "need whole weights); use ddp, with train.accumulate and "
+               "train.gradient_checkpointing for memory")
         _check(1 <= self.accumulate <= self.batch_size // (self.devices * self.num_nodes),
                f"train.accumulate={self.accumulate} must be ≥ 1 and at most each process's batch "
                f"({self.batch_size // (self.devices * self.num_nodes)})")

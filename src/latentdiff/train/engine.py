@@ -1,7 +1,7 @@
 """What both training stages share: the Fabric engine, the run folder, randomness per step, the
 optimiser step, logging and checkpoints.
 
-Engine: Lightning Fabric. It gives DDP/FSDP across GPUs and nodes, mixed precision and launching
+Engine: Lightning Fabric. It gives DDP across GPUs and nodes, mixed precision and launching
 (including 2+ processes on CPU with gloo) while the loop stays ours and reads top to bottom
 (docs/architecture.md says why).
 """
