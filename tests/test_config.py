@@ -36,6 +36,8 @@ def test_invalid_values_are_user_errors():
     with pytest.raises(UserError, match="schedule.kind"):
         load_config(LatentDiffusionTrainConfig, None,
                     ["autoencoder=x", "diffusion.schedule.kind=quadratic"])
+    with pytest.raises(UserError, match="train.strategy=fsdp is not supported yet"):
+        load_config(AutoencoderTrainConfig, None, ["train.strategy=fsdp"])
 
 
 def test_unknown_config_name_lists_bundled_ones():
