@@ -70,7 +70,8 @@ def test_an_interrupted_folder_is_completed_and_other_settings_are_refused(tmp_p
     after = _contents(out / shard_name(1))
     assert after[0] == before[0] and all(torch.equal(after[1][k], before[1][k]) for k in before[1])
     assert _encode(shards, rgb_autoencoder, out, "data.image_size=8") == 2
-    assert "made with other settings (data, image_size)" in capsys.readouterr().err
+    assert "made with other settings (image_size)" in capsys.readouterr().err
+    assert _encode(shards, rgb_autoencoder, out, "data.workers=0") == 0  # not a setting of the data
 
 
 def test_training_on_latents_matches_training_on_the_images(tmp_path, rgb_autoencoder):

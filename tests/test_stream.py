@@ -18,7 +18,8 @@ from test_conditional_train import TEXT
 from latentdiff.checkpoints import read_metadata, read_tensors
 from latentdiff.config import DataConfig
 from latentdiff.data.records import read_records
-from latentdiff.data.stream import bucket_shapes, open_stream, resize_crop
+from latentdiff.data.stream import (Augment, StreamedImages, bucket_shapes, open_stream,
+                                    resize_crop)
 from latentdiff.errors import UserError
 from latentdiff.train.diffusion import train_latent_diffusion
 
@@ -75,6 +76,10 @@ def test_shards_hf_datasets_and_folders_pair_each_image_with_its_caption(tmp_pat
     shards = read_records(DataConfig(dataset="webdataset", path=make_shards(tmp_path / "wds")))
     assert _pairs(shards) == expected and len(shards.files) == 3
     assert shards.labels.tolist() == [i % 3 for i in range(12)] and shards.class_names == ("0", "1", "2")
+    # a URL in a scheme webdataset opens (here a pipe): copied into the cache once, then indexed
+    piped = read_records(DataConfig(dataset="webdataset",
+                                    path="pipe:cat " + make_shards(tmp_path / "wds")))
+    assert _pairs(piped) == expected and all("/latentdiff/shards/" in f for f in piped.files)
     json_captions = read_records(DataConfig(dataset="webdataset", caption_field="caption",
                                             path=str(make_shards(tmp_path / "json", caption_in="json"))))
     assert _pairs(json_captions) == expected
@@ -182,6 +187,9 @@ def test_a_file_that_does_not_decode_is_replaced_and_counted(tmp_path):
     batch = next(iter(stream.batches(0, 1)))
     assert stream.skipped == 1 and _value(2) not in batch["images"][:, 0, 0, 0].tolist()
     assert len(batch["captions"]) == 6
+    # the replacement is the next record of the training split, never a held-out one (3)
+    training = StreamedImages(stream.records, Augment(), 0, np.array([0, 1, 2, 4, 5]))
+    assert int(training[(2, 0, (8, 8))]["images"][0, 0, 0]) == _value(4)
 
 
 def _streamed_text(out, autoencoder, data, *extra):

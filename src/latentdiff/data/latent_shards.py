@@ -109,7 +109,8 @@ class LatentItems(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def unaugmented(self) -> "LatentItems":
+    def unaugmented(self, pool: np.ndarray) -> "LatentItems":
+        """Without flips (every record reads; `pool` is for the image datasets' replacements)."""
         return LatentItems(self.records, False, self.seed)
 
     def _shard(self, number: int):

@@ -3,7 +3,7 @@ index of records (`records.py`), in an order that is a pure function of (seed, s
 
 - **Order.** The global batch of step k is a slice of a seeded per-epoch permutation of the training
   records (`batches.batch_indices`), or with aspect-ratio buckets, one batch of a seeded per-epoch
-  shuffle of same-bucket batches (`bucket_batch`). Rank r of R reads its contiguous 1/R of it, so
+  shuffle of same-bucket batches (`BucketSchedule`). Rank r of R reads its contiguous 1/R of it, so
   ranks read disjoint samples and the global batch equals the one-process run's; `--resume` at
   step k continues with exactly the batches an uninterrupted run sees.
 - **Augmentation** (`data.crop`, `data.flip`): the shorter side is resized to cover the target
@@ -12,8 +12,8 @@ index of records (`records.py`), in an order that is a pure function of (seed, s
 - **Buckets** (`data.buckets`): shapes of about image_size² pixels with sides a multiple of the
   model's (aspect 1:2 … 2:1); each image goes to the bucket nearest its aspect ratio, and every
   batch is one shape.
-- **Bad files** are never fatal: a record that does not decode is replaced by the next one that
-  does, and counted.
+- **Bad files** are never fatal: a record that does not decode is replaced by the next training
+  record that does, and counted.
 """
 
 import gc
@@ -115,19 +115,21 @@ class Augment:
 class StreamedImages(Dataset):
     """Item (record, step, (H, W)) → {"images": (C, H, W) uint8, "captions", "labels", "skipped"}:
     record decoded, resized and cropped to H × W, augmented from the generator of (seed, step,
-    record); a record that does not decode is replaced by the next that does ("skipped" counts
-    them)."""
+    record). `pool`: the sorted record numbers items come from (the training split); a record that
+    does not decode is replaced by the next one of the pool that does ("skipped" counts them), so a
+    held-out image never stands in for a training one."""
 
-    def __init__(self, records: Records, augment: Augment, seed: int):
-        self.records, self.augment, self.seed = records, augment, seed
+    def __init__(self, records: Records, augment: Augment, seed: int, pool: np.ndarray):
+        self.records, self.augment, self.seed, self.pool = records, augment, seed, pool
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.pool)
 
     def __getitem__(self, key: tuple[int, int, tuple[int, int]]) -> dict:
         record, step, (height, width) = key
-        for skipped in range(len(self.records)):
-            i = (record + skipped) % len(self.records)
+        start = int(np.searchsorted(self.pool, record))
+        for skipped in range(len(self.pool)):
+            i = int(self.pool[(start + skipped) % len(self.pool)])
             try:
                 image = decode(self.records.read(i), self.augment.mode)
             except DECODE_ERRORS:
@@ -135,8 +137,8 @@ class StreamedImages(Dataset):
             return self._sample(i, step, image, height, width, skipped)
         raise UserError("no record of the dataset decodes as an image; check the data")
 
-    def unaugmented(self) -> "StreamedImages":
-        return StreamedImages(self.records, Augment(mode=self.augment.mode), self.seed)
+    def unaugmented(self, pool: np.ndarray) -> "StreamedImages":
+        return StreamedImages(self.records, Augment(mode=self.augment.mode), self.seed, pool)
 
     def _sample(self, i: int, step: int, image: Image.Image, height: int, width: int,
                 skipped: int) -> dict:
@@ -251,7 +253,7 @@ class Stream:
     def examples(self, records: np.ndarray) -> dict:
         """The records `records`, unaugmented, at the squarest shape: previews, held-out images,
         statistics."""
-        plain = self.dataset.unaugmented()
+        plain = self.dataset.unaugmented(np.sort(records))
         square = min(self.shapes, key=lambda s: abs(math.log(s[1] / s[0])))
         return collate([plain[(int(r), 0, square)] for r in records])
 
@@ -303,7 +305,7 @@ def open_stream(cfg: DataConfig, batch_size: int, seed: int, multiple: int, rank
     if cfg.buckets:
         shapes = bucket_shapes(cfg.image_size, multiple)
         bucket_of = nearest_bucket(record_sizes(records, train), shapes)
-    dataset = StreamedImages(records, Augment(cfg.crop, cfg.flip, "L" if cfg.channels == 1 else "RGB"),
-                             seed)
+    augment = Augment(cfg.crop, cfg.flip, "L" if cfg.channels == 1 else "RGB")
+    dataset = StreamedImages(records, augment, seed, train)
     return Stream(dataset, records, train, batch_size, seed, shapes, bucket_of, cfg.workers, rank,
                   world_size)

@@ -34,8 +34,8 @@ from latentdiff.train.engine import (Run, check_same, due,
                                      train_state, training_progress)
 
 log = logging.getLogger(__name__)
-RESTART_CANDIDATES = 256
-STATS_IMAGES = 1024  # streamed: training images the latent statistics are measured on  # encoder outputs per process offered to dead codes
+RESTART_CANDIDATES = 256  # encoder outputs per process offered to dead codes
+STATS_IMAGES = 1024  # streamed: training images the latent statistics are measured on
 
 
 def check_image_size(cfg: DataConfig, factor: int) -> None:

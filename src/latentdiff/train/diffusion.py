@@ -37,9 +37,9 @@ from latentdiff.train.latent_batches import CachedLatents, StreamedLatents, open
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.posthoc_ema import PostHocEMA
-from latentdiff.train.engine import (MicroBatches, Run, check_same, due, make_fabric, make_optimizer,
-                                     resume_state, seeded, step_generator, train_state,
-                                     training_loop)
+from latentdiff.train.engine import (MicroBatches, Run, check_same, due, make_fabric,
+                                     make_optimizer, resume_state, seeded, step_generator,
+                                     train_state, training_loop)
 from latentdiff.unet import UNetModel
 from latentdiff.weighting import LearnedLogVariance, loss_weight, with_learned_variance
 
@@ -80,31 +80,33 @@ def _first_stage_and_latents(cfg: LatentDiffusionTrainConfig, fabric: Fabric
     """The frozen first stage (an autoencoder checkpoint, or the identity for `autoencoder: pixels`)
     and the latents of the training split it is checked against, cached or streamed."""
     tc, device = cfg.train, fabric.device
-    if cfg.autoencoder == PIXELS:
-        autoencoder = PixelSpace.of_channels(cfg.data.channels or 3 if cfg.data.streamed
-                                             else load_dataset(cfg.data).channels).to(device)
-    else:
+    rank, world_size = fabric.global_rank, fabric.world_size
+    if cfg.autoencoder != PIXELS:
         autoencoder = load_autoencoder(cfg.autoencoder, device)
+    elif cfg.data.streamed:
+        autoencoder = PixelSpace.of_channels(cfg.data.channels or 3).to(device)
+    else:
+        data = load_dataset(cfg.data)
+        autoencoder = PixelSpace.of_channels(data.channels).to(device)
+        train_data, _ = split_holdout(data, cfg.data.holdout, cfg.data.split_seed)
+        return autoencoder, CachedLatents(autoencoder, train_data, tc.batch_size, tc.seed, device,
+                                          rank, world_size)
     factor, channels = autoencoder.config.downsampling_factor, autoencoder.config.in_channels
     if cfg.data.dataset == "latents":
         if cfg.conditioning.kind in ("superres", "inpaint"):
             raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs the images; train on "
                             "them (data.dataset folder, webdataset or hf), not on latents")
-        stream = open_latents(cfg.data, autoencoder, tc.batch_size, tc.seed, fabric.global_rank,
-                              fabric.world_size)
+        stream = open_latents(cfg.data, autoencoder, tc.batch_size, tc.seed, rank, world_size)
         return autoencoder, StreamedLatents(autoencoder, stream, device)
     if cfg.data.streamed:
         check_image_size(cfg.data, factor)
         multiple = factor * 2 ** (len(cfg.unet.channel_mult) - 1)
         stream = open_stream(dataclasses.replace(cfg.data, channels=channels), tc.batch_size,
-                             tc.seed, multiple, fabric.global_rank, fabric.world_size)
+                             tc.seed, multiple, rank, world_size)
         return autoencoder, StreamedLatents(autoencoder, stream, device)
-    if cfg.autoencoder == PIXELS:
-        train_data, _ = split_holdout(load_dataset(cfg.data), cfg.data.holdout, cfg.data.split_seed)
-    else:
-        train_data, _ = load_training_data(cfg.data, factor, channels)
+    train_data, _ = load_training_data(cfg.data, factor, channels)
     return autoencoder, CachedLatents(autoencoder, train_data, tc.batch_size, tc.seed, device,
-                                      fabric.global_rank, fabric.world_size)
+                                      rank, world_size)
 
 
 def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Path:

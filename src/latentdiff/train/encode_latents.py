@@ -26,13 +26,15 @@ from latentdiff.data.latent_shards import (FORMAT, MANIFEST, SETTINGS, shard_nam
                                            weights_digest)
 from latentdiff.data.records import DECODE_ERRORS, Records, decode, read_records
 from latentdiff.data.stream import collate, resize_crop
-from latentdiff.errors import UserError
+from latentdiff.errors import Interrupted, UserError
 from latentdiff.files import check_output, write_bytes, write_text
 from latentdiff.progress import progress
 from latentdiff.train.autoencoder import check_image_size
 from latentdiff.train.engine import make_fabric
 
 log = logging.getLogger(__name__)
+# the data settings a latents folder depends on (not, e.g., the number of workers)
+SOURCE = ("dataset", "path", "channels", "caption_field", "image_field")
 
 
 def encode_latents(cfg: EncodeLatentsConfig) -> Path:
@@ -57,7 +59,8 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> dict:
         channels = 1 if self.mode == "L" else 3
         try:
-            image, ok = resize_crop(decode(self.records.read(i), self.mode), self.size, self.size), True
+            image = resize_crop(decode(self.records.read(i), self.mode), self.size, self.size)
+            ok = True
         except DECODE_ERRORS:
             image, ok = torch.zeros(channels, self.size, self.size, dtype=torch.uint8), False
         return {"images": image, "ok": ok,
@@ -75,7 +78,7 @@ def _encode(fabric: Fabric, cfg: EncodeLatentsConfig) -> Path:
                 "autoencoder_digest": weights_digest(autoencoder),
                 "image_size": cfg.data.image_size, "channels": channels,
                 "flipped": cfg.data.flip, "shard_size": cfg.shard_size, "count": len(records),
-                "data": to_dict(cfg.data)}
+                "data": {k: v for k, v in to_dict(cfg.data).items() if k in SOURCE}}
     previous = out / SETTINGS
     if previous.is_file():
         stored = json.loads(previous.read_text())
@@ -92,12 +95,15 @@ def _encode(fabric: Fabric, cfg: EncodeLatentsConfig) -> Path:
     shards = math.ceil(len(records) / cfg.shard_size)
     mine = [j for j in range(fabric.global_rank, shards, fabric.world_size)
             if not (out / shard_name(j)).exists()]
-    dropped = 0
-    for j in progress(mine, desc="encoding shards", disable=not fabric.is_global_zero):
-        rows = range(j * cfg.shard_size, min((j + 1) * cfg.shard_size, len(records)))
-        dropped += _write_shard(out / shard_name(j), autoencoder, _Images(records, cfg.data.image_size,
-                                                                          mode),
-                                list(rows), cfg, fabric.device)
+    images, dropped = _Images(records, cfg.data.image_size, mode), 0
+    try:
+        for j in progress(mine, desc="encoding shards", disable=not fabric.is_global_zero):
+            rows = range(j * cfg.shard_size, min((j + 1) * cfg.shard_size, len(records)))
+            dropped += _write_shard(out / shard_name(j), autoencoder, images, list(rows), cfg,
+                                    fabric.device)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; the finished shards are in {out}: run the same command "
+                          "again to encode the rest", 130) from None
     if dropped:
         log.warning("skipped %d image(s) that did not decode", dropped)
     fabric.barrier()

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from latentdiff.autoencoder import Autoencoder
-from latentdiff.data import ImageData, batch_indices, rank_slice, to_model_range
 from latentdiff.config import DataConfig
-from latentdiff.data import to_uint8
+from latentdiff.data import ImageData, batch_indices, rank_slice, to_model_range, to_uint8
 from latentdiff.data.latent_shards import LatentItems, read_latent_records, weights_digest
 from latentdiff.data.stream import Stream, as_image_data, training_records
 from latentdiff.errors import UserError
@@ -39,7 +38,6 @@ class CachedLatents:
         self.means, self.stds = encode_posteriors(autoencoder, data, device)
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.skipped, self.waited = 0, 0.0
 
     def vocabulary(self) -> ImageData:
         """What the conditioner is built from (a tokenizer learns from its captions)."""
@@ -93,7 +91,7 @@ class StreamedLatents:
         self.autoencoder, self.stream, self.device = autoencoder, stream, device
         # the first training images (decoded from their latents when pre-encoded): previews, checks
         self.data = self._image_data(stream.examples(stream.train[:PREVIEW_IMAGES]))
-        self._batches: Iterator[ImageData] | None = None
+        self._batches: Iterator[dict] | None = None
         self._next_step = 0
 
     def vocabulary(self) -> ImageData:
@@ -111,8 +109,8 @@ class StreamedLatents:
 
     def _image_data(self, batch: dict) -> ImageData:
         """A batch as ImageData; pre-encoded latents carry no pixels: their posterior means decoded
-        (for previews), or (B, C, 0, 0) during training (the conditioning kinds that train on
-        latents read only captions and labels)."""
+        (for previews), or empty (B, 0, 0, 0) images during training (the conditioning kinds
+        that train on latents read only captions and labels)."""
         if "images" not in batch:
             with torch.no_grad():
                 pixels = self.autoencoder.decode(batch["means"].to(self.device)).clamp(-1, 1)
