@@ -147,14 +147,15 @@ def render(results: dict) -> list[str]:
         lines.append(f"| {r['images']:,} | {r['repeat'] + 1} | {r['rss_peak_mib']:.0f} | "
                      f"{r['pss_peak_mib']:.0f} | {r['step_s']:.2f} | "
                      f"{100 * r['data_wait_steady']:.2f} % | {waits} | {r['skipped_files']} |")
-    by_size = {}
-    for r in results["rows"]:
-        by_size.setdefault(r["images"], []).append(r["rss_peak_mib"])
-    sizes = sorted(by_size)
+    sizes = sorted({r["images"] for r in results["rows"]})
     if len(sizes) >= 2:
-        small, large = (np.mean(by_size[s]) for s in (sizes[0], sizes[-1]))
-        lines += ["", f"Peak RSS at {sizes[-1]:,} images is {100 * (large / small - 1):+.1f} % of "
-                  f"the peak at {sizes[0]:,} (means over the runs)."]
+        def mean(key: str, size: int) -> float:
+            return float(np.mean([r[key] for r in results["rows"] if r["images"] == size]))
+        change = {key: 100 * (mean(key, sizes[-1]) / mean(key, sizes[0]) - 1)
+                  for key in ("rss_peak_mib", "pss_peak_mib")}
+        lines += ["", f"At {sizes[-1]:,} images against {sizes[0]:,} (means over the runs): peak "
+                  f"RSS of the training process {change['rss_peak_mib']:+.1f} %, peak PSS of it "
+                  f"and its workers {change['pss_peak_mib']:+.1f} %."]
     index = ", ".join(f"{r['images']:,} images in {r['seconds']:.2f} s" for r in results["indexing"])
     lines += ["", f"Building the shard index (every tar header and caption read once, at the "
               f"start of each run): {index}."]
