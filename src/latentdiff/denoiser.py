@@ -70,6 +70,13 @@ class Denoiser:
         return self.precond.latent(x, sigma_end)
 
 
+def in_interval(sigma: torch.Tensor, interval: tuple[float, float] | None) -> torch.Tensor:
+    """(B,) bool: σ within [σ_lo, σ_hi] (everywhere without an interval)."""
+    if interval is None:
+        return torch.ones_like(sigma, dtype=torch.bool)
+    return (sigma >= interval[0]) & (sigma <= interval[1])
+
+
 def check_guidance(scale: float, rescale: float = 0.0,
                    interval: tuple[float, float] | None = None) -> None:
     """One-line errors for guidance settings `GuidedDenoiser` cannot use."""
@@ -103,22 +110,33 @@ class GuidedDenoiser(DenoiserWrapper):
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None = None) -> torch.Tensor:
         sigma = per_sample_sigma(sigma, x)
-        active = torch.ones_like(sigma, dtype=torch.bool)
-        if self.interval is not None:
-            active = (sigma >= self.interval[0]) & (sigma <= self.interval[1])
+        active = in_interval(sigma, self.interval)
         if self.scale == 1.0 or not active.any():
             return self.denoiser(x, sigma, cond)
+        d_cond, d_uncond = self.branches(x, sigma, cond)
+        guided = extrapolate(x, sigma, d_cond, d_uncond, self.scale, self.rescale)
+        return torch.where(append_dims(active, x), guided, d_cond)
+
+    def branches(self, x: torch.Tensor, sigma: torch.Tensor,
+                 cond: Cond | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the guided denoiser D(x; c), the reference it is pushed away from: D(x; u)), in one
+        batched forward pass."""
         both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
                              (cond or Cond()).cat(self.uncond))
-        d_cond, d_uncond = both.chunk(2)
-        guided = d_uncond + self.scale * (d_cond - d_uncond)
-        if self.rescale > 0.0:
-            s = append_dims(sigma, x)
-            eps_cond, eps = (x - d_cond) / s, (x - guided) / s
-            ratio = eps_cond.flatten(1).std(1) / eps.flatten(1).std(1).clamp_min(1e-12)
-            eps = self.rescale * eps * append_dims(ratio, x) + (1 - self.rescale) * eps
-            guided = x - s * eps
-        return torch.where(append_dims(active, x), guided, d_cond)
+        return both.chunk(2)
+
+
+def extrapolate(x: torch.Tensor, sigma: torch.Tensor, d_main: torch.Tensor, d_ref: torch.Tensor,
+                scale: float, rescale: float = 0.0) -> torch.Tensor:
+    """D_ref + s·(D_main − D_ref), with the std rescale φ of `GuidedDenoiser` when φ > 0."""
+    guided = d_ref + scale * (d_main - d_ref)
+    if rescale > 0.0:
+        s = append_dims(sigma, x)
+        eps_main, eps = (x - d_main) / s, (x - guided) / s
+        ratio = eps_main.flatten(1).std(1) / eps.flatten(1).std(1).clamp_min(1e-12)
+        eps = rescale * eps * append_dims(ratio, x) + (1 - rescale) * eps
+        guided = x - s * eps
+    return guided
 
 
 class ImageGuidedDenoiser(DenoiserWrapper):
