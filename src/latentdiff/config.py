@@ -318,3 +318,35 @@ class LatentDiffusionTrainConfig:
         _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")
         _check(self.scale_factor is None or self.scale_factor > 0,
                "scale_factor must be > 0 (or null: measured)")
+
+
+def _classifier_trunk() -> UNetConfig:
+    """ADM's classifier at the scale of this project's small latents: the encoder half of a
+    64-channel UNet, attention at the two lower levels."""
+    return UNetConfig(in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 2, 2),
+                      num_res_blocks=1, attention_resolutions=(2, 4), head_channels=32)
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """`latentdiff train-classifier MODEL CONFIG`: a noise-aware classifier p_φ(y | z_t, σ) for
+    classifier guidance (Dhariwal & Nichol 2021, Sec. 4), trained on noised latents of the labelled
+    data. `model`: the latent-diffusion checkpoint it will guide (its first stage, latent
+    normalisation, schedule and parameterisation), or an autoencoder checkpoint (with `diffusion`
+    and a normalisation measured on the data). `trunk`: the UNet whose encoder half (input blocks,
+    middle block, timestep embedding) the classifier is, before attention pooling; its channels
+    are set from the model. `entropy_weight` λ: the entropy-aware loss CE + λ·(log K − H(p_φ)) (Li
+    et al. 2022, ECT) that keeps the classifier from becoming over-confident on noisy inputs; 0:
+    plain cross-entropy. Noise levels are drawn as the diffusion model's training (uniform t)."""
+
+    model: str = "???"
+    trunk: UNetConfig = field(default_factory=_classifier_trunk)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/classifier"))
+    entropy_weight: float = 0.0
+
+    def __post_init__(self):
+        _check(self.entropy_weight >= 0, f"entropy_weight={self.entropy_weight} must be ≥ 0")
+        _check(self.trunk.context_dim is None and self.trunk.num_classes is None,
+               "trunk: the classifier's UNet takes neither context nor class labels")

@@ -44,6 +44,8 @@ class Parameters:
     boxes: list | None = None  # layout
     guidance_interval: list[float] | None = None
     sampler_options: dict | None = None  # e.g. {"eta": 1.0, "final": "t0"}
+    # classifier guidance, autoguidance, prior: their models (name, hash) and settings
+    guides: dict | None = None
     seeds: list[int] | None = None  # a grid's cells
     prompts: list[str] | None = None
 

@@ -21,7 +21,7 @@ from latentdiff.nn.lora import ADAPTER_KEY, AdapterView, adaptable_layers, add_l
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
 
-AUTOENCODER, LATENT_DIFFUSION = "autoencoder", "latent_diffusion"
+AUTOENCODER, LATENT_DIFFUSION, CLASSIFIER = "autoencoder", "latent_diffusion", "classifier"
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "emoji-text.safetensors"
 
 
@@ -101,6 +101,36 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            trained_with_null=bool(metadata.get("trained_with_null", False)),
                            sigma_data=diffusion.sigma_data,
                            student=student_config(metadata))
+
+
+def load_classifier(path: str | Path, model: LatentDiffusion | None = None,
+                    device: torch.device | str = "cpu"):
+    """The `NoiseClassifier` of a `latentdiff train-classifier` checkpoint (eval mode), checked
+    against the `model` it will guide: the same first stage (by its weights), latent normalisation
+    and parameterisation."""
+    from latentdiff.classifier import ClassifierNet, NoiseClassifier
+    from latentdiff.data.latent_shards import weights_digest
+    from latentdiff.preconditioning import make_preconditioning
+
+    metadata = require_kind(path, CLASSIFIER, "train one with `latentdiff train-classifier`")
+    diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
+    if model is not None:
+        same = (metadata["autoencoder_digest"] == weights_digest(model.codec.autoencoder)
+                and LatentStats(**metadata["latent_stats"]) == model.codec.stats
+                and diffusion.prediction == model.prediction
+                and from_dict(DiffusionConfig, metadata["diffusion_config"]).schedule
+                == model.schedule.config)
+        if not same:
+            raise UserError(f"the classifier {path} was trained for another latent space or noise "
+                            "schedule than this model's; train one with `latentdiff "
+                            "train-classifier` on this model")
+    net = ClassifierNet(from_dict(UNetConfig, metadata["classifier_config"]),
+                        int(metadata["num_classes"]))
+    load_weights(net, read_tensors(path, "classifier."), str(path))
+    precond = make_preconditioning(NoiseSchedule(diffusion.schedule), diffusion.prediction,
+                                   diffusion.sigma_data)
+    classifier = NoiseClassifier(net, precond, tuple(metadata.get("class_names", ())))
+    return classifier.eval().requires_grad_(False).to(device)
 
 
 # what an adapter student trains in full besides its adapters: the new guidance embedding

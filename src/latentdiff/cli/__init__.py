@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from latentdiff.cli import commands
+from latentdiff.cli.guides import add_guides, add_train_classifier
 from latentdiff.cli.serve import add_serve
 from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device,
                                       add_lpips, add_max_pixels,
@@ -153,6 +154,7 @@ def _add_sample(commands_: argparse._SubParsersAction) -> None:
                         "follows a small layout image)")
     p.add_argument("--guide-scale", type=finite, default=300.0,
                    help="image guidance strength (default: 300)")
+    add_guides(p)
     add_max_pixels(p)
     add_model(p)
     add_device(p)
@@ -177,6 +179,7 @@ def _add_tasks(commands_: argparse._SubParsersAction) -> None:
                            help="how much is redrawn: the share of the sampler's steps that "
                                 "run, in (0, 1] (default: 0.6)")
         p.add_argument("--n", type=positive_int, default=4, help="number of samples (default: 4)")
+        add_guides(p, prior_only=True)
         add_sampler(p)
         add_seed_and_out(p, f"{name}.png")
         if name != "layout":
@@ -305,6 +308,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"latentdiff {version()}")
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_training(commands_)
+    add_train_classifier(commands_)
     _add_encode_latents(commands_)
     _add_distill(commands_)
     _add_sample(commands_)

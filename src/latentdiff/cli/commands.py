@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from latentdiff.cli.guides import load_guides
 from latentdiff.errors import UserError
 from latentdiff.files import check_output, write_text
 from latentdiff.images import IMAGE_OUTPUTS
@@ -188,9 +189,16 @@ def sample(args: argparse.Namespace) -> None:
     options = _sampling(args)
     checkpoint = args.checkpoint or bundled_model()
     model = _load(args, checkpoint, device(args))
-    grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt,
+    guides = load_guides(args, model, _load, device(args))
+    classes = guides.classifier.net.num_classes if guides.classifier is not None else None
+    grid = sample_grid(model.num_classes or classes, args.seed, args.n, args.prompt,
                        args.negative_prompt, args.class_label)
-    seeds = grid.seeds
+    seeds, conditions = grid.seeds, dict(grid.conditions)
+    if guides.classifier is not None:  # the grid's classes are the classifier's targets
+        labels = conditions.get("class_labels")
+        guides = dataclasses.replace(guides, classes=labels)
+        if model.num_classes is None:
+            conditions.pop("class_labels", None)
     if args.size is not None:
         options["latent_size"] = _latent_size(args.size,
                                               model.codec.downsampling_factor, args.max_pixels)
@@ -200,7 +208,7 @@ def sample(args: argparse.Namespace) -> None:
         options["image_guide"] = (to_model_range(guide)[None].expand(len(seeds), -1, -1, -1),
                                   args.guide_scale)
     options.update(guidance_scale=args.guidance, guidance_rescale=args.guidance_rescale,
-                   guidance_interval=args.guidance_interval, **grid.conditions)
+                   guidance_interval=args.guidance_interval, guides=guides, **conditions)
     images = generate(model, seeds=seeds, **options)
     parameters = record(model, checkpoint, "txt2img", seeds, images.shape[-2:], **options)
     path = save_image_grid(to_uint8(images), args.out, grid.ncols, parameters)
@@ -224,6 +232,7 @@ def conditional_task(args: argparse.Namespace) -> None:
                "guidance_rescale": args.guidance_rescale,
                "guidance_interval": args.guidance_interval}
     model = _load(args, args.checkpoint, device(args))
+    options["guides"] = load_guides(args, model, _load, device(args))
     seeds = [args.seed + i for i in range(args.n)]
     if getattr(args, "prompt", None) is not None:
         options["prompts"] = [args.prompt] * args.n

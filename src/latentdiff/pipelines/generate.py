@@ -11,6 +11,7 @@ from latentdiff.conditioning import Cond
 from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser, check_guidance
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
+from latentdiff.pipelines.guides import Guides, autoguided, check_guides, with_guides
 from latentdiff.samplers import check_sampler, run_sampler, sigma_grid
 from latentdiff.samplers.grids import img2img_grid
 from latentdiff.samplers.randomness import per_sample_generators, randn_like
@@ -133,7 +134,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
              original_steps: int | None = None, batch_size: int = 250,
              image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
              decode: bool = True, callback: Callable[[dict], None] | None = None,
-             **sampler_options) -> torch.Tensor:
+             guides: Guides | None = None, **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀
     (N, c, h, w) that the decoder would read).
 
@@ -153,7 +154,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     A student that embeds the guidance scale takes s as an input: one network evaluation per step.
     `callback(info)` after every step of every batch: the sampler's {"i", "x", "sigma",
     "denoised"} with "steps" (the steps of a batch) and "batch" (its first row) added; it may raise
-    to stop the work (a cancel button).
+    to stop the work (a cancel button). `guides`: classifier guidance, autoguidance (which then
+    takes guidance_scale instead of the unconditional branch) and an unconditional prior
+    (`pipelines/guides.py`); the classifier's too apply only in `guidance_interval`.
     """
     chosen = sampling_choices(model, sampler=sampler, steps=steps, spacing=spacing,
                               guidance_scale=guidance_scale, original_steps=original_steps)
@@ -165,7 +168,12 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     if embedded:
         _check_embedded_guidance(model, guidance_scale, guidance_rescale, guidance_interval,
                                  negative_prompts)
-    elif guidance_scale != 1.0 and not model.trained_with_null:
+    guides = guides or Guides()
+    check_guides(model, guides, len(seeds))
+    if embedded and guides.autoguide is not None:
+        raise UserError("this student takes the guidance scale as an input; it cannot be autoguided")
+    elif (not embedded and guidance_scale != 1.0 and not model.trained_with_null
+          and guides.autoguide is None):
         raise UserError("this model was trained without condition dropout (conditioning.drop_prob "
                         "= 0), so it has no unconditional mode; sample with guidance scale 1")
     n = len(seeds)
@@ -208,11 +216,16 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         if embedded:
             cond = dataclasses.replace(cond, guidance=torch.full((len(x),), float(guidance_scale),
                                                                  device=model.device))
+        elif guidance_scale != 1.0 and guides.autoguide is not None:
+            denoiser = autoguided(guides, denoiser, cond,
+                                  None if token_inputs is None else token_inputs[rows],
+                                  guidance_scale, guidance_rescale, guidance_interval)
         elif guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
             denoiser = GuidedDenoiser(denoiser,
                                       null_condition(model, cond, negative, len(x)), guidance_scale,
                                       guidance_rescale, guidance_interval)
+        denoiser = with_guides(guides, denoiser, rows, model.device, guidance_interval)
         if image_guide is not None:
             denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode,
                                            image_guide[0][rows].to(model.device),

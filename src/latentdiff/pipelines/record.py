@@ -27,7 +27,8 @@ def record(model: LatentDiffusion, checkpoint: str | Path, task: str, seeds: Seq
            steps: int | None = None, spacing: str | None = None,
            guidance_scale: float | None = None, guidance_rescale: float = 0.0,
            guidance_interval: tuple[float, float] | None = None,
-           strength: float | None = None, boxes: list | None = None, **options) -> Parameters:
+           strength: float | None = None, boxes: list | None = None, guides=None,
+           **options) -> Parameters:
     """Parameters of images generated with `generate`'s keyword arguments; size (H, W) in pixels.
     One seed: that image's; several: the first image's, with `seeds` and `prompts` listing all.
     Options with plain values (a sampler's eta, `final`) are kept as `sampler_options`; those that
@@ -47,6 +48,7 @@ def record(model: LatentDiffusion, checkpoint: str | Path, task: str, seeds: Seq
         guidance_interval=None if guidance_interval is None else list(guidance_interval),
         sampler_options={k: v for k, v in options.items() if k not in _INPUTS
                          and isinstance(v, (bool, int, float, str))} or None,
+        guides=None if guides is None else guides.record(),
         seeds=[int(s) for s in seeds] if grid else None,
         prompts=list(prompts) if grid and prompts and len(set(prompts)) > 1 else None)
 

@@ -1,0 +1,108 @@
+"""The guidance beyond classifier-free guidance that `generate` applies (the wrappers of
+`guidance.py`), with the checks that run before any sampling."""
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from latentdiff.conditioning import Cond
+from latentdiff.data.latent_shards import weights_digest
+from latentdiff.errors import UserError
+from latentdiff.guidance import AutoGuidedDenoiser, ClassifierGuidedDenoiser, PriorDenoiser
+from latentdiff.ldm import LatentDiffusion
+
+
+@dataclass(frozen=True)
+class Guides:
+    """classifier: a `NoiseClassifier` of the model's latent space, pushing image i towards class
+    `classes[i]` with `classifier_scale` (entropy-aware: EDS's per-sample scale); autoguide: a
+    weaker model of the same latent space (fewer parameters or steps) that replaces the
+    unconditional branch of guidance, the guidance scale being its s; prior: an unconditional model
+    of the same latent space mixed in with `prior_weight` (super-resolution, inpainting)."""
+
+    classifier: object = None
+    classes: Sequence[int] | None = None
+    classifier_scale: float = 1.0
+    entropy_aware: bool = False
+    autoguide: LatentDiffusion | None = None
+    prior: LatentDiffusion | None = None
+    prior_weight: float = 0.5
+    files: dict = dataclasses.field(default_factory=dict)  # {"classifier": path, ...}, recorded
+
+    def record(self) -> dict | None:
+        """What a PNG's parameters keep of these guides: each model's file name and hash, and the
+        settings; None when there are none."""
+        from latentdiff.parameters import model_hash
+
+        used = {"classifier": self.classifier, "autoguide": self.autoguide, "prior": self.prior}
+        out = {}
+        for name, model in used.items():
+            if model is None:
+                continue
+            path = self.files.get(name)
+            out[name] = Path(path).stem if path else "(in memory)"
+            if path:
+                out[f"{name}_hash"] = model_hash(path)
+        if self.classifier is not None:
+            out.update(classifier_scale=self.classifier_scale, entropy_aware=self.entropy_aware)
+        if self.prior is not None:
+            out["prior_weight"] = self.prior_weight
+        return out or None
+
+
+def _same_latent_space(model: LatentDiffusion, other: LatentDiffusion, what: str) -> None:
+    if (other.codec.stats != model.codec.stats
+            or weights_digest(other.codec.autoencoder) != weights_digest(model.codec.autoencoder)):
+        raise UserError(f"the {what} model has another first stage or latent normalisation than "
+                        "this model; give one trained on the same autoencoder")
+
+
+def check_guides(model: LatentDiffusion, guides: Guides, n: int) -> None:
+    """One-line errors, before any work, for guides this model cannot take."""
+    if guides.classifier is not None:
+        k = guides.classifier.net.num_classes
+        classes = [] if guides.classes is None else list(guides.classes)
+        if len(classes) != n or min(classes, default=0) < 0 or max(classes, default=0) >= k:
+            raise UserError(f"classifier guidance needs one class in 0..{k - 1} per image "
+                            f"(--class); got {classes[:10]}")
+        if guides.classifier_scale < 0:
+            raise UserError(f"classifier scale {guides.classifier_scale} must be ≥ 0")
+    if guides.autoguide is not None:
+        _same_latent_space(model, guides.autoguide, "autoguidance")
+        kind = lambda m: (m.conditioner.kind if m.conditioner else None, m.num_classes)  # noqa: E731
+        if kind(guides.autoguide) != kind(model):
+            raise UserError("the autoguidance model is conditioned differently from this model; "
+                            "give a smaller or less-trained model of the same kind")
+    if guides.prior is not None:
+        _same_latent_space(model, guides.prior, "prior")
+        if guides.prior.conditioner is not None or guides.prior.num_classes:
+            raise UserError("the prior must be an unconditional model (no conditioning)")
+        if not 0.0 <= guides.prior_weight <= 1.0:
+            raise UserError(f"prior weight {guides.prior_weight} must be in [0, 1]")
+
+
+def autoguided(guides: Guides, denoiser, cond: Cond, token_inputs: list | None, scale: float,
+               rescale: float, interval: tuple[float, float] | None) -> AutoGuidedDenoiser:
+    """Guidance away from the weak model given the same condition, encoded by its own conditioner."""
+    weak = guides.autoguide
+    weak_cond = cond
+    if token_inputs is not None:
+        weak_cond = dataclasses.replace(weak.conditioner.condition(token_inputs, weak.device),
+                                        class_labels=cond.class_labels, concat=cond.concat)
+    return AutoGuidedDenoiser(denoiser, weak.denoiser, weak_cond.to(weak.device), scale, rescale,
+                              interval)
+
+
+def with_guides(guides: Guides, denoiser, rows: slice, device: torch.device,
+                interval: tuple[float, float] | None):
+    """`denoiser` with classifier guidance and the unconditional prior, where asked."""
+    if guides.classifier is not None and guides.classifier_scale > 0:
+        labels = torch.as_tensor(list(guides.classes[rows]), dtype=torch.long, device=device)
+        denoiser = ClassifierGuidedDenoiser(denoiser, guides.classifier, labels,
+                                            guides.classifier_scale, guides.entropy_aware, interval)
+    if guides.prior is not None and guides.prior_weight > 0:
+        denoiser = PriorDenoiser(denoiser, guides.prior.denoiser, guides.prior_weight, Cond())
+    return denoiser
