@@ -100,3 +100,34 @@ def test_autoguidance_and_the_prior_from_python_and_the_command_line(tmp_path, u
                  guides=Guides(autoguide=load_latent_diffusion(conditional)))
     with pytest.raises(UserError, match="the prior must be an unconditional model"):
         generate(model, seeds=[0], steps=2, guides=Guides(prior=load_latent_diffusion(conditional)))
+
+
+def test_semantic_guidance_with_clip_and_with_the_evaluator(tmp_path, unconditional):
+    """Language, content and style guidance through a (tiny, random) CLIP folder from the command
+    line; content and style through the evaluator network from Python; text without CLIP is a
+    one-line error."""
+    from test_sample_quality import tiny_clip_folder
+
+    from latentdiff.images import save_image_grid
+    from latentdiff.metrics.classifier import DigitClassifier
+    from latentdiff.semantic_guidance import EvaluatorEmbedder, SemanticTargets
+
+    model = load_latent_diffusion(unconditional)
+    tiny_clip_folder(tmp_path / "clip")
+    target = tmp_path / "target.png"
+    save_image_grid(torch.randint(0, 255, (1, 1, 16, 16), dtype=torch.uint8), target, 1)
+    out = tmp_path / "semantic.png"
+    assert main(["sample", str(unconditional), "--clip", str(tmp_path / "clip"), "--guide-text",
+                 "a seven", "--guide-content", str(target), "--guide-style", str(target),
+                 "--n", "2", "--steps", "2", "--out", str(out)]) == 0
+    assert read_parameters(out).guides["semantic"]["text"] == "a seven"
+    evaluator = EvaluatorEmbedder(DigitClassifier(1, 10))
+    image = torch.rand(1, 16, 16) * 2 - 1
+    plain = generate(model, seeds=[0, 1], steps=3)
+    guided = generate(model, seeds=[0, 1], steps=3, guides=Guides(
+        semantic=SemanticTargets(content=image, content_scale=50.0, style=image, style_scale=50.0),
+        embedder=evaluator))
+    assert torch.isfinite(guided).all() and not torch.equal(guided, plain)
+    with pytest.raises(UserError, match="needs a joint image-text model"):
+        generate(model, seeds=[0], steps=2, guides=Guides(
+            semantic=SemanticTargets(text="a seven", text_scale=1.0), embedder=evaluator))

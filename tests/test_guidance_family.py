@@ -117,3 +117,63 @@ def test_outside_the_sigma_interval_every_wrapper_is_the_plain_denoiser():
         torch.testing.assert_close(wrapper(x, s), unconditional(x, s), rtol=0, atol=0)
         inside = wrapper(x, torch.full_like(s, 3.0))
         assert not torch.allclose(inside, unconditional(x, torch.full_like(s, 3.0)))
+
+
+class LinearEmbedder:
+    """E(I) = W·vec(I), and style features I itself (one map): gradients in closed form."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight
+
+    def image(self, images):
+        return images.flatten(1) @ self.weight
+
+    def text(self, prompts):
+        return torch.stack([torch.linspace(-1, 1, self.weight.shape[1], dtype=self.weight.dtype)
+                            for _ in prompts])
+
+    def style(self, images):
+        return [images.flatten(2)]
+
+
+@pytest.mark.parametrize("sigma", SIGMAS)
+def test_semantic_guidance_content_and_text_terms_in_closed_form(sigma):
+    """A single Gaussian (D = μ + a·(x − μ), a = s²/(s² + σ²)), identity decoder, linear embedding:
+    ∇_x cos(W·D(x), e) = a·Wᵀ·(ê − (û·ê)·û)/|u| with u = W·D(x)."""
+    from latentdiff.semantic_guidance import SemanticGuidedDenoiser, SemanticTargets
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(12, 5, generator=generator, dtype=torch.float64)
+    content = torch.randn(3, 2, 2, generator=generator, dtype=torch.float64)
+    x = torch.randn(4, 3, 2, 2, generator=generator, dtype=torch.float64)
+    s = torch.full((4,), sigma, dtype=torch.float64)
+    a = STDS[0] ** 2 / (STDS[0] ** 2 + sigma ** 2)
+    denoise = class_denoiser(0)
+    embedder = LinearEmbedder(weight)
+    targets = SemanticTargets(text="a prompt", text_scale=2.0, content=content, content_scale=3.0)
+    guided = SemanticGuidedDenoiser(lambda v, sig, c=None: denoise(v.flatten(1), sig).view_as(v),
+                                    lambda z: z, embedder, targets)
+    u = denoise(x.flatten(1), s) @ weight
+    u_hat = u / u.norm(dim=-1, keepdim=True)
+    expected = denoise(x.flatten(1), s)
+    for scale, e in ((2.0, embedder.text(["a prompt"])), (3.0, content.flatten()[None] @ weight)):
+        e_hat = e / e.norm(dim=-1, keepdim=True)
+        along = e_hat - (u_hat * e_hat).sum(-1, keepdim=True) * u_hat
+        expected = expected + sigma ** 2 * scale * a * (along / u.norm(dim=-1, keepdim=True)) @ weight.T
+    torch.testing.assert_close(guided(x, s).flatten(1), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_semantic_style_guidance_moves_the_feature_statistics_towards_the_target():
+    from latentdiff.semantic_guidance import SemanticGuidedDenoiser, SemanticTargets, gram
+
+    generator = torch.Generator().manual_seed(1)
+    style = torch.randn(3, 4, 4, generator=generator, dtype=torch.float64) * 2
+    x = torch.randn(2, 3, 4, 4, generator=generator, dtype=torch.float64) * 0.5
+    s = torch.full((2,), 0.3, dtype=torch.float64)
+    guided = SemanticGuidedDenoiser(lambda v, sig, c=None: v, lambda z: z, LinearEmbedder(None),
+                                    SemanticTargets(style=style, style_scale=0.5))
+
+    def distance(images):
+        return (gram(images.flatten(2)) - gram(style[None].flatten(2))).pow(2).sum()
+
+    assert distance(guided(x, s)) < distance(x)  # one step closer in Gram statistics

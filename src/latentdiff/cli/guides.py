@@ -22,6 +22,18 @@ def add_guides(p: argparse.ArgumentParser, prior_only: bool = False) -> None:
         p.add_argument("--autoguide", type=Path, default=None,
                        help="autoguidance: guide away from this smaller or less-trained model of "
                             "the same kind instead of the unconditional branch (--guidance s)")
+        p.add_argument("--guide-text", default=None,
+                       help="semantic guidance towards a text (needs --clip)")
+        p.add_argument("--guide-content", type=Path, default=None,
+                       help="semantic guidance towards an image's content (its embedding)")
+        p.add_argument("--guide-style", type=Path, default=None,
+                       help="semantic guidance towards an image's style (feature statistics)")
+        for what in ("text", "content", "style"):
+            p.add_argument(f"--guide-{what}-scale", type=non_negative, default=100.0,
+                           help=f"the {what} guidance scale (default: 100)")
+        p.add_argument("--clip", type=Path, default=None,
+                       help="a local transformers CLIPModel folder for semantic guidance "
+                            "(default: the project's evaluator network of the model's data)")
     p.add_argument("--prior", type=Path, default=None,
                    help="an unconditional model of the same latent space mixed into every step "
                         "(super-resolution, inpainting)")
@@ -41,13 +53,65 @@ def load_guides(args: argparse.Namespace, model, load, dev: str):
     classifier = None
     if files["classifier"] is not None:
         classifier = load_classifier(files["classifier"], model, dev)
-    return Guides(classifier=classifier,
+    semantic, embedder = _semantic(args, model, files)
+    return Guides(classifier=classifier, semantic=semantic, embedder=embedder,
                   classifier_scale=getattr(args, "classifier_scale", 1.0),
                   entropy_aware=getattr(args, "entropy_aware", False),
                   autoguide=None if files["autoguide"] is None else load(args, files["autoguide"], dev),
                   prior=None if files["prior"] is None else load(args, files["prior"], dev),
                   prior_weight=args.prior_weight,
                   files={k: str(v) for k, v in files.items() if v is not None})
+
+
+def _semantic(args: argparse.Namespace, model, files: dict):
+    """(SemanticTargets, embedder) of --guide-text/--guide-content/--guide-style, or (None, None)."""
+    text, content, style = (getattr(args, f"guide_{w}", None) for w in ("text", "content", "style"))
+    if text is None and content is None and style is None:
+        return None, None
+    from latentdiff.data import to_model_range
+    from latentdiff.images import load_image
+    from latentdiff.semantic_guidance import ClipEmbedder, EvaluatorEmbedder, SemanticTargets
+
+    if args.clip is not None:
+        embedder, channels = ClipEmbedder(args.clip, model.device), 3
+        files["clip"] = str(args.clip)
+    else:
+        from latentdiff.metrics.classifier import load_or_train_classifier
+
+        data = model_data_config(args, model)
+        embedder = EvaluatorEmbedder(load_or_train_classifier(data)[0].to(model.device))
+        channels = model.codec.autoencoder.config.in_channels
+
+    def image(path, flag):
+        if path is None:
+            return None
+        if not Path(path).is_file():
+            raise UserError(f"{flag} {path} does not exist; give an image file")
+        files[flag.removeprefix("--guide-")] = str(path)
+        return to_model_range(load_image(path, channels)).to(model.device)
+
+    targets = SemanticTargets(text=text, text_scale=args.guide_text_scale,
+                              content=image(content, "--guide-content"),
+                              content_scale=args.guide_content_scale,
+                              style=image(style, "--guide-style"),
+                              style_scale=args.guide_style_scale)
+    return targets, embedder
+
+
+def model_data_config(args: argparse.Namespace, model):
+    """The data config the sampled checkpoint was trained with (its evaluator's data)."""
+    from latentdiff.checkpoints.io import read_metadata
+    from latentdiff.checkpoints.models import bundled_model
+    from latentdiff.config import DataConfig, from_dict
+
+    try:
+        config = read_metadata(args.checkpoint or bundled_model()).get("config") or {}
+    except (UserError, OSError, ValueError):
+        config = {}
+    if not config.get("data"):
+        raise UserError("semantic guidance without --clip uses the evaluator network of the "
+                        "model's training data, which this checkpoint does not name; give --clip")
+    return from_dict(DataConfig, config["data"])
 
 
 def add_train_classifier(commands_: argparse._SubParsersAction) -> None:

@@ -72,14 +72,14 @@ class ClipScorer:
             text = self.tokenizer(list(prompts[rows]), padding=True,
                                   truncation=True, return_tensors="pt")
             text = {k: v.to(self.device) for k, v in text.items()}
-            text_embeds = _embeds(self.model.get_text_features(**text))
+            text_embeds = embeds(self.model.get_text_features(**text))
             pixels = self.pixels(images[rows]).to(self.device)
-            image_embeds = _embeds(self.model.get_image_features(pixel_values=pixels))
+            image_embeds = embeds(self.model.get_image_features(pixel_values=pixels))
             scores.append(100.0 * F.cosine_similarity(image_embeds, text_embeds).clamp(min=0).cpu())
         return torch.cat(scores)
 
 
-def _embeds(output) -> torch.Tensor:
+def embeds(output) -> torch.Tensor:
     """The projected embeddings: a tensor before transformers 5, the output's pooler_output
     since."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output

@@ -225,7 +225,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
             denoiser = GuidedDenoiser(denoiser,
                                       null_condition(model, cond, negative, len(x)), guidance_scale,
                                       guidance_rescale, guidance_interval)
-        denoiser = with_guides(guides, denoiser, rows, model.device, guidance_interval)
+        denoiser = with_guides(guides, model, denoiser, rows, guidance_interval)
         if image_guide is not None:
             denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode,
                                            image_guide[0][rows].to(model.device),

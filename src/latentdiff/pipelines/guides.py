@@ -30,6 +30,8 @@ class Guides:
     autoguide: LatentDiffusion | None = None
     prior: LatentDiffusion | None = None
     prior_weight: float = 0.5
+    semantic: object = None  # SemanticTargets (semantic_guidance.py)
+    embedder: object = None  # its image(-text) network: ClipEmbedder or EvaluatorEmbedder
     files: dict = dataclasses.field(default_factory=dict)  # {"classifier": path, ...}, recorded
 
     def record(self) -> dict | None:
@@ -50,6 +52,13 @@ class Guides:
             out.update(classifier_scale=self.classifier_scale, entropy_aware=self.entropy_aware)
         if self.prior is not None:
             out["prior_weight"] = self.prior_weight
+        if self.semantic is not None:
+            t = self.semantic
+            out["semantic"] = {"text": t.text, "text_scale": t.text_scale,
+                               "content": self.files.get("content"),
+                               "content_scale": t.content_scale,
+                               "style": self.files.get("style"), "style_scale": t.style_scale,
+                               "embedder": self.files.get("clip", "evaluator")}
         return out or None
 
 
@@ -96,9 +105,16 @@ def autoguided(guides: Guides, denoiser, cond: Cond, token_inputs: list | None, 
                               interval)
 
 
-def with_guides(guides: Guides, denoiser, rows: slice, device: torch.device,
+def with_guides(guides: Guides, model: LatentDiffusion, denoiser, rows: slice,
                 interval: tuple[float, float] | None):
-    """`denoiser` with classifier guidance and the unconditional prior, where asked."""
+    """`denoiser` with classifier guidance, semantic guidance and the unconditional prior, where
+    asked."""
+    device = model.device
+    if guides.semantic is not None:
+        from latentdiff.semantic_guidance import SemanticGuidedDenoiser
+
+        denoiser = SemanticGuidedDenoiser(denoiser, model.codec.decode, guides.embedder,
+                                          guides.semantic)
     if guides.classifier is not None and guides.classifier_scale > 0:
         labels = torch.as_tensor(list(guides.classes[rows]), dtype=torch.long, device=device)
         denoiser = ClassifierGuidedDenoiser(denoiser, guides.classifier, labels,
