@@ -42,7 +42,7 @@ from report import Provenance, shown_path, write_report
 
 TITLE = "The guidance family on the digits: class accuracy against FD"
 WEAK_STEP = 350
-INTERVAL = (0.3, 5.0)  # σ of the guidance interval (the schedule's σ runs 0.04 … 14.6)
+INTERVAL = (0.3, 5.0)  # σ of the guidance interval (the schedule's σ runs 0.04 … 84)
 SWEEPS = {  # method → strengths
     "CFG": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
     "CFG, σ interval": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
