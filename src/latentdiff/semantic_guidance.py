@@ -94,7 +94,8 @@ class EvaluatorEmbedder:
 @dataclass(frozen=True)
 class SemanticTargets:
     """text: a prompt; content: an image (C, h, w) in [-1, 1] whose embedding the samples should
-    share; style: an image whose feature statistics they should share; each with its scale."""
+    share, or one per sample (N, C, h, w); style: an image whose feature statistics they should
+    share; each with its scale."""
 
     text: str | None = None
     text_scale: float = 0.0
@@ -115,8 +116,8 @@ class SemanticGuidedDenoiser(DenoiserWrapper):
         with torch.no_grad():
             t = targets
             self.text = None if t.text is None else F.normalize(embedder.text([t.text]), dim=-1)
-            self.content = (None if t.content is None
-                            else F.normalize(embedder.image(t.content[None]), dim=-1))
+            self.content = (None if t.content is None else F.normalize(
+                embedder.image(t.content if t.content.ndim == 4 else t.content[None]), dim=-1))
             self.style = None if t.style is None else [gram(f) for f in embedder.style(t.style[None])]
 
     def objective(self, images: torch.Tensor) -> torch.Tensor:

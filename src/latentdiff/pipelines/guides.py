@@ -113,8 +113,10 @@ def with_guides(guides: Guides, model: LatentDiffusion, denoiser, rows: slice,
     if guides.semantic is not None:
         from latentdiff.semantic_guidance import SemanticGuidedDenoiser
 
-        denoiser = SemanticGuidedDenoiser(denoiser, model.codec.decode, guides.embedder,
-                                          guides.semantic)
+        targets = guides.semantic
+        if targets.content is not None and targets.content.ndim == 4:  # one target per image
+            targets = dataclasses.replace(targets, content=targets.content[rows])
+        denoiser = SemanticGuidedDenoiser(denoiser, model.codec.decode, guides.embedder, targets)
     if guides.classifier is not None and guides.classifier_scale > 0:
         labels = torch.as_tensor(list(guides.classes[rows]), dtype=torch.long, device=device)
         denoiser = ClassifierGuidedDenoiser(denoiser, guides.classifier, labels,
