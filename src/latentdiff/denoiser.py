@@ -160,16 +160,26 @@ class ImageGuidedDenoiser(DenoiserWrapper):
                                                mode="bicubic", antialias=True,
                                                align_corners=False)
 
+    def log_density(self, denoised: torch.Tensor) -> torch.Tensor:
+        """log p(y | T(dec(x̂₀))) per sample (B,), up to a constant."""
+        residual = self.transform(self.decode(denoised)) - self.target.to(denoised.dtype)
+        return -0.5 * self.scale * residual.pow(2).flatten(1).sum(1) / residual[0].numel()
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None = None) -> torch.Tensor:
-        sigma = per_sample_sigma(sigma, x)
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            denoised = self.denoiser(x_in, sigma, cond)
-            residual = self.transform(self.decode(denoised)) - self.target.to(x.dtype)
-            log_p = -0.5 * self.scale * residual.pow(2).flatten(1).sum(1) / residual[0].numel()
-            grad = torch.autograd.grad(log_p.sum(), x_in)[0]
-        return denoised.detach() + append_dims(sigma, x) ** 2 * grad
+        return tilted(self.denoiser, x, sigma, cond, self.log_density)
+
+
+def tilted(denoiser, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None,
+           log_density) -> torch.Tensor:
+    """D(x; σ) + σ²·∇_x g(D(x; σ)): the denoiser of p(x; σ)·exp(g) with the guide g evaluated on
+    the clean estimate (B,) per sample, differentiated through the denoiser."""
+    sigma = per_sample_sigma(sigma, x)
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_(True)
+        denoised = denoiser(x_in, sigma, cond)
+        grad = torch.autograd.grad(log_density(denoised).sum(), x_in)[0]
+    return denoised.detach() + append_dims(sigma, x) ** 2 * grad
 
 
 class MaskedDenoiser(DenoiserWrapper):

@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.conditioning import Cond
-from latentdiff.denoiser import DenoiserWrapper, per_sample_sigma
+from latentdiff.denoiser import DenoiserWrapper, tilted
 from latentdiff.errors import UserError
 from latentdiff.metrics.clip_score import CLIP_MEAN, CLIP_STD, ClipScorer, embeds
 from latentdiff.metrics.features import as_rgb
-from latentdiff.preconditioning import append_dims
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -137,9 +136,5 @@ class SemanticGuidedDenoiser(DenoiserWrapper):
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None = None) -> torch.Tensor:
-        sigma = per_sample_sigma(sigma, x)
-        with torch.enable_grad():
-            x_in = x.detach().requires_grad_(True)
-            denoised = self.denoiser(x_in, sigma, cond)
-            grad = torch.autograd.grad(self.objective(self.decode(denoised)).sum(), x_in)[0]
-        return denoised.detach() + append_dims(sigma, x) ** 2 * grad
+        return tilted(self.denoiser, x, sigma, cond,
+                      lambda denoised: self.objective(self.decode(denoised)))
