@@ -131,3 +131,19 @@ def test_semantic_guidance_with_clip_and_with_the_evaluator(tmp_path, unconditio
     with pytest.raises(UserError, match="needs a joint image-text model"):
         generate(model, seeds=[0], steps=2, guides=Guides(
             semantic=SemanticTargets(text="a seven", text_scale=1.0), embedder=evaluator))
+
+
+def test_class_accuracy_of_a_dropout_model_asks_only_for_the_datas_classes(tmp_path,
+                                                                          trained_autoencoder):
+    """A model trained with condition dropout has an 11th (null) class; the class-conditional
+    evaluation samples the 10 classes of the data, never the null one."""
+    from latentdiff.evaluation.conditional import evaluate_class_conditional
+
+    checkpoint = train_latent_diffusion(tiny_ldm_config(tmp_path / "drop", trained_autoencoder,
+                                                        "conditioning.drop_prob=0.2",
+                                                        "unet.num_classes=11", "train.max_steps=1"))
+    model = load_latent_diffusion(checkpoint)
+    cfg = tiny_ldm_config(tmp_path / "x", trained_autoencoder).data
+    assert model.num_classes == 11 and model.trained_with_null
+    report = evaluate_class_conditional(model, cfg, seeds=(0,), steps=2)
+    assert len(report.per_class_accuracy) == 10

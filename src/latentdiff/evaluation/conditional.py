@@ -53,7 +53,8 @@ def evaluate_class_conditional(model: LatentDiffusion, data_cfg: DataConfig,
     reference = FeatureStats.of(classify(classifier, to_model_range(train.images))[1])
     held_features = classify(classifier, to_model_range(heldout.images))[1]
     baseline = frechet_distance(FeatureStats.of(held_features), reference)
-    n, k = len(heldout), model.num_classes
+    # the data's classes: a model trained with condition dropout counts its null class too
+    n, k = len(heldout), model.num_classes - (1 if model.trained_with_null else 0)
     labels = torch.arange(n) % k
     correct, fds = torch.zeros(k), []
     for seed in seeds:
