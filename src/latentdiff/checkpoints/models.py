@@ -109,17 +109,16 @@ def load_classifier(path: str | Path, model: LatentDiffusion | None = None,
     against the `model` it will guide: the same first stage (by its weights), latent normalisation
     and parameterisation."""
     from latentdiff.classifier import ClassifierNet, NoiseClassifier
-    from latentdiff.data.latent_shards import weights_digest
+    from latentdiff.metrics.features import state_digest
     from latentdiff.preconditioning import make_preconditioning
 
     metadata = require_kind(path, CLASSIFIER, "train one with `latentdiff train-classifier`")
     diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
     if model is not None:
-        same = (metadata["autoencoder_digest"] == weights_digest(model.codec.autoencoder)
+        same = (metadata["autoencoder_digest"] == state_digest(model.codec.autoencoder)
                 and LatentStats(**metadata["latent_stats"]) == model.codec.stats
                 and diffusion.prediction == model.prediction
-                and from_dict(DiffusionConfig, metadata["diffusion_config"]).schedule
-                == model.schedule.config)
+                and diffusion.schedule == model.schedule.config)
         if not same:
             raise UserError(f"the classifier {path} was trained for another latent space or noise "
                             "schedule than this model's; train one with `latentdiff "

@@ -13,7 +13,6 @@ A latents folder:
 - `manifest.json`: written last, when every shard is complete: the shards and their row counts.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +32,6 @@ FORMAT = "latentdiff-latents-1"
 
 def shard_name(number: int) -> str:
     return f"latents-{number:06d}.safetensors"
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 (first 16 hex) of a module's weights in key order: the same first stage, whichever
-    checkpoint file it was loaded from."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

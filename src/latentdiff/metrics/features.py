@@ -77,7 +77,8 @@ def state_digest(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, tensor in module.state_dict().items():
         digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        # the raw bytes (bfloat16 has no numpy type)
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

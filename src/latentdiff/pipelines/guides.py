@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from latentdiff.conditioning import Cond
-from latentdiff.data.latent_shards import weights_digest
+from latentdiff.metrics.features import state_digest
 from latentdiff.errors import UserError
 from latentdiff.guidance import AutoGuidedDenoiser, ClassifierGuidedDenoiser, PriorDenoiser
 from latentdiff.ldm import LatentDiffusion
@@ -64,7 +64,7 @@ class Guides:
 
 def _same_latent_space(model: LatentDiffusion, other: LatentDiffusion, what: str) -> None:
     if (other.codec.stats != model.codec.stats
-            or weights_digest(other.codec.autoencoder) != weights_digest(model.codec.autoencoder)):
+            or state_digest(other.codec.autoencoder) != state_digest(model.codec.autoencoder)):
         raise UserError(f"the {what} model has another first stage or latent normalisation than "
                         "this model; give one trained on the same autoencoder")
 

@@ -19,11 +19,11 @@ from lightning_fabric import Fabric
 from latentdiff.autoencoder import LatentCodec, LatentStats
 from latentdiff.checkpoints.io import KIND, prefixed, read_metadata
 from latentdiff.checkpoints.models import CLASSIFIER, LATENT_DIFFUSION, load_autoencoder
-from latentdiff.classifier import ClassifierNet, classifier_trunk
+from latentdiff.classifier import ClassifierNet, NoiseClassifier, classifier_trunk
 from latentdiff.config import (ClassifierTrainConfig, DiffusionConfig, ObjectiveConfig, from_dict,
                                to_dict)
 from latentdiff.data import rank_slice
-from latentdiff.data.latent_shards import weights_digest
+from latentdiff.metrics.features import state_digest
 from latentdiff.errors import UserError
 from latentdiff.noise import NoiseSchedule
 from latentdiff.objectives import draw_sigmas
@@ -53,7 +53,7 @@ def _guided_space(cfg: ClassifierTrainConfig) -> tuple[DiffusionConfig, LatentSt
     return cfg.diffusion, None
 
 
-def accuracy_by_level(net, precond, schedule: NoiseSchedule, z0: torch.Tensor,
+def accuracy_by_level(classifier: NoiseClassifier, schedule: NoiseSchedule, z0: torch.Tensor,
                       labels: torch.Tensor, seed: int, device) -> list[dict]:
     """[{"sigma", "t", "accuracy"}] of the held-out latents z₀ noised at ACCURACY_LEVELS levels."""
     rows = []
@@ -64,9 +64,7 @@ def accuracy_by_level(net, precond, schedule: NoiseSchedule, z0: torch.Tensor,
         correct = 0
         with torch.no_grad():
             for i in range(0, len(x), 256):
-                s = sigma.expand(len(x[i:i + 256])).to(device)
-                inputs = append_dims(precond.c_in(s), x[i:i + 256]) * x[i:i + 256].to(device)
-                predicted = net(inputs, precond.c_noise(s)).argmax(-1).cpu()
+                predicted = classifier.logits(x[i:i + 256].to(device), sigma).argmax(-1).cpu()
                 correct += int((predicted == labels[i:i + 256]).sum())
         rows.append({"t": int(t), "sigma": round(float(sigma), 4),
                      "accuracy": round(correct / len(x), 4)})
@@ -103,6 +101,7 @@ def _train(fabric: Fabric, cfg: ClassifierTrainConfig, resume: bool) -> Path:
         start = resume_state(run.checkpoint, stored, CLASSIFIER, {"classifier": net},
                              {"optimizer": optimizer})
     model, optimizer = fabric.setup(net, optimizer)
+    classifier = NoiseClassifier(model, precond)  # the Fabric-wrapped net, preconditioned
     objective = ObjectiveConfig()  # uniform t, as the diffusion model's training
     heldout_means, _ = encode_posteriors(autoencoder, heldout, device) if len(heldout) else (None, 0)
 
@@ -110,13 +109,13 @@ def _train(fabric: Fabric, cfg: ClassifierTrainConfig, resume: bool) -> Path:
         result = {KIND: CLASSIFIER, "classifier_config": to_dict(trunk), "num_classes": k,
                   "class_names": list(train_data.class_names), "config": to_dict(cfg),
                   "diffusion_config": to_dict(diffusion), "latent_stats": stats.to_dict(),
-                  "autoencoder_digest": weights_digest(autoencoder),
+                  "autoencoder_digest": state_digest(autoencoder),
                   "image_size": cfg.data.image_size, **train_state(step, fabric)}
         if step == tc.max_steps and heldout_means is not None and fabric.is_global_zero:
             net.eval()
             result["heldout_accuracy"] = accuracy_by_level(
-                net, precond, schedule, codec.normalize(heldout_means), heldout.labels,
-                tc.seed, device)
+                NoiseClassifier(net, precond), schedule, codec.normalize(heldout_means),
+                heldout.labels, tc.seed, device)
             net.train()
             run.log(step, **{f"heldout_accuracy_t{r['t']}": r["accuracy"]
                              for r in result["heldout_accuracy"]})
@@ -138,8 +137,7 @@ def _train(fabric: Fabric, cfg: ClassifierTrainConfig, resume: bool) -> Path:
         posterior_noise, sigma, noise = (rank_slice(v, fabric.global_rank, fabric.world_size)
                                          for v in (posterior_noise, sigma, noise))
         x = codec.normalize(mean + std * posterior_noise) + append_dims(sigma, mean) * noise
-        sigma = sigma.to(device)
-        logits = model(append_dims(precond.c_in(sigma), x) * x.to(device), precond.c_noise(sigma))
+        logits = classifier.logits(x.to(device), sigma.to(device))
         labels = data.labels[index].to(device)
         loss = F.cross_entropy(logits.float(), labels, reduction="none")
         if cfg.entropy_weight > 0:

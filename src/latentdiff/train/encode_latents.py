@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from latentdiff.checkpoints.models import load_autoencoder
 from latentdiff.config import EncodeLatentsConfig, TrainConfig, to_dict
 from latentdiff.data import to_model_range
-from latentdiff.data.latent_shards import (FORMAT, MANIFEST, SETTINGS, shard_name,
-                                           weights_digest)
+from latentdiff.data.latent_shards import FORMAT, MANIFEST, SETTINGS, shard_name
 from latentdiff.data.records import DECODE_ERRORS, Records, decode, read_records
 from latentdiff.data.stream import collate, resize_crop
 from latentdiff.errors import Interrupted, UserError
+from latentdiff.metrics.features import state_digest
 from latentdiff.files import check_output, write_bytes, write_text
 from latentdiff.progress import progress
 from latentdiff.train.autoencoder import check_image_size
@@ -75,7 +75,7 @@ def _encode(fabric: Fabric, cfg: EncodeLatentsConfig) -> Path:
     channels = autoencoder.config.in_channels
     records = read_records(cfg.data)
     settings = {"format": FORMAT, "autoencoder": str(cfg.autoencoder),
-                "autoencoder_digest": weights_digest(autoencoder),
+                "autoencoder_digest": state_digest(autoencoder),
                 "image_size": cfg.data.image_size, "channels": channels,
                 "flipped": cfg.data.flip, "shard_size": cfg.shard_size, "count": len(records),
                 "data": {k: v for k, v in to_dict(cfg.data).items() if k in SOURCE}}

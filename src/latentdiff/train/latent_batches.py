@@ -19,10 +19,11 @@ import torch
 
 from latentdiff.autoencoder import Autoencoder
 from latentdiff.config import DataConfig
-from latentdiff.data import ImageData, batch_indices, rank_slice, to_model_range, to_uint8
-from latentdiff.data.latent_shards import LatentItems, read_latent_records, weights_digest
+from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
+from latentdiff.data.latent_shards import LatentItems, read_latent_records
 from latentdiff.data.stream import Stream, as_image_data, training_records
 from latentdiff.errors import UserError
+from latentdiff.metrics.features import state_digest
 from latentdiff.train.autoencoder import encode_posteriors
 
 MAX_CAPTIONS = 200_000  # streamed: captions a tokenizer learns from
@@ -65,7 +66,7 @@ def open_latents(cfg: DataConfig, autoencoder: Autoencoder, batch_size: int, see
     same first stage (weights), image size and, for flips, stored mirrored moments."""
     records = read_latent_records(Path(cfg.path))
     manifest = records.manifest
-    if manifest["autoencoder_digest"] != weights_digest(autoencoder):
+    if manifest["autoencoder_digest"] != state_digest(autoencoder):
         raise UserError(f"the latents in {cfg.path} were encoded by another first stage "
                         f"({manifest['autoencoder']}); set `autoencoder` to it or encode again")
     if manifest["image_size"] != cfg.image_size:
@@ -120,9 +121,8 @@ class StreamedLatents:
     def _moments(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if "means" in batch:
             return batch["means"], batch["stds"]
-        with torch.no_grad():
-            posterior = self.autoencoder.encode(to_model_range(batch["images"]).to(self.device))
-        return posterior.mean.float().cpu(), posterior.std.float().cpu()
+        return encode_posteriors(self.autoencoder, ImageData(batch["images"], batch["labels"]),
+                                 self.device)
 
     def stats_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of up to STATS_IMAGES training images (centre crops, unaugmented)."""
