@@ -14,6 +14,8 @@ classifier on the requested class, FD, precision and recall in its features agai
 split, real-vs-real baselines at the same n; mean ± sd over the seeds.
 
     python experiments/guidance_family.py [--n 400] [--seeds 2]   # → reports/guidance-family-digits
+    python experiments/guidance_family.py --data data.dataset=mnist data.path=../shared/data/mnist \
+        --root runs/guidance-family/mnist --name guidance-family-mnist
 """
 
 import argparse
@@ -54,19 +56,26 @@ SWEEPS = {  # method → strengths
 }
 
 
-def train_models(root: Path, classifier_steps: int) -> dict:
-    ae = train_autoencoder(load_config(AutoencoderTrainConfig, "ae-kl-f4-digits",
-                                       [f"train.out_dir={root / 'autoencoder'}"]), resume=True)
+def train_first_stage(root: Path, data: tuple[str, ...]) -> Path:
+    """The KL-f4 digits autoencoder on the data `data` (config overrides) names, under root."""
+    return train_autoencoder(load_config(AutoencoderTrainConfig, "ae-kl-f4-digits", [
+        *data, f"train.out_dir={root / 'autoencoder'}"]), resume=True)
 
-    def ldm(name: str, *extra: str) -> Path:
-        return train_latent_diffusion(load_config(LatentDiffusionTrainConfig, "ldm-digits", [
-            f"autoencoder={ae}", f"train.out_dir={root / name}", *extra]), resume=True)
 
-    cond = ldm("class", "conditioning.drop_prob=0.1", "unet.num_classes=11",
-               "train.keep_checkpoints=true", f"train.checkpoint_every={WEAK_STEP}")
-    uncond = ldm("unconditional", "unet.num_classes=null")
+def train_ldm(root: Path, ae: Path, name: str, data: tuple[str, ...], *extra: str) -> Path:
+    """An `ldm-digits` variant (`extra` overrides) on the autoencoder `ae`, under root/name."""
+    return train_latent_diffusion(load_config(LatentDiffusionTrainConfig, "ldm-digits", [
+        f"autoencoder={ae}", *data, f"train.out_dir={root / name}", *extra]), resume=True)
+
+
+def train_models(root: Path, classifier_steps: int, data: tuple[str, ...]) -> dict:
+    ae = train_first_stage(root, data)
+    cond = train_ldm(root, ae, "class", data, "conditioning.drop_prob=0.1", "unet.num_classes=11",
+                     "train.keep_checkpoints=true", f"train.checkpoint_every={WEAK_STEP}")
+    uncond = train_ldm(root, ae, "unconditional", data, "unet.num_classes=null")
     classifiers = {name: train_classifier(load_config(ClassifierTrainConfig, "classifier-digits", [
-        f"model={uncond}", f"train.out_dir={root / name}", f"train.max_steps={classifier_steps}",
+        f"model={uncond}", *data, f"train.out_dir={root / name}",
+        f"train.max_steps={classifier_steps}",
         f"entropy_weight={weight}"]), resume=True) for name, weight in (("classifier", 0.0),
                                                                          ("classifier-ect", 0.2))}
     return {"autoencoder": ae, "class": cond,
@@ -78,8 +87,9 @@ class Scorer:
     """The evaluator classifier of the digits, its features of the training split (the FD
     reference and the precision/recall manifold), and the real-vs-real baselines at n."""
 
-    def __init__(self, n: int):
-        data_cfg = load_config(LatentDiffusionTrainConfig, "ldm-digits", ["autoencoder=x"]).data
+    def __init__(self, n: int, data: tuple[str, ...]):
+        data_cfg = load_config(LatentDiffusionTrainConfig, "ldm-digits",
+                               ["autoencoder=x", *data]).data
         train, heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout,
                                        data_cfg.split_seed)
         self.evaluator, self.evaluator_accuracy = load_or_train_classifier(data_cfg,
@@ -137,10 +147,14 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=Path("runs/guidance-family/digits"))
     p.add_argument("--methods", nargs="+", default=list(SWEEPS))
     p.add_argument("--name", default="guidance-family-digits")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="data overrides of every model, e.g. data.dataset=mnist "
+                        "data.path=../shared/data/mnist (default: the bundled digits)")
     args = p.parse_args()
     provenance = Provenance()
-    paths = train_models(args.root, args.classifier_steps)
-    score = Scorer(args.n)
+    data = tuple(args.data)
+    paths = train_models(args.root, args.classifier_steps, data)
+    score = Scorer(args.n, data)
     seeds = tuple(range(args.seeds))
     rows = []
     for method in args.methods:
@@ -150,7 +164,7 @@ def main() -> None:
             print({k: (np.round(v, 4).tolist() if isinstance(v, list) else v)
                    for k, v in rows[-1].items()}, flush=True)
     accuracy = {name: read_accuracy(paths[name]) for name in ("classifier", "classifier-ect")}
-    results = {"n": args.n, "seeds": args.seeds, "interval": list(INTERVAL),
+    results = {"n": args.n, "seeds": args.seeds, "interval": list(INTERVAL), "data": list(data),
                "weak_step": WEAK_STEP, "evaluator_heldout_accuracy": score.evaluator_accuracy,
                "baseline": score.baseline, "rows": rows, "classifier_accuracy": accuracy,
                "models": {k: shown_path(v) for k, v in paths.items()},
@@ -171,7 +185,8 @@ def _mean(values) -> str:
 
 def render(results: dict) -> list[str]:
     b = results["baseline"]
-    lines = [f"n = {results['n']} samples per seed (class i mod 10), {results['seeds']} seeds, "
+    data = f"Data: `{' '.join(results['data'])}`. " if results.get("data") else ""
+    lines = [f"{data}n = {results['n']} samples per seed (class i mod 10), {results['seeds']} seeds, "
              "dpmpp_2m 20 steps. Accuracy: the evaluator classifier's on the requested class "
              f"(its held-out accuracy on real digits {results['evaluator_heldout_accuracy']:.3f}); "
              "FD, precision and recall in its features against the training split. Real-vs-real "

@@ -122,5 +122,6 @@ def with_guides(guides: Guides, model: LatentDiffusion, denoiser, rows: slice,
         denoiser = ClassifierGuidedDenoiser(denoiser, guides.classifier, labels,
                                             guides.classifier_scale, guides.entropy_aware, interval)
     if guides.prior is not None and guides.prior_weight > 0:
-        denoiser = PriorDenoiser(denoiser, guides.prior.denoiser, guides.prior_weight, Cond())
+        denoiser = PriorDenoiser(denoiser, guides.prior.denoiser, guides.prior_weight, Cond(),
+                                 interval)
     return denoiser
