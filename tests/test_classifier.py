@@ -58,6 +58,12 @@ def test_classifier_guidance_of_an_unconditional_model(tmp_path, unconditional, 
                           guides=Guides(classifier, classes=[3, 5], classifier_scale=4.0,
                                         entropy_aware=aware))
         assert torch.isfinite(guided).all() and not torch.equal(guided, plain)
+    tilt = generate(model, seeds=[0, 1], steps=3, guides=Guides(
+        semantic=SemanticTargets(content=image, content_scale=50.0, step="tilt"), embedder=evaluator))
+    assert torch.isfinite(tilt).all() and not torch.equal(tilt, plain)
+    with pytest.raises(UserError, match="step 'x1' is unknown"):
+        generate(model, seeds=[0], steps=2, guides=Guides(
+            semantic=SemanticTargets(content=image, content_scale=1.0, step="x1"), embedder=evaluator))
     with pytest.raises(UserError, match="one class in 0..9 per image"):
         generate(model, seeds=[0, 1], steps=3, guides=Guides(classifier, classes=[3]))
     out = tmp_path / "guided.png"
@@ -121,6 +127,7 @@ def test_semantic_guidance_with_clip_and_with_the_evaluator(tmp_path, unconditio
                  "a seven", "--guide-content", str(target), "--guide-style", str(target),
                  "--n", "2", "--steps", "2", "--out", str(out)]) == 0
     assert read_parameters(out).guides["semantic"]["text"] == "a seven"
+    assert read_parameters(out).guides["semantic"]["step"] == "x0"
     evaluator = EvaluatorEmbedder(DigitClassifier(1, 10))
     image = torch.rand(1, 16, 16) * 2 - 1
     plain = generate(model, seeds=[0, 1], steps=3)
@@ -128,6 +135,12 @@ def test_semantic_guidance_with_clip_and_with_the_evaluator(tmp_path, unconditio
         semantic=SemanticTargets(content=image, content_scale=50.0, style=image, style_scale=50.0),
         embedder=evaluator))
     assert torch.isfinite(guided).all() and not torch.equal(guided, plain)
+    tilt = generate(model, seeds=[0, 1], steps=3, guides=Guides(
+        semantic=SemanticTargets(content=image, content_scale=50.0, step="tilt"), embedder=evaluator))
+    assert torch.isfinite(tilt).all() and not torch.equal(tilt, plain)
+    with pytest.raises(UserError, match="step 'x1' is unknown"):
+        generate(model, seeds=[0], steps=2, guides=Guides(
+            semantic=SemanticTargets(content=image, content_scale=1.0, step="x1"), embedder=evaluator))
     with pytest.raises(UserError, match="needs a joint image-text model"):
         generate(model, seeds=[0], steps=2, guides=Guides(
             semantic=SemanticTargets(text="a seven", text_scale=1.0), embedder=evaluator))

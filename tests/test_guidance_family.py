@@ -112,11 +112,28 @@ def test_outside_the_sigma_interval_every_wrapper_is_the_plain_denoiser():
     labels = torch.zeros(len(x), dtype=torch.long)
     wrappers = [ClassifierGuidedDenoiser(unconditional, classifier, labels, 4.0, interval=(2.0, 9.0)),
                 AutoGuidedDenoiser(unconditional, class_denoiser(1), Cond(), 4.0, interval=(2.0, 9.0)),
-                PriorDenoiser(unconditional, class_denoiser(1), 0.5, interval=(2.0, 9.0))]
+                PriorDenoiser(unconditional, class_denoiser(1), 0.5, interval=(2.0, 9.0)),
+                semantic_guided(interval=(2.0, 9.0))]
+    mixed = torch.where(torch.arange(len(s)) % 2 == 0, s, torch.full_like(s, 3.0))
     for wrapper in wrappers:
         torch.testing.assert_close(wrapper(x, s), unconditional(x, s), rtol=0, atol=0)
         inside = wrapper(x, torch.full_like(s, 3.0))
         assert not torch.allclose(inside, unconditional(x, torch.full_like(s, 3.0)))
+        # a batch with σ on both sides: each row as if it were alone
+        expected = torch.where((torch.arange(len(s)) % 2 == 0)[:, None], unconditional(x, s), inside)
+        torch.testing.assert_close(wrapper(x, mixed), expected, rtol=0, atol=1e-12)
+
+
+def semantic_guided(interval=None):
+    """Content guidance of the 1-D mixture towards the point 1 under the embedding (x, x², 1)."""
+    from latentdiff.semantic_guidance import SemanticGuidedDenoiser, SemanticTargets
+
+    class Polynomial:
+        def image(self, images):
+            return torch.cat([images, images ** 2, torch.ones_like(images)], dim=-1)
+
+    targets = SemanticTargets(content=torch.ones(1, dtype=torch.float64), content_scale=2.0)
+    return SemanticGuidedDenoiser(unconditional, lambda z: z, Polynomial(), targets, interval)
 
 
 class LinearEmbedder:
@@ -136,10 +153,12 @@ class LinearEmbedder:
         return [images.flatten(2)]
 
 
+@pytest.mark.parametrize("step", ["x0", "tilt"])
 @pytest.mark.parametrize("sigma", SIGMAS)
-def test_semantic_guidance_content_and_text_terms_in_closed_form(sigma):
+def test_semantic_guidance_content_and_text_terms_in_closed_form(sigma, step):
     """A single Gaussian (D = μ + a·(x − μ), a = s²/(s² + σ²)), identity decoder, linear embedding:
-    ∇_x cos(W·D(x), e) = a·Wᵀ·(ê − (û·ê)·û)/|u| with u = W·D(x)."""
+    ∇_x̂₀ cos(W·x̂₀, e) = Wᵀ·(ê − (û·ê)·û)/|u| with u = W·D(x) (step x0), and the tilt's
+    σ²·∇_x cos(W·D(x), e) = σ²·a times it."""
     from latentdiff.semantic_guidance import SemanticGuidedDenoiser, SemanticTargets
 
     generator = torch.Generator().manual_seed(0)
@@ -150,7 +169,8 @@ def test_semantic_guidance_content_and_text_terms_in_closed_form(sigma):
     a = STDS[0] ** 2 / (STDS[0] ** 2 + sigma ** 2)
     denoise = class_denoiser(0)
     embedder = LinearEmbedder(weight)
-    targets = SemanticTargets(text="a prompt", text_scale=2.0, content=content, content_scale=3.0)
+    targets = SemanticTargets(text="a prompt", text_scale=2.0, content=content, content_scale=3.0,
+                              step=step)
     guided = SemanticGuidedDenoiser(lambda v, sig, c=None: denoise(v.flatten(1), sig).view_as(v),
                                     lambda z: z, embedder, targets)
     u = denoise(x.flatten(1), s) @ weight
@@ -159,7 +179,8 @@ def test_semantic_guidance_content_and_text_terms_in_closed_form(sigma):
     for scale, e in ((2.0, embedder.text(["a prompt"])), (3.0, content.flatten()[None] @ weight)):
         e_hat = e / e.norm(dim=-1, keepdim=True)
         along = e_hat - (u_hat * e_hat).sum(-1, keepdim=True) * u_hat
-        expected = expected + sigma ** 2 * scale * a * (along / u.norm(dim=-1, keepdim=True)) @ weight.T
+        factor = sigma ** 2 * a if step == "tilt" else 1.0
+        expected = expected + factor * scale * (along / u.norm(dim=-1, keepdim=True)) @ weight.T
     torch.testing.assert_close(guided(x, s).flatten(1), expected, rtol=1e-5, atol=1e-6)
 
 

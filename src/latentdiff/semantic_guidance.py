@@ -4,12 +4,18 @@ joint image-text embedding E, by language, image content or image style, alone o
 On the denoised estimate x̂₀ = D(x; σ) decoded to an image I = dec(x̂₀) (the guide is applied to the
 clean estimate, so E needs no training on noisy images):
 
-    g(x) = s_text·cos(E(I), E_T(text)) + s_content·cos(E(I), E(I_c))
-           − s_style·mean_l ‖G_l(I) − G_l(I_s)‖² / ‖G_l(I_s)‖²,      D̃ = D + σ²·∇_x g,
+    g(x̂₀) = s_text·cos(E(I), E_T(text)) + s_content·cos(E(I), E(I_c))
+            − s_style·mean_l ‖G_l(I) − G_l(I_s)‖² / ‖G_l(I_s)‖²,
 
 with G_l the Gram matrix F_l F_lᵀ / N_l of the image network's feature map l (Gatys et al.'s style
 statistics). E: a CLIP model from a local folder (language, content, style), or the project's
-evaluator network (content and style; it has no text tower).
+evaluator network (content and style; it has no text tower). Two steps:
+
+- "x0" (the default): D̃ = x̂₀ + ∇_x̂₀ g(x̂₀), the same move of the clean estimate at every σ, without
+  a gradient through the network;
+- "tilt": D̃ = x̂₀ + σ²·∇_x g(D(x; σ)), the exact denoiser of p(x; σ)·exp(g(D(x; σ))). Its move
+  scales with σ²·∂D/∂x: with a flow schedule's first σ in the thousands, nearly all of it happens
+  at the first step, where x̂₀ is the data mean (docs/guidance.md measures both).
 """
 
 from dataclasses import dataclass
@@ -18,10 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from latentdiff.conditioning import Cond
-from latentdiff.denoiser import DenoiserWrapper, tilted
+from latentdiff.denoiser import (DenoiserWrapper, check_guidance, in_interval, per_sample_sigma,
+                                 tilted)
 from latentdiff.errors import UserError
 from latentdiff.metrics.clip_score import CLIP_MEAN, CLIP_STD, ClipScorer, embeds
 from latentdiff.metrics.features import as_rgb
+from latentdiff.preconditioning import append_dims
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -94,7 +102,7 @@ class EvaluatorEmbedder:
 class SemanticTargets:
     """text: a prompt; content: an image (C, h, w) in [-1, 1] whose embedding the samples should
     share, or one per sample (N, C, h, w); style: an image whose feature statistics they should
-    share; each with its scale."""
+    share; each with its scale. step: "x0" or "tilt" (module docstring)."""
 
     text: str | None = None
     text_scale: float = 0.0
@@ -102,16 +110,24 @@ class SemanticTargets:
     content_scale: float = 0.0
     style: torch.Tensor | None = None
     style_scale: float = 0.0
+    step: str = "x0"
 
 
 class SemanticGuidedDenoiser(DenoiserWrapper):
-    """D̃(x; σ) = D(x; σ) + σ²·∇_x g(dec(D(x; σ))), g the semantic objective of `targets` under
-    `embedder` (module docstring); `decode` maps latents to images in [-1, 1]."""
+    """D̃(x; σ) = x̂₀ + ∇_x̂₀ g(dec(x̂₀)) (step "x0") or x̂₀ + σ²·∇_x g(dec(D(x; σ))) ("tilt"),
+    x̂₀ = D(x; σ), g the semantic objective of `targets` under `embedder` (module docstring);
+    `decode` maps latents to images in [-1, 1]. With `interval` (σ_lo, σ_hi), only for σ inside
+    it."""
 
-    def __init__(self, denoiser, decode, embedder, targets: SemanticTargets):
+    def __init__(self, denoiser, decode, embedder, targets: SemanticTargets,
+                 interval: tuple[float, float] | None = None):
         if min(targets.text_scale, targets.content_scale, targets.style_scale) < 0:
             raise UserError("semantic guidance scales must be ≥ 0")
+        if targets.step not in ("x0", "tilt"):
+            raise UserError(f"semantic guidance step {targets.step!r} is unknown; use x0 or tilt")
+        check_guidance(1.0, 0.0, interval)
         self.denoiser, self.decode, self.embedder, self.targets = denoiser, decode, embedder, targets
+        self.interval = interval
         with torch.no_grad():
             t = targets
             self.text = None if t.text is None else F.normalize(embedder.text([t.text]), dim=-1)
@@ -136,5 +152,21 @@ class SemanticGuidedDenoiser(DenoiserWrapper):
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None = None) -> torch.Tensor:
-        return tilted(self.denoiser, x, sigma, cond,
-                      lambda denoised: self.objective(self.decode(denoised)))
+        active = in_interval(per_sample_sigma(sigma, x), self.interval)
+        if not active.any():
+            return self.denoiser(x, sigma, cond)
+        guided = self.guided(x, sigma, cond)
+        if active.all():
+            return guided
+        return torch.where(append_dims(active, x), guided, self.denoiser(x, sigma, cond))
+
+    def guided(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None) -> torch.Tensor:
+        """D̃ of every row, by the targets' step."""
+        if self.targets.step == "tilt":
+            return tilted(self.denoiser, x, sigma, cond,
+                          lambda denoised: self.objective(self.decode(denoised)))
+        denoised = self.denoiser(x, sigma, cond).detach()
+        with torch.enable_grad():
+            x0 = denoised.requires_grad_(True)
+            grad = torch.autograd.grad(self.objective(self.decode(x0)).sum(), x0)[0]
+        return denoised.detach() + grad

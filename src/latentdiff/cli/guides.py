@@ -29,8 +29,11 @@ def add_guides(p: argparse.ArgumentParser, prior_only: bool = False) -> None:
         p.add_argument("--guide-style", type=Path, default=None,
                        help="semantic guidance towards an image's style (feature statistics)")
         for what in ("text", "content", "style"):
-            p.add_argument(f"--guide-{what}-scale", type=non_negative, default=100.0,
-                           help=f"the {what} guidance scale (default: 100)")
+            p.add_argument(f"--guide-{what}-scale", type=non_negative, default=10.0,
+                           help=f"the {what} guidance scale (default: 10)")
+        p.add_argument("--guide-step", choices=("x0", "tilt"), default="x0",
+                       help="semantic guidance's step: move the clean estimate (x0, default) or "
+                            "the exact tilt σ²·∇_x g (docs/guidance.md)")
         p.add_argument("--clip", type=Path, default=None,
                        help="a local transformers CLIPModel folder for semantic guidance "
                             "(default: the project's evaluator network of the model's data)")
@@ -94,7 +97,7 @@ def _semantic(args: argparse.Namespace, model, files: dict):
                               content=image(content, "--guide-content"),
                               content_scale=args.guide_content_scale,
                               style=image(style, "--guide-style"),
-                              style_scale=args.guide_style_scale)
+                              style_scale=args.guide_style_scale, step=args.guide_step)
     return targets, embedder
 
 

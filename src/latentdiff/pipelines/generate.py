@@ -156,7 +156,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     "denoised"} with "steps" (the steps of a batch) and "batch" (its first row) added; it may raise
     to stop the work (a cancel button). `guides`: classifier guidance, autoguidance (which then
     takes guidance_scale instead of the unconditional branch) and an unconditional prior
-    (`pipelines/guides.py`); the classifier and the prior too apply only in `guidance_interval`.
+    (`pipelines/guides.py`); the classifier, semantic guidance and the prior too apply only in
+    `guidance_interval`.
     """
     chosen = sampling_choices(model, sampler=sampler, steps=steps, spacing=spacing,
                               guidance_scale=guidance_scale, original_steps=original_steps)

@@ -58,6 +58,7 @@ class Guides:
                                "content": self.files.get("content"),
                                "content_scale": t.content_scale,
                                "style": self.files.get("style"), "style_scale": t.style_scale,
+                               "step": t.step,
                                "embedder": self.files.get("clip", "evaluator")}
         return out or None
 
@@ -116,7 +117,8 @@ def with_guides(guides: Guides, model: LatentDiffusion, denoiser, rows: slice,
         targets = guides.semantic
         if targets.content is not None and targets.content.ndim == 4:  # one target per image
             targets = dataclasses.replace(targets, content=targets.content[rows])
-        denoiser = SemanticGuidedDenoiser(denoiser, model.codec.decode, guides.embedder, targets)
+        denoiser = SemanticGuidedDenoiser(denoiser, model.codec.decode, guides.embedder, targets,
+                                          interval)
     if guides.classifier is not None and guides.classifier_scale > 0:
         labels = torch.as_tensor(list(guides.classes[rows]), dtype=torch.long, device=device)
         denoiser = ClassifierGuidedDenoiser(denoiser, guides.classifier, labels,
