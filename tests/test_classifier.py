@@ -58,12 +58,6 @@ def test_classifier_guidance_of_an_unconditional_model(tmp_path, unconditional, 
                           guides=Guides(classifier, classes=[3, 5], classifier_scale=4.0,
                                         entropy_aware=aware))
         assert torch.isfinite(guided).all() and not torch.equal(guided, plain)
-    tilt = generate(model, seeds=[0, 1], steps=3, guides=Guides(
-        semantic=SemanticTargets(content=image, content_scale=50.0, step="tilt"), embedder=evaluator))
-    assert torch.isfinite(tilt).all() and not torch.equal(tilt, plain)
-    with pytest.raises(UserError, match="step 'x1' is unknown"):
-        generate(model, seeds=[0], steps=2, guides=Guides(
-            semantic=SemanticTargets(content=image, content_scale=1.0, step="x1"), embedder=evaluator))
     with pytest.raises(UserError, match="one class in 0..9 per image"):
         generate(model, seeds=[0, 1], steps=3, guides=Guides(classifier, classes=[3]))
     out = tmp_path / "guided.png"
