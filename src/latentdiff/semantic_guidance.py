@@ -14,8 +14,8 @@ evaluator network (content and style; it has no text tower). Two steps:
 - "x0" (the default): D̃ = x̂₀ + ∇_x̂₀ g(x̂₀), the same move of the clean estimate at every σ, without
   a gradient through the network;
 - "tilt": D̃ = x̂₀ + σ²·∇_x g(D(x; σ)), the exact denoiser of p(x; σ)·exp(g(D(x; σ))). Its move
-  scales with σ²·∂D/∂x: with a flow schedule's first σ in the thousands, nearly all of it happens
-  at the first step, where x̂₀ is the data mean (docs/guidance.md measures both).
+  scales with σ²·∂D/∂x, so it is uneven over the steps (a flow schedule's first σ is about 4,500
+  at 20 steps), and it needs a gradient through the network (docs/guidance.md measures both).
 """
 
 from dataclasses import dataclass
