@@ -1,13 +1,16 @@
 """An unconditional prior for super-resolution and inpainting: PSNR, SSIM and FD against the held-out
-originals as the prior's weight grows, over ≥ 3 seeds.
+originals as the prior's weight changes, over ≥ 3 seeds.
 
-A conditional model drifts from the data (in colour, texture, stroke); a pretrained unconditional
-model of the same latent space pulls each step back towards it: D̃ = (1 − w)·D_c(x; σ, c) +
-w·D_u(x; σ), the score of p(x | c)^(1−w)·p(x)^w (`guidance.PriorDenoiser`), at every step or only
-for σ in an interval. Models (trained once, resumed when their run folders exist, under --root,
-which it shares with `guidance_family.py` on the same data): the KL-f4 autoencoder, the
-unconditional `ldm-digits` (the prior), and on the same latents a ×4 super-resolution model and an
-inpainting model (`ldm-digits` with conditioning.kind=superres / inpaint, no labels).
+A pretrained unconditional model D_u of the same latent space mixed into every step of a
+conditional one: D̃ = (1 − w)·D_c(x; σ, c) + w·D_u(x; σ), the score of p(x | c)^(1−w)·p(x)^w
+(`guidance.PriorDenoiser`), at every step or only for σ in an interval. w > 0 pulls the samples
+towards the unconditional model; w < 0 guides away from it (classifier-free guidance at s = 1 − w
+with the separate model as the unconditional branch).
+
+Models (trained once, resumed when their run folders exist, under --root, which it shares with
+`guidance_family.py` on the same data): the KL-f4 autoencoder, the unconditional `ldm-digits` (the
+prior), and on the same latents a ×4 super-resolution model and an inpainting model (`ldm-digits`
+with conditioning.kind=superres / inpaint, no labels).
 
 Scores as in `restoration.py`: the n held-out originals (drawn at random), PSNR and SSIM against them
 (PSNR inside the holes for inpainting, the known pixels pasted back), FD between outputs and
@@ -41,8 +44,9 @@ from restoration import evaluation_data, hole_psnr, mean_fill, mean_sd
 NAME = "guidance-prior"
 TITLE = "An unconditional prior for super-resolution and inpainting"
 MNIST = ("data.dataset=mnist", "data.path=../shared/data/mnist")
-WEIGHTS = (0.1, 0.2, 0.3, 0.5)
-INTERVALS = {"every step": None, "σ ≥ 1": (1.0, 1000.0), "σ ≤ 1": (0.0, 1.0)}
+INTERVALS = {"every step": None}  # name → σ interval (add e.g. "σ ≥ 1": (1.0, 1000.0))
+WEIGHTS = {"every step": (0.2, -0.25, -0.5, -1.0)}
+SHOWN = -0.5  # inpainting.png: the prior at this weight, every step
 SAMPLING = {"sampler": "ddim", "steps": 20}
 
 
@@ -64,7 +68,7 @@ def settings(prior) -> list[dict]:
     out = [{"weight": 0.0, "interval": "—", "guides": None, "sigmas": None}]
     for name, sigmas in INTERVALS.items():
         out += [{"weight": w, "interval": name, "guides": Guides(prior=prior, prior_weight=w),
-                 "sigmas": sigmas} for w in WEIGHTS]
+                 "sigmas": sigmas} for w in WEIGHTS[name]]
     return out
 
 
@@ -102,7 +106,7 @@ def inpainting(model_path: Path, prior, n: int, seeds: tuple[int, ...]) -> dict:
             out = to_model_range(paste_unmasked(originals, to_uint8(out), masks))
             scores.append({**score_reconstructions(x, out, classifier.features),
                            "hole_psnr": hole_psnr(x, out, masks)})
-            if seed == seeds[0] and s["interval"] in ("—", "every step") and s["weight"] in (0, 0.5):
+            if seed == seeds[0] and s["sigmas"] is None and s["weight"] in (0, SHOWN):
                 shown.append(out[:8])
         rows.append({"weight": s["weight"], "interval": s["interval"],
                      **{k: [r[k] for r in scores] for k in ("hole_psnr", "ssim", "rfd")}})
@@ -142,7 +146,7 @@ def render(results: dict) -> list[str]:
                   for ref in r["references"]]
         lines.append("")
     lines += ["`inpainting.png`, rows: originals, masked inputs (holes white), the inpainting "
-              "model alone, with the prior at w = 0.5 (every step); seed 0."]
+              f"model alone, with the prior at w = {results['shown']:g} (every step); seed 0."]
     return lines
 
 
@@ -180,7 +184,7 @@ def main() -> None:
     prior = load_latent_diffusion(paths["prior"])
     seeds = tuple(range(args.seeds))
     results = {"n": args.n, "seeds": args.seeds, "data": list(data),
-               "intervals": INTERVALS, "models": {k: shown_path(v) for k, v in paths.items()},
+               "intervals": INTERVALS, "shown": SHOWN, "models": {k: shown_path(v) for k, v in paths.items()},
                "minutes": {k: run_minutes(Path(v).parent.parent) for k, v in paths.items()},
                "superres": superres(paths["superres"], prior, args.n, seeds),
                "inpainting": inpainting(paths["inpaint"], prior, args.n, seeds)}

@@ -98,6 +98,8 @@ def test_autoguidance_and_the_prior_from_python_and_the_command_line(tmp_path, u
     with pytest.raises(UserError, match="conditioned differently"):
         generate(model, seeds=[0], steps=2, guidance_scale=2.0,
                  guides=Guides(autoguide=load_latent_diffusion(conditional)))
+    with pytest.raises(UserError, match="prior weight 1.5 must be ≤ 1"):
+        generate(model, seeds=[0], steps=2, guides=Guides(prior=weak, prior_weight=1.5))
     with pytest.raises(UserError, match="the prior must be an unconditional model"):
         generate(model, seeds=[0], steps=2, guides=Guides(prior=load_latent_diffusion(conditional)))
 

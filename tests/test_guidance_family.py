@@ -97,13 +97,16 @@ def test_autoguidance_extrapolates_away_from_the_weak_model(sigma):
     torch.testing.assert_close(guided(x, s), expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [0.3, -1.5])
 @pytest.mark.parametrize("sigma", SIGMAS)
-def test_the_unconditional_prior_mixes_the_two_scores(sigma):
+def test_the_unconditional_prior_mixes_the_two_scores(sigma, weight):
+    """w = 0.3: towards the prior, p_c^0.7·p_u^0.3; w = −1.5: away from it, p_c^2.5·p_u^−1.5 (the
+    guided score of classifier-free guidance at s = 2.5 with the prior as unconditional branch)."""
     x, s = points(sigma)
-    prior = PriorDenoiser(class_denoiser(0), unconditional, 0.3)
+    prior = PriorDenoiser(class_denoiser(0), unconditional, weight)
     conditional = grad(lambda v: log_joint(v, s)[:, 0], x)  # ∇ log p(x | y=0)
     marginal = grad(lambda v: log_marginal(v, s), x)
-    expected = x + sigma ** 2 * (0.7 * conditional + 0.3 * marginal)  # p_c^0.7·p_u^0.3
+    expected = x + sigma ** 2 * ((1 - weight) * conditional + weight * marginal)
     torch.testing.assert_close(prior(x, s), expected, rtol=0, atol=1e-5)
 
 

@@ -10,10 +10,11 @@ adds σ²·∇g to the denoiser:
   gradient vanishes.
 - `AutoGuidedDenoiser` (Karras et al. 2024): D̃ = D_w + s·(D − D_w), guided away from a weaker
   version of the same model (smaller or less trained) instead of from the unconditional branch.
-- `PriorDenoiser`: a conditional model (super-resolution, inpainting) regularised by an
-  unconditional model of the same latent space: D̃ = (1 − w)·D_c + w·D_u, the denoiser of the
-  geometric mixture p_c^(1−w)·p_u^w of the two noisy marginals (its score is the weighted sum of
-  theirs), which pulls each step towards natural images.
+- `PriorDenoiser`: a conditional model (super-resolution, inpainting) and an unconditional model
+  of the same latent space: D̃ = (1 − w)·D_c + w·D_u, the denoiser of the geometric mixture
+  p_c^(1−w)·p_u^w of the two noisy marginals (its score is the weighted sum of theirs). w in (0, 1]
+  pulls each step towards the unconditional model's images; w < 0 guides away from it, as
+  classifier-free guidance with s = 1 − w does from a model's own unconditional branch.
 
 All take an optional σ interval (Kynkäänniemi et al. 2024) outside which they are the plain
 denoiser.
@@ -87,13 +88,15 @@ class AutoGuidedDenoiser(GuidedDenoiser):
 
 
 class PriorDenoiser(DenoiserWrapper):
-    """D̃ = (1 − w)·D_c(x; σ, c) + w·D_u(x; σ, `prior_cond`) for σ in `interval`: the conditional
-    denoiser pulled towards an unconditional `prior` of the same latent space (weight w in [0, 1])."""
+    """D̃ = (1 − w)·D_c(x; σ, c) + w·D_u(x; σ, `prior_cond`) for σ in `interval`, with an
+    unconditional `prior` D_u of the same latent space: w in (0, 1] pulls the conditional denoiser
+    towards it; w < 0 pushes away from it, D_u + s·(D_c − D_u) with s = 1 − w, classifier-free
+    guidance whose unconditional branch is the separate model (Phunyaphibarn et al. 2025)."""
 
     def __init__(self, denoiser, prior, weight: float, prior_cond: Cond | None = None,
                  interval: tuple[float, float] | None = None):
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"prior weight {weight} must be in [0, 1]")
+        if not weight <= 1.0:
+            raise ValueError(f"prior weight {weight} must be ≤ 1")
         check_guidance(1.0, 0.0, interval)
         self.denoiser, self.prior, self.weight = denoiser, prior, weight
         self.prior_cond, self.interval = prior_cond, interval

@@ -40,8 +40,9 @@ def add_guides(p: argparse.ArgumentParser, prior_only: bool = False) -> None:
     p.add_argument("--prior", type=Path, default=None,
                    help="an unconditional model of the same latent space mixed into every step "
                         "(super-resolution, inpainting)")
-    p.add_argument("--prior-weight", type=non_negative, default=0.5,
-                   help="the prior's weight w in [0, 1] (default: 0.5)")
+    p.add_argument("--prior-weight", type=float, default=-0.5,
+                   help="the prior's weight w ≤ 1: (1 − w)·D_c + w·D_u; below 0 guides away from "
+                        "it (default: −0.5, docs/guidance.md)")
 
 
 def load_guides(args: argparse.Namespace, model, load, dev: str):

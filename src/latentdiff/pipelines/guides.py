@@ -21,7 +21,8 @@ class Guides:
     `classes[i]` with `classifier_scale` (entropy-aware: EDS's per-sample scale); autoguide: a
     weaker model of the same latent space (fewer parameters or steps) that replaces the
     unconditional branch of guidance, the guidance scale being its s; prior: an unconditional model
-    of the same latent space mixed in with `prior_weight` (super-resolution, inpainting)."""
+    of the same latent space mixed in with `prior_weight` w ≤ 1 (super-resolution, inpainting; w < 0
+    guides away from it: `guidance.PriorDenoiser`)."""
 
     classifier: object = None
     classes: Sequence[int] | None = None
@@ -29,7 +30,7 @@ class Guides:
     entropy_aware: bool = False
     autoguide: LatentDiffusion | None = None
     prior: LatentDiffusion | None = None
-    prior_weight: float = 0.5
+    prior_weight: float = -0.5
     semantic: object = None  # SemanticTargets (semantic_guidance.py)
     embedder: object = None  # its image(-text) network: ClipEmbedder or EvaluatorEmbedder
     files: dict = dataclasses.field(default_factory=dict)  # {"classifier": path, ...}, recorded
@@ -90,8 +91,9 @@ def check_guides(model: LatentDiffusion, guides: Guides, n: int) -> None:
         _same_latent_space(model, guides.prior, "prior")
         if guides.prior.conditioner is not None or guides.prior.num_classes:
             raise UserError("the prior must be an unconditional model (no conditioning)")
-        if not 0.0 <= guides.prior_weight <= 1.0:
-            raise UserError(f"prior weight {guides.prior_weight} must be in [0, 1]")
+        if not guides.prior_weight <= 1.0:
+            raise UserError(f"prior weight {guides.prior_weight} must be ≤ 1 (1: the prior "
+                            "alone; below 0: guidance away from it)")
 
 
 def autoguided(guides: Guides, denoiser, cond: Cond, token_inputs: list | None, scale: float,
@@ -123,7 +125,7 @@ def with_guides(guides: Guides, model: LatentDiffusion, denoiser, rows: slice,
         labels = torch.as_tensor(list(guides.classes[rows]), dtype=torch.long, device=device)
         denoiser = ClassifierGuidedDenoiser(denoiser, guides.classifier, labels,
                                             guides.classifier_scale, guides.entropy_aware, interval)
-    if guides.prior is not None and guides.prior_weight > 0:
+    if guides.prior is not None and guides.prior_weight != 0:
         denoiser = PriorDenoiser(denoiser, guides.prior.denoiser, guides.prior_weight, Cond(),
                                  interval)
     return denoiser
