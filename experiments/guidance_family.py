@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentdiff.checkpoints import load_latent_diffusion
+from latentdiff.checkpoints import load_latent_diffusion, read_metadata
 from latentdiff.checkpoints.models import load_classifier
 from latentdiff.config import (AutoencoderTrainConfig, ClassifierTrainConfig,
                                LatentDiffusionTrainConfig, load_config)
@@ -56,16 +56,26 @@ SWEEPS = {  # method → strengths
 }
 
 
+def trained(cfg, train) -> Path:
+    """The last checkpoint of the run `cfg` names when it has finished, read without the run
+    folder's lock (which a training process keeps until it ends, so that two of these scripts can
+    share models); else `train(cfg, resume=True)`."""
+    last = Path(cfg.train.out_dir) / "checkpoints" / "last.safetensors"
+    if last.is_file() and read_metadata(last).get("train_state", {}).get("step") == cfg.train.max_steps:
+        return last
+    return train(cfg, resume=True)
+
+
 def train_first_stage(root: Path, data: tuple[str, ...]) -> Path:
     """The KL-f4 digits autoencoder on the data `data` (config overrides) names, under root."""
-    return train_autoencoder(load_config(AutoencoderTrainConfig, "ae-kl-f4-digits", [
-        *data, f"train.out_dir={root / 'autoencoder'}"]), resume=True)
+    return trained(load_config(AutoencoderTrainConfig, "ae-kl-f4-digits", [
+        *data, f"train.out_dir={root / 'autoencoder'}"]), train_autoencoder)
 
 
 def train_ldm(root: Path, ae: Path, name: str, data: tuple[str, ...], *extra: str) -> Path:
     """An `ldm-digits` variant (`extra` overrides) on the autoencoder `ae`, under root/name."""
-    return train_latent_diffusion(load_config(LatentDiffusionTrainConfig, "ldm-digits", [
-        f"autoencoder={ae}", *data, f"train.out_dir={root / name}", *extra]), resume=True)
+    return trained(load_config(LatentDiffusionTrainConfig, "ldm-digits", [
+        f"autoencoder={ae}", *data, f"train.out_dir={root / name}", *extra]), train_latent_diffusion)
 
 
 def train_models(root: Path, classifier_steps: int, data: tuple[str, ...]) -> dict:
@@ -174,8 +184,6 @@ def main() -> None:
 
 
 def read_accuracy(checkpoint: Path) -> list[dict]:
-    from latentdiff.checkpoints import read_metadata
-
     return read_metadata(checkpoint).get("heldout_accuracy", [])
 
 
