@@ -199,8 +199,10 @@ def render(results: dict) -> list[str]:
              f"(its held-out accuracy on real digits {results['evaluator_heldout_accuracy']:.3f}); "
              "FD, precision and recall in its features against the training split. Real-vs-real "
              f"at the same n: FD {b['fd']:.3f}, precision {b['precision']:.3f}, recall "
-             f"{b['recall']:.3f}. σ interval: {results['interval']}; the autoguidance model is the "
-             f"class model's own step-{results['weak_step']} checkpoint.", "",
+             f"{b['recall']:.3f}. σ interval: {results['interval']}" + (
+                 f"; the autoguidance model is the class model's own step-{results['weak_step']} "
+                 "checkpoint." if any(r["method"] == "autoguidance" for r in results["rows"])
+                 else "."), "",
              "| method | strength | accuracy | FD | precision | recall |",
              "|---|---|---|---|---|---|"]
     for r in results["rows"]:

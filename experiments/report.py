@@ -10,6 +10,7 @@ it again and compares), and plots.
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ class Provenance:
         self.record = {
             # experiments/ or benchmarks/ script, as a path in the repository
             "script": script_path(),
-            "command": "python " + " ".join([script_path(), *sys.argv[1:]]),
+            "command": "python " + shlex.join([script_path(), *sys.argv[1:]]),
             "commit": _git("rev-parse", "HEAD") or "unknown",
             # changes to tracked files or untracked files (outside the ignored runs/ and the reports/
             # that the experiments write) mean the numbers are not the commit's
