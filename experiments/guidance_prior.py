@@ -64,7 +64,8 @@ def train_models(root: Path, data: tuple[str, ...]) -> dict:
 
 
 def settings(prior) -> list[dict]:
-    """(name, Guides or None, σ interval) of every point of the sweep, the plain model first."""
+    """Every point of the sweep: its weight, interval name, Guides (None: the plain model, first)
+    and σ interval."""
     out = [{"weight": 0.0, "interval": "—", "guides": None, "sigmas": None}]
     for name, sigmas in INTERVALS.items():
         out += [{"weight": w, "interval": name, "guides": Guides(prior=prior, prior_weight=w),

@@ -90,9 +90,9 @@ def test_autoguidance_and_the_prior_from_python_and_the_command_line(tmp_path, u
         assert torch.isfinite(images).all() and not torch.equal(images, plain)
     out = tmp_path / "auto.png"
     assert main(["sample", str(unconditional), "--autoguide", str(weak_path), "--guidance", "2",
-                 "--prior", str(weak_path), "--prior-weight", "0.3", "--n", "2", "--steps", "2",
+                 "--prior", str(weak_path), "--prior-weight", "-0.5", "--n", "2", "--steps", "2",
                  "--out", str(out)]) == 0
-    assert read_parameters(out).guides["prior_weight"] == 0.3
+    assert read_parameters(out).guides["prior_weight"] == -0.5
     conditional = train_latent_diffusion(tiny_ldm_config(tmp_path / "cond", trained_autoencoder,
                                                          "train.max_steps=1"))
     with pytest.raises(UserError, match="conditioned differently"):
