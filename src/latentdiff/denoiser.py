@@ -167,19 +167,20 @@ class ImageGuidedDenoiser(DenoiserWrapper):
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None = None) -> torch.Tensor:
-        return tilted(self.denoiser, x, sigma, cond, self.log_density)
+        denoised, push = tilt(self.denoiser, x, sigma, cond, self.log_density)
+        return denoised + push
 
 
-def tilted(denoiser, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None,
-           log_density) -> torch.Tensor:
-    """D(x; σ) + σ²·∇_x g(D(x; σ)): the denoiser of p(x; σ)·exp(g) with the guide g evaluated on
-    the clean estimate (B,) per sample, differentiated through the denoiser."""
+def tilt(denoiser, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None,
+         log_density) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D(x; σ), σ²·∇_x g(D(x; σ))): their sum is the denoiser of p(x; σ)·exp(g), with the guide g
+    evaluated on the clean estimate (B,) per sample and differentiated through the denoiser."""
     sigma = per_sample_sigma(sigma, x)
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
         denoised = denoiser(x_in, sigma, cond)
         grad = torch.autograd.grad(log_density(denoised).sum(), x_in)[0]
-    return denoised.detach() + append_dims(sigma, x) ** 2 * grad
+    return denoised.detach(), append_dims(sigma, x) ** 2 * grad
 
 
 class MaskedDenoiser(DenoiserWrapper):

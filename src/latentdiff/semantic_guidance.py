@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import (DenoiserWrapper, check_guidance, in_interval, per_sample_sigma,
-                                 tilted)
+                                 tilt)
 from latentdiff.errors import UserError
 from latentdiff.metrics.clip_score import CLIP_MEAN, CLIP_STD, ClipScorer, embeds
 from latentdiff.metrics.features import as_rgb
@@ -152,21 +152,21 @@ class SemanticGuidedDenoiser(DenoiserWrapper):
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None = None) -> torch.Tensor:
-        active = in_interval(per_sample_sigma(sigma, x), self.interval)
+        sigma = per_sample_sigma(sigma, x)
+        active = in_interval(sigma, self.interval)
         if not active.any():
             return self.denoiser(x, sigma, cond)
-        guided = self.guided(x, sigma, cond)
-        if active.all():
-            return guided
-        return torch.where(append_dims(active, x), guided, self.denoiser(x, sigma, cond))
+        denoised, push = self.step(x, sigma, cond)
+        return denoised + append_dims(active, x) * push
 
-    def guided(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None) -> torch.Tensor:
-        """D̃ of every row, by the targets' step."""
+    def step(self, x: torch.Tensor, sigma: torch.Tensor,
+             cond: Cond | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂₀, the targets' step's move of it) for every row."""
         if self.targets.step == "tilt":
-            return tilted(self.denoiser, x, sigma, cond,
-                          lambda denoised: self.objective(self.decode(denoised)))
+            return tilt(self.denoiser, x, sigma, cond,
+                        lambda denoised: self.objective(self.decode(denoised)))
         denoised = self.denoiser(x, sigma, cond).detach()
         with torch.enable_grad():
-            x0 = denoised.requires_grad_(True)
+            x0 = denoised.clone().requires_grad_(True)
             grad = torch.autograd.grad(self.objective(self.decode(x0)).sum(), x0)[0]
-        return denoised.detach() + grad
+        return denoised, grad
