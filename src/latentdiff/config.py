@@ -8,11 +8,14 @@ A YAML file maps onto a dataclass field by field; unknown keys, wrong types and 
 
 from dataclasses import dataclass, field
 
+from latentdiff.config_backbones import (  # noqa: F401 (the denoiser networks)
+    BACKBONES, DIT_SIZES, DiTConfig, NetworkConfig, UNetConfig, UViTConfig)
 from latentdiff.config_diffusion import (  # noqa: F401 (the diffusion process and its training loss)
     PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, DiffusionConfig,
     NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig, StudentConfig)
 from latentdiff.config_files import check as _check
-from latentdiff.config_distill import DistillConfig, LoRAConfig  # noqa: F401 (few-step students)
+from latentdiff.config_distill import (DistillConfig, LoRAConfig,  # noqa: F401 (students)
+                                      TeacherConfig)
 from latentdiff.config_files import (  # noqa: F401 (the config API: classes here, file handling there)
     BUNDLED_CONFIGS, from_dict, load_config, resolve_config_path, to_dict, to_yaml)
 from latentdiff.config_train import (DATASETS, DataConfig, EncodeLatentsConfig,  # noqa: F401
@@ -117,70 +120,6 @@ class AutoencoderLossConfig:
                "downloaded here); or use loss.perceptual=ssim")
         _check(self.disc_start >= 0 and self.disc_layers >= 1,
                "loss.disc_start must be ≥ 0, loss.disc_layers ≥ 1")
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """The time-conditional UNet ε_θ(z_t, t, y) (ADM-style, the original `UNetModel`).
-
-    `attention_resolutions` are downsampling rates (1, 2, 4, ...) at which blocks get
-    self-attention, as in the original configs. Heads: set exactly one of `num_heads`
-    (fixed head count) or `head_channels` (channels per head); the other is -1. Conditioning
-    (paper Sec. 3.3): `num_classes` adds a label embedding to the time embedding; `context_dim` (the
-    width d of the context τ_θ(y) ∈ R^{M×d}) turns every attention block into a spatial transformer
-    of `transformer_depth` blocks whose cross-attention reads that context (`linear_projection`: SD
-    2.x's Linear proj_in/proj_out); `in_channels` counts the latent plus any concatenated inputs
-    (semantic maps, low-res images, masks).
-    """
-
-    in_channels: int = 4
-    out_channels: int = 4
-    model_channels: int = 64
-    channel_mult: tuple[int, ...] = (1, 2, 4)
-    num_res_blocks: int = 2
-    attention_resolutions: tuple[int, ...] = (2, 4)
-    num_heads: int = -1
-    head_channels: int = 32
-    dropout: float = 0.0
-    num_classes: int | None = None  # class-conditional via an embedding added to the time embedding
-    use_scale_shift_norm: bool = False  # ADM's adaptive GroupNorm: h = GN(h)·(1 + scale) + shift
-    conv_resample: bool = True
-    # down/upsample with ResBlocks that resample inside (the original's option)
-    resblock_updown: bool = False
-    context_dim: int | None = None  # cross-attention context width d (original: context_dim)
-    transformer_depth: int = 1
-    linear_projection: bool = False  # original: use_linear_in_transformer
-    # CoordConv (Liu et al. 2018): two input channels holding x and y in [−1, 1] across the sampled
-    # latent, an absolute position signal for layout conditioning (not in the original LDM; off for
-    # its checkpoints)
-    coordinate_channels: bool = False
-    # where each spatial-transformer token lies (2-D Fourier features with this many frequencies per
-    # axis, through a learned projection added after proj_in): lets cross-attention queries bind
-    # words and boxes to places (not in the original; with v-prediction the shapes models follow
-    # boxes and relations, with ε-prediction hardly: docs/conditioning.md)
-    position_frequencies: int = 0
-    # the context's masked mean over its tokens, projected and added to the time embedding
-    # (`context_emb`), a global
-    # condition for every ResBlock as Imagen's and SDXL's pooled text embedding (not in the original
-    # LDM)
-    pooled_context: bool = False
-    # the classifier-free guidance scale s as an input (a guided student, Meng et al. 2023; LCM's
-    # w-embedding): sinusoidal features of 1000·s through a bias-free, zero-initialised projection
-    # (`guidance_proj`) added to the timestep features, so that a student starts as its teacher
-    guidance_embedding: bool = False
-
-    def __post_init__(self):
-        _check(self.context_dim is None or self.context_dim >= 1,
-               "unet.context_dim must be ≥ 1 (or null)")
-        _check(self.transformer_depth >= 1, "unet.transformer_depth must be ≥ 1")
-        _check(self.position_frequencies >= 0, "unet.position_frequencies must be ≥ 0 (0: none)")
-        _check(not self.pooled_context or self.context_dim is not None,
-               "unet.pooled_context needs unet.context_dim")
-        _check((self.num_heads == -1) != (self.head_channels == -1),
-               "unet: set exactly one of num_heads / head_channels (the other to -1)")
-        _check(all(self.model_channels * m % 32 == 0 for m in self.channel_mult),
-               f"unet.model_channels={self.model_channels} × channel_mult must be divisible by 32 "
-               "(GroupNorm(32))")
 
 
 @dataclass(frozen=True)
@@ -301,7 +240,21 @@ class LatentDiffusionTrainConfig:
     # path to a checkpoint written by `latentdiff train-autoencoder`, or "pixels": diffusion in
     # pixel space (LDM-1)
     autoencoder: str = "???"
+    # the denoiser network: "unet" (the paper's), "uvit" or "dit", configured by the section of
+    # that name (docs/backbones.md)
+    backbone: str = "unet"
     unet: UNetConfig = field(default_factory=UNetConfig)
+    uvit: UViTConfig = field(default_factory=UViTConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    # eDiff-I's expert denoisers (Balaji et al. 2022): σ boundaries b_1 < … < b_{K−1} split the noise
+    # levels into K intervals, one network each, every one trained only on the σ of its interval;
+    # with init_from, each starts as a copy of that trained model (branching)
+    experts: tuple[float, ...] = ()
+    # a `latentdiff train` checkpoint whose EMA weights (network and τ_θ) start this run: fine-tuning,
+    # or branching experts from a base; its network config must equal this run's
+    init_from: str | None = None
+    # spectrum-aware distillation from a trained teacher (Spectral Diffusion), on top of the data loss
+    distillation: TeacherConfig = field(default_factory=TeacherConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -318,6 +271,16 @@ class LatentDiffusionTrainConfig:
         _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")
         _check(self.scale_factor is None or self.scale_factor > 0,
                "scale_factor must be > 0 (or null: measured)")
+        _check(self.backbone in BACKBONES,
+               f"backbone={self.backbone!r} is unknown; use {', '.join(BACKBONES)}")
+        _check(all(b > 0 for b in self.experts)
+               and all(a < b for a, b in zip(self.experts, self.experts[1:])),
+               f"experts={list(self.experts)} must be increasing σ boundaries > 0")
+
+    @property
+    def network(self) -> NetworkConfig:
+        """The config section of the chosen backbone."""
+        return getattr(self, self.backbone)
 
 
 def _classifier_trunk() -> UNetConfig:

@@ -80,3 +80,21 @@ class DistillConfig:
                "lora_rank must be ≥ 1 and lora_alpha > 0 (or null: the rank)")
         _check(1 <= self.steps <= self.num_intervals,
                f"steps={self.steps} must be in 1 … num_intervals={self.num_intervals}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Spectrum-aware distillation (Yang et al. 2023, Sec. 4.2) of a `latentdiff train` run's network
+    from a trained `teacher` on the same first stage and noise schedule: besides the data loss,
+    `weight` · mean_(u,v) w(u,v)·|FFT(F_s − F_t)(u, v)|² between the student's and the teacher's
+    network outputs at the same noisy latent, w = |FFT(x̂₀ of the teacher)|^(−alpha) normalised to
+    mean 1 per sample. The inverse magnitude weight lifts the high frequencies a slim network
+    neglects; alpha 0 is plain output distillation (by Parseval, the spatial MSE)."""
+
+    teacher: str | None = None
+    weight: float = 1.0
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        _check(self.weight >= 0 and self.alpha >= 0,
+               "distillation.weight and distillation.alpha must be ≥ 0")

@@ -1,5 +1,5 @@
-"""The latent diffusion system as one object: codec (E, D, s) + UNet ε_θ + noise
-schedule + parameterisation."""
+"""The latent diffusion system as one object: codec (E, D, s) + the denoiser network (the UNet ε_θ,
+a U-ViT, a DiT or experts of one) + noise schedule + parameterisation."""
 
 from dataclasses import dataclass
 
@@ -12,14 +12,15 @@ from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import make_preconditioning
-from latentdiff.unet import UNetModel
+from latentdiff.network import NetworkCost, network_cost
 
 
 @dataclass
 class LatentDiffusion:
     """Everything needed to sample: images are (B, C, image_size, image_size) in [-1, 1]."""
 
-    unet: UNetModel
+    # the denoiser network (named as the original's `unet`; any backbone: `network.py`)
+    unet: torch.nn.Module
     codec: LatentCodec
     schedule: NoiseSchedule
     prediction: str
@@ -63,8 +64,8 @@ class LatentDiffusion:
     @property
     def size_multiple(self) -> int:
         """Sides of a sample (or of an input image) in pixels must be multiples of this: the
-        autoencoder's f times the UNet's downsampling 2^(levels − 1)."""
-        return self.codec.downsampling_factor * 2 ** (len(self.unet.config.channel_mult) - 1)
+        autoencoder's f times the network's (the UNet's 2^(levels − 1), a transformer's patch)."""
+        return self.codec.downsampling_factor * self.unet.config.latent_multiple
 
     @property
     def num_classes(self) -> int | None:
@@ -73,6 +74,22 @@ class LatentDiffusion:
         if self.conditioner is not None and self.conditioner.num_classes:
             return self.conditioner.num_classes
         return self.unet.config.num_classes
+
+    def network_cost(self) -> NetworkCost:
+        """Parameters and GFLOPs of one network evaluation at this model's latent size, with its
+        conditioning inputs (the null condition's context, a class label, concatenated channels)."""
+        cfg, (c, h, w) = self.unet.config, self.latent_shape
+        cond = {}
+        if cfg.context_dim is not None:
+            encoded = self.conditioner.condition([self.conditioner.null_input()], self.device)
+            cond.update(context=encoded.context, context_mask=encoded.context_mask)
+        if cfg.num_classes is not None:
+            cond["class_labels"] = torch.zeros(1, dtype=torch.long, device=self.device)
+        if cfg.in_channels > c:
+            cond["concat"] = torch.zeros(1, cfg.in_channels - c, h, w, device=self.device)
+        if cfg.guidance_embedding:
+            cond["guidance"] = torch.ones(1, device=self.device)
+        return network_cost(self.unet, (c, h, w), **cond)
 
     @property
     def device(self) -> torch.device:

@@ -9,6 +9,7 @@ is here. Losses are per sample; reduction happens in the training loop; randomne
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -19,8 +20,19 @@ from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import append_dims, effective_target
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """A trained denoiser whose network outputs a student also learns (`spectral_distillation`):
+    the term's `weight` and the spectral exponent `alpha`."""
+
+    denoiser: Denoiser
+    weight: float = 1.0
+    alpha: float = 1.0
+
+
 def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
-                   cond: Cond | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+                   cond: Cond | None = None, weight: torch.Tensor | None = None,
+                   teacher: Teacher | None = None) -> torch.Tensor:
     """λ(σ)·mean ‖D(x0 + σ·n; σ) − x0‖² per sample; x0, noise: (B, c, h, w), sigma (B,) → (B,)
     float32.
 
@@ -28,13 +40,38 @@ def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, sigma: torch.Tensor, no
     λ·c_out²·‖F_θ − F_target‖² with F_target = (x0 − c_skip·x)/c_out (Karras et al. 2022, Eq. 8): at
     large σ the D form subtracts x0 from c_skip·x + c_out·F_θ, both of size σ, and its rounding
     (a few ulp of σ) would enter the gradient; F_target is fixed per sample, so the network's
-    gradient carries none of it.
+    gradient carries none of it. With a `teacher`, its weighted `spectral_distillation` term at the
+    same noisy x is added.
     """
     x0 = x0.float()
     x = x0 + append_dims(sigma, x0) * noise.float()
     output = denoiser.network_output(x, sigma, cond).float()
     mse = (output - effective_target(denoiser.precond, x0, x, sigma)).pow(2).flatten(1).mean(1)
-    return mse if weight is None else weight.float() * denoiser.precond.c_out(sigma).float() ** 2 * mse
+    loss = mse if weight is None else weight.float() * denoiser.precond.c_out(sigma).float() ** 2 * mse
+    if teacher is None:
+        return loss
+    return loss + teacher.weight * spectral_distillation(output, teacher.denoiser, x, sigma, cond,
+                                                         teacher.alpha)
+
+
+def spectral_distillation(output: torch.Tensor, teacher: Denoiser, x: torch.Tensor,
+                          sigma: torch.Tensor, cond: Cond | None, alpha: float) -> torch.Tensor:
+    """Spectrum-aware distillation (Yang et al. 2023, Sec. 4.2), per sample (B,):
+    mean_(u,v) w·|FFT(F_s − F_t)|², F_s = `output` the student's network output at x (B, c, h, w),
+    F_t the teacher's, w = |FFT(x̂₀,t)|^(−α) normalised to mean 1 per sample (x̂₀,t the teacher's
+    clean estimate; magnitudes floored at 10⁻³ of their mean). The orthonormal FFT keeps Parseval:
+    α = 0 gives the spatial MSE ‖F_s − F_t‖²/n."""
+    with torch.no_grad():
+        target = teacher.network_output(x, sigma, cond).float()
+        precond = teacher.precond
+        x0 = (append_dims(precond.c_skip(sigma), x) * x
+              + append_dims(precond.c_out(sigma), x) * target)
+        magnitude = torch.fft.fft2(x0, norm="ortho").abs()
+        floor = 1e-3 * magnitude.mean(dim=(1, 2, 3), keepdim=True)
+        w = magnitude.clamp_min(floor).pow(-alpha)
+        w = w / w.mean(dim=(1, 2, 3), keepdim=True)
+    difference = torch.fft.fft2(output - target, norm="ortho")
+    return (w * difference.abs().pow(2)).flatten(1).mean(1)
 
 
 def ddpm_loss(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,

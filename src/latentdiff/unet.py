@@ -14,8 +14,10 @@ from torch.utils.checkpoint import checkpoint
 
 from latentdiff.config import UNetConfig
 from latentdiff.nn.attention import AttentionBlock
-from latentdiff.nn.layers import cell_centres, group_norm, timestep_embedding, zero_module
+from latentdiff.nn.layers import (cell_centres, group_norm, guidance_features, network_input,
+                                  timestep_embedding, zero_module)
 from latentdiff.nn.transformer import SpatialTransformer
+from latentdiff.nn.wavelets import WaveletDownsample, WaveletUpsample
 
 
 class ResBlock(nn.Module):
@@ -101,7 +103,7 @@ class TimestepEmbedSequential(nn.Sequential):
     def _layers(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None,
                 context_mask: torch.Tensor | None) -> torch.Tensor:
         for layer in self:
-            if isinstance(layer, ResBlock):
+            if isinstance(layer, (ResBlock, WaveletDownsample, WaveletUpsample)):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context, context_mask)
@@ -174,7 +176,9 @@ class UNetModel(nn.Module):
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                down = res(ch, ch, "down") if cfg.resblock_updown else Downsample(ch, cfg.conv_resample)
+                down = (res(ch, ch, "down") if cfg.resblock_updown
+                        else WaveletDownsample(ch, emb_dim) if cfg.wavelet_gates
+                        else Downsample(ch, cfg.conv_resample))
                 self.input_blocks.append(TimestepEmbedSequential(down))
                 skip_channels.append(ch)
                 ds *= 2
@@ -190,6 +194,7 @@ class UNetModel(nn.Module):
                     layers.append(attn(ch))
                 if level and i == cfg.num_res_blocks:
                     layers.append(res(ch, ch, "up") if cfg.resblock_updown
+                                  else WaveletUpsample(ch, emb_dim) if cfg.wavelet_gates
                                   else Upsample(ch, cfg.conv_resample))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
@@ -210,32 +215,15 @@ class UNetModel(nn.Module):
                 context_mask: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
-        if (context is not None) != (cfg.context_dim is not None):
-            raise ValueError("context must be given exactly when the UNet has cross-attention "
-                             "(unet.context_dim)")
-        if context is not None and context.shape[-1] != cfg.context_dim:
-            raise ValueError(f"context width {context.shape[-1]} ≠ "
-                             f"unet.context_dim={cfg.context_dim}")
-        if (class_labels is not None) != hasattr(self, "label_emb"):
-            raise ValueError("class_labels must be given exactly when the UNet is "
-                             "class-conditional (num_classes)")
-        if (guidance is not None) != cfg.guidance_embedding:
-            raise ValueError("guidance must be given exactly when the UNet embeds the guidance "
-                             "scale (unet.guidance_embedding)")
-        if concat is not None:
-            x = torch.cat([x, concat.to(x.dtype)], dim=1)
-        if x.shape[1] != cfg.in_channels:
-            raise ValueError(f"the UNet takes {cfg.in_channels} input channels (latent + concat), "
-                             f"got {x.shape[1]}")
+        x = network_input(cfg, x, context, class_labels, concat, guidance)
         x = x.to(self.time_embed[0].weight.dtype)  # a half-precision UNet takes fp32 sampler state
         context = None if context is None else context.to(x.dtype)
         if cfg.coordinate_channels:
             x = torch.cat([x, coordinate_maps(x)], dim=1)
         features = timestep_embedding(timesteps, cfg.model_channels).to(x.dtype)
         if guidance is not None:
-            scale = torch.as_tensor(guidance, device=x.device).expand(len(x))
-            features = features + self.guidance_proj(
-                timestep_embedding(1000 * scale, cfg.model_channels).to(x.dtype))
+            features = features + guidance_features(self.guidance_proj, guidance,
+                                                    cfg.model_channels, len(x), x.dtype)
         emb = self.time_embed(features)
         if class_labels is not None:
             emb = emb + self.label_emb(class_labels)

@@ -15,11 +15,13 @@ from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
 from latentdiff.config import (AutoencoderConfig, DiffusionConfig, LoRAConfig, StudentConfig,
                                UNetConfig, from_dict, to_dict)
+from latentdiff.network import (ExpertNetwork, build_network, expert_network, network_config,
+                                network_fields, network_metadata)
 from latentdiff.errors import UserError
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.nn.lora import ADAPTER_KEY, AdapterView, adaptable_layers, add_lora, merged_state
 from latentdiff.noise import NoiseSchedule
-from latentdiff.unet import UNetModel
+from latentdiff.preconditioning import make_preconditioning
 
 AUTOENCODER, LATENT_DIFFUSION, CLASSIFIER = "autoencoder", "latent_diffusion", "classifier"
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "emoji-text.safetensors"
@@ -45,7 +47,7 @@ def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Au
     return autoencoder.eval().requires_grad_(False).to(device)
 
 
-def trained_network(unet: UNetModel, conditioner: Conditioner | None) -> torch.nn.Module:
+def trained_network(unet: torch.nn.Module, conditioner: Conditioner | None) -> torch.nn.Module:
     """What the optimiser trains: the UNet, or the UNet with τ_θ in front when the conditioner has
     one."""
     trained = conditioner is not None and conditioner.context_dim and not conditioner.frozen
@@ -82,7 +84,7 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                                                     "train`")
     if metadata.get("lora_config") is not None:
         return _load_adapter_student(path, metadata, device, use_ema)
-    unet = UNetModel(from_dict(UNetConfig, metadata["unet_config"]))
+    unet = network_from_metadata(metadata)
     prefix = "unet_ema." if use_ema else "unet."
     tensors = read_tensors(path, prefix)
     if not tensors:
@@ -103,6 +105,44 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            student=student_config(metadata))
 
 
+def network_from_metadata(metadata: dict) -> torch.nn.Module:
+    """A fresh network (or ensemble of experts, routed by the model's preconditioning) of the
+    config a latent-diffusion checkpoint's metadata stores."""
+    diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
+    precond = make_preconditioning(NoiseSchedule(diffusion.schedule), diffusion.prediction,
+                                   diffusion.sigma_data)
+    return expert_network(network_config(metadata), tuple(metadata.get("experts", ())),
+                          precond.c_noise)
+
+
+def initialise_from(path: str | Path, network: torch.nn.Module,
+                    conditioner: Conditioner | None) -> None:
+    """Start a run (`init_from`) from a trained model's EMA weights: the network's — every expert a
+    copy of a single base network (eDiff-I's branching), or an ensemble with the same boundaries as
+    it is — and the conditioner's (τ_θ, a learned vocabulary)."""
+    metadata = require_kind(path, LATENT_DIFFUSION,
+                            "init_from takes a checkpoint written by `latentdiff train`")
+    ours = network_fields(network_metadata(network))
+    theirs = network_fields(metadata)
+    changed = sorted(k for k in ours if k != "experts" and theirs.get(k) != ours[k])
+    if changed:
+        raise UserError(f"init_from={path} holds another network than this run's (differs in "
+                        f"{', '.join(changed)}); use its {theirs['backbone']} config")
+    tensors = read_tensors(path, "unet_ema.")
+    if isinstance(network, ExpertNetwork) and not theirs["experts"]:
+        for expert in network.experts:
+            load_weights(expert, tensors, str(path))
+    elif theirs["experts"] == ours["experts"]:
+        load_weights(network, tensors, str(path))
+    else:
+        raise UserError(f"init_from={path} has experts at σ {theirs['experts']}, this run at "
+                        f"{ours['experts']}; branch from a model without experts or keep its")
+    if conditioner is not None:
+        conditioner.resume(metadata)
+        if conditioner.has_weights:
+            load_weights(conditioner, read_tensors(path, "conditioner_ema."), str(path))
+
+
 def load_classifier(path: str | Path, model: LatentDiffusion | None = None,
                     device: torch.device | str = "cpu"):
     """The `NoiseClassifier` of a `latentdiff train-classifier` checkpoint (eval mode), checked
@@ -110,7 +150,6 @@ def load_classifier(path: str | Path, model: LatentDiffusion | None = None,
     and parameterisation."""
     from latentdiff.classifier import ClassifierNet, NoiseClassifier
     from latentdiff.metrics.features import state_digest
-    from latentdiff.preconditioning import make_preconditioning
 
     metadata = require_kind(path, CLASSIFIER, "train one with `latentdiff train-classifier`")
     diffusion = from_dict(DiffusionConfig, metadata["diffusion_config"])
@@ -136,10 +175,14 @@ def load_classifier(path: str | Path, model: LatentDiffusion | None = None,
 STUDENT_KEPT = ("guidance_proj.",)
 
 
-def student_unet(teacher: UNetModel, guided: bool, lora: LoRAConfig | None = None) -> UNetModel:
-    """A copy of the teacher's UNet (float32) with a zero-initialised guidance embedding when
+def student_unet(teacher: torch.nn.Module, guided: bool,
+                 lora: LoRAConfig | None = None) -> torch.nn.Module:
+    """A copy of the teacher's network (float32) with a zero-initialised guidance embedding when
     `guided`, and low-rank adapters on its blocks when `lora` is given (the rest then frozen)."""
-    unet = UNetModel(dataclasses.replace(teacher.config, guidance_embedding=guided))
+    if isinstance(teacher, ExpertNetwork):
+        raise UserError("distilling an ensemble of expert denoisers into one student is not "
+                        "supported; distil the base model")
+    unet = build_network(dataclasses.replace(teacher.config, guidance_embedding=guided))
     missing, unexpected = unet.load_state_dict(teacher.state_dict(), strict=False)  # cast to fp32
     if unexpected or any(not k.startswith(STUDENT_KEPT) for k in missing):
         raise UserError(f"the teacher's UNet does not fit its own config ({missing or unexpected})")
@@ -169,12 +212,12 @@ def _load_adapter_student(path: str | Path, metadata: dict, device,
         raise UserError(f"{path} adapts the teacher {metadata['teacher']}, which is not at {where}; "
                         "put the teacher there")
     teacher = load_latent_diffusion(where, device, use_ema)
-    config = from_dict(UNetConfig, metadata["unet_config"])
+    config = network_config(metadata)
     unet = student_unet(teacher.unet.cpu(), config.guidance_embedding,
                         from_dict(LoRAConfig, metadata["lora_config"]))
     load_weights(AdapterView(unet, STUDENT_KEPT),
                  read_tensors(path, "unet_ema." if use_ema else "unet."), str(path))
-    merged = UNetModel(config)
+    merged = build_network(config)
     merged.load_state_dict(merged_state(unet))
     return dataclasses.replace(teacher, unet=merged.eval().requires_grad_(False).to(device),
                                student=student_config(metadata))
@@ -189,7 +232,7 @@ def student_config(metadata: dict) -> StudentConfig | None:
 def system_metadata(system: LatentDiffusion) -> dict:
     """What rebuilds `system` (configs, latent normalisation, conditioner) as checkpoint
     metadata."""
-    return {KIND: LATENT_DIFFUSION, "unet_config": to_dict(system.unet.config),
+    return {KIND: LATENT_DIFFUSION, **network_metadata(system.unet),
             "diffusion_config": to_dict(DiffusionConfig(system.schedule.config, system.prediction,
                                                         system.sigma_data)),
             "autoencoder_config": to_dict(system.codec.autoencoder.config),

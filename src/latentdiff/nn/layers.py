@@ -42,11 +42,13 @@ def pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
 
 
 # Sinusoidal timestep embedding (Vaswani et al. 2017) in the ADM / CompVis ordering [cos, sin].
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
+                       shift: int = 0) -> torch.Tensor:
     """t: (B,) timesteps, integer or fractional → (B, dim) = [cos(t·ω_i), sin(t·ω_i)],
-    ω_i = max_period^(−i/half)."""
+    ω_i = max_period^(−i/(half − shift)) (shift 1: diffusers' `downscale_freq_shift`)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    i = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(max_period) * i / (half - shift))
     args = t.float()[:, None] * freqs[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(embedding, (0, 1)) if dim % 2 else embedding
@@ -70,3 +72,36 @@ def fourier_positions(h: int, w: int, frequencies: int, device=None, dtype=None)
     args = torch.stack([grid_x, grid_y], dim=-1).reshape(h * w, 2, 1) * k  # (hw, 2, F)
     features = torch.stack([args.sin(), args.cos()], dim=2)  # (hw, 2, 2, F)
     return features.reshape(h * w, 4 * frequencies).to(dtype)
+
+
+def guidance_features(projection: nn.Module, guidance: torch.Tensor | float, dim: int,
+                      batch: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, dim): the guidance scale s of a guided student as sinusoidal features of 1000·s through
+    its zero-initialised projection, added to the timestep features (so a student starts as its
+    teacher)."""
+    scale = torch.as_tensor(guidance, device=projection.weight.device).expand(batch)
+    return projection(timestep_embedding(1000 * scale, dim).to(dtype))
+
+
+def network_input(cfg, x: torch.Tensor, context: torch.Tensor | None,
+                  class_labels: torch.Tensor | None, concat: torch.Tensor | None,
+                  guidance: torch.Tensor | None) -> torch.Tensor:
+    """Check what a denoiser network (any `NetworkConfig`) is given against what it was built for
+    (a ValueError naming the field) and return x with the `concat` channels appended."""
+    if (context is not None) != (cfg.context_dim is not None):
+        raise ValueError("context must be given exactly when the network has cross-attention "
+                         "(context_dim)")
+    if context is not None and context.shape[-1] != cfg.context_dim:
+        raise ValueError(f"context width {context.shape[-1]} ≠ context_dim={cfg.context_dim}")
+    if (class_labels is not None) != (cfg.num_classes is not None):
+        raise ValueError("class_labels must be given exactly when the network is "
+                         "class-conditional (num_classes)")
+    if (guidance is not None) != cfg.guidance_embedding:
+        raise ValueError("guidance must be given exactly when the network embeds the guidance "
+                         "scale (guidance_embedding)")
+    if concat is not None:
+        x = torch.cat([x, concat.to(x.dtype)], dim=1)
+    if x.shape[1] != cfg.in_channels:
+        raise ValueError(f"the network takes {cfg.in_channels} input channels (latent + concat), "
+                         f"got {x.shape[1]}")
+    return x

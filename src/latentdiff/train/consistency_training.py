@@ -33,7 +33,7 @@ from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, 
                                      training_loop)
 from latentdiff.train.students import (TeacherData, check_resumable, teacher_reference,
                                        write_preview)
-from latentdiff.unet import UNetModel
+from latentdiff.network import build_network
 
 P_MEAN, P_STD = -1.1, 2.0  # ECT's and iCT's lognormal noise distribution
 
@@ -56,7 +56,7 @@ def train_consistency(fabric: Fabric, cfg: DistillConfig, from_scratch: bool, re
                                 original_steps=cfg.num_intervals)[-2])
     student_cfg = StudentConfig(sigma_min=sigma_min, boundary_width=cfg.boundary_width,
                                 original_steps=cfg.num_intervals, steps=cfg.steps)
-    unet = seeded(tc.seed, lambda: (UNetModel(teacher.unet.config) if from_scratch
+    unet = seeded(tc.seed, lambda: (build_network(teacher.unet.config) if from_scratch
                                     else student_unet(teacher.unet, False)).train())
     ema = EMA(unet, cfg.ema_decay)
     optimizer = make_optimizer(unet.parameters(), tc)

@@ -16,7 +16,7 @@ from lightning_fabric import Fabric
 from latentdiff.acceleration import compiled
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, PixelSpace
 from latentdiff.checkpoints.io import prefixed
-from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_autoencoder,
+from latentdiff.checkpoints.models import (LATENT_DIFFUSION, initialise_from, load_autoencoder,
                                            network_parts, system_metadata,
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
@@ -37,10 +37,11 @@ from latentdiff.train.latent_batches import CachedLatents, StreamedLatents, open
 from latentdiff.train.conditions import batch_condition, preview_conditions
 from latentdiff.train.ema import EMA
 from latentdiff.train.posthoc_ema import PostHocEMA
+from latentdiff.train.teacher import load_teacher
 from latentdiff.train.engine import (MicroBatches, Run, check_same, due, make_fabric,
                                      make_optimizer, resume_state, seeded, step_generator,
                                      train_state, training_loop)
-from latentdiff.unet import UNetModel
+from latentdiff.network import expert_network, network_fields, network_metadata
 from latentdiff.weighting import LearnedLogVariance, loss_weight, with_learned_variance
 
 log = logging.getLogger(__name__)
@@ -58,21 +59,25 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
                       conditioner: Conditioner | None) -> None:
     c = autoencoder.config.latent_channels
     k = conditioner.concat_channels(c) if conditioner else 0
-    if cfg.unet.in_channels != c + k or cfg.unet.out_channels != c:
+    net, name = cfg.network, cfg.backbone
+    if net.in_channels != c + k or net.out_channels != c:
         extra = f" + {k} concatenated {cfg.conditioning.kind} channels" if k else ""
         raise UserError(f"the autoencoder has {c} latent channels{extra}; set "
-                        f"unet.in_channels={c + k} and unet.out_channels={c}")
+                        f"{name}.in_channels={c + k} and {name}.out_channels={c}")
     context_dim = conditioner.context_dim if conditioner else None
-    if cfg.unet.context_dim != context_dim:
-        raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs unet.context_dim="
+    if net.context_dim != context_dim:
+        raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs {name}.context_dim="
                         f"{context_dim if context_dim else 'null'} (the text encoder's width)")
     null = 1 if cfg.conditioning.drop_prob > 0 else 0  # classifier-free guidance needs a null class
-    if cfg.unet.num_classes is not None and cfg.unet.num_classes != (data.num_classes or 0) + null:
+    if net.num_classes is not None and net.num_classes != (data.num_classes or 0) + null:
         found = f"{data.num_classes} classes" if data.num_classes else "no class labels"
         extra = " + 1 null class (conditioning.drop_prob > 0)" if null else ""
-        raise UserError(f"unet.num_classes={cfg.unet.num_classes} but the data has "
+        raise UserError(f"{name}.num_classes={net.num_classes} but the data has "
                         f"{found}{extra}; set "
-                        f"unet.num_classes={data.num_classes + null if data.num_classes else 'null'}")
+                        f"{name}.num_classes={data.num_classes + null if data.num_classes else 'null'}")
+    if getattr(net, "learn_sigma", False):
+        raise UserError("dit.learn_sigma is for loading DiT checkpoints (their variance channels "
+                        "go unused here); train with dit.learn_sigma=false")
 
 
 def _first_stage_and_latents(cfg: LatentDiffusionTrainConfig, fabric: Fabric
@@ -100,7 +105,7 @@ def _first_stage_and_latents(cfg: LatentDiffusionTrainConfig, fabric: Fabric
         return autoencoder, StreamedLatents(autoencoder, stream, device)
     if cfg.data.streamed:
         check_image_size(cfg.data, factor)
-        multiple = factor * 2 ** (len(cfg.unet.channel_mult) - 1)
+        multiple = factor * cfg.network.latent_multiple
         stream = open_stream(dataclasses.replace(cfg.data, channels=channels), tc.batch_size,
                              tc.seed, multiple, rank, world_size)
         return autoencoder, StreamedLatents(autoencoder, stream, device)
@@ -120,8 +125,12 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
         cfg.conditioning, latents.vocabulary(), cfg.data.dataset))
     _check_compatible(cfg, autoencoder, train_data, conditioner)
     c = autoencoder.config.latent_channels
+    teacher, teacher_stats = (load_teacher(cfg, autoencoder, fabric.device)
+                              if cfg.distillation.teacher else (None, None))
     if stored is not None:
         stats = LatentStats(**stored["latent_stats"])
+    elif teacher_stats is not None:  # the teacher's latent space
+        stats = teacher_stats
     # pixel space: x in [-1, 1] as it is (DDPM)
     elif cfg.scale_factor is not None or cfg.autoencoder == PIXELS:
         stats = LatentStats.global_scale(cfg.scale_factor or 1.0, c)
@@ -134,8 +143,13 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  [round(v, 4) for v in stats.shift], [round(v, 4) for v in stats.scale])
     codec = LatentCodec(autoencoder, stats)
 
-    unet = seeded(tc.seed, lambda: UNetModel(cfg.unet).gradient_checkpointing(
-        tc.gradient_checkpointing))
+    schedule = NoiseSchedule(cfg.diffusion.schedule)
+    sigma_data = cfg.diffusion.sigma_data
+    precond = make_preconditioning(schedule, cfg.diffusion.prediction, sigma_data)
+    unet = seeded(tc.seed, lambda: expert_network(cfg.network, cfg.experts, precond.c_noise)
+                  .gradient_checkpointing(tc.gradient_checkpointing))
+    if stored is None and cfg.init_from is not None:
+        initialise_from(cfg.init_from, unet, conditioner)
     network = trained_network(unet, conditioner)
     if tc.channels_last:
         network = network.to(memory_format=torch.channels_last)
@@ -150,7 +164,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                                          if log_variance else ())], tc)
     start = 0
     if stored is not None:
-        check_same(stored["unet_config"], to_dict(cfg.unet), "the UNet config", run.checkpoint)
+        check_same(network_fields(stored), network_fields(network_metadata(unet)),
+                   "the network config", run.checkpoint)
         start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION,
                              _saved_parts(network, ema, posthoc, log_variance),
                              {"optimizer": optimizer})
@@ -160,19 +175,20 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
     ema.model.to(fabric.device)
     if posthoc is not None:
         posthoc.continue_at(start, fabric.device)
-    schedule = NoiseSchedule(cfg.diffusion.schedule)
-    sigma_data = cfg.diffusion.sigma_data
-    denoiser = Denoiser(compiled(model, tc.compile, fabric.device, "train.compile"),
-                        make_preconditioning(schedule, cfg.diffusion.prediction, sigma_data))
+    denoiser = Denoiser(compiled(model, tc.compile, fabric.device, "train.compile"), precond)
     # the EMA copy of τ_θ when it is trained, else the (fixed) conditioner
     ema_parts = network_parts(ema.model, "")
     ema_system = LatentDiffusion(ema_parts["unet"], codec, schedule,
                                  cfg.diffusion.prediction, cfg.data.image_size,
-                                 train_data.class_names if cfg.unet.num_classes
+                                 train_data.class_names if cfg.network.num_classes
                                  or (conditioner and conditioner.num_classes)
                                  else (),
                                  ema_parts.get("conditioner", conditioner),
                                  cfg.conditioning.drop_prob > 0, sigma_data)
+    cost = ema_system.network_cost()
+    log.info("network: %s%s, %.3f M parameters, %.4f GFLOPs per evaluation at the latent %s",
+             cfg.backbone, f" × {len(cfg.experts) + 1} experts" if cfg.experts else "",
+             cost.parameters / 1e6, cost.gflops, "×".join(map(str, cost.latent_shape)))
     cached_conditions = (conditioner.dataset_conditions(train_data)
                          if conditioner and not cfg.data.streamed else None)
 
@@ -183,6 +199,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
         run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())},
                  {"optimizer": optimizer},
                  {**system_metadata(ema_system), "config": to_dict(cfg),
+                  "network_cost": dataclasses.asdict(cost),
                   **train_state(step, fabric, ema_updates=ema.num_updates)})
 
     def loss_of(step: int) -> MicroBatches:
@@ -196,14 +213,15 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                          for v in (posterior_noise, sigma, noise))
         z0 = codec.normalize(mean + std * posterior_noise).to(fabric.device)
         cond = batch_condition(conditioner, data, index, generator, codec, shape[1:],
-                               cfg.unet.num_classes, cfg.conditioning.drop_prob, cached_conditions,
+                               cfg.network.num_classes, cfg.conditioning.drop_prob,
+                               cached_conditions,
                                fabric.global_rank, fabric.world_size)
         cond, sigma, noise = cond.to(fabric.device), sigma.to(fabric.device), noise.to(fabric.device)
         weight = loss_weight(cfg.objective, sigma, sigma_data)
 
         def loss_on(rows: slice) -> torch.Tensor:
             loss = denoising_loss(denoiser, z0[rows], sigma[rows], noise[rows], cond.rows(rows),
-                                  None if weight is None else weight[rows])
+                                  None if weight is None else weight[rows], teacher)
             return (loss if u is None else with_learned_variance(loss, u(sigma[rows]))).mean()
         return MicroBatches(loss_on, len(z0), tc.accumulate)
 

@@ -34,7 +34,7 @@ from latentdiff.train.engine import (Run, make_optimizer, resume_state, seeded, 
                                      training_loop)
 from latentdiff.train.students import (TeacherData, check_resumable, teacher_reference,
                                        write_preview)
-from latentdiff.unet import UNetModel
+from latentdiff.network import build_network
 
 
 def stage_steps(cfg: DistillConfig, guided: bool) -> tuple[int, int]:
@@ -86,7 +86,7 @@ def distill_progressive(fabric: Fabric, cfg: DistillConfig, guided_method: bool,
                              {"unet": unet, "unet_ema": ema.model}, {"optimizer": optimizer})
         ema.num_updates = int(stored["train_state"]["ema_updates"])
         if read_tensors(run.checkpoint, "unet_stage."):
-            stage_teacher = UNetModel(unet.config)
+            stage_teacher = build_network(unet.config)
             stage_teacher.load_state_dict(read_tensors(run.checkpoint, "unet_stage."))
             stage_teacher = stage_teacher.eval().requires_grad_(False).to(fabric.device)
     model, optimizer = fabric.setup(unet, optimizer)

@@ -23,6 +23,7 @@ import torch
 from latentdiff.autoencoder import LatentCodec, build_autoencoder
 from latentdiff.autoencoder.pixel import PixelSpace
 from latentdiff.checkpoints.interop.compvis import assign_weights
+from latentdiff.checkpoints.interop.dit import load_diffusers_dit
 from latentdiff.checkpoints.interop.diffusers_configs import (
     autoencoder_from_diffusers, autoencoder_to_diffusers, read_json, scheduler_from_diffusers,
     scheduler_to_diffusers, unet_from_diffusers, unet_to_diffusers)
@@ -35,9 +36,11 @@ from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.kinds import conditioner_metadata
 from latentdiff.conditioning.pretrained import PretrainedText, import_transformers
 from latentdiff.conditioning.text import TextConditioner
+from latentdiff.config import UNetConfig
 from latentdiff.errors import UserError
 from latentdiff.files import atomic_folder
 from latentdiff.ldm import LatentDiffusion
+from latentdiff.network import ExpertNetwork
 from latentdiff.noise import NoiseSchedule
 from latentdiff.unet import UNetModel
 
@@ -79,6 +82,9 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
     if isinstance(autoencoder, PixelSpace):
         raise UserError("a pixel-space model (autoencoder: pixels) has no autoencoder to write as "
                         "a diffusers vae/; convert it to a .safetensors file instead")
+    if not isinstance(model.unet.config, UNetConfig) or isinstance(model.unet, ExpertNetwork):
+        raise UserError("writing a diffusers folder needs a single UNet; this model's network is "
+                        "not one: convert it to a .safetensors file instead")
     unet_config = unet_to_diffusers(model.unet.config, model.latent_shape[1])
     vae_config = autoencoder_to_diffusers(autoencoder.config, model.codec.stats)
     vae_name = "vqvae" if vae_config["_class_name"] == "VQModel" else "vae"
@@ -144,7 +150,7 @@ def folder_variant(folder: Path, requested: str | None) -> str | None:
     """The weight variant to read: `requested`, else None when unet/ has plain weights, else the one
     variant it has (e.g. only diffusion_pytorch_model.fp16.safetensors: "fp16"); several → a
     one-line error asking for --variant."""
-    unet = folder / "unet"
+    unet = folder / ("transformer" if (folder / "transformer").is_dir() else "unet")
     if requested is not None or any((unet / f"{WEIGHTS}.{ext}").is_file()
                                     for ext in ("safetensors", "bin", "safetensors.index.json")):
         return requested
@@ -239,14 +245,17 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu",
     folder = Path(folder)
     variant = folder_variant(folder, variant)
     index = read_json(folder / "model_index.json")
-    unet_json = read_json(folder / "unet" / "config.json")
+    # a DiTPipeline: transformer/ (DiTTransformer2DModel) instead of unet/
+    network_folder = folder / ("transformer" if (folder / "transformer").is_dir() else "unet")
+    unet_json = read_json(network_folder / "config.json")
     vae_folder = next((folder / n for n in ("vae", "vqvae") if (folder / n / "config.json").is_file()), None)
     if vae_folder is None:
         raise UserError(f"{folder} has no vae/ or vqvae/ with a config.json")
     ae_cfg, stats = autoencoder_from_diffusers(read_json(vae_folder / "config.json"))
     schedule, prediction = scheduler_from_diffusers(read_json(folder / "scheduler" / "scheduler_config.json"))
     extras = read_json(folder / EXTRAS) if (folder / EXTRAS).is_file() else {}
-    unet = load_diffusers_unet(folder / "unet", variant, dtype)
+    unet = (load_diffusers_dit(network_folder, variant, dtype) if network_folder.name == "transformer"
+            else load_diffusers_unet(network_folder, variant, dtype))
     with torch.device("meta"):
         autoencoder = build_autoencoder(ae_cfg)
     assign_weights(autoencoder,
@@ -260,4 +269,6 @@ def load_diffusers(folder: str | Path, device: torch.device | str = "cpu",
                                                      latent_size * ae_cfg.downsampling_factor)),
                            class_names=tuple(extras.get("class_names", ())),
                            conditioner=None if conditioner is None else conditioner.to(device),
-                           trained_with_null=bool(extras.get("trained_with_null", conditioner is not None)))
+                           trained_with_null=bool(extras.get("trained_with_null",
+                                                             conditioner is not None
+                                                             or unet.config.num_classes is not None)))

@@ -24,7 +24,9 @@ from latentdiff.errors import UserError
 
 # Packages whose pickled objects sit beside the weights in published checkpoints (training
 # bookkeeping).
-INERT_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "numpy.")
+# (argparse: the Namespace of the original DiT training checkpoints)
+INERT_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "omegaconf.", "numpy.",
+                 "argparse.")
 
 
 class Inert:
