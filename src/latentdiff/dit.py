@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from latentdiff.config import DiTConfig
 from latentdiff.nn.layers import guidance_features, network_input, timestep_embedding, zero_module
 from latentdiff.nn.transformer import CrossAttention
-from latentdiff.nn.vit import Attention, Mlp, PatchEmbed, modulate, sincos_positions, unpatchify
+from latentdiff.nn.vit import Attention, Mlp, PatchEmbed, modulate, unpatchify
 
 
 class TimestepEmbedder(nn.Module):
@@ -144,21 +144,15 @@ class DiT(nn.Module):
                 class_labels: torch.Tensor | None = None, concat: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
-        cfg, p = self.config, self.config.patch_size
-        x = network_input(cfg, x, context, class_labels, concat, guidance)
-        dtype = self.x_embedder.proj.weight.dtype  # a half-precision network takes fp32 state
-        x = x.to(dtype)
-        context = None if context is None else context.to(dtype)
-        h, w = x.shape[2] // p, x.shape[3] // p
-        if (h * p, w * p) != tuple(x.shape[2:]):
-            raise ValueError(f"the latent's sides {tuple(x.shape[2:])} must be divisible by "
-                             f"patch_size={p}")
-        tokens = self.x_embedder(x) + sincos_positions(cfg.hidden_size, h, w, x.device).to(dtype)
-        c = self.conditioning(timesteps, class_labels, guidance, dtype)
+        cfg = self.config
+        x, context = network_input(cfg, x, context, class_labels, concat, guidance,
+                                   self.x_embedder.proj.weight.dtype)
+        tokens, (h, w) = self.x_embedder(x)
+        c = self.conditioning(timesteps, class_labels, guidance, x.dtype)
         for block in self.blocks:
             if self.checkpointing and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, c, context, context_mask, use_reentrant=False)
             else:
                 tokens = block(tokens, c, context, context_mask)
-        out = unpatchify(self.final_layer(tokens, c), h, w, p)
+        out = unpatchify(self.final_layer(tokens, c), h, w, cfg.patch_size)
         return out[:, :cfg.out_channels]  # learn_sigma: the variance half is not used here

@@ -215,9 +215,8 @@ class UNetModel(nn.Module):
                 context_mask: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
-        x = network_input(cfg, x, context, class_labels, concat, guidance)
-        x = x.to(self.time_embed[0].weight.dtype)  # a half-precision UNet takes fp32 sampler state
-        context = None if context is None else context.to(x.dtype)
+        x, context = network_input(cfg, x, context, class_labels, concat, guidance,
+                                   self.time_embed[0].weight.dtype)
         if cfg.coordinate_channels:
             x = torch.cat([x, coordinate_maps(x)], dim=1)
         features = timestep_embedding(timesteps, cfg.model_channels).to(x.dtype)

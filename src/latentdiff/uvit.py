@@ -13,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from latentdiff.config import UViTConfig
 from latentdiff.nn.layers import guidance_features, network_input, timestep_embedding, zero_module
-from latentdiff.nn.vit import Attention, Mlp, PatchEmbed, sincos_positions, unpatchify
+from latentdiff.nn.vit import Attention, Mlp, PatchEmbed, unpatchify
 
 
 class Block(nn.Module):
@@ -115,17 +115,11 @@ class UViT(nn.Module):
                 class_labels: torch.Tensor | None = None, concat: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None) -> torch.Tensor:
-        cfg, p = self.config, self.config.patch_size
-        x = network_input(cfg, x, context, class_labels, concat, guidance)
-        dtype = self.patch_embed.proj.weight.dtype  # a half-precision network takes fp32 state
-        x = x.to(dtype)
-        context = None if context is None else context.to(dtype)
-        h, w = x.shape[2] // p, x.shape[3] // p
-        if (h * p, w * p) != tuple(x.shape[2:]):
-            raise ValueError(f"the latent's sides {tuple(x.shape[2:])} must be divisible by "
-                             f"patch_size={p}")
-        extras = self._extras(timesteps, class_labels, context, guidance, dtype)
-        patches = self.patch_embed(x) + sincos_positions(cfg.width, h, w, x.device).to(dtype)
+        cfg = self.config
+        x, context = network_input(cfg, x, context, class_labels, concat, guidance,
+                                   self.patch_embed.proj.weight.dtype)
+        patches, (h, w) = self.patch_embed(x)
+        extras = self._extras(timesteps, class_labels, context, guidance, x.dtype)
         tokens = torch.cat([extras, patches], dim=1)
         key_mask = None
         if context_mask is not None:
@@ -140,4 +134,4 @@ class UViT(nn.Module):
         for block in self.out_blocks:
             tokens = self._block(block, tokens, key_mask, skips.pop() if cfg.long_skip else None)
         patches = self.decoder_pred(self.norm(tokens))[:, extras.shape[1]:]
-        return self.final_layer(unpatchify(patches, h, w, p))
+        return self.final_layer(unpatchify(patches, h, w, cfg.patch_size))

@@ -85,9 +85,11 @@ def guidance_features(projection: nn.Module, guidance: torch.Tensor | float, dim
 
 def network_input(cfg, x: torch.Tensor, context: torch.Tensor | None,
                   class_labels: torch.Tensor | None, concat: torch.Tensor | None,
-                  guidance: torch.Tensor | None) -> torch.Tensor:
+                  guidance: torch.Tensor | None,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Check what a denoiser network (any `NetworkConfig`) is given against what it was built for
-    (a ValueError naming the field) and return x with the `concat` channels appended."""
+    (a ValueError naming the field) and return x with the `concat` channels appended, and the
+    context, both in the network's `dtype` (a half-precision network takes fp32 sampler state)."""
     if (context is not None) != (cfg.context_dim is not None):
         raise ValueError("context must be given exactly when the network has cross-attention "
                          "(context_dim)")
@@ -104,4 +106,4 @@ def network_input(cfg, x: torch.Tensor, context: torch.Tensor | None,
     if x.shape[1] != cfg.in_channels:
         raise ValueError(f"the network takes {cfg.in_channels} input channels (latent + concat), "
                          f"got {x.shape[1]}")
-    return x
+    return x.to(dtype), None if context is None else context.to(dtype)

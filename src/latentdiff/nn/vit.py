@@ -11,15 +11,23 @@ from torch import nn
 
 
 class PatchEmbed(nn.Module):
-    """(B, C, H, W) → (B, (H/p)·(W/p), D) row-major tokens: a p×p stride-p conv (`proj`), i.e. a linear
-    map of each non-overlapping patch (Dosovitskiy et al. 2021)."""
+    """(B, C, H, W) → (B, h·w, D) row-major tokens of the h × w = (H/p) × (W/p) patch grid: a p×p
+    stride-p conv (`proj`), i.e. a linear map of each non-overlapping patch (Dosovitskiy et al. 2021),
+    plus the fixed 2-D sin-cos position of each patch. Returns the tokens and (h, w); a ValueError
+    unless p divides H and W."""
 
     def __init__(self, in_channels: int, dim: int, patch_size: int):
         super().__init__()
         self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        p = self.proj.stride[0]
+        h, w = x.shape[2] // p, x.shape[3] // p
+        if (h * p, w * p) != tuple(x.shape[2:]):
+            raise ValueError(f"the latent's sides {tuple(x.shape[2:])} must be divisible by "
+                             f"patch_size={p}")
+        positions = sincos_positions(self.proj.out_channels, h, w, x.device).to(x.dtype)
+        return self.proj(x).flatten(2).transpose(1, 2) + positions, (h, w)
 
 
 def unpatchify(tokens: torch.Tensor, h: int, w: int, patch_size: int) -> torch.Tensor:
