@@ -5,8 +5,7 @@ data alone and with spectrum-aware distillation from the teacher.
 Teacher: the unconditional MNIST `ldm-digits` (64 channels, 1400 steps; the guidance family's).
 Students: 32 channels (about 1/4 of the teacher's GFLOPs), plain or with wavelet-gated resampling
 (`unet.wavelet_gates`), trained 1400 steps at the teacher's recipe, on the data alone or with the
-teacher term of weight 1 at α = 1 (inverse spectral magnitude) and, for the gated student, α = 0
-(plain output distillation). Each model: n samples per training seed, dpmpp_2m 20 steps; FD in
+teacher term of weight 1 at α = 1 (inverse spectral magnitude). Each model: n samples per training seed, dpmpp_2m 20 steps; FD in
 the evaluator's features against the training split; the share of spectral energy above half the
 Nyquist frequency of the 32×32 samples against the held-out images'; GFLOPs per evaluation; the
 seconds to sample n images. Mean ± sd over the training seeds.
@@ -41,7 +40,6 @@ STUDENTS = {  # name → overrides
     "plain slim, distilled α=1": (*SLIM, "distillation.alpha=1"),
     "gated slim": (*SLIM, "unet.wavelet_gates=true"),
     "gated slim, distilled α=1": (*SLIM, "unet.wavelet_gates=true", "distillation.alpha=1"),
-    "gated slim, distilled α=0": (*SLIM, "unet.wavelet_gates=true", "distillation.alpha=0"),
 }
 
 
