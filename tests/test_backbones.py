@@ -221,3 +221,13 @@ def test_learned_sigma_is_for_loading_only(tmp_path, trained_autoencoder):
         train_latent_diffusion(tiny_ldm_config(tmp_path, trained_autoencoder, *DIT_RUN,
                                                "dit.learn_sigma=true", "train.max_steps=1"))
     assert math.isclose(DiTConfig.of_size("XL").hidden_size, 1152)
+
+
+def test_checkpoints_from_before_the_backbones_compare_with_the_new_defaults():
+    """Metadata written before `backbone` and the newer UNet fields existed reads as today's UNet."""
+    from latentdiff.config import UNetConfig, to_dict
+    from latentdiff.network import network_fields, network_metadata
+
+    old = {k: v for k, v in to_dict(UNetConfig()).items() if k != "wavelet_gates"}
+    assert network_fields({"unet_config": old}) == network_fields(
+        network_metadata(build_network(UNetConfig())))

@@ -119,10 +119,10 @@ def network_config(metadata: dict) -> NetworkConfig:
 
 def network_fields(metadata: dict) -> dict:
     """The network part of checkpoint metadata as one flat dict (backbone, experts and each config
-    field), to compare two runs' networks field by field."""
-    name = metadata.get("backbone", "unet")
-    return {"backbone": name, "experts": list(metadata.get("experts", ())),
-            **metadata.get(f"{name}_config", {})}
+    field, fields newer than the checkpoint at their defaults), to compare two runs' networks field
+    by field."""
+    return {"backbone": metadata.get("backbone", "unet"),
+            "experts": list(metadata.get("experts", ())), **to_dict(network_config(metadata))}
 
 
 @dataclass(frozen=True)
