@@ -210,6 +210,8 @@ def test_experts_branch_from_a_base_and_train_on_their_intervals(tmp_path, train
                                                          base_model.unet.state_dict().values()))
                for e in trained.unet.experts]
     assert any(changed)
+    with pytest.raises(UserError, match="experts train in one process"):
+        tiny_ldm_config(tmp_path / "ddp", trained_autoencoder, "experts=[1.0]", "train.devices=2")
     with pytest.raises(UserError, match="holds another network"):
         train_latent_diffusion(tiny_ldm_config(tmp_path / "bad", trained_autoencoder, *DIT_RUN,
                                                "dit.depth=3", f"init_from={base}",

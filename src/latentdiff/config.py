@@ -276,6 +276,9 @@ class LatentDiffusionTrainConfig:
         _check(all(b > 0 for b in self.experts)
                and all(a < b for a, b in zip(self.experts, self.experts[1:])),
                f"experts={list(self.experts)} must be increasing σ boundaries > 0")
+        _check(not self.experts or self.train.devices * self.train.num_nodes == 1,
+               "experts train in one process for now (a batch may leave an expert unused, which "
+               "DDP does not allow); set train.devices=1 and train.num_nodes=1")
 
     @property
     def network(self) -> NetworkConfig:
