@@ -8,8 +8,8 @@ with 2×2 patches (16 tokens: about the UNet's parameters *and* GFLOPs) and with
 (64 tokens: about its parameters at 3–4× its GFLOPs); the U-ViT with 2×2 patches without long
 skips. Equal time: one calibration measures every network's seconds per training step (forward,
 backward, AdamW at batch 64, round-robin so that load on the machine hits all alike), and each run
-gets `--minutes` of the UNet's steps' worth, kept at 1/3, 2/3 and 3/3 of its steps: reruns take
-the same steps whatever the machine's speed. Each kept checkpoint: n samples (class i mod 10 for
+gets `--minutes` worth of its own steps, kept at 1/3, 2/3 and 3/3 of them; the calibration is
+kept in the run root (calibration.json), so reruns take the same steps whatever the machine's speed. Each kept checkpoint: n samples (class i mod 10 for
 the class model), dpmpp_2m 20 steps, FD (and class accuracy) in the evaluator's features against
 the training split; mean ± sd over the training seeds.
 
@@ -18,6 +18,7 @@ the training split; mean ± sd over the training seeds.
 """
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 
 from latentdiff.checkpoints import load_latent_diffusion
 from latentdiff.config import LatentDiffusionTrainConfig, load_config
+from latentdiff.files import write_text
 from latentdiff.network import build_network
 from latentdiff.train.diffusion import train_latent_diffusion
 # experiments/ (the script's folder)
@@ -104,6 +106,20 @@ def calibrate(configs: dict, rounds: int = 3, steps: int = 4) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+def calibration(root: Path, configs: dict) -> dict:
+    """Seconds per step of each network: measured once (`calibrate`) and kept in
+    root/calibration.json, so that a rerun (another subset of networks, a finished run read back)
+    gives every run the steps it had."""
+    path = root / "calibration.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    missing = {name: cfg for name, cfg in configs.items() if name not in stored}
+    if missing:
+        stored.update(calibrate(missing))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(stored, indent=1) + "\n")
+    return {name: stored[name] for name in configs}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=list(DATA), default="mnist")
@@ -117,8 +133,8 @@ def main() -> None:
     root = args.root or Path("runs/backbones") / args.data
     data = DATA[args.data]
     ae = train_first_stage(root, data)
-    probe = {name: run_config(name, 0, 3, root, ae, args.data) for name in args.networks}
-    seconds = calibrate(probe)
+    seconds = calibration(root, {name: run_config(name, 0, 3, root, ae, args.data)
+                                 for name in args.networks})
     budget = args.minutes * 60
     score = Scorer(args.n, data)
     rows = []
