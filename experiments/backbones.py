@@ -9,8 +9,8 @@ with 2×2 patches (16 tokens: about the UNet's parameters *and* GFLOPs) and with
 skips. Equal time: one calibration measures every network's seconds per training step (forward,
 backward, AdamW at batch 64, round-robin so that load on the machine hits all alike), and each run
 gets `--minutes` worth of its own steps, kept at 1/3, 2/3 and 3/3 of them; the calibration is
-kept in the run root (calibration.json), so reruns take the same steps whatever the machine's speed. Each kept checkpoint: n samples (class i mod 10 for
-the class model), dpmpp_2m 20 steps, FD (and class accuracy) in the evaluator's features against
+kept in the run root (calibration.json), so reruns take the same steps whatever the machine's
+speed. Each kept checkpoint: n samples (class i mod 10 for the class model), dpmpp_2m 20 steps, FD (and class accuracy) in the evaluator's features against
 the training split; mean ± sd over the training seeds.
 
     python experiments/backbones.py --data mnist     # → reports/backbones-mnist
@@ -106,15 +106,22 @@ def calibrate(configs: dict, rounds: int = 3, steps: int = 4) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def calibration(root: Path, configs: dict) -> dict:
+def calibration(root: Path, configs: dict, data: str) -> dict:
     """Seconds per step of each network: measured once (`calibrate`) and kept in
     root/calibration.json, so that a rerun (another subset of networks, a finished run read back)
-    gives every run the steps it had."""
+    gives every run the steps it had; a network new to the file is measured beside one already in
+    it and put on the file's scale."""
     path = root / "calibration.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
     missing = {name: cfg for name, cfg in configs.items() if name not in stored}
     if missing:
-        stored.update(calibrate(missing))
+        # networks added later: measured beside a stored one and scaled by its ratio, so that all
+        # are on the first calibration's scale whatever the machine's load now
+        reference = next((name for name in stored if name in NETWORKS), None)
+        beside = {reference: run_config(reference, 0, 3, root, Path("-"), data)} if reference else {}
+        measured = calibrate({**missing, **beside})
+        scale = stored[reference] / measured[reference] if reference else 1.0
+        stored.update({name: measured[name] * scale for name in missing})
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(stored, indent=1) + "\n")
     return {name: stored[name] for name in configs}
@@ -134,7 +141,7 @@ def main() -> None:
     data = DATA[args.data]
     ae = train_first_stage(root, data)
     seconds = calibration(root, {name: run_config(name, 0, 3, root, ae, args.data)
-                                 for name in args.networks})
+                                 for name in args.networks}, args.data)
     budget = args.minutes * 60
     score = Scorer(args.n, data)
     rows = []
