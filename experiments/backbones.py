@@ -118,7 +118,7 @@ def calibration(root: Path, configs: dict, data: str) -> dict:
         # networks added later: measured beside a stored one and scaled by its ratio, so that all
         # are on the first calibration's scale whatever the machine's load now
         reference = next((name for name in stored if name in NETWORKS), None)
-        beside = {reference: run_config(reference, 0, 3, root, Path("-"), data)} if reference else {}
+        beside = {reference: run_config(reference, 0, 3, root, root, data)} if reference else {}
         measured = calibrate({**missing, **beside})
         scale = stored[reference] / measured[reference] if reference else 1.0
         stored.update({name: measured[name] * scale for name in missing})
