@@ -233,3 +233,15 @@ def test_checkpoints_from_before_the_backbones_compare_with_the_new_defaults():
     old = {k: v for k, v in to_dict(UNetConfig()).items() if k != "wavelet_gates"}
     assert network_fields({"unet_config": old}) == network_fields(
         network_metadata(build_network(UNetConfig())))
+
+
+def test_adapter_students_of_a_transformer_name_its_modules():
+    from latentdiff.checkpoints.models import student_unet
+    from latentdiff.config import LoRAConfig
+
+    teacher = DiT(DiTConfig(**TINY_DIT))
+    with pytest.raises(UserError, match="name no layer.*x_embedder, t_embedder, guidance_proj, blocks"):
+        student_unet(teacher, True, LoRAConfig(rank=2))
+    student = student_unet(teacher, True, LoRAConfig(rank=2, prefixes=("blocks",)))
+    trained = [n for n, p in student.named_parameters() if p.requires_grad]
+    assert trained and all(n.startswith(("blocks.", "guidance_proj")) for n in trained)

@@ -188,7 +188,11 @@ def student_unet(teacher: torch.nn.Module, guided: bool,
         raise UserError(f"the teacher's UNet does not fit its own config ({missing or unexpected})")
     if lora is not None:
         unet.requires_grad_(False)
-        add_lora(unet, adaptable_layers(unet, lora.prefixes), lora.rank, lora.alpha)
+        names = adaptable_layers(unet, lora.prefixes)
+        if not names:
+            raise UserError(f"lora.prefixes={list(lora.prefixes)} name no layer of this teacher's "
+                            f"network; use its modules ({', '.join(n for n, _ in unet.named_children())})")
+        add_lora(unet, names, lora.rank, lora.alpha)
         for name, parameter in unet.named_parameters():
             parameter.requires_grad_(name.startswith(STUDENT_KEPT) or ADAPTER_KEY in name)
     return unet
