@@ -69,8 +69,9 @@ def main() -> None:
     real = to_model_range(heldout.images[:args.n])
     rows = []
     teacher_model = load_latent_diffusion(teacher)
-    rows.append({"model": "teacher", "gflops": teacher_model.network_cost().gflops,
-                 "parameters": teacher_model.network_cost().parameters,
+    teacher_cost = teacher_model.network_cost()
+    rows.append({"model": "teacher", "gflops": teacher_cost.gflops,
+                 "parameters": teacher_cost.parameters,
                  "points": [evaluate(teacher_model, seed, score) for seed in range(args.seeds)],
                  "runs": [shown_path(teacher)], "loop_minutes": [run_minutes(teacher.parent.parent)]})
     print({k: v for k, v in rows[-1].items() if k != "points"}, flush=True)
