@@ -3,12 +3,13 @@ UNet against a plain slim UNet of about the same FLOPs and against the teacher, 
 data alone and with spectrum-aware distillation from the teacher.
 
 Teacher: the unconditional MNIST `ldm-digits` (64 channels, 1400 steps; the guidance family's).
-Students: 32 channels (about 1/4 of the teacher's GFLOPs), plain or with wavelet-gated resampling
-(`unet.wavelet_gates`), trained 1400 steps at the teacher's recipe, on the data alone or with the
-teacher term of weight 1 at α = 1 (inverse spectral magnitude). Each model: n samples per training seed, dpmpp_2m 20 steps; FD in
-the evaluator's features against the training split; the share of spectral energy above half the
-Nyquist frequency of the 32×32 samples against the held-out images'; GFLOPs per evaluation; the
-seconds to sample n images. Mean ± sd over the training seeds.
+Students: 32 channels and parameter-free resampling (`unet.conv_resample=false`: pooling and
+nearest upsampling, or the gated Haar subbands; about 1/5 of the teacher's GFLOPs), plain or with
+wavelet-gated resampling (`unet.wavelet_gates`), trained 1400 steps at the teacher's recipe, on the
+data alone or with the teacher term of weight 1 at α = 1 (inverse spectral magnitude). Each model:
+n samples per training seed, dpmpp_2m 20 steps; FD in the evaluator's features against the
+training split; the share of spectral energy above half the Nyquist frequency of the 32×32 samples
+against the held-out images'; GFLOPs per evaluation; the seconds to sample n images. Mean ± sd over the training seeds.
 
     python experiments/spectral.py     # → reports/spectral-mnist
 """
@@ -34,7 +35,7 @@ from report import Provenance, shown_path, write_report
 
 TITLE = "Spectral Diffusion on MNIST: a slim wavelet-gated student against a plain one and the teacher"
 DATA = ("data.dataset=mnist", "data.path=../shared/data/mnist")
-SLIM = ("unet.model_channels=32",)
+SLIM = ("unet.model_channels=32", "unet.conv_resample=false")
 STUDENTS = {  # name → overrides
     "plain slim": SLIM,
     "plain slim, distilled α=1": (*SLIM, "distillation.alpha=1"),

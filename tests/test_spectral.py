@@ -49,6 +49,23 @@ def test_wavelet_gates_depend_on_the_timestep_and_start_near_plain_resampling():
         assert a.shape == shape and not torch.allclose(a, b)
 
 
+def test_without_resampling_convs_the_gated_subbands_are_the_output():
+    torch.manual_seed(0)
+    down, up = WaveletDownsample(4, 8, conv=False), WaveletUpsample(4, 8, conv=False)
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in (*down.modules(), *up.modules()))
+    x, emb = torch.randn(2, 4, 8, 8), torch.randn(2, 8)
+    bands = haar_dwt(x)  # at initialisation the gates are 0.9 (LL) and 0.1 (details)
+    expected = 0.9 * bands[:, 0] + 0.1 * bands[:, 1:].sum(1)
+    torch.testing.assert_close(down(x, emb), expected, atol=1e-4, rtol=1e-4)
+    gains = torch.tensor([0.9, 0.1, 0.1, 0.1]).view(1, 4, 1, 1, 1)
+    torch.testing.assert_close(up(x, emb), haar_idwt(gains * x[:, None]), atol=1e-4, rtol=1e-4)
+    cfg = UNetConfig(in_channels=2, out_channels=2, model_channels=32, channel_mult=(1, 2),
+                     num_res_blocks=1, attention_resolutions=(), wavelet_gates=True)
+    with_convs = UNetModel(cfg)
+    without = UNetModel(UNetConfig(**{**cfg.__dict__, "conv_resample": False}))
+    assert network_cost(without, (2, 8, 8)).gflops < network_cost(with_convs, (2, 8, 8)).gflops
+
+
 def test_a_wavelet_gated_unet_is_a_unet_option():
     cfg = UNetConfig(in_channels=2, out_channels=2, model_channels=32, channel_mult=(1, 2),
                      num_res_blocks=1, attention_resolutions=(2,), wavelet_gates=True)

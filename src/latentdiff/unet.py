@@ -177,7 +177,7 @@ class UNetModel(nn.Module):
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
                 down = (res(ch, ch, "down") if cfg.resblock_updown
-                        else WaveletDownsample(ch, emb_dim) if cfg.wavelet_gates
+                        else WaveletDownsample(ch, emb_dim, cfg.conv_resample) if cfg.wavelet_gates
                         else Downsample(ch, cfg.conv_resample))
                 self.input_blocks.append(TimestepEmbedSequential(down))
                 skip_channels.append(ch)
@@ -194,7 +194,8 @@ class UNetModel(nn.Module):
                     layers.append(attn(ch))
                 if level and i == cfg.num_res_blocks:
                     layers.append(res(ch, ch, "up") if cfg.resblock_updown
-                                  else WaveletUpsample(ch, emb_dim) if cfg.wavelet_gates
+                                  else WaveletUpsample(ch, emb_dim, cfg.conv_resample)
+                                  if cfg.wavelet_gates
                                   else Upsample(ch, cfg.conv_resample))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))

@@ -56,12 +56,13 @@ class SubbandGates(nn.Module):
 class WaveletDownsample(nn.Module):
     """WG-Down: (B, C, H, W) → (B, C, H/2, W/2) = conv3×3(Σ_k g_k ⊙ DWT(x)_k), the gates g from
     each subband's spatial mean and the timestep embedding: the learned, noise-level dependent
-    choice of which frequencies pass to the coarser level."""
+    choice of which frequencies pass to the coarser level. Without `conv` (the UNet's
+    conv_resample off) the gated sum is the output, as the plain resampling is then pooling."""
 
-    def __init__(self, channels: int, emb_channels: int):
+    def __init__(self, channels: int, emb_channels: int, conv: bool = True):
         super().__init__()
         self.gates = SubbandGates(4 * channels, emb_channels, channels)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1) if conv else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         bands = haar_dwt(x)  # (B, 4, C, H/2, W/2)
@@ -72,12 +73,12 @@ class WaveletDownsample(nn.Module):
 class WaveletUpsample(nn.Module):
     """WG-Up: (B, C, h, w) → (B, C, 2h, 2w) = conv3×3(IDWT(g_LL ⊙ x, g_LH ⊙ x, g_HL ⊙ x, g_HH ⊙
     x)): the features become all four subbands of the finer level, each through its gates (from the
-    features' spatial mean and the timestep embedding)."""
+    features' spatial mean and the timestep embedding). Without `conv`, the IDWT is the output."""
 
-    def __init__(self, channels: int, emb_channels: int):
+    def __init__(self, channels: int, emb_channels: int, conv: bool = True):
         super().__init__()
         self.gates = SubbandGates(channels, emb_channels, channels)
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1) if conv else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         g = self.gates(x.mean(dim=(-2, -1)), emb)  # (B, 4, C, 1, 1)
