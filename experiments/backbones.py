@@ -2,19 +2,24 @@
 time, ≥ 2 training seeds, and the U-ViT long-skip ablation.
 
 Data: the MNIST unconditional LDM-4 or the digits class model (`--data`), on the KL-f4 autoencoder
-of that data (3×8×8 latents), trained as `ldm-digits` does (batch 64, warm-up 100, the same
-schedule and ε-prediction) with only the network changed. Networks: today's UNet; each transformer
-with 2×2 patches (16 tokens: about the UNet's parameters *and* GFLOPs) and with 1×1 patches
-(64 tokens: about its parameters at 3–4× its GFLOPs); the U-ViT with 2×2 patches without long
-skips. Equal time: one calibration measures every network's seconds per training step (forward,
-backward, AdamW at batch 64, round-robin so that load on the machine hits all alike), and each run
-gets `--minutes` worth of its own steps, kept at 1/3, 2/3 and 3/3 of them; the calibration is
-kept in the run root (calibration.json), so reruns take the same steps whatever the machine's
-speed. Each kept checkpoint: n samples (class i mod 10 for the class model), dpmpp_2m 20 steps, FD (and class accuracy) in the evaluator's features against
-the training split; mean ± sd over the training seeds.
+of that data (3×8×8 latents), trained as `ldm-digits` does (batch 64, warm-up 100, the same schedule
+and ε-prediction) with only the network changed. Networks: today's UNet; each transformer with 2×2
+patches (16 tokens: about the UNet's parameters *and* GFLOPs) and with 1×1 patches (64 tokens: about
+its parameters at 3–4× its GFLOPs); the U-ViT with 2×2 patches without long skips; and each of UNet,
+U-ViT and DiT (both patch sizes) trained as a rectified flow instead of ε-prediction (`, flow`: the
+factorial that explains the transformers' gap). Equal time: one calibration measures every network's
+seconds per training step (forward, backward, AdamW at batch 64, round-robin so that load on the
+machine hits all alike), and each run gets `--minutes` worth of its own steps, kept at 1/3, 2/3 and
+3/3 of them; the calibration is kept in the run root (calibration.json), so reruns take the same
+steps whatever the machine's speed. Each kept checkpoint: n samples (class i mod 10 for the class
+model), dpmpp_2m 20 steps, FD (and class accuracy) in the evaluator's features against the training
+split; mean ± sd over the training seeds.
 
     python experiments/backbones.py --data mnist     # → reports/backbones-mnist
     python experiments/backbones.py --data digits    # → reports/backbones-digits
+    python experiments/backbones.py --data digits --report backbones-factorial-digits --networks \
+        UNet "U-ViT p2" "DiT p2" "U-ViT p1" "DiT p1" "UNet, flow" "U-ViT p2, flow" "DiT p2, flow" \
+        "U-ViT p1, flow" "DiT p1, flow"
 """
 
 import argparse
@@ -62,6 +67,12 @@ NETWORKS = {
     "DiT p1": (_dit(192, 6, 1), 1e-3),
     "U-ViT p2, no long skips": (_uvit(256, 7, 2, "uvit.long_skip=false"), 1e-3),
 }
+# the same networks trained as a rectified flow (the recipe docs/training.md measured best): the
+# factorial {ε, flow} × {U-ViT, DiT} × {2×2, 1×1 patches} beside the UNet with each objective
+FLOW = ("diffusion.prediction=flow", "diffusion.schedule.kind=flow", "objective.sigma_sampler=logit_normal")
+FACTORIAL = ["UNet", "U-ViT p2", "DiT p2", "U-ViT p1", "DiT p1"]
+NETWORKS.update({f"{name}, flow": ((*NETWORKS[name][0], *FLOW), NETWORKS[name][1])
+                 for name in FACTORIAL})
 
 
 def run_config(name: str, seed: int, steps: int, root: Path, ae: Path, data: str
@@ -136,6 +147,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--networks", nargs="+", default=list(NETWORKS))
     p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--report", default=None, help="the report's name (default backbones-DATA)")
+    p.add_argument("--stop-after", choices=("calibration", "training"), default=None,
+                   help="stop once the networks are calibrated, or trained (several processes can "
+                        "train disjoint networks after one calibration; a last run scores them all)")
     args = p.parse_args()
     provenance = Provenance()
     root = args.root or Path("runs/backbones") / args.data
@@ -144,6 +159,12 @@ def main() -> None:
     seconds = calibration(root, {name: run_config(name, 0, 3, root, ae, args.data)
                                  for name in args.networks}, args.data)
     budget = args.minutes * 60
+    if args.stop_after:
+        for name in args.networks if args.stop_after == "training" else ():
+            for seed in range(args.seeds):
+                trained(run_config(name, seed, int(budget / seconds[name]), root, ae, args.data),
+                        train_latent_diffusion)
+        return
     score = Scorer(args.n, data)
     rows = []
     for name in args.networks:
@@ -177,8 +198,8 @@ def main() -> None:
     results = {"data": args.data, "minutes": args.minutes, "seeds": args.seeds, "n": args.n,
                "baseline": score.baseline, "evaluator_heldout_accuracy": score.evaluator_accuracy,
                "autoencoder": shown_path(ae), "rows": rows}
-    print(write_report(f"backbones-{args.data}", f"{TITLE} ({args.data})", results, render,
-                       provenance, plot=plot))
+    print(write_report(args.report or f"backbones-{args.data}", f"{TITLE} ({args.data})", results,
+                       render, provenance, plot=plot))
 
 
 def _final(row: dict, key: str) -> list[float]:
@@ -190,10 +211,15 @@ def _mean(values) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
+def _objective(row: dict) -> str:
+    return "flow" if "diffusion.prediction=flow" in row["overrides"] else "eps"
+
+
 def render(results: dict) -> list[str]:
     conditional = results["data"] == "digits"
-    unet = next(r for r in results["rows"] if r["network"] == "UNet")
-    reference = np.mean(_final(unet, "fd"))
+    unet = {_objective(r): np.mean(_final(r, "fd")) for r in results["rows"]
+            if r["network"].startswith("UNet")}
+    both = len(unet) > 1  # the factorial's second objective: ratios to the UNet trained alike too
     lines = [f"Data: {results['data']} ({'the class model, 10 classes' if conditional else 'unconditional'}"
              f"), 3×8×8 latents. Every network trained for {results['minutes']:g} minutes' worth of "
              "its own calibrated steps (seconds per step below, measured round-robin in one "
@@ -201,15 +227,17 @@ def render(results: dict) -> list[str]:
              "dpmpp_2m 20 steps; FD in the evaluator's features against the training split "
              f"(real-vs-real at the same n: {results['baseline']['fd']:.3f}).", "",
              "| network | parameters | GFLOPs / eval | s / step | steps | lr | FD at 1/3 | FD at 2/3 "
-             "| FD at the end | vs UNet |" + (" accuracy |" if conditional else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if conditional else "")]
+             "| FD at the end | vs UNet" + (" (ε) | vs UNet, same objective |" if both else " |")
+             + (" accuracy |" if conditional else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" * (both + conditional))]
     for r in results["rows"]:
         steps = sorted({p["step"] for p in r["points"]})
         fds = [_mean([p["fd"] for p in r["points"] if p["step"] == s]) for s in steps]
-        ratio = np.mean(_final(r, "fd")) / reference
+        final = np.mean(_final(r, "fd"))
+        same = f" {final / unet[_objective(r)]:.2f}× |" if both else ""
         lines.append(f"| {r['network']} | {r['parameters'] / 1e6:.2f} M | {r['gflops']:.3f} | "
                      f"{r['seconds_per_step']:.3f} | {r['steps']} | {r['lr']:g} | "
-                     + " | ".join(fds) + f" | {ratio:.2f}× |"
+                     + " | ".join(fds) + f" | {final / unet['eps']:.2f}× |{same}"
                      + (f" {_mean(_final(r, 'accuracy'))} |" if conditional else ""))
     loops = ", ".join(f"{r['network']} {'/'.join(f'{m:g}' for m in r['loop_minutes'] if m)}"
                       for r in results["rows"])
