@@ -122,18 +122,31 @@ def calibration(root: Path, configs: dict, data: str) -> dict:
     """Seconds per step of each network: measured once (`calibrate`) and kept in
     root/calibration.json, so that a rerun (another subset of networks, a finished run read back)
     gives every run the steps it had; a network new to the file is measured beside one already in
-    it and put on the file's scale."""
+    it and put on the file's scale, or takes the time of the same network trained otherwise."""
     path = root / "calibration.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
-    missing = {name: cfg for name, cfg in configs.items() if name not in stored}
-    if missing:
+    new = [name for name in configs if name not in stored]
+    # the same network trained otherwise (another objective) takes the same time per step (the loss
+    # costs nothing beside it): one measurement per network, not a second one with its own noise
+    networks = {name: configs[name].network for name in new}
+    networks.update({name: run_config(name, 0, 3, root, root, data).network
+                     for name in stored if name in NETWORKS})
+    measure = {}
+    for name in new:
+        twin = next((o for o in (*stored, *measure) if networks.get(o) == networks[name]), None)
+        if twin is None:
+            measure[name] = configs[name]
+    if measure:
         # networks added later: measured beside a stored one and scaled by its ratio, so that all
         # are on the first calibration's scale whatever the machine's load now
         reference = next((name for name in stored if name in NETWORKS), None)
         beside = {reference: run_config(reference, 0, 3, root, root, data)} if reference else {}
-        measured = calibrate({**missing, **beside})
+        measured = calibrate({**measure, **beside})
         scale = stored[reference] / measured[reference] if reference else 1.0
-        stored.update({name: measured[name] * scale for name in missing})
+        stored.update({name: measured[name] * scale for name in measure})
+    for name in new:
+        stored[name] = stored[next(o for o in stored if networks.get(o) == networks[name])]
+    if new:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps(stored, indent=1) + "\n")
     return {name: stored[name] for name in configs}
