@@ -12,7 +12,7 @@ from latentdiff.config_backbones import (  # noqa: F401 (the denoiser networks)
     BACKBONES, DIT_SIZES, DiTConfig, NetworkConfig, UNetConfig, UViTConfig)
 from latentdiff.config_diffusion import (  # noqa: F401 (the diffusion process and its training loss)
     PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, DiffusionConfig,
-    NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig, StudentConfig)
+    MaskReplaceConfig, NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig, StudentConfig)
 from latentdiff.config_files import check as _check
 from latentdiff.config_distill import (DistillConfig, LoRAConfig,  # noqa: F401 (students)
                                       TeacherConfig)

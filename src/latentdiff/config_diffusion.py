@@ -154,3 +154,22 @@ class PostHocEMAConfig:
         _check(len(self.sigma_rels) == 2 and all(0 < s < 0.28 for s in self.sigma_rels)
                and self.sigma_rels[0] != self.sigma_rels[1],
                "posthoc_ema.sigma_rels must be two different values in (0, 0.28)")
+
+
+@dataclass(frozen=True)
+class MaskReplaceConfig:
+    """VQ-Diffusion's mask-and-replace forward process over a VQ autoencoder's codes (Gu et al. 2022,
+    Sec. 3.2; `discrete_noise.py`): T steps; the cumulative mask probability γ̄_t rises linearly
+    from 0 to `gamma_bar_end` and the probability ᾱ_t that a code is untouched falls linearly from
+    1 to `alpha_bar_end` (the paper's 0.9 and 9e-6 at T = 100); the rest is spread uniformly
+    over the codes (β̄_t = (1 − ᾱ_t − γ̄_t)/K)."""
+
+    num_timesteps: int = 100
+    alpha_bar_end: float = 9e-6
+    gamma_bar_end: float = 0.9
+
+    def __post_init__(self):
+        _check(self.num_timesteps >= 1, "mask_replace.num_timesteps must be ≥ 1")
+        _check(0 < self.alpha_bar_end < 1 and 0 <= self.gamma_bar_end < 1
+               and self.alpha_bar_end + self.gamma_bar_end <= 1,
+               "mask_replace: need 0 < alpha_bar_end < 1, 0 ≤ gamma_bar_end < 1 and their sum ≤ 1")
