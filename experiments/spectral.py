@@ -9,7 +9,8 @@ wavelet-gated resampling (`unet.wavelet_gates`), trained 1400 steps at the teach
 data alone or with the teacher term of weight 1 at α = 1 (inverse spectral magnitude). Each model:
 n samples per training seed, dpmpp_2m 20 steps; FD in the evaluator's features against the
 training split; the share of spectral energy above half the Nyquist frequency of the 32×32 samples
-against the held-out images'; GFLOPs per evaluation; the seconds to sample n images. Mean ± sd over the training seeds.
+against the held-out images'; GFLOPs per evaluation; the seconds to sample n images. Mean ± sd
+over the training seeds.
 
     python experiments/spectral.py     # → reports/spectral-mnist
 """
