@@ -70,3 +70,21 @@ def test_the_posterior_is_bayes_rule_with_the_matrices(schedule):
 def test_the_schedule_is_checked():
     with pytest.raises(UserError, match="mask_replace"):
         MaskReplaceConfig(alpha_bar_end=0.5, gamma_bar_end=0.6)
+
+
+def test_the_vq_diffusion_loss_vanishes_only_for_the_true_codes(schedule):
+    from latentdiff.discrete_objective import vq_diffusion_loss
+    torch.manual_seed(0)
+    x0 = torch.randint(0, K, (3, 8))
+    t = torch.tensor([1, 4, 12])
+    x_t = schedule.q_sample(x0, t, generator=torch.Generator().manual_seed(1))
+    perfect = 60.0 * torch.nn.functional.one_hot(x0, K).permute(0, 2, 1).double()
+    assert vq_diffusion_loss(schedule, x0, x_t, t, perfect).abs().max() < 1e-12
+    logits = torch.randn(3, K, 8, dtype=torch.float64, requires_grad=True)
+    loss = vq_diffusion_loss(schedule, x0, x_t, t, logits, aux_weight=0.0)
+    assert (loss > 0).all()
+    # at t = 1 the bound is the decoder's −log p_θ(x_0 | x_1)
+    nll = -torch.log_softmax(logits, 1).gather(1, x0[:, None])[:, 0].mean(1)
+    torch.testing.assert_close(loss[0], nll[0])
+    loss.sum().backward()
+    assert logits.grad.abs().sum() > 0
