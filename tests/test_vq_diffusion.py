@@ -1,4 +1,5 @@
-"""VQ-Diffusion's mask-and-replace process: the closed forms against explicit transition matrices."""
+"""VQ-Diffusion: the mask-and-replace process in closed form against explicit transition matrices,
+its loss, the code transformer and the reverse sampler."""
 
 import pytest
 import torch
@@ -88,3 +89,44 @@ def test_the_vq_diffusion_loss_vanishes_only_for_the_true_codes(schedule):
     torch.testing.assert_close(loss[0], nll[0])
     loss.sum().backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_the_code_transformer_gives_code_logits_for_any_grid():
+    from latentdiff.config import DiTConfig
+    from latentdiff.vq_diffusion import CodeTransformer
+    net = CodeTransformer(K, DiTConfig(in_channels=16, out_channels=K, patch_size=1, hidden_size=64,
+                                       depth=2, num_heads=2, context_dim=8))
+    codes = torch.randint(0, K + 1, (2, 4, 6))
+    out = net(codes, torch.tensor([3, 90]), context=torch.randn(2, 5, 8))
+    assert out.shape == (2, K, 4, 6)
+    with pytest.raises(ValueError, match="patch_size 1"):
+        CodeTransformer(K, DiTConfig(in_channels=16, out_channels=K, patch_size=2))
+
+
+@pytest.mark.parametrize("steps", [12, 4, 1])
+def test_sampling_with_the_exact_x0_posterior_draws_the_data_distribution(schedule, steps):
+    """Tokens i.i.d. with p(x_0 = k) = p_k: the exact p(x_0 | x_t) ∝ p_k·q(x_t | x_0 = k) per token, and
+    the reparameterised reverse process (with skipped steps too) must then draw x_0 ~ p."""
+    from latentdiff.vq_diffusion import prior_sample, sample_codes
+    p = torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0], dtype=torch.float64)
+
+    def exact(x_t, t):
+        joint = p[None, :, None] * schedule.q_probs_all(x_t, t)
+        return (joint / joint.sum(1, keepdim=True)).clamp(min=1e-300).log()
+
+    g = torch.Generator().manual_seed(0)
+    x0 = sample_codes(exact, schedule, prior_sample(schedule, (4, 5000), g), steps, g)
+    frequencies = torch.bincount(x0.flatten(), minlength=K + 1).double() / x0.numel()
+    torch.testing.assert_close(frequencies[:K], p, atol=0.01, rtol=0)
+    assert frequencies[K] == 0
+
+
+def test_guidance_on_the_x0_distribution():
+    from latentdiff.vq_diffusion import guided_log_probs
+    cond = torch.log_softmax(torch.randn(2, K, 3), 1)
+    uncond = torch.log_softmax(torch.randn(2, K, 3), 1)
+    torch.testing.assert_close(guided_log_probs(cond, uncond, 1.0), cond)
+    strong = guided_log_probs(cond, uncond, 3.0)
+    torch.testing.assert_close(strong.exp().sum(1), torch.ones(2, 3))
+    # a large scale picks the code the condition favours most over the unconditional model
+    assert torch.equal(guided_log_probs(cond, uncond, 1e4).argmax(1), (cond - uncond).argmax(1))
