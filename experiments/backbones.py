@@ -254,8 +254,30 @@ def render(results: dict) -> list[str]:
                      + (f" {_mean(_final(r, 'accuracy'))} |" if conditional else ""))
     loops = ", ".join(f"{r['network']} {'/'.join(f'{m:g}' for m in r['loop_minutes'] if m)}"
                       for r in results["rows"])
+    lines += _effects(results["rows"])
     lines += ["", f"Training-loop minutes as logged (they include EMA, data and concurrent load, so "
               f"they differ from the calibrated budget): {loops}."]
+    return lines
+
+
+def _effects(rows: list[dict]) -> list[str]:
+    """The factorial's main effects: for each factor, the geometric mean over the cells of the other
+    two of the final-FD ratio between its levels (none when the 8 transformer cells are not all
+    there)."""
+    fd = {r["network"]: np.mean(_final(r, "fd")) for r in rows}
+    cells = {(family, patch, objective): f"{family} {patch}{objective}" for family in ("U-ViT", "DiT")
+             for patch in ("p2", "p1") for objective in ("", ", flow")}
+    if not all(name in fd for name in cells.values()):
+        return []
+    factors = {"flow / ε": (2, ", flow", ""), "1×1 / 2×2 patches": (1, "p1", "p2"),
+               "DiT / U-ViT": (0, "DiT", "U-ViT")}
+    lines = ["", "Main effects on the transformers' final FD (geometric mean over the other two "
+             "factors' 4 cells of the ratio between the levels; < 1: the first level is better):"]
+    for label, (axis, a, b) in factors.items():
+        ratios = [fd[name] / fd[cells[(*key[:axis], b, *key[axis + 1:])]]
+                  for key, name in cells.items() if key[axis] == a]
+        lines.append(f"- {label}: {np.exp(np.mean(np.log(ratios))):.2f}× "
+                     f"(cells: {', '.join(f'{x:.2f}' for x in ratios)})")
     return lines
 
 
