@@ -161,9 +161,10 @@ def main() -> None:
     p.add_argument("--networks", nargs="+", default=list(NETWORKS))
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--report", default=None, help="the report's name (default backbones-DATA)")
-    p.add_argument("--stop-after", choices=("calibration", "training"), default=None,
-                   help="stop once the networks are calibrated, or trained (several processes can "
-                        "train disjoint networks after one calibration; a last run scores them all)")
+    p.add_argument("--stop-after", choices=("calibration", "training", "scoring"), default=None,
+                   help="stop once the networks are calibrated, trained or scored (several "
+                        "processes can train and score disjoint networks after one calibration; a "
+                        "last run reads the kept scores and writes the report)")
     args = p.parse_args()
     provenance = Provenance()
     root = args.root or Path("runs/backbones") / args.data
@@ -172,7 +173,7 @@ def main() -> None:
     seconds = calibration(root, {name: run_config(name, 0, 3, root, ae, args.data)
                                  for name in args.networks}, args.data)
     budget = args.minutes * 60
-    if args.stop_after:
+    if args.stop_after in ("calibration", "training"):
         for name in args.networks if args.stop_after == "training" else ():
             for seed in range(args.seeds):
                 trained(run_config(name, seed, int(budget / seconds[name]), root, ae, args.data),
@@ -190,29 +191,44 @@ def main() -> None:
             every = cfg.train.checkpoint_every
             for k in (1, 2, 3):
                 path = last if k == 3 else last.parent / f"step-{k * every:07d}.safetensors"
-                model = load_latent_diffusion(path)
-                cost = model.network_cost()
-                start = time.perf_counter()
-                scored = score(model, (seed,), args.data == "digits")
-                model_row["points"].append({
-                    "seed": seed, "step": k * every, "minutes": k * every * seconds[name] / 60,
-                    "fd": scored["fd"][0], "accuracy": scored["accuracy"][0],
-                    "precision": scored["precision"][0], "recall": scored["recall"][0],
-                    "sampling_s": time.perf_counter() - start})
-                model_row.update(parameters=cost.parameters, gflops=cost.gflops,
+                point = scored(path, seed, score, args.data == "digits")
+                point.update(step=k * every, minutes=k * every * seconds[name] / 60)
+                model_row["points"].append(point)
+                model_row.update(parameters=point.pop("parameters"), gflops=point.pop("gflops"),
                                  steps=3 * every)
             model_row.setdefault("loop_minutes", []).append(run_minutes(last.parent.parent))
             model_row.setdefault("runs", []).append(shown_path(last))
+        if args.stop_after == "scoring":
+            continue
         rows.append(model_row)
         print({k: v for k, v in model_row.items() if k != "points"}, flush=True)
         for point in model_row["points"]:
             print("  ", {k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()},
                   flush=True)
+    if args.stop_after == "scoring":
+        return
     results = {"data": args.data, "minutes": args.minutes, "seeds": args.seeds, "n": args.n,
                "baseline": score.baseline, "evaluator_heldout_accuracy": score.evaluator_accuracy,
                "autoencoder": shown_path(ae), "rows": rows}
     print(write_report(args.report or f"backbones-{args.data}", f"{TITLE} ({args.data})", results,
                        render, provenance, plot=plot))
+
+
+def scored(path: Path, seed: int, score: Scorer, conditional: bool) -> dict:
+    """FD, accuracy, precision, recall, sampling seconds and the network's cost of one checkpoint's
+    samples, kept beside it (PATH.scores-nN-sSEED.json) so that a later run reads them back."""
+    kept = path.with_name(f"{path.name}.scores-n{score.n}-s{seed}.json")
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    model = load_latent_diffusion(path)
+    cost = model.network_cost()
+    start = time.perf_counter()
+    result = score(model, (seed,), conditional)
+    point = {"seed": seed, **{key: result[key][0] for key in ("fd", "accuracy", "precision", "recall")},
+             "sampling_s": time.perf_counter() - start,
+             "parameters": cost.parameters, "gflops": cost.gflops}
+    write_text(kept, json.dumps(point) + "\n")
+    return dict(point)
 
 
 def _final(row: dict, key: str) -> list[float]:
