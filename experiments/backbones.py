@@ -277,24 +277,27 @@ def render(results: dict) -> list[str]:
 
 
 def _effects(rows: list[dict]) -> list[str]:
-    """The factorial's main effects: for each factor, the geometric mean over the cells of the other
-    two of the final-FD ratio between its levels (none when the 8 transformer cells are not all
-    there)."""
+    """The factorial's main effects: for each factor, the geometric mean of the final-FD ratio
+    between its two levels over the pairs of transformer cells that differ only in it (and are both
+    measured); none when no such pair is."""
     fd = {r["network"]: np.mean(_final(r, "fd")) for r in rows}
+    if not any(_objective(r) == "flow" for r in rows):  # not the factorial
+        return []
     cells = {(family, patch, objective): f"{family} {patch}{objective}" for family in ("U-ViT", "DiT")
              for patch in ("p2", "p1") for objective in ("", ", flow")}
-    if not all(name in fd for name in cells.values()):
-        return []
     factors = {"flow / ε": (2, ", flow", ""), "1×1 / 2×2 patches": (1, "p1", "p2"),
                "DiT / U-ViT": (0, "DiT", "U-ViT")}
-    lines = ["", "Main effects on the transformers' final FD (geometric mean over the other two "
-             "factors' 4 cells of the ratio between the levels; < 1: the first level is better):"]
+    lines = []
     for label, (axis, a, b) in factors.items():
-        ratios = [fd[name] / fd[cells[(*key[:axis], b, *key[axis + 1:])]]
-                  for key, name in cells.items() if key[axis] == a]
-        lines.append(f"- {label}: {np.exp(np.mean(np.log(ratios))):.2f}× "
-                     f"(cells: {', '.join(f'{x:.2f}' for x in ratios)})")
-    return lines
+        pairs = [(name, cells[(*key[:axis], b, *key[axis + 1:])]) for key, name in cells.items()
+                 if key[axis] == a]
+        ratios = {f"{x} vs {y}": fd[x] / fd[y] for x, y in pairs if x in fd and y in fd}
+        if ratios:
+            lines.append(f"- {label}: {np.exp(np.mean(np.log(list(ratios.values())))):.2f}× ("
+                         + "; ".join(f"{pair}: {r:.2f}" for pair, r in ratios.items()) + ")")
+    return ["", "Main effects on the transformers' final FD (geometric mean of the ratio between a "
+            "factor's levels over the measured pairs of cells that differ only in it; < 1: the first "
+            "level is better):", *lines] if lines else []
 
 
 def plot(plt, results: dict):
