@@ -18,8 +18,8 @@ split; mean ± sd over the training seeds.
     python experiments/backbones.py --data mnist     # → reports/backbones-mnist
     python experiments/backbones.py --data digits    # → reports/backbones-digits
     python experiments/backbones.py --data digits --report backbones-factorial-digits --networks \
-        UNet "U-ViT p2" "DiT p2" "U-ViT p1" "DiT p1" "UNet, flow" "U-ViT p2, flow" "DiT p2, flow" \
-        "U-ViT p1, flow" "DiT p1, flow"
+        UNet "UNet, flow" "U-ViT p2" "U-ViT p2, flow" "DiT p2" "DiT p2, flow" "U-ViT p1, flow" \
+        "DiT p1, flow"       # (+ "U-ViT p1" "DiT p1": the ε cells with 1×1 patches)
 """
 
 import argparse
