@@ -34,6 +34,11 @@ class Transition:
     beta: torch.Tensor
     gamma: torch.Tensor
 
+    def per_sample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(α, β, γ), each (B, 1, 1) float64, to broadcast over (B, K, N) for the codes x (B, N)."""
+        return tuple(v.double().reshape(-1, 1, 1).expand(x.shape[0], 1, 1)
+                     for v in (self.alpha, self.beta, self.gamma))
+
 
 class MaskReplaceSchedule:
     """ᾱ_t and γ̄_t for t = 0 … T (ᾱ_0 = 1, γ̄_0 = 0): γ̄ rises linearly to `gamma_bar_end` and ᾱ falls
@@ -54,13 +59,12 @@ class MaskReplaceSchedule:
 
     def q_probs(self, x: torch.Tensor, s, t) -> torch.Tensor:
         """q(x_t | x_s = x): (B, N) codes at s → (B, K+1, N) probabilities (Eq. 7 from s)."""
-        tr = self.transition(s, t)
-        a, b, g = (_per_sample(v, x) for v in (tr.alpha, tr.beta, tr.gamma))
+        a, b, g = self.transition(s, t).per_sample(x)
         probs = b.expand(-1, self.K, x.shape[1]).clone()
         probs = torch.cat([probs, g.expand(-1, 1, x.shape[1])], dim=1)
         probs.scatter_add_(1, x[:, None], a.expand(-1, 1, x.shape[1]).clone())
         masked = x == self.K  # [MASK] is absorbing
-        return torch.where(masked[:, None], _onehot(x, self.K + 1), probs)
+        return torch.where(masked[:, None], onehot(x, self.K + 1), probs)
 
     def q_sample(self, x0: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_t ~ q(x_t | x_0): (B, N) codes → (B, N) codes or [MASK]."""
@@ -75,27 +79,24 @@ class MaskReplaceSchedule:
         p(x_s = k | x_t) = q(x_t | x_s = k)·Σ_x0 q(x_s = k | x0)·w(x0), w = p(x0)/q(x_t | x0)."""
         K = self.K
         w = x0_probs.double() / self.q_probs_all(x_t, t)  # (B, K, N)
-        from_0 = self.transition(0, s)
-        a, b, g = (_per_sample(v, x_t) for v in (from_0.alpha, from_0.beta, from_0.gamma))
+        a, b, g = self.transition(0, s).per_sample(x_t)
         mixed = torch.cat([a * w + b * w.sum(1, keepdim=True), g * w.sum(1, keepdim=True)], dim=1)
-        step = self.transition(s, t)
-        a, b, g = (_per_sample(v, x_t) for v in (step.alpha, step.beta, step.gamma))
+        a, b, g = self.transition(s, t).per_sample(x_t)
         # q(x_t | x_s = k) for every k: a code x_t comes from itself (α + β) or any code (β), never
         # from [MASK]; [MASK] comes from any code (γ) or from [MASK] (1)
         codes = (x_t < K)[:, None]
         likelihood = torch.where(codes, torch.cat([b.expand_as(w), torch.zeros_like(w[:, :1])], 1)
-                                 + a * _onehot(x_t, K + 1),
+                                 + a * onehot(x_t, K + 1),
                                  torch.cat([g.expand_as(w), torch.ones_like(w[:, :1])], 1))
         joint = likelihood * mixed
         return (joint / joint.sum(1, keepdim=True)).to(x0_probs.dtype)
 
     def q_probs_all(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """q(x_t | x0 = k) for every code k: (B, N) → (B, K, N) (the denominator of the posterior)."""
-        tr = self.transition(0, t)
-        a, b, g = (_per_sample(v, x_t) for v in (tr.alpha, tr.beta, tr.gamma))
+        a, b, g = self.transition(0, t).per_sample(x_t)
         shape = (x_t.shape[0], self.K, x_t.shape[1])
         codes = (x_t < self.K)[:, None]
-        hit = _onehot(x_t, self.K + 1)[:, :self.K]
+        hit = onehot(x_t, self.K + 1)[:, :self.K]
         return torch.where(codes, b.expand(shape) + a * hit, g.expand(shape))
 
 
@@ -114,11 +115,7 @@ def transition_matrix(schedule: MaskReplaceSchedule, s: int, t: int) -> torch.Te
     return Q
 
 
-def _onehot(x: torch.Tensor, classes: int) -> torch.Tensor:
+def onehot(x: torch.Tensor, classes: int) -> torch.Tensor:
     """(B, N) → (B, classes, N) float64."""
     return torch.nn.functional.one_hot(x, classes).permute(0, 2, 1).double()
 
-
-def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A scalar or (B,) tensor → (B, 1, 1), to broadcast over (B, K, N)."""
-    return value.double().reshape(-1, 1, 1).expand(x.shape[0], 1, 1)

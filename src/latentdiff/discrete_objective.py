@@ -11,7 +11,7 @@ bound summed over tokens; here both are per-token means, so the same λ weighs t
 
 import torch
 
-from latentdiff.discrete_noise import MaskReplaceSchedule
+from latentdiff.discrete_noise import MaskReplaceSchedule, onehot
 
 TINY = 1e-30  # the floor of a probability before its log
 
@@ -24,12 +24,9 @@ def vq_diffusion_loss(schedule: MaskReplaceSchedule, x0: torch.Tensor, x_t: torc
     nll = -log_p0.gather(1, x0[:, None])[:, 0]  # (B, N): −log p_θ(x̃_0 = x_0 | x_t)
     later = t > 1
     s = (t - 1).clamp(min=0)
-    exact = schedule.posterior(_onehot(x0, schedule.K), x_t, s, t)  # q(x_{t−1} | x_t, x_0)
+    exact = schedule.posterior(onehot(x0, schedule.K), x_t, s, t)  # q(x_{t−1} | x_t, x_0)
     model = schedule.posterior(log_p0.exp(), x_t, s, t)  # p_θ(x_{t−1} | x_t)
     kl = (torch.xlogy(exact, exact) - exact * model.clamp(min=TINY).log()).sum(1)  # (B, N)
     bound = torch.where(later[:, None], kl, nll)
     return (bound + aux_weight * nll).mean(1).to(logits.dtype)
 
-
-def _onehot(x: torch.Tensor, classes: int) -> torch.Tensor:
-    return torch.nn.functional.one_hot(x, classes).permute(0, 2, 1).double()
