@@ -24,6 +24,8 @@ import torch
 
 from latentdiff.config_diffusion import MaskReplaceConfig
 
+Generators = torch.Generator | list[torch.Generator] | None
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -35,8 +37,9 @@ class Transition:
     gamma: torch.Tensor
 
     def per_sample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(α, β, γ), each (B, 1, 1) float64, to broadcast over (B, K, N) for the codes x (B, N)."""
-        return tuple(v.double().reshape(-1, 1, 1).expand(x.shape[0], 1, 1)
+        """(α, β, γ), each (B, 1, 1) float64 on x's device, to broadcast over (B, K, N) for the
+        codes x (B, N)."""
+        return tuple(v.double().reshape(-1, 1, 1).expand(x.shape[0], 1, 1).to(x.device)
                      for v in (self.alpha, self.beta, self.gamma))
 
 
@@ -52,7 +55,7 @@ class MaskReplaceSchedule:
 
     def transition(self, s: torch.Tensor | int, t: torch.Tensor | int) -> Transition:
         """The (α, β, γ) of q(x_t | x_s), 0 ≤ s < t ≤ T: α = ᾱ_t/ᾱ_s, γ = 1 − (1 − γ̄_t)/(1 − γ̄_s)."""
-        s, t = torch.as_tensor(s), torch.as_tensor(t)
+        s, t = torch.as_tensor(s).cpu(), torch.as_tensor(t).cpu()  # the tables live on the CPU
         alpha = self.alpha_bar[t] / self.alpha_bar[s]
         gamma = 1 - (1 - self.gamma_bar[t]) / (1 - self.gamma_bar[s])
         return Transition(alpha, (1 - alpha - gamma) / self.K, gamma)
@@ -66,11 +69,17 @@ class MaskReplaceSchedule:
         masked = x == self.K  # [MASK] is absorbing
         return torch.where(masked[:, None], onehot(x, self.K + 1), probs)
 
-    def q_sample(self, x0: torch.Tensor, t, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_t ~ q(x_t | x_0): (B, N) codes → (B, N) codes or [MASK]."""
-        probs = self.q_probs(x0, 0, t)
-        flat = probs.permute(0, 2, 1).reshape(-1, self.K + 1)
-        return torch.multinomial(flat, 1, generator=generator).view(x0.shape)
+    def q_sample(self, x0: torch.Tensor, t, generator: Generators = None) -> torch.Tensor:
+        """x_t ~ q(x_t | x_0): (B, N) codes → (B, N) codes or [MASK] (`draw`'s generators)."""
+        return draw(self.q_probs(x0, 0, t), generator)
+
+    def prior_probs(self) -> torch.Tensor:
+        """q(x_T) for uniformly distributed codes: each code β̄_T + ᾱ_T/K, [MASK] γ̄_T, (K+1,)
+        float64 (with ᾱ_T ≈ 0, q(x_T | x_0) hardly depends on x_0: the prior of sampling)."""
+        tr = self.transition(0, self.T)
+        probs = torch.full((self.K + 1,), float(tr.beta + tr.alpha / self.K), dtype=torch.float64)
+        probs[self.K] = tr.gamma
+        return probs
 
     def posterior(self, x0_probs: torch.Tensor, x_t: torch.Tensor, s, t) -> torch.Tensor:
         """p(x_s | x_t) = Σ_x0 q(x_s | x_t, x0)·p(x0) for s < t, the reparameterised reverse step
@@ -98,6 +107,25 @@ class MaskReplaceSchedule:
         codes = (x_t < self.K)[:, None]
         hit = onehot(x_t, self.K + 1)[:, :self.K]
         return torch.where(codes, b.expand(shape) + a * hit, g.expand(shape))
+
+
+def draw(probs: torch.Tensor, generator: Generators = None,
+         uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """One category per token from probs (B, C, N) → (B, N), by the inverse CDF of a uniform per
+    token: `uniforms` (B, N), or drawn with `generator`, which may be a list with one generator per
+    sample, so that a sample does not depend on the batch it is drawn in."""
+    B, C, N = probs.shape
+    if uniforms is not None:
+        u = uniforms.double()
+    elif isinstance(generator, list):
+        if len(generator) != B:
+            raise ValueError(f"{len(generator)} generators for a batch of {B}")
+        u = torch.stack([torch.rand(N, generator=g, dtype=torch.float64) for g in generator])
+    else:
+        u = torch.rand(B, N, generator=generator, dtype=torch.float64)
+    cdf = probs.double().cumsum(1)
+    cdf = cdf / cdf[:, -1:]
+    return (cdf < u.to(probs.device)[:, None]).sum(1).clamp(max=C - 1)
 
 
 def one_step_matrix(schedule: MaskReplaceSchedule, t: int) -> torch.Tensor:

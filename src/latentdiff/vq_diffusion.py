@@ -6,12 +6,15 @@ on the x̃_0 distribution (Tang et al. 2022, "Improved VQ-Diffusion", Eq. 9).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from latentdiff.autoencoder.vq import AutoencoderVQ
+from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.config_backbones import DiTConfig
-from latentdiff.discrete_noise import MaskReplaceSchedule
+from latentdiff.discrete_noise import Generators, MaskReplaceSchedule, draw
 from latentdiff.dit import DiT
 
 
@@ -33,9 +36,50 @@ class CodeTransformer(nn.Module):
         nn.init.normal_(self.code_embedding.weight, std=0.02)
         self.dit = DiT(dit)
 
+    @property
+    def config(self) -> DiTConfig:
+        return self.dit.config
+
     def forward(self, codes: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         x = self.code_embedding(codes).permute(0, 3, 1, 2)  # (B, h, w, D) → (B, D, h, w)
         return self.dit(x, t.to(x.dtype), **cond)
+
+
+@dataclass
+class VQDiffusion:
+    """Everything needed to sample: the code transformer (with τ_θ in `conditioner` for token
+    conditioning), the VQ autoencoder whose codes it models, the process; images are
+    (B, C, image_size, image_size) in [-1, 1]."""
+
+    transformer: CodeTransformer
+    autoencoder: AutoencoderVQ
+    schedule: MaskReplaceSchedule
+    image_size: int
+    class_names: tuple[str, ...] = ()
+    conditioner: Conditioner | None = None
+    # condition dropout during training: classifier-free guidance is possible
+    trained_with_null: bool = False
+
+    @property
+    def code_grid(self) -> tuple[int, int]:
+        side = self.image_size // self.autoencoder.config.downsampling_factor
+        return side, side
+
+    @property
+    def num_classes(self) -> int | None:
+        """Class count (the null class included) of class-conditional models: adaLN labels or a
+        class token."""
+        if self.conditioner is not None and self.conditioner.num_classes:
+            return self.conditioner.num_classes
+        return self.transformer.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, h, w) → images (B, C, H, W) in [-1, 1]: D(e_codes)."""
+        return self.autoencoder.decode_codes(self.autoencoder.quantize.lookup(codes)).clamp(-1, 1)
 
 
 # p_θ(x̃_0 | x_t) as log-probabilities: (codes (B, N), t (B,)) → (B, K, N)
@@ -49,25 +93,23 @@ def guided_log_probs(log_cond: torch.Tensor, log_uncond: torch.Tensor, scale: fl
 
 
 def prior_sample(schedule: MaskReplaceSchedule, shape: tuple[int, int],
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """x_T ~ q(x_T) = γ̄_T·[MASK] + (1 − γ̄_T)·uniform over the codes (ᾱ_T ≈ 0, so q(x_T | x_0)
-    hardly depends on x_0; exactly the marginal when ᾱ_T = 0): (B, N)."""
-    x0 = torch.randint(0, schedule.K, shape, generator=generator)
-    return schedule.q_sample(x0, schedule.T, generator=generator)
+                 generator: Generators = None) -> torch.Tensor:
+    """x_T ~ q(x_T) (`MaskReplaceSchedule.prior_probs`): (B, N) codes or [MASK]."""
+    probs = schedule.prior_probs()[None, :, None].expand(shape[0], -1, shape[1])
+    return draw(probs, generator)
 
 
 def sample_codes(predict: CodePredictor, schedule: MaskReplaceSchedule, x_T: torch.Tensor,
-                 steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+                 steps: int, generator: Generators = None) -> torch.Tensor:
     """The reverse process on `steps` evenly spaced times T = t_n > … > t_1 > 0: each step draws
     x_s ~ p_θ(x_s | x_t) = Σ q(x_s | x_t, x̃_0)·p_θ(x̃_0 | x_t), and the last takes x_0 ~ p_θ(x̃_0 | x_{t_1})
-    (the reparameterisation's s = 0). x_T: (B, N) → x_0 (B, N), codes only."""
+    (the reparameterisation's s = 0). x_T: (B, N) → x_0 (B, N), codes only. `generator`: one, or
+    one per sample (`draw`)."""
     if not 1 <= steps <= schedule.T:
         raise ValueError(f"steps must be in 1 … {schedule.T}, got {steps}")
     times = torch.linspace(schedule.T, 0, steps + 1).round().long().tolist()
     x = x_T
     for t, s in zip(times[:-1], times[1:]):
-        batch_t = torch.full((len(x),), t, dtype=torch.long)
-        probs = schedule.posterior(predict(x, batch_t).exp(), x, s, t)  # (B, K+1, N)
-        flat = probs.permute(0, 2, 1).reshape(-1, schedule.K + 1).float()
-        x = torch.multinomial(flat, 1, generator=generator).view(x.shape)
+        batch_t = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        x = draw(schedule.posterior(predict(x, batch_t).exp(), x, s, t), generator)  # (B, K+1, N)
     return x

@@ -55,7 +55,10 @@ def _add_training(commands_: argparse._SubParsersAction) -> None:
                                  "the first-stage autoencoder", "ae-kl-f4-digits"),
                                 ("train",
                                  "the latent diffusion model on a trained autoencoder",
-                                 "ldm-digits")):
+                                 "ldm-digits"),
+                                ("train-vq-diffusion",
+                                 "VQ-Diffusion on the codes of a trained VQ autoencoder",
+                                 "vq-diffusion-shapes")):
         p = commands_.add_parser(name, help=f"train {what}", description=(
             f"Train {what}. The run folder (train.out_dir) holds "
             "checkpoints/last.safetensors, samples/, metrics.jsonl and config.yaml. Ctrl-C or "

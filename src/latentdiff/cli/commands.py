@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from latentdiff.cli.guides import load_guides
+from latentdiff.cli.vq_diffusion import is_vq_diffusion, sample_vq
 from latentdiff.errors import UserError
 from latentdiff.files import check_output, write_text
 from latentdiff.images import IMAGE_OUTPUTS
@@ -107,16 +108,19 @@ def _load(args: argparse.Namespace, checkpoint, dev: str):
 
 
 def train(args: argparse.Namespace) -> None:
-    """Both stages: `train-autoencoder` and `train` differ only in their config class and training
-    function."""
+    """`train-autoencoder`, `train` and `train-vq-diffusion` differ only in their config class and
+    training function."""
     from latentdiff.config import (AutoencoderTrainConfig,
                                    LatentDiffusionTrainConfig, load_config, to_yaml)
+    from latentdiff.config_systems import VQDiffusionTrainConfig
     from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
+    from latentdiff.train.vq_diffusion import train_vq_diffusion
 
-    config_class, run = ((AutoencoderTrainConfig, train_autoencoder)
-                         if args.command == "train-autoencoder"
-                         else (LatentDiffusionTrainConfig, train_latent_diffusion))
+    config_class, run = {"train-autoencoder": (AutoencoderTrainConfig, train_autoencoder),
+                         "train": (LatentDiffusionTrainConfig, train_latent_diffusion),
+                         "train-vq-diffusion": (VQDiffusionTrainConfig, train_vq_diffusion),
+                         }[args.command]
     cfg = load_config(config_class, args.config, args.overrides)
     if args.dry_run:
         print(to_yaml(cfg), end="")
@@ -183,6 +187,11 @@ def sample(args: argparse.Namespace) -> None:
     from latentdiff.pipelines.grid import sample_grid
     from latentdiff.pipelines.record import record
 
+    if is_vq_diffusion(args.checkpoint):
+        from latentdiff.cli import build_parser
+
+        commands_ = next(a for a in build_parser()._actions if a.dest == "command")
+        return sample_vq(args, commands_.choices["sample"], device(args))
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     _input_file(args.guide_image, "--guide-image")
     _negative_needs_prompt(args)

@@ -79,6 +79,20 @@ def _token_inputs(model: LatentDiffusion, given: dict, n: int) -> list | None:
     return list(inputs)
 
 
+def sample_conditions(model, n: int, class_labels: Sequence[int] | None,
+                      prompts: Sequence[str] | None, layouts: Sequence[list] | None
+                      ) -> tuple[torch.Tensor | None, list | None]:
+    """(class labels (n,) for the network's label embedding, token inputs: prompts, layouts or
+    class-token labels) of n samples of `model` (any system with `num_classes` and `conditioner`),
+    with one-line errors when they do not fit it."""
+    labels = _class_tensor(model, class_labels, n)
+    given = {"prompts": prompts, "layouts": layouts}
+    # the label is a cross-attention token
+    if model.conditioner is not None and model.conditioner.num_classes:
+        given["class_labels"], labels = labels.tolist(), None
+    return labels, _token_inputs(model, given, n)
+
+
 def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n: int) -> Cond:
     """The unconditional (or negative-prompt) counterpart of `cond` (a batch of n) for
     classifier-free guidance."""
@@ -178,12 +192,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         raise UserError("this model was trained without condition dropout (conditioning.drop_prob "
                         "= 0), so it has no unconditional mode; sample with guidance scale 1")
     n = len(seeds)
-    labels = _class_tensor(model, class_labels, n)
-    given = {"prompts": prompts, "layouts": layouts}
-    # the label is a cross-attention token
-    if model.conditioner is not None and model.conditioner.num_classes:
-        given["class_labels"], labels = labels.tolist(), None
-    token_inputs = _token_inputs(model, given, n)
+    labels, token_inputs = sample_conditions(model, n, class_labels, prompts, layouts)
     if negative_prompts is not None and (prompts is None or len(negative_prompts) != n):
         raise UserError("negative prompts need a text model and one negative prompt per image")
     if spatial is not None:

@@ -21,7 +21,7 @@ from latentdiff.checkpoints.models import (LATENT_DIFFUSION, initialise_from, lo
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.kinds import build_conditioner
-from latentdiff.config import LatentDiffusionTrainConfig, to_dict
+from latentdiff.config import ConditioningConfig, LatentDiffusionTrainConfig, to_dict
 from latentdiff.data import ImageData, load_dataset, rank_slice, split_holdout, to_uint8
 from latentdiff.data.stream import open_stream
 from latentdiff.denoiser import Denoiser
@@ -64,20 +64,27 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
         extra = f" + {k} concatenated {cfg.conditioning.kind} channels" if k else ""
         raise UserError(f"the autoencoder has {c} latent channels{extra}; set "
                         f"{name}.in_channels={c + k} and {name}.out_channels={c}")
+    check_condition_inputs(net, name, cfg.conditioning, data, conditioner)
+    if getattr(net, "learn_sigma", False):
+        raise UserError("dit.learn_sigma is for loading DiT checkpoints (their variance channels "
+                        "go unused here); train with dit.learn_sigma=false")
+
+
+def check_condition_inputs(net, name: str, conditioning: ConditioningConfig, data: ImageData,
+                           conditioner: Conditioner | None) -> None:
+    """The network config `net` (its section `name`) takes the conditioning's context width and
+    the data's classes (+ the null class of condition dropout); else a one-line error."""
     context_dim = conditioner.context_dim if conditioner else None
     if net.context_dim != context_dim:
-        raise UserError(f"conditioning.kind={cfg.conditioning.kind} needs {name}.context_dim="
+        raise UserError(f"conditioning.kind={conditioning.kind} needs {name}.context_dim="
                         f"{context_dim if context_dim else 'null'} (the text encoder's width)")
-    null = 1 if cfg.conditioning.drop_prob > 0 else 0  # classifier-free guidance needs a null class
+    null = 1 if conditioning.drop_prob > 0 else 0  # classifier-free guidance needs a null class
     if net.num_classes is not None and net.num_classes != (data.num_classes or 0) + null:
         found = f"{data.num_classes} classes" if data.num_classes else "no class labels"
         extra = " + 1 null class (conditioning.drop_prob > 0)" if null else ""
         raise UserError(f"{name}.num_classes={net.num_classes} but the data has "
                         f"{found}{extra}; set "
                         f"{name}.num_classes={data.num_classes + null if data.num_classes else 'null'}")
-    if getattr(net, "learn_sigma", False):
-        raise UserError("dit.learn_sigma is for loading DiT checkpoints (their variance channels "
-                        "go unused here); train with dit.learn_sigma=false")
 
 
 def _first_stage_and_latents(cfg: LatentDiffusionTrainConfig, fabric: Fabric

@@ -1,0 +1,57 @@
+"""Configs of the follow-up systems built on the same first stage, conditioning and training engine
+as the latent diffusion model (docs/systems.md). One frozen dataclass per command."""
+
+from dataclasses import dataclass, field
+
+from latentdiff.config import (ConditioningConfig, DataConfig, DiTConfig, MaskReplaceConfig,
+                               TrainConfig)
+from latentdiff.config_files import check as _check
+
+# the conditioning kinds a token model takes (no spatial input to concatenate to its codes)
+TOKEN_KINDS = ("none", "text", "layout", "class")
+
+
+def _code_transformer() -> DiTConfig:
+    """A small DiT over an 8×8 grid of codes: 1×1 patches, 256 codes."""
+    return DiTConfig(in_channels=64, out_channels=256, patch_size=1, hidden_size=128, depth=6,
+                     num_heads=4)
+
+
+@dataclass(frozen=True)
+class VQDiffusionTrainConfig:
+    """`latentdiff train-vq-diffusion CONFIG`: VQ-Diffusion (Gu et al., CVPR 2022) on the codes of a
+    trained VQ autoencoder (`autoencoder`, regularizer vq): the mask-and-replace process
+    (`mask_replace`) and a transformer predicting x̃_0's codes. `transformer`: a DiT with 1×1
+    patches over the code grid; its `in_channels` is the width of the learned code embedding,
+    `out_channels` must equal the autoencoder's codebook size, `num_classes` the data's classes
+    (+ 1 null class with condition dropout) for labels given by adaLN, `context_dim` the text
+    encoder's width for conditioning.kind text, layout or class (cross-attention).
+    `aux_weight` λ: the weight of the auxiliary x̃_0 cross-entropy next to the variational bound
+    (the paper's 5e-4). Condition dropout (`conditioning.drop_prob`) makes classifier-free guidance
+    possible."""
+
+    autoencoder: str = "???"
+    transformer: DiTConfig = field(default_factory=_code_transformer)
+    mask_replace: MaskReplaceConfig = field(default_factory=MaskReplaceConfig)
+    aux_weight: float = 5e-4
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/vq-diffusion"))
+    ema_decay: float = 0.999
+    # the preview grid's reverse steps and guidance scale
+    preview_steps: int = 50
+    preview_guidance: float = 1.0
+
+    def __post_init__(self):
+        _check(self.aux_weight >= 0, f"aux_weight={self.aux_weight} must be ≥ 0")
+        _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")
+        _check(self.transformer.patch_size == 1 and not self.transformer.learn_sigma,
+               "transformer: VQ-Diffusion's transformer takes one code per token; set "
+               "transformer.patch_size=1 and transformer.learn_sigma=false")
+        _check(self.conditioning.kind in TOKEN_KINDS,
+               f"conditioning.kind={self.conditioning.kind} gives a spatial input, which a code "
+               f"transformer cannot take; use one of {', '.join(TOKEN_KINDS)}")
+        _check(1 <= self.preview_steps <= self.mask_replace.num_timesteps,
+               f"preview_steps must be in 1 … mask_replace.num_timesteps "
+               f"({self.mask_replace.num_timesteps})")
+        _check(self.preview_guidance >= 0, "preview_guidance must be ≥ 0")
