@@ -16,8 +16,9 @@ over the training seeds.
 
     python experiments/spectral.py     # → reports/spectral-mnist
 
-`--only NAME…` trains and scores those students and writes no report, so that two processes can
-train disjoint students; a later full run reuses every finished run folder.
+`--students NAME…` chooses the students (default: all); with `--train-only` they are trained and
+nothing else, so that two processes can train disjoint students; a later run without it reuses
+every finished run folder.
 """
 
 import argparse
@@ -72,38 +73,44 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--n", type=int, default=400)
     p.add_argument("--root", type=Path, default=Path("runs/guidance-family/mnist"))
-    p.add_argument("--only", nargs="+", choices=list(STUDENTS), metavar="NAME",
-                   help="train and score only these students; no report")
+    p.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS),
+                   metavar="NAME", help=f"the students to train and compare (default: all: "
+                                        f"{', '.join(STUDENTS)})")
+    p.add_argument("--train-only", action="store_true", help="train them; no scores, no report")
+    p.add_argument("--report", default="spectral-mnist", help="the report folder's name")
     args = p.parse_args()
     provenance = Provenance()
     ae = train_first_stage(args.root, DATA)
     teacher = train_ldm(args.root, ae, "unconditional", DATA, "unet.num_classes=null")
+
+    def student(name: str, seed: int) -> Path:
+        distilled = [f"distillation.teacher={teacher}"] if "distilled" in name else []
+        return trained(load_config(LatentDiffusionTrainConfig, "ldm-digits", [
+            f"autoencoder={ae}", *DATA, "unet.num_classes=null", *STUDENTS[name], *distilled,
+            f"train.seed={seed + 1}",
+            f"train.out_dir={args.root / 'spectral' / name.replace(' ', '').replace(',', '-')}"
+            f"-s{seed}"]), train_latent_diffusion)
+
+    if args.train_only:
+        for name in args.students:
+            for seed in range(args.seeds):
+                student(name, seed)
+        return
     score = Scorer(args.n, DATA)
     data_cfg = load_config(LatentDiffusionTrainConfig, "ldm-digits", ["autoencoder=x", *DATA]).data
     heldout = split_holdout(load_dataset(data_cfg), data_cfg.holdout, data_cfg.split_seed)[1]
     real = to_model_range(heldout.images[:args.n])
-    rows = []
-    if not args.only:
-        teacher_model = load_latent_diffusion(teacher)
-        cost = teacher_model.network_cost()
-        rows.append({"model": "teacher", "gflops": cost.gflops, "parameters": cost.parameters,
-                     "points": [evaluate(teacher_model, seed, score) for seed in range(args.seeds)],
-                     "runs": [shown_path(teacher)],
-                     "loop_minutes": [run_minutes(teacher.parent.parent)]})
-        print({k: v for k, v in rows[-1].items() if k != "points"}, flush=True)
-    for name, overrides in STUDENTS.items():
-        if args.only and name not in args.only:
-            continue
-        row = {"model": name, "overrides": list(overrides), "points": [], "runs": [],
+    teacher_model = load_latent_diffusion(teacher)
+    cost = teacher_model.network_cost()
+    rows = [{"model": "teacher", "gflops": cost.gflops, "parameters": cost.parameters,
+             "points": [evaluate(teacher_model, seed, score) for seed in range(args.seeds)],
+             "runs": [shown_path(teacher)], "loop_minutes": [run_minutes(teacher.parent.parent)]}]
+    print({k: v for k, v in rows[-1].items() if k != "points"}, flush=True)
+    for name in [s for s in STUDENTS if s in args.students]:
+        row = {"model": name, "overrides": list(STUDENTS[name]), "points": [], "runs": [],
                "loop_minutes": []}
         for seed in range(args.seeds):
-            distilled = [f"distillation.teacher={teacher}"] if "distilled" in name else []
-            cfg = load_config(LatentDiffusionTrainConfig, "ldm-digits", [
-                f"autoencoder={ae}", *DATA, "unet.num_classes=null", *overrides, *distilled,
-                f"train.seed={seed + 1}",
-                f"train.out_dir={args.root / 'spectral' / name.replace(' ', '').replace(',', '-')}"
-                f"-s{seed}"])
-            last = trained(cfg, train_latent_diffusion)
+            last = student(name, seed)
             model = load_latent_diffusion(last)
             row["points"].append(evaluate(model, seed, score))
             row["runs"].append(shown_path(last))
@@ -113,13 +120,11 @@ def main() -> None:
         rows.append(row)
         print({k: v for k, v in row.items() if k != "points"},
               [(round(q["fd"], 3), round(q["high_frequency"], 4)) for q in row["points"]], flush=True)
-    if args.only:
-        return
     results = {"seeds": args.seeds, "n": args.n, "baseline": score.baseline,
                "real_high_frequency": high_frequency_share(real),
                "real_spectrum": radial_power_spectrum(real).tolist(),
                "teacher": shown_path(teacher), "rows": rows}
-    print(write_report("spectral-mnist", TITLE, results, render, provenance, plot=plot))
+    print(write_report(args.report, TITLE, results, render, provenance, plot=plot))
 
 
 def _mean(values, digits: int = 3) -> str:
