@@ -130,3 +130,16 @@ def test_guidance_on_the_x0_distribution():
     torch.testing.assert_close(strong.exp().sum(1), torch.ones(2, 3))
     # a large scale picks the code the condition favours most over the unconditional model
     assert torch.equal(guided_log_probs(cond, uncond, 1e4).argmax(1), (cond - uncond).argmax(1))
+
+
+def test_the_prior_is_the_marginal_of_uniform_codes_and_draws_follow_their_probabilities(schedule):
+    from latentdiff.discrete_noise import draw
+    every_code = torch.arange(K)[:, None]  # (K, 1): each code once
+    marginal = schedule.q_probs(every_code, 0, schedule.T)[:, :, 0].mean(0)
+    torch.testing.assert_close(schedule.prior_probs(), marginal)
+    probs = torch.tensor([0.2, 0.0, 0.5, 0.3], dtype=torch.float64)[None, :, None].expand(1, 4, 6)
+    u = torch.tensor([[0.1, 0.19, 0.21, 0.69, 0.71, 0.999]], dtype=torch.float64)
+    assert draw(probs, uniforms=u).tolist() == [[0, 0, 2, 2, 3, 3]]  # the inverse CDF; code 1 never
+    generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    both = draw(probs.expand(2, 4, 6), generators)
+    assert torch.equal(both[1], draw(probs, [torch.Generator().manual_seed(4)])[0])
