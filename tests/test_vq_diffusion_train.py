@@ -106,3 +106,16 @@ def test_the_sample_command_draws_a_grid_and_refuses_latent_options(model_path, 
                  "--out", str(refused)]) == 2
     assert "--sampler does not apply to a VQ-Diffusion model" in capsys.readouterr().err
     assert not refused.exists()
+
+
+def test_alignment_is_scored_as_for_a_latent_model(model_path, monkeypatch):
+    from latentdiff.evaluation.alignment import evaluate_alignment
+    from latentdiff.evaluation.autoencoder import stored_data_config
+    from latentdiff.metrics.classifier import RECIPE
+
+    monkeypatch.setitem(RECIPE, "epochs", 1)  # the evaluator's features only need to exist here
+    report = evaluate_alignment(load_vq_diffusion(model_path), stored_data_config(model_path),
+                                [0.0, 2.0], n=8, steps=2)
+    assert "caption-match" in report.metric and report.n == 8
+    assert [row.guidance_scale for row in report.rows] == [0.0, 2.0]
+    assert all(0 <= row.alignment[0] <= 1 and row.fd[0] > 0 for row in report.rows)

@@ -29,6 +29,8 @@ from latentdiff.metrics.classifier import classify, load_or_train_classifier
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.metrics.shapes import score_shapes
 from latentdiff.pipelines import generate
+from latentdiff.pipelines.vq_diffusion import generate_vq
+from latentdiff.vq_diffusion import VQDiffusion
 
 
 @dataclass
@@ -92,13 +94,13 @@ def _alignment_scorer(text: bool, data_cfg: DataConfig, held: ImageData, classif
     return f"classifier evaluator: accuracy on the prompt's label ({len(held.class_names)} classes)", score
 
 
-def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig,
+def evaluate_alignment(model: LatentDiffusion | VQDiffusion, data_cfg: DataConfig,
                        guidance_scales: Sequence[float] = (1, 2, 4, 8),
                        seeds: Sequence[int] = (0,), n: int | None = None, clip=None,
                        **sample_options) -> AlignmentReport:
     """Generate one image per held-out condition (the first n) for each guidance scale and sampling
-    seed and score them (sample_options → `generate`, e.g. steps, sampler). Guidance 0 is the
-    unconditional model. `clip`: a `ClipScorer`, which adds the mean CLIP score of text models'
+    seed and score them (sample_options → `generate`, e.g. steps, sampler; for a VQ-Diffusion
+    model → `generate_vq`: steps). Guidance 0 is the unconditional model. `clip`: a `ClipScorer`, which adds the mean CLIP score of text models'
     samples against their prompts."""
     conditioner = model.conditioner
     if not isinstance(conditioner, (TextConditioner, LayoutConditioner)):
@@ -127,9 +129,9 @@ def evaluate_alignment(model: LatentDiffusion, data_cfg: DataConfig,
     for s in guidance_scales:
         row = GuidanceRow(float(s), [], [])
         for seed in seeds:
-            images = to_uint8(generate(model, [seed * len(held) + i for i in rows],
-                                       guidance_scale=s, **option,
-                                       **sample_options))
+            draw = generate_vq if isinstance(model, VQDiffusion) else generate
+            images = to_uint8(draw(model, [seed * len(held) + i for i in rows],
+                                   guidance_scale=s, **option, **sample_options))
             row.alignment.append(score(images, rows))
             row.fd.append(fd(images))
             if clip is not None and text:
