@@ -100,8 +100,8 @@ def evaluate_alignment(model: LatentDiffusion | VQDiffusion, data_cfg: DataConfi
                        **sample_options) -> AlignmentReport:
     """Generate one image per held-out condition (the first n) for each guidance scale and sampling
     seed and score them (sample_options → `generate`, e.g. steps, sampler; for a VQ-Diffusion
-    model → `generate_vq`: steps). Guidance 0 is the unconditional model. `clip`: a `ClipScorer`, which adds the mean CLIP score of text models'
-    samples against their prompts."""
+    model → `generate_vq`: steps). Guidance 0 is the unconditional model. `clip`: a `ClipScorer`,
+    which adds the mean CLIP score of text models' samples against their prompts."""
     conditioner = model.conditioner
     if not isinstance(conditioner, (TextConditioner, LayoutConditioner)):
         raise UserError(f"alignment needs a text or layout model; this one is conditioned on "

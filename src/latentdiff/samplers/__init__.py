@@ -20,6 +20,7 @@ from latentdiff.samplers.dpm_solver import sample_dpmpp_2s, sample_dpmpp_multist
 from latentdiff.samplers.grids import SPACINGS, check_grid, sigma_grid, timesteps
 from latentdiff.samplers.karras import sample_euler, sample_euler_ancestral, sample_heun, sample_lms
 from latentdiff.samplers.plms import sample_plms
+from latentdiff.samplers.preconditioned import Preconditioner, sample_reverse_sde
 from latentdiff.samplers.unipc import sample_unipc
 
 
@@ -64,6 +65,9 @@ SAMPLERS: dict[str, Sampler] = {
                      "variant bh1 | bh2"),
     "unipc_bh1": Sampler(functools.partial(sample_unipc, variant="bh1"), 3, "1",
                          False, "UniPC-2, B(h) = h"),
+    "reverse_sde": Sampler(sample_reverse_sde, 1, "1 (+ corrector_steps)", True,
+                           "Euler–Maruyama on the reverse SDE (Song et al. 2021); corrector_steps "
+                           "(Langevin), snr; a Preconditioner makes it TDAS (Ma et al. 2022)"),
     "consistency": Sampler(sample_consistency, 1, "1", True,
                            "multistep consistency sampling (Song et al. 2023, Alg. 1; diffusers' "
                            "LCMScheduler): for consistency models and students, spacing lcm"),
@@ -112,6 +116,6 @@ def run_sampler(name: str, denoiser: Callable, x: torch.Tensor, sigmas: torch.Te
         raise UserError(f"sampler {name}: {e}") from None
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "Sampler", "check_sampler", "run_sampler", "sample_ddim",
+__all__ = ["SAMPLERS", "SPACINGS", "Preconditioner", "Sampler", "check_sampler", "run_sampler", "sample_ddim",
            "sample_ddpm", "sampler_options",
            "sigma_grid", "timesteps"]
