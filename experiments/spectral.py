@@ -157,11 +157,11 @@ def render(results: dict) -> list[str]:
 
 def plot(plt, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    radii = np.arange(len(results["real_spectrum"]))
-    ax.plot(radii, results["real_spectrum"], color="black", label="held-out images")
+    radii = np.arange(1, len(results["real_spectrum"]))  # radius 0 (the mean) is not drawn
+    ax.plot(radii, results["real_spectrum"][1:], color="black", label="held-out images")
     for r in results["rows"]:
         spectrum = np.mean([p["spectrum"] for p in r["points"]], axis=0)
-        ax.plot(radii, spectrum, label=r["model"])
+        ax.plot(radii, spectrum[1:], label=r["model"])
     ax.set_yscale("log")
     ax.set_xlabel("radius (cycles per image)")
     ax.set_ylabel("radially averaged power")
