@@ -16,6 +16,7 @@ LDM: DDIM). Time: the training-loop minutes each run's log gives up to that chec
 """
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def main() -> None:
             cfg = load_config(config_class, config, [
                 f"autoencoder={ae}", f"train.max_steps={4 * every}", f"train.seed={seed}",
                 f"train.checkpoint_every={every}", "train.keep_checkpoints=true",
+                # a log line (with its time) at every kept checkpoint
+                f"train.log_every={math.gcd(25, every)}",
                 f"train.out_dir={args.root / name.lower()}-s{seed}"])
             last = trained(cfg, train)
             if args.train_only:
