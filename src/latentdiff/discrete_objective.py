@@ -24,8 +24,9 @@ def vq_diffusion_loss(schedule: MaskReplaceSchedule, x0: torch.Tensor, x_t: torc
     nll = -log_p0.gather(1, x0[:, None])[:, 0]  # (B, N): −log p_θ(x̃_0 = x_0 | x_t)
     later = t > 1
     s = (t - 1).clamp(min=0)
-    exact = schedule.posterior(onehot(x0, schedule.K), x_t, s, t)  # q(x_{t−1} | x_t, x_0)
-    model = schedule.posterior(log_p0.exp(), x_t, s, t)  # p_θ(x_{t−1} | x_t)
+    # q(x_{t−1} | x_t, x_0) and p_θ(x_{t−1} | x_t) in one call (shared tables and q(x_t | x_0))
+    exact, model = schedule.posterior(torch.cat([onehot(x0, schedule.K), log_p0.exp()]),
+                                      x_t.repeat(2, 1), s.repeat(2), t.repeat(2)).chunk(2)
     kl = (torch.xlogy(exact, exact) - exact * model.clamp(min=TINY).log()).sum(1)  # (B, N)
     bound = torch.where(later[:, None], kl, nll)
     return (bound + aux_weight * nll).mean(1).to(logits.dtype)

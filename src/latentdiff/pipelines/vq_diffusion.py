@@ -34,6 +34,12 @@ def generate_vq(model: VQDiffusion, seeds: Sequence[int],
     n, (h, w) = len(seeds), model.code_grid
     labels, token_inputs = sample_conditions(model, n, class_labels, prompts, layouts)
     device, out = model.device, []
+
+    def log_probs(x: torch.Tensor, t: torch.Tensor, c: Cond) -> torch.Tensor:
+        """log p_θ(x̃_0 | x_t, c): (B, K, N)."""
+        logits = model.transformer(x.view(-1, h, w), t, **c.network_kwargs())
+        return torch.log_softmax(logits.flatten(2).float(), dim=1)
+
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size)
         generators = per_sample_generators(list(seeds[rows]))
@@ -46,12 +52,10 @@ def generate_vq(model: VQDiffusion, seeds: Sequence[int],
                   if guidance_scale != 1.0 else None)
 
         def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            def log_probs(c: Cond) -> torch.Tensor:
-                logits = model.transformer(x.view(-1, h, w), t, **c.network_kwargs())
-                return torch.log_softmax(logits.flatten(2).float(), dim=1)
             if uncond is None:
-                return log_probs(cond)
-            return guided_log_probs(log_probs(cond), log_probs(uncond), guidance_scale)
+                return log_probs(x, t, cond)
+            both = log_probs(torch.cat([x, x]), torch.cat([t, t]), cond.cat(uncond))
+            return guided_log_probs(*both.chunk(2), guidance_scale)  # one pass for both branches
 
         with torch.no_grad():
             x_T = prior_sample(model.schedule, (len(generators), h * w), generators).to(device)
