@@ -119,3 +119,20 @@ def test_alignment_is_scored_as_for_a_latent_model(model_path, monkeypatch):
     assert "caption-match" in report.metric and report.n == 8
     assert [row.guidance_scale for row in report.rows] == [0.0, 2.0]
     assert all(0 <= row.alignment[0] <= 1 and row.fd[0] > 0 for row in report.rows)
+
+
+def test_the_eval_command_scores_alignment_and_refuses_latent_options(model_path, tmp_path,
+                                                                       monkeypatch, capsys):
+    import json
+
+    from latentdiff.metrics.classifier import RECIPE
+
+    monkeypatch.setitem(RECIPE, "epochs", 1)
+    out = tmp_path / "report.json"
+    assert main(["eval", str(model_path), "--guidance", "0", "3", "--n", "6", "--steps", "2",
+                 "--json", str(out)]) == 0
+    assert "caption" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["n"] == 6 and [r["guidance_scale"] for r in report["rows"]] == [0.0, 3.0]
+    assert main(["eval", str(model_path), "--quality"]) == 2
+    assert "--quality does not apply to a VQ-Diffusion model" in capsys.readouterr().err

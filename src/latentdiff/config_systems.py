@@ -55,3 +55,52 @@ class VQDiffusionTrainConfig:
                f"preview_steps must be in 1 … mask_replace.num_timesteps "
                f"({self.mask_replace.num_timesteps})")
         _check(self.preview_guidance >= 0, "preview_guidance must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class PriorNetworkConfig:
+    """A truncated-diffusion prior network (`truncation.py`): width and depth."""
+
+    channels: int = 64
+    blocks: int = 4
+
+    def __post_init__(self):
+        _check(self.channels >= 1 and self.blocks >= 1, "prior networks need channels ≥ 1 and "
+               "blocks ≥ 1")
+
+
+PRIOR_KINDS = ("gan", "gaussian")
+
+
+@dataclass(frozen=True)
+class TruncatedDiffusionTrainConfig:
+    """`latentdiff train-tdpm CONFIG`: a truncated diffusion model (TDPM; Zheng et al., ICLR 2023)
+    from a trained unconditional latent diffusion model (`model`): its chain truncated at timestep
+    `t_trunc` (0-based; the paper's T_trunc, e.g. 99 of 1000) and a prior of x at σ_{t_trunc}:
+    `prior` gan (TDPM's implicit generator `generator`, trained against `discriminator` with the
+    non-saturating loss and an R1 penalty of weight `r1_gamma`/2 on real samples, the generator's EMA
+    kept for sampling) or gaussian (the moment-matched Gaussian of the training latents; no
+    training steps). The denoiser is the model's own (trained on the whole chain, which contains
+    the truncated one). data: null = the model's training data (its checkpoint's config). The
+    checkpoint is the model's with the prior added: `sample` and `eval` start every chain there."""
+
+    model: str = "???"
+    t_trunc: int = 99
+    prior: str = "gan"
+    generator: PriorNetworkConfig = field(default_factory=PriorNetworkConfig)
+    discriminator: PriorNetworkConfig = field(default_factory=PriorNetworkConfig)
+    r1_gamma: float = 0.05
+    disc_lr: float | None = None
+    ema_decay: float = 0.999
+    data: DataConfig | None = None
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        out_dir="runs/tdpm", max_steps=3000, batch_size=64, lr=2e-4, adam_betas=(0.0, 0.99),
+        grad_clip=0.0, sample_every=1000, checkpoint_every=1000))
+
+    def __post_init__(self):
+        _check(self.prior in PRIOR_KINDS,
+               f"prior={self.prior!r} is unknown; use one of {', '.join(PRIOR_KINDS)}")
+        _check(self.t_trunc >= 0, f"t_trunc={self.t_trunc} must be ≥ 0")
+        _check(self.r1_gamma >= 0, f"r1_gamma={self.r1_gamma} must be ≥ 0")
+        _check(self.disc_lr is None or self.disc_lr > 0, "disc_lr must be > 0 (null: train.lr)")
+        _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")

@@ -13,6 +13,7 @@ from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import make_preconditioning
 from latentdiff.network import NetworkCost, network_cost
+from latentdiff.truncation import TruncatedPrior
 
 
 @dataclass
@@ -33,6 +34,8 @@ class LatentDiffusion:
     sigma_data: float = 1.0  # of prediction "edm"
     # a distilled student: consistency model or not, its sampling defaults
     student: StudentConfig | None = None
+    # a truncated chain's start (TDPM, `truncation.py`): samples run timesteps t_trunc … 0 from it
+    prior: TruncatedPrior | None = None
 
     @property
     def denoiser(self) -> Denoiser | ConsistencyDenoiser:
@@ -47,11 +50,13 @@ class LatentDiffusion:
     @property
     def sampling_defaults(self) -> dict:
         """`generate`'s sampler, steps, spacing, guidance scale and lcm grid when the caller gives
-        none: DDIM, 50 steps, uniform, no guidance; a student's own (its sampler and steps on the
-        grid it was distilled on, its guidance scale)."""
+        none: DDIM, 50 steps (at most t_trunc + 1 on a truncated chain), uniform, no guidance; a
+        student's own (its sampler and steps on the grid it was distilled on, its guidance
+        scale)."""
         c = self.student
         if c is None:
-            return {"sampler": "ddim", "steps": 50, "spacing": "uniform", "guidance_scale": 1.0,
+            steps = 50 if self.prior is None else min(50, self.prior.t_trunc + 1)
+            return {"sampler": "ddim", "steps": steps, "spacing": "uniform", "guidance_scale": 1.0,
                     "original_steps": 50}
         return {"sampler": c.sampler, "steps": c.steps, "spacing": c.spacing,
                 "guidance_scale": c.guidance_scale, "original_steps": c.original_steps}

@@ -22,6 +22,7 @@ from latentdiff.ldm import LatentDiffusion
 from latentdiff.nn.lora import ADAPTER_KEY, AdapterView, adaptable_layers, add_lora, merged_state
 from latentdiff.noise import NoiseSchedule
 from latentdiff.preconditioning import make_preconditioning
+from latentdiff.truncation import TruncatedPrior, prior_from_metadata
 
 AUTOENCODER, LATENT_DIFFUSION, CLASSIFIER = "autoencoder", "latent_diffusion", "classifier"
 VQ_DIFFUSION = "vq_diffusion"  # `checkpoints/vq_diffusion.py`
@@ -103,7 +104,18 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            conditioner=None if conditioner is None else conditioner.to(device),
                            trained_with_null=bool(metadata.get("trained_with_null", False)),
                            sigma_data=diffusion.sigma_data,
-                           student=student_config(metadata))
+                           student=student_config(metadata),
+                           prior=_load_prior(path, metadata, device))
+
+
+def _load_prior(path: str | Path, metadata: dict, device) -> TruncatedPrior | None:
+    """A truncated model's prior (`truncation.py`; "truncation" metadata, "prior.*" weights)."""
+    if metadata.get("truncation") is None:
+        return None
+    prior = prior_from_metadata(metadata["truncation"],
+                                int(metadata["autoencoder_config"]["latent_channels"]))
+    load_weights(prior.network, read_tensors(path, "prior."), str(path))
+    return prior.eval().requires_grad_(False).to(device)
 
 
 def network_from_metadata(metadata: dict) -> torch.nn.Module:
@@ -244,7 +256,8 @@ def system_metadata(system: LatentDiffusion) -> dict:
             "latent_stats": system.codec.stats.to_dict(), "image_size": system.image_size,
             "class_names": list(system.class_names), **conditioner_metadata(system.conditioner),
             "trained_with_null": system.trained_with_null,
-            **({} if system.student is None else {"student_config": to_dict(system.student)})}
+            **({} if system.student is None else {"student_config": to_dict(system.student)}),
+            **({} if system.prior is None else {"truncation": system.prior.metadata()})}
 
 
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -270,6 +283,8 @@ def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str 
     parts = {"unet_ema.": system.unet, "autoencoder.": system.codec.autoencoder}
     if system.conditioner is not None and system.conditioner.has_weights:
         parts["conditioner_ema."] = system.conditioner
+    if system.prior is not None:
+        parts["prior."] = system.prior.network
     tensors = {k: v for prefix, part in parts.items() for k,
                v in prefixed(prefix, part.state_dict()).items()}
     metadata = system_metadata(system)
@@ -297,7 +312,7 @@ def export_latent_diffusion(src: str | Path, dst: str | Path, dtype: str = "fp16
     check_replaceable(dst, src)
     metadata = require_kind(src, LATENT_DIFFUSION,
                             "export takes a checkpoint written by `latentdiff train`")
-    keep = ("unet_ema.", "conditioner_ema.", "autoencoder.")
+    keep = ("unet_ema.", "conditioner_ema.", "autoencoder.", "prior.")
     tensors = {k: v for k, v in read_tensors(src).items() if k.startswith(keep)}
     for key, value in (ema or {}).items():
         if key not in tensors or tensors[key].shape != value.shape:

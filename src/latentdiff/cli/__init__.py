@@ -58,7 +58,10 @@ def _add_training(commands_: argparse._SubParsersAction) -> None:
                                  "ldm-digits"),
                                 ("train-vq-diffusion",
                                  "VQ-Diffusion on the codes of a trained VQ autoencoder",
-                                 "vq-diffusion-shapes")):
+                                 "vq-diffusion-shapes"),
+                                ("train-tdpm",
+                                 "a truncated diffusion model's prior (TDPM) on a trained "
+                                 "unconditional latent diffusion model", "tdpm-digits")):
         p = commands_.add_parser(name, help=f"train {what}", description=(
             f"Train {what}. The run folder (train.out_dir) holds "
             "checkpoints/last.safetensors, samples/, metrics.jsonl and config.yaml. Ctrl-C or "

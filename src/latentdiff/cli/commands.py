@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from latentdiff.cli.guides import load_guides
-from latentdiff.cli.vq_diffusion import is_vq_diffusion, sample_vq
+from latentdiff.cli.vq_diffusion import evaluate_vq, is_vq_diffusion, sample_vq
 from latentdiff.errors import UserError
 from latentdiff.files import check_output, write_text
 from latentdiff.images import IMAGE_OUTPUTS
@@ -108,18 +108,20 @@ def _load(args: argparse.Namespace, checkpoint, dev: str):
 
 
 def train(args: argparse.Namespace) -> None:
-    """`train-autoencoder`, `train` and `train-vq-diffusion` differ only in their config class and
-    training function."""
+    """`train-autoencoder`, `train`, `train-vq-diffusion` and `train-tdpm` differ only in their
+    config class and training function."""
     from latentdiff.config import (AutoencoderTrainConfig,
                                    LatentDiffusionTrainConfig, load_config, to_yaml)
-    from latentdiff.config_systems import VQDiffusionTrainConfig
+    from latentdiff.config_systems import TruncatedDiffusionTrainConfig, VQDiffusionTrainConfig
     from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
+    from latentdiff.train.truncation import train_tdpm
     from latentdiff.train.vq_diffusion import train_vq_diffusion
 
     config_class, run = {"train-autoencoder": (AutoencoderTrainConfig, train_autoencoder),
                          "train": (LatentDiffusionTrainConfig, train_latent_diffusion),
                          "train-vq-diffusion": (VQDiffusionTrainConfig, train_vq_diffusion),
+                         "train-tdpm": (TruncatedDiffusionTrainConfig, train_tdpm),
                          }[args.command]
     cfg = load_config(config_class, args.config, args.overrides)
     if args.dry_run:
@@ -188,10 +190,7 @@ def sample(args: argparse.Namespace) -> None:
     from latentdiff.pipelines.record import record
 
     if is_vq_diffusion(args.checkpoint):
-        from latentdiff.cli import build_parser
-
-        commands_ = next(a for a in build_parser()._actions if a.dest == "command")
-        return sample_vq(args, commands_.choices["sample"], device(args))
+        return sample_vq(args, _parser_of(args.command), device(args))
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     _input_file(args.guide_image, "--guide-image")
     _negative_needs_prompt(args)
@@ -323,13 +322,24 @@ def eval_autoencoder(args: argparse.Namespace) -> None:
         print(f"wrote {args.samples} (originals, then one row per model)")
 
 
+def _parser_of(command: str) -> argparse.ArgumentParser:
+    """The parser of a subcommand (its defaults tell which options were given)."""
+    from latentdiff.cli import build_parser
+
+    commands_ = next(a for a in build_parser()._actions if a.dest == "command")
+    return commands_.choices[command]
+
+
 def evaluate(args: argparse.Namespace) -> None:
     """Score a model: sample quality, class accuracy, alignment over guidance scales, or
-    super-resolution against bicubic (whichever fits the model, or --quality)."""
+    super-resolution against bicubic (whichever fits the model, or --quality); a VQ-Diffusion
+    model: alignment."""
     from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.evaluation import evaluate as evaluate_model
     from latentdiff.evaluation.autoencoder import stored_data_config
 
+    if is_vq_diffusion(args.checkpoint):
+        return evaluate_vq(args, _parser_of(args.command), device(args))
     if args.json is not None:
         check_output(args.json, "--json", (".json",))
     options = _sampling(args)

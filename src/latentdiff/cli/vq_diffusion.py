@@ -1,14 +1,25 @@
-"""`latentdiff sample CHECKPOINT` when CHECKPOINT is a VQ-Diffusion model: the reverse process over
-its codes, with --prompt or --class, --steps and --guidance; the latent model's other options do
-not apply to it and are refused by name."""
+"""`latentdiff sample` and `eval` when the checkpoint is a VQ-Diffusion model: the reverse process
+over its codes, with --prompt or --class, --steps and --guidance; its text or layout alignment over
+guidance scales. The latent model's other options do not apply to it and are refused by name."""
 
 import argparse
 
 from latentdiff.errors import UserError
 
-# what `sample` options mean for a VQ-Diffusion model (the rest are the latent model's)
-APPLIES = {"checkpoint", "prompt", "class_label", "n", "seed", "out", "steps", "guidance", "device",
-           "no_verify", "func", "command"}
+# what `sample` and `eval` options mean for a VQ-Diffusion model (the rest are the latent model's)
+COMMON = {"checkpoint", "n", "steps", "guidance", "device", "no_verify", "func", "command"}
+APPLIES = {"sample": COMMON | {"prompt", "class_label", "seed", "out"},
+           "eval": COMMON | {"seeds", "data", "clip", "json"}}
+
+
+def _refuse_others(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A one-line error for any option given that does not apply to a VQ-Diffusion model."""
+    for dest, value in vars(args).items():
+        if dest not in APPLIES[args.command] and value != parser.get_default(dest):
+            own = sorted(f"--{d.replace('_', '-')}" for d in APPLIES[args.command] - COMMON)
+            raise UserError(f"--{dest.replace('_', '-')} does not apply to a VQ-Diffusion model "
+                            f"(`{args.command}` takes {', '.join(own)}, --n, --steps and "
+                            "--guidance); leave it out")
 
 
 def is_vq_diffusion(checkpoint) -> bool:
@@ -30,11 +41,7 @@ def sample_vq(args: argparse.Namespace, sample_parser: argparse.ArgumentParser, 
     from latentdiff.pipelines.grid import sample_grid
     from latentdiff.pipelines.vq_diffusion import generate_vq
 
-    for dest, value in vars(args).items():
-        if dest not in APPLIES and value != sample_parser.get_default(dest):
-            flag = "--" + dest.replace("_", "-")
-            raise UserError(f"{flag} does not apply to a VQ-Diffusion model (it takes --prompt or "
-                            "--class, --steps and --guidance); leave it out")
+    _refuse_others(args, sample_parser)
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     model = load_vq_diffusion(args.checkpoint, dev)
     grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt, None, args.class_label)
@@ -43,3 +50,32 @@ def sample_vq(args: argparse.Namespace, sample_parser: argparse.ArgumentParser, 
                          **{k: v for k, v in dict(grid.conditions).items() if v is not None})
     path = save_image_grid(to_uint8(images), args.out, grid.ncols)
     print(f"wrote {path} ({len(grid.seeds)} images)")
+
+
+def evaluate_vq(args: argparse.Namespace, eval_parser: argparse.ArgumentParser, dev: str) -> None:
+    """`eval` of a VQ-Diffusion text or layout model: `evaluation.alignment` (caption or layout
+    match and FD over guidance scales, with its real-vs-real and shuffled baselines), the reverse
+    process at --steps (default min(50, T))."""
+    import json
+
+    from latentdiff.checkpoints.vq_diffusion import load_vq_diffusion
+    from latentdiff.cli.commands import data_config
+    from latentdiff.evaluation.alignment import evaluate_alignment
+    from latentdiff.evaluation.autoencoder import stored_data_config
+    from latentdiff.metrics.clip_score import ClipScorer
+    from latentdiff.files import check_output, write_text
+
+    _refuse_others(args, eval_parser)
+    if args.json is not None:
+        check_output(args.json, "--json", (".json",))
+    model = load_vq_diffusion(args.checkpoint, dev)
+    data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
+                           model.autoencoder.config.in_channels)
+    report = evaluate_alignment(model, data_cfg, args.guidance or [0, 1, 2, 4, 8],
+                                tuple(range(args.seeds)), args.n,
+                                None if args.clip is None else ClipScorer(args.clip, dev),
+                                steps=args.steps or min(50, model.schedule.T))
+    print(report.table())
+    if args.json:
+        write_text(args.json, json.dumps(report.to_dict(), indent=1))
+        print(f"wrote {args.json}")

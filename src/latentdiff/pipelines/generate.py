@@ -160,7 +160,9 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     σ in `guidance_interval` (σ_lo, σ_hi) when given. `image_guide` (targets (N, C, h', w') in [-1,
     1], scale): post-hoc image guidance, the decoded sample resized to h'×w' is pulled towards
     target i (`ImageGuidedDenoiser`; e.g. a coherent large sample from an unconditional model).
-    `edit`: img2img and blended inpainting (`LatentEdit`). `final`: the grid's end, σ = 0 or "t0"
+    `edit`: img2img and blended inpainting (`LatentEdit`). A truncated model (`model.prior`, TDPM)
+    starts each chain from its prior's draw at σ_{t_trunc} and runs `steps` steps of the truncated
+    chain (grids over timesteps t_trunc … 0). `final`: the grid's end, σ = 0 or "t0"
     (`sigma_grid`); a sample that stops at σ_end > 0 is decoded as the latent z = x/√(1 + σ_end²),
     what CompVis's DDIM returns there. sampler_options go to the sampler (e.g. eta). sampler, steps,
     spacing, guidance_scale and original_steps (the lcm grid's) left None are the model's
@@ -198,8 +200,10 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     if spatial is not None:
         latent_size = tuple(spatial.concat.shape[-2:])
     c, *trained_size = model.latent_shape
+    prior = model.prior if edit is None else None  # img2img starts from its own latents
     sigmas = sigma_grid(model.schedule, steps, spacing, final=final,
-                        original_steps=chosen["original_steps"]).to(model.device)
+                        original_steps=chosen["original_steps"],
+                        t_max=None if prior is None else prior.t_trunc).to(model.device)
     if edit is not None:
         if len(edit.latents) != n:
             raise UserError(f"{len(edit.latents)} input latents for {n} images")
@@ -241,7 +245,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
                                            image_guide[0][rows].to(model.device),
                                            image_guide[1])
         known = None if edit is None else edit.latents[rows].to(model.device)
-        x = denoiser.start(x, sigmas[0], known)
+        x = denoiser.start(x, sigmas[0], known) if prior is None else prior.draw(x)
         if edit is not None and edit.mask is not None:
             denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
         z = run_sampler(sampler, denoiser, x, sigmas, cond=cond,

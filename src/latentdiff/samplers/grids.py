@@ -72,17 +72,23 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, steps: int) -> torch.
 
 
 def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rho: float = 7.0,
-               final: str = "zero", original_steps: int = 50) -> torch.Tensor:
+               final: str = "zero", original_steps: int = 50,
+               t_max: int | None = None) -> torch.Tensor:
     """σ at the chosen steps, then the final σ: 0 (final="zero") or σ of timestep 0,
     σ_min = √((1 − ᾱ_0)/ᾱ_0) (final="t0"; e.g. 0.029 for Stable Diffusion's schedule; not repeated
     when the last step is already there). (steps + 1,) or (steps,) float32, strictly decreasing.
-    `original_steps`: the lcm spacing's distillation grid."""
+    `original_steps`: the lcm spacing's distillation grid. `t_max`: the chain truncated at that
+    timestep (TDPM's T_trunc, `truncation.py`): the grid of the schedule's first t_max + 1 timesteps,
+    starting at σ_{t_max} (default: the whole chain, T − 1)."""
     if final not in FINALS:
         raise UserError(f"final={final!r} is unknown; use zero (σ = 0) or t0 (σ of timestep 0, as "
                         "CompVis's DDIM)")
+    length = schedule.num_timesteps if t_max is None else t_max + 1
+    if not 1 <= length <= schedule.num_timesteps:
+        raise UserError(f"t_max={t_max} must be in 0 … {schedule.num_timesteps - 1}")
     if spacing in SIGMA_SPACINGS:
-        check_steps(steps, schedule.num_timesteps)
-        lo, hi = float(schedule.sigmas[0]), float(schedule.sigmas[-1])
+        check_steps(steps, length)
+        lo, hi = float(schedule.sigmas[0]), float(schedule.sigmas[length - 1])
         if steps == 1:
             sigmas = torch.tensor([hi], dtype=torch.float64)
         elif spacing == "karras":
@@ -91,7 +97,7 @@ def sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str = "uniform", rh
             sigmas = exponential_sigmas(lo, hi, steps)
         sigmas = sigmas.float()
     else:
-        sigmas = schedule.sigmas[timesteps(schedule.num_timesteps, steps, spacing, original_steps)]
+        sigmas = schedule.sigmas[timesteps(length, steps, spacing, original_steps)]
     end = sigmas.new_zeros(1) if final == "zero" else schedule.sigmas[:1].to(sigmas)
     return sigmas if end >= sigmas[-1] * (1 - 1e-6) else torch.cat([sigmas, end])
 

@@ -34,16 +34,21 @@ from latentdiff.train.engine import Run, check_same, step_generator
 def resolved(cfg: DistillConfig) -> DistillConfig:
     """`cfg` with the teacher checked (a diffusion model, not a student) and its data named (the
     teacher's training data unless given; the student's checkpoint stores it for `eval`)."""
-    metadata = read_metadata(cfg.teacher)
-    if metadata.get("student_config") is not None:
+    if read_metadata(cfg.teacher).get("student_config") is not None:
         raise UserError(f"{cfg.teacher} is a distilled student; distil from a diffusion model")
-    if cfg.data is not None:
-        return cfg
-    stored = (metadata.get("config") or {}).get("data")
+    return dataclasses.replace(cfg, data=stored_data(cfg.teacher, cfg.data, "the latents to distil on"))
+
+
+def stored_data(model: str, data: DataConfig | None, what: str) -> DataConfig:
+    """`data`, or when None the training data the checkpoint `model` names (a one-line error when
+    it names none; `what` says what the data is for)."""
+    if data is not None:
+        return data
+    stored = (read_metadata(model).get("config") or {}).get("data")
     if stored is None:
-        raise UserError(f"{cfg.teacher} does not name its training data; give data.dataset=... "
-                        "(and data.path=...) for the latents to distil on")
-    return dataclasses.replace(cfg, data=from_dict(DataConfig, stored))
+        raise UserError(f"{model} does not name its training data; give data.dataset=... "
+                        f"(and data.path=...) for {what}")
+    return from_dict(DataConfig, stored)
 
 
 def fixed(config: dict) -> dict:
