@@ -35,6 +35,7 @@ from latentdiff.samplers.preconditioned import target_statistics
 from guidance_family import Scorer, train_first_stage, train_ldm
 from report import Provenance, shown_path, write_report
 from spectral import DATA
+from tdpm import errorbar_curve, fd_by_steps
 
 TITLE = "TDAS on MNIST latents: FD against reverse-SDE steps, with and without the preconditioner"
 
@@ -100,13 +101,6 @@ def main() -> None:
     print(write_report(args.report, TITLE, results, render, provenance, plot=plot))
 
 
-def _by_steps(row: dict) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = {}
-    for q in row["points"]:
-        out.setdefault(q["steps"], []).append(q["fd"])
-    return out
-
-
 def render(results: dict) -> list[str]:
     steps = results["steps"]
     lines = [f"MNIST, the unconditional LDM-4 (trained on 32×32 images, 3×8×8 latents); `reverse_sde`, "
@@ -118,7 +112,7 @@ def render(results: dict) -> list[str]:
              "| image side | sampler | " + " | ".join(f"{k} steps" for k in steps) + " |",
              "|---|---|" + "---|" * len(steps)]
     for r in results["rows"]:
-        curve = _by_steps(r)
+        curve = fd_by_steps(r["points"])
         lines.append(f"| {r['side']} | {r['sampler']} | " + " | ".join(
             f"{np.mean(curve[k]):.2f} ± {np.std(curve[k]):.2f}" for k in steps) + " |")
     return lines
@@ -129,10 +123,7 @@ def plot(plt, results: dict):
     fig, axes = plt.subplots(1, len(sides), figsize=(5 * len(sides), 4), squeeze=False)
     for ax, side in zip(axes[0], sides):
         for r in [r for r in results["rows"] if r["side"] == side]:
-            curve = _by_steps(r)
-            ks = sorted(curve)
-            ax.errorbar(ks, [np.mean(curve[k]) for k in ks], yerr=[np.std(curve[k]) for k in ks],
-                        marker="o", capsize=3, label=r["sampler"])
+            errorbar_curve(ax, fd_by_steps(r["points"]), r["sampler"])
         ax.set_xscale("log")
         ax.set_xlabel("reverse-SDE steps")
         ax.set_ylabel("FD")

@@ -52,9 +52,6 @@ def _encoded_once(encode):
     return encoded
 
 
-truncation_training.encode_posteriors = _encoded_once(truncation_training.encode_posteriors)
-
-
 def prior(args, model: Path, kind: str, t_trunc: int, seed: int) -> Path:
     """The truncated model of this prior (trained unless its run has finished)."""
     cfg = load_config(TruncatedDiffusionTrainConfig, "tdpm-digits", [
@@ -93,6 +90,7 @@ def main() -> None:
     p.add_argument("--report", default="tdpm-mnist")
     args = p.parse_args()
     provenance = Provenance()
+    truncation_training.encode_posteriors = _encoded_once(truncation_training.encode_posteriors)
     ae = train_first_stage(args.root, DATA)
     base = train_ldm(args.root, ae, "unconditional", DATA, "unet.num_classes=null")
     runs = {(kind, t, seed): prior(args, base, kind, t, seed)
@@ -141,13 +139,23 @@ class _Unconditioned:
         return self.network(x)
 
 
-def _curve(row: dict) -> dict[int, list[float]]:
-    """steps → the FD of every seed."""
+def fd_by_steps(points) -> dict[int, list[float]]:
+    """steps → the FD of every seed, from points {"steps": k, "fd": …, …}."""
     out: dict[int, list[float]] = {}
-    for points in row["points"]:
-        for q in points:
-            out.setdefault(q["steps"], []).append(q["fd"])
+    for q in points:
+        out.setdefault(q["steps"], []).append(q["fd"])
     return out
+
+
+def _curve(row: dict) -> dict[int, list[float]]:
+    return fd_by_steps(q for points in row["points"] for q in points)
+
+
+def errorbar_curve(ax, curve: dict[int, list[float]], label: str) -> None:
+    """Mean FD against steps, the seeds' sd as error bars."""
+    ks = sorted(curve)
+    ax.errorbar(ks, [np.mean(curve[k]) for k in ks], yerr=[np.std(curve[k]) for k in ks],
+                marker="o", capsize=3, label=label)
 
 
 def render(results: dict) -> list[str]:
@@ -175,10 +183,7 @@ def render(results: dict) -> list[str]:
 def plot(plt, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results["rows"]:
-        curve = _curve(r)
-        ks = sorted(curve)
-        ax.errorbar(ks, [np.mean(curve[k]) for k in ks], yerr=[np.std(curve[k]) for k in ks],
-                    marker="o", capsize=3, label=r["model"])
+        errorbar_curve(ax, _curve(r), r["model"])
     ax.axhline(results["baseline"]["fd"], color="black", linestyle=":", label="real vs real")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

@@ -275,18 +275,23 @@ def _cast(tensors: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tenso
     return {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
-def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str = "fp32") -> Path:
-    """`system` as a sampling-only latentdiff checkpoint (its weights stored as the EMA set), e.g. a
-    converted published model; `load_latent_diffusion` and `latentdiff sample` read it back. A
-    frozen text encoder loaded from another file (Stable Diffusion's CLIP) is written beside it as a
-    Hugging Face folder `<stem>-text-encoder`."""
+def system_tensors(system: LatentDiffusion) -> dict[str, torch.Tensor]:
+    """What samples `system`, as checkpoint tensors: its network as the EMA set, the autoencoder, a
+    trained conditioner's weights (as its EMA set) and a truncated chain's prior."""
     parts = {"unet_ema.": system.unet, "autoencoder.": system.codec.autoencoder}
     if system.conditioner is not None and system.conditioner.has_weights:
         parts["conditioner_ema."] = system.conditioner
     if system.prior is not None:
         parts["prior."] = system.prior.network
-    tensors = {k: v for prefix, part in parts.items() for k,
-               v in prefixed(prefix, part.state_dict()).items()}
+    return {k: v for prefix, part in parts.items() for k, v in prefixed(prefix, part.state_dict()).items()}
+
+
+def save_latent_diffusion(system: LatentDiffusion, path: str | Path, dtype: str = "fp32") -> Path:
+    """`system` as a sampling-only latentdiff checkpoint (its weights stored as the EMA set), e.g. a
+    converted published model; `load_latent_diffusion` and `latentdiff sample` read it back. A
+    frozen text encoder loaded from another file (Stable Diffusion's CLIP) is written beside it as a
+    Hugging Face folder `<stem>-text-encoder`."""
+    tensors = system_tensors(system)
     metadata = system_metadata(system)
     # its folder, or one written beside `path`
     if system.conditioner is not None and system.conditioner.frozen:

@@ -338,24 +338,25 @@ def evaluate(args: argparse.Namespace) -> None:
     from latentdiff.evaluation import evaluate as evaluate_model
     from latentdiff.evaluation.autoencoder import stored_data_config
 
-    if is_vq_diffusion(args.checkpoint):
-        return evaluate_vq(args, _parser_of(args.command), device(args))
     if args.json is not None:
         check_output(args.json, "--json", (".json",))
-    options = _sampling(args)
     dev = device(args)
-    model = load_latent_diffusion(args.checkpoint, dev)
-    data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
-                           model.codec.autoencoder.config.in_channels)
-    report = evaluate_model(model, data_cfg, quality=args.quality,
-                            seeds=tuple(range(args.seeds)), n=args.n,
-                            guidance_scales=args.guidance or _default_guidances(model),
-                            features=args.features,
-                            inception_weights=args.inception_weights,
-                            resize=args.resize, device=dev,
-                            lpips_weights=args.lpips_weights,
-                            vgg16_weights=args.vgg16_weights, clip=args.clip,
-                            **options)
+    if is_vq_diffusion(args.checkpoint):
+        report = evaluate_vq(args, _parser_of(args.command), dev)
+    else:
+        options = _sampling(args)
+        model = load_latent_diffusion(args.checkpoint, dev)
+        data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
+                               model.codec.autoencoder.config.in_channels)
+        report = evaluate_model(model, data_cfg, quality=args.quality,
+                                seeds=tuple(range(args.seeds)), n=args.n,
+                                guidance_scales=args.guidance or _default_guidances(model),
+                                features=args.features,
+                                inception_weights=args.inception_weights,
+                                resize=args.resize, device=dev,
+                                lpips_weights=args.lpips_weights,
+                                vgg16_weights=args.vgg16_weights, clip=args.clip,
+                                **options)
     print(report.table())
     if args.json:
         write_text(args.json, json.dumps(report.to_dict(), indent=1))

@@ -52,30 +52,21 @@ def sample_vq(args: argparse.Namespace, sample_parser: argparse.ArgumentParser, 
     print(f"wrote {path} ({len(grid.seeds)} images)")
 
 
-def evaluate_vq(args: argparse.Namespace, eval_parser: argparse.ArgumentParser, dev: str) -> None:
-    """`eval` of a VQ-Diffusion text or layout model: `evaluation.alignment` (caption or layout
-    match and FD over guidance scales, with its real-vs-real and shuffled baselines), the reverse
-    process at --steps (default min(50, T))."""
-    import json
-
+def evaluate_vq(args: argparse.Namespace, eval_parser: argparse.ArgumentParser, dev: str):
+    """The `eval` report of a VQ-Diffusion text or layout model: `evaluation.alignment` (caption or
+    layout match and FD over guidance scales, with its real-vs-real and shuffled baselines), the
+    reverse process at --steps (default min(50, T))."""
     from latentdiff.checkpoints.vq_diffusion import load_vq_diffusion
     from latentdiff.cli.commands import data_config
     from latentdiff.evaluation.alignment import evaluate_alignment
     from latentdiff.evaluation.autoencoder import stored_data_config
     from latentdiff.metrics.clip_score import ClipScorer
-    from latentdiff.files import check_output, write_text
 
     _refuse_others(args, eval_parser)
-    if args.json is not None:
-        check_output(args.json, "--json", (".json",))
     model = load_vq_diffusion(args.checkpoint, dev)
     data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
                            model.autoencoder.config.in_channels)
-    report = evaluate_alignment(model, data_cfg, args.guidance or [0, 1, 2, 4, 8],
-                                tuple(range(args.seeds)), args.n,
-                                None if args.clip is None else ClipScorer(args.clip, dev),
-                                steps=args.steps or min(50, model.schedule.T))
-    print(report.table())
-    if args.json:
-        write_text(args.json, json.dumps(report.to_dict(), indent=1))
-        print(f"wrote {args.json}")
+    return evaluate_alignment(model, data_cfg, args.guidance or [0, 1, 2, 4, 8],
+                              tuple(range(args.seeds)), args.n,
+                              None if args.clip is None else ClipScorer(args.clip, dev),
+                              steps=args.steps or min(50, model.schedule.T))

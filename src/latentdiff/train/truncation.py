@@ -19,7 +19,8 @@ import torch
 from lightning_fabric import Fabric
 
 from latentdiff.checkpoints.io import prefixed
-from latentdiff.checkpoints.models import LATENT_DIFFUSION, load_latent_diffusion, system_metadata
+from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_latent_diffusion, system_metadata,
+                                           system_tensors)
 from latentdiff.config import to_dict
 from latentdiff.config_systems import TruncatedDiffusionTrainConfig
 from latentdiff.data import batch_indices, to_uint8
@@ -73,15 +74,14 @@ def _train(fabric: Fabric, cfg: TruncatedDiffusionTrainConfig, resume: bool) -> 
                                  autoencoder.config.in_channels)
     means, stds = encode_posteriors(autoencoder, data, device)
     c = means.shape[1]
-    shared = {**prefixed("unet_ema.", model.unet.state_dict()),
-              **prefixed("autoencoder.", autoencoder.state_dict())}
     if stored is not None:
         check_same(fixed(stored["config"]), fixed(to_dict(cfg)), "the config", run.checkpoint)
 
     def save(prior: TruncatedPrior, step: int, extra: dict, optimizers: dict, **state) -> None:
-        run.save({**shared, **prefixed("prior.", prior.network.state_dict()), **extra}, optimizers,
-                 {**system_metadata(dataclasses.replace(model, prior=prior)),
-                  "config": to_dict(cfg), **train_state(step, fabric, **state)})
+        truncated = dataclasses.replace(model, prior=prior)
+        run.save({**system_tensors(truncated), **extra}, optimizers,
+                 {**system_metadata(truncated), "config": to_dict(cfg),
+                  **train_state(step, fabric, **state)})
 
     def preview(prior: TruncatedPrior, step: int) -> None:
         images = generate(dataclasses.replace(model, prior=prior), seeds=list(range(64)))
