@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--sample-steps", type=int, default=50)
     p.add_argument("--root", type=Path, default=Path("runs/vq-diffusion-shapes"))
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--last-only", action="store_true",
+                   help="score only the last checkpoint of each run (not every quarter)")
     p.add_argument("--train-only", action="store_true",
                    help="train the models and stop (another process may train the others)")
     p.add_argument("--report", default="vq-diffusion-shapes")
@@ -77,7 +79,7 @@ def main() -> None:
             if args.train_only:
                 continue
             points = []
-            for step in range(every, 4 * every + 1, every):
+            for step in range(4 * every if args.last_only else every, 4 * every + 1, every):
                 checkpoint = last.parent / f"step-{step:07d}.safetensors"
                 with torch.no_grad():
                     report = evaluate_alignment(load(checkpoint), stored_data_config(checkpoint),

@@ -136,3 +136,43 @@ def test_the_eval_command_scores_alignment_and_refuses_latent_options(model_path
     assert report["n"] == 6 and [r["guidance_scale"] for r in report["rows"]] == [0.0, 3.0]
     assert main(["eval", str(model_path), "--quality"]) == 2
     assert "--quality does not apply to a VQ-Diffusion model" in capsys.readouterr().err
+
+
+def test_importance_sampling_is_unbiased_and_follows_the_loss_history():
+    from latentdiff.discrete_objective import TimestepImportance
+    importance = TimestepImportance(4, warmup=2)
+    generator = torch.Generator().manual_seed(0)
+    t, weight = importance.draw(6, generator)
+    assert importance.probabilities() is None and torch.equal(weight, torch.ones(6, dtype=torch.float64))
+    losses = {1: 4.0, 2: 1.0, 3: 0.25, 4: 1.0}
+    for _ in range(2):
+        importance.update(torch.tensor([1, 2, 3, 4]), torch.tensor([losses[i] for i in range(1, 5)]))
+    p = importance.probabilities()  # ∝ √E[L²] = L here
+    torch.testing.assert_close(p, torch.tensor([4.0, 1.0, 0.25, 1.0], dtype=torch.float64) / 6.25)
+    # E_p[w(t)·L_t] is the uniform mean of L_t: the reweighted loss is unbiased
+    t, weight = importance.draw(200_000, generator)
+    values = torch.tensor([losses[i] for i in t.tolist()], dtype=torch.float64)
+    assert (weight * values).mean().item() == pytest.approx(sum(losses.values()) / 4, rel=0.01)
+    assert (t == 1).double().mean().item() == pytest.approx(4 / 6.25, abs=0.01)
+    # the running mean: 0.1·new + 0.9·old after the first
+    importance.update(torch.tensor([1]), torch.tensor([0.0]))
+    assert importance.history[0] == pytest.approx(0.9 * 16.0)
+
+
+def test_importance_sampled_training_resumes_exactly(vq_autoencoder, tmp_path):
+    """With t importance-sampled (its loss history past the warm-up), 2 steps + resume + 2 steps
+    equal 4 steps at once."""
+    from latentdiff.checkpoints.io import read_metadata
+    extra = ["mask_replace.num_timesteps=2", "train.batch_size=16", "preview_steps=1",
+             "importance_sampling=true", "adaptive_aux_weight=true"]
+    assert train(vq_autoencoder, tmp_path / "straight", "train.max_steps=4", *extra) == 0
+    assert train(vq_autoencoder, tmp_path / "resumed", "train.max_steps=2", *extra) == 0
+    state = read_metadata(tmp_path / "resumed" / "checkpoints" / "last.safetensors")["train_state"]
+    assert min(state["t_importance"]["count"]) >= 10  # past the warm-up: t is importance-sampled
+    assert train(vq_autoencoder, tmp_path / "resumed", "train.max_steps=4", *extra, "--resume") == 0
+    straight = read_tensors(tmp_path / "straight" / "checkpoints" / "last.safetensors",
+                            "transformer_ema.")
+    resumed = read_tensors(tmp_path / "resumed" / "checkpoints" / "last.safetensors",
+                           "transformer_ema.")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)

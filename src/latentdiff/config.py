@@ -180,7 +180,22 @@ class PreviewConfig:
         _check(self.guidance_scale >= 0, "preview.guidance_scale must be ≥ 0")
 
 
-CONDITIONING_KINDS = ("none", "text", "layout", "class", "semantic", "superres", "inpaint")
+CONDITIONING_KINDS = ("none", "text", "layout", "class", "semantic", "superres", "inpaint", "retrieval")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """conditioning.kind=retrieval (Re-Imagen): the prompt's `neighbours` nearest (image, caption)
+    pairs of the training set (`retrieval.py`) are also seen by cross-attention; `drop_prob`: the
+    probability of training without them (independent of the text's drop_prob), which guidance
+    against the references needs."""
+
+    neighbours: int = 2
+    drop_prob: float = 0.1
+
+    def __post_init__(self):
+        _check(self.neighbours >= 1, "conditioning.retrieval.neighbours must be ≥ 1")
+        _check(0.0 <= self.drop_prob < 1.0, "conditioning.retrieval.drop_prob must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -193,8 +208,10 @@ class ConditioningConfig:
     token of `text.width` channels, the original ClassEmbedder; the other way is unet.num_classes);
     "semantic" (one-hot maps concatenated); "superres" (the image degraded by `sr_factor`, "bicubic"
     or "realistic", concatenated at the latent size); "inpaint" (E(masked image) and the mask
-    concatenated). drop_prob: probability of training on the null condition (empty prompt/layout;
-    for classes the extra class num_classes − 1), which classifier-free guidance needs.
+    concatenated); "retrieval" (text, plus the latents and captions of the prompt's nearest training
+    neighbours as more cross-attention tokens: Re-Imagen, `retrieval`). drop_prob: probability of
+    training on the null condition (empty prompt/layout; for classes the extra class
+    num_classes − 1), which classifier-free guidance needs.
     """
 
     kind: str = "none"
@@ -214,6 +231,7 @@ class ConditioningConfig:
     # concatenation (the original SpatialRescaler's `channel_mapper`; 0: the one-hot map itself).
     # Loaded models only: not trained here
     semantic_embedding: int = 0
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self):
         _check(not self.masked_image or self.kind == "text",
@@ -273,6 +291,9 @@ class LatentDiffusionTrainConfig:
                "scale_factor must be > 0 (or null: measured)")
         _check(self.backbone in BACKBONES,
                f"backbone={self.backbone!r} is unknown; use {', '.join(BACKBONES)}")
+        _check(self.conditioning.kind != "retrieval" or not self.data.streamed,
+               "conditioning.kind=retrieval keeps the training set as its database, in memory; "
+               "use a dataset that is not streamed")
         _check(all(b > 0 for b in self.experts)
                and all(a < b for a, b in zip(self.experts, self.experts[1:])),
                f"experts={list(self.experts)} must be increasing σ boundaries > 0")

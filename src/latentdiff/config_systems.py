@@ -27,13 +27,17 @@ class VQDiffusionTrainConfig:
     (+ 1 null class with condition dropout) for labels given by adaLN, `context_dim` the text
     encoder's width for conditioning.kind text, layout or class (cross-attention).
     `aux_weight` λ: the weight of the auxiliary x̃_0 cross-entropy next to the variational bound
-    (the paper's 5e-4). Condition dropout (`conditioning.drop_prob`) makes classifier-free guidance
-    possible."""
+    (the paper's 5e-4). `importance_sampling`: t drawn ∝ √E[L_t²] from the loss history, the loss
+    reweighted to stay unbiased, and `adaptive_aux_weight`: λ·(2 − t/T) (both from the authors'
+    training code; `discrete_objective.py`). Condition dropout (`conditioning.drop_prob`) makes
+    classifier-free guidance possible."""
 
     autoencoder: str = "???"
     transformer: DiTConfig = field(default_factory=_code_transformer)
     mask_replace: MaskReplaceConfig = field(default_factory=MaskReplaceConfig)
     aux_weight: float = 5e-4
+    importance_sampling: bool = False
+    adaptive_aux_weight: bool = False
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/vq-diffusion"))

@@ -10,6 +10,9 @@ adds σ²·∇g to the denoiser:
   gradient vanishes.
 - `AutoGuidedDenoiser` (Karras et al. 2024): D̃ = D_w + s·(D − D_w), guided away from a weaker
   version of the same model (smaller or less trained) instead of from the unconditional branch.
+- `InterleavedGuidedDenoiser` (Re-Imagen, Chen et al. 2022, Sec. 3.2): a retrieval-augmented model
+  guided in turn against its two nulls, the empty prompt (text guidance) and the hidden references
+  (reference guidance), one per noise level in the ratio η.
 - `PriorDenoiser`: a conditional model (super-resolution, inpainting) and an unconditional model
   of the same latent space: D̃ = (1 − w)·D_c + w·D_u, the denoiser of the geometric mixture
   p_c^(1−w)·p_u^w of the two noisy marginals (its score is the weighted sum of theirs). w in (0, 1]
@@ -27,6 +30,7 @@ import torch
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import (DenoiserWrapper, GuidedDenoiser, check_guidance, in_interval,
                                  per_sample_sigma)
+from latentdiff.errors import UserError
 from latentdiff.preconditioning import append_dims
 
 
@@ -85,6 +89,36 @@ class AutoGuidedDenoiser(GuidedDenoiser):
     def branches(self, x: torch.Tensor, sigma: torch.Tensor,
                  cond: Cond | None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.denoiser(x, sigma, cond), self.weak(x, sigma, self.uncond)
+
+
+class InterleavedGuidedDenoiser(GuidedDenoiser):
+    """Interleaved classifier-free guidance of a model with two conditions (Re-Imagen, Sec. 3.2):
+    D̃ = D(x; u_j) + s·(D(x; c) − D(x; u_j)) with u_j = `uncond` (the text dropped, the references
+    kept) at text-guided noise levels and `second` (the references hidden) at the others. Noise
+    levels are counted as the sampler reaches them (a call at a σ other than the last call's starts
+    the next level); level j is text-guided when ⌊(j + 1)·η⌋ > ⌊j·η⌋, so a share η of the levels
+    is, evenly spread (η = 1: text guidance only, η = 0: reference guidance only). Stateful: one
+    instance per sampling run."""
+
+    def __init__(self, denoiser, uncond: Cond, second: Cond, ratio: float, scale: float,
+                 rescale: float = 0.0, interval: tuple[float, float] | None = None):
+        super().__init__(denoiser, uncond, scale, rescale, interval)
+        if not 0.0 <= ratio <= 1.0:
+            raise UserError(f"the interleaving ratio η={ratio} must be in [0, 1]")
+        self.second, self.ratio = second, ratio
+        self.level, self.last_sigma = -1, None
+        self.text_guided: list[bool] = []  # per noise level reached: text (True) or references
+
+    def branches(self, x: torch.Tensor, sigma: torch.Tensor,
+                 cond: Cond | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.last_sigma is None or not torch.equal(sigma, self.last_sigma):
+            self.level, self.last_sigma = self.level + 1, sigma.clone()
+            j = self.level
+            self.text_guided.append(math.floor((j + 1) * self.ratio) > math.floor(j * self.ratio))
+        uncond = self.uncond if self.text_guided[-1] else self.second
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                             (cond or Cond()).cat(uncond))
+        return both.chunk(2)
 
 
 class PriorDenoiser(DenoiserWrapper):

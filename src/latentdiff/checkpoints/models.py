@@ -153,7 +153,8 @@ def initialise_from(path: str | Path, network: torch.nn.Module,
     if conditioner is not None:
         conditioner.resume(metadata)
         if conditioner.has_weights:
-            load_weights(conditioner, read_tensors(path, "conditioner_ema."), str(path))
+            load_weights(conditioner,
+                         conditioner.initial_state(read_tensors(path, "conditioner_ema.")), str(path))
 
 
 def load_classifier(path: str | Path, model: LatentDiffusion | None = None,

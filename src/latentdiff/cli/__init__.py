@@ -12,7 +12,7 @@ from latentdiff.cli import commands
 from latentdiff.cli.guides import add_guides, add_train_classifier
 from latentdiff.cli.serve import add_serve
 from latentdiff.cli.arguments import (DATA_HELP, Parser, add_conditions, add_device,
-                                      add_lpips, add_max_pixels,
+                                      add_interleave, add_lpips, add_max_pixels,
                                       add_model, add_no_verify, add_sampler,
                                       add_seed_and_out, finite,
                                       non_negative_int, positive_int, version)
@@ -161,6 +161,7 @@ def _add_sample(commands_: argparse._SubParsersAction) -> None:
     p.add_argument("--guide-scale", type=finite, default=300.0,
                    help="image guidance strength (default: 300)")
     add_guides(p)
+    add_interleave(p)
     add_max_pixels(p)
     add_model(p)
     add_device(p)
@@ -257,6 +258,7 @@ def _add_evaluation(commands_: argparse._SubParsersAction) -> None:
                         "models' samples")
     add_lpips(p, " of super-resolution outputs")
     add_sampler(p)
+    add_interleave(p)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     add_no_verify(p)
     add_device(p)

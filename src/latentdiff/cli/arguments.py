@@ -160,6 +160,13 @@ def add_conditions(p: argparse.ArgumentParser, prompts: str = "single") -> None:
                         "default: every step)")
 
 
+def add_interleave(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interleave", type=non_negative, default=None, metavar="ETA",
+                   help="retrieval-augmented models: interleaved guidance (Re-Imagen), a share ETA "
+                        "in [0, 1] of the steps guided against the empty prompt, the rest against "
+                        "the hidden references (default: the empty prompt at every step)")
+
+
 def add_max_pixels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
                    help="refuse input images, --size and upscaled outputs of more pixels than "

@@ -58,6 +58,8 @@ def _sampling(args: argparse.Namespace) -> dict:
                "spacing": args.spacing, "final": args.final}
     if args.eta is not None:
         options["eta"] = args.eta
+    if getattr(args, "interleave", None) is not None:
+        options["interleave"] = args.interleave
     for item in args.option:
         key, sep, _ = item.partition("=")
         if not sep or not key:

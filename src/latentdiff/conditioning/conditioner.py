@@ -33,6 +33,9 @@ class Conditioner(nn.Module):
     kind: ClassVar[str]
     # (the ImageData field training needs, what it is called)
     needs: ClassVar[tuple[str, str] | None] = None
+    # the training step also draws which rows lose their retrieved references (`batch_condition`'s
+    # `hide`, with probability conditioning.retrieval.drop_prob)
+    hides_references: ClassVar[bool] = False
 
     def __init__(self, cfg: ConditioningConfig, semantic_classes: int = 0, image_channels: int = 3):
         super().__init__()
@@ -91,6 +94,11 @@ class Conditioner(nn.Module):
     def resume(self, metadata: dict) -> None:
         """Take over what a resumed run's checkpoint `metadata` fixed (a learned vocabulary);
         nothing by default."""
+
+    def initial_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The state to load when a run starts from another model's conditioner weights
+        (`init_from`): those weights, by default."""
+        return tensors
 
     def dataset_conditions(self, data: ImageData):
         """What the training loop computes once per run and passes to every `batch_condition`

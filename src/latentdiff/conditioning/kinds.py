@@ -11,6 +11,7 @@ from latentdiff.conditioning.classes import ClassTokenConditioner
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.inpainting import InpaintingConditioner
 from latentdiff.conditioning.layout import LayoutConditioner
+from latentdiff.conditioning.retrieval import RetrievalConditioner
 from latentdiff.conditioning.semantic import SemanticConditioner
 from latentdiff.conditioning.superres import SuperResConditioner
 from latentdiff.conditioning.text import TextConditioner
@@ -20,7 +21,7 @@ from latentdiff.errors import UserError
 
 KINDS: dict[str, type[Conditioner]] = {c.kind: c for c in (
     TextConditioner, LayoutConditioner, ClassTokenConditioner, SemanticConditioner, SuperResConditioner,
-    InpaintingConditioner)}
+    InpaintingConditioner, RetrievalConditioner)}
 
 
 def build_conditioner(cfg: ConditioningConfig, data: ImageData, dataset: str) -> Conditioner | None:

@@ -62,6 +62,11 @@ class TokenConditioner(Conditioner):
         """The null condition of one image."""
         raise NotImplementedError
 
+    def null_inputs(self, inputs: list) -> list:
+        """The null conditions of a batch of y for guidance: `null_input()` for each by default
+        (a retrieval model keeps each prompt's references)."""
+        return [self.null_input() for _ in inputs]
+
     def null_tokens(self, n: int) -> Tokens:
         return self.tokens([self.null_input() for _ in range(n)])
 

@@ -10,6 +10,7 @@ import torch
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser, check_guidance
 from latentdiff.errors import UserError
+from latentdiff.guidance import InterleavedGuidedDenoiser
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.pipelines.guides import Guides, autoguided, check_guides, with_guides
 from latentdiff.samplers import check_sampler, run_sampler, sigma_grid
@@ -93,15 +94,21 @@ def sample_conditions(model, n: int, class_labels: Sequence[int] | None,
     return labels, _token_inputs(model, given, n)
 
 
-def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n: int) -> Cond:
+def null_condition(model: LatentDiffusion, cond: Cond, negative: list | None, n: int,
+                   inputs: list | None = None) -> Cond:
     """The unconditional (or negative-prompt) counterpart of `cond` (a batch of n) for
-    classifier-free guidance."""
+    classifier-free guidance; `inputs`: the token inputs `cond` was made from, for kinds whose null
+    depends on them (`TokenConditioner.null_inputs`)."""
     labels = None
     if cond.class_labels is not None:
         labels = torch.full_like(cond.class_labels, model.num_classes - 1)  # the null class, last
     if cond.context is not None:  # a concatenated input stays (SD inpainting's null)
         conditioner = model.conditioner
-        inputs = negative if negative is not None else [conditioner.null_input()] * n
+        if negative is not None:
+            inputs = negative
+        else:
+            inputs = ([conditioner.null_input()] * n if inputs is None
+                      else conditioner.null_inputs(list(inputs)))
         encoded = conditioner.condition(inputs, model.device)
         return dataclasses.replace(encoded, class_labels=labels, concat=cond.concat)
     concat = None if cond.concat is None else torch.zeros_like(cond.concat)
@@ -120,6 +127,19 @@ def _check_embedded_guidance(model: LatentDiffusion, scale: float, rescale: floa
     if rescale or interval is not None or negative is not None:
         raise UserError("this student takes the guidance scale as an input (one pass per step): "
                         "guidance rescale, interval and negative prompts need the teacher")
+
+
+def _check_interleave(model: LatentDiffusion, ratio: float, negative: list | None,
+                      guides: Guides) -> None:
+    """Interleaved guidance needs a retrieval model, η in [0, 1] and no other unconditional branch."""
+    if getattr(model.conditioner, "kind", None) != "retrieval":
+        raise UserError("interleaved guidance (--interleave) needs a retrieval-augmented model "
+                        "(conditioning.kind=retrieval)")
+    if not 0.0 <= ratio <= 1.0:
+        raise UserError(f"the interleaving ratio η={ratio} must be in [0, 1]")
+    if negative is not None or guides.autoguide is not None:
+        raise UserError("interleaved guidance takes its own unconditional branches: drop negative "
+                        "prompts and autoguidance")
 
 
 def sampling_choices(model: LatentDiffusion, **given) -> dict:
@@ -148,7 +168,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
              original_steps: int | None = None, batch_size: int = 250,
              image_guide: tuple[torch.Tensor, float] | None = None, edit: LatentEdit | None = None,
              decode: bool = True, callback: Callable[[dict], None] | None = None,
-             guides: Guides | None = None, **sampler_options) -> torch.Tensor:
+             guides: Guides | None = None, interleave: float | None = None,
+             **sampler_options) -> torch.Tensor:
     """One image per seed → (N, C, H, W) float in [-1, 1] (decode=False: the scaled latents z₀
     (N, c, h, w) that the decoder would read).
 
@@ -173,7 +194,10 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     to stop the work (a cancel button). `guides`: classifier guidance, autoguidance (which then
     takes guidance_scale instead of the unconditional branch) and an unconditional prior
     (`pipelines/guides.py`); the classifier, semantic guidance and the prior too apply only in
-    `guidance_interval`.
+    `guidance_interval`. `interleave` η (retrieval models, Re-Imagen): guidance against the
+    hidden references at a share 1 − η of the noise levels and against the empty prompt (with the
+    references kept, the plain guidance of these models) at the others
+    (`InterleavedGuidedDenoiser`).
     """
     chosen = sampling_choices(model, sampler=sampler, steps=steps, spacing=spacing,
                               guidance_scale=guidance_scale, original_steps=original_steps)
@@ -193,6 +217,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
           and guides.autoguide is None):
         raise UserError("this model was trained without condition dropout (conditioning.drop_prob "
                         "= 0), so it has no unconditional mode; sample with guidance scale 1")
+    if interleave is not None:
+        _check_interleave(model, interleave, negative_prompts, guides)
     n = len(seeds)
     labels, token_inputs = sample_conditions(model, n, class_labels, prompts, layouts)
     if negative_prompts is not None and (prompts is None or len(negative_prompts) != n):
@@ -236,9 +262,17 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
                                   guidance_scale, guidance_rescale, guidance_interval)
         elif guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
-            denoiser = GuidedDenoiser(denoiser,
-                                      null_condition(model, cond, negative, len(x)), guidance_scale,
-                                      guidance_rescale, guidance_interval)
+            inputs = None if token_inputs is None else token_inputs[rows]
+            uncond = null_condition(model, cond, negative, len(x), inputs)
+            if interleave is None:
+                denoiser = GuidedDenoiser(denoiser, uncond, guidance_scale, guidance_rescale,
+                                          guidance_interval)
+            else:
+                hidden = model.conditioner.condition(
+                    model.conditioner.reference_null_inputs(list(inputs)), model.device)
+                denoiser = InterleavedGuidedDenoiser(denoiser, uncond, hidden, interleave,
+                                                     guidance_scale, guidance_rescale,
+                                                     guidance_interval)
         denoiser = with_guides(guides, model, denoiser, rows, guidance_interval)
         if image_guide is not None:
             denoiser = ImageGuidedDenoiser(denoiser, model.codec.decode,

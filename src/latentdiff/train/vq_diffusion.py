@@ -2,9 +2,9 @@
 `latentdiff train-vq-diffusion CONFIG`.
 
 The training images are encoded once (pre-quantisation latents, as the latent model's cache); every
-step quantises a batch to its codes x_0 (B, h·w), draws t ~ U{1..T} and x_t ~ q(x_t | x_0)
-(`discrete_noise.py`), and minimises the per-token bound + λ·cross-entropy of p_θ(x̃_0 | x_t, y)
-(`discrete_objective.py`). Conditions come from the same conditioners as the latent model's, with
+step quantises a batch to its codes x_0 (B, h·w), draws t ~ U{1..T} (or by importance from the loss
+history, with the matching weight) and x_t ~ q(x_t | x_0) (`discrete_noise.py`), and minimises the
+per-token bound + λ·cross-entropy of p_θ(x̃_0 | x_t, y) (`discrete_objective.py`). Conditions come from the same conditioners as the latent model's, with
 condition dropout for classifier-free guidance; the EMA weights are what is sampled.
 """
 
@@ -24,7 +24,8 @@ from latentdiff.config import to_dict
 from latentdiff.config_systems import VQDiffusionTrainConfig
 from latentdiff.data import ImageData, rank_slice, to_uint8
 from latentdiff.discrete_noise import MaskReplaceSchedule, draw
-from latentdiff.discrete_objective import vq_diffusion_loss
+from latentdiff.discrete_objective import (TimestepImportance, adaptive_aux_scale,
+                                           vq_diffusion_loss)
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.pipelines import class_grid_labels
@@ -103,6 +104,9 @@ def _train(fabric: Fabric, cfg: VQDiffusionTrainConfig, resume: bool) -> Path:
                          ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
     h, w = system.code_grid
     cached_conditions = conditioner.dataset_conditions(train_data) if conditioner else None
+    importance = (TimestepImportance(schedule.T, **(stored or {}).get("train_state", {})
+                                     .get("t_importance", {}))
+                  if cfg.importance_sampling else None)
 
     def save(step: int) -> None:
         tensors = {k: v for prefix, part in saved.items()
@@ -110,24 +114,31 @@ def _train(fabric: Fabric, cfg: VQDiffusionTrainConfig, resume: bool) -> Path:
         run.save({**tensors, **prefixed("autoencoder.", autoencoder.state_dict())},
                  {"optimizer": optimizer},
                  {**vq_diffusion_metadata(system), "config": to_dict(cfg),
-                  **train_state(step, fabric, ema_updates=ema.num_updates)})
+                  **train_state(step, fabric, ema_updates=ema.num_updates,
+                                **({"t_importance": importance.state()} if importance else {}))})
 
     def loss_of(step: int) -> torch.Tensor:
         generator = step_generator(tc.seed, step)
         mean, _, data, index = latents.step(step)
         # drawn for the global batch, so that every process takes its rows of one draw
-        t = torch.randint(1, schedule.T + 1, (tc.batch_size,), generator=generator)
+        t, weight = (importance or TimestepImportance(schedule.T)).draw(tc.batch_size, generator)
         u = torch.rand((tc.batch_size, h * w), generator=generator, dtype=torch.float64)
-        t, u = rank_slice(t, rank, world_size), rank_slice(u, rank, world_size)
+        t, weight, u = (rank_slice(v, rank, world_size) for v in (t, weight, u))
         with torch.no_grad():
             x0 = autoencoder.quantize(mean.to(device)).indices.flatten(1)  # (B, N)
         x_t = draw(schedule.q_probs(x0, 0, t), uniforms=u)
         cond = batch_condition(conditioner, data, index, generator, None, (h, w),
                                cfg.transformer.num_classes, cfg.conditioning.drop_prob,
                                cached_conditions, rank, world_size).to(device)
-        logits = model(x_t.view(-1, h, w), t.to(device), **cond.network_kwargs())
-        return vq_diffusion_loss(schedule, x0, x_t, t.to(device), logits.flatten(2),
-                                 cfg.aux_weight).mean()
+        t = t.to(device)
+        logits = model(x_t.view(-1, h, w), t, **cond.network_kwargs())
+        bound, nll = vq_diffusion_loss(schedule, x0, x_t, t, logits.flatten(2), parts=True)
+        aux = cfg.aux_weight * (adaptive_aux_scale(t, schedule.T).to(nll.dtype)
+                                if cfg.adaptive_aux_weight else 1)
+        if importance is not None:  # every process takes the whole batch's losses, in one order
+            importance.update(fabric.all_gather(t).flatten().cpu(),
+                              fabric.all_gather(bound.detach()).flatten().cpu())
+        return ((bound + aux * nll) * weight.to(device, bound.dtype)).mean()
 
     def preview(step: int) -> None:
         _write_samples(run, system, cfg, train_data, step)
