@@ -121,8 +121,12 @@ class GuidedDenoiser(DenoiserWrapper):
                  cond: Cond | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the guided denoiser D(x; c), the reference it is pushed away from: D(x; u)), in one
         batched forward pass."""
-        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
-                             (cond or Cond()).cat(self.uncond))
+        return self.batched(x, sigma, cond, self.uncond)
+
+    def batched(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond | None,
+                uncond: Cond) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D(x; cond), D(x; uncond)) in one batched forward pass."""
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), (cond or Cond()).cat(uncond))
         return both.chunk(2)
 
 

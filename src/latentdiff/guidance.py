@@ -91,6 +91,11 @@ class AutoGuidedDenoiser(GuidedDenoiser):
         return self.denoiser(x, sigma, cond), self.weak(x, sigma, self.uncond)
 
 
+def check_interleave_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio <= 1.0:
+        raise UserError(f"the interleaving ratio η={ratio} must be in [0, 1]")
+
+
 class InterleavedGuidedDenoiser(GuidedDenoiser):
     """Interleaved classifier-free guidance of a model with two conditions (Re-Imagen, Sec. 3.2):
     D̃ = D(x; u_j) + s·(D(x; c) − D(x; u_j)) with u_j = `uncond` (the text dropped, the references
@@ -103,8 +108,7 @@ class InterleavedGuidedDenoiser(GuidedDenoiser):
     def __init__(self, denoiser, uncond: Cond, second: Cond, ratio: float, scale: float,
                  rescale: float = 0.0, interval: tuple[float, float] | None = None):
         super().__init__(denoiser, uncond, scale, rescale, interval)
-        if not 0.0 <= ratio <= 1.0:
-            raise UserError(f"the interleaving ratio η={ratio} must be in [0, 1]")
+        check_interleave_ratio(ratio)
         self.second, self.ratio = second, ratio
         self.level, self.last_sigma = -1, None
         self.text_guided: list[bool] = []  # per noise level reached: text (True) or references
@@ -115,10 +119,7 @@ class InterleavedGuidedDenoiser(GuidedDenoiser):
             self.level, self.last_sigma = self.level + 1, sigma.clone()
             j = self.level
             self.text_guided.append(math.floor((j + 1) * self.ratio) > math.floor(j * self.ratio))
-        uncond = self.uncond if self.text_guided[-1] else self.second
-        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
-                             (cond or Cond()).cat(uncond))
-        return both.chunk(2)
+        return self.batched(x, sigma, cond, self.uncond if self.text_guided[-1] else self.second)
 
 
 class PriorDenoiser(DenoiserWrapper):

@@ -183,8 +183,9 @@ class RetrievalConditioner(TextConditioner):
         """The stored vocabulary and database captions; the latents come with the weights."""
         conditioner = super().from_metadata(cfg, metadata, folder)
         captions = metadata["retrieval_captions"]
-        conditioner.set_database(torch.zeros(len(captions), *metadata["retrieval_latent_shape"]),
-                                 captions)
+        with torch.random.fork_rng(devices=[]):  # loading leaves the global RNG as it was
+            conditioner.set_database(torch.zeros(len(captions),
+                                                 *metadata["retrieval_latent_shape"]), captions)
         return conditioner
 
     def metadata(self) -> dict:

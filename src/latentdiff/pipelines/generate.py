@@ -10,7 +10,7 @@ import torch
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser, check_guidance
 from latentdiff.errors import UserError
-from latentdiff.guidance import InterleavedGuidedDenoiser
+from latentdiff.guidance import InterleavedGuidedDenoiser, check_interleave_ratio
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.pipelines.guides import Guides, autoguided, check_guides, with_guides
 from latentdiff.samplers import check_sampler, run_sampler, sigma_grid
@@ -135,8 +135,7 @@ def _check_interleave(model: LatentDiffusion, ratio: float, negative: list | Non
     if getattr(model.conditioner, "kind", None) != "retrieval":
         raise UserError("interleaved guidance (--interleave) needs a retrieval-augmented model "
                         "(conditioning.kind=retrieval)")
-    if not 0.0 <= ratio <= 1.0:
-        raise UserError(f"the interleaving ratio η={ratio} must be in [0, 1]")
+    check_interleave_ratio(ratio)
     if negative is not None or guides.autoguide is not None:
         raise UserError("interleaved guidance takes its own unconditional branches: drop negative "
                         "prompts and autoguidance")
