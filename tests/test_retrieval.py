@@ -211,3 +211,16 @@ def test_cli_samples_with_interleaved_guidance_and_refuses_it_elsewhere(retrieva
         load_config(LatentDiffusionTrainConfig, "ldm-emoji-text",
                     ["conditioning.kind=retrieval", "data.dataset=folder", "data.path=x",
                      "data.stream=true"])
+
+
+def test_an_exported_retrieval_model_keeps_its_database(retrieval_model, tmp_path):
+    from latentdiff.checkpoints.models import export_latent_diffusion
+    exported = load_latent_diffusion(export_latent_diffusion(retrieval_model, tmp_path / "r.safetensors",
+                                                             "fp32"))
+    model = load_latent_diffusion(retrieval_model)
+    assert exported.conditioner.index.captions == model.conditioner.index.captions
+    prompts = model.conditioner.index.captions[:2]
+    torch.testing.assert_close(generate(exported, seeds=[4, 5], prompts=prompts, guidance_scale=2.0,
+                                        steps=2, interleave=0.5),
+                               generate(model, seeds=[4, 5], prompts=prompts, guidance_scale=2.0,
+                                        steps=2, interleave=0.5))
