@@ -1,7 +1,7 @@
 """Why VQ-Diffusion learns slowly at this budget: a 2 × 2 factorial of the auxiliary weight λ (the paper's
 5e-4, or 1) and the sampling of t (uniform, or importance-sampled from the loss history with the adaptive
-auxiliary weight λ·(2 − t/T), as in the authors' training code), each `vq-diffusion-shapes` trained --steps
-steps on the same VQ-f4 autoencoder with checkpoints every --every steps.
+auxiliary weight λ·(2 − t/T), as in the authors' training code), each `vq-diffusion-shapes` trained
+--steps steps on the same VQ-f4 autoencoder with checkpoints every --every steps.
 
 Every checkpoint (EMA weights) is probed on --n held-out images (a seeded subset) with their captions:
 - the held-out bound: the per-token variational bound at t ~ U{1..T} (one draw per image, fixed seed);

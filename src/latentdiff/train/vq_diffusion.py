@@ -4,8 +4,9 @@
 The training images are encoded once (pre-quantisation latents, as the latent model's cache); every
 step quantises a batch to its codes x_0 (B, h·w), draws t ~ U{1..T} (or by importance from the loss
 history, with the matching weight) and x_t ~ q(x_t | x_0) (`discrete_noise.py`), and minimises the
-per-token bound + λ·cross-entropy of p_θ(x̃_0 | x_t, y) (`discrete_objective.py`). Conditions come from the same conditioners as the latent model's, with
-condition dropout for classifier-free guidance; the EMA weights are what is sampled.
+per-token bound + λ·cross-entropy of p_θ(x̃_0 | x_t, y) (`discrete_objective.py`). Conditions come
+from the same conditioners as the latent model's, with condition dropout for classifier-free
+guidance; the EMA weights are what is sampled.
 """
 
 import logging
