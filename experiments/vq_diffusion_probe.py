@@ -21,7 +21,7 @@ from latentdiff.config import load_config
 from latentdiff.config_systems import VQDiffusionTrainConfig
 from latentdiff.data import load_dataset, split_holdout, to_model_range
 from latentdiff.discrete_noise import draw
-from latentdiff.discrete_objective import vq_diffusion_loss
+from latentdiff.discrete_objective import vq_diffusion_terms
 from latentdiff.evaluation.autoencoder import stored_data_config
 from latentdiff.train.vq_diffusion import train_vq_diffusion
 # experiments/ (the script's folder)
@@ -97,7 +97,7 @@ def probe(checkpoint: Path, n: int) -> dict:
         out[f"masked_accuracy_t{t}"] = round(right[x_t == schedule.K].double().mean().item(), 4)
     t = torch.randint(1, schedule.T + 1, (n,), generator=generator)
     x_t = draw(schedule.q_probs(x0, 0, t), generator)
-    bound, _ = vq_diffusion_loss(schedule, x0, x_t, t, logits(x_t, t), parts=True)
+    bound, _ = vq_diffusion_terms(schedule, x0, x_t, t, logits(x_t, t))
     out["bound"] = round(bound.mean().item(), 5)
     return out
 

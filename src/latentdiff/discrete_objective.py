@@ -23,12 +23,11 @@ from latentdiff.discrete_noise import MaskReplaceSchedule, onehot
 TINY = 1e-30  # the floor of a probability before its log
 
 
-def vq_diffusion_loss(schedule: MaskReplaceSchedule, x0: torch.Tensor, x_t: torch.Tensor,
-                      t: torch.Tensor, logits: torch.Tensor, aux_weight: float | torch.Tensor = 5e-4,
-                      parts: bool = False):
+def vq_diffusion_terms(schedule: MaskReplaceSchedule, x0: torch.Tensor, x_t: torch.Tensor,
+                       t: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x0, x_t: (B, N) codes (x_t may hold [MASK] = K); t: (B,) in 1 … T; logits: (B, K, N) of
-    p_θ(x̃_0 | x_t) → (B,) per-sample loss (means over the N tokens); `aux_weight` a number or (B,).
-    parts=True: (the bound (B,), the cross-entropy (B,)) instead, unweighted."""
+    p_θ(x̃_0 | x_t) → (the bound L_t (B,), the cross-entropy −log p_θ(x̃_0 = x_0 | x_t) (B,)), each a
+    mean over the N tokens."""
     log_p0 = torch.log_softmax(logits.double(), dim=1)
     nll = -log_p0.gather(1, x0[:, None])[:, 0]  # (B, N): −log p_θ(x̃_0 = x_0 | x_t)
     later = t > 1
@@ -38,11 +37,14 @@ def vq_diffusion_loss(schedule: MaskReplaceSchedule, x0: torch.Tensor, x_t: torc
                                       x_t.repeat(2, 1), s.repeat(2), t.repeat(2)).chunk(2)
     kl = (torch.xlogy(exact, exact) - exact * model.clamp(min=TINY).log()).sum(1)  # (B, N)
     bound = torch.where(later[:, None], kl, nll).mean(1)
-    if parts:
-        return bound.to(logits.dtype), nll.mean(1).to(logits.dtype)
-    return (bound + torch.as_tensor(aux_weight, dtype=bound.dtype, device=bound.device)
-            * nll.mean(1)).to(logits.dtype)
+    return bound.to(logits.dtype), nll.mean(1).to(logits.dtype)
 
+
+def vq_diffusion_loss(schedule: MaskReplaceSchedule, x0: torch.Tensor, x_t: torch.Tensor,
+                      t: torch.Tensor, logits: torch.Tensor, aux_weight: float = 5e-4) -> torch.Tensor:
+    """L_t + λ·cross-entropy (B,) per sample (`vq_diffusion_terms`), λ = `aux_weight`."""
+    bound, nll = vq_diffusion_terms(schedule, x0, x_t, t, logits)
+    return bound + aux_weight * nll
 
 
 def adaptive_aux_scale(t: torch.Tensor, T: int) -> torch.Tensor:

@@ -33,9 +33,10 @@ class Conditioner(nn.Module):
     kind: ClassVar[str]
     # (the ImageData field training needs, what it is called)
     needs: ClassVar[tuple[str, str] | None] = None
-    # the training step also draws which rows lose their retrieved references (`batch_condition`'s
-    # `hide`, with probability conditioning.retrieval.drop_prob)
-    hides_references: ClassVar[bool] = False
+    # the kind retrieves from the training set: training starts by giving it the training latents
+    # (`set_database`), and each step also draws which rows lose their retrieved references
+    # (`batch_condition`'s `hide`, with probability conditioning.retrieval.drop_prob)
+    retrieves: ClassVar[bool] = False
 
     def __init__(self, cfg: ConditioningConfig, semantic_classes: int = 0, image_channels: int = 3):
         super().__init__()
@@ -94,6 +95,10 @@ class Conditioner(nn.Module):
     def resume(self, metadata: dict) -> None:
         """Take over what a resumed run's checkpoint `metadata` fixed (a learned vocabulary);
         nothing by default."""
+
+    def set_database(self, latents: torch.Tensor, captions: list[str]) -> None:
+        """Given the normalised latents (N, c, h, w) and captions of the training set when training
+        starts (a retrieval model's database); nothing by default."""
 
     def initial_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The state to load when a run starts from another model's conditioner weights

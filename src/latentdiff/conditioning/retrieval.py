@@ -68,8 +68,7 @@ class RetrievalConditioner(TextConditioner):
     """Prompts → the context of the prompt and its retrieved references (see the module)."""
 
     kind = "retrieval"
-    # the training step draws a second dropout, of the references (`batch_condition`'s `hide`)
-    hides_references = True
+    retrieves = True
 
     def __init__(self, cfg: ConditioningConfig, tokenizer: CaptionTokenizer,
                  semantic_classes: int = 0, image_channels: int = 3):

@@ -35,13 +35,12 @@ def batch_condition(conditioner: Conditioner | None, data: ImageData, index: tor
             labels = torch.where(drop, num_classes - 1, labels)
     if conditioner is None:
         return Cond(class_labels=labels)
-    if conditioner.hides_references:  # a second draw for the global batch, as `drop`
-        hide = rank_slice(torch.rand(len(index) * world_size, generator=generator), rank,
-                          world_size) < conditioner.config.retrieval.drop_prob
-        cond = conditioner.batch_condition(data, index, generator, codec, latent_size, drop, cached,
-                                           hide=hide)
-    else:
-        cond = conditioner.batch_condition(data, index, generator, codec, latent_size, drop, cached)
+    extra = {}
+    if conditioner.retrieves:  # a second draw for the global batch, as `drop`
+        extra["hide"] = rank_slice(torch.rand(len(index) * world_size, generator=generator), rank,
+                                   world_size) < conditioner.config.retrieval.drop_prob
+    cond = conditioner.batch_condition(data, index, generator, codec, latent_size, drop, cached,
+                                       **extra)
     return dataclasses.replace(cond, class_labels=labels)
 
 

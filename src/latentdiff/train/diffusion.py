@@ -21,7 +21,6 @@ from latentdiff.checkpoints.models import (LATENT_DIFFUSION, initialise_from, lo
                                            trained_network)
 from latentdiff.conditioning.conditioner import Conditioner
 from latentdiff.conditioning.kinds import build_conditioner
-from latentdiff.conditioning.retrieval import RetrievalConditioner
 from latentdiff.config import ConditioningConfig, LatentDiffusionTrainConfig, to_dict
 from latentdiff.data import ImageData, load_dataset, rank_slice, split_holdout, to_uint8
 from latentdiff.data.stream import open_stream
@@ -150,7 +149,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                  len(means),
                  [round(v, 4) for v in stats.shift], [round(v, 4) for v in stats.scale])
     codec = LatentCodec(autoencoder, stats)
-    if isinstance(conditioner, RetrievalConditioner):  # Re-Imagen: the training set is the database
+    if conditioner is not None and conditioner.retrieves:  # the database: the training set
         seeded(tc.seed + 2, lambda: conditioner.set_database(codec.normalize(latents.means),
                                                              list(train_data.captions)))
 

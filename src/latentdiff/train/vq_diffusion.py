@@ -26,7 +26,7 @@ from latentdiff.config_systems import VQDiffusionTrainConfig
 from latentdiff.data import ImageData, rank_slice, to_uint8
 from latentdiff.discrete_noise import MaskReplaceSchedule, draw
 from latentdiff.discrete_objective import (TimestepImportance, adaptive_aux_scale,
-                                           vq_diffusion_loss)
+                                           vq_diffusion_terms)
 from latentdiff.errors import UserError
 from latentdiff.images import save_image_grid
 from latentdiff.pipelines import class_grid_labels
@@ -105,9 +105,9 @@ def _train(fabric: Fabric, cfg: VQDiffusionTrainConfig, resume: bool) -> Path:
                          ema_parts.get("conditioner", conditioner), cfg.conditioning.drop_prob > 0)
     h, w = system.code_grid
     cached_conditions = conditioner.dataset_conditions(train_data) if conditioner else None
-    importance = (TimestepImportance(schedule.T, **(stored or {}).get("train_state", {})
-                                     .get("t_importance", {}))
-                  if cfg.importance_sampling else None)
+    # never updated without importance sampling: t stays uniform
+    timesteps = TimestepImportance(schedule.T, **(stored or {}).get("train_state", {})
+                                   .get("t_importance", {}))
 
     def save(step: int) -> None:
         tensors = {k: v for prefix, part in saved.items()
@@ -116,13 +116,14 @@ def _train(fabric: Fabric, cfg: VQDiffusionTrainConfig, resume: bool) -> Path:
                  {"optimizer": optimizer},
                  {**vq_diffusion_metadata(system), "config": to_dict(cfg),
                   **train_state(step, fabric, ema_updates=ema.num_updates,
-                                **({"t_importance": importance.state()} if importance else {}))})
+                                **({"t_importance": timesteps.state()}
+                                   if cfg.importance_sampling else {}))})
 
     def loss_of(step: int) -> torch.Tensor:
         generator = step_generator(tc.seed, step)
         mean, _, data, index = latents.step(step)
         # drawn for the global batch, so that every process takes its rows of one draw
-        t, weight = (importance or TimestepImportance(schedule.T)).draw(tc.batch_size, generator)
+        t, weight = timesteps.draw(tc.batch_size, generator)
         u = torch.rand((tc.batch_size, h * w), generator=generator, dtype=torch.float64)
         t, weight, u = (rank_slice(v, rank, world_size) for v in (t, weight, u))
         with torch.no_grad():
@@ -133,11 +134,11 @@ def _train(fabric: Fabric, cfg: VQDiffusionTrainConfig, resume: bool) -> Path:
                                cached_conditions, rank, world_size).to(device)
         t = t.to(device)
         logits = model(x_t.view(-1, h, w), t, **cond.network_kwargs())
-        bound, nll = vq_diffusion_loss(schedule, x0, x_t, t, logits.flatten(2), parts=True)
+        bound, nll = vq_diffusion_terms(schedule, x0, x_t, t, logits.flatten(2))
         aux = cfg.aux_weight * (adaptive_aux_scale(t, schedule.T).to(nll.dtype)
                                 if cfg.adaptive_aux_weight else 1)
-        if importance is not None:  # every process takes the whole batch's losses, in one order
-            importance.update(fabric.all_gather(t).flatten().cpu(),
+        if cfg.importance_sampling:  # every process takes the whole batch's losses, in one order
+            timesteps.update(fabric.all_gather(t).flatten().cpu(),
                               fabric.all_gather(bound.detach()).flatten().cpu())
         return ((bound + aux * nll) * weight.to(device, bound.dtype)).mean()
 
