@@ -108,3 +108,76 @@ class TruncatedDiffusionTrainConfig:
         _check(self.r1_gamma >= 0, f"r1_gamma={self.r1_gamma} must be ≥ 0")
         _check(self.disc_lr is None or self.disc_lr > 0, "disc_lr must be > 0 (null: train.lr)")
         _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class WaveletGeneratorConfig:
+    """WaveDiff's generator (`wavediff.WaveletGenerator`): `channels` × `channel_mult` widths per
+    level, `blocks` AdaGN residual blocks per level, z of `z_dim` through `mapping_layers` of the
+    mapping MLP to the `emb_dim` embedding (added to the timestep's). `wavelet` false: DDGAN's plain
+    generator on the latents themselves (the ablation)."""
+
+    channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2)
+    blocks: int = 1
+    z_dim: int = 64
+    mapping_layers: int = 3
+    emb_dim: int = 128
+    wavelet: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+        _check(self.channels >= 1 and self.blocks >= 1 and len(self.channel_mult) >= 1
+               and min(self.channel_mult) >= 1,
+               "generator: channels, blocks and every channel_mult entry must be ≥ 1")
+        _check(self.z_dim >= 1 and self.mapping_layers >= 1 and self.emb_dim >= 2,
+               "generator: z_dim and mapping_layers must be ≥ 1 and emb_dim ≥ 2")
+
+
+@dataclass(frozen=True)
+class WaveletDiscriminatorConfig:
+    """WaveDiff's discriminator (`wavediff.WaveletDiscriminator`): width, residual blocks (all but
+    the last halve the size) and the timestep embedding's width."""
+
+    channels: int = 64
+    blocks: int = 2
+    emb_dim: int = 128
+
+    def __post_init__(self):
+        _check(self.channels >= 1 and self.blocks >= 1 and self.emb_dim >= 2,
+               "discriminator: channels and blocks must be ≥ 1 and emb_dim ≥ 2")
+
+
+@dataclass(frozen=True)
+class WaveDiffTrainConfig:
+    """`latentdiff train-wavediff CONFIG`: a wavelet diffusion GAN (WaveDiff; Phung et al., CVPR
+    2023) on the latents of a trained KL autoencoder (`autoencoder`), unconditional: the
+    `num_timesteps`-step DDGAN chain (`gan_chain.py`, β from `beta_min` to `beta_max`), the
+    generator trained with the non-saturating loss against `discriminator` plus `rec_weight`·‖x̃_0 −
+    x_0‖₁ (WaveDiff's reconstruction term), the discriminator with an R1 penalty of weight
+    `r1_gamma`/2 on real pairs and its own learning rate `disc_lr` (null: train.lr); the generator's
+    EMA is what is sampled. Latents are normalised as the latent model's (global 1/std)."""
+
+    autoencoder: str = "???"
+    num_timesteps: int = 4
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    generator: WaveletGeneratorConfig = field(default_factory=WaveletGeneratorConfig)
+    discriminator: WaveletDiscriminatorConfig = field(default_factory=WaveletDiscriminatorConfig)
+    rec_weight: float = 1.0
+    r1_gamma: float = 0.02
+    disc_lr: float | None = 1.25e-4
+    ema_decay: float = 0.999
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        out_dir="runs/wavediff", max_steps=4000, batch_size=64, lr=1.6e-4, adam_betas=(0.5, 0.9),
+        grad_clip=0.0, sample_every=1000, checkpoint_every=1000))
+
+    def __post_init__(self):
+        _check(1 <= self.num_timesteps <= 64, f"num_timesteps={self.num_timesteps} must be in "
+               "1 … 64 (a DDGAN chain has few steps)")
+        _check(0 <= self.beta_min < self.beta_max, "need 0 ≤ beta_min < beta_max")
+        _check(self.rec_weight >= 0, f"rec_weight={self.rec_weight} must be ≥ 0")
+        _check(self.r1_gamma >= 0, f"r1_gamma={self.r1_gamma} must be ≥ 0")
+        _check(self.disc_lr is None or self.disc_lr > 0, "disc_lr must be > 0 (null: train.lr)")
+        _check(0 <= self.ema_decay <= 1, f"ema_decay={self.ema_decay} must be in [0, 1]")

@@ -23,6 +23,7 @@ from torch import nn
 
 from latentdiff.config_systems import PriorNetworkConfig
 from latentdiff.errors import UserError
+from latentdiff.nn.layers import minibatch_std
 from latentdiff.noise import NoiseSchedule
 
 # flattened latents up to this size get a full covariance; larger ones a per-element variance
@@ -94,11 +95,7 @@ class PriorDiscriminator(nn.Module):
         self.register_buffer("scale", torch.tensor(math.sqrt(1 + sigma ** 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x / self.scale)
-        b, c, hh, ww = h.shape
-        group = math.gcd(4, b)
-        std = h.view(group, -1, c, hh, ww).std(0, unbiased=False).mean((1, 2, 3))  # (B / group,)
-        h = torch.cat([h, std.repeat(group).view(b, 1, 1, 1).expand(b, 1, hh, ww)], 1)
+        h = minibatch_std(self.features(x / self.scale))
         return self.head(nn.functional.leaky_relu(self.conv_std(h), 0.2).mean((2, 3))).squeeze(1)
 
 

@@ -26,6 +26,7 @@ from latentdiff.truncation import TruncatedPrior, prior_from_metadata
 
 AUTOENCODER, LATENT_DIFFUSION, CLASSIFIER = "autoencoder", "latent_diffusion", "classifier"
 VQ_DIFFUSION = "vq_diffusion"  # `checkpoints/vq_diffusion.py`
+WAVEDIFF = "wavediff"  # `checkpoints/wavediff.py`
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "emoji-text.safetensors"
 
 
@@ -39,10 +40,10 @@ def bundled_model() -> Path:
 
 
 def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
-    """The first stage of an autoencoder checkpoint, or the one inside a latent-diffusion or
-    VQ-Diffusion checkpoint (eval mode)."""
+    """The first stage of an autoencoder checkpoint, or the one inside a latent-diffusion,
+    VQ-Diffusion or WaveDiff checkpoint (eval mode)."""
     metadata = read_metadata(path)
-    if metadata.get(KIND) not in (AUTOENCODER, LATENT_DIFFUSION, VQ_DIFFUSION):
+    if metadata.get(KIND) not in (AUTOENCODER, LATENT_DIFFUSION, VQ_DIFFUSION, WAVEDIFF):
         require_kind(path, AUTOENCODER, "train one with `latentdiff train-autoencoder CONFIG`")
     autoencoder = build_autoencoder(from_dict(AutoencoderConfig, metadata["autoencoder_config"]))
     load_weights(autoencoder, read_tensors(path, "autoencoder."), str(path))

@@ -61,7 +61,10 @@ def _add_training(commands_: argparse._SubParsersAction) -> None:
                                  "vq-diffusion-shapes"),
                                 ("train-tdpm",
                                  "a truncated diffusion model's prior (TDPM) on a trained "
-                                 "unconditional latent diffusion model", "tdpm-digits")):
+                                 "unconditional latent diffusion model", "tdpm-digits"),
+                                ("train-wavediff",
+                                 "a wavelet diffusion GAN (WaveDiff) on the latents of a trained "
+                                 "autoencoder", "wavediff-digits")):
         p = commands_.add_parser(name, help=f"train {what}", description=(
             f"Train {what}. The run folder (train.out_dir) holds "
             "checkpoints/last.safetensors, samples/, metrics.jsonl and config.yaml. Ctrl-C or "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from latentdiff.cli.guides import load_guides
 from latentdiff.cli.vq_diffusion import evaluate_vq, is_vq_diffusion, sample_vq
+from latentdiff.cli.wavediff import evaluate_wavediff, is_wavediff, sample_wavediff
 from latentdiff.errors import UserError
 from latentdiff.files import check_output, write_text
 from latentdiff.images import IMAGE_OUTPUTS
@@ -110,20 +111,23 @@ def _load(args: argparse.Namespace, checkpoint, dev: str):
 
 
 def train(args: argparse.Namespace) -> None:
-    """`train-autoencoder`, `train`, `train-vq-diffusion` and `train-tdpm` differ only in their
-    config class and training function."""
+    """`train-autoencoder`, `train`, `train-vq-diffusion`, `train-tdpm` and `train-wavediff`
+    differ only in their config class and training function."""
     from latentdiff.config import (AutoencoderTrainConfig,
                                    LatentDiffusionTrainConfig, load_config, to_yaml)
-    from latentdiff.config_systems import TruncatedDiffusionTrainConfig, VQDiffusionTrainConfig
+    from latentdiff.config_systems import (TruncatedDiffusionTrainConfig, VQDiffusionTrainConfig,
+                                           WaveDiffTrainConfig)
     from latentdiff.train.autoencoder import train_autoencoder
     from latentdiff.train.diffusion import train_latent_diffusion
     from latentdiff.train.truncation import train_tdpm
     from latentdiff.train.vq_diffusion import train_vq_diffusion
+    from latentdiff.train.wavediff import train_wavediff
 
     config_class, run = {"train-autoencoder": (AutoencoderTrainConfig, train_autoencoder),
                          "train": (LatentDiffusionTrainConfig, train_latent_diffusion),
                          "train-vq-diffusion": (VQDiffusionTrainConfig, train_vq_diffusion),
                          "train-tdpm": (TruncatedDiffusionTrainConfig, train_tdpm),
+                         "train-wavediff": (WaveDiffTrainConfig, train_wavediff),
                          }[args.command]
     cfg = load_config(config_class, args.config, args.overrides)
     if args.dry_run:
@@ -193,6 +197,8 @@ def sample(args: argparse.Namespace) -> None:
 
     if is_vq_diffusion(args.checkpoint):
         return sample_vq(args, _parser_of(args.command), device(args))
+    if is_wavediff(args.checkpoint):
+        return sample_wavediff(args, _parser_of(args.command), device(args))
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     _input_file(args.guide_image, "--guide-image")
     _negative_needs_prompt(args)
@@ -335,7 +341,7 @@ def _parser_of(command: str) -> argparse.ArgumentParser:
 def evaluate(args: argparse.Namespace) -> None:
     """Score a model: sample quality, class accuracy, alignment over guidance scales, or
     super-resolution against bicubic (whichever fits the model, or --quality); a VQ-Diffusion
-    model: alignment."""
+    model: alignment; a WaveDiff model: sample quality."""
     from latentdiff.checkpoints import load_latent_diffusion
     from latentdiff.evaluation import evaluate as evaluate_model
     from latentdiff.evaluation.autoencoder import stored_data_config
@@ -345,6 +351,8 @@ def evaluate(args: argparse.Namespace) -> None:
     dev = device(args)
     if is_vq_diffusion(args.checkpoint):
         report = evaluate_vq(args, _parser_of(args.command), dev)
+    elif is_wavediff(args.checkpoint):
+        report = evaluate_wavediff(args, _parser_of(args.command), dev)
     else:
         options = _sampling(args)
         model = load_latent_diffusion(args.checkpoint, dev)

@@ -12,23 +12,32 @@ APPLIES = {"sample": COMMON | {"prompt", "class_label", "seed", "out"},
            "eval": COMMON | {"seeds", "data", "clip", "json"}}
 
 
-def _refuse_others(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """A one-line error for any option given that does not apply to a VQ-Diffusion model."""
+def refuse_others(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                  applies: dict[str, set[str]], system: str) -> None:
+    """A one-line error for any option given that does not apply to `system` (the options
+    `applies[command]` and COMMON do)."""
     for dest, value in vars(args).items():
-        if dest not in APPLIES[args.command] and value != parser.get_default(dest):
-            own = sorted(f"--{d.replace('_', '-')}" for d in APPLIES[args.command] - COMMON)
-            raise UserError(f"--{dest.replace('_', '-')} does not apply to a VQ-Diffusion model "
+        if dest not in applies[args.command] and value != parser.get_default(dest):
+            own = sorted(f"--{d.replace('_', '-')}" for d in applies[args.command] - COMMON)
+            raise UserError(f"--{dest.replace('_', '-')} does not apply to a {system} model "
                             f"(`{args.command}` takes {', '.join(own)}, --n, --steps and "
                             "--guidance); leave it out")
 
 
-def is_vq_diffusion(checkpoint) -> bool:
+def checkpoint_kind(checkpoint) -> str | None:
+    """The kind a latentdiff checkpoint's metadata names (None: no checkpoint, or another tool's)."""
     from latentdiff.checkpoints.io import KIND, read_metadata
     from latentdiff.checkpoints.load import is_latentdiff_checkpoint
+
+    if checkpoint is None or not is_latentdiff_checkpoint(checkpoint):
+        return None
+    return read_metadata(checkpoint).get(KIND)
+
+
+def is_vq_diffusion(checkpoint) -> bool:
     from latentdiff.checkpoints.models import VQ_DIFFUSION
 
-    return (checkpoint is not None and is_latentdiff_checkpoint(checkpoint)
-            and read_metadata(checkpoint)[KIND] == VQ_DIFFUSION)
+    return checkpoint_kind(checkpoint) == VQ_DIFFUSION
 
 
 def sample_vq(args: argparse.Namespace, sample_parser: argparse.ArgumentParser, dev: str) -> None:
@@ -41,7 +50,7 @@ def sample_vq(args: argparse.Namespace, sample_parser: argparse.ArgumentParser, 
     from latentdiff.pipelines.grid import sample_grid
     from latentdiff.pipelines.vq_diffusion import generate_vq
 
-    _refuse_others(args, sample_parser)
+    refuse_others(args, sample_parser, APPLIES, "VQ-Diffusion")
     check_output(args.out, "--out", IMAGE_OUTPUTS)
     model = load_vq_diffusion(args.checkpoint, dev)
     grid = sample_grid(model.num_classes, args.seed, args.n, args.prompt, None, args.class_label)
@@ -62,7 +71,7 @@ def evaluate_vq(args: argparse.Namespace, eval_parser: argparse.ArgumentParser, 
     from latentdiff.evaluation.autoencoder import stored_data_config
     from latentdiff.metrics.clip_score import ClipScorer
 
-    _refuse_others(args, eval_parser)
+    refuse_others(args, eval_parser, APPLIES, "VQ-Diffusion")
     model = load_vq_diffusion(args.checkpoint, dev)
     data_cfg = data_config(stored_data_config(args.checkpoint), args.data, model.image_size,
                            model.autoencoder.config.in_channels)

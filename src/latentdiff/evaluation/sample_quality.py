@@ -37,7 +37,9 @@ from latentdiff.metrics.classifier import load_or_train_classifier
 from latentdiff.metrics.features import FeatureExtractor, choose_extractor
 from latentdiff.metrics.frechet import FeatureStats, frechet_distance
 from latentdiff.pipelines import generate
+from latentdiff.pipelines.wavediff import generate_wavediff
 from latentdiff.progress import progress
+from latentdiff.wavediff import WaveDiff
 
 
 @dataclass(frozen=True)
@@ -185,13 +187,14 @@ def sample_conditions(model: LatentDiffusion, held: ImageData, n: int) -> dict:
 def draw_samples(model: LatentDiffusion, n: int, seed: int, conditions: dict, guidance_scale: float,
                  batch_size: int = 250, **sample_options) -> torch.Tensor:
     """n samples as uint8 (n, C, H, W): sample i uses seed seed·n + i and condition i; with a
-    progress bar."""
+    progress bar. A WaveDiff model samples with `generate_wavediff`."""
+    draw = generate_wavediff if isinstance(model, WaveDiff) else generate
     out = []
     for start in progress(range(0, n, batch_size),
                           desc=f"sampling (seed {seed}, s = {guidance_scale:g})", leave=False):
         rows = slice(start, min(n, start + batch_size))
         chunk = {key: value[rows] for key, value in conditions.items()}
-        out.append(to_uint8(generate(model,
+        out.append(to_uint8(draw(model,
                                      list(range(seed * n + rows.start, seed * n + rows.stop)),
                                      guidance_scale=guidance_scale, batch_size=batch_size, **chunk,
                                      **sample_options)).cpu())

@@ -54,6 +54,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
     return F.pad(embedding, (0, 1)) if dim % 2 else embedding
 
 
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """(B, C, H, W) → (B, C + 1, H, W): StyleGAN's minibatch standard deviation, the features' std
+    over groups of up to `group` samples (averaged over C, H, W) as one more channel, so that a
+    discriminator sees the variety of a batch."""
+    b, c, hh, ww = h.shape
+    g = math.gcd(group, b)
+    std = h.view(g, -1, c, hh, ww).std(0, unbiased=False).mean((1, 2, 3))  # (B / g,)
+    return torch.cat([h, std.repeat(g).view(b, 1, 1, 1).expand(b, 1, hh, ww)], 1)
+
+
 def cell_centres(h: int, w: int, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, w) maps of the x and y of each cell centre of an h × w grid, in [−1, 1] across the
     grid."""

@@ -1,0 +1,155 @@
+"""Train a wavelet diffusion GAN (WaveDiff; Phung et al., CVPR 2023) on a frozen autoencoder's
+latents: `latentdiff train-wavediff CONFIG`.
+
+The training images are encoded once; a step draws z_0 (a posterior sample, normalised as the
+latent model's), k ~ U{1..T}, the real pair x_{k−1} ~ q(x_{k−1} | x_0), x_k ~ q(x_k | x_{k−1}) and
+the fake x'_{k−1} ~ q(x_{k−1} | x_k, x̃_0) with x̃_0 = G(x_k, k, z) (`gan_chain.py`). The generator
+minimises softplus(−D(x'_{k−1}, x_k, k)) + λ_rec·‖x̃_0 − x_0‖₁; then the discriminator minimises
+softplus(−D(x_{k−1}, x_k, k)) + softplus(D(x'_{k−1}, x_k, k)) + γ/2·‖∇_{x_{k−1}} D(x_{k−1}, x_k,
+k)‖² (R1 on real pairs), with a fresh z (DDGAN's losses, Xiao et al. 2022, Sec. 4). The
+generator's EMA is what is sampled.
+"""
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from lightning_fabric import Fabric
+from torch.nn import functional as F
+
+from latentdiff.autoencoder import LatentCodec, LatentStats
+from latentdiff.checkpoints.io import prefixed
+from latentdiff.checkpoints.models import WAVEDIFF, load_autoencoder
+from latentdiff.checkpoints.wavediff import wavediff_metadata
+from latentdiff.config import to_dict
+from latentdiff.config_systems import WaveDiffTrainConfig
+from latentdiff.data import batch_indices, to_uint8
+from latentdiff.errors import UserError
+from latentdiff.gan_chain import GANChainSchedule
+from latentdiff.images import save_image_grid
+from latentdiff.pipelines.wavediff import generate_wavediff
+from latentdiff.train.autoencoder import encode_posteriors, load_training_data
+from latentdiff.train.ema import EMA
+from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, optimizer_step,
+                                     resume_state, seeded, step_generator, train_state,
+                                     training_loop)
+from latentdiff.train.students import fixed
+from latentdiff.wavediff import WaveDiff, WaveletDiscriminator, WaveletGenerator
+
+log = logging.getLogger(__name__)
+
+
+def train_wavediff(cfg: WaveDiffTrainConfig, resume: bool = False) -> Path:
+    """Train (or continue with resume=True) and return the path of the final checkpoint."""
+    if cfg.train.devices * cfg.train.num_nodes != 1:
+        raise UserError("train-wavediff trains in one process; set train.devices=1 and "
+                        "train.num_nodes=1")
+    fabric = make_fabric(cfg.train)
+    return fabric.launch(_train, cfg, resume)
+
+
+def _check_size(cfg: WaveDiffTrainConfig, factor: int) -> None:
+    G = WaveletGenerator(1, cfg.generator)
+    side = cfg.data.image_size // factor
+    if side % G.latent_multiple:
+        raise UserError(f"the latents are {side}×{side} but this generator needs sides that are "
+                        f"multiples of {G.latent_multiple} (two DWTs and "
+                        f"{len(cfg.generator.channel_mult) - 1} downsamplings); use fewer "
+                        "generator.channel_mult levels or a larger data.image_size")
+
+
+def _train(fabric: Fabric, cfg: WaveDiffTrainConfig, resume: bool) -> Path:
+    tc, device = cfg.train, fabric.device
+    run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
+    stored = run.start(resume)
+    if stored is not None:
+        check_same(fixed(stored["config"]), fixed(to_dict(cfg)), "the config", run.checkpoint)
+    autoencoder = load_autoencoder(cfg.autoencoder, device)
+    _check_size(cfg, autoencoder.config.downsampling_factor)
+    data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor,
+                                 autoencoder.config.in_channels)
+    means, stds = encode_posteriors(autoencoder, data, device)
+    if stored is not None:
+        stats = LatentStats(**stored["latent_stats"])
+    else:  # as the latent model's: global 1/std of posterior samples
+        noise = torch.randn(means.shape, generator=step_generator(tc.seed, -1))
+        stats = LatentStats.measure(means + stds * noise)
+    codec = LatentCodec(autoencoder, stats).to(device)
+    schedule = GANChainSchedule(cfg.num_timesteps, cfg.beta_min, cfg.beta_max)
+    c = means.shape[1]
+    G = seeded(tc.seed, lambda: WaveletGenerator(c, cfg.generator))
+    D = seeded(tc.seed + 1, lambda: WaveletDiscriminator(c, cfg.discriminator,
+                                                         cfg.generator.wavelet))
+    ema = EMA(G, cfg.ema_decay)
+    disc_tc = dataclasses.replace(tc, lr=cfg.disc_lr or tc.lr)
+    g_opt, d_opt = make_optimizer(G.parameters(), tc), make_optimizer(D.parameters(), disc_tc)
+    start = 0
+    if stored is not None:
+        start = resume_state(run.checkpoint, stored, WAVEDIFF,
+                             {"generator": G, "discriminator": D, "generator_ema": ema.model},
+                             {"optimizer": g_opt, "disc_optimizer": d_opt})
+        ema.num_updates = int(stored["train_state"]["ema_updates"])
+    g_model, g_opt = fabric.setup(G, g_opt)
+    d_model, d_opt = fabric.setup(D, d_opt)
+    ema.model.to(device)
+    system = WaveDiff(ema.model, codec, schedule, cfg.data.image_size)
+    step_data: dict[str, torch.Tensor] = {}
+
+    def fake(x_k: torch.Tensor, k: torch.Tensor, z: torch.Tensor, noise: torch.Tensor):
+        """(x̃_0, x'_{k−1}) of the generator being trained."""
+        x0_pred = g_model(x_k, k, z)
+        return x0_pred, schedule.posterior(x0_pred, x_k, k, noise)
+
+    def loss_of(step: int) -> torch.Tensor:
+        generator = step_generator(tc.seed, step)
+        b = tc.batch_size
+        index = batch_indices(len(data), b, step, tc.seed)
+        draws = [torch.randn(b, *means.shape[1:], generator=generator) for _ in range(5)]
+        posterior_noise, prev_noise, step_noise, g_post, d_post = (v.to(device) for v in draws)
+        z_g, z_d = (torch.randn(b, cfg.generator.z_dim, generator=generator).to(device)
+                    for _ in range(2))
+        k = torch.randint(1, schedule.T + 1, (b,), generator=generator).to(device)
+        x0 = codec.normalize(means[index].to(device) + stds[index].to(device) * posterior_noise)
+        x_prev = schedule.marginal(x0, k - 1, prev_noise)
+        x_k = schedule.step(x_prev, k, step_noise)
+        step_data.update(x_prev=x_prev, x_k=x_k, k=k, z_d=z_d, d_post=d_post)
+        d_model.requires_grad_(False)
+        x0_pred, x_fake = fake(x_k, k, z_g, g_post)
+        adversarial = F.softplus(-d_model(x_fake, x_k, k)).mean()
+        rec = (x0_pred - x0).abs().mean()
+        step_data["rec"] = rec.detach()
+        return adversarial + cfg.rec_weight * rec
+
+    def after_step(step: int) -> None:
+        ema.update(G)
+        d_model.requires_grad_(True)
+        x_k, k = step_data["x_k"], step_data["k"]
+        real = step_data["x_prev"].detach().requires_grad_(cfg.r1_gamma > 0)
+        real_logits = d_model(real, x_k, k)
+        with torch.no_grad():
+            _, x_fake = fake(x_k, k, step_data["z_d"], step_data["d_post"])
+        loss = F.softplus(-real_logits).mean() + F.softplus(d_model(x_fake, x_k, k)).mean()
+        if cfg.r1_gamma > 0:
+            grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss = loss + cfg.r1_gamma / 2 * grad.square().sum((1, 2, 3)).mean()
+        step_data["d_loss"] = optimizer_step(fabric, d_model, d_opt, loss, disc_tc, step)
+
+    def save(step: int) -> None:
+        tensors = {**prefixed("generator.", G.state_dict()),
+                   **prefixed("generator_ema.", ema.model.state_dict()),
+                   **prefixed("discriminator.", D.state_dict()),
+                   **prefixed("autoencoder.", autoencoder.state_dict())}
+        run.save(tensors, {"optimizer": g_opt, "disc_optimizer": d_opt},
+                 {**wavediff_metadata(system), "config": to_dict(cfg),
+                  **train_state(step, fabric, ema_updates=ema.num_updates)})
+
+    def preview(step: int) -> None:
+        images = generate_wavediff(system, seeds=list(range(64)))
+        save_image_grid(to_uint8(images), run.sample_path(step), ncols=8)
+
+    run.open(cfg, start)
+    training_loop(run, fabric, tc, start, "wavediff", loss_of, g_model, g_opt, after_step, save,
+                  preview, log_values=lambda: {"d_loss": float(step_data["d_loss"]),
+                                               "rec": float(step_data["rec"])})
+    return run.checkpoint
