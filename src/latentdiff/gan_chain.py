@@ -17,8 +17,6 @@ data):
 (the continuous VP SDE of Song et al. 2021 sampled at T evenly spaced times, as DDGAN's).
 """
 
-import math
-
 import torch
 
 from latentdiff.errors import UserError
@@ -68,7 +66,3 @@ class GANChainSchedule:
     def describe(self) -> dict:
         return {"num_timesteps": self.T, "beta_min": self.beta_min, "beta_max": self.beta_max}
 
-    def signal_to_noise(self) -> list[float]:
-        """log SNR_k = log(ᾱ_k / (1 − ᾱ_k)) for k = 1 … T (for docs and reports)."""
-        a = self.alphas_cumprod[1:]
-        return [math.log(v / (1 - v)) for v in a.tolist()]

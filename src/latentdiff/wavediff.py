@@ -34,7 +34,8 @@ from latentdiff.nn.wavelets import haar_dwt, haar_idwt
 
 
 def _gn(channels: int) -> nn.GroupNorm:
-    return group_norm(channels, groups=math.gcd(32, channels))
+    """Up to 32 groups of at least two channels each (a 1×1 bottleneck still has two values)."""
+    return group_norm(channels, groups=math.gcd(32, max(1, channels // 2)))
 
 
 def _subbands(x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ generator's EMA is what is sampled.
 """
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import torch
@@ -37,8 +36,6 @@ from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimize
 from latentdiff.train.students import fixed
 from latentdiff.wavediff import WaveDiff, WaveletDiscriminator, WaveletGenerator
 
-log = logging.getLogger(__name__)
-
 
 def train_wavediff(cfg: WaveDiffTrainConfig, resume: bool = False) -> Path:
     """Train (or continue with resume=True) and return the path of the final checkpoint."""
@@ -61,14 +58,14 @@ def _check_size(cfg: WaveDiffTrainConfig, factor: int) -> None:
 
 def _train(fabric: Fabric, cfg: WaveDiffTrainConfig, resume: bool) -> Path:
     tc, device = cfg.train, fabric.device
-    run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
-    stored = run.start(resume)
-    if stored is not None:
-        check_same(fixed(stored["config"]), fixed(to_dict(cfg)), "the config", run.checkpoint)
     autoencoder = load_autoencoder(cfg.autoencoder, device)
     _check_size(cfg, autoencoder.config.downsampling_factor)
     data, _ = load_training_data(cfg.data, autoencoder.config.downsampling_factor,
                                  autoencoder.config.in_channels)
+    run = Run(Path(tc.out_dir), fabric, tc.keep_checkpoints)
+    stored = run.start(resume)
+    if stored is not None:
+        check_same(fixed(stored["config"]), fixed(to_dict(cfg)), "the config", run.checkpoint)
     means, stds = encode_posteriors(autoencoder, data, device)
     if stored is not None:
         stats = LatentStats(**stored["latent_stats"])
