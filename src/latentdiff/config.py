@@ -55,6 +55,9 @@ class AutoencoderConfig:
     norm_groups: int = 32  # GroupNorm groups (original: 32); fewer for narrow models (docstring)
     # self-attention in the mid blocks (false: the original's attn_type none, VQ-f4-noattn)
     mid_attention: bool = True
+    # Frido's feature pyramid: latent_channels split into this many levels, the coarsest first,
+    # each at half the previous one's resolution (`autoencoder/pyramid.py`); 1: one level
+    pyramid_levels: int = 1
 
     @property
     def downsampling_factor(self) -> int:
@@ -75,6 +78,10 @@ class AutoencoderConfig:
         _check(2 <= self.codebook_size <= 65536,
                f"model.codebook_size={self.codebook_size} is out of range; use 2 … 65536 (the "
                "paper: 8192 or 16384)")
+        _check(self.pyramid_levels >= 1 and self.latent_channels % self.pyramid_levels == 0
+               and (self.pyramid_levels == 1 or self.regularizer != "none"),
+               f"model.pyramid_levels={self.pyramid_levels} must be ≥ 1, divide "
+               f"model.latent_channels={self.latent_channels}, and be 1 in pixel space")
 
 
 @dataclass(frozen=True)

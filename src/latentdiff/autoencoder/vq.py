@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from latentdiff.autoencoder.networks import Decoder, Encoder
+from latentdiff.autoencoder.pyramid import project
 from latentdiff.config import AutoencoderConfig
 
 
@@ -99,7 +100,9 @@ class PointPosterior:
 
 class AutoencoderVQ(nn.Module):
     """x (B, C, H, W) in [-1, 1] ⇄ h (B, c, H/f, W/f) pre-quantisation latents; decoding
-    quantises."""
+    quantises. With a feature pyramid (`pyramid_levels` L > 1; Frido's multi-scale VQ), h is
+    projected onto the pyramid and every level's c/L channels are quantised on their own, against
+    one codebook of c/L-dimensional codes shared by the levels (`quantize_latents`)."""
 
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
@@ -108,22 +111,35 @@ class AutoencoderVQ(nn.Module):
         self.encoder = Encoder(cfg, out_channels=c)
         self.decoder = Decoder(cfg)
         self.quant_conv = nn.Conv2d(c, c, 1)
-        self.quantize = VectorQuantizer(cfg.codebook_size, c)
+        self.quantize = VectorQuantizer(cfg.codebook_size, c // cfg.pyramid_levels)
         self.post_quant_conv = nn.Conv2d(c, c, 1)
 
     def encode(self, x: torch.Tensor) -> PointPosterior:
-        return PointPosterior(self.quant_conv(self.encoder(x)))
+        return PointPosterior(project(self.quant_conv(self.encoder(x)), self.config.pyramid_levels))
+
+    def quantize_latents(self, h: torch.Tensor) -> Quantized:
+        """h (B, c, h, w) → its codes: one level's c/L channels per code, so `indices` is
+        (B, L·h, w) and `latents` (B, c/L, L·h, w) (the levels stacked along the height); z_q is
+        (B, c, h, w). With one level, `quantize(h)`."""
+        L = self.config.pyramid_levels
+        if L == 1:
+            return self.quantize(h)
+        b, c, hh, ww = h.shape
+        stacked = h.reshape(b, L, c // L, hh, ww).transpose(1, 2).reshape(b, c // L, L * hh, ww)
+        q = self.quantize(stacked)
+        z_q = q.z_q.reshape(b, c // L, L, hh, ww).transpose(1, 2).reshape(b, c, hh, ww)
+        return Quantized(z_q, q.indices, q.codebook, q.commitment, q.latents)
 
     def decode_codes(self, z_q: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z_q))
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         """Quantise the latents h (B, c, h, w) to their nearest codes, then D(·) → (B, C, H, W)."""
-        return self.decode_codes(self.quantize(h).z_q)
+        return self.decode_codes(self.quantize_latents(h).z_q)
 
     def forward(self, x: torch.Tensor,
                 noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
         """Reconstruction D(q(h)) and the quantiser's output (`noise` is ignored: VQ encoding is
         deterministic)."""
-        quantized = self.quantize(self.encode(x).mean)
+        quantized = self.quantize_latents(self.encode(x).mean)
         return self.decode_codes(quantized.z_q), quantized

@@ -63,7 +63,7 @@ def codebook_usage(autoencoder: AutoencoderVQ, x: torch.Tensor,
     k = autoencoder.quantize.codebook_size
     counts = torch.zeros(k, dtype=torch.long)
     for i in range(0, len(x), batch_size):
-        indices = autoencoder.quantize(autoencoder.encode(x[i:i + batch_size]).mean).indices
+        indices = autoencoder.quantize_latents(autoencoder.encode(x[i:i + batch_size]).mean).indices
         counts += torch.bincount(indices.flatten().cpu(), minlength=k)
     return (counts > 0).float().mean().item(), perplexity(counts)
 

@@ -55,6 +55,10 @@ def _check_first_stage(cfg: VQDiffusionTrainConfig, autoencoder: Autoencoder) ->
         raise UserError(f"autoencoder={cfg.autoencoder} is a {ae.regularizer} autoencoder; "
                         "VQ-Diffusion models the codes of a VQ one: train it with "
                         "`latentdiff train-autoencoder ae-vq-f4-shapes` (or model.regularizer=vq)")
+    if ae.pyramid_levels > 1:
+        raise UserError(f"autoencoder={cfg.autoencoder} has a feature pyramid of "
+                        f"{ae.pyramid_levels} levels; VQ-Diffusion takes one code grid: train a "
+                        "VQ autoencoder with model.pyramid_levels=1")
     if cfg.transformer.out_channels != ae.codebook_size:
         raise UserError(f"the autoencoder has {ae.codebook_size} codes; set "
                         f"transformer.out_channels={ae.codebook_size}")
