@@ -137,7 +137,8 @@ def main() -> None:
 
     for steps in (50, *STEPS):
         fd, base = fds(teacher, data_cfg, seeds, sampler="ddim", steps=steps)
-        add("teacher (DDIM)", steps, fd, base, teacher_gflops, run_minutes(args.teacher.parent.parent))
+        add("teacher (DDIM)", steps, fd, base, teacher_gflops,
+            run_minutes(args.teacher.parent.parent))
         if steps in (50, 4):
             grid_rows(teacher, f"teacher DDIM {steps}", sampler="ddim", steps=steps)
     for method in args.methods:

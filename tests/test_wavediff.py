@@ -111,7 +111,8 @@ def test_train_wavediff_refuses_latents_its_generator_cannot_halve(trained_autoe
     from latentdiff.train.wavediff import train_wavediff
 
     with pytest.raises(UserError, match="multiples of 16"):
-        train_wavediff(_config(trained_autoencoder, tmp_path / "x", "generator.channel_mult=[1,2,2]"))
+        train_wavediff(_config(trained_autoencoder, tmp_path / "x",
+                               "generator.channel_mult=[1,2,2]"))
     assert not (tmp_path / "x").exists()
     with pytest.raises(UserError, match="num_timesteps=0"):
         _config(trained_autoencoder, tmp_path / "y", "num_timesteps=0")

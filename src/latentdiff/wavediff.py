@@ -194,9 +194,8 @@ class WaveletDiscriminator(nn.Module):
         h = self.conv_in(_subbands(pair) if self.wavelet else pair)
         emb = self.time_embed(timestep_embedding(k, self.emb_dim))
         for i in range(self.config.blocks):
-            x = F.leaky_relu(self.conv1[i](F.leaky_relu(h, 0.2)) + self.temb[i](emb)[..., None, None],
-                             0.2)
-            x = self.conv2[i](x)
+            x = self.conv1[i](F.leaky_relu(h, 0.2)) + self.temb[i](emb)[..., None, None]
+            x = self.conv2[i](F.leaky_relu(x, 0.2))
             if i < self.config.blocks - 1:
                 x, _ = self.downs[i](x)
                 h = F.avg_pool2d(h, 2)

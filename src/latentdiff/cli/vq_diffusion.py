@@ -25,7 +25,8 @@ def refuse_others(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
 
 def checkpoint_kind(checkpoint) -> str | None:
-    """The kind a latentdiff checkpoint's metadata names (None: no checkpoint, or another tool's)."""
+    """The kind a latentdiff checkpoint's metadata names (None: no checkpoint, or another
+    tool's)."""
     from latentdiff.checkpoints.io import KIND, read_metadata
     from latentdiff.checkpoints.load import is_latentdiff_checkpoint
 
