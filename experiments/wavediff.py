@@ -84,19 +84,13 @@ def train_student(args, method: str) -> Path:
         f"train.checkpoint_every={args.student_steps}"]), method, resume=True)
 
 
-def fds(model, data_cfg, seeds, **options) -> tuple[list[float], float]:
-    r = evaluate_checkpoint_quality(model, data_cfg, n=ARGS.n, seeds=seeds, **options)
-    return [s.fd for s in r.rows[0].seeds], r.baseline.fd
-
-
-def grid_rows(model, label: str, **options) -> torch.Tensor:
-    images = draw_samples(model, GRID, 0, {}, 1.0, **options)
-    FIGURE.append((label, images))
-    return images
+def fds(model, data_cfg, n: int, seeds, **options) -> tuple[list[float], float, int]:
+    """FD per sampling seed, and the real-vs-real baseline's FD and size."""
+    r = evaluate_checkpoint_quality(model, data_cfg, n=n, seeds=seeds, **options)
+    return [s.fd for s in r.rows[0].seeds], r.baseline.fd, r.baseline.n
 
 
 def main() -> None:
-    global ARGS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", type=Path, required=True)
     p.add_argument("--root", type=Path, default=Path("runs/wavediff"))
@@ -111,7 +105,7 @@ def main() -> None:
     p.add_argument("--arms", nargs="*", default=None,
                    help="train only these runs (names as wavediff-t4-s1, ddgan-t4-s2, lcd)")
     p.add_argument("--name", default="wavediff-mnist")
-    ARGS = args = p.parse_args()
+    args = p.parse_args()
     provenance = Provenance()
     chains = arms(args)
     for name, overrides in chains.items():
@@ -126,7 +120,15 @@ def main() -> None:
     seeds = tuple(range(args.train_seeds))
     teacher = load_latent_diffusion(args.teacher)
     teacher_gflops = teacher.network_cost().gflops
-    rows = []
+    rows, figure_rows, baseline_n = [], [], 0
+
+    def grid_rows(model, label: str, **options) -> None:
+        figure_rows.append((label, draw_samples(model, GRID, 0, {}, 1.0, **options)))
+
+    def scored(model, seeds, **options) -> tuple[list[float], float]:
+        nonlocal baseline_n
+        fd, base, baseline_n = fds(model, data_cfg, args.n, seeds, **options)
+        return fd, base
 
     def add(model: str, steps: int, fd: list[float], baseline: float, gflops: float,
             minutes: float | None, **extra) -> None:
@@ -136,7 +138,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     for steps in (50, *STEPS):
-        fd, base = fds(teacher, data_cfg, seeds, sampler="ddim", steps=steps)
+        fd, base = scored(teacher, seeds, sampler="ddim", steps=steps)
         add("teacher (DDIM)", steps, fd, base, teacher_gflops,
             run_minutes(args.teacher.parent.parent))
         if steps in (50, 4):
@@ -144,7 +146,7 @@ def main() -> None:
     for method in args.methods:
         student = load_latent_diffusion(args.root / method / "checkpoints" / "last.safetensors")
         for steps in STEPS:
-            fd, base = fds(student, data_cfg, seeds, steps=steps)
+            fd, base = scored(student, seeds, steps=steps)
             add(method, steps, fd, base, teacher_gflops, run_minutes(args.root / method))
         grid_rows(student, f"{method} 4 steps", steps=4)
     for kind, Ts in (("wavediff", args.chains), ("ddgan", args.plain)):
@@ -154,7 +156,7 @@ def main() -> None:
                 run = args.root / f"{kind}-t{T}-s{seed + 1}"
                 model = load_wavediff(run / "checkpoints" / "last.safetensors")
                 # one sampling seed per training seed: the spread is over training seeds
-                one, base = fds(model, data_cfg, (seed,))
+                one, base = scored(model, (seed,))
                 fd += one
                 minutes.append(run_minutes(run))
                 if seed == 0:
@@ -163,16 +165,13 @@ def main() -> None:
                 parameters=model.network_cost().parameters)
     figure = REPORTS / args.name / "samples.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(to_uint8(torch.cat([images for _, images in FIGURE]) / 127.5 - 1), figure,
+    save_image_grid(to_uint8(torch.cat([images for _, images in figure_rows]) / 127.5 - 1), figure,
                     ncols=GRID)
     results = {"teacher": shown_path(args.teacher), "n": args.n, "train_seeds": args.train_seeds,
                "wavediff_steps": args.wavediff_steps, "student_steps": args.student_steps,
-               "figure_rows": [label for label, _ in FIGURE], "rows": rows}
+               "baseline_n": baseline_n,
+               "figure_rows": [label for label, _ in figure_rows], "rows": rows}
     print(write_report(args.name, TITLE, results, render, provenance, images=("samples.png",)))
-
-
-ARGS: argparse.Namespace
-FIGURE: list[tuple[str, torch.Tensor]] = []
 
 
 def render(results: dict) -> list[str]:
@@ -183,7 +182,10 @@ def render(results: dict) -> list[str]:
              f"{results['student_steps']} distillation steps, {results['train_seeds']} sampling "
              f"seeds; teacher {results['train_seeds']} sampling seeds. n = {results['n']} samples "
              "per seed; FD in the classifier evaluator's features against the training split "
-             f"(mean ± sd), real-vs-real at the held-out size {base:.3f}. GFLOPs: the networks' "
+             f"(mean ± sd); real-vs-real: {results['baseline_n']} held-out images, FD {base:.3f} "
+             "(a smaller sample than the models' n, so with a larger bias: a floor only in "
+             "order of magnitude). "
+             "GFLOPs: the networks' "
              "per sample (steps × one evaluation; the decoder, the same for all, left out).", "",
              "| model | steps | FD | GFLOPs / sample | training min |", "|---|---|---|---|---|"]
     for r in sorted(results["rows"], key=lambda r: (r["steps"], r["model"])):
