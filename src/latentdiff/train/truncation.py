@@ -29,10 +29,9 @@ from latentdiff.images import save_image_grid
 from latentdiff.ldm import LatentDiffusion
 from latentdiff.pipelines import generate
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
-from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, optimizer_step,
-                                     resume_state, seeded, step_generator, train_state,
-                                     training_loop)
+from latentdiff.train.engine import (Run, check_same, make_fabric, seeded, step_generator,
+                                     train_state, training_loop)
+from latentdiff.train.gan import AdversarialPair
 from latentdiff.train.students import fixed, stored_data
 from latentdiff.truncation import (GaussianPrior, PriorDiscriminator, PriorGenerator,
                                    TruncatedPrior, forward_marginal, truncation_sigma)
@@ -97,21 +96,12 @@ def _train(fabric: Fabric, cfg: TruncatedDiffusionTrainConfig, resume: bool) -> 
             preview(prior, 0)
         return run.checkpoint
 
-    G = seeded(tc.seed, lambda: PriorGenerator(c, sigma, cfg.generator))
-    D = seeded(tc.seed + 1, lambda: PriorDiscriminator(c, sigma, cfg.discriminator))
-    ema = EMA(G, cfg.ema_decay)
-    disc_tc = dataclasses.replace(tc, lr=cfg.disc_lr or tc.lr)
-    g_opt, d_opt = make_optimizer(G.parameters(), tc), make_optimizer(D.parameters(), disc_tc)
-    start = 0
-    if stored is not None:
-        start = resume_state(run.checkpoint, stored, LATENT_DIFFUSION,
-                             {"generator": G, "discriminator": D, "prior": ema.model},
-                             {"optimizer": g_opt, "disc_optimizer": d_opt})
-        ema.num_updates = int(stored["train_state"]["ema_updates"])
-    g_model, g_opt = fabric.setup(G, g_opt)
-    d_model, d_opt = fabric.setup(D, d_opt)
-    ema.model.to(device)
-    prior = TruncatedPrior("gan", cfg.t_trunc, sigma, ema.model)
+    pair = AdversarialPair.setup(
+        fabric, tc, seeded(tc.seed, lambda: PriorGenerator(c, sigma, cfg.generator)),
+        seeded(tc.seed + 1, lambda: PriorDiscriminator(c, sigma, cfg.discriminator)),
+        cfg.ema_decay, cfg.disc_lr, stored, run.checkpoint, LATENT_DIFFUSION, "prior")
+    g_model, d_model = pair.g_model, pair.d_model
+    prior = TruncatedPrior("gan", cfg.t_trunc, sigma, pair.ema.model)
     step_data: dict[str, torch.Tensor] = {}
 
     def loss_of(step: int) -> torch.Tensor:
@@ -125,26 +115,19 @@ def _train(fabric: Fabric, cfg: TruncatedDiffusionTrainConfig, resume: bool) -> 
         return torch.nn.functional.softplus(-d_model(g_model(g_noise))).mean()
 
     def after_step(step: int) -> None:
-        ema.update(G)
-        d_model.requires_grad_(True)
-        real = step_data["real"].requires_grad_(cfg.r1_gamma > 0)
-        real_logits = d_model(real)
         with torch.no_grad():
             fake = g_model(step_data["d_noise"])
-        loss = (torch.nn.functional.softplus(-real_logits).mean()
-                + torch.nn.functional.softplus(d_model(fake)).mean())
-        if cfg.r1_gamma > 0:
-            grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            loss = loss + cfg.r1_gamma / 2 * grad.square().sum((1, 2, 3)).mean()
-        step_data["d_loss"] = optimizer_step(fabric, d_model, d_opt, loss, disc_tc, step)
+        step_data["d_loss"] = pair.discriminator_step(fabric, step, step_data["real"], d_model,
+                                                      fake, cfg.r1_gamma)
 
     def save_gan(step: int) -> None:
-        save(prior, step, {**prefixed("generator.", G.state_dict()),
-                           **prefixed("discriminator.", D.state_dict())},
-             {"optimizer": g_opt, "disc_optimizer": d_opt}, ema_updates=ema.num_updates)
+        save(prior, step, {**prefixed("generator.", pair.G.state_dict()),
+                           **prefixed("discriminator.", pair.D.state_dict())},
+             pair.optimizers(), ema_updates=pair.ema.num_updates)
 
-    run.open(cfg, start)
-    training_loop(run, fabric, tc, start, "tdpm prior", loss_of, g_model, g_opt, after_step,
+    run.open(cfg, pair.start)
+    training_loop(run, fabric, tc, pair.start, "tdpm prior", loss_of, g_model, pair.g_opt,
+                  after_step,
                   save_gan, lambda step: preview(prior, step),
                   log_values=lambda: {"d_loss": float(step_data["d_loss"])})
     return run.checkpoint

@@ -10,7 +10,6 @@ k)‖² (R1 on real pairs), with a fresh z (DDGAN's losses, Xiao et al. 2022, Se
 generator's EMA is what is sampled.
 """
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -29,10 +28,9 @@ from latentdiff.gan_chain import GANChainSchedule
 from latentdiff.images import save_image_grid
 from latentdiff.pipelines.wavediff import generate_wavediff
 from latentdiff.train.autoencoder import encode_posteriors, load_training_data
-from latentdiff.train.ema import EMA
-from latentdiff.train.engine import (Run, check_same, make_fabric, make_optimizer, optimizer_step,
-                                     resume_state, seeded, step_generator, train_state,
-                                     training_loop)
+from latentdiff.train.engine import (Run, check_same, make_fabric, seeded, step_generator,
+                                     train_state, training_loop)
+from latentdiff.train.gan import AdversarialPair
 from latentdiff.train.students import fixed
 from latentdiff.wavediff import WaveDiff, WaveletDiscriminator, WaveletGenerator
 
@@ -75,22 +73,13 @@ def _train(fabric: Fabric, cfg: WaveDiffTrainConfig, resume: bool) -> Path:
     codec = LatentCodec(autoencoder, stats).to(device)
     schedule = GANChainSchedule(cfg.num_timesteps, cfg.beta_min, cfg.beta_max)
     c = means.shape[1]
-    G = seeded(tc.seed, lambda: WaveletGenerator(c, cfg.generator))
-    D = seeded(tc.seed + 1, lambda: WaveletDiscriminator(c, cfg.discriminator,
-                                                         cfg.generator.wavelet))
-    ema = EMA(G, cfg.ema_decay)
-    disc_tc = dataclasses.replace(tc, lr=cfg.disc_lr or tc.lr)
-    g_opt, d_opt = make_optimizer(G.parameters(), tc), make_optimizer(D.parameters(), disc_tc)
-    start = 0
-    if stored is not None:
-        start = resume_state(run.checkpoint, stored, WAVEDIFF,
-                             {"generator": G, "discriminator": D, "generator_ema": ema.model},
-                             {"optimizer": g_opt, "disc_optimizer": d_opt})
-        ema.num_updates = int(stored["train_state"]["ema_updates"])
-    g_model, g_opt = fabric.setup(G, g_opt)
-    d_model, d_opt = fabric.setup(D, d_opt)
-    ema.model.to(device)
-    system = WaveDiff(ema.model, codec, schedule, cfg.data.image_size)
+    pair = AdversarialPair.setup(
+        fabric, tc, seeded(tc.seed, lambda: WaveletGenerator(c, cfg.generator)),
+        seeded(tc.seed + 1, lambda: WaveletDiscriminator(c, cfg.discriminator,
+                                                         cfg.generator.wavelet)),
+        cfg.ema_decay, cfg.disc_lr, stored, run.checkpoint, WAVEDIFF, "generator_ema")
+    g_model, d_model = pair.g_model, pair.d_model
+    system = WaveDiff(pair.ema.model, codec, schedule, cfg.data.image_size)
     step_data: dict[str, torch.Tensor] = {}
 
     def fake(x_k: torch.Tensor, k: torch.Tensor, z: torch.Tensor, noise: torch.Tensor):
@@ -119,34 +108,28 @@ def _train(fabric: Fabric, cfg: WaveDiffTrainConfig, resume: bool) -> Path:
         return adversarial + cfg.rec_weight * rec
 
     def after_step(step: int) -> None:
-        ema.update(G)
-        d_model.requires_grad_(True)
         x_k, k = step_data["x_k"], step_data["k"]
-        real = step_data["x_prev"].detach().requires_grad_(cfg.r1_gamma > 0)
-        real_logits = d_model(real, x_k, k)
         with torch.no_grad():
             _, x_fake = fake(x_k, k, step_data["z_d"], step_data["d_post"])
-        loss = F.softplus(-real_logits).mean() + F.softplus(d_model(x_fake, x_k, k)).mean()
-        if cfg.r1_gamma > 0:
-            grad, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-            loss = loss + cfg.r1_gamma / 2 * grad.square().sum((1, 2, 3)).mean()
-        step_data["d_loss"] = optimizer_step(fabric, d_model, d_opt, loss, disc_tc, step)
+        step_data["d_loss"] = pair.discriminator_step(
+            fabric, step, step_data["x_prev"], lambda x: d_model(x, x_k, k), x_fake, cfg.r1_gamma)
 
     def save(step: int) -> None:
-        tensors = {**prefixed("generator.", G.state_dict()),
-                   **prefixed("generator_ema.", ema.model.state_dict()),
-                   **prefixed("discriminator.", D.state_dict()),
+        tensors = {**prefixed("generator.", pair.G.state_dict()),
+                   **prefixed("generator_ema.", pair.ema.model.state_dict()),
+                   **prefixed("discriminator.", pair.D.state_dict()),
                    **prefixed("autoencoder.", autoencoder.state_dict())}
-        run.save(tensors, {"optimizer": g_opt, "disc_optimizer": d_opt},
+        run.save(tensors, pair.optimizers(),
                  {**wavediff_metadata(system), "config": to_dict(cfg),
-                  **train_state(step, fabric, ema_updates=ema.num_updates)})
+                  **train_state(step, fabric, ema_updates=pair.ema.num_updates)})
 
     def preview(step: int) -> None:
         images = generate_wavediff(system, seeds=list(range(64)))
         save_image_grid(to_uint8(images), run.sample_path(step), ncols=8)
 
-    run.open(cfg, start)
-    training_loop(run, fabric, tc, start, "wavediff", loss_of, g_model, g_opt, after_step, save,
+    run.open(cfg, pair.start)
+    training_loop(run, fabric, tc, pair.start, "wavediff", loss_of, g_model, pair.g_opt,
+                  after_step, save,
                   preview, log_values=lambda: {"d_loss": float(step_data["d_loss"]),
                                                "rec": float(step_data["rec"])})
     return run.checkpoint
