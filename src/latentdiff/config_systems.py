@@ -125,6 +125,13 @@ class WaveletGeneratorConfig:
     emb_dim: int = 128
     wavelet: bool = True
 
+    @property
+    def latent_multiple(self) -> int:
+        """Latent sides must be multiples of this: the levels' downsamplings, and with wavelets
+        the input DWT and the bottleneck DWT."""
+        levels = 2 ** (len(self.channel_mult) - 1)
+        return levels * 4 if self.wavelet else levels
+
     def __post_init__(self):
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         _check(self.channels >= 1 and self.blocks >= 1 and len(self.channel_mult) >= 1

@@ -135,8 +135,7 @@ class WaveletGenerator(nn.Module):
 
     @property
     def latent_multiple(self) -> int:
-        levels = 2 ** (len(self.config.channel_mult) - 1)
-        return levels * 4 if self.config.wavelet else levels  # input DWT and bottleneck DWT
+        return self.config.latent_multiple
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         wavelet = self.config.wavelet

@@ -45,11 +45,11 @@ def train_wavediff(cfg: WaveDiffTrainConfig, resume: bool = False) -> Path:
 
 
 def _check_size(cfg: WaveDiffTrainConfig, factor: int) -> None:
-    G = WaveletGenerator(1, cfg.generator)
+    multiple = cfg.generator.latent_multiple  # from the config: no network built to check
     side = cfg.data.image_size // factor
-    if side % G.latent_multiple:
+    if side % multiple:
         raise UserError(f"the latents are {side}×{side} but this generator needs sides that are "
-                        f"multiples of {G.latent_multiple} (two DWTs and "
+                        f"multiples of {multiple} (two DWTs and "
                         f"{len(cfg.generator.channel_mult) - 1} downsamplings); use fewer "
                         "generator.channel_mult levels or a larger data.image_size")
 
