@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from latentdiff.config_backbones import (  # noqa: F401 (the denoiser networks)
     BACKBONES, DIT_SIZES, DiTConfig, NetworkConfig, UNetConfig, UViTConfig)
 from latentdiff.config_diffusion import (  # noqa: F401 (the diffusion process and its training loss)
-    PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, DiffusionConfig,
+    PREDICTIONS, SCHEDULE_KINDS, SIGMA_SAMPLERS, WEIGHTINGS, CoarseToFineConfig, DiffusionConfig,
     MaskReplaceConfig, NoiseScheduleConfig, ObjectiveConfig, PostHocEMAConfig, StudentConfig)
 from latentdiff.config_files import check as _check
 from latentdiff.config_distill import (DistillConfig, LoRAConfig,  # noqa: F401 (students)
@@ -281,6 +281,8 @@ class LatentDiffusionTrainConfig:
     # spectrum-aware distillation from a trained teacher (Spectral Diffusion), on top of the data loss
     distillation: TeacherConfig = field(default_factory=TeacherConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # Frido's coarse-to-fine stages over the autoencoder's feature pyramid
+    coarse_to_fine: CoarseToFineConfig = field(default_factory=CoarseToFineConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -307,6 +309,9 @@ class LatentDiffusionTrainConfig:
         _check(not self.experts or self.train.devices * self.train.num_nodes == 1,
                "experts train in one process for now (a batch may leave an expert unused, which "
                "DDP does not allow); set train.devices=1 and train.num_nodes=1")
+        _check(not (self.coarse_to_fine.enabled and self.distillation.teacher),
+               "distillation.teacher distils a whole latent; a coarse-to-fine run (one pyramid "
+               "level per stage) cannot use it: set distillation.teacher=null")
 
     @property
     def network(self) -> NetworkConfig:

@@ -173,3 +173,19 @@ class MaskReplaceConfig:
         _check(0 < self.alpha_bar_end < 1 and 0 <= self.gamma_bar_end < 1
                and self.alpha_bar_end + self.gamma_bar_end <= 1,
                "mask_replace: need 0 < alpha_bar_end < 1, 0 ≤ gamma_bar_end < 1 and their sum ≤ 1")
+
+
+@dataclass(frozen=True)
+class CoarseToFineConfig:
+    """Frido's coarse-to-fine denoising (Fan et al., AAAI 2023, Sec. 3.2; `coarse_to_fine.py`) on
+    an autoencoder with a feature pyramid of L > 1 levels (`model.pyramid_levels`): one network
+    denoises one level per stage, the coarsest first, conditioned on the levels made before it,
+    which it sees mixed with noise, (1 − noise_mix)·z_ℓ + noise_mix·n (Frido's 0.1). The network
+    takes in_channels = c/L + c + L (the stage's state, the coarser levels, a one-hot stage map)
+    and gives out_channels = c/L; sampling costs L × steps network evaluations."""
+
+    enabled: bool = False
+    noise_mix: float = 0.1
+
+    def __post_init__(self):
+        _check(0 <= self.noise_mix < 1, "coarse_to_fine.noise_mix must be in [0, 1)")

@@ -7,7 +7,7 @@ import torch
 
 from latentdiff.autoencoder.codec import LatentCodec
 from latentdiff.conditioning.conditioner import Conditioner
-from latentdiff.config import StudentConfig
+from latentdiff.config import CoarseToFineConfig, StudentConfig
 from latentdiff.consistency import Boundary, ConsistencyDenoiser
 from latentdiff.denoiser import Denoiser
 from latentdiff.noise import NoiseSchedule
@@ -36,6 +36,9 @@ class LatentDiffusion:
     student: StudentConfig | None = None
     # a truncated chain's start (TDPM, `truncation.py`): samples run timesteps t_trunc … 0 from it
     prior: TruncatedPrior | None = None
+    # Frido's coarse-to-fine stages over the codec's feature pyramid (`coarse_to_fine.py`): the
+    # network denoises one level per stage
+    coarse_to_fine: CoarseToFineConfig | None = None
 
     @property
     def denoiser(self) -> Denoiser | ConsistencyDenoiser:
@@ -67,6 +70,18 @@ class LatentDiffusion:
         return self.codec.latent_channels, side, side
 
     @property
+    def num_stages(self) -> int:
+        """The stages of sampling: the pyramid's levels L of a coarse-to-fine model, else 1."""
+        return 1 if self.coarse_to_fine is None else self.codec.autoencoder.config.pyramid_levels
+
+    @property
+    def state_shape(self) -> tuple[int, int, int]:
+        """The shape of the network's x: the latent's, or one level's (c/L, h, w) of a
+        coarse-to-fine model."""
+        c, h, w = self.latent_shape
+        return c // self.num_stages, h, w
+
+    @property
     def size_multiple(self) -> int:
         """Sides of a sample (or of an input image) in pixels must be multiples of this: the
         autoencoder's f times the network's (the UNet's 2^(levels − 1), a transformer's patch)."""
@@ -82,8 +97,9 @@ class LatentDiffusion:
 
     def network_cost(self) -> NetworkCost:
         """Parameters and GFLOPs of one network evaluation at this model's latent size, with its
-        conditioning inputs (the null condition's context, a class label, concatenated channels)."""
-        cfg, (c, h, w) = self.unet.config, self.latent_shape
+        conditioning inputs (the null condition's context, a class label, concatenated channels;
+        one stage's of a coarse-to-fine model)."""
+        cfg, (c, h, w) = self.unet.config, self.state_shape
         cond = {}
         if cfg.context_dim is not None:
             encoded = self.conditioner.condition([self.conditioner.null_input()], self.device)

@@ -25,17 +25,19 @@ def level_channels(channels: int, num_levels: int, level: int) -> slice:
     return slice(level * per, (level + 1) * per)
 
 
+def blocks(part: torch.Tensor, k: int, scale: bool = False) -> torch.Tensor:
+    """(B, c', h, w) → its k × k block means nearest-upsampled back to h × w (the projection onto
+    block-constant latents), times k when `scale` (block means of i.i.d. N(0, 1) noise → noise that
+    is again N(0, 1) per value, one draw per block)."""
+    if k == 1:
+        return part
+    out = F.interpolate(F.avg_pool2d(part, k), scale_factor=k, mode="nearest")
+    return out * k if scale else out
+
+
 def _blockwise(z: torch.Tensor, num_levels: int, scale: bool) -> torch.Tensor:
-    if num_levels == 1:
-        return z
-    parts = []
-    for level, k in enumerate(block_sizes(num_levels)):
-        part = z[:, level_channels(z.shape[1], num_levels, level)]
-        if k > 1:
-            part = F.interpolate(F.avg_pool2d(part, k), scale_factor=k, mode="nearest")
-            part = part * k if scale else part
-        parts.append(part)
-    return torch.cat(parts, 1)
+    return torch.cat([blocks(z[:, level_channels(z.shape[1], num_levels, level)], k, scale)
+                      for level, k in enumerate(block_sizes(num_levels))], 1)
 
 
 def project(z: torch.Tensor, num_levels: int) -> torch.Tensor:

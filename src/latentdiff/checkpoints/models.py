@@ -13,8 +13,8 @@ from latentdiff.checkpoints.io import (KIND, check_replaceable, load_weights, pr
                                       require_kind, save_checkpoint)
 from latentdiff.conditioning.conditioner import ConditionedUNet, Conditioner
 from latentdiff.conditioning.kinds import conditioner_from_metadata, conditioner_metadata
-from latentdiff.config import (AutoencoderConfig, DiffusionConfig, LoRAConfig, StudentConfig,
-                               UNetConfig, from_dict, to_dict)
+from latentdiff.config import (AutoencoderConfig, CoarseToFineConfig, DiffusionConfig, LoRAConfig,
+                               StudentConfig, UNetConfig, from_dict, to_dict)
 from latentdiff.network import (ExpertNetwork, build_network, expert_network, network_config,
                                 network_fields, network_metadata)
 from latentdiff.errors import UserError
@@ -106,7 +106,9 @@ def load_latent_diffusion(path: str | Path, device: torch.device | str = "cpu",
                            trained_with_null=bool(metadata.get("trained_with_null", False)),
                            sigma_data=diffusion.sigma_data,
                            student=student_config(metadata),
-                           prior=_load_prior(path, metadata, device))
+                           prior=_load_prior(path, metadata, device),
+                           coarse_to_fine=None if metadata.get("coarse_to_fine") is None
+                           else from_dict(CoarseToFineConfig, metadata["coarse_to_fine"]))
 
 
 def _load_prior(path: str | Path, metadata: dict, device) -> TruncatedPrior | None:
@@ -259,7 +261,9 @@ def system_metadata(system: LatentDiffusion) -> dict:
             "class_names": list(system.class_names), **conditioner_metadata(system.conditioner),
             "trained_with_null": system.trained_with_null,
             **({} if system.student is None else {"student_config": to_dict(system.student)}),
-            **({} if system.prior is None else {"truncation": system.prior.metadata()})}
+            **({} if system.prior is None else {"truncation": system.prior.metadata()}),
+            **({} if system.coarse_to_fine is None
+               else {"coarse_to_fine": to_dict(system.coarse_to_fine)})}
 
 
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

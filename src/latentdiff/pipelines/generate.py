@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from latentdiff.coarse_to_fine import StageDenoiser, sample_stages
 from latentdiff.conditioning import Cond
 from latentdiff.denoiser import GuidedDenoiser, ImageGuidedDenoiser, MaskedDenoiser, check_guidance
 from latentdiff.errors import UserError
@@ -148,11 +149,24 @@ def sampling_choices(model: LatentDiffusion, **given) -> dict:
     return {k: defaults[k] if v is None else v for k, v in given.items()}
 
 
-def _batch_callback(callback: Callable[[dict], None] | None, steps: int,
-                    batch: int) -> Callable[[dict], None] | None:
+def _batch_callback(callback: Callable[[dict], None] | None, steps: int, batch: int,
+                    offset: int = 0) -> Callable[[dict], None] | None:
+    """The sampler's callback: info with the steps of the batch and its first row added, its step
+    i counted from `offset` (the steps of the stages before it)."""
     if callback is None:
         return None
-    return lambda info: callback({**info, "steps": steps, "batch": batch})
+    return lambda info: callback({**info, "i": info["i"] + offset, "steps": steps, "batch": batch})
+
+
+def _check_stages(model: LatentDiffusion, edit: LatentEdit | None, image_guide, guides: Guides
+                  ) -> None:
+    """A coarse-to-fine model's network sees one pyramid level at a time: no option that reads or
+    writes the whole latent during sampling."""
+    if model.coarse_to_fine is not None and (edit is not None or image_guide is not None
+                                             or guides != Guides()):
+        raise UserError("this model samples coarse to fine (Frido), one pyramid level at a time; "
+                        "img2img, inpainting, image guidance, classifier guidance, autoguidance "
+                        "and a prior need a one-stage model")
 
 
 @torch.no_grad()
@@ -209,6 +223,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         _check_embedded_guidance(model, guidance_scale, guidance_rescale, guidance_interval,
                                  negative_prompts)
     guides = guides or Guides()
+    _check_stages(model, edit, image_guide, guides)
     check_guides(model, guides, len(seeds))
     if embedded and guides.autoguide is not None:
         raise UserError("this student takes the guidance scale as an input; it cannot be autoguided")
@@ -241,7 +256,8 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size)
         generators = per_sample_generators(list(seeds[rows]))
-        x = randn_like(torch.empty(len(generators), *shape, device=model.device), generators)
+        if model.coarse_to_fine is None:
+            x = randn_like(torch.empty(len(generators), *shape, device=model.device), generators)
         row_labels = None if labels is None else labels[rows]
         concat = None if spatial is None else spatial.concat[rows]
         # tokens, and a spatial input too for text models with `masked_image`
@@ -251,10 +267,13 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         else:
             cond = Cond(class_labels=row_labels, concat=concat)
         cond = cond.to(model.device)
-        denoiser = model.denoiser
+        # a coarse-to-fine model's innermost denoiser: one pyramid level per stage
+        stages = None if model.coarse_to_fine is None else StageDenoiser(model.denoiser,
+                                                                         model.num_stages)
+        denoiser = stages or model.denoiser
         if embedded:
-            cond = dataclasses.replace(cond, guidance=torch.full((len(x),), float(guidance_scale),
-                                                                 device=model.device))
+            cond = dataclasses.replace(cond, guidance=torch.full(
+                (len(generators),), float(guidance_scale), device=model.device))
         elif guidance_scale != 1.0 and guides.autoguide is not None:
             denoiser = autoguided(guides, denoiser, cond,
                                   None if token_inputs is None else token_inputs[rows],
@@ -262,7 +281,7 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
         elif guidance_scale != 1.0:
             negative = None if negative_prompts is None else list(negative_prompts[rows])
             inputs = None if token_inputs is None else token_inputs[rows]
-            uncond = null_condition(model, cond, negative, len(x), inputs)
+            uncond = null_condition(model, cond, negative, len(generators), inputs)
             if interleave is None:
                 denoiser = GuidedDenoiser(denoiser, uncond, guidance_scale, guidance_rescale,
                                           guidance_interval)
@@ -278,17 +297,22 @@ def generate(model: LatentDiffusion, seeds: Sequence[int],
                                            image_guide[0][rows].to(model.device),
                                            image_guide[1])
         known = None if edit is None else edit.latents[rows].to(model.device)
-        x = denoiser.start(x, sigmas[0], known) if prior is None else prior.draw(x)
         if edit is not None and edit.mask is not None:
             denoiser = MaskedDenoiser(denoiser, known, edit.mask[rows].to(model.device))
-        z = run_sampler(sampler, denoiser, x, sigmas, cond=cond,
-                        generator=generators, **sampler_options,
-                        callback=_batch_callback(callback, len(sigmas) - 1, start))
-        if not torch.isfinite(z).all():  # never a silent black image
-            raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} at "
-                            "these options; try fewer guidance or sampler options, more steps, or "
-                            "--dtype fp32")
-        z = denoiser.latent(z, sigmas[-1])
+        n_steps = len(sigmas) - 1
+
+        def run(x: torch.Tensor, stage: int = 0) -> torch.Tensor:
+            x = denoiser.start(x, sigmas[0], known) if prior is None else prior.draw(x)
+            z = run_sampler(sampler, denoiser, x, sigmas, cond=cond, generator=generators,
+                            **sampler_options, callback=_batch_callback(
+                                callback, n_steps * model.num_stages, start, n_steps * stage))
+            if not torch.isfinite(z).all():  # never a silent black image
+                raise UserError(f"sampling produced non-finite values (nan or inf) with {sampler} "
+                                "at these options; try fewer guidance or sampler options, more "
+                                "steps, or --dtype fp32")
+            return denoiser.latent(z, sigmas[-1])
+        z = run(x) if stages is None else sample_stages(
+            stages, run, shape, generators, model.coarse_to_fine.noise_mix, model.device)
         out.append((model.codec.decode(z) if decode else z).cpu())
     return torch.cat(out)
 

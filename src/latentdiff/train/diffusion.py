@@ -16,6 +16,7 @@ from lightning_fabric import Fabric
 from latentdiff.acceleration import compiled
 from latentdiff.autoencoder import Autoencoder, LatentCodec, LatentStats, PixelSpace
 from latentdiff.checkpoints.io import prefixed
+from latentdiff.coarse_to_fine import network_channels, training_batch
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, initialise_from, load_autoencoder,
                                            network_parts, system_metadata,
                                            trained_network)
@@ -60,10 +61,20 @@ def _check_compatible(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
     c = autoencoder.config.latent_channels
     k = conditioner.concat_channels(c) if conditioner else 0
     net, name = cfg.network, cfg.backbone
-    if net.in_channels != c + k or net.out_channels != c:
-        extra = f" + {k} concatenated {cfg.conditioning.kind} channels" if k else ""
+    extra = f" + {k} concatenated {cfg.conditioning.kind} channels" if k else ""
+    wanted = (c + k, c)
+    if cfg.coarse_to_fine.enabled:
+        levels = autoencoder.config.pyramid_levels
+        if levels == 1:
+            raise UserError(f"coarse_to_fine.enabled needs an autoencoder with a feature pyramid; "
+                            f"{cfg.autoencoder} has one level: train one with "
+                            "model.pyramid_levels=2 (or more)")
+        wanted = network_channels(c, levels, k)
+        extra = (f" in {levels} pyramid levels, so one stage's {c // levels}{extra} + {c} "
+                 f"coarser-level and {levels} stage channels")
+    if (net.in_channels, net.out_channels) != wanted:
         raise UserError(f"the autoencoder has {c} latent channels{extra}; set "
-                        f"{name}.in_channels={c + k} and {name}.out_channels={c}")
+                        f"{name}.in_channels={wanted[0]} and {name}.out_channels={wanted[1]}")
     check_condition_inputs(net, name, cfg.conditioning, data, conditioner)
     if getattr(net, "learn_sigma", False):
         raise UserError("dit.learn_sigma is for loading DiT checkpoints (their variance channels "
@@ -154,6 +165,7 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                                              list(train_data.captions)))
 
     schedule = NoiseSchedule(cfg.diffusion.schedule)
+    stages = cfg.coarse_to_fine if cfg.coarse_to_fine.enabled else None
     sigma_data = cfg.diffusion.sigma_data
     precond = make_preconditioning(schedule, cfg.diffusion.prediction, sigma_data)
     unet = seeded(tc.seed, lambda: expert_network(cfg.network, cfg.experts, precond.c_noise)
@@ -194,7 +206,8 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                  or (conditioner and conditioner.num_classes)
                                  else (),
                                  ema_parts.get("conditioner", conditioner),
-                                 cfg.conditioning.drop_prob > 0, sigma_data)
+                                 cfg.conditioning.drop_prob > 0, sigma_data,
+                                 coarse_to_fine=stages)
     cost = ema_system.network_cost()
     log.info("network: %s%s, %.3f M parameters, %.4f GFLOPs per evaluation at the latent %s",
              cfg.backbone, f" × {len(cfg.experts) + 1} experts" if cfg.experts else "",
@@ -227,6 +240,14 @@ def _train(fabric: Fabric, cfg: LatentDiffusionTrainConfig, resume: bool) -> Pat
                                cached_conditions,
                                fabric.global_rank, fabric.world_size)
         cond, sigma, noise = cond.to(fabric.device), sigma.to(fabric.device), noise.to(fabric.device)
+        if stages is not None:  # one pyramid level per sample (Frido)
+            levels = autoencoder.config.pyramid_levels
+            stage = torch.randint(levels, (tc.batch_size,), generator=generator)
+            mix_noise = torch.randn((tc.batch_size, *shape), generator=generator)
+            stage, mix_noise = (rank_slice(v, fabric.global_rank, fabric.world_size).to(
+                fabric.device) for v in (stage, mix_noise))
+            z0, noise, cond = training_batch(z0, noise, cond, stage, mix_noise, levels,
+                                             stages.noise_mix)
         weight = loss_weight(cfg.objective, sigma, sigma_data)
 
         def loss_on(rows: slice) -> torch.Tensor:

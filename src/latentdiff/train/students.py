@@ -18,6 +18,7 @@ from lightning_fabric import Fabric
 
 from latentdiff.checkpoints.io import prefixed, read_metadata
 from latentdiff.checkpoints.models import BUNDLED_MODEL, load_latent_diffusion
+from latentdiff.coarse_to_fine import refuse_stages
 from latentdiff.conditioning import Cond
 from latentdiff.config import DataConfig, DistillConfig, LoRAConfig, from_dict, to_dict
 from latentdiff.data import ImageData, batch_indices, rank_slice, to_uint8
@@ -106,6 +107,7 @@ class TeacherData:
     @classmethod
     def of(cls, cfg: DistillConfig, device: torch.device) -> "TeacherData":
         teacher = load_latent_diffusion(cfg.teacher, device)
+        refuse_stages(teacher, cfg.teacher, "a distillation teacher")
         if cfg.guidance_max > 1.0 and not teacher.trained_with_null:
             raise UserError("the teacher was trained without condition dropout, so it has no "
                             "unconditional mode to guide with; keep guidance_max=1")

@@ -6,6 +6,7 @@ import torch
 
 from latentdiff.autoencoder import Autoencoder, LatentStats
 from latentdiff.checkpoints.models import load_latent_diffusion
+from latentdiff.coarse_to_fine import refuse_stages
 from latentdiff.config import LatentDiffusionTrainConfig
 from latentdiff.errors import UserError
 from latentdiff.metrics.features import state_digest
@@ -27,6 +28,7 @@ def load_teacher(cfg: LatentDiffusionTrainConfig, autoencoder: Autoencoder,
                         f"{', '.join(DISTILLABLE_KINDS)} or class labels, not "
                         f"{cfg.conditioning.kind}")
     model = load_latent_diffusion(path, device)
+    refuse_stages(model, path, "a distillation teacher")
     if state_digest(model.codec.autoencoder) != state_digest(autoencoder):
         raise UserError(f"the teacher {path} has another first stage than autoencoder="
                         f"{cfg.autoencoder}; distil on the teacher's autoencoder")

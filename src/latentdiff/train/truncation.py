@@ -21,6 +21,7 @@ from lightning_fabric import Fabric
 from latentdiff.checkpoints.io import prefixed
 from latentdiff.checkpoints.models import (LATENT_DIFFUSION, load_latent_diffusion, system_metadata,
                                            system_tensors)
+from latentdiff.coarse_to_fine import refuse_stages
 from latentdiff.config import to_dict
 from latentdiff.config_systems import TruncatedDiffusionTrainConfig
 from latentdiff.data import batch_indices, to_uint8
@@ -53,6 +54,7 @@ def _check_model(cfg: TruncatedDiffusionTrainConfig, model: LatentDiffusion) -> 
     """σ_{t_trunc}, after one-line errors for models a prior of x alone cannot start."""
     if model.student is not None:
         raise UserError(f"{cfg.model} is a distilled student; truncate a diffusion model")
+    refuse_stages(model, cfg.model, "a truncated chain")
     if model.prior is not None:
         raise UserError(f"{cfg.model} is already truncated (t_trunc={model.prior.t_trunc}); "
                         "give the model it was made from")

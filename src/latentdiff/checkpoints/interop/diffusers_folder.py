@@ -82,6 +82,9 @@ def save_diffusers(model: LatentDiffusion, folder: str | Path, dtype: str = "fp3
     if isinstance(autoencoder, PixelSpace):
         raise UserError("a pixel-space model (autoencoder: pixels) has no autoencoder to write as "
                         "a diffusers vae/; convert it to a .safetensors file instead")
+    if autoencoder.config.pyramid_levels > 1:
+        raise UserError("diffusers has no feature-pyramid autoencoder (Frido) nor coarse-to-fine "
+                        "sampling; convert this model to a .safetensors file instead")
     if not isinstance(model.unet.config, UNetConfig) or isinstance(model.unet, ExpertNetwork):
         raise UserError("writing a diffusers folder needs a single UNet; this model's network is "
                         "not one: convert it to a .safetensors file instead")
