@@ -66,7 +66,7 @@ def test_truncated_grids_cover_only_the_first_t_trunc_timesteps():
         float(SCHEDULE.sigmas[99]), rel=1e-6)
     with pytest.raises(UserError, match="t_max=1000"):
         sigma_grid(SCHEDULE, 5, t_max=1000)
-    with pytest.raises(UserError, match="steps=101"):
+    with pytest.raises(UserError, match="steps=101 must be between 1 and 100, the timesteps"):
         sigma_grid(SCHEDULE, 101, t_max=99)
     with pytest.raises(UserError, match="t_trunc=999"):
         truncation_sigma(SCHEDULE, 999)

@@ -22,8 +22,11 @@ FINALS = ("zero", "t0")
 
 
 def check_steps(steps: int, num_timesteps: int) -> None:
+    """A one-line error unless 1 ≤ steps ≤ the timesteps of the chain sampled (the schedule's T, or
+    t_trunc + 1 of a truncated chain)."""
     if not 1 <= steps <= num_timesteps:
-        raise UserError(f"steps={steps} must be between 1 and the schedule length {num_timesteps}")
+        raise UserError(f"steps={steps} must be between 1 and {num_timesteps}, the timesteps of "
+                        "the chain it samples (a truncated chain has t_trunc + 1)")
 
 
 def timesteps(num_timesteps: int, steps: int, spacing: str = "uniform",
