@@ -212,6 +212,7 @@ class WaveDiff:
     codec: LatentCodec
     schedule: GANChainSchedule
     image_size: int
+    # what sample-quality evaluation reads of any model (`evaluation.sample_quality`): unconditional
     class_names: tuple[str, ...] = ()
     conditioner: None = None
     trained_with_null: bool = False
