@@ -161,8 +161,9 @@ def main() -> None:
                 minutes.append(run_minutes(run))
                 if seed == 0:
                     grid_rows(model, f"{kind} T={T}")
-            add(kind, T, fd, base, model.network_cost().gflops, round(float(np.mean(minutes)), 2),
-                parameters=model.network_cost().parameters)
+            cost = model.network_cost()
+            add(kind, T, fd, base, cost.gflops, round(float(np.mean(minutes)), 2),
+                parameters=cost.parameters)
     figure = REPORTS / args.name / "samples.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(to_uint8(torch.cat([images for _, images in figure_rows]) / 127.5 - 1), figure,
