@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--autoencoder-steps", type=int, default=800)
     p.add_argument("--root", type=Path, default=Path("runs/frido-shapes"))
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--last-only", action="store_true",
+                   help="score only the last checkpoint of each run (not the half-way one)")
     p.add_argument("--train-only", action="store_true",
                    help="train the models and stop (another process may train the others)")
     p.add_argument("--report", default="frido-shapes")
@@ -75,7 +77,7 @@ def main() -> None:
             if args.train_only:
                 continue
             points = []
-            for step in (every, 2 * every):
+            for step in (2 * every,) if args.last_only else (every, 2 * every):
                 checkpoint = last.parent / f"step-{step:07d}.safetensors"
                 model = load_latent_diffusion(checkpoint)
                 for steps in (args.sample_steps,) if per_step > 1 else (args.sample_steps,
