@@ -33,7 +33,7 @@ from latentdiff.train.diffusion import train_latent_diffusion
 # experiments/ (the script's folder)
 from few_step import run_minutes
 from guidance_family import trained
-from report import Provenance, shown_path, write_report
+from report import Provenance, mean_sd, shown_path, write_report
 
 TITLE = "Frido's coarse-to-fine denoising against the plain LDM on one pyramid first stage (shapes, layouts)"
 ARMS = {  # name → (overrides of ldm-shapes-layout, evaluations per sampling step)
@@ -109,10 +109,6 @@ def cells(row: dict) -> dict[tuple[int, int], list[dict]]:
     return out
 
 
-def _mean(values, digits: int) -> str:
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
-
-
 def render(results: dict) -> list[str]:
     first = AlignmentReport.from_dict(results["rows"][0]["seeds"][0]["points"][0]["report"])
     lines = [f"Shapes, layout-to-image, on one KL-f4 autoencoder with a 2-level feature pyramid "
@@ -128,8 +124,8 @@ def render(results: dict) -> list[str]:
             lines.append(f"| {row['model']} | {step} | "
                          f"{np.mean([p['minutes'] for p in points]):.1f} | {steps} | "
                          f"{points[0]['evaluations']} | "
-                         f"{_mean([r.rows[0].alignment[0] for r in reports], 3)} | "
-                         f"{_mean([r.rows[0].fd[0] for r in reports], 1)} |")
+                         f"{mean_sd([r.rows[0].alignment[0] for r in reports], 3)} | "
+                         f"{mean_sd([r.rows[0].fd[0] for r in reports], 1)} |")
     return lines
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -132,6 +133,12 @@ def pyplot():
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def mean_sd(values, digits: int) -> str:
+    """The mean ± the (population) standard deviation of `values`, e.g. over seeds, at `digits`
+    decimals."""
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.pstdev(values):.{digits}f}"
 
 
 def markdown(results: dict, body: list[str]) -> str:

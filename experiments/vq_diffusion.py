@@ -34,7 +34,7 @@ from latentdiff.train.vq_diffusion import train_vq_diffusion
 # experiments/ (the script's folder)
 from few_step import run_minutes
 from guidance_family import trained
-from report import Provenance, shown_path, write_report
+from report import Provenance, mean_sd, shown_path, write_report
 
 TITLE = "VQ-Diffusion against the continuous LDM on the same VQ-f4 first stage (shapes, text)"
 MODELS = {  # name → (config class, bundled config, trainer, loader, sampling options)
@@ -120,15 +120,11 @@ def render(results: dict) -> list[str]:
             reports = _reports(row, step)
             minutes = [next(p for p in s["points"] if p["step"] == step)["minutes"]
                        for s in row["seeds"]]
-            cells = [_mean([r.rows[i].alignment[0] for r in reports], 3) for i in range(len(g))]
-            cells += [_mean([r.rows[i].fd[0] for r in reports], 1) for i in range(len(g))]
+            cells = [mean_sd([r.rows[i].alignment[0] for r in reports], 3) for i in range(len(g))]
+            cells += [mean_sd([r.rows[i].fd[0] for r in reports], 1) for i in range(len(g))]
             lines.append(f"| {row['model']} | {step} | {np.mean(minutes):.1f} | "
                          + " | ".join(cells) + " |")
     return lines
-
-
-def _mean(values, digits: int) -> str:
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
 def plot(plt, results: dict):

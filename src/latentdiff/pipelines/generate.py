@@ -163,7 +163,7 @@ def _check_stages(model: LatentDiffusion, edit: LatentEdit | None, image_guide, 
     """A coarse-to-fine model's network sees one pyramid level at a time: no option that reads or
     writes the whole latent during sampling."""
     if model.coarse_to_fine is not None and (edit is not None or image_guide is not None
-                                             or guides != Guides()):
+                                             or guides.active):
         raise UserError("this model samples coarse to fine (Frido), one pyramid level at a time; "
                         "img2img, inpainting, image guidance, classifier guidance, autoguidance "
                         "and a prior need a one-stage model")

@@ -35,6 +35,12 @@ class Guides:
     embedder: object = None  # its image(-text) network: ClipEmbedder or EvaluatorEmbedder
     files: dict = dataclasses.field(default_factory=dict)  # {"classifier": path, ...}, recorded
 
+    @property
+    def active(self) -> bool:
+        """Whether any guide is set (a classifier, autoguidance, a prior or semantic targets)."""
+        return any(g is not None for g in (self.classifier, self.autoguide, self.prior,
+                                           self.semantic))
+
     def record(self) -> dict | None:
         """What a PNG's parameters keep of these guides: each model's file name and hash, and the
         settings; None when there are none."""
